@@ -1,0 +1,30 @@
+/**
+ * The replication seam: what a client write did to the local memcached.
+ *
+ * The proxy produces these only for writes that took effect (memcached said
+ * so). Replication ships *state*, not operations (DESIGN.md §3): an effect either
+ * carries the resulting item, or says the item must be read back because the
+ * reply did not carry it (append, incr, ...).
+ */
+
+/** Expiry as memcached's `exptime` field: 0 never, <= 30 days relative, else absolute unix time. */
+export type Exptime = number;
+
+export type WriteEffect =
+  /** The item now holds exactly this. */
+  | { kind: 'set'; key: Buffer; value: Buffer; flags: number; exptime: Exptime }
+  /** The item changed in a way the reply does not show (append, incr, ma ...): read it back. */
+  | { kind: 'readback'; key: Buffer }
+  /** Only the expiry changed (touch, gat, mg T). */
+  | { kind: 'touch'; key: Buffer; exptime: Exptime }
+  | { kind: 'delete'; key: Buffer }
+  /** md with I: the item stays but is marked stale; optional new TTL. */
+  | { kind: 'invalidate'; key: Buffer; exptime: Exptime | null }
+  | { kind: 'flush'; delay: number };
+
+/** Where the proxy reports writes that took effect. Replication's outbox implements it. */
+export interface WriteSink {
+  written(effect: WriteEffect, receivedAt: number): void;
+}
+
+export const discardWrites: WriteSink = { written() {} };

@@ -1,0 +1,73 @@
+/**
+ * Frames memcached's replies on an upstream connection into parts the proxy
+ * can stream to the client one by one: a VALUE line with its data block, a
+ * STAT/ITEM line, or the line that ends the reply. Streaming by part keeps a
+ * huge multi-get reply from being held whole in the proxy's memory.
+ *
+ * Pure: bytes in, typed reply parts out.
+ */
+import { ByteQueue } from '../byte-queue';
+
+export type ReplyPartKind =
+  /** `VALUE key flags bytes [cas]` and its data block: more parts follow. */
+  | 'value'
+  /** A line of a listing (stats, cachedump, metadump): more parts follow. */
+  | 'listing'
+  /** The part that ends a reply: END, STORED, VA + data, an error line, ... */
+  | 'end';
+
+export interface ReplyPart {
+  kind: ReplyPartKind;
+  /** The bytes memcached sent, forwarded untouched. */
+  raw: Buffer;
+  /** The first line without its \r\n (latin1). */
+  line: string;
+}
+
+const LISTING_PREFIXES = ['STAT ', 'ITEM ', 'PREFIX ', 'key=', 'mg '];
+
+/** A reply longer than this without a newline means the upstream is not speaking memcached. */
+export const REPLY_LINE_MAX = 64 * 1024;
+
+export class TextReplyParser {
+  private readonly queue = new ByteQueue();
+
+  push(chunk: Buffer): void {
+    this.queue.push(chunk);
+  }
+
+  get buffered(): number {
+    return this.queue.length;
+  }
+
+  /** The next complete part, or null until more bytes arrive. Throws on a reply memcached could not have sent. */
+  next(): ReplyPart | null {
+    const newline = this.queue.indexOf(0x0a);
+    if (newline === -1) {
+      if (this.queue.length > REPLY_LINE_MAX) throw new Error('upstream reply line too long');
+      return null;
+    }
+    const head = this.queue.peek(newline + 1);
+    const line = head.toString('latin1', 0, newline > 0 && head[newline - 1] === 0x0d ? newline - 1 : newline);
+    const block = dataBlockLength(line);
+    if (block !== null) {
+      const total = newline + 1 + block + 2;
+      if (this.queue.length < total) return null;
+      const kind = line.startsWith('VALUE ') ? 'value' : 'end';
+      return { kind, raw: this.queue.take(total), line };
+    }
+    const kind = LISTING_PREFIXES.some((p) => line.startsWith(p)) ? 'listing' : 'end';
+    return { kind, raw: this.queue.take(newline + 1), line };
+  }
+}
+
+/** Length of the data block announced by a VALUE or VA line, or null if none follows. */
+function dataBlockLength(line: string): number | null {
+  let field: string | undefined;
+  if (line.startsWith('VALUE ')) field = line.split(' ')[3];
+  else if (line.startsWith('VA ')) field = line.split(' ')[1];
+  else return null;
+  const n = field === undefined ? NaN : Number(field);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`upstream sent a malformed value header: ${line.slice(0, 80)}`);
+  return n;
+}

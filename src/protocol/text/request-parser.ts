@@ -1,0 +1,256 @@
+/**
+ * Frames a client's byte stream into text/meta protocol requests exactly the
+ * way memcached 1.6 does (proto_text.c): same line rules, same tokenizer, same
+ * decision of whether a data block follows. The proxy forwards each framed
+ * request as one unit, so if this agreed with memcached only "usually", a
+ * malformed request would desynchronise replies from requests.
+ *
+ * Pure: bytes in, typed requests out.
+ */
+import { ByteQueue } from '../byte-queue';
+import { parseInt32, parseUint32, parseUint64 } from '../numbers';
+import type { MetaCommand, MetaRequest, StorageCommand, TextRequest } from './messages';
+
+export const KEY_MAX_LENGTH = 250;
+/** memcached closes a connection whose line has no newline after this many bytes (unless it is a get). */
+export const LINE_MAX_WITHOUT_NEWLINE = 2048;
+/** memcached's MAX_TOKENS: 23 tokens, then the rest of the line is one unparsed remainder. */
+const MAX_TOKENS = 24;
+/** memcached's MFLAG_MAX_OPT_LENGTH for meta commands. */
+const META_MAX_TOKENS = 20;
+const INT_MAX = 2147483647;
+
+export interface RequestParserLimits {
+  /** memcached's item size limit (-I): a data block larger than this is refused without buffering it. */
+  maxItemSize: number;
+  /** memcached accepts unbounded multi-get lines; the proxy does not. */
+  maxMultigetLine: number;
+}
+
+const STORAGE: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'append', 'prepend', 'cas']);
+const RETRIEVAL: ReadonlySet<string> = new Set(['get', 'gets', 'gat', 'gats', 'bget']);
+
+/** Splits like memcached's tokenize_command: on single spaces, empty tokens dropped. */
+export function tokenize(line: string): string[] {
+  return line.split(' ').filter((t) => t.length > 0);
+}
+
+/** memcached's `ntokens`: tokens it looked at, plus its terminating empty token. */
+function memcachedTokenCount(tokens: string[]): number {
+  return Math.min(tokens.length, MAX_TOKENS - 1) + 1;
+}
+
+export class TextRequestParser {
+  private readonly queue = new ByteQueue();
+  /** Bytes of a refused (too large) data block still to discard as they arrive. */
+  private discarding = 0;
+  /** A storage line whose data block has not fully arrived yet. */
+  private pendingLine: { line: Buffer; blockLength: number; build: (line: Buffer, block: Buffer) => TextRequest } | null = null;
+
+  constructor(private readonly limits: RequestParserLimits) {}
+
+  push(chunk: Buffer): void {
+    if (this.discarding > 0) {
+      const dropped = Math.min(this.discarding, chunk.length);
+      this.discarding -= dropped;
+      chunk = chunk.subarray(dropped);
+    }
+    this.queue.push(chunk);
+  }
+
+  /** Bytes held while waiting for the rest of a request. */
+  get buffered(): number {
+    return this.queue.length + (this.pendingLine?.line.length ?? 0);
+  }
+
+  /** The next complete request, or null until more bytes arrive. */
+  next(): TextRequest | null {
+    if (this.discarding > 0) return null;
+    if (this.pendingLine) return this.readBlock();
+
+    const newline = this.queue.indexOf(0x0a);
+    if (newline === -1) return this.checkLongLine();
+
+    const lineWithNewline = this.queue.take(newline + 1);
+    let end = newline;
+    if (end > 1 && lineWithNewline[end - 1] === 0x0d) end--;
+    let text = lineWithNewline.toString('latin1', 0, end);
+    const nul = text.indexOf('\0');
+    if (nul !== -1) text = text.slice(0, nul); // memcached works on a C string
+    return this.parseLine(lineWithNewline, text);
+  }
+
+  private checkLongLine(): TextRequest | null {
+    if (this.queue.length <= LINE_MAX_WITHOUT_NEWLINE) return null;
+    // memcached only lets a long line grow when it is a multi-get.
+    const head = this.queue.peek(Math.min(this.queue.length, 110)).toString('latin1');
+    const spaces = head.length - head.trimStart().length;
+    const rest = head.slice(spaces);
+    const isMultiget = spaces <= 100 && (rest.startsWith('get ') || rest.startsWith('gets '));
+    if (!isMultiget) return { type: 'close', reason: 'line too long' };
+    if (this.queue.length > this.limits.maxMultigetLine) return { type: 'close', reason: 'multi-get line too long' };
+    return null;
+  }
+
+  private readBlock(): TextRequest | null {
+    const pending = this.pendingLine!;
+    if (this.queue.length < pending.blockLength) return null;
+    this.pendingLine = null;
+    return pending.build(pending.line, this.queue.take(pending.blockLength));
+  }
+
+  private parseLine(line: Buffer, text: string): TextRequest | null {
+    const tokens = tokenize(text);
+    const ntokens = memcachedTokenCount(tokens);
+    const other = (): TextRequest => ({
+      type: 'other',
+      raw: line,
+      mayBeSilent: tokens.some((t) => t === 'noreply'),
+      streams: false,
+    });
+    if (ntokens < 2 || tokens[0].length < 2) return other();
+    const command = tokens[0];
+
+    if (command.length === 2 && command[0] === 'm') return this.parseMeta(line, tokens, ntokens);
+    if (RETRIEVAL.has(command)) {
+      if (ntokens < 3) return other();
+      const gat = command === 'gat' || command === 'gats';
+      return {
+        type: 'retrieval',
+        raw: line,
+        command: command as 'get',
+        exptime: gat ? parseInt32(tokens[1]) : null,
+      };
+    }
+    if (STORAGE.has(command)) return this.parseStorage(line, tokens, ntokens, command as StorageCommand) ?? other();
+
+    const noreply = tokens[ntokens - 2] === 'noreply';
+    const key = tokens[1] === undefined ? null : Buffer.from(tokens[1], 'latin1');
+    const keyOk = key !== null && key.length <= KEY_MAX_LENGTH;
+    switch (command) {
+      case 'incr':
+      case 'decr':
+        if ((ntokens === 4 || ntokens === 5) && keyOk && parseUint64(tokens[2]) !== null) {
+          return { type: 'arithmetic', raw: line, command, tokens, key: key!, noreply };
+        }
+        return other();
+      case 'touch': {
+        const exptime = tokens[2] === undefined ? null : parseInt32(tokens[2]);
+        if ((ntokens === 4 || ntokens === 5) && keyOk && exptime !== null) {
+          return { type: 'touch', raw: line, tokens, key: key!, exptime, noreply };
+        }
+        return other();
+      }
+      case 'delete': {
+        if (ntokens < 3 || ntokens > 5) return other();
+        const holdIsZero = tokens[2] === '0';
+        const valid = ntokens === 3 || (ntokens === 4 && (holdIsZero || noreply)) || (ntokens === 5 && holdIsZero && noreply);
+        if (valid && keyOk) return { type: 'delete', raw: line, tokens, key: key!, noreply };
+        return other();
+      }
+      case 'flush_all': {
+        if (ntokens < 2 || ntokens > 4) return other();
+        let delay: number | null = 0;
+        if (ntokens !== (noreply ? 3 : 2)) delay = parseInt32(tokens[1]);
+        if (delay === null) return other();
+        return { type: 'flush_all', raw: line, tokens, delay, noreply };
+      }
+      case 'quit':
+        return { type: 'quit' };
+      case 'watch':
+        return { type: 'other', raw: line, mayBeSilent: false, streams: true };
+      default:
+        if (!DISPATCHED_BY_FIRST_CHAR.includes(command[0]) && !KNOWN_COMMANDS.has(command) && tokens[ntokens - 2]?.startsWith('HTTP/')) {
+          return { type: 'close', reason: 'HTTP request on the memcached port' };
+        }
+        return other();
+    }
+  }
+
+  private parseStorage(line: Buffer, tokens: string[], ntokens: number, command: StorageCommand): TextRequest | null {
+    const isCas = command === 'cas';
+    if (isCas ? ntokens !== 7 && ntokens !== 8 : ntokens !== 6 && ntokens !== 7) return null;
+    const key = Buffer.from(tokens[1], 'latin1');
+    if (key.length > KEY_MAX_LENGTH) return null;
+    const flags = parseUint32(tokens[2]);
+    const exptime = parseInt32(tokens[3]);
+    const length = parseInt32(tokens[4]);
+    if (flags === null || exptime === null || length === null) return null;
+    if (isCas && parseUint64(tokens[5]) === null) return null;
+    if (length < 0 || length > INT_MAX - 2) return null;
+    const noreply = tokens[ntokens - 2] === 'noreply';
+    const blockLength = length + 2;
+    if (blockLength > this.limits.maxItemSize) {
+      this.discarding = this.queue.length >= blockLength ? 0 : blockLength - this.queue.length;
+      this.queue.skip(blockLength);
+      return { type: 'too_large', meta: false, command, key, binaryKey: false, dropsOldItem: command === 'set', noreply };
+    }
+    this.pendingLine = {
+      line,
+      blockLength,
+      build: (l, block) => ({
+        type: 'storage',
+        raw: Buffer.concat([l, block]),
+        command,
+        tokens,
+        key,
+        flags,
+        exptime,
+        value: block.subarray(0, length),
+        noreply,
+      }),
+    };
+    return this.readBlock();
+  }
+
+  private parseMeta(line: Buffer, tokens: string[], ntokens: number): TextRequest | null {
+    const command = tokens[0] as MetaCommand;
+    const other = (mayBeSilent = false): TextRequest => ({ type: 'other', raw: line, mayBeSilent, streams: false });
+    if (!['mg', 'ms', 'md', 'ma'].includes(command)) return other();
+    if (ntokens < 3) return other();
+    const keyToken = tokens[1];
+    if (keyToken.length > KEY_MAX_LENGTH || ntokens > META_MAX_TOKENS) return other();
+    const isSet = command === 'ms';
+    if (isSet && ntokens === 3) return other();
+    const flags = tokens.slice(isSet ? 3 : 2, ntokens - 1);
+    const quietFlags = flags.filter((f) => f[0] === 'q').length;
+    const binaryKey = flags.some((f) => f[0] === 'b');
+    const key = binaryKey ? Buffer.from(keyToken, 'base64') : Buffer.from(keyToken, 'latin1');
+    // Two q flags make memcached answer "duplicate flag", which it always sends.
+    const quiet = quietFlags === 1;
+    const build = (raw: Buffer, value: Buffer | null): MetaRequest => ({
+      type: 'meta', raw, command, tokens, key, flags, value, quiet,
+    });
+    if (!isSet) return build(line, null);
+
+    const length = parseInt32(tokens[2]);
+    if (length === null || length < 0 || length > INT_MAX - 2) return other();
+    const blockLength = length + 2;
+    if (blockLength > this.limits.maxItemSize) {
+      this.discarding = this.queue.length >= blockLength ? 0 : blockLength - this.queue.length;
+      this.queue.skip(blockLength);
+      const mode = flags.find((f) => f[0] === 'M');
+      return {
+        type: 'too_large', meta: true, command: 'ms', key, binaryKey,
+        dropsOldItem: mode === undefined || mode === 'MS' || mode === 'Ms', noreply: false,
+      };
+    }
+    this.pendingLine = {
+      line,
+      blockLength,
+      build: (l, block) => build(Buffer.concat([l, block]), block.subarray(0, length)),
+    };
+    return this.readBlock();
+  }
+}
+
+/**
+ * memcached dispatches on the first character for these, answering ERROR for
+ * unknown words; only a line that falls through all of its dispatch reaches
+ * the "HTTP/" check that closes the connection.
+ */
+const DISPATCHED_BY_FIRST_CHAR = 'gsacidt';
+const KNOWN_COMMANDS: ReadonlySet<string> = new Set([
+  'replace', 'prepend', 'bget', 'flush_all', 'version', 'quit', 'lru_crawler', 'watch', 'verbosity', 'lru',
+  'extstore', 'refresh_certs',
+]);

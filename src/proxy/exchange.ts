@@ -1,0 +1,46 @@
+/**
+ * One request and what to do with its reply: the contract between a protocol
+ * (text or binary) and the protocol-agnostic session.
+ *
+ * The session sends `upstream` to the local memcached, then feeds each reply
+ * part to `onPart` in order; a part is forwarded to the client only when
+ * `onPart` says so, which is how `noreply` and quiet modes stay invisible
+ * while the proxy still learns the outcome. When the last part arrived, the
+ * session writes `localReply` (if any) and hands `effects()` to replication.
+ */
+import type { WriteEffect } from '../protocol/effects';
+
+export interface PartVerdict {
+  /** Send this part to the client. */
+  forward: boolean;
+  /** This part ends the reply to this request. */
+  final: boolean;
+}
+
+export interface Exchange<Part> {
+  /** Bytes for memcached, or null when the proxy answers by itself. */
+  upstream: Buffer | null;
+  /** Metric label: the command name ("get", "ms", "binary:set", ...). */
+  command: string;
+  onPart(part: Part): PartVerdict;
+  /** Written to the client once the reply is complete (or at once when upstream is null). */
+  localReply: Buffer | null;
+  /** Writes that took effect, known once the reply is complete. */
+  effects(): WriteEffect[];
+  /** Close the client connection after this exchange (quit, line too long, ...). */
+  closeAfter: boolean;
+  /** memcached turns the connection into an endless stream after this (watch). */
+  streams: boolean;
+  /** Metric label for the outcome, known once the reply is complete ("hit", "stored", "error", ...). */
+  outcome(): string;
+  /** What the client gets instead of memcached's reply when memcached cannot be reached. */
+  errorReply(message: string): Buffer;
+}
+
+/** A protocol as the session sees it. */
+export interface Dialect<Request, Part> {
+  readonly name: 'text' | 'binary';
+  requestParser: { push(chunk: Buffer): void; next(): Request | null; readonly buffered: number };
+  newReplyParser(): { push(chunk: Buffer): void; next(): Part | null };
+  plan(request: Request): Exchange<Part>;
+}
