@@ -1,0 +1,219 @@
+/**
+ * Frames of the replication link (port 11212), as the parser yields them and
+ * the serializer writes them. Modelled on node-postgres' pg-protocol: every
+ * frame is
+ *
+ *     u32 BE length of what follows | u8 type | payload
+ *
+ * so a reader always knows how much to wait for, and can refuse an oversized
+ * frame from its first four bytes. Type codes are ASCII letters so a frame is
+ * recognisable in a packet capture.
+ *
+ * Control frames carry JSON (rare, and easier to extend); RECORD is the hot
+ * path and is fixed binary. The handshake (HELLO) starts with a magic and a
+ * version, so a peer that is not memrepl, or speaks another version, is named
+ * as such instead of failing somewhere in the middle of a record.
+ */
+import type { Hlc } from '../hlc';
+
+export const PROTOCOL_MAGIC = Buffer.from('MREP', 'latin1');
+export const PROTOCOL_VERSION = 1;
+
+/** Bytes before the payload: the u32 length and the u8 type. */
+export const FRAME_HEADER_BYTES = 5;
+
+export const FrameType = {
+  hello: 0x48, // 'H'
+  record: 0x52, // 'R'
+  ack: 0x41, // 'A'
+  ping: 0x50, // 'P'
+  resyncBegin: 0x42, // 'B'
+  resyncEnd: 0x45, // 'E'
+  fullResyncRequest: 0x46, // 'F'
+  goodbye: 0x47, // 'G'
+} as const;
+export type FrameTypeName = keyof typeof FrameType;
+
+/** memcached's KEY_MAX_LENGTH, for text, meta and binary keys alike. */
+export const RECORD_KEY_MAX_LENGTH = 250;
+
+// ---------------------------------------------------------------- handshake
+
+export interface Hello {
+  /** Nodes of different clusters refuse each other (a mis-pointed -x). */
+  cluster: string;
+  nodeId: string;
+  /** New per process start: records are numbered per run. */
+  runId: string;
+  /** The last record this node applied from the peer it is greeting, or null if none. */
+  lastApplied: { runId: string; seq: number } | null;
+  /** Challenge for the shared-secret proof. */
+  nonce?: string;
+  /** Proof of the shared secret over the peer's nonce. */
+  proof?: string;
+  /** This node lost its data (its memcached restarted) and wants everything. */
+  wantsFullResync?: boolean;
+}
+
+export interface HelloFrame extends Hello {
+  type: 'hello';
+  /** Always PROTOCOL_VERSION once parsed: other versions are a FrameError. */
+  version: number;
+}
+
+// ---------------------------------------------------------------- records
+
+export type RecordOp = 'set' | 'add' | 'delete' | 'touch' | 'invalidate' | 'flush';
+
+/** Wire codes of RecordOp. */
+export const RECORD_OPS: readonly RecordOp[] = ['set', 'add', 'delete', 'touch', 'invalidate', 'flush'];
+export const RECORD_OP_CODES: Readonly<Record<RecordOp, number>> = {
+  set: 0, add: 1, delete: 2, touch: 3, invalidate: 4, flush: 5,
+};
+
+/** ttlMs on the wire: the item never expires. */
+export const TTL_NEVER = -1;
+/** ttlMs on the wire: leave the expiry as it is (md with I but without T). */
+export const TTL_UNCHANGED = -2;
+
+/**
+ * An item's expiry on the sender's clock: an absolute deadline in ms since the
+ * epoch, null for never, or 'unchanged' (invalidate without a new TTL).
+ */
+export type Expiry = number | null | 'unchanged';
+
+/** What every record has, whichever side of the wire it is on. */
+export interface RecordFields {
+  /** Per origin run, from 1; 0 = outside the numbered stream (full resync copies). */
+  seq: number;
+  /** The origin's clock when the write took effect; with the origin's node id it decides conflicts. */
+  hlc: Hlc;
+  op: RecordOp;
+  /** Empty for flush. Any bytes, up to 250. */
+  key: Buffer;
+  /** set/add only. */
+  flags: number;
+  /** set/add only; empty otherwise. */
+  value: Buffer;
+  /** flush only: seconds, as flush_all's delay. */
+  delay: number;
+}
+
+/**
+ * A record as the sender holds it: the deadline is absolute on the sender's
+ * clock. The serializer turns it into remaining time when the frame is
+ * written, so time spent waiting in the backlog is not added to the item's
+ * life on the peer (DESIGN.md §3 Expiry) and the two hosts' clocks need not
+ * agree.
+ */
+export interface OutgoingRecord extends RecordFields {
+  expiresAt: Expiry;
+}
+
+/** A record as received. */
+export interface RecordFrame extends RecordFields {
+  type: 'record';
+  /**
+   * Milliseconds the item had left when the frame was written; 0 = it had
+   * already expired; TTL_NEVER; TTL_UNCHANGED. See expiresAtFromTtl.
+   */
+  ttlMs: number;
+}
+
+/** Remaining life to write on the wire for a deadline on the sender's clock. */
+export function ttlFromExpiresAt(expiresAt: Expiry, now: number): number {
+  if (expiresAt === null) return TTL_NEVER;
+  if (expiresAt === 'unchanged') return TTL_UNCHANGED;
+  return Math.max(0, Math.ceil(expiresAt - now));
+}
+
+/**
+ * The receiver's own deadline for a received ttlMs, on the receiver's clock
+ * (`now` = when the frame arrived). A deadline <= now means the item expired
+ * in transit: the receiver should treat it as gone, not store it forever
+ * (memcached reads exptime 0 as "never").
+ */
+export function expiresAtFromTtl(ttlMs: number, now: number): Expiry {
+  if (ttlMs === TTL_NEVER) return null;
+  if (ttlMs === TTL_UNCHANGED) return 'unchanged';
+  return now + ttlMs;
+}
+
+/** Fixed part of a RECORD payload: seq 8, wall 8, logical 4, op 1, key length 2, flags 4, ttl 8, value length 4, delay 4. */
+export const RECORD_FIXED_BYTES = 8 + 8 + 4 + 1 + 2 + 4 + 8 + 4 + 4;
+
+/** Size of a RECORD frame on the wire, header included (what the outbox counts). */
+export function recordFrameBytes(keyLength: number, valueLength: number): number {
+  return FRAME_HEADER_BYTES + RECORD_FIXED_BYTES + keyLength + valueLength;
+}
+
+// ---------------------------------------------------------------- control frames
+
+export interface AckFrame {
+  type: 'ack';
+  /** Every record of the peer's current run up to this seq has been applied. */
+  seq: number;
+}
+
+export interface PingFrame {
+  type: 'ping';
+  /** The sender's wall clock (ms since the epoch) when it sent the ping. */
+  time: number;
+}
+
+export interface ResyncInfo {
+  reason?: string;
+  /** Items the sender expects to copy / copied. */
+  items?: number;
+}
+
+export interface ResyncBeginFrame extends ResyncInfo { type: 'resyncBegin' }
+export interface ResyncEndFrame extends ResyncInfo { type: 'resyncEnd' }
+
+export interface FullResyncRequestFrame {
+  type: 'fullResyncRequest';
+  reason: string;
+}
+
+export interface GoodbyeFrame {
+  type: 'goodbye';
+  reason: string;
+}
+
+export type Frame =
+  | HelloFrame
+  | RecordFrame
+  | AckFrame
+  | PingFrame
+  | ResyncBeginFrame
+  | ResyncEndFrame
+  | FullResyncRequestFrame
+  | GoodbyeFrame;
+
+// ---------------------------------------------------------------- errors
+
+export type FrameErrorCode =
+  /** The first bytes are not a memrepl HELLO: not our protocol at all. */
+  | 'bad-magic'
+  /** A memrepl peer of another protocol version. */
+  | 'unsupported-version'
+  /** The length header announces more than maxFrameBytes. */
+  | 'too-large'
+  /** Anything else that does not decode. */
+  | 'malformed';
+
+/**
+ * A frame the parser cannot accept. The stream is unusable after it (framing
+ * may be lost), so the link reports the message and closes.
+ */
+export class FrameError extends Error {
+  override readonly name = 'FrameError';
+  constructor(
+    readonly code: FrameErrorCode,
+    message: string,
+    /** For 'unsupported-version': the version the peer announced. */
+    readonly peerVersion?: number,
+  ) {
+    super(message);
+  }
+}

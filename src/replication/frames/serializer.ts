@@ -1,0 +1,189 @@
+/**
+ * Writes replication frames (see messages.ts for the layout). Pure: values in,
+ * buffers out.
+ *
+ * Bad arguments are programming errors of this node, not of the peer, so they
+ * throw RangeError/TypeError rather than FrameError: the peer must never see a
+ * frame its parser would refuse.
+ */
+import {
+  FRAME_HEADER_BYTES,
+  FrameType,
+  PROTOCOL_MAGIC,
+  PROTOCOL_VERSION,
+  RECORD_FIXED_BYTES,
+  RECORD_KEY_MAX_LENGTH,
+  RECORD_OP_CODES,
+  recordFrameBytes,
+  ttlFromExpiresAt,
+  type Hello,
+  type OutgoingRecord,
+  type ResyncInfo,
+} from './messages';
+
+const TWO_32 = 0x1_0000_0000;
+const U32_MAX = 0xffff_ffff;
+
+/** u64 from a safe non-negative integer, as two u32 (no BigInt on the hot path). */
+function writeU64(buf: Buffer, value: number, offset: number): void {
+  buf.writeUInt32BE(Math.floor(value / TWO_32), offset);
+  buf.writeUInt32BE(value >>> 0, offset + 4);
+}
+
+/** i64 from a safe integer (two's complement). */
+function writeI64(buf: Buffer, value: number, offset: number): void {
+  const high = Math.floor(value / TWO_32);
+  buf.writeInt32BE(high, offset);
+  buf.writeUInt32BE(value - high * TWO_32, offset + 4);
+}
+
+function checkU64(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative safe integer, got ${value}`);
+}
+
+function checkU32(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > U32_MAX) throw new RangeError(`${name} must be a u32, got ${value}`);
+}
+
+function frame(type: number, payloadLength: number): Buffer {
+  const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadLength);
+  buf.writeUInt32BE(payloadLength + 1, 0);
+  buf[4] = type;
+  return buf;
+}
+
+function jsonFrame(type: number, body: object): Buffer {
+  const json = Buffer.from(JSON.stringify(body), 'utf8');
+  const buf = frame(type, json.length);
+  json.copy(buf, FRAME_HEADER_BYTES);
+  return buf;
+}
+
+/** JSON without undefined members, so optional fields are simply absent. */
+function defined<T extends object>(body: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(body)) if (v !== undefined) out[k] = v;
+  return out as T;
+}
+
+export function serializeHello(hello: Hello): Buffer {
+  if (hello.lastApplied !== null) checkU64('lastApplied.seq', hello.lastApplied.seq);
+  const json = Buffer.from(JSON.stringify(defined({
+    cluster: hello.cluster,
+    nodeId: hello.nodeId,
+    runId: hello.runId,
+    lastApplied: hello.lastApplied === null ? null : { runId: hello.lastApplied.runId, seq: hello.lastApplied.seq },
+    nonce: hello.nonce,
+    proof: hello.proof,
+    wantsFullResync: hello.wantsFullResync,
+  })), 'utf8');
+  const buf = frame(FrameType.hello, PROTOCOL_MAGIC.length + 2 + json.length);
+  let at = FRAME_HEADER_BYTES;
+  at += PROTOCOL_MAGIC.copy(buf, at);
+  buf.writeUInt16BE(PROTOCOL_VERSION, at);
+  json.copy(buf, at + 2);
+  return buf;
+}
+
+/** Writes one RECORD frame at `offset`; returns the offset after it. */
+function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: number): number {
+  const { key, value } = record;
+  if (key.length > RECORD_KEY_MAX_LENGTH) throw new RangeError(`record key is ${key.length} bytes, the limit is ${RECORD_KEY_MAX_LENGTH}`);
+  if (value.length > U32_MAX) throw new RangeError('record value too large');
+  const op = RECORD_OP_CODES[record.op];
+  if (op === undefined) throw new TypeError(`unknown record op ${String(record.op)}`);
+  checkU64('seq', record.seq);
+  checkU64('hlc.wall', record.hlc.wall);
+  checkU32('hlc.logical', record.hlc.logical);
+  checkU32('flags', record.flags);
+  checkU32('delay', record.delay);
+  const ttl = ttlFromExpiresAt(record.expiresAt, now);
+  if (!Number.isSafeInteger(ttl)) throw new RangeError(`expiresAt ${String(record.expiresAt)} at now=${now} gives no valid ttl`);
+
+  const payloadLength = RECORD_FIXED_BYTES + key.length + value.length;
+  let at = offset;
+  buf.writeUInt32BE(payloadLength + 1, at);
+  buf[at + 4] = FrameType.record;
+  at += FRAME_HEADER_BYTES;
+  writeU64(buf, record.seq, at); at += 8;
+  writeU64(buf, record.hlc.wall, at); at += 8;
+  buf.writeUInt32BE(record.hlc.logical, at); at += 4;
+  buf[at] = op; at += 1;
+  buf.writeUInt16BE(key.length, at); at += 2;
+  at += key.copy(buf, at);
+  buf.writeUInt32BE(record.flags, at); at += 4;
+  writeI64(buf, ttl, at); at += 8;
+  buf.writeUInt32BE(value.length, at); at += 4;
+  at += value.copy(buf, at);
+  buf.writeUInt32BE(record.delay, at); at += 4;
+  return at;
+}
+
+/**
+ * One RECORD frame. `now` is the sender's clock at the moment of writing:
+ * the frame carries expiresAt - now, the item's remaining life.
+ */
+export function serializeRecord(record: OutgoingRecord, now: number): Buffer {
+  const buf = Buffer.allocUnsafe(recordFrameBytes(record.key.length, record.value.length));
+  writeRecord(buf, 0, record, now);
+  return buf;
+}
+
+/** Several RECORD frames in one buffer (one socket write for a batch from the backlog). */
+export function serializeRecords(records: readonly OutgoingRecord[], now: number): Buffer {
+  let size = 0;
+  for (const r of records) size += recordFrameBytes(r.key.length, r.value.length);
+  const buf = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const r of records) at = writeRecord(buf, at, r, now);
+  return buf;
+}
+
+export function serializeAck(seq: number): Buffer {
+  checkU64('ack seq', seq);
+  const buf = frame(FrameType.ack, 8);
+  writeU64(buf, seq, FRAME_HEADER_BYTES);
+  return buf;
+}
+
+export function serializePing(time: number): Buffer {
+  checkU64('ping time', time);
+  const buf = frame(FrameType.ping, 8);
+  writeU64(buf, time, FRAME_HEADER_BYTES);
+  return buf;
+}
+
+function checkResyncInfo(info: ResyncInfo): void {
+  if (info.items !== undefined) checkU64('items', info.items);
+}
+
+export function serializeResyncBegin(info: ResyncInfo = {}): Buffer {
+  checkResyncInfo(info);
+  return jsonFrame(FrameType.resyncBegin, defined({ reason: info.reason, items: info.items }));
+}
+
+export function serializeResyncEnd(info: ResyncInfo = {}): Buffer {
+  checkResyncInfo(info);
+  return jsonFrame(FrameType.resyncEnd, defined({ reason: info.reason, items: info.items }));
+}
+
+export function serializeFullResyncRequest(request: { reason: string }): Buffer {
+  return jsonFrame(FrameType.fullResyncRequest, { reason: request.reason });
+}
+
+export function serializeGoodbye(goodbye: { reason: string }): Buffer {
+  return jsonFrame(FrameType.goodbye, { reason: goodbye.reason });
+}
+
+/** The serializers under one name, as pg-protocol exports them. */
+export const serialize = {
+  hello: serializeHello,
+  record: serializeRecord,
+  records: serializeRecords,
+  ack: serializeAck,
+  ping: serializePing,
+  resyncBegin: serializeResyncBegin,
+  resyncEnd: serializeResyncEnd,
+  fullResyncRequest: serializeFullResyncRequest,
+  goodbye: serializeGoodbye,
+} as const;
