@@ -33,14 +33,14 @@ export interface Exchange<Part> {
   streams: boolean;
   /** Metric label for the outcome, known once the reply is complete ("hit", "stored", "error", ...). */
   outcome(): string;
-  /** What the client gets instead of memcached's reply when memcached cannot be reached. */
-  errorReply(message: string): Buffer;
+  /** What the client gets instead of memcached's reply when memcached cannot be reached (null: it expects no reply). */
+  errorReply(message: string): Buffer | null;
 }
 
 /** A protocol as the session sees it. */
-export interface Dialect<Request, Part> {
+export interface Dialect<Request, Part extends { raw: Buffer }> {
   readonly name: 'text' | 'binary';
   requestParser: { push(chunk: Buffer): void; next(): Request | null; readonly buffered: number };
-  newReplyParser(): { push(chunk: Buffer): void; next(): Part | null };
+  newReplyParser(): { push(chunk: Buffer): void; next(): Part | null; readonly buffered: number };
   plan(request: Request): Exchange<Part>;
 }

@@ -96,6 +96,16 @@ export interface TooLargeRequest {
   noreply: boolean;
 }
 
+/**
+ * A request memcached refuses with an error the proxy can give just as well,
+ * and must: memcached's error path for it would also discard replies still
+ * queued for earlier pipelined requests, which would desynchronise the proxy.
+ */
+export interface RefusedRequest {
+  type: 'refused';
+  reply: string;
+}
+
 /** Anything else memcached understands or rejects on its own: forwarded untouched. */
 export interface OtherRequest extends Base {
   type: 'other';
@@ -124,6 +134,7 @@ export type TextRequest =
   | RetrievalRequest
   | MetaRequest
   | TooLargeRequest
+  | RefusedRequest
   | OtherRequest
   | QuitRequest
   | CloseRequest;

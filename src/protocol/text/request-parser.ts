@@ -115,6 +115,10 @@ export class TextRequestParser {
     if (RETRIEVAL.has(command)) {
       if (ntokens < 3) return other();
       const gat = command === 'gat' || command === 'gats';
+      // A too-long key makes memcached drop every reply it has queued (conn_release_items).
+      if (tokens.slice(gat ? 2 : 1).some((key) => key.length > KEY_MAX_LENGTH) && (!gat || parseInt32(tokens[1]) !== null)) {
+        return { type: 'refused', reply: 'CLIENT_ERROR bad command line format\r\n' };
+      }
       return {
         type: 'retrieval',
         raw: line,
@@ -122,7 +126,10 @@ export class TextRequestParser {
         exptime: gat ? parseInt32(tokens[1]) : null,
       };
     }
-    if (STORAGE.has(command)) return this.parseStorage(line, tokens, ntokens, command as StorageCommand) ?? other();
+    if (STORAGE.has(command)) {
+      const storage = this.parseStorage(line, tokens, ntokens, command as StorageCommand);
+      return storage === undefined ? other() : storage;
+    }
 
     const noreply = tokens[ntokens - 2] === 'noreply';
     const key = tokens[1] === undefined ? null : Buffer.from(tokens[1], 'latin1');
@@ -143,9 +150,11 @@ export class TextRequestParser {
       }
       case 'delete': {
         if (ntokens < 3 || ntokens > 5) return other();
+        // memcached looks for noreply only when delete has more than a key.
+        const silent = ntokens > 3 && noreply;
         const holdIsZero = tokens[2] === '0';
-        const valid = ntokens === 3 || (ntokens === 4 && (holdIsZero || noreply)) || (ntokens === 5 && holdIsZero && noreply);
-        if (valid && keyOk) return { type: 'delete', raw: line, tokens, key: key!, noreply };
+        const valid = ntokens === 3 || (ntokens === 4 && (holdIsZero || silent)) || (ntokens === 5 && holdIsZero && silent);
+        if (valid && keyOk) return { type: 'delete', raw: line, tokens, key: key!, noreply: silent };
         return other();
       }
       case 'flush_all': {
@@ -167,17 +176,18 @@ export class TextRequestParser {
     }
   }
 
-  private parseStorage(line: Buffer, tokens: string[], ntokens: number, command: StorageCommand): TextRequest | null {
+  /** A storage request, null while its data block is incomplete, undefined if memcached will reject the line. */
+  private parseStorage(line: Buffer, tokens: string[], ntokens: number, command: StorageCommand): TextRequest | null | undefined {
     const isCas = command === 'cas';
-    if (isCas ? ntokens !== 7 && ntokens !== 8 : ntokens !== 6 && ntokens !== 7) return null;
+    if (isCas ? ntokens !== 7 && ntokens !== 8 : ntokens !== 6 && ntokens !== 7) return undefined;
     const key = Buffer.from(tokens[1], 'latin1');
-    if (key.length > KEY_MAX_LENGTH) return null;
+    if (key.length > KEY_MAX_LENGTH) return undefined;
     const flags = parseUint32(tokens[2]);
     const exptime = parseInt32(tokens[3]);
     const length = parseInt32(tokens[4]);
-    if (flags === null || exptime === null || length === null) return null;
-    if (isCas && parseUint64(tokens[5]) === null) return null;
-    if (length < 0 || length > INT_MAX - 2) return null;
+    if (flags === null || exptime === null || length === null) return undefined;
+    if (isCas && parseUint64(tokens[5]) === null) return undefined;
+    if (length < 0 || length > INT_MAX - 2) return undefined;
     const noreply = tokens[ntokens - 2] === 'noreply';
     const blockLength = length + 2;
     if (blockLength > this.limits.maxItemSize) {

@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+/**
+ * memrepl's command line: memcached's and repcached's flags where they mean
+ * the same thing, plus the proxy's own. Every flag can also come from the
+ * config file (--config, JSON or YAML) or a MEMREPL_<FLAG> environment
+ * variable; the command line wins, then the environment, then the file.
+ */
+import * as fs from 'node:fs';
+import yargs from 'yargs';
+import { parse as parseYaml } from 'yaml';
+import type { Config } from './config';
+import { createLogger } from './log';
+import { startServer } from './server';
+
+const USAGE_ERROR = 2;
+
+function fail(message: string): never {
+  process.stderr.write(`memrepl: ${message}\nTry 'memrepl --help' for more information.\n`);
+  process.exit(USAGE_ERROR);
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (error) {
+    fail(`cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  try {
+    const parsed: unknown = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) fail(`config file ${path} must hold a mapping of flag names to values`);
+    return parsed as Record<string, unknown>;
+  } catch (error) {
+    fail(`config file ${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(error as Error).message}`);
+  }
+}
+
+const isPort = (n: number, allowZero: boolean) => Number.isInteger(n) && n >= (allowZero ? 0 : 1) && n <= 65535;
+
+export function parseArgs(argv: string[]): Config {
+  const args = yargs(argv)
+    .scriptName('memrepl')
+    .usage('Usage: memrepl [options]\n\nA transparent master/master replication proxy in front of a stock memcached.')
+    .option('port', { alias: 'p', type: 'number', default: 11211, describe: 'TCP port clients connect to' })
+    .option('listen', { alias: 'l', type: 'string', describe: 'Interface to listen on (default: all interfaces, like memcached)' })
+    .option('upstream', { type: 'string', default: '127.0.0.1:11311', describe: 'The local memcached: host:port or a unix socket path' })
+    .option('metrics-port', { type: 'number', default: 9150, describe: 'HTTP port for /metrics, /healthz and /readyz (0 disables)' })
+    .option('metrics-listen', { type: 'string', default: '127.0.0.1', describe: 'Interface for the metrics/health HTTP port' })
+    .option('verbose', { alias: 'v', type: 'count', describe: 'Verbose (-v), very verbose (-vv), like memcached' })
+    .option('max-conns', { alias: 'c', type: 'number', default: 1024, describe: 'Maximum simultaneous client connections, like memcached -c' })
+    .option('peer', { alias: 'x', type: 'string', describe: 'Peer memrepl to replicate with, HOST[:PORT] (repcached -x)' })
+    .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port for replication (repcached -X)' })
+    .option('max-item-size', { type: 'number', describe: "memcached's item size limit in bytes (default: read from memcached's stats settings)" })
+    .option('upstream-timeout', { type: 'number', default: 5000, describe: 'ms a request may wait on a silent memcached before clients get SERVER_ERROR' })
+    .option('connect-timeout', { type: 'number', default: 1000, describe: 'ms to connect to memcached before clients get SERVER_ERROR' })
+    .option('shutdown-timeout', { type: 'number', default: 5000, describe: 'ms to finish in-flight requests on SIGTERM/SIGINT' })
+    .option('max-pending', { type: 'number', default: 4096, describe: 'Requests one client may have awaiting replies before the proxy stops reading from it' })
+    .config('config', 'Config file (JSON or YAML) holding any of these flags', readConfigFile)
+    .env('MEMREPL')
+    .alias('help', 'h')
+    .version()
+    .strict()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail((message, error) => fail(message || error?.message || 'invalid arguments'))
+    .parseSync();
+
+  if (args._.length > 0) fail(`unexpected argument: ${String(args._[0])}`);
+  const config: Config = {
+    port: args.port,
+    listen: args.listen,
+    upstream: args.upstream,
+    metricsPort: args['metrics-port'],
+    metricsListen: args['metrics-listen'],
+    verbose: args.verbose,
+    maxConnections: args['max-conns'],
+    peer: args.peer,
+    replicationPort: args['replication-port'],
+    maxItemSize: args['max-item-size'],
+    upstreamTimeoutMs: args['upstream-timeout'],
+    connectTimeoutMs: args['connect-timeout'],
+    shutdownTimeoutMs: args['shutdown-timeout'],
+    maxPendingRequests: args['max-pending'],
+  };
+  if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);
+  if (!isPort(config.metricsPort, true)) fail(`invalid --metrics-port: ${args['metrics-port']}`);
+  if (!isPort(config.replicationPort, true)) fail(`invalid --replication-port: ${args['replication-port']}`);
+  for (const [flag, value] of Object.entries({
+    'max-conns': config.maxConnections,
+    'upstream-timeout': config.upstreamTimeoutMs,
+    'connect-timeout': config.connectTimeoutMs,
+    'shutdown-timeout': config.shutdownTimeoutMs,
+    'max-pending': config.maxPendingRequests,
+  })) {
+    if (!Number.isInteger(value) || value <= 0) fail(`invalid --${flag}: must be a positive integer`);
+  }
+  if (config.maxItemSize !== undefined && (!Number.isInteger(config.maxItemSize) || config.maxItemSize < 1024)) {
+    fail('invalid --max-item-size: must be an integer of at least 1024');
+  }
+  return config;
+}
+
+async function main(): Promise<void> {
+  const config = parseArgs(process.argv.slice(2));
+  const log = createLogger(config.verbose);
+  let server;
+  try {
+    server = await startServer(config, log);
+  } catch (error) {
+    process.stderr.write(`memrepl: failed to start: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal} received`);
+    server.stop().then(
+      () => process.exit(0),
+      (error: Error) => {
+        log.error(`shutdown: ${error.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+if (require.main === module) void main();

@@ -1,0 +1,25 @@
+/**
+ * Every setting memrepl has, its flag, default and help text. The CLI, the
+ * config file and MEMREPL_* environment variables all fill this one shape.
+ */
+export interface Config {
+  port: number;
+  listen: string | undefined;
+  upstream: string;
+  metricsPort: number;
+  metricsListen: string;
+  verbose: number;
+  maxConnections: number;
+  peer: string | undefined;
+  replicationPort: number;
+  maxItemSize: number | undefined;
+  upstreamTimeoutMs: number;
+  connectTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  maxPendingRequests: number;
+}
+
+/** What a session may hold for one multi-get line (memcached itself has no bound). */
+export const MAX_MULTIGET_LINE = 4 * 1024 * 1024;
+/** memcached's default item size limit, used until the real one is read from `stats settings`. */
+export const DEFAULT_ITEM_SIZE = 1024 * 1024;

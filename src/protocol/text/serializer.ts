@@ -1,0 +1,68 @@
+/**
+ * Builds text/meta protocol bytes: client requests rewritten for upstream (a
+ * `noreply` or `q` stripped so the proxy learns the outcome), the proxy's own
+ * error lines, and the meta commands replication uses to apply and read items.
+ *
+ * Replication always uses meta commands with base64 keys (`b` flag), so keys
+ * written through the binary protocol (any bytes) survive the trip.
+ */
+import type { MetaRequest } from './messages';
+
+const CRLF = '\r\n';
+
+/** Appended after a request memcached might not answer: everything up to its `MN` belongs to the request. */
+export const SENTINEL = Buffer.from('mn\r\n');
+export const SENTINEL_REPLY = 'MN';
+
+/**
+ * A command line from its tokens minus the one at `skip`, followed by the
+ * client's data block untouched (even a malformed one: memcached must still
+ * see it and answer "bad data chunk"). memcached splits on spaces, so
+ * re-joining the tokens is equivalent to the client's line.
+ */
+export function lineWithout(tokens: string[], skip: number, raw: Buffer, value: Buffer | null): Buffer {
+  const line = Buffer.from(tokens.filter((_, i) => i !== skip).join(' ') + CRLF, 'latin1');
+  if (value === null) return line;
+  return Buffer.concat([line, raw.subarray(raw.length - value.length - 2)]);
+}
+
+/** The meta request without its `q` flag (flags start after the key, or after the length for ms). */
+export function metaWithoutQuiet(request: MetaRequest): Buffer {
+  const quietAt = request.tokens.findIndex((t, i) => i >= 2 && t[0] === 'q');
+  return lineWithout(request.tokens, quietAt, request.raw, request.value);
+}
+
+export function serverError(message: string): Buffer {
+  return Buffer.from(`SERVER_ERROR ${message}${CRLF}`);
+}
+
+export const TOO_LARGE = Buffer.from('SERVER_ERROR object too large for cache\r\n');
+
+const b64 = (key: Buffer): string => key.toString('base64');
+
+/** Store an item exactly (replication apply). `mode` E = add (full resync), S = set. */
+export function metaSet(key: Buffer, value: Buffer, flags: number, ttlSeconds: number, mode: 'S' | 'E' = 'S'): Buffer {
+  const line = `ms ${b64(key)} ${value.length} b F${flags} T${ttlSeconds} M${mode}${CRLF}`;
+  return Buffer.concat([Buffer.from(line, 'latin1'), value, Buffer.from(CRLF)]);
+}
+
+export function metaDelete(key: Buffer): Buffer {
+  return Buffer.from(`md ${b64(key)} b${CRLF}`, 'latin1');
+}
+
+export function metaInvalidate(key: Buffer, ttlSeconds: number | null): Buffer {
+  return Buffer.from(`md ${b64(key)} b I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${CRLF}`, 'latin1');
+}
+
+export function metaTouch(key: Buffer, ttlSeconds: number): Buffer {
+  return Buffer.from(`mg ${b64(key)} b T${ttlSeconds}${CRLF}`, 'latin1');
+}
+
+/** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
+export function metaRead(key: Buffer): Buffer {
+  return Buffer.from(`mg ${b64(key)} b v f t u${CRLF}`, 'latin1');
+}
+
+export function flushAll(delay: number): Buffer {
+  return Buffer.from(delay > 0 ? `flush_all ${delay}${CRLF}` : `flush_all${CRLF}`, 'latin1');
+}

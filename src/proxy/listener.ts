@@ -1,0 +1,99 @@
+/**
+ * The client port: accepts connections, enforces the connection limit (-c,
+ * answered like memcached does), picks the protocol from the first byte
+ * (0x80 is the binary protocol's magic, as memcached auto-negotiates) and
+ * hands the connection to a session.
+ */
+import * as net from 'node:net';
+import type { Logger } from '../log';
+import type { ProxyMetrics } from '../metrics';
+import type { Dialect } from './exchange';
+import { Session, SessionDeps } from './session';
+
+export interface ListenerOptions {
+  port: number;
+  /** Address to bind; undefined = all interfaces, like memcached. */
+  host?: string;
+  maxConnections: number;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDialect = Dialect<any, { raw: Buffer }>;
+
+export interface DialectFactory {
+  text(): AnyDialect;
+  binary(): AnyDialect;
+}
+
+const BINARY_MAGIC = 0x80;
+
+export class Listener {
+  private readonly server: net.Server;
+  /** Open client connections and their session (null until the first byte names the protocol). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private readonly clients = new Map<net.Socket, Session<any, { raw: Buffer }> | null>();
+
+  constructor(
+    private readonly options: ListenerOptions,
+    private readonly dialects: DialectFactory,
+    private readonly deps: SessionDeps & { metrics: ProxyMetrics; log: Logger },
+  ) {
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+  }
+
+  listen(): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.removeListener('error', reject);
+        this.server.on('error', (error) => this.deps.log.error(`client listener: ${error.message}`));
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  get connections(): number {
+    return this.clients.size;
+  }
+
+  private accept(socket: net.Socket): void {
+    const { metrics, log } = this.deps;
+    if (this.clients.size >= this.options.maxConnections) {
+      metrics.clientConnectionsRejected.inc();
+      socket.on('error', () => {});
+      socket.end('ERROR Too many open connections\r\n');
+      return;
+    }
+    metrics.clientConnectionsTotal.inc();
+    metrics.clientConnections.inc();
+    this.clients.set(socket, null);
+    log.debug(`<${socket.remotePort} new client connection`);
+    socket.on('error', () => {}); // the session reports errors once it exists; before that there is nothing to lose
+    socket.once('close', () => {
+      this.clients.delete(socket);
+      metrics.clientConnections.dec();
+      log.debug(`<${socket.remotePort} connection closed.`);
+    });
+    socket.once('data', (first) => {
+      const dialect = first[0] === BINARY_MAGIC ? this.dialects.binary() : this.dialects.text();
+      const session = new Session(socket, dialect, this.deps);
+      if (this.clients.has(socket)) this.clients.set(socket, session);
+      session.fromClient(first);
+    });
+  }
+
+  /**
+   * Graceful stop: no new connections, idle clients closed now, busy ones
+   * once their replies are out or when `timeoutMs` runs out.
+   */
+  async close(timeoutMs: number): Promise<void> {
+    this.server.close();
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      for (const [socket, session] of this.clients) if (!session?.busy) socket.end();
+      if (this.clients.size === 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (const socket of this.clients.keys()) socket.destroy();
+  }
+}

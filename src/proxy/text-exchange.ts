@@ -1,0 +1,244 @@
+/**
+ * The text and meta protocols as the session sees them: for each framed
+ * request, what goes upstream, which reply parts the client sees, and which
+ * writes took effect.
+ *
+ * To learn the outcome of a `noreply` write or a quiet (`q`) meta command,
+ * the flag is stripped upstream and the reply is swallowed exactly when
+ * memcached itself would have stayed silent (proto_text.c: text noreply
+ * silences every reply; meta q silences only the nominal one).
+ */
+import type { WriteEffect } from '../protocol/effects';
+import type { MetaRequest, TextRequest } from '../protocol/text/messages';
+import type { ReplyPart } from '../protocol/text/reply-parser';
+import { TextReplyParser } from '../protocol/text/reply-parser';
+import { RequestParserLimits, TextRequestParser } from '../protocol/text/request-parser';
+import { lineWithout, metaDelete, metaWithoutQuiet, SENTINEL, SENTINEL_REPLY, serverError, TOO_LARGE } from '../protocol/text/serializer';
+import type { Dialect, Exchange, PartVerdict } from './exchange';
+
+const FORWARD_END: PartVerdict = { forward: true, final: true };
+const FORWARD_MORE: PartVerdict = { forward: true, final: false };
+const SWALLOW_END: PartVerdict = { forward: false, final: true };
+
+/** Meta replies memcached elides in quiet mode. */
+const QUIET_ELIDES: Record<string, ReadonlySet<string>> = {
+  mg: new Set(['EN']),
+  ms: new Set(['HD']),
+  md: new Set(['HD']),
+  ma: new Set(['HD', 'VA']),
+};
+
+export function textDialect(limits: RequestParserLimits): Dialect<TextRequest, ReplyPart> {
+  return {
+    name: 'text',
+    requestParser: new TextRequestParser(limits),
+    newReplyParser: () => new TextReplyParser(),
+    plan: planText,
+  };
+}
+
+/** Shared shape of the exchanges below; each request type fills in what differs. */
+function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchange<ReplyPart>> = {}): Exchange<ReplyPart> {
+  return {
+    command,
+    upstream,
+    localReply: null,
+    closeAfter: false,
+    streams: false,
+    onPart: (part) => (part.kind === 'end' ? FORWARD_END : FORWARD_MORE),
+    effects: () => [],
+    outcome: () => 'ok',
+    errorReply: (message) => serverError(message),
+    ...rest,
+  };
+}
+
+/** The first word of a status line: STORED, VA, CLIENT_ERROR, ... */
+const statusOf = (line: string): string => line.split(' ', 1)[0];
+
+/** Forwards or swallows a single-line reply and remembers its status for effects and metrics. */
+function singleReply(command: string, upstream: Buffer, silent: boolean, effectOf: (status: string) => WriteEffect | null): Exchange<ReplyPart> {
+  let status = '';
+  return exchange(command, upstream, {
+    onPart(part) {
+      status = statusOf(part.line);
+      return silent ? SWALLOW_END : FORWARD_END;
+    },
+    effects() {
+      const effect = effectOf(status);
+      return effect ? [effect] : [];
+    },
+    outcome: () => outcomeLabel(status),
+    errorReply: (message) => (silent ? null : serverError(message)),
+  });
+}
+
+function outcomeLabel(status: string): string {
+  if (/^\d+$/.test(status)) return 'ok';
+  return status === '' ? 'none' : status.toLowerCase();
+}
+
+export function planText(request: TextRequest): Exchange<ReplyPart> {
+  switch (request.type) {
+    case 'storage': {
+      const { command, key, value, flags, exptime, noreply } = request;
+      const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, value) : request.raw;
+      return singleReply(command, upstream, noreply, (status) => {
+        if (status !== 'STORED') return null;
+        if (command === 'append' || command === 'prepend') return { kind: 'readback', key };
+        return { kind: 'set', key, value, flags, exptime };
+      });
+    }
+    case 'arithmetic': {
+      const { key, noreply } = request;
+      const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
+      return singleReply(request.command, upstream, noreply, (status) => (/^\d+$/.test(status) ? { kind: 'readback', key } : null));
+    }
+    case 'touch': {
+      const { key, exptime, noreply } = request;
+      const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
+      return singleReply('touch', upstream, noreply, (status) => (status === 'TOUCHED' ? { kind: 'touch', key, exptime } : null));
+    }
+    case 'delete': {
+      const { key, noreply } = request;
+      const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
+      return singleReply('delete', upstream, noreply, (status) => (status === 'DELETED' ? { kind: 'delete', key } : null));
+    }
+    case 'flush_all': {
+      const { delay, noreply } = request;
+      const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
+      return singleReply('flush_all', upstream, noreply, (status) => (status === 'OK' ? { kind: 'flush', delay } : null));
+    }
+    case 'retrieval':
+      return planRetrieval(request.command, request.raw, request.exptime);
+    case 'meta':
+      return planMeta(request);
+    case 'too_large': {
+      // memcached refuses the item and, for a plain set, drops the old one so no stale value survives.
+      const reply = request.noreply ? null : TOO_LARGE;
+      if (!request.dropsOldItem) return exchange(request.command, null, { localReply: reply, outcome: () => 'too_large' });
+      const drop = singleReply(request.command, metaDelete(request.key), true, (status) =>
+        status === 'HD' ? { kind: 'delete', key: request.key } : null,
+      );
+      return { ...drop, localReply: reply, outcome: () => 'too_large' };
+    }
+    case 'refused':
+      return exchange('refused', null, { localReply: Buffer.from(request.reply, 'latin1'), outcome: () => 'client_error' });
+    case 'other':
+      if (request.streams) return exchange('watch', request.raw, { streams: true });
+      if (request.mayBeSilent) return planSilentMaybe(request.raw);
+      return exchange(commandLabel(request.raw), request.raw, { outcome: () => 'forwarded' });
+    case 'quit':
+      return exchange('quit', null, { closeAfter: true });
+    case 'close':
+      return exchange('close', null, { closeAfter: true, outcome: () => request.reason.replace(/ /g, '_') });
+  }
+}
+
+/** get/gets/gat/gats: VALUE parts stream through; gat hits are touches. */
+function planRetrieval(command: string, raw: Buffer, exptime: number | null): Exchange<ReplyPart> {
+  const touched: Buffer[] = [];
+  let hits = 0;
+  let status = '';
+  return exchange(command, raw, {
+    onPart(part) {
+      if (part.kind === 'value') {
+        hits++;
+        if (exptime !== null) touched.push(Buffer.from(part.line.split(' ')[1], 'latin1'));
+        return FORWARD_MORE;
+      }
+      status = statusOf(part.line);
+      return part.kind === 'end' ? FORWARD_END : FORWARD_MORE;
+    },
+    effects: () => (exptime === null ? [] : touched.map((key) => ({ kind: 'touch', key, exptime }) as WriteEffect)),
+    outcome: () => (status !== 'END' ? outcomeLabel(status) : hits > 0 ? 'hit' : 'miss'),
+  });
+}
+
+/**
+ * A request memcached may or may not answer (a noreply/q it honours on a line
+ * the proxy does not model): follow it with `mn`, so every part before `MN`
+ * is this request's reply and the `MN` itself is swallowed. `effectOf` gets
+ * the status of the reply, or null when memcached stayed silent.
+ */
+function planSilentMaybe(raw: Buffer, effectOf: (status: string | null) => WriteEffect | null = () => null): Exchange<ReplyPart> {
+  let status: string | null = null;
+  return exchange(commandLabel(raw), Buffer.concat([raw, SENTINEL]), {
+    onPart(part) {
+      if (part.line === SENTINEL_REPLY) return SWALLOW_END;
+      status ??= statusOf(part.line);
+      return FORWARD_MORE;
+    },
+    effects() {
+      const effect = effectOf(status);
+      return effect ? [effect] : [];
+    },
+    outcome: () => (status === null ? 'quiet' : outcomeLabel(status)),
+  });
+}
+
+function planMeta(request: MetaRequest): Exchange<ReplyPart> {
+  const { command, key, flags, quiet } = request;
+  // A quiet ma that may create the item (N) answers only when it did, so the
+  // reply cannot be predicted from the stripped request: ask memcached itself.
+  if (quiet && command === 'ma' && flagValue(flags, 'N') !== undefined) {
+    return planSilentMaybe(request.raw, (status) => (status === null || status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null));
+  }
+  const upstream = quiet ? metaWithoutQuiet(request) : request.raw;
+  const elided = QUIET_ELIDES[command];
+  let status = '';
+  return exchange(command, upstream, {
+    onPart(part) {
+      status = statusOf(part.line);
+      return { forward: !(quiet && elided.has(status)), final: true };
+    },
+    effects() {
+      const effect = metaEffect(command, key, flags, request.value, status);
+      return effect ? [effect] : [];
+    },
+    outcome: () => outcomeLabel(status),
+  });
+}
+
+function flagValue(flags: string[], letter: string): string | undefined {
+  return flags.find((f) => f[0] === letter)?.slice(1);
+}
+
+function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer | null, status: string): WriteEffect | null {
+  const ttl = flagValue(flags, 'T');
+  switch (command) {
+    case 'mg':
+      // N (vivify) may have created the item; T changed its expiry.
+      if (status !== 'VA' && status !== 'HD' && status !== 'EN') return null;
+      if (flagValue(flags, 'N') !== undefined) return { kind: 'readback', key };
+      if (status === 'EN' || ttl === undefined) return null;
+      return { kind: 'touch', key, exptime: Number(ttl) };
+    case 'ms': {
+      if (status !== 'HD') return null;
+      const mode = flagValue(flags, 'M') ?? 'S';
+      const plain = ['S', 's', 'E', 'e', 'R', 'r'].includes(mode) && flagValue(flags, 'I') === undefined;
+      if (!plain || value === null) return { kind: 'readback', key };
+      return { kind: 'set', key, value, flags: Number(flagValue(flags, 'F') ?? 0), exptime: Number(ttl ?? 0) };
+    }
+    case 'md':
+      if (status !== 'HD') return null;
+      if (flagValue(flags, 'I') !== undefined) return { kind: 'invalidate', key, exptime: ttl === undefined ? null : Number(ttl) };
+      return { kind: 'delete', key };
+    case 'ma':
+      return status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null;
+    default:
+      return null;
+  }
+}
+
+/** A bounded metric label for a forwarded line: its command word if it is a known one. */
+function commandLabel(raw: Buffer): string {
+  const word = raw.toString('latin1', 0, Math.min(raw.length, 32)).split(/[ \r\n]/, 1)[0];
+  return LABELLED.has(word) ? word : 'other';
+}
+
+const LABELLED: ReadonlySet<string> = new Set([
+  'stats', 'version', 'verbosity', 'lru_crawler', 'lru', 'slabs', 'cache_memlimit', 'shutdown', 'mn', 'me',
+  'set', 'add', 'replace', 'append', 'prepend', 'cas', 'incr', 'decr', 'touch', 'delete', 'flush_all',
+  'get', 'gets', 'gat', 'gats', 'mg', 'ms', 'md', 'ma',
+]);

@@ -1,0 +1,174 @@
+/**
+ * Connections to the local memcached, pooled with generic-pool.
+ *
+ * A client session holds one upstream connection while it is connected, so
+ * memcached's in-order replies map onto that client's requests with no
+ * re-sequencing, and a client that stops reading only ever stalls its own
+ * upstream connection (backpressure reaches memcached, not other clients).
+ * When the session ends cleanly the connection goes back to the pool.
+ */
+import * as net from 'node:net';
+import { createPool, Pool } from 'generic-pool';
+
+export type UpstreamAddress = { host: string; port: number } | { path: string };
+
+/** "host:port", "[v6]:port", "host" (default port) or a unix socket path. */
+export function parseAddress(text: string, defaultPort: number): UpstreamAddress {
+  if (text.startsWith('/') || text.startsWith('./') || text.startsWith('unix:')) return { path: text.replace(/^unix:/, '') };
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  if (v6) return { host: v6[1], port: v6[2] ? Number(v6[2]) : defaultPort };
+  const colon = text.lastIndexOf(':');
+  if (colon > 0 && text.indexOf(':') === colon) {
+    const port = Number(text.slice(colon + 1));
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`bad port in address "${text}"`);
+    return { host: text.slice(0, colon), port };
+  }
+  return { host: text, port: defaultPort };
+}
+
+export function formatAddress(address: UpstreamAddress): string {
+  return 'path' in address ? address.path : address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+/** Opens a TCP or unix socket connection, failing after `timeoutMs`. */
+export function connect(address: UpstreamAddress, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = 'path' in address ? net.createConnection(address.path) : net.createConnection(address.port, address.host);
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`connect to ${formatAddress(address)} timed out`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    });
+  });
+}
+
+export interface UpstreamOwner {
+  data(chunk: Buffer): void;
+  /** The connection closed or was destroyed; `reason` says why. */
+  closed(reason: string): void;
+  /** No bytes moved for the reply timeout. */
+  idle(): void;
+}
+
+export class UpstreamConnection {
+  private owner: UpstreamOwner | null = null;
+  private lastError = '';
+  closed = false;
+
+  constructor(readonly socket: net.Socket, replyTimeoutMs: number) {
+    socket.on('data', (chunk) => this.owner?.data(chunk));
+    socket.on('error', (error) => (this.lastError = error.message));
+    socket.on('close', () => {
+      this.closed = true;
+      this.owner?.closed(this.lastError || 'memcached closed the connection');
+    });
+    socket.setTimeout(replyTimeoutMs, () => this.owner?.idle());
+  }
+
+  attach(owner: UpstreamOwner): void {
+    this.owner = owner;
+  }
+
+  detach(): void {
+    this.owner = null;
+    if (this.socket.isPaused()) this.socket.resume();
+  }
+
+  write(bytes: Buffer): boolean {
+    return this.socket.write(bytes);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+export interface UpstreamOptions {
+  maxConnections: number;
+  connectTimeoutMs: number;
+  /** How long a request may wait for a connection before the client gets SERVER_ERROR. */
+  acquireTimeoutMs: number;
+  /** A connection with requests in flight and no bytes moving for this long is declared dead. */
+  replyTimeoutMs: number;
+}
+
+export class Upstream {
+  private readonly pool: Pool<UpstreamConnection>;
+
+  constructor(readonly address: UpstreamAddress, private readonly options: UpstreamOptions) {
+    this.pool = createPool<UpstreamConnection>(
+      {
+        create: async () => new UpstreamConnection(await connect(address, options.connectTimeoutMs), options.replyTimeoutMs),
+        destroy: async (connection) => connection.destroy(),
+        validate: async (connection) => !connection.closed,
+      },
+      { max: options.maxConnections, min: 0, testOnBorrow: true, acquireTimeoutMillis: options.acquireTimeoutMs },
+    );
+    // A failed connect is reported to whoever waits (acquire times out); nothing else to do here.
+    this.pool.on('factoryCreateError', () => {});
+  }
+
+  acquire(): Promise<UpstreamConnection> {
+    return this.pool.acquire();
+  }
+
+  /** Back to the pool if it is clean, otherwise closed. */
+  release(connection: UpstreamConnection, clean: boolean): void {
+    connection.detach();
+    if (clean && !connection.closed) void this.pool.release(connection).catch(() => {});
+    else void this.pool.destroy(connection).catch(() => {});
+  }
+
+  get poolStats(): { size: number; available: number; borrowed: number; pending: number } {
+    return { size: this.pool.size, available: this.pool.available, borrowed: this.pool.borrowed, pending: this.pool.pending };
+  }
+
+  /** Asks memcached for one command's reply on a connection of its own (health checks, settings). */
+  async ask(command: string, terminator: RegExp, timeoutMs = this.options.connectTimeoutMs): Promise<string> {
+    const socket = await connect(this.address, timeoutMs);
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        let text = '';
+        const timer = setTimeout(() => reject(new Error(`memcached did not answer "${command}"`)), timeoutMs);
+        socket.on('data', (chunk) => {
+          text += chunk.toString('latin1');
+          if (terminator.test(text)) {
+            clearTimeout(timer);
+            resolve(text);
+          }
+        });
+        socket.on('error', (error) => { clearTimeout(timer); reject(error); });
+        socket.on('close', () => { clearTimeout(timer); reject(new Error('memcached closed the connection')); });
+        socket.write(`${command}\r\n`);
+      });
+    } finally {
+      socket.destroy();
+    }
+  }
+
+  /** `stats` or `stats settings` as a map. */
+  async stats(kind = ''): Promise<Map<string, string>> {
+    const text = await this.ask(kind ? `stats ${kind}` : 'stats', /(^|\r\n)END\r\n$/);
+    const out = new Map<string, string>();
+    for (const line of text.split('\r\n')) {
+      const [tag, name, ...rest] = line.split(' ');
+      if (tag === 'STAT') out.set(name, rest.join(' '));
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.drain();
+    await this.pool.clear();
+  }
+}

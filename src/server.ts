@@ -1,0 +1,81 @@
+/**
+ * Wires one memrepl node together: client listener → sessions → upstream
+ * pool, the metrics/health HTTP port, and graceful shutdown.
+ */
+import type * as http from 'node:http';
+import { Registry } from 'prom-client';
+import { Config, DEFAULT_ITEM_SIZE, MAX_MULTIGET_LINE } from './config';
+import { startHttp } from './http';
+import type { Logger } from './log';
+import { createProxyMetrics } from './metrics';
+import { discardWrites, WriteSink } from './protocol/effects';
+import type { RequestParserLimits } from './protocol/text/request-parser';
+import { Listener } from './proxy/listener';
+import { textDialect } from './proxy/text-exchange';
+import { formatAddress, parseAddress, Upstream } from './proxy/upstream';
+
+export interface RunningServer {
+  clientPort: number;
+  metricsPort: number | null;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  const registry = new Registry();
+  const metrics = createProxyMetrics(registry);
+  const upstream = new Upstream(parseAddress(config.upstream, 11211), {
+    maxConnections: config.maxConnections + 16,
+    connectTimeoutMs: config.connectTimeoutMs,
+    acquireTimeoutMs: config.connectTimeoutMs,
+    replyTimeoutMs: config.upstreamTimeoutMs,
+  });
+  const limits: RequestParserLimits = { maxItemSize: config.maxItemSize ?? DEFAULT_ITEM_SIZE, maxMultigetLine: MAX_MULTIGET_LINE };
+  if (config.maxItemSize === undefined) await learnItemSize(upstream, limits, log);
+
+  const sink: WriteSink = discardWrites;
+  const listener = new Listener(
+    { port: config.port, host: config.listen, maxConnections: config.maxConnections },
+    { text: () => textDialect(limits), binary: () => textDialect(limits) /* binary protocol: issue 6 */ },
+    { upstream, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
+  );
+  const address = await listener.listen();
+  log.info(`server listening on ${address.address}:${address.port}, upstream memcached ${formatAddress(upstream.address)}`);
+
+  const live = async () => {
+    const ok = await upstream.ask('version', /\r\n$/, 1000).then((reply) => reply.startsWith('VERSION'), () => false);
+    metrics.upstreamUp.set(ok ? 1 : 0);
+    return ok;
+  };
+  let httpServer: http.Server | null = null;
+  if (config.metricsPort > 0) {
+    httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, { live, notReady: async () => [] });
+  }
+
+  return {
+    clientPort: address.port,
+    metricsPort: httpServer ? (httpServer.address() as { port: number }).port : null,
+    async stop() {
+      log.info('shutting down: no new connections, finishing in-flight requests');
+      await listener.close(config.shutdownTimeoutMs);
+      httpServer?.close();
+      await upstream.close();
+    },
+  };
+}
+
+/**
+ * Reads memcached's item size limit (-I) so oversized values are refused
+ * the way memcached would, without buffering them. If memcached is not up
+ * yet, keep the default and try again in the background.
+ */
+async function learnItemSize(upstream: Upstream, limits: RequestParserLimits, log: Logger, warned = false): Promise<void> {
+  try {
+    const size = Number((await upstream.stats('settings')).get('item_size_max'));
+    if (Number.isInteger(size) && size > 0) limits.maxItemSize = size;
+  } catch (error) {
+    if (!warned) {
+      log.warn(`memcached at ${formatAddress(upstream.address)} is not answering (${(error as Error).message}); clients get SERVER_ERROR until it does`);
+    }
+    setTimeout(() => void learnItemSize(upstream, limits, log, true), 1000).unref();
+  }
+}

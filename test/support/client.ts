@@ -1,0 +1,65 @@
+/** A raw byte-level client: tests see exactly the bytes a server sent. */
+import * as net from 'node:net';
+
+export class RawClient {
+  private received = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  closed = false;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk) => {
+      this.received = Buffer.concat([this.received, chunk]);
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => {});
+  }
+
+  static connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, host, () => resolve(new RawClient(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    for (const waiter of this.waiters.splice(0)) waiter();
+  }
+
+  send(bytes: Buffer | string): void {
+    this.socket.write(typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes);
+  }
+
+  /** Waits until the received bytes satisfy `done` (or the socket closes / time runs out), then takes them all. */
+  async read(done: (bytes: Buffer) => boolean, timeoutMs = 3000): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done(this.received) && !this.closed && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+    const out = this.received;
+    this.received = Buffer.alloc(0);
+    return out;
+  }
+
+  /** Sends and reads until the reply ends with `terminator`. */
+  async request(bytes: Buffer | string, terminator = '\r\n', timeoutMs = 3000): Promise<string> {
+    this.send(bytes);
+    const reply = await this.read((b) => b.toString('latin1').endsWith(terminator), timeoutMs);
+    return reply.toString('latin1');
+  }
+
+  /** Reads whatever arrives within `ms` (for replies whose end is not known). */
+  settle(ms: number): Promise<Buffer> {
+    return this.read(() => false, ms);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

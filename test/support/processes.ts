@@ -1,0 +1,66 @@
+/**
+ * Real memcached and memrepl processes for tests, on free loopback ports.
+ * Tests stop only what they started: every process is tracked and killed
+ * when the test process exits.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { freePort, waitForPort } from './ports';
+
+const started = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of started) child.kill('SIGKILL');
+});
+
+export interface Running {
+  port: number;
+  child: ChildProcess;
+  /** Everything the process wrote to stderr so far. */
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+async function launch(command: string, args: string[], port: number): Promise<Running> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  started.add(child);
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { started.delete(child); resolve(code); }));
+  try {
+    await Promise.race([waitForPort(port), exited.then((code) => { throw new Error(`${command} exited (${code}): ${output}`); })]);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  return {
+    port,
+    child,
+    output: () => output,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+export async function startMemcached(extraArgs: string[] = [], port?: number): Promise<Running> {
+  port ??= await freePort();
+  const user = process.getuid?.() === 0 ? ['-u', 'root'] : [];
+  return launch('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...user, ...extraArgs], port);
+}
+
+export const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
+
+export async function startMemrepl(upstreamPort: number, extraArgs: string[] = [], port?: number): Promise<Running> {
+  port ??= await freePort();
+  return launch(
+    process.execPath,
+    [CLI, '-l', '127.0.0.1', '-p', String(port), '--upstream', `127.0.0.1:${upstreamPort}`, '--metrics-port', '0', ...extraArgs],
+    port,
+  );
+}
