@@ -88,15 +88,20 @@ test('a wrong magic closes the connection once a whole header is in, and nothing
   assert.equal(parser.buffered, 0);
 });
 
-test('extras and key larger than memcached\'s read buffer close the connection once the buffer is full', () => {
+test('extras and key larger than memcached\'s read buffer close the connection once more than a buffer\'s worth arrived', () => {
   const keyLength = READ_BUFFER_SIZE; // header + key can never fit
   const header = encodeRequest({ opcode: Opcode.Get, keyLength, totalBodyLength: keyLength });
   const parser = new BinaryRequestParser({ maxItemSize: MAX_ITEM });
   parser.push(header);
-  parser.push(Buffer.alloc(READ_BUFFER_SIZE - HEADER_LENGTH - 1, 0x61));
-  assert.equal(parser.next(), null);
+  parser.push(Buffer.alloc(READ_BUFFER_SIZE - HEADER_LENGTH, 0x61));
+  assert.equal(parser.next(), null, 'a full buffer alone: memcached waits for the socket to become readable');
   parser.push(Buffer.from('a'));
   assert.equal(parser.next()?.type, 'close');
+
+  // One that just fits is read whole, then refused for its key length.
+  const fits = encodeRequest({ opcode: Opcode.Get, key: Buffer.alloc(READ_BUFFER_SIZE - HEADER_LENGTH, 0x61) });
+  const [refused] = parse(fits);
+  assert.deepEqual(refused.type === 'rejected' && [refused.status, refused.close], [Status.InvalidArguments, true]);
 });
 
 test('lengths that do not add up: "Unknown command", then close', () => {

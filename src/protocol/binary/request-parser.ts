@@ -11,8 +11,8 @@
  *   request. An unknown opcode makes it discard `totalBodyLength` bytes
  *   *after* extras and key (over-reading by their length).
  * - A wrong magic closes the connection with no reply. So does a header whose
- *   extras + key cannot fit memcached's fixed 16 KiB read buffer, once that
- *   buffer is full.
+ *   extras + key cannot fit memcached's fixed 16 KiB read buffer, once more
+ *   than a buffer's worth of it has arrived.
  * - Lengths that don't add up get "Unknown command" (keylen + extlen >
  *   bodylen) or "Invalid arguments" (key > 250 bytes, wrong extras for the
  *   opcode), and memcached closes the connection after the error.
@@ -38,8 +38,8 @@ export const KEY_MAX_LENGTH = 250;
 /**
  * memcached's READ_BUFFER_SIZE. In binary mode the read buffer never grows, so
  * a request whose header + extras + key is larger can never be parsed: once
- * the buffer is full, memcached's read of zero bytes looks like EOF and it
- * closes the connection.
+ * the buffer is full and more bytes arrive, memcached reads into zero bytes of
+ * space, takes the 0 for EOF and closes the connection.
  */
 export const READ_BUFFER_SIZE = 16384;
 const INT32_MAX = 0x7fffffff;
@@ -162,7 +162,7 @@ export class BinaryRequestParser {
 
     const prefixLength = HEADER_LENGTH + header.extrasLength + header.keyLength;
     if (prefixLength > READ_BUFFER_SIZE) {
-      return this.queue.length >= READ_BUFFER_SIZE ? this.close('extras and key larger than the read buffer') : null;
+      return this.queue.length > READ_BUFFER_SIZE ? this.close('extras and key larger than the read buffer') : null;
     }
     if (this.queue.length < prefixLength) return null;
 
