@@ -167,3 +167,28 @@ test('property: size never exceeds maxEntries, and what is remembered is never n
     { numRuns: 1000 },
   );
 });
+
+test('a hot key noted over and over neither grows the map nor pushes out fresher keys', () => {
+  const map = new RecentWrites({ maxEntries: 3, windowMs: 60_000 });
+  let wall = 1;
+  for (let i = 0; i < 20_000; i++) {
+    map.note(k('hot'), st(wall++));
+    if (i % 5000 === 0) map.note(k(`cold${i}`), st(wall++));
+  }
+  assert.equal(map.size, 3);
+  assert.deepEqual(map.lastWrite(k('hot')), st(wall - 1));
+  assert.ok(map.lastWrite(k('cold15000')));
+  assert.ok(map.lastWrite(k('cold10000')));
+  assert.equal(map.lastWrite(k('cold0')), undefined);
+});
+
+test('pruning stays linear: many evictions do not rescan forgotten entries', () => {
+  // A Map's first entry after many deletions costs a scan of the deleted
+  // slots in V8; pruning through it made this quadratic (minutes, not ms).
+  const map = new RecentWrites({ maxEntries: 10_000, windowMs: 1000 });
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < 300_000; i++) map.note(k(`key${i}`), st(i >> 4));
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  assert.ok(map.size <= 10_000);
+  assert.ok(ms < 5000, `took ${ms} ms`);
+});

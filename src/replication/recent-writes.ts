@@ -14,9 +14,12 @@
  * sooner and more precisely with forgetBefore() when it knows every peer's
  * stream has moved past a time (a PING after the records, a caught-up ACK).
  *
- * Entries live in an insertion-ordered Map used as a FIFO: re-noting a key
- * moves it to the back, so the front is (nearly) the oldest and pruning looks
- * only at the front. Every call is O(1) amortised.
+ * Pruning is FIFO: a Map finds a key's entry, and an array in the order of
+ * notes (a key noted again is queued again, its old place going stale) says
+ * which entry is oldest. Not the Map's own insertion order: V8 leaves deleted
+ * slots at the front of a Map until it rehashes, so taking its first entry
+ * again and again after deletions scans them all, and pruning turns
+ * quadratic. Every call here is O(1) amortised.
  */
 import { compareStamps, type Stamp } from './hlc';
 
@@ -27,8 +30,25 @@ export interface RecentWritesOptions {
   windowMs: number;
 }
 
+/** A remembered write, and its place in the FIFO (stale once its key is noted again). */
+class Entry implements Stamp {
+  constructor(
+    readonly id: string,
+    readonly wall: number,
+    readonly logical: number,
+    readonly nodeId: string,
+  ) {}
+}
+
+/** Compact the FIFO once this many of its slots are dead (and they are the majority). */
+const COMPACT_AFTER = 1024;
+
 export class RecentWrites {
-  private readonly entries = new Map<string, Stamp>();
+  private readonly entries = new Map<string, Entry>();
+  /** Entries in the order they were noted, from `head`; may hold stale ones. */
+  private fifo: Array<Entry | undefined> = [];
+  private head = 0;
+  private staleInFifo = 0;
   private readonly maxEntries: number;
   private readonly windowMs: number;
   /** Largest HLC wall seen by note(): the map's notion of "now". */
@@ -56,9 +76,10 @@ export class RecentWrites {
     const id = key.toString('latin1');
     const known = this.entries.get(id);
     if (known === undefined || compareStamps(stamp, known) > 0) {
-      // Delete first so the key moves to the back of the FIFO.
-      if (known !== undefined) this.entries.delete(id);
-      this.entries.set(id, { wall: stamp.wall, logical: stamp.logical, nodeId: stamp.nodeId });
+      const entry = new Entry(id, stamp.wall, stamp.logical, stamp.nodeId);
+      this.entries.set(id, entry);
+      this.fifo.push(entry);
+      if (known !== undefined) this.staleInFifo++;
     }
     this.prune();
   }
@@ -77,18 +98,24 @@ export class RecentWrites {
 
   /** The stamp remembered for a key, if any. */
   lastWrite(key: Buffer): Stamp | undefined {
-    return this.entries.get(key.toString('latin1'));
+    const known = this.entries.get(key.toString('latin1'));
+    return known && { wall: known.wall, logical: known.logical, nodeId: known.nodeId };
   }
 
   /**
    * Forgets entries older than `wall` (HLC wall time), for a caller that knows
    * no record stamped before it can arrive any more. Returns how many went.
+   *
+   * Works from the front of the FIFO and stops at the first younger entry:
+   * notes do not arrive in exact stamp order, so an older entry behind it
+   * stays a little longer (harmless: remembering longer is the safe side).
    */
   forgetBefore(wall: number): number {
     let forgotten = 0;
-    for (const [id, stamp] of this.entries) {
-      if (stamp.wall >= wall) break;
-      this.entries.delete(id);
+    for (;;) {
+      const oldest = this.front();
+      if (oldest === undefined || oldest.wall >= wall) break;
+      this.popFront();
       forgotten++;
     }
     return forgotten;
@@ -140,12 +167,49 @@ export class RecentWrites {
 
   private prune(): void {
     while (this.entries.size > this.maxEntries) {
-      const oldest = this.entries.keys().next();
-      if (oldest.done) break;
-      const stamp = this.entries.get(oldest.value)!;
-      if (stamp.wall >= this.newestWall - this.windowMs) this.overflowCount++;
-      this.entries.delete(oldest.value);
+      const oldest = this.front()!;
+      if (oldest.wall >= this.newestWall - this.windowMs) this.overflowCount++;
+      this.popFront();
     }
     this.forgetBefore(this.newestWall - this.windowMs);
+    // A hot key noted over and over leaves a stale slot per note: rebuild the
+    // FIFO when they outnumber the live ones, so its length stays O(size).
+    if (this.staleInFifo > COMPACT_AFTER && this.staleInFifo * 2 > this.fifo.length - this.head) {
+      const live: Entry[] = [];
+      for (let i = this.head; i < this.fifo.length; i++) {
+        const entry = this.fifo[i]!;
+        if (this.entries.get(entry.id) === entry) live.push(entry);
+      }
+      this.fifo = live;
+      this.head = 0;
+      this.staleInFifo = 0;
+    }
+  }
+
+  /** The oldest live entry, dropping stale slots in front of it. */
+  private front(): Entry | undefined {
+    while (this.head < this.fifo.length) {
+      const entry = this.fifo[this.head]!;
+      if (this.entries.get(entry.id) === entry) return entry;
+      this.advance();
+      this.staleInFifo--;
+    }
+    return undefined;
+  }
+
+  /** Forgets the front entry (which front() just returned). */
+  private popFront(): void {
+    const entry = this.fifo[this.head]!;
+    this.entries.delete(entry.id);
+    this.advance();
+  }
+
+  private advance(): void {
+    this.fifo[this.head] = undefined;
+    this.head++;
+    if (this.head >= COMPACT_AFTER && this.head * 2 >= this.fifo.length) {
+      this.fifo = this.fifo.slice(this.head);
+      this.head = 0;
+    }
   }
 }
