@@ -121,6 +121,7 @@ test('bad arguments are refused before anything reaches the wire', () => {
   assert.throws(() => serializeRecord(record({ hlc: { wall: 1, logical: 1.5 } }), 0), RangeError);
   assert.throws(() => serializeRecord(record({ expiresAt: Number.NaN }), 0), RangeError);
   assert.throws(() => serializeRecord(record({ op: 'incr' as OutgoingRecord['op'] }), 0), TypeError);
+  assert.throws(() => serializeRecord(record({ op: 'constructor' as OutgoingRecord['op'] }), 0), TypeError);
   assert.throws(() => serializeAck(-1), RangeError);
   assert.throws(() => serializeHello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: { runId: 'x', seq: 0.5 } }), RangeError);
   // A 250-byte binary key is fine.

@@ -90,7 +90,8 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   const { key, value } = record;
   if (key.length > RECORD_KEY_MAX_LENGTH) throw new RangeError(`record key is ${key.length} bytes, the limit is ${RECORD_KEY_MAX_LENGTH}`);
   if (value.length > U32_MAX) throw new RangeError('record value too large');
-  const op = RECORD_OP_CODES[record.op];
+  // hasOwn: an op like 'constructor' must not find Object.prototype's.
+  const op = Object.hasOwn(RECORD_OP_CODES, record.op) ? RECORD_OP_CODES[record.op] : undefined;
   if (op === undefined) throw new TypeError(`unknown record op ${String(record.op)}`);
   checkU64('seq', record.seq);
   checkU64('hlc.wall', record.hlc.wall);
