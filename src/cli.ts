@@ -57,6 +57,8 @@ export function parseArgs(argv: string[]): Config {
     .option('max-pending', { type: 'number', default: 4096, describe: 'Requests one client may have awaiting replies before the proxy stops reading from it' })
     .config('config', 'Config file (JSON or YAML) holding any of these flags', readConfigFile)
     .env('MEMREPL')
+    // Like memcached: a flag given twice takes its last value.
+    .parserConfiguration({ 'duplicate-arguments-array': false })
     .alias('help', 'h')
     .version()
     .strict()
