@@ -12,6 +12,7 @@ import { discardWrites, WriteSink } from './protocol/effects';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { Listener } from './proxy/listener';
 import { textDialect } from './proxy/text-exchange';
+import { binaryDialect } from './proxy/binary-exchange';
 import { formatAddress, parseAddress, Upstream } from './proxy/upstream';
 
 export interface RunningServer {
@@ -23,23 +24,26 @@ export interface RunningServer {
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const registry = new Registry();
   const metrics = createProxyMetrics(registry);
-  const upstream = new Upstream(parseAddress(config.upstream, 11211), {
-    maxConnections: config.maxConnections + 16,
+  const upstreamOptions = {
+    maxConnections: config.maxConnections,
     connectTimeoutMs: config.connectTimeoutMs,
     acquireTimeoutMs: config.connectTimeoutMs,
     replyTimeoutMs: config.upstreamTimeoutMs,
-  });
+  };
+  const address = parseAddress(config.upstream, 11211);
+  const upstreams = { text: new Upstream(address, upstreamOptions), binary: new Upstream(address, upstreamOptions) };
+  const upstream = upstreams.text;
   const limits: RequestParserLimits = { maxItemSize: config.maxItemSize ?? DEFAULT_ITEM_SIZE, maxMultigetLine: MAX_MULTIGET_LINE };
   if (config.maxItemSize === undefined) await learnItemSize(upstream, limits, log);
 
   const sink: WriteSink = discardWrites;
   const listener = new Listener(
     { port: config.port, host: config.listen, maxConnections: config.maxConnections },
-    { text: () => textDialect(limits), binary: () => textDialect(limits) /* binary protocol: issue 6 */ },
-    { upstream, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
+    { text: () => textDialect(limits), binary: () => binaryDialect(limits) },
+    { upstreams, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
   );
-  const address = await listener.listen();
-  log.info(`server listening on ${address.address}:${address.port}, upstream memcached ${formatAddress(upstream.address)}`);
+  const bound = await listener.listen();
+  log.info(`server listening on ${bound.address}:${bound.port}, upstream memcached ${formatAddress(address)}`);
 
   const live = async () => {
     const ok = await upstream.ask('version', /\r\n$/, 1000).then((reply) => reply.startsWith('VERSION'), () => false);
@@ -52,13 +56,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   }
 
   return {
-    clientPort: address.port,
+    clientPort: bound.port,
     metricsPort: httpServer ? (httpServer.address() as { port: number }).port : null,
     async stop() {
       log.info('shutting down: no new connections, finishing in-flight requests');
       await listener.close(config.shutdownTimeoutMs);
       httpServer?.close();
-      await upstream.close();
+      await Promise.all([upstreams.text.close(), upstreams.binary.close()]);
     },
   };
 }

@@ -54,22 +54,6 @@ async function run(port: number, stream: Buffer, closes: boolean, chunkSizes: nu
   }
 }
 
-/**
- * Whether memrepl answers the binary protocol yet (src/server.ts routes
- * 0x80-first connections to binaryDialect). Until it does these tests are
- * skipped with that reason rather than failing on every stream.
- */
-async function speaksBinary(port: number): Promise<boolean> {
-  const client = await RawClient.connect(port);
-  try {
-    client.send(noop(7));
-    const reply = await client.read((bytes) => bytes.length >= HEADER_LENGTH, 1000);
-    return reply.length >= HEADER_LENGTH && reply[0] === 0x81;
-  } finally {
-    client.close();
-  }
-}
-const NOT_WIRED = 'memrepl does not route binary connections to binaryDialect yet (src/server.ts)';
 
 function endsWith(bytes: Buffer, tail: Buffer): boolean {
   return bytes.length >= tail.length && bytes.subarray(bytes.length - tail.length).equals(tail);
@@ -193,12 +177,10 @@ describe('binary protocol through memrepl: clients', () => {
   let direct: Running;
   let behind: Running;
   let proxy: Running;
-  let wired = false;
 
   before(async () => {
     [direct, behind] = await Promise.all([startMemcached(), startMemcached()]);
     proxy = await startMemrepl(behind.port);
-    wired = await speaksBinary(proxy.port);
   });
   after(async () => {
     await proxy?.stop();
@@ -206,7 +188,6 @@ describe('binary protocol through memrepl: clients', () => {
   });
 
   it('memccapable -b passes through memrepl exactly as against memcached', async (t) => {
-    if (!wired) return t.skip(NOT_WIRED);
     const capable = (port: number) =>
       new Promise<string>((resolve) => {
         execFile('memccapable', ['-h', '127.0.0.1', '-p', String(port), '-b', '-t', '5'], { timeout: 60000 }, (error, stdout, stderr) => {
@@ -220,7 +201,6 @@ describe('binary protocol through memrepl: clients', () => {
   });
 
   it('memjs: every operation behaves as against memcached', async (t) => {
-    if (!wired) return t.skip(NOT_WIRED);
     const scenario = async (port: number): Promise<unknown[]> => {
       const client = memjs.Client.create(`127.0.0.1:${port}`, { retries: 0, timeout: 3, logger: { log() {} } });
       const results: unknown[] = [];
@@ -272,9 +252,7 @@ describe('binary protocol through memrepl: clients', () => {
   });
 
   // TODO(lead): the upstream pool hands a connection memcached has fixed to
-  // one protocol to a session of the other; remove `todo` once pools are per protocol.
-  it('text and binary clients can take turns on one memrepl', { todo: 'upstream connections are pooled across protocols' }, async (t) => {
-    if (!wired) return t.skip(NOT_WIRED);
+  it('text and binary clients can take turns on one memrepl', async () => {
     // memcached picks a connection's protocol from its first byte, for good:
     // an upstream connection must never serve both.
     for (let i = 0; i < 3; i++) {
@@ -316,12 +294,10 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
   let behind: Running;
   let proxy: Running;
 
-  let wired = false;
 
   before(async () => {
     [direct, behind] = await Promise.all([startMemcached(DETERMINISTIC), startMemcached(DETERMINISTIC)]);
     proxy = await startMemrepl(behind.port);
-    wired = await speaksBinary(proxy.port);
   });
   after(async () => {
     await proxy?.stop();
@@ -330,7 +306,6 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
 
   for (const [name, stream] of CASES) {
     it(name, async (t) => {
-      if (!wired) return t.skip(NOT_WIRED);
       const expected = await run(direct.port, stream, false);
       const actual = await run(proxy.port, stream, false);
       assert.ok(endsWith(expected, MARKER_REPLY), 'memcached answered the whole stream');
@@ -340,7 +315,6 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
 
   for (const [name, request] of CLOSING) {
     it(`closes like memcached: ${name}`, async (t) => {
-      if (!wired) return t.skip(NOT_WIRED);
       // The NoOp makes memcached write its queued replies before the request
       // that closes the connection; without it, memcached would drop replies
       // still queued from the same read (a timing accident not worth copying).
@@ -353,7 +327,6 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
   }
 
   it('pipelined, split at arbitrary byte boundaries', async (t) => {
-    if (!wired) return t.skip(NOT_WIRED);
     const stream = Buffer.concat(CASES.slice(0, 11).map(([, s]) => s));
     for (const size of [1, 2, 3, 7, 24, 25, 64]) {
       const chunks = Array.from({ length: Math.ceil(stream.length / size) }, () => size);
@@ -365,7 +338,6 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
   });
 
   it('random request streams (seeded)', async (t) => {
-    if (!wired) return t.skip(NOT_WIRED);
     // memcached rewrites a counter in place (padding it with spaces when it
     // got shorter) only if nothing else holds the item; a get or touch reply
     // not yet written does. Whether it was written depends on how the stream

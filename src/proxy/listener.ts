@@ -9,6 +9,7 @@ import type { Logger } from '../log';
 import type { ProxyMetrics } from '../metrics';
 import type { Dialect } from './exchange';
 import { Session, SessionDeps } from './session';
+import type { Upstream } from './upstream';
 
 export interface ListenerOptions {
   port: number;
@@ -36,7 +37,11 @@ export class Listener {
   constructor(
     private readonly options: ListenerOptions,
     private readonly dialects: DialectFactory,
-    private readonly deps: SessionDeps & { metrics: ProxyMetrics; log: Logger },
+    /**
+     * memcached fixes a connection's protocol from its first byte, so text and
+     * binary sessions draw from separate pools.
+     */
+    private readonly deps: Omit<SessionDeps, 'upstream'> & { upstreams: Record<'text' | 'binary', Upstream>; metrics: ProxyMetrics; log: Logger },
   ) {
     this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
   }
@@ -76,7 +81,7 @@ export class Listener {
     });
     socket.once('data', (first) => {
       const dialect = first[0] === BINARY_MAGIC ? this.dialects.binary() : this.dialects.text();
-      const session = new Session(socket, dialect, this.deps);
+      const session = new Session(socket, dialect, { ...this.deps, upstream: this.deps.upstreams[dialect.name] });
       if (this.clients.has(socket)) this.clients.set(socket, session);
       session.fromClient(first);
     });
