@@ -6,6 +6,7 @@
  * variable; the command line wins, then the environment, then the file.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import yargs from 'yargs';
 import { parse as parseYaml } from 'yaml';
 import type { Config } from './config';
@@ -35,6 +36,14 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
 }
 
+/** "64m", "512k", "1g" or a plain number of bytes. */
+function parseSize(text: string): number | null {
+  const match = /^(\d+)([kmg]?)b?$/i.exec(text.trim());
+  if (!match) return null;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[match[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Number(match[1]) * unit;
+}
+
 const isPort = (n: number, allowZero: boolean) => Number.isInteger(n) && n >= (allowZero ? 0 : 1) && n <= 65535;
 
 export function parseArgs(argv: string[]): Config {
@@ -48,8 +57,11 @@ export function parseArgs(argv: string[]): Config {
     .option('metrics-listen', { type: 'string', default: '127.0.0.1', describe: 'Interface for the metrics/health HTTP port' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'Verbose (-v), very verbose (-vv), like memcached' })
     .option('max-conns', { alias: 'c', type: 'number', default: 1024, describe: 'Maximum simultaneous client connections, like memcached -c' })
-    .option('peer', { alias: 'x', type: 'string', describe: 'Peer memrepl to replicate with, HOST[:PORT] (repcached -x)' })
-    .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port for replication (repcached -X)' })
+    .option('peer', { alias: 'x', type: 'string', describe: 'Peer memrepl to dial for replication, HOST[:PORT] (repcached -x; port defaults to 11212)' })
+    .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port replication listens on (repcached -X; 0 turns replication off)' })
+    .option('node-id', { type: 'string', describe: "This node's name in the pair (default: hostname:port)" })
+    .option('cluster', { type: 'string', default: 'memrepl', describe: 'Cluster name; nodes of different clusters refuse to link' })
+    .option('backlog-size', { type: 'string', default: '64m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
     .option('max-item-size', { type: 'number', describe: "memcached's item size limit in bytes (default: read from memcached's stats settings)" })
     .option('upstream-timeout', { type: 'number', default: 5000, describe: 'ms a request may wait on a silent memcached before clients get SERVER_ERROR' })
     .option('connect-timeout', { type: 'number', default: 1000, describe: 'ms to connect to memcached before clients get SERVER_ERROR' })
@@ -82,6 +94,9 @@ export function parseArgs(argv: string[]): Config {
     connectTimeoutMs: args['connect-timeout'],
     shutdownTimeoutMs: args['shutdown-timeout'],
     maxPendingRequests: args['max-pending'],
+    nodeId: args['node-id'] ?? `${os.hostname()}:${args.port}`,
+    cluster: args.cluster,
+    backlogBytes: parseSize(args['backlog-size']) ?? fail(`invalid --backlog-size: ${args['backlog-size']}`),
   };
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);
   if (!isPort(config.metricsPort, true)) fail(`invalid --metrics-port: ${args['metrics-port']}`);

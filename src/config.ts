@@ -17,6 +17,9 @@ export interface Config {
   connectTimeoutMs: number;
   shutdownTimeoutMs: number;
   maxPendingRequests: number;
+  nodeId: string;
+  cluster: string;
+  backlogBytes: number;
 }
 
 /** What a session may hold for one multi-get line (memcached itself has no bound). */

@@ -8,10 +8,12 @@ import { Config, DEFAULT_ITEM_SIZE, MAX_MULTIGET_LINE } from './config';
 import { startHttp } from './http';
 import type { Logger } from './log';
 import { createProxyMetrics } from './metrics';
-import { discardWrites, WriteSink } from './protocol/effects';
+import { discardWrites } from './protocol/effects';
 import type { RequestParserLimits } from './protocol/text/request-parser';
+import { createReplicationMetrics } from './replication/metrics';
+import { Replicator } from './replication/replicator';
 import { Listener } from './proxy/listener';
-import { textDialect } from './proxy/text-exchange';
+import { textDialect, type ProxyStats } from './proxy/text-exchange';
 import { binaryDialect } from './proxy/binary-exchange';
 import { formatAddress, parseAddress, Upstream } from './proxy/upstream';
 
@@ -36,10 +38,38 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const limits: RequestParserLimits = { maxItemSize: config.maxItemSize ?? DEFAULT_ITEM_SIZE, maxMultigetLine: MAX_MULTIGET_LINE };
   if (config.maxItemSize === undefined) await learnItemSize(upstream, limits, log);
 
-  const sink: WriteSink = discardWrites;
+  // Replication port 0 turns replication off: a plain proxy.
+  const replicator =
+    config.replicationPort === 0
+      ? null
+      : new Replicator(
+          {
+            cluster: config.cluster,
+            nodeId: config.nodeId,
+            listenPort: config.replicationPort,
+            listenHost: config.listen,
+            peer: config.peer ? parseAddress(config.peer, 11212) : null,
+            backlogBytes: config.backlogBytes,
+            maxFrameBytes: () => limits.maxItemSize + 64 * 1024,
+            connectTimeoutMs: config.connectTimeoutMs,
+            handshakeTimeoutMs: 5000,
+            pingIntervalMs: 250,
+            idleTimeoutMs: 5000,
+            backoffMinMs: 100,
+            backoffMaxMs: 5000,
+            conflictWindowMs: 5 * 60 * 1000,
+          },
+          address,
+          createReplicationMetrics(registry),
+          log,
+        );
+  await replicator?.start();
+  const sink = replicator?.sink ?? discardWrites;
+  const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};
+
   const listener = new Listener(
     { port: config.port, host: config.listen, maxConnections: config.maxConnections },
-    { text: () => textDialect(limits), binary: () => binaryDialect(limits) },
+    { text: () => textDialect(limits, proxyStats), binary: () => binaryDialect(limits) },
     { upstreams, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
   );
   const bound = await listener.listen();
@@ -52,7 +82,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   };
   let httpServer: http.Server | null = null;
   if (config.metricsPort > 0) {
-    httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, { live, notReady: async () => [] });
+    httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, { live, notReady: async () => replicator?.notReady() ?? [] });
   }
 
   return {
@@ -61,6 +91,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     async stop() {
       log.info('shutting down: no new connections, finishing in-flight requests');
       await listener.close(config.shutdownTimeoutMs);
+      await replicator?.stop(config.shutdownTimeoutMs);
       httpServer?.close();
       await Promise.all([upstreams.text.close(), upstreams.binary.close()]);
     },

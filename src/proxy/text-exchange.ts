@@ -28,13 +28,25 @@ const QUIET_ELIDES: Record<string, ReadonlySet<string>> = {
   ma: new Set(['HD', 'VA']),
 };
 
-export function textDialect(limits: RequestParserLimits): Dialect<TextRequest, ReplyPart> {
+/** The proxy's own `stats <group>` answers (e.g. `stats replication`), by group. */
+export type ProxyStats = Record<string, () => Array<[string, string | number]>>;
+
+export function textDialect(limits: RequestParserLimits, proxyStats: ProxyStats = {}): Dialect<TextRequest, ReplyPart> {
   return {
     name: 'text',
     requestParser: new TextRequestParser(limits),
     newReplyParser: () => new TextReplyParser(),
-    plan: planText,
+    plan: (request) => planProxyStats(request, proxyStats) ?? planText(request),
   };
+}
+
+/** `stats replication` and friends describe the proxy, not memcached: answered here, in memcached's format. */
+function planProxyStats(request: TextRequest, proxyStats: ProxyStats): Exchange<ReplyPart> | null {
+  if (request.type !== 'other') return null;
+  const words = request.raw.toString('latin1').trim().split(/ +/);
+  if (words.length !== 2 || words[0] !== 'stats' || !Object.hasOwn(proxyStats, words[1])) return null;
+  const lines = proxyStats[words[1]]().map(([name, value]) => `STAT ${name} ${value}\r\n`);
+  return exchange('stats', null, { localReply: Buffer.from(lines.join('') + 'END\r\n', 'latin1'), outcome: () => words[1] });
 }
 
 /** Shared shape of the exchanges below; each request type fills in what differs. */

@@ -60,7 +60,54 @@ export async function startMemrepl(upstreamPort: number, extraArgs: string[] = [
   port ??= await freePort();
   return launch(
     process.execPath,
-    [CLI, '-l', '127.0.0.1', '-p', String(port), '--upstream', `127.0.0.1:${upstreamPort}`, '--metrics-port', '0', ...extraArgs],
+    // Replication off unless the test asks for it (extra flags win: the last of a repeated flag counts).
+    [CLI, '-l', '127.0.0.1', '-p', String(port), '--upstream', `127.0.0.1:${upstreamPort}`, '--metrics-port', '0', '-X', '0', ...extraArgs],
     port,
   );
+}
+
+export interface Node {
+  memcached: Running;
+  memrepl: Running;
+  replicationPort: number;
+  metricsPort: number;
+  /** Restarts this node's memrepl (after a kill), same ports and flags. */
+  restartProxy(): Promise<void>;
+}
+
+/**
+ * A replicated pair as the README describes it: two memcached, two memrepl,
+ * B dialling A (repcached's -x). `extraArgs` go to both memrepl processes.
+ */
+export async function startPair(extraArgs: string[] = [], options: { bothDial?: boolean } = {}): Promise<[Node, Node]> {
+  const [ra, rb] = [await freePort(), await freePort()];
+  const a = await startNode('a', ra, options.bothDial ? rb : null, extraArgs);
+  const b = await startNode('b', rb, ra, extraArgs);
+  return [a, b];
+}
+
+export async function startNode(name: string, replicationPort: number, peerPort: number | null, extraArgs: string[] = []): Promise<Node> {
+  const memcached = await startMemcached();
+  const metricsPort = await freePort();
+  const args = [
+    '-X', String(replicationPort), '--node-id', name, '--metrics-port', String(metricsPort),
+    ...(peerPort === null ? [] : ['-x', `127.0.0.1:${peerPort}`]),
+    ...extraArgs,
+  ];
+  const node: Node = {
+    memcached,
+    memrepl: await startMemrepl(memcached.port, args),
+    replicationPort,
+    metricsPort,
+    async restartProxy() {
+      await node.memrepl.stop('SIGKILL');
+      node.memrepl = await startMemrepl(memcached.port, args, node.memrepl.port);
+    },
+  };
+  return node;
+}
+
+export async function stopAll(...nodes: Node[]): Promise<void> {
+  await Promise.all(nodes.map((n) => n.memrepl.stop()));
+  await Promise.all(nodes.map((n) => n.memcached.stop()));
 }

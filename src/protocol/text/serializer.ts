@@ -3,8 +3,9 @@
  * `noreply` or `q` stripped so the proxy learns the outcome), the proxy's own
  * error lines, and the meta commands replication uses to apply and read items.
  *
- * Replication always uses meta commands with base64 keys (`b` flag), so keys
- * written through the binary protocol (any bytes) survive the trip.
+ * Replication uses meta commands, with base64 keys (`b` flag) where a key's
+ * bytes would not survive the text tokenizer (keys written through the
+ * binary protocol can hold any bytes).
  */
 import type { MetaRequest } from './messages';
 
@@ -38,29 +39,47 @@ export function serverError(message: string): Buffer {
 
 export const TOO_LARGE = Buffer.from('SERVER_ERROR object too large for cache\r\n');
 
-const b64 = (key: Buffer): string => key.toString('base64');
+/**
+ * A key as a meta command token: as is when memcached's tokenizer keeps it
+ * intact (no space, CR, LF or NUL), else base64 with the `b` flag. Base64
+ * grows a key by a third and memcached checks the encoded length against
+ * 250, so only binary-unsafe keys up to 186 bytes can be replicated.
+ */
+export function metaKey(key: Buffer): string {
+  for (const byte of key) {
+    if (byte === 0x20 || byte === 0x0d || byte === 0x0a || byte === 0x00) return `${key.toString('base64')} b`;
+  }
+  return key.toString('latin1');
+}
+
+/** Longest key metaKey can express whatever its bytes. */
+export const META_BASE64_KEY_MAX = 186;
+
+export function metaKeyFits(key: Buffer): boolean {
+  return !metaKey(key).endsWith(' b') || key.length <= META_BASE64_KEY_MAX;
+}
 
 /** Store an item exactly (replication apply). `mode` E = add (full resync), S = set. */
 export function metaSet(key: Buffer, value: Buffer, flags: number, ttlSeconds: number, mode: 'S' | 'E' = 'S'): Buffer {
-  const line = `ms ${b64(key)} ${value.length} b F${flags} T${ttlSeconds} M${mode}${CRLF}`;
+  const line = `ms ${metaKey(key)} ${value.length} F${flags} T${ttlSeconds} M${mode}${CRLF}`;
   return Buffer.concat([Buffer.from(line, 'latin1'), value, Buffer.from(CRLF)]);
 }
 
 export function metaDelete(key: Buffer): Buffer {
-  return Buffer.from(`md ${b64(key)} b${CRLF}`, 'latin1');
+  return Buffer.from(`md ${metaKey(key)}${CRLF}`, 'latin1');
 }
 
 export function metaInvalidate(key: Buffer, ttlSeconds: number | null): Buffer {
-  return Buffer.from(`md ${b64(key)} b I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${CRLF}`, 'latin1');
+  return Buffer.from(`md ${metaKey(key)} I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${CRLF}`, 'latin1');
 }
 
 export function metaTouch(key: Buffer, ttlSeconds: number): Buffer {
-  return Buffer.from(`mg ${b64(key)} b T${ttlSeconds}${CRLF}`, 'latin1');
+  return Buffer.from(`mg ${metaKey(key)} T${ttlSeconds}${CRLF}`, 'latin1');
 }
 
 /** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
 export function metaRead(key: Buffer): Buffer {
-  return Buffer.from(`mg ${b64(key)} b v f t u${CRLF}`, 'latin1');
+  return Buffer.from(`mg ${metaKey(key)} v f t u${CRLF}`, 'latin1');
 }
 
 export function flushAll(delay: number): Buffer {

@@ -1,0 +1,97 @@
+/**
+ * Applies the peer's records to the local memcached, in the order they
+ * arrive, pipelined on a connection of its own. Writes made here are never
+ * recorded, so they are never shipped back (loop prevention).
+ *
+ * Conflicts: a record loses to a newer write of the same key that already
+ * took effect here (last writer by hybrid logical clock, ties by node id), so
+ * concurrent writes on both nodes end the same on both.
+ *
+ * Expiry: the record says how long the item had left when it was sent; the
+ * deadline is computed on this node's clock at arrival, so it does not grow
+ * by the replication delay and the two hosts' clocks need not agree.
+ */
+import type { ReplyPart } from '../protocol/text/reply-parser';
+import { flushAll, metaDelete, metaInvalidate, metaSet, metaTouch } from '../protocol/text/serializer';
+import { expiresAtFromTtl, type RecordFrame } from './frames/messages';
+import type { HybridClock, Stamp } from './hlc';
+import type { LocalMemcached } from './local-memcached';
+import type { ReplicationMetrics } from './metrics';
+import type { RecentWrites } from './recent-writes';
+
+/** memcached reads an exptime above 30 days as a unix timestamp. */
+const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
+
+/** memcached's exptime for a deadline on this node's clock; null when the item is already dead. */
+export function exptimeFor(deadline: number | null, now: number): number | null {
+  if (deadline === null) return 0;
+  const seconds = Math.ceil((deadline - now) / 1000);
+  if (seconds <= 0) return null;
+  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.ceil(deadline / 1000);
+}
+
+export type ApplyOutcome = 'applied' | 'conflict';
+
+export class Applier {
+  constructor(
+    private readonly local: LocalMemcached,
+    private readonly clock: HybridClock,
+    private readonly recent: RecentWrites,
+    private readonly metrics: ReplicationMetrics,
+  ) {}
+
+  /**
+   * Sends the record's write to memcached; resolves when memcached answered
+   * (the record is then applied, or deliberately skipped), rejects if
+   * memcached could not be reached.
+   */
+  apply(record: RecordFrame, origin: string, arrivedAt: number): Promise<ApplyOutcome> {
+    this.clock.observe(record.hlc);
+    const stamp: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: origin };
+    if (record.op === 'flush') {
+      const at: Stamp = { ...stamp, wall: stamp.wall + record.delay * 1000 };
+      if (!this.recent.incomingFlushWins(at)) return this.skip('conflict');
+      this.recent.noteFlush(at);
+      return this.send(flushAll(record.delay), record.op);
+    }
+    if (record.op !== 'add') {
+      if (!this.recent.incomingWins(record.key, stamp)) return this.skip('conflict');
+      this.recent.note(record.key, stamp);
+    }
+    return this.send(this.commandFor(record, arrivedAt), record.op);
+  }
+
+  private commandFor(record: RecordFrame, arrivedAt: number): Buffer {
+    const deadline = expiresAtFromTtl(record.ttlMs, arrivedAt);
+    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, arrivedAt);
+    switch (record.op) {
+      case 'set':
+      case 'add':
+        // Expired in transit: what the origin holds now is no item at all.
+        if (exptime === null) return metaDelete(record.key);
+        return metaSet(record.key, record.value, record.flags, exptime, record.op === 'add' ? 'E' : 'S');
+      case 'touch':
+        return exptime === null ? metaDelete(record.key) : metaTouch(record.key, exptime);
+      case 'invalidate':
+        return metaInvalidate(record.key, deadline === 'unchanged' ? null : (exptime ?? -1));
+      case 'delete':
+      case 'flush':
+        return metaDelete(record.key);
+    }
+  }
+
+  private async send(command: Buffer, op: string): Promise<ApplyOutcome> {
+    const parts: ReplyPart[] = await this.local.request(command);
+    const status = parts[parts.length - 1].line;
+    if (status.startsWith('SERVER_ERROR') || status.startsWith('CLIENT_ERROR') || status === 'ERROR') {
+      throw new Error(`memcached refused a replicated ${op}: ${status}`);
+    }
+    this.metrics.recordsApplied.labels(op).inc();
+    return 'applied';
+  }
+
+  private skip(reason: 'conflict'): Promise<ApplyOutcome> {
+    this.metrics.recordsSkipped.labels(reason).inc();
+    return Promise.resolve(reason);
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * The peer's records as they arrive: numbered per peer run, applied in order,
+ * each exactly once, and acknowledged cumulatively once memcached applied it.
+ *
+ * Where this node stands in the peer's stream (the peer's run id and the last
+ * seq applied) is saved in the local memcached itself (CHECKPOINT_KEY), on the
+ * same connection and so in the same order as the records: a restarted proxy
+ * in front of a memcached that kept its data resumes from there (partial
+ * resync), while a memcached that restarted empty has lost the checkpoint
+ * along with the data and so asks for a full copy, as it must.
+ */
+import type { RecordFrame } from './frames/messages';
+import type { Applier } from './applier';
+import type { LocalMemcached } from './local-memcached';
+import type { ReplicationMetrics } from './metrics';
+
+export const CHECKPOINT_KEY = 'memrepl:checkpoint';
+
+export interface StreamPosition {
+  runId: string;
+  seq: number;
+}
+
+interface InFlight {
+  seq: number;
+  done: boolean;
+}
+
+export class Inbox {
+  /** The peer run we are following, and the last seq applied / received from it. */
+  private runId: string | null = null;
+  private applied = 0;
+  private received = 0;
+  /** After a run change, the first record may start anywhere (the peer sends a full copy first). */
+  private positionKnown = false;
+  private readonly inFlight: InFlight[] = [];
+  private checkpointDirty = false;
+  private checkpointTimer: NodeJS.Timeout | null = null;
+
+  /** Called when the applied position advanced (send an ACK). */
+  onApplied: (seq: number) => void = () => {};
+  /** Called when a record could not be applied; the link must be reset. */
+  onFailure: (reason: string) => void = () => {};
+
+  constructor(
+    private readonly applier: Applier,
+    private readonly local: LocalMemcached,
+    private readonly metrics: ReplicationMetrics,
+  ) {}
+
+  /** Reads the checkpoint a previous run of this proxy left in memcached. */
+  async loadCheckpoint(): Promise<void> {
+    const parts = await this.local.request(Buffer.from(`mg ${CHECKPOINT_KEY} v\r\n`));
+    const head = parts[parts.length - 1];
+    if (!head.line.startsWith('VA ')) return;
+    const [runId, seq] = head.raw.toString('latin1', head.raw.indexOf('\n') + 1, head.raw.length - 2).split(' ');
+    if (runId && Number.isSafeInteger(Number(seq))) this.follow(runId, Number(seq));
+  }
+
+  /** The last record applied, for our HELLO: the peer resumes after it. */
+  get position(): StreamPosition | null {
+    return this.runId === null ? null : { runId: this.runId, seq: this.applied };
+  }
+
+  /**
+   * The peer said hello: a new run of it means a fresh numbering. For the same
+   * run, records received but still being applied stay counted: the peer
+   * re-sends from our last *applied* one and those copies are dropped here.
+   */
+  peerRun(runId: string): void {
+    if (runId !== this.runId) this.follow(runId, 0, false);
+  }
+
+  /** A live (numbered) record; returns false if it breaks the sequence (the link must be reset). */
+  receive(record: RecordFrame, origin: string, arrivedAt: number): boolean {
+    if (record.seq === 0) {
+      void this.applier.apply(record, origin, arrivedAt).catch((error: Error) => this.onFailure(error.message));
+      return true;
+    }
+    if (this.positionKnown && record.seq <= this.received) {
+      this.metrics.recordsSkipped.labels('duplicate').inc();
+      return true;
+    }
+    if (this.positionKnown && record.seq !== this.received + 1) return false;
+    if (!this.positionKnown) {
+      this.positionKnown = true;
+      this.applied = record.seq - 1;
+    }
+    this.received = record.seq;
+    const slot: InFlight = { seq: record.seq, done: false };
+    this.inFlight.push(slot);
+    this.applier.apply(record, origin, arrivedAt).then(
+      () => {
+        slot.done = true;
+        this.advance();
+      },
+      (error: Error) => {
+        this.inFlight.length = 0;
+        this.received = this.applied;
+        this.onFailure(error.message);
+      },
+    );
+    return true;
+  }
+
+  private advance(): void {
+    let advanced = false;
+    while (this.inFlight.length > 0 && this.inFlight[0].done) {
+      this.applied = this.inFlight.shift()!.seq;
+      advanced = true;
+    }
+    if (!advanced) return;
+    this.onApplied(this.applied);
+    this.scheduleCheckpoint();
+  }
+
+  private follow(runId: string, seq: number, known = true): void {
+    this.runId = runId;
+    this.applied = seq;
+    this.received = seq;
+    this.positionKnown = known;
+    this.inFlight.length = 0;
+  }
+
+  /** Saves the position at most every 50 ms, behind the records it covers. */
+  private scheduleCheckpoint(): void {
+    this.checkpointDirty = true;
+    if (this.checkpointTimer) return;
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = null;
+      void this.saveCheckpoint();
+    }, 50);
+    this.checkpointTimer.unref();
+  }
+
+  async saveCheckpoint(): Promise<void> {
+    if (!this.checkpointDirty || this.runId === null) return;
+    this.checkpointDirty = false;
+    const value = `${this.runId} ${this.applied}`;
+    await this.local.request(Buffer.from(`ms ${CHECKPOINT_KEY} ${value.length} T0\r\n${value}\r\n`)).catch(() => {
+      this.checkpointDirty = true;
+    });
+  }
+
+  stop(): void {
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = null;
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Turns writes that took effect locally into numbered records in the outbox
+ * (the WriteSink the proxy reports to).
+ *
+ * Records carry state, not operations (DESIGN.md §3): a set carries the item;
+ * an append, incr or ma is read back from memcached first, because the reply
+ * does not carry the resulting item. Read-backs are asynchronous, so records
+ * wait in `queue` and enter the outbox strictly in the order their writes took
+ * effect. A read-back that lands after a later write of the same key simply
+ * ships the newer state in the older slot: state records converge anyway.
+ */
+import type { WriteEffect, WriteSink } from '../protocol/effects';
+import { metaKeyFits, metaRead } from '../protocol/text/serializer';
+import type { ReplyPart } from '../protocol/text/reply-parser';
+import type { Expiry } from './frames/messages';
+import type { HybridClock, Stamp } from './hlc';
+import type { LocalMemcached } from './local-memcached';
+import type { NewRecord, Outbox } from './outbox';
+import type { RecentWrites } from './recent-writes';
+
+/** memcached reads an exptime above this many seconds as a unix timestamp. */
+const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
+
+/** An exptime as memcached reads it, as an absolute deadline on this node's clock (ms). */
+export function deadlineOf(exptime: number, now: number): number | null {
+  if (exptime === 0) return null;
+  if (exptime < 0) return now; // already expired
+  if (exptime <= RELATIVE_EXPTIME_MAX) return now + exptime * 1000;
+  return exptime * 1000;
+}
+
+interface Pending {
+  record: NewRecord | null;
+  ready: boolean;
+}
+
+export interface RecorderEvents {
+  /** Records were appended to the outbox. */
+  appended(): void;
+  /** A write took effect but its state could not be read: only a full resync can repair the peer. */
+  lost(reason: string): void;
+}
+
+export class Recorder implements WriteSink {
+  private readonly queue: Pending[] = [];
+
+  constructor(
+    private readonly outbox: Outbox,
+    private readonly clock: HybridClock,
+    private readonly recent: RecentWrites,
+    private readonly local: LocalMemcached,
+    private readonly events: RecorderEvents,
+  ) {}
+
+  written(effect: WriteEffect, receivedAt: number): void {
+    const stamp = this.clock.stamp();
+    if (effect.kind === 'flush') {
+      this.recent.noteFlush({ ...stamp, wall: stamp.wall + effect.delay * 1000 });
+    } else {
+      if (!metaKeyFits(effect.key)) {
+        this.events.lost(`key of ${effect.key.length} bytes with spaces or control bytes cannot be replicated`);
+        return;
+      }
+      this.recent.note(effect.key, stamp);
+    }
+    if (effect.kind !== 'readback') {
+      this.enqueue({ record: recordOf(effect, stamp, receivedAt), ready: true });
+      return;
+    }
+    const pending: Pending = { record: null, ready: false };
+    this.enqueue(pending);
+    this.local.request(metaRead(effect.key)).then(
+      (parts) => {
+        pending.record = recordFromReadBack(effect.key, parts, stamp, Date.now());
+        pending.ready = true;
+        this.flush();
+      },
+      (error: Error) => {
+        pending.ready = true;
+        this.events.lost(`could not read back ${effect.key.toString('latin1').slice(0, 60)}: ${error.message}`);
+        this.flush();
+      },
+    );
+  }
+
+  private enqueue(pending: Pending): void {
+    this.queue.push(pending);
+    if (pending.ready && this.queue.length === 1) this.flush();
+  }
+
+  private flush(): void {
+    let appended = false;
+    while (this.queue.length > 0 && this.queue[0].ready) {
+      const { record } = this.queue.shift()!;
+      if (record) {
+        this.outbox.append(record);
+        appended = true;
+      }
+    }
+    if (appended) this.events.appended();
+  }
+}
+
+function baseRecord(stamp: Stamp): Pick<NewRecord, 'hlc' | 'flags' | 'value' | 'delay'> {
+  return { hlc: { wall: stamp.wall, logical: stamp.logical }, flags: 0, value: EMPTY, delay: 0 };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function recordOf(effect: Exclude<WriteEffect, { kind: 'readback' }>, stamp: Stamp, now: number): NewRecord {
+  const base = baseRecord(stamp);
+  switch (effect.kind) {
+    case 'set':
+      return { ...base, op: 'set', key: effect.key, flags: effect.flags, value: effect.value, expiresAt: deadlineOf(effect.exptime, now) };
+    case 'touch':
+      return { ...base, op: 'touch', key: effect.key, expiresAt: deadlineOf(effect.exptime, now) };
+    case 'delete':
+      return { ...base, op: 'delete', key: effect.key, expiresAt: null };
+    case 'invalidate': {
+      const expiresAt: Expiry = effect.exptime === null ? 'unchanged' : deadlineOf(effect.exptime, now);
+      return { ...base, op: 'invalidate', key: effect.key, expiresAt };
+    }
+    case 'flush':
+      return { ...base, op: 'flush', key: EMPTY, delay: effect.delay, expiresAt: null };
+  }
+}
+
+/** `mg <key> v f t` answered VA (the item now) or EN (gone since: ship the delete). */
+export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, now: number): NewRecord | null {
+  const head = parts[parts.length - 1];
+  const base = baseRecord(stamp);
+  if (head.line === 'EN') return { ...base, op: 'delete', key, expiresAt: null };
+  if (!head.line.startsWith('VA ')) return null;
+  const tokens = head.line.split(' ');
+  const length = Number(tokens[1]);
+  let flags = 0;
+  let expiresAt: number | null = null;
+  for (const token of tokens.slice(2)) {
+    if (token[0] === 'f') flags = Number(token.slice(1));
+    if (token[0] === 't') expiresAt = token === 't-1' ? null : now + Number(token.slice(1)) * 1000;
+  }
+  const value = head.raw.subarray(head.raw.length - length - 2, head.raw.length - 2);
+  return { ...base, op: 'set', key, flags, value, expiresAt };
+}

@@ -1,0 +1,403 @@
+/**
+ * One node's side of master/master replication, the way repcached paired two
+ * memcacheds: listen on the replication port, dial the peer given with -x,
+ * keep exactly one link, stream this node's records (outbox) to the peer and
+ * apply the peer's (inbox → applier).
+ *
+ * On every (re)connection the peer says in its HELLO which of our records it
+ * applied last. If that record is still in our backlog we send the rest
+ * (partial resync). Otherwise (the peer restarted with an empty memcached, or
+ * fell further behind than the backlog holds) only a full copy can make it
+ * whole: that is never silently skipped.
+ */
+import { randomUUID } from 'node:crypto';
+import * as net from 'node:net';
+import type { Logger } from '../log';
+import type { WriteSink } from '../protocol/effects';
+import { connect, formatAddress, type UpstreamAddress } from '../proxy/upstream';
+import { Applier } from './applier';
+import type { Frame, Hello, RecordFrame } from './frames/messages';
+import { serializeAck, serializeRecord } from './frames/serializer';
+import { HybridClock } from './hlc';
+import { Inbox } from './inbox';
+import { Link, type LinkHandler } from './link';
+import { LocalMemcached } from './local-memcached';
+import type { ReplicationMetrics } from './metrics';
+import { Outbox, type OutboxCursor } from './outbox';
+import { RecentWrites } from './recent-writes';
+import { Recorder } from './recorder';
+
+export interface ReplicationOptions {
+  cluster: string;
+  nodeId: string;
+  /** Where to listen for the peer (-X, and the listen address). */
+  listenPort: number;
+  listenHost: string | undefined;
+  /** The peer to dial (-x), if any. */
+  peer: UpstreamAddress | null;
+  backlogBytes: number;
+  /** Largest frame accepted from the peer (tracks memcached's item size limit). */
+  maxFrameBytes: () => number;
+  connectTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  pingIntervalMs: number;
+  idleTimeoutMs: number;
+  /** Reconnect backoff: first delay and cap. */
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  /** How long a conflicting write is remembered (see recent-writes.ts). */
+  conflictWindowMs: number;
+}
+
+export class Replicator implements LinkHandler {
+  readonly runId = randomUUID();
+  readonly sink: WriteSink;
+  private readonly clock: HybridClock;
+  private readonly outbox: Outbox;
+  private readonly recent: RecentWrites;
+  private readonly inbox: Inbox;
+  private readonly applierConnection: LocalMemcached;
+  private readonly readbackConnection: LocalMemcached;
+  private readonly server: net.Server;
+  private readonly links = new Set<Link>();
+  private active: Link | null = null;
+  private cursor: OutboxCursor | null = null;
+  private pumpScheduled = false;
+  private ackScheduled = false;
+  private dialing = false;
+  private dialAttempts = 0;
+  private dialTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private acked = 0;
+  /** Why the peer needs a full copy from us, if it does (shown in stats and /readyz of the peer). */
+  private fullResyncReason: string | null = null;
+  private lostWrites = 0;
+
+  constructor(
+    private readonly options: ReplicationOptions,
+    upstream: UpstreamAddress,
+    private readonly metrics: ReplicationMetrics,
+    private readonly log: Logger,
+  ) {
+    this.clock = new HybridClock(options.nodeId);
+    this.outbox = new Outbox({ maxBytes: options.backlogBytes });
+    this.recent = new RecentWrites({ maxEntries: 1_000_000, windowMs: options.conflictWindowMs });
+    this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
+    this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
+    const applier = new Applier(this.applierConnection, this.clock, this.recent, metrics);
+    this.inbox = new Inbox(applier, this.applierConnection, metrics);
+    this.inbox.onApplied = () => this.scheduleAck();
+    this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
+    this.sink = new Recorder(this.outbox, this.clock, this.recent, this.readbackConnection, {
+      appended: () => this.schedulePump(),
+      lost: (reason) => this.writeLost(reason),
+    });
+    this.server = net.createServer((socket) => this.accept(socket));
+  }
+
+  async start(): Promise<net.AddressInfo> {
+    await this.inbox.loadCheckpoint().catch((error: Error) => {
+      this.log.warn(`replication: cannot read the checkpoint from memcached (${error.message}); the peer will send a full copy`);
+    });
+    const address = await new Promise<net.AddressInfo>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.listenPort, this.options.listenHost, () => {
+        this.server.removeListener('error', reject);
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+    this.server.on('error', (error) => this.log.error(`replication listener: ${error.message}`));
+    this.log.info('replication: listen');
+    this.dial();
+    return address;
+  }
+
+  // ------------------------------------------------------------ connections
+
+  private accept(socket: net.Socket): void {
+    if (this.stopped) {
+      socket.destroy();
+      return;
+    }
+    this.log.info('replication: accept');
+    this.adoptSocket(socket, false, `${socket.remoteAddress}:${socket.remotePort}`);
+  }
+
+  private adoptSocket(socket: net.Socket, dialled: boolean, label: string): void {
+    const { maxFrameBytes, handshakeTimeoutMs, pingIntervalMs, idleTimeoutMs } = this.options;
+    const link = new Link(socket, dialled, label, maxFrameBytes(), { handshakeTimeoutMs, pingIntervalMs, idleTimeoutMs }, this);
+    this.links.add(link);
+    link.sendHello(this.hello());
+  }
+
+  private hello(): Hello {
+    return { cluster: this.options.cluster, nodeId: this.options.nodeId, runId: this.runId, lastApplied: this.inbox.position };
+  }
+
+  private dial(): void {
+    const peer = this.options.peer;
+    if (!peer || this.stopped || this.dialing || this.active || this.dialTimer) return;
+    this.dialing = true;
+    connect(peer, this.options.connectTimeoutMs).then(
+      (socket) => {
+        this.dialing = false;
+        if (this.stopped) return socket.destroy();
+        this.log.info(`replication: connect (peer=${formatAddress(peer)})`);
+        this.adoptSocket(socket, true, formatAddress(peer));
+      },
+      (error: Error) => {
+        this.dialing = false;
+        this.log.debug(`replication: cannot connect to ${formatAddress(peer)}: ${error.message}`);
+        this.redialLater();
+      },
+    );
+  }
+
+  /** Capped exponential backoff with jitter, so two nodes do not retry in lockstep. */
+  private redialLater(): void {
+    if (!this.options.peer || this.stopped || this.dialTimer) return;
+    const { backoffMinMs, backoffMaxMs } = this.options;
+    const base = Math.min(backoffMaxMs, backoffMinMs * 2 ** Math.min(this.dialAttempts, 20));
+    this.dialAttempts++;
+    this.dialTimer = setTimeout(() => {
+      this.dialTimer = null;
+      this.dial();
+    }, base / 2 + Math.random() * (base / 2));
+    this.dialTimer.unref();
+  }
+
+  // ------------------------------------------------------------ LinkHandler
+
+  frame(link: Link, frame: Frame): void {
+    switch (frame.type) {
+      case 'hello':
+        return this.handshake(link, frame);
+      case 'record':
+        if (link !== this.active) return;
+        if (!this.inbox.receive(frame as RecordFrame, link.peer!.nodeId, Date.now())) {
+          link.goodbye(`record ${frame.seq} out of sequence`, true);
+        }
+        return;
+      case 'ack':
+        if (link === this.active) this.acknowledged(frame.seq);
+        return;
+      case 'goodbye':
+        link.close(`peer said goodbye: ${frame.reason}`, false);
+        return;
+      case 'ping':
+      case 'resyncBegin':
+      case 'resyncEnd':
+      case 'fullResyncRequest':
+        return;
+    }
+  }
+
+  writable(link: Link): void {
+    if (link === this.active) this.pump();
+  }
+
+  closed(link: Link, reason: string, error: boolean): void {
+    this.links.delete(link);
+    if (error) this.metrics.linkErrors.labels(reasonLabel(reason)).inc();
+    if (link !== this.active) {
+      if (link.peer === null || error) this.log.info(`replication: close (${link.label}: ${reason})`);
+      if (link.dialled && !this.active) this.redialLater();
+      return;
+    }
+    this.active = null;
+    this.cursor = null;
+    this.metrics.peerUp.set(0);
+    this.log.info(`replication: close (peer=${link.label}: ${reason})`);
+    this.redialLater();
+  }
+
+  private handshake(link: Link, hello: Hello): void {
+    const { cluster, nodeId } = this.options;
+    if (hello.cluster !== cluster) return link.goodbye(`cluster mismatch: peer is in "${hello.cluster}", this node in "${cluster}"`, true);
+    if (hello.nodeId === nodeId) return link.goodbye(`peer has this node's own id "${nodeId}" (a node dialling itself, or two nodes with one --node-id)`, true);
+
+    const current = this.active;
+    if (current && current.open) {
+      // Both nodes dialled each other: both keep the link dialled by the smaller node id.
+      const dialler = (l: Link) => (l.dialled ? nodeId : l.peer!.nodeId);
+      const keepNew = dialler(link) === dialler(current) ? true : dialler(link) < dialler(current);
+      if (!keepNew) return link.goodbye('duplicate link (keeping the other one)');
+      this.active = null;
+      current.goodbye('duplicate link (keeping the other one)');
+    }
+    this.active = link;
+    this.dialAttempts = 0;
+    this.metrics.peerUp.set(1);
+    this.inbox.peerRun(hello.runId);
+    this.startStream(hello);
+    this.log.info('replication: start');
+  }
+
+  /** Where to resume sending after a (re)connection: partial resync, or everything this run has plus a full copy. */
+  private startStream(hello: Hello): void {
+    const last = hello.lastApplied;
+    if (last && last.runId === this.runId) {
+      const cursor = this.outbox.cursor(last.seq);
+      if (cursor !== 'gap') {
+        this.cursor = cursor;
+        if (cursor.pending > 0) {
+          this.metrics.resyncs.labels('partial').inc();
+          this.log.info(`replication: partial resync (${cursor.pending} records after #${last.seq})`);
+        }
+        this.acked = Math.max(this.acked, last.seq);
+        this.schedulePump();
+        return;
+      }
+      this.needFullResync(`the peer applied up to #${last.seq}, older than the backlog holds (#${this.outbox.oldestSeq})`);
+    } else {
+      this.needFullResync(last ? 'the peer followed an earlier run of this node' : 'the peer has applied nothing from this node');
+    }
+    // Send what this run still holds; the copy covers the rest.
+    const cursor = this.outbox.cursor(this.outbox.oldestSeq - 1);
+    this.cursor = cursor === 'gap' ? null : cursor;
+    this.schedulePump();
+  }
+
+  private needFullResync(reason: string): void {
+    this.fullResyncReason = reason;
+    this.metrics.resyncs.labels('full_needed').inc();
+    this.log.info(`replication: full resync needed: ${reason}`);
+  }
+
+  // ------------------------------------------------------------ sending
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Sends records from the cursor until caught up or the socket pushes back. */
+  private pump(): void {
+    const link = this.active;
+    const cursor = this.cursor;
+    this.updateBacklogGauges();
+    if (!link || !cursor) return;
+    const now = Date.now();
+    let sent = 0;
+    link.socket.cork();
+    while (!link.congested) {
+      const record = cursor.next();
+      if (record === null) break;
+      if (record === 'gap') {
+        this.needFullResync('the peer fell further behind than the backlog holds');
+        this.cursor = this.outbox.cursor(this.outbox.oldestSeq - 1) as OutboxCursor;
+        break;
+      }
+      link.write(serializeRecord(record, now));
+      sent++;
+    }
+    link.socket.uncork();
+    this.metrics.recordsSent.inc(sent);
+  }
+
+  private acknowledged(seq: number): void {
+    if (seq <= this.acked || seq > this.outbox.lastSeq) return;
+    const now = Date.now();
+    for (let s = this.acked + 1; s <= seq; s++) {
+      const record = this.outbox.get(s);
+      if (record) this.metrics.lag.observe((now - record.appendedAt) / 1000);
+    }
+    this.metrics.recordsAcked.inc(seq - this.acked);
+    this.acked = seq;
+    this.outbox.acknowledge(seq);
+    this.updateBacklogGauges();
+  }
+
+  private scheduleAck(): void {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      const position = this.inbox.position;
+      if (this.active && position) this.active.write(serializeAck(position.seq));
+    });
+  }
+
+  private updateBacklogGauges(): void {
+    this.metrics.backlogBytes.set(this.outbox.bytes);
+    this.metrics.backlogRecords.set(this.outbox.length);
+    this.metrics.unackedRecords.set(this.outbox.lastSeq - this.acked);
+  }
+
+  private writeLost(reason: string): void {
+    this.lostWrites++;
+    this.metrics.recordsLost.inc();
+    this.needFullResync(`a write could not be replicated: ${reason}`);
+  }
+
+  // ------------------------------------------------------------ operators' view
+
+  get peerUp(): boolean {
+    return this.active !== null;
+  }
+
+  /** Reasons this node is not ready to take traffic, from replication's point of view. */
+  notReady(): string[] {
+    if (this.options.peer && !this.active) return [`replication link to ${formatAddress(this.options.peer)} is down`];
+    return [];
+  }
+
+  /** `stats replication`, in memcached's STAT format. */
+  stats(): Array<[string, string | number]> {
+    const peer = this.active?.peer;
+    return [
+      ['node_id', this.options.nodeId],
+      ['cluster', this.options.cluster],
+      ['run_id', this.runId],
+      ['peer', this.options.peer ? formatAddress(this.options.peer) : this.active?.label ?? ''],
+      ['peer_up', this.active ? 1 : 0],
+      ['peer_node_id', peer?.nodeId ?? ''],
+      ['peer_run_id', peer?.runId ?? ''],
+      ['link_uptime', this.active ? Math.floor((Date.now() - this.active.openedAt) / 1000) : 0],
+      ['last_seq', this.outbox.lastSeq],
+      ['acked_seq', this.acked],
+      ['unacked_records', this.outbox.lastSeq - this.acked],
+      ['backlog_records', this.outbox.length],
+      ['backlog_bytes', this.outbox.bytes],
+      ['backlog_max_bytes', this.options.backlogBytes],
+      ['backlog_oldest_seq', this.outbox.oldestSeq],
+      ['applied_seq', this.inbox.position?.seq ?? 0],
+      ['full_resync_needed', this.fullResyncReason ?? ''],
+      ['writes_lost', this.lostWrites],
+    ];
+  }
+
+  // ------------------------------------------------------------ shutdown
+
+  /** Stops accepting, gives the peer up to `timeoutMs` to acknowledge what we sent, then closes. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopped = true;
+    if (this.dialTimer) clearTimeout(this.dialTimer);
+    this.server.close();
+    const deadline = Date.now() + timeoutMs;
+    while (this.active && this.acked < this.outbox.lastSeq && Date.now() < deadline) {
+      this.pump();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await this.inbox.saveCheckpoint();
+    this.inbox.stop();
+    for (const link of [...this.links]) link.goodbye('shutting down');
+    this.applierConnection.close();
+    this.readbackConnection.close();
+  }
+}
+
+/** A bounded metric label for a link-closing reason. */
+function reasonLabel(reason: string): string {
+  if (reason.startsWith('bad frame')) return 'bad_frame';
+  if (reason.startsWith('cluster mismatch')) return 'cluster_mismatch';
+  if (reason.startsWith('handshake')) return 'handshake_timeout';
+  if (reason.startsWith('peer silent')) return 'peer_silent';
+  if (reason.startsWith('could not apply')) return 'apply_failed';
+  if (reason.includes('out of sequence')) return 'out_of_sequence';
+  return 'connection';
+}
