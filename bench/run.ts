@@ -1,0 +1,264 @@
+/**
+ * `npm run bench`: memcached direct, twemproxy, memrepl and a replicating
+ * memrepl pair under the same memcaslap load, in one run, as ratios; then
+ * replication lag at half of the pair's saturation throughput. Writes
+ * docs/bench.md (or $BENCH_OUT) and prints the same text.
+ *
+ * Environment overrides (all optional):
+ *   BENCH_SECONDS         measured seconds per run (10)
+ *   BENCH_WARMUP_SECONDS  unmeasured load before each run (3)
+ *   BENCH_LAG_SECONDS     length of the fixed-rate lag run (BENCH_SECONDS)
+ *   BENCH_THREADS         memcaslap threads (half the CPUs, at least 1)
+ *   BENCH_CONCURRENCY     memcaslap concurrent connections (32)
+ *   BENCH_OUT             report path (docs/bench.md)
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { LoadOptions, runMemcaslap, writeWorkload } from './memcaslap';
+import type { PacedOptions, PacedResult } from './paced-load';
+import { killAllNow, runBounded, stopAll } from './procs';
+import { Environment, LagReport, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
+import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, replicatedPair, stopTarget, Target, twemproxy } from './targets';
+
+const ROOT = path.join(__dirname, '..', '..');
+const ENV_KEYS = ['BENCH_SECONDS', 'BENCH_WARMUP_SECONDS', 'BENCH_LAG_SECONDS', 'BENCH_THREADS', 'BENCH_CONCURRENCY', 'BENCH_OUT'];
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+const settings = (() => {
+  const seconds = envInt('BENCH_SECONDS', 10);
+  return {
+    seconds,
+    warmup: envInt('BENCH_WARMUP_SECONDS', 3),
+    lagSeconds: envInt('BENCH_LAG_SECONDS', seconds),
+    // The load generator shares the machine with the target: leave it half the CPUs.
+    threads: envInt('BENCH_THREADS', Math.max(1, Math.floor(os.cpus().length / 2))),
+    concurrency: envInt('BENCH_CONCURRENCY', 32),
+    out: path.resolve(ROOT, process.env.BENCH_OUT ?? 'docs/bench.md'),
+    workload: { keyBytes: 32, valueBytes: 100, setRatio: 0.1 },
+  };
+})();
+
+const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => {
+    try {
+      fs.accessSync(path.join(dir, command), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function preflight(): void {
+  const missing = ['memcached', 'memcaslap', 'nutcracker'].filter((c) => !onPath(c));
+  if (missing.length > 0) {
+    process.stderr.write(`bench: missing ${missing.join(', ')}: run 'apt-get install -y libmemcached-tools nutcracker memcached' and try again\n`);
+    process.exit(1);
+  }
+  if (!fs.existsSync(MEMREPL_CLI)) {
+    process.stderr.write(`bench: ${MEMREPL_CLI} not found: run 'npm run build' first\n`);
+    process.exit(1);
+  }
+}
+
+/** First line of a command's output (some print their version on stderr), bounded. */
+function versionOf(command: string, args: string[]): string {
+  const res = spawnSync(command, args, { encoding: 'utf8', timeout: 5000 });
+  return `${res.stdout ?? ''}${res.stderr ?? ''}`.trim().split('\n')[0] || 'unknown';
+}
+
+function describeEnvironment(): Environment {
+  const cpus = os.cpus();
+  const overrides = ENV_KEYS.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`);
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', timeout: 5000 }).trim();
+    const dirty = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src'], { encoding: 'utf8', timeout: 5000 }).trim();
+    if (dirty) commit += ' (plus uncommitted changes in src/)';
+  } catch {
+    // not a git checkout: leave it unknown
+  }
+  const s = settings;
+  return {
+    date: new Date().toISOString(),
+    command: [...overrides, 'npm run bench'].join(' '),
+    commit,
+    cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
+    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    memcached: versionOf('memcached', ['-V']),
+    nutcracker: versionOf('nutcracker', ['-V']),
+    memcaslap: `${versionOf('memcaslap', ['-V'])} (libmemcached-tools)`,
+    settings:
+      `${s.seconds} s measured per run after ${s.warmup} s warm-up; memcaslap -T ${s.threads} -c ${s.concurrency}; ` +
+      `${s.workload.keyBytes}-byte keys, ${s.workload.valueBytes}-byte values, ${100 - s.workload.setRatio * 100}% get / ${s.workload.setRatio * 100}% set; ` +
+      `lag run ${s.lagSeconds} s`,
+  };
+}
+
+interface Collected {
+  runs: Run[];
+  rss: RssRow[];
+  lag: LagReport;
+}
+
+/**
+ * Starts one target, runs each protocol's warm-up and measured load against
+ * it, records peak RSS, stops it. `during` runs extra work (the lag run) on
+ * the same processes before they stop.
+ */
+async function benchTarget(
+  id: TargetId,
+  start: () => Promise<Target>,
+  protocols: Protocol[],
+  cfg: string,
+  into: Collected,
+  during?: (target: Target) => Promise<void>,
+): Promise<boolean> {
+  let target: Target;
+  try {
+    log(`${id}: starting`);
+    target = await start();
+  } catch (error) {
+    const message = (error as Error).message.split('\n')[0];
+    log(`${id}: could not start: ${message}`);
+    const note = id === 'd' ? `not available: ${message}` : `failed to start: ${message}`;
+    for (const protocol of protocols) into.runs.push({ target: id, protocol, result: null, note });
+    if (id === 'd') into.lag.unavailable = note;
+    return id === 'd';
+  }
+  let ok = true;
+  try {
+    for (const protocol of protocols) {
+      const load: LoadOptions = {
+        port: target.clientPort,
+        seconds: settings.seconds,
+        threads: settings.threads,
+        concurrency: settings.concurrency,
+        binary: protocol === 'binary',
+      };
+      try {
+        // Warm-up: fills the cache so gets hit, and lets V8 optimise memrepl's hot paths.
+        log(`${id} ${protocol}: warm-up ${settings.warmup} s`);
+        await runMemcaslap(cfg, { ...load, seconds: settings.warmup });
+        log(`${id} ${protocol}: measuring ${settings.seconds} s`);
+        const result = await runMemcaslap(cfg, load);
+        log(`${id} ${protocol}: ${result.tps} TPS`);
+        into.runs.push({ target: id, protocol, result });
+      } catch (error) {
+        ok = false;
+        const message = (error as Error).message;
+        log(`${id} ${protocol}: failed: ${message}`);
+        into.runs.push({ target: id, protocol, result: null, note: `failed: ${message.split('\n')[0].slice(0, 200)}` });
+      }
+    }
+    if (during) await during(target);
+  } finally {
+    for (const row of peakRss(target)) into.rss.push({ target: id, ...row });
+    await stopTarget(target);
+  }
+  return ok;
+}
+
+/** Half of (d)'s saturation, from a separate process; lag from A's histogram over exactly that run. */
+async function measureLag(target: Target, into: Collected): Promise<void> {
+  const saturation = into.runs.find((r) => r.target === 'd' && r.protocol === 'text')?.result?.tps;
+  if (!saturation || target.metricsPort === undefined || target.peerMemcachedPort === undefined) {
+    into.lag.unavailable = 'no saturation figure for (d) to derive the fixed rate from';
+    return;
+  }
+  const rate = Math.round(saturation / 2);
+  const options: PacedOptions = {
+    clientPort: target.clientPort,
+    metricsPort: target.metricsPort,
+    peerMemcachedPort: target.peerMemcachedPort,
+    rate,
+    seconds: settings.lagSeconds,
+    connections: 4,
+    valueBytes: settings.workload.valueBytes,
+    setRatio: settings.workload.setRatio,
+    keys: 10000,
+    probeIntervalMs: 10,
+  };
+  log(`d: lag run at ${rate} req/s for ${settings.lagSeconds} s`);
+  const run = await runBounded('paced-load', process.execPath, [path.join(__dirname, 'paced-load.js'), JSON.stringify(options)], (settings.lagSeconds + 90) * 1000);
+  const line = run.stdout.trim().split('\n').pop() ?? '';
+  if (!line.startsWith('{')) {
+    into.lag.unavailable = `paced load failed (${run.status}): ${run.stderr.trim().slice(-500)}`;
+    return;
+  }
+  const paced = JSON.parse(line) as PacedResult;
+  into.lag.targetRate = rate;
+  into.lag.paced = paced;
+  into.lag.metric = paced.lagMetricMs;
+}
+
+/** Temp dir for generated configs and logs; removed however the run ends. */
+let workDir: string | null = null;
+function removeWorkDir(): void {
+  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+  workDir = null;
+}
+
+async function main(): Promise<void> {
+  preflight();
+  const env = describeEnvironment();
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-bench-'));
+  workDir = work;
+  const into: Collected = { runs: [], rss: [], lag: {} };
+  let ok = true;
+  try {
+    const cfg = writeWorkload(work, settings.workload);
+    ok = (await benchTarget('a', memcachedDirect, ['text', 'binary'], cfg, into)) && ok;
+    ok = (await benchTarget('b', () => twemproxy(work), ['text'], cfg, into)) && ok;
+    into.runs.push({ target: 'b', protocol: 'binary', result: null, note: 'not supported by twemproxy' });
+    ok = (await benchTarget('c', memrepl, ['text', 'binary'], cfg, into)) && ok;
+    // (d) being unavailable is reported, not fatal: replication may not be built yet.
+    await benchTarget('d', replicatedPair, ['text', 'binary'], cfg, into, async (target) => {
+      try {
+        await measureLag(target, into);
+      } catch (error) {
+        into.lag.unavailable = `lag run failed: ${(error as Error).message}`;
+      }
+    });
+  } finally {
+    await stopAll();
+    removeWorkDir();
+  }
+  // Keep the table's order stable: by target, text before binary.
+  into.runs.sort((x, y) => x.target.localeCompare(y.target) || (x.protocol === 'text' ? -1 : 1) - (y.protocol === 'text' ? -1 : 1));
+  const markdown = renderMarkdown({ env, runs: into.runs, rss: into.rss, lag: into.lag });
+  fs.mkdirSync(path.dirname(settings.out), { recursive: true });
+  fs.writeFileSync(settings.out, markdown);
+  process.stdout.write(`${markdown}\n`);
+  log(`written to ${path.relative(process.cwd(), settings.out) || settings.out}`);
+  if (!ok) process.exitCode = 1;
+}
+
+// Whatever happens, nothing the bench started outlives it.
+process.on('exit', () => {
+  killAllNow();
+  removeWorkDir();
+});
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    log(`${signal}: stopping everything the bench started`);
+    stopAll(1000).finally(() => process.exit(130));
+  });
+}
+
+main().catch((error: Error) => {
+  log(`failed: ${error.stack ?? error.message}`);
+  stopAll(1000).finally(() => process.exit(1));
+});
