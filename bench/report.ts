@@ -45,6 +45,8 @@ export interface Environment {
   commit: string;
   cpu: string;
   kernel: string;
+  /** Other work on the machine skews every figure: recorded so a reader can judge. */
+  loadAverage: string;
   node: string;
   memcached: string;
   nutcracker: string;
@@ -88,6 +90,7 @@ export function renderMarkdown(r: Report): string {
   out.push(`| Commit | ${e.commit} |`);
   out.push(`| CPU | ${e.cpu} |`);
   out.push(`| Kernel | ${e.kernel} |`);
+  out.push(`| Load average at start (1/5/15 min) | ${e.loadAverage} |`);
   out.push(`| Node | ${e.node} |`);
   out.push(`| memcached | ${e.memcached} |`);
   out.push(`| twemproxy | ${e.nutcracker} |`);
@@ -167,6 +170,7 @@ export function renderMarkdown(r: Report): string {
     '- memcaslap `--tps` does not throttle (it computes ops per µs in integer arithmetic, which rounds to 0), so the fixed-rate load for the lag comes from bench/paced-load.ts in its own process.',
   );
   out.push('- (c) runs with `-X 0` (replication off): the plain proxy. (d) is node A of a pair (`-X <port>`, B started with `-x 127.0.0.1:<A\'s port>`), checked to replicate before it is measured.');
+  out.push('- memrepl and twemproxy are single-threaded, memcached runs 4 worker threads; memcaslap runs with the thread count shown above on the same CPUs.');
   out.push('- (d) sends all load to node A; node B applies A\'s records to its own memcached on the same machine, so replication\'s CPU cost is included.');
   out.push('');
   return out.join('\n');

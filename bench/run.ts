@@ -96,6 +96,7 @@ function describeEnvironment(): Environment {
     commit,
     cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
     kernel: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadAverage: os.loadavg().map((n) => n.toFixed(2)).join(' / '),
     node: process.version,
     memcached: versionOf('memcached', ['-V']),
     nutcracker: versionOf('nutcracker', ['-V']),
