@@ -22,9 +22,14 @@ export type WriteEffect =
   | { kind: 'invalidate'; key: Buffer; exptime: Exptime | null }
   | { kind: 'flush'; delay: number };
 
-/** Where the proxy reports writes that took effect. Replication's outbox implements it. */
+/** Where the proxy reports writes. Replication implements it. */
 export interface WriteSink {
+  /** A request that may write `key` was sent to memcached. */
+  writing(key: Buffer): void;
+  /** That request's reply is in (or it failed): pairs with writing(). */
+  settled(key: Buffer): void;
+  /** A write took effect. */
   written(effect: WriteEffect, receivedAt: number): void;
 }
 
-export const discardWrites: WriteSink = { written() {} };
+export const discardWrites: WriteSink = { writing() {}, settled() {}, written() {} };

@@ -72,6 +72,7 @@ const commandLabel = (opcode: number): string => `binary:${opcodeName(opcode)}`;
 function local(command: string, reply: Buffer | null, closeAfter: boolean, outcome: string): Exchange<BinaryPacket> {
   return {
     command,
+    writeKey: null,
     upstream: null,
     localReply: reply,
     closeAfter,
@@ -101,6 +102,7 @@ function planTooLarge(request: TooLargeRequest): Exchange<BinaryPacket> {
   let deleted = false;
   return {
     command,
+    writeKey: key,
     upstream: encodeRequest({ opcode: Opcode.Delete, key, opaque: header.opaque }),
     localReply: reply,
     closeAfter: false,
@@ -131,6 +133,7 @@ function planCommand(request: CommandRequest): Exchange<BinaryPacket> {
   let status: number | null = null;
   return {
     command,
+    writeKey: WRITES.has(opcode) ? Buffer.from(request.key) : null,
     upstream: quiet ? withOpcode(request.raw, opcode) : request.raw,
     localReply: null,
     closeAfter: false,
@@ -168,6 +171,8 @@ export function silencedWhenQuiet(opcode: number, status: number): boolean {
 const STORES: ReadonlySet<number> = new Set([Opcode.Set, Opcode.Add, Opcode.Replace]);
 const READBACKS: ReadonlySet<number> = new Set([Opcode.Append, Opcode.Prepend, Opcode.Increment, Opcode.Decrement]);
 const TOUCHES: ReadonlySet<number> = new Set([Opcode.Touch, Opcode.GAT, Opcode.GATK]);
+/** Opcodes that may write their key (replication watches them while in flight). */
+const WRITES: ReadonlySet<number> = new Set([...STORES, ...READBACKS, ...TOUCHES, Opcode.Delete]);
 
 /** Writes that took effect, by the executed (loud) opcode and memcached's status. */
 function effectsOf(request: CommandRequest, opcode: number, status: number): WriteEffect[] {

@@ -22,6 +22,11 @@ export interface Exchange<Part> {
   upstream: Buffer | null;
   /** Metric label: the command name ("get", "ms", "binary:set", ...). */
   command: string;
+  /**
+   * The key this request may write, if any: replication watches writes in
+   * flight so a peer's record for the same key cannot race them unseen.
+   */
+  writeKey: Buffer | null;
   onPart(part: Part): PartVerdict;
   /** Written to the client once the reply is complete (or at once when upstream is null). */
   localReply: Buffer | null;

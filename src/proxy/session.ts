@@ -102,6 +102,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     }
     slot.sentAt = performance.now();
     this.inFlight.push(slot);
+    if (exchange.writeKey) this.deps.sink.writing(exchange.writeKey);
     this.sendUpstream(exchange.upstream);
   }
 
@@ -209,6 +210,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
       this.deps.sink.written(effect, now);
     }
+    if (exchange.upstream && exchange.writeKey) this.deps.sink.settled(exchange.writeKey);
     this.deps.metrics.commands.labels(this.dialect.name, exchange.command, exchange.outcome()).inc();
   }
 
@@ -290,6 +292,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       const reply = slot.exchange.errorReply(label);
       slot.held = reply ? [reply] : [];
       slot.done = true;
+      if (slot.exchange.writeKey) this.deps.sink.settled(slot.exchange.writeKey);
       this.deps.metrics.commands.labels(this.dialect.name, slot.exchange.command, 'upstream_error').inc();
     }
     this.deliver();

@@ -54,6 +54,7 @@ function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchan
   return {
     command,
     upstream,
+    writeKey: null,
     localReply: null,
     closeAfter: false,
     streams: false,
@@ -69,9 +70,16 @@ function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchan
 const statusOf = (line: string): string => line.split(' ', 1)[0];
 
 /** Forwards or swallows a single-line reply and remembers its status for effects and metrics. */
-function singleReply(command: string, upstream: Buffer, silent: boolean, effectOf: (status: string) => WriteEffect | null): Exchange<ReplyPart> {
+function singleReply(
+  command: string,
+  upstream: Buffer,
+  silent: boolean,
+  writeKey: Buffer | null,
+  effectOf: (status: string) => WriteEffect | null,
+): Exchange<ReplyPart> {
   let status = '';
   return exchange(command, upstream, {
+    writeKey,
     onPart(part) {
       status = statusOf(part.line);
       return silent ? SWALLOW_END : FORWARD_END;
@@ -95,7 +103,7 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'storage': {
       const { command, key, value, flags, exptime, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, value) : request.raw;
-      return singleReply(command, upstream, noreply, (status) => {
+      return singleReply(command, upstream, noreply, key, (status) => {
         if (status !== 'STORED') return null;
         if (command === 'append' || command === 'prepend') return { kind: 'readback', key };
         return { kind: 'set', key, value, flags, exptime };
@@ -104,22 +112,22 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'arithmetic': {
       const { key, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply(request.command, upstream, noreply, (status) => (/^\d+$/.test(status) ? { kind: 'readback', key } : null));
+      return singleReply(request.command, upstream, noreply, key, (status) => (/^\d+$/.test(status) ? { kind: 'readback', key } : null));
     }
     case 'touch': {
       const { key, exptime, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply('touch', upstream, noreply, (status) => (status === 'TOUCHED' ? { kind: 'touch', key, exptime } : null));
+      return singleReply('touch', upstream, noreply, key, (status) => (status === 'TOUCHED' ? { kind: 'touch', key, exptime } : null));
     }
     case 'delete': {
       const { key, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply('delete', upstream, noreply, (status) => (status === 'DELETED' ? { kind: 'delete', key } : null));
+      return singleReply('delete', upstream, noreply, key, (status) => (status === 'DELETED' ? { kind: 'delete', key } : null));
     }
     case 'flush_all': {
       const { delay, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply('flush_all', upstream, noreply, (status) => (status === 'OK' ? { kind: 'flush', delay } : null));
+      return singleReply('flush_all', upstream, noreply, null, (status) => (status === 'OK' ? { kind: 'flush', delay } : null));
     }
     case 'retrieval':
       return planRetrieval(request.command, request.raw, request.exptime);
@@ -129,7 +137,7 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
       // memcached refuses the item and, for a plain set, drops the old one so no stale value survives.
       const reply = request.noreply ? null : TOO_LARGE;
       if (!request.dropsOldItem) return exchange(request.command, null, { localReply: reply, outcome: () => 'too_large' });
-      const drop = singleReply(request.command, metaDelete(request.key), true, (status) =>
+      const drop = singleReply(request.command, metaDelete(request.key), true, request.key, (status) =>
         status === 'HD' ? { kind: 'delete', key: request.key } : null,
       );
       return { ...drop, localReply: reply, outcome: () => 'too_large' };
@@ -194,12 +202,15 @@ function planMeta(request: MetaRequest): Exchange<ReplyPart> {
   // A quiet ma that may create the item (N) answers only when it did, so the
   // reply cannot be predicted from the stripped request: ask memcached itself.
   if (quiet && command === 'ma' && flagValue(flags, 'N') !== undefined) {
-    return planSilentMaybe(request.raw, (status) => (status === null || status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null));
+    const plan = planSilentMaybe(request.raw, (status) => (status === null || status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null));
+    return { ...plan, writeKey: key };
   }
   const upstream = quiet ? metaWithoutQuiet(request) : request.raw;
   const elided = QUIET_ELIDES[command];
   let status = '';
   return exchange(command, upstream, {
+    // mg writes only with T (touch) or N (vivify).
+    writeKey: command !== 'mg' || flagValue(flags, 'T') !== undefined || flagValue(flags, 'N') !== undefined ? key : null,
     onPart(part) {
       status = statusOf(part.line);
       return { forward: !(quiet && elided.has(status)), final: true };

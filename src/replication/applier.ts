@@ -14,6 +14,7 @@
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaSet, metaTouch } from '../protocol/text/serializer';
 import { expiresAtFromTtl, type RecordFrame } from './frames/messages';
+import type { Contention } from './contention';
 import type { HybridClock, Stamp } from './hlc';
 import type { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
@@ -37,6 +38,7 @@ export class Applier {
     private readonly local: LocalMemcached,
     private readonly clock: HybridClock,
     private readonly recent: RecentWrites,
+    private readonly contention: Contention,
     private readonly metrics: ReplicationMetrics,
   ) {}
 
@@ -45,7 +47,7 @@ export class Applier {
    * (the record is then applied, or deliberately skipped), rejects if
    * memcached could not be reached.
    */
-  apply(record: RecordFrame, origin: string, arrivedAt: number): Promise<ApplyOutcome> {
+  apply(record: RecordFrame, origin: string, sentAt: number): Promise<ApplyOutcome> {
     this.clock.observe(record.hlc);
     const stamp: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: origin };
     if (record.op === 'flush') {
@@ -58,12 +60,14 @@ export class Applier {
       if (!this.recent.incomingWins(record.key, stamp)) return this.skip('conflict');
       this.recent.note(record.key, stamp);
     }
-    return this.send(this.commandFor(record, arrivedAt), record.op);
+    this.contention.applyStarted(record.key);
+    return this.send(this.commandFor(record, sentAt), record.op).finally(() => this.contention.applySettled(record.key));
   }
 
-  private commandFor(record: RecordFrame, arrivedAt: number): Buffer {
-    const deadline = expiresAtFromTtl(record.ttlMs, arrivedAt);
-    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, arrivedAt);
+  /** `sentAt`: when the peer sent the record, on this node's clock. */
+  private commandFor(record: RecordFrame, sentAt: number): Buffer {
+    const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
+    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
     switch (record.op) {
       case 'set':
       case 'add':

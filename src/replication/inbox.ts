@@ -15,6 +15,7 @@ import type { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 
 export const CHECKPOINT_KEY = 'memrepl:checkpoint';
+const CHECKPOINT_EVERY_MS = 10;
 
 export interface StreamPosition {
   runId: string;
@@ -72,9 +73,9 @@ export class Inbox {
   }
 
   /** A live (numbered) record; returns false if it breaks the sequence (the link must be reset). */
-  receive(record: RecordFrame, origin: string, arrivedAt: number): boolean {
+  receive(record: RecordFrame, origin: string, sentAt: number): boolean {
     if (record.seq === 0) {
-      void this.applier.apply(record, origin, arrivedAt).catch((error: Error) => this.onFailure(error.message));
+      void this.applier.apply(record, origin, sentAt).catch((error: Error) => this.onFailure(error.message));
       return true;
     }
     if (this.positionKnown && record.seq <= this.received) {
@@ -89,7 +90,7 @@ export class Inbox {
     this.received = record.seq;
     const slot: InFlight = { seq: record.seq, done: false };
     this.inFlight.push(slot);
-    this.applier.apply(record, origin, arrivedAt).then(
+    this.applier.apply(record, origin, sentAt).then(
       () => {
         slot.done = true;
         this.advance();
@@ -122,14 +123,19 @@ export class Inbox {
     this.inFlight.length = 0;
   }
 
-  /** Saves the position at most every 50 ms, behind the records it covers. */
+  /**
+   * Saves the position at most every CHECKPOINT_EVERY_MS, behind the records
+   * it covers. A proxy killed in between resumes from a slightly older
+   * record (re-applied states are harmless), or needs a full copy if it had
+   * saved none yet.
+   */
   private scheduleCheckpoint(): void {
     this.checkpointDirty = true;
     if (this.checkpointTimer) return;
     this.checkpointTimer = setTimeout(() => {
       this.checkpointTimer = null;
       void this.saveCheckpoint();
-    }, 50);
+    }, CHECKPOINT_EVERY_MS);
     this.checkpointTimer.unref();
   }
 

@@ -12,6 +12,7 @@ import type * as net from 'node:net';
 import type { Frame, Hello } from './frames/messages';
 import { FrameError } from './frames/messages';
 import { FrameParser } from './frames/parser';
+import { ClockOffset } from './clock-offset';
 import { serializeGoodbye, serializeHello, serializePing } from './frames/serializer';
 
 export interface LinkTimings {
@@ -38,6 +39,8 @@ export class Link {
   peer: Hello | null = null;
   /** When the link opened (handshake completed), for logs and stats. */
   openedAt = 0;
+  /** The peer's clock as seen through this link (from PING and RECORD timestamps). */
+  readonly peerClock = new ClockOffset();
 
   constructor(
     readonly socket: net.Socket,
@@ -104,7 +107,10 @@ export class Link {
           if (this.peer !== null) throw new FrameError('malformed', 'second HELLO on one link');
           this.peer = frame;
           this.openedAt = Date.now();
+          if (frame.time !== undefined) this.peerClock.observe(frame.time, this.lastHeard);
         }
+        if (frame.type === 'ping') this.peerClock.observe(frame.time, this.lastHeard);
+        if (frame.type === 'record') this.peerClock.observe(frame.sentAt, this.lastHeard);
         this.handler.frame(this, frame);
       }
     } catch (error) {

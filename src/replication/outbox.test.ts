@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { FrameParser } from './frames/parser';
 import { serializeRecord, serializeRecords } from './frames/serializer';
 import { Outbox, type NewRecord, type OutboxRecord } from './outbox';
+import { RECORD_FIXED_BYTES } from './frames/messages';
 
 function rec(key: string, valueBytes = 10, overrides: Partial<NewRecord> = {}): NewRecord {
   return {
@@ -19,7 +20,7 @@ function rec(key: string, valueBytes = 10, overrides: Partial<NewRecord> = {}): 
 }
 
 /** Frame size of rec(key-of-length-2, valueBytes). */
-const size = (valueBytes: number): number => 5 + 43 + 2 + valueBytes;
+const size = (valueBytes: number): number => 5 + RECORD_FIXED_BYTES + 2 + valueBytes;
 
 const seqs = (records: OutboxRecord[] | 'gap'): number[] | 'gap' => (records === 'gap' ? 'gap' : records.map((r) => r.seq));
 

@@ -41,7 +41,7 @@ export interface RecorderEvents {
   lost(reason: string): void;
 }
 
-export class Recorder implements WriteSink {
+export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
 
   constructor(

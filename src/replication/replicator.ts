@@ -16,8 +16,9 @@ import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
 import { connect, formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier } from './applier';
-import type { Frame, Hello, RecordFrame } from './frames/messages';
+import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeRecord } from './frames/serializer';
+import { Contention } from './contention';
 import { HybridClock } from './hlc';
 import { Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
@@ -55,6 +56,7 @@ export class Replicator implements LinkHandler {
   private readonly clock: HybridClock;
   private readonly outbox: Outbox;
   private readonly recent: RecentWrites;
+  private readonly contention: Contention;
   private readonly inbox: Inbox;
   private readonly applierConnection: LocalMemcached;
   private readonly readbackConnection: LocalMemcached;
@@ -84,14 +86,21 @@ export class Replicator implements LinkHandler {
     this.recent = new RecentWrites({ maxEntries: 1_000_000, windowMs: options.conflictWindowMs });
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
-    const applier = new Applier(this.applierConnection, this.clock, this.recent, metrics);
-    this.inbox = new Inbox(applier, this.applierConnection, metrics);
-    this.inbox.onApplied = () => this.scheduleAck();
-    this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
-    this.sink = new Recorder(this.outbox, this.clock, this.recent, this.readbackConnection, {
+    const recorder = new Recorder(this.outbox, this.clock, this.recent, this.readbackConnection, {
       appended: () => this.schedulePump(),
       lost: (reason) => this.writeLost(reason),
     });
+    this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
+    const contention = this.contention;
+    this.sink = {
+      writing: (key) => contention.localStarted(key),
+      settled: (key) => contention.localSettled(key),
+      written: (effect, at) => recorder.written(effect, at),
+    };
+    const applier = new Applier(this.applierConnection, this.clock, this.recent, contention, metrics);
+    this.inbox = new Inbox(applier, this.applierConnection, metrics);
+    this.inbox.onApplied = () => this.scheduleAck();
+    this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
@@ -131,7 +140,7 @@ export class Replicator implements LinkHandler {
   }
 
   private hello(): Hello {
-    return { cluster: this.options.cluster, nodeId: this.options.nodeId, runId: this.runId, lastApplied: this.inbox.position };
+    return { cluster: this.options.cluster, nodeId: this.options.nodeId, runId: this.runId, lastApplied: this.inbox.position, time: Date.now() };
   }
 
   private dial(): void {
@@ -174,7 +183,8 @@ export class Replicator implements LinkHandler {
         return this.handshake(link, frame);
       case 'record':
         if (link !== this.active) return;
-        if (!this.inbox.receive(frame as RecordFrame, link.peer!.nodeId, Date.now())) {
+        // Expiry counts from when the peer sent the record, on our clock: time spent in transit is not added to the item's life.
+        if (!this.inbox.receive(frame, link.peer!.nodeId, link.peerClock.localTime(frame.sentAt, Date.now()))) {
           link.goodbye(`record ${frame.seq} out of sequence`, true);
         }
         return;
@@ -198,16 +208,18 @@ export class Replicator implements LinkHandler {
 
   closed(link: Link, reason: string, error: boolean): void {
     this.links.delete(link);
-    if (error) this.metrics.linkErrors.labels(reasonLabel(reason)).inc();
+    const label = reasonLabel(reason);
+    if (error) this.metrics.linkErrors.labels(label).inc();
+    // A dropped connection is routine (restarts); a peer breaking the protocol is worth a warning at any verbosity.
+    const say = error && label !== 'connection' ? this.log.warn : this.log.info;
+    say(`replication: close (peer=${link.label}: ${reason})`);
     if (link !== this.active) {
-      if (link.peer === null || error) this.log.info(`replication: close (${link.label}: ${reason})`);
       if (link.dialled && !this.active) this.redialLater();
       return;
     }
     this.active = null;
     this.cursor = null;
     this.metrics.peerUp.set(0);
-    this.log.info(`replication: close (peer=${link.label}: ${reason})`);
     this.redialLater();
   }
 
@@ -355,6 +367,7 @@ export class Replicator implements LinkHandler {
       ['run_id', this.runId],
       ['peer', this.options.peer ? formatAddress(this.options.peer) : this.active?.label ?? ''],
       ['peer_up', this.active ? 1 : 0],
+      ['links', this.links.size],
       ['peer_node_id', peer?.nodeId ?? ''],
       ['peer_run_id', peer?.runId ?? ''],
       ['link_uptime', this.active ? Math.floor((Date.now() - this.active.openedAt) / 1000) : 0],
@@ -368,6 +381,7 @@ export class Replicator implements LinkHandler {
       ['applied_seq', this.inbox.position?.seq ?? 0],
       ['full_resync_needed', this.fullResyncReason ?? ''],
       ['writes_lost', this.lostWrites],
+      ['conflict_repairs', this.contention.repairs],
     ];
   }
 

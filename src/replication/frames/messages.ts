@@ -53,6 +53,8 @@ export interface Hello {
   proof?: string;
   /** This node lost its data (its memcached restarted) and wants everything. */
   wantsFullResync?: boolean;
+  /** The sender's wall clock (ms): the first sample of the peer's clock offset, before any record can be late. */
+  time?: number;
 }
 
 export interface HelloFrame extends Hello {
@@ -118,6 +120,13 @@ export interface RecordFrame extends RecordFields {
    * already expired; TTL_NEVER; TTL_UNCHANGED. See expiresAtFromTtl.
    */
   ttlMs: number;
+  /**
+   * The sender's wall clock when the frame was written. Not comparable to the
+   * receiver's clock as such, but its difference to the arrival time, minus the
+   * smallest such difference seen on the link, is how long this frame sat in
+   * buffers and networks: time its item was not allowed to live longer.
+   */
+  sentAt: number;
 }
 
 /** Remaining life to write on the wire for a deadline on the sender's clock. */
@@ -139,8 +148,8 @@ export function expiresAtFromTtl(ttlMs: number, now: number): Expiry {
   return now + ttlMs;
 }
 
-/** Fixed part of a RECORD payload: seq 8, wall 8, logical 4, op 1, key length 2, flags 4, ttl 8, value length 4, delay 4. */
-export const RECORD_FIXED_BYTES = 8 + 8 + 4 + 1 + 2 + 4 + 8 + 4 + 4;
+/** Fixed part of a RECORD payload: seq 8, wall 8, logical 4, op 1, key length 2, flags 4, ttl 8, value length 4, delay 4, sentAt 8. */
+export const RECORD_FIXED_BYTES = 8 + 8 + 4 + 1 + 2 + 4 + 8 + 4 + 4 + 8;
 
 /** Size of a RECORD frame on the wire, header included (what the outbox counts). */
 export function recordFrameBytes(keyLength: number, valueLength: number): number {

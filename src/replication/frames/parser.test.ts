@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import {
   FrameError,
   RECORD_OPS,
+  RECORD_FIXED_BYTES,
   ttlFromExpiresAt,
   type Frame,
   type Hello,
@@ -84,6 +85,7 @@ const helloArb: fc.Arbitrary<Hello> = fc.record(
     nonce: fc.string(),
     proof: fc.string(),
     wantsFullResync: fc.boolean(),
+    time: fc.maxSafeNat(),
   },
   { requiredKeys: ['cluster', 'nodeId', 'runId', 'lastApplied'] },
 );
@@ -108,7 +110,7 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
 
 function received(r: OutgoingRecord, now: number): RecordFrame {
   const { expiresAt, ...fields } = r;
-  return { type: 'record', ...fields, ttlMs: ttlFromExpiresAt(expiresAt, now) };
+  return { type: 'record', ...fields, ttlMs: ttlFromExpiresAt(expiresAt, now), sentAt: now };
 }
 
 // ---------------------------------------------------------------- round trips
@@ -207,7 +209,7 @@ test('a payload of exactly maxFrameBytes is accepted', () => {
 
 test('while a frame trickles in, the parser never holds more than maxFrameBytes + 5 bytes', () => {
   const maxFrameBytes = 300;
-  const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(maxFrameBytes - 44), delay: 0, expiresAt: null };
+  const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(maxFrameBytes - RECORD_FIXED_BYTES - 1), delay: 0, expiresAt: null };
   const frame = serialize.record(r, 0);
   assert.equal(frame.length, maxFrameBytes + 5);
   const parser = new FrameParser({ maxFrameBytes });

@@ -170,8 +170,9 @@ function decodeRecord(payload: Buffer): RecordFrame {
   if (ttlMs < TTL_UNCHANGED) throw malformed(`RECORD ttl ${ttlMs} is negative (only -1 never and -2 unchanged are defined)`);
   at += 4; // value length, checked above
   const value = payload.subarray(at, at + valueLength); at += valueLength;
-  const delay = payload.readUInt32BE(at);
-  return { type: 'record', seq, hlc: { wall, logical }, op, key, flags, ttlMs, value, delay };
+  const delay = payload.readUInt32BE(at); at += 4;
+  const sentAt = readU64('RECORD sentAt', payload, at);
+  return { type: 'record', seq, hlc: { wall, logical }, op, key, flags, ttlMs, value, delay, sentAt };
 }
 
 // ---------------------------------------------------------------- handshake and JSON frames
@@ -207,6 +208,11 @@ function decodeHello(payload: Buffer): HelloFrame {
   if (wants !== undefined) {
     if (typeof wants !== 'boolean') throw malformed('HELLO wantsFullResync is not a boolean');
     hello.wantsFullResync = wants;
+  }
+  const time = body.time;
+  if (time !== undefined) {
+    if (typeof time !== 'number' || !Number.isSafeInteger(time) || time < 0) throw malformed('HELLO time is not a timestamp');
+    hello.time = time;
   }
   return hello;
 }

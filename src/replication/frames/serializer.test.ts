@@ -36,7 +36,7 @@ test('RECORD layout, byte for byte', () => {
   const now = 1_700_000_000_000;
   const buf = serializeRecord(record({ expiresAt: now + 30_000 }), now);
   const expected = Buffer.concat([
-    Buffer.from([0, 0, 0, 1 + 43 + 3 + 4]), // length of type + payload
+    Buffer.from([0, 0, 0, 1 + 51 + 3 + 4]), // length of type + payload
     Buffer.from('R'),
     Buffer.from([0, 0, 0, 0, 0, 0, 0, 7]), // seq
     Buffer.from('0000018bcfe56800', 'hex'), // hlc wall 1_700_000_000_000
@@ -47,6 +47,7 @@ test('RECORD layout, byte for byte', () => {
     Buffer.from([0, 0, 0, 0, 0, 0, 0x75, 0x30]), // ttl 30000 ms
     Buffer.from([0, 0, 0, 4]), Buffer.from('bar!'),
     Buffer.from([0, 0, 0, 0]), // delay
+    Buffer.from('0000018bcfe56800', 'hex'), // sentAt: the sender's clock when written
   ]);
   assert.deepEqual(buf, expected);
   assert.equal(buf.length, recordFrameBytes(3, 4));

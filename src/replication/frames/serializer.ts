@@ -76,6 +76,7 @@ export function serializeHello(hello: Hello): Buffer {
     nonce: hello.nonce,
     proof: hello.proof,
     wantsFullResync: hello.wantsFullResync,
+    time: hello.time,
   })), 'utf8');
   const buf = frame(FrameType.hello, PROTOCOL_MAGIC.length + 2 + json.length);
   let at = FRAME_HEADER_BYTES;
@@ -117,6 +118,7 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   buf.writeUInt32BE(value.length, at); at += 4;
   at += value.copy(buf, at);
   buf.writeUInt32BE(record.delay, at); at += 4;
+  writeU64(buf, now, at); at += 8;
   return at;
 }
 

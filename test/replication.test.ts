@@ -1,0 +1,303 @@
+/**
+ * Replication between two real memrepl processes, each in front of its own
+ * real memcached (DESIGN.md §3, §4). Both sides are always checked on the
+ * memcacheds themselves, not through the proxies.
+ */
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { RawClient } from './support/client';
+import { eventually, freePort, sleep } from './support/ports';
+import { Node, startNode, startPair, stopAll } from './support/processes';
+import { Relay } from './support/relay';
+
+/** An item as memcached holds it: value, client flags and remaining TTL (-1 = never), or null. */
+async function item(port: number, key: string): Promise<{ value: string; flags: number; ttl: number } | null> {
+  const client = await RawClient.connect(port);
+  try {
+    client.send(`mg ${key} v f t\r\n`);
+    const complete = (bytes: Buffer) => {
+      const text = bytes.toString('latin1');
+      const head = /^VA (\d+)[^\r]*\r\n/.exec(text);
+      return text === 'EN\r\n' || (head !== null && text.length >= head[0].length + Number(head[1]) + 2);
+    };
+    const reply = (await client.read(complete, 3000)).toString('latin1');
+    if (reply.startsWith('EN')) return null;
+    const [head, value] = reply.split('\r\n');
+    return { value, flags: Number(/ f(\d+)/.exec(head)![1]), ttl: Number(/ t(-?\d+)/.exec(head)![1]) };
+  } finally {
+    client.close();
+  }
+}
+
+async function stat(node: Node, name: string): Promise<string> {
+  const client = await RawClient.connect(node.memrepl.port);
+  try {
+    const reply = await client.request('stats replication\r\n', 'END\r\n');
+    return new RegExp(`STAT ${name} (.*)\r\n`).exec(reply)?.[1] ?? '';
+  } finally {
+    client.close();
+  }
+}
+
+async function metric(node: Node, pattern: RegExp): Promise<number> {
+  const body = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  const match = pattern.exec(body);
+  return match ? Number(match[1]) : 0;
+}
+
+async function linked(...nodes: Node[]): Promise<void> {
+  for (const node of nodes) await eventually(async () => (await stat(node, 'peer_up')) === '1', 10000, 'replication link');
+}
+
+/** Waits until `key` reads the same on both memcacheds (TTL within 1 s) and returns it. */
+async function converged(a: Node, b: Node, key: string, timeoutMs = 5000) {
+  let last: unknown;
+  await eventually(
+    async () => {
+      const [x, y] = await Promise.all([item(a.memcached.port, key), item(b.memcached.port, key)]);
+      last = [x, y];
+      if (x === null || y === null) return x === y;
+      return x.value === y.value && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 1;
+    },
+    timeoutMs,
+    () => `"${key}" to converge (last: ${JSON.stringify(last)})`,
+  );
+  return item(a.memcached.port, key);
+}
+
+/** Both replicas hold the same items for these keys. */
+async function sameData(a: Node, b: Node, keys: string[]): Promise<void> {
+  for (const key of keys) await converged(a, b, key, 10000);
+}
+
+describe('every replicated command, both directions', () => {
+  let a: Node;
+  let b: Node;
+  before(async () => {
+    [a, b] = await startPair();
+    await linked(a, b);
+  });
+  after(() => stopAll(a, b));
+
+  // [name, setup on the writer, the write, expected value on the peer (null = absent)]
+  const cases: Array<[string, string, string, string | null]> = [
+    ['set', '', 'set K 7 300 5\r\nhello\r\n', 'hello'],
+    ['set noreply', '', 'set K 7 300 5 noreply\r\nhello\r\n', 'hello'],
+    ['add', '', 'add K 1 0 3\r\nnew\r\n', 'new'],
+    ['replace', 'set K 0 0 1\r\nx\r\n', 'replace K 2 60 3\r\nrep\r\n', 'rep'],
+    ['cas', 'set K 0 0 1\r\nx\r\n', 'gets K\r\n', 'x'],
+    ['append', 'set K 5 0 3\r\nabc\r\n', 'append K 0 0 3\r\ndef\r\n', 'abcdef'],
+    ['prepend noreply', 'set K 5 0 3\r\nabc\r\n', 'prepend K 0 0 3 noreply\r\nxyz\r\n', 'xyzabc'],
+    ['incr', 'set K 0 0 2\r\n10\r\n', 'incr K 5\r\n', '15'],
+    ['decr noreply', 'set K 0 0 2\r\n10\r\n', 'decr K 3 noreply\r\n', '7'],
+    ['touch', 'set K 0 0 1\r\nx\r\n', 'touch K 500\r\n', 'x'],
+    ['gat', 'set K 0 0 1\r\nx\r\n', 'gat 700 K\r\n', 'x'],
+    ['delete', 'set K 0 0 1\r\nx\r\n', 'delete K\r\n', null],
+    ['delete noreply', 'set K 0 0 1\r\nx\r\n', 'delete K noreply\r\n', null],
+    ['ms', '', 'ms K 3 F9 T400\r\nabc\r\n', 'abc'],
+    ['ms q', '', 'ms K 3 F9 T400 q\r\nabc\r\n', 'abc'],
+    ['ms append mode', 'ms K 1 F4\r\na\r\n', 'ms K 1 MA\r\nb\r\n', 'ab'],
+    ['ma', 'ms K 1\r\n5\r\n', 'ma K D10\r\n', '15'],
+    ['ma q with N', '', 'ma K q N0 J42\r\n', '42'],
+    ['md q', 'ms K 1\r\nx\r\n', 'md K q\r\n', null],
+    ['mg T', 'ms K 1\r\nx\r\n', 'mg K T900\r\n', 'x'],
+  ];
+
+  for (const [name, setup, write, expected] of cases) {
+    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+      it(`${name}: ${from} → ${to}`, async () => {
+        const [writer, peer] = from === 'A' ? [a, b] : [b, a];
+        const key = `${name.replace(/ /g, '_')}_${from}`;
+        const client = await RawClient.connect(writer.memrepl.port);
+        if (setup) client.send(setup.replace(/K/g, key));
+        await client.settle(50);
+        if (name === 'cas') {
+          const cas = /VALUE \S+ \d+ \d+ (\d+)/.exec((await client.request(write.replace(/K/g, key), 'END\r\n')))![1];
+          assert.equal(await client.request(`cas ${key} 3 200 4 ${cas}\r\ncas!\r\n`), 'STORED\r\n');
+        } else {
+          client.send(write.replace(/K/g, key));
+        }
+        await client.request('mn\r\n', 'MN\r\n');
+        client.close();
+        const want = name === 'cas' ? 'cas!' : expected;
+        // The peer holds exactly what the writer's memcached holds (value, flags, TTL within 1 s)...
+        const held = await converged(writer, peer, key);
+        // ...and that is the write's result (memcached pads a shrunk counter with spaces).
+        assert.equal(held?.value.trimEnd() ?? null, want);
+        if (want !== null) assert.ok(held!.ttl !== 0);
+      });
+    }
+  }
+
+  it('flush_all replicates with its delay', async () => {
+    const client = await RawClient.connect(a.memrepl.port);
+    await client.request('set f1 0 0 1\r\nx\r\n');
+    await converged(a, b, 'f1');
+    assert.equal(await client.request('flush_all\r\n'), 'OK\r\n');
+    await eventually(async () => (await item(b.memcached.port, 'f1')) === null, 5000, 'flush on B');
+    client.close();
+  });
+
+  it('reads, failed writes and applied records produce no record', async () => {
+    const client = await RawClient.connect(a.memrepl.port);
+    await client.request('set r 0 0 1\r\nx\r\n');
+    await converged(a, b, 'r');
+    const [seqA, seqB] = [Number(await stat(a, 'last_seq')), Number(await stat(b, 'last_seq'))];
+    client.send('get r\r\ngets r\r\nmg r v\r\nadd r 0 0 1\r\ny\r\nreplace nope 0 0 1\r\ny\r\ncas r 0 0 1 1\r\ny\r\n');
+    client.send('incr nope 1\r\ndelete nope\r\ntouch nope 1\r\nappend nope 0 0 1\r\ny\r\nmd nope\r\nma nope\r\nms r 1 ME\r\nz\r\n');
+    await client.request('mn\r\n', 'MN\r\n');
+    await sleep(200);
+    assert.equal(Number(await stat(a, 'last_seq')), seqA, 'A recorded a read or a failed write');
+    assert.equal(Number(await stat(b, 'last_seq')), seqB, 'B re-shipped a record it applied');
+    client.close();
+  });
+
+  it('stats replication and /readyz describe the link', async () => {
+    assert.equal(await stat(b, 'peer_node_id'), 'a');
+    assert.equal(await stat(a, 'peer_node_id'), 'b');
+    assert.equal((await fetch(`http://127.0.0.1:${b.metricsPort}/readyz`)).status, 200);
+    assert.equal(await metric(a, /memrepl_peer_up (\d+)/), 1);
+  });
+});
+
+describe('links and faults', () => {
+  it('two nodes that dial each other end with exactly one link', async () => {
+    const [a, b] = await startPair([], { bothDial: true });
+    try {
+      await linked(a, b);
+      await sleep(1000);
+      assert.equal(await stat(a, 'links'), '1');
+      assert.equal(await stat(b, 'links'), '1');
+      const client = await RawClient.connect(b.memrepl.port);
+      await client.request('set both 0 0 1\r\nx\r\n');
+      await converged(a, b, 'both');
+      client.close();
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
+  it('garbage, a wrong cluster and a stranger on the replication port change nothing', async () => {
+    const [a, b] = await startPair();
+    try {
+      await linked(a, b);
+      for (const bytes of [Buffer.from('set evil 0 0 4\r\nevil\r\n'), Buffer.alloc(100, 0xff), Buffer.from([0, 0, 0, 9, 0x52, 1, 2])]) {
+        const socket = net.connect(a.replicationPort, '127.0.0.1');
+        socket.on('error', () => {});
+        socket.write(bytes);
+        await sleep(100);
+        socket.destroy();
+      }
+      const stranger = await startNode('c', await freePort(), a.replicationPort, ['--cluster', 'other']);
+      await sleep(500);
+      assert.equal(await item(a.memcached.port, 'evil'), null);
+      assert.match(stranger.memrepl.output() + a.memrepl.output(), /cluster mismatch/);
+      await stopAll(stranger);
+      const client = await RawClient.connect(a.memrepl.port);
+      await client.request('set after 0 0 1\r\nx\r\n');
+      await converged(a, b, 'after');
+      client.close();
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
+  it('kill -9 of a proxy while its peer takes writes: partial resync, nothing missing', async () => {
+    const [a, b] = await startPair();
+    try {
+      await linked(a, b);
+      const client = await RawClient.connect(a.memrepl.port);
+      await client.request('set before 0 0 1\r\nx\r\n');
+      await converged(a, b, 'before');
+      await sleep(100); // B saves where it stands every few ms; without it, it would (rightly) ask for a full copy
+      await b.memrepl.stop('SIGKILL');
+      for (let i = 0; i < 200; i++) client.send(`set k${i} 0 0 ${String(i).length}\r\n${i}\r\n`);
+      await client.request('mn\r\n', 'MN\r\n');
+      await b.restartProxy();
+      await linked(a, b);
+      await sameData(a, b, Array.from({ length: 200 }, (_, i) => `k${i}`));
+      assert.ok((await metric(a, /memrepl_replication_resyncs_total\{kind="partial"\} (\d+)/)) >= 1, 'A did a partial resync');
+      client.close();
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
+  it('a link cut mid-frame again and again loses no record and applies none twice', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const relay = new Relay(ra);
+    const b = await startNode('b', await freePort(), await relay.start());
+    const cutter = setInterval(() => relay.cutAll(), 150);
+    try {
+      const [ca, cb] = [await RawClient.connect(a.memrepl.port), await RawClient.connect(b.memrepl.port)];
+      await ca.request('set log 0 0 0\r\n\r\nset n 0 0 1\r\n0\r\n', 'STORED\r\nSTORED\r\n');
+      for (let i = 0; i < 300; i++) {
+        ca.send('append log 0 0 1 noreply\r\na\r\nincr n 1 noreply\r\n');
+        cb.send(`set b${i} 0 0 1 noreply\r\nb\r\n`);
+        if (i % 30 === 0) await sleep(40);
+      }
+      await ca.request('mn\r\n', 'MN\r\n');
+      await cb.request('mn\r\n', 'MN\r\n');
+      clearInterval(cutter);
+      const log = await converged(a, b, 'log', 15000);
+      assert.equal(log?.value, 'a'.repeat(300));
+      assert.equal((await converged(a, b, 'n'))?.value, '300');
+      await sameData(a, b, Array.from({ length: 300 }, (_, i) => `b${i}`));
+      ca.close();
+      cb.close();
+    } finally {
+      clearInterval(cutter);
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('a record delivered late does not extend the item\'s life', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const relay = new Relay(ra);
+    const b = await startNode('b', await freePort(), await relay.start());
+    try {
+      await linked(a, b);
+      relay.stall();
+      const client = await RawClient.connect(a.memrepl.port);
+      await client.request('set late 0 10 1\r\nx\r\n');
+      await sleep(3000);
+      relay.resume();
+      const held = await converged(a, b, 'late');
+      assert.ok(held && held.ttl <= 7 && held.ttl >= 5, `ttl ${held?.ttl}`);
+      client.close();
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('concurrent conflicting writes of the same keys end identical on both', async () => {
+    const [a, b] = await startPair();
+    try {
+      await linked(a, b);
+      const [ca, cb] = [await RawClient.connect(a.memrepl.port), await RawClient.connect(b.memrepl.port)];
+      const keys = Array.from({ length: 20 }, (_, i) => `c${i}`);
+      for (let round = 0; round < 50; round++) {
+        for (const key of keys) {
+          ca.send(`set ${key} 1 0 3 noreply\r\nA${String(round).padStart(2, '0')}\r\n`);
+          cb.send(`set ${key} 2 0 3 noreply\r\nB${String(round).padStart(2, '0')}\r\n`);
+        }
+        if (round % 10 === 0) {
+          ca.send(`delete c${round % 20} noreply\r\n`);
+          cb.send(`append c${(round + 1) % 20} 0 0 1 noreply\r\n+\r\n`);
+        }
+      }
+      await ca.request('mn\r\n', 'MN\r\n');
+      await cb.request('mn\r\n', 'MN\r\n');
+      await sameData(a, b, keys);
+      ca.close();
+      cb.close();
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+});

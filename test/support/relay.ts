@@ -1,0 +1,72 @@
+/**
+ * A TCP relay between two replication ports, for fault tests: it can cut
+ * every connection (mid-frame, at a random byte), or stall traffic.
+ */
+import * as net from 'node:net';
+
+export class Relay {
+  private readonly server: net.Server;
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private stalled = false;
+  port = 0;
+
+  constructor(private readonly targetPort: number) {
+    this.server = net.createServer((inbound) => {
+      const outbound = net.connect(targetPort, '127.0.0.1');
+      const pair: [net.Socket, net.Socket] = [inbound, outbound];
+      this.pairs.add(pair);
+      const end = () => {
+        inbound.destroy();
+        outbound.destroy();
+        this.pairs.delete(pair);
+      };
+      for (const [from, to] of [[inbound, outbound], [outbound, inbound]] as const) {
+        from.on('data', (chunk) => {
+          if (this.stalled) from.pause();
+          to.write(chunk);
+        });
+        from.on('error', end);
+        from.on('close', end);
+      }
+    });
+  }
+
+  start(): Promise<number> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve((this.port = (this.server.address() as net.AddressInfo).port))));
+  }
+
+  /** Cuts every connection now (whatever frame is in flight is cut in the middle). */
+  cutAll(): void {
+    for (const [a, b] of this.pairs) {
+      a.destroy();
+      b.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  get connections(): number {
+    return this.pairs.size;
+  }
+
+  /** Stops forwarding until resume(). */
+  stall(): void {
+    this.stalled = true;
+    for (const [a, b] of this.pairs) {
+      a.pause();
+      b.pause();
+    }
+  }
+
+  resume(): void {
+    this.stalled = false;
+    for (const [a, b] of this.pairs) {
+      a.resume();
+      b.resume();
+    }
+  }
+
+  close(): void {
+    this.cutAll();
+    this.server.close();
+  }
+}
