@@ -17,7 +17,12 @@ export type WriteEffect =
   | { kind: 'readback'; key: Buffer }
   /** Only the expiry changed (touch, gat, mg T). */
   | { kind: 'touch'; key: Buffer; exptime: Exptime }
-  | { kind: 'delete'; key: Buffer }
+  /**
+   * `missed`: memcached answered "not found". Not a write on a warm node; on a
+   * node still receiving its first full copy the key may simply not have
+   * arrived yet, and the client's delete must still win over that copy.
+   */
+  | { kind: 'delete'; key: Buffer; missed?: boolean }
   /** md with I: the item stays but is marked stale; optional new TTL. */
   | { kind: 'invalidate'; key: Buffer; exptime: Exptime | null }
   | { kind: 'flush'; delay: number };

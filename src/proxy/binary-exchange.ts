@@ -179,6 +179,7 @@ function effectsOf(request: CommandRequest, opcode: number, status: number): Wri
   const { extras } = request;
   // Copies: the request's bytes are a view into a socket chunk the outbox should not pin.
   const key = Buffer.from(request.key);
+  if (opcode === Opcode.Delete && status === Status.KeyNotFound) return [{ kind: 'delete', key, missed: true }];
   if (status !== Status.Success) {
     // A Set memcached could not allocate (too large, out of memory) has
     // unlinked the old item: the peer must drop it too.

@@ -207,7 +207,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     const { exchange } = slot;
     const now = Date.now();
     for (const effect of exchange.effects()) {
-      this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
+      if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
       this.deps.sink.written(effect, now);
     }
     if (exchange.upstream && exchange.writeKey) this.deps.sink.settled(exchange.writeKey);

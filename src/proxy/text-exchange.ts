@@ -122,7 +122,9 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'delete': {
       const { key, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply('delete', upstream, noreply, key, (status) => (status === 'DELETED' ? { kind: 'delete', key } : null));
+      return singleReply('delete', upstream, noreply, key, (status) =>
+        status === 'DELETED' ? { kind: 'delete', key } : status === 'NOT_FOUND' ? { kind: 'delete', key, missed: true } : null,
+      );
     }
     case 'flush_all': {
       const { delay, noreply } = request;
@@ -244,6 +246,7 @@ function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer
       return { kind: 'set', key, value, flags: Number(flagValue(flags, 'F') ?? 0), exptime: Number(ttl ?? 0) };
     }
     case 'md':
+      if (status === 'NF') return { kind: 'delete', key, missed: true };
       if (status !== 'HD') return null;
       if (flagValue(flags, 'I') !== undefined) return { kind: 'invalidate', key, exptime: ttl === undefined ? null : Number(ttl) };
       return { kind: 'delete', key };
