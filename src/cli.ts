@@ -61,6 +61,8 @@ export function parseArgs(argv: string[]): Config {
     .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port replication listens on (repcached -X; 0 turns replication off)' })
     .option('node-id', { type: 'string', describe: "This node's name in the pair (default: hostname:port)" })
     .option('cluster', { type: 'string', default: 'memrepl', describe: 'Cluster name; nodes of different clusters refuse to link' })
+    .option('resync-rate', { type: 'number', default: 100000, describe: 'Items per second a full copy (marugoto) sends at most; 0 = unpaced' })
+    .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
     .option('backlog-size', { type: 'string', default: '64m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
     .option('max-item-size', { type: 'number', describe: "memcached's item size limit in bytes (default: read from memcached's stats settings)" })
     .option('upstream-timeout', { type: 'number', default: 5000, describe: 'ms a request may wait on a silent memcached before clients get SERVER_ERROR' })
@@ -97,7 +99,10 @@ export function parseArgs(argv: string[]): Config {
     nodeId: args['node-id'] ?? `${os.hostname()}:${args.port}`,
     cluster: args.cluster,
     backlogBytes: parseSize(args['backlog-size']) ?? fail(`invalid --backlog-size: ${args['backlog-size']}`),
+    resyncRate: args['resync-rate'],
+    readyBeforeCopy: args['ready-before-copy'],
   };
+  if (!Number.isInteger(config.resyncRate) || config.resyncRate < 0) fail('invalid --resync-rate: must be a non-negative integer');
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);
   if (!isPort(config.metricsPort, true)) fail(`invalid --metrics-port: ${args['metrics-port']}`);
   if (!isPort(config.replicationPort, true)) fail(`invalid --replication-port: ${args['replication-port']}`);

@@ -20,6 +20,8 @@ export interface Config {
   nodeId: string;
   cluster: string;
   backlogBytes: number;
+  resyncRate: number;
+  readyBeforeCopy: boolean;
 }
 
 /** What a session may hold for one multi-get line (memcached itself has no bound). */

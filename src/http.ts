@@ -12,6 +12,8 @@ export interface HealthChecks {
   live(): Promise<boolean>;
   /** Reasons this node is not ready yet; empty when ready. */
   notReady(): Promise<string[]>;
+  /** Facts an operator should see on /readyz that do not make the node unready. */
+  notes(): string[];
 }
 
 export function startHttp(port: number, host: string, registry: Registry, health: HealthChecks): Promise<http.Server> {
@@ -26,7 +28,8 @@ export function startHttp(port: number, host: string, registry: Registry, health
       if (path === '/healthz') return (await health.live()) ? reply(200, 'ok\n') : reply(503, 'memcached is not answering\n');
       if (path === '/readyz') {
         const reasons = (await health.live()) ? await health.notReady() : ['memcached is not answering'];
-        return reasons.length === 0 ? reply(200, 'ready\n') : reply(503, reasons.join('\n') + '\n');
+        const notes = health.notes().map((note) => `note: ${note}\n`).join('');
+        return reasons.length === 0 ? reply(200, `ready\n${notes}`) : reply(503, reasons.join('\n') + '\n' + notes);
       }
       reply(404, 'not found: try /metrics, /healthz or /readyz\n');
     };

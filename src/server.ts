@@ -58,6 +58,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             backoffMinMs: 100,
             backoffMaxMs: 5000,
             conflictWindowMs: 5 * 60 * 1000,
+            copyRatePerSecond: config.resyncRate,
+            readyBeforeCopy: config.readyBeforeCopy,
           },
           address,
           createReplicationMetrics(registry),
@@ -82,7 +84,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   };
   let httpServer: http.Server | null = null;
   if (config.metricsPort > 0) {
-    httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, { live, notReady: async () => replicator?.notReady() ?? [] });
+    httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, {
+      live,
+      notReady: async () => replicator?.notReady() ?? [],
+      notes: () => replicator?.notes() ?? [],
+    });
   }
 
   return {

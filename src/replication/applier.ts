@@ -31,7 +31,7 @@ export function exptimeFor(deadline: number | null, now: number): number | null 
   return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.ceil(deadline / 1000);
 }
 
-export type ApplyOutcome = 'applied' | 'conflict';
+export type ApplyOutcome = 'applied' | 'conflict' | 'refused';
 
 export class Applier {
   constructor(
@@ -84,17 +84,27 @@ export class Applier {
     }
   }
 
+  /**
+   * Rejects only when memcached cannot be reached (the link then resets and
+   * the record comes again). A record memcached refuses (out of memory, too
+   * large for this memcached's -I) would be refused again on every retry, so
+   * it is counted and passed over instead of wedging the link.
+   */
   private async send(command: Buffer, op: string): Promise<ApplyOutcome> {
     const parts: ReplyPart[] = await this.local.request(command);
     const status = parts[parts.length - 1].line;
     if (status.startsWith('SERVER_ERROR') || status.startsWith('CLIENT_ERROR') || status === 'ERROR') {
-      throw new Error(`memcached refused a replicated ${op}: ${status}`);
+      this.onRefused(`memcached refused a replicated ${op}: ${status}`);
+      return this.skip('refused');
     }
     this.metrics.recordsApplied.labels(op).inc();
     return 'applied';
   }
 
-  private skip(reason: 'conflict'): Promise<ApplyOutcome> {
+  /** Reports a refused record (the node logs it). */
+  onRefused: (reason: string) => void = () => {};
+
+  private skip(reason: 'conflict' | 'refused'): Promise<ApplyOutcome> {
     this.metrics.recordsSkipped.labels(reason).inc();
     return Promise.resolve(reason);
   }

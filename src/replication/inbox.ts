@@ -36,6 +36,8 @@ export class Inbox {
   private positionKnown = false;
   private readonly inFlight: InFlight[] = [];
   private checkpointDirty = false;
+  /** A full copy from the peer is under way (or was cut short): this node's data is incomplete. */
+  private copying = false;
   private checkpointTimer: NodeJS.Timeout | null = null;
 
   /** Called when the applied position advanced (send an ACK). */
@@ -58,18 +60,52 @@ export class Inbox {
     if (runId && Number.isSafeInteger(Number(seq))) this.follow(runId, Number(seq));
   }
 
-  /** The last record applied, for our HELLO: the peer resumes after it. */
+  /** The last record applied, for our HELLO: the peer resumes after it (none while a copy is incomplete). */
   get position(): StreamPosition | null {
-    return this.runId === null ? null : { runId: this.runId, seq: this.applied };
+    return this.runId === null || this.copying ? null : { runId: this.runId, seq: this.applied };
+  }
+
+  /** What to acknowledge to the peer: the last record of its current run applied here (copy or not). */
+  get ackSeq(): number | null {
+    return this.runId === null || !this.positionKnown ? null : this.applied;
+  }
+
+  get copyInProgress(): boolean {
+    return this.copying;
   }
 
   /**
    * The peer said hello: a new run of it means a fresh numbering. For the same
    * run, records received but still being applied stay counted: the peer
    * re-sends from our last *applied* one and those copies are dropped here.
+   * After an unfinished copy the peer starts over and may resume anywhere.
    */
   peerRun(runId: string): void {
-    if (runId !== this.runId) this.follow(runId, 0, false);
+    if (runId !== this.runId || this.copying) this.follow(runId, 0, false);
+  }
+
+  /**
+   * The local memcached lost its data: our position means nothing any more.
+   * Until a full copy has arrived we claim none (the next HELLO asks for a
+   * copy) and accept the live stream from wherever it continues.
+   */
+  forget(): void {
+    this.copying = true;
+    this.positionKnown = false;
+    this.checkpointDirty = false;
+  }
+
+  /** The peer starts a full copy: until it ends, our position must not be saved or claimed. */
+  copyStarted(): void {
+    this.copying = true;
+    this.checkpointDirty = false;
+    void this.local.request(Buffer.from(`md ${CHECKPOINT_KEY}\r\n`)).catch(() => {});
+  }
+
+  copyFinished(): void {
+    this.copying = false;
+    this.checkpointDirty = true;
+    void this.saveCheckpoint();
   }
 
   /** A live (numbered) record; returns false if it breaks the sequence (the link must be reset). */
@@ -140,7 +176,7 @@ export class Inbox {
   }
 
   async saveCheckpoint(): Promise<void> {
-    if (!this.checkpointDirty || this.runId === null) return;
+    if (!this.checkpointDirty || this.runId === null || this.copying) return;
     this.checkpointDirty = false;
     const value = `${this.runId} ${this.applied}`;
     await this.local.request(Buffer.from(`ms ${CHECKPOINT_KEY} ${value.length} T0\r\n${value}\r\n`)).catch(() => {

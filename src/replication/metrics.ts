@@ -15,7 +15,7 @@ export function createReplicationMetrics(registry: Registry) {
     }),
     recordsSkipped: new Counter({
       name: 'memrepl_replication_records_skipped_total',
-      help: 'Records received but not applied, by reason (conflict: a newer write of the key won; duplicate: already applied).',
+      help: 'Records received but not applied, by reason (conflict: a newer write of the key won; duplicate: already applied; refused: memcached said no, e.g. out of memory).',
       labelNames: ['reason'] as const,
       registers,
     }),
@@ -39,6 +39,15 @@ export function createReplicationMetrics(registry: Registry) {
       labelNames: ['kind'] as const,
       registers,
     }),
+    copyInProgress: new Gauge({
+      name: 'memrepl_resync_in_progress',
+      help: '1 while a full copy (marugoto) is being sent or received.',
+      labelNames: ['direction'] as const,
+      registers,
+    }),
+    copyItems: new Counter({ name: 'memrepl_resync_items_sent_total', help: 'Items sent by full copies.', registers }),
+    copyBytes: new Counter({ name: 'memrepl_resync_bytes_sent_total', help: 'Bytes of RECORD frames sent by full copies.', registers }),
+    copyDuration: new Gauge({ name: 'memrepl_resync_last_duration_seconds', help: 'How long the last completed full copy took.', registers }),
     linkErrors: new Counter({
       name: 'memrepl_replication_link_errors_total',
       help: 'Replication links closed on an error, by reason.',

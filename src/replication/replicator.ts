@@ -17,7 +17,9 @@ import type { WriteSink } from '../protocol/effects';
 import { connect, formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier } from './applier';
 import type { Frame, Hello } from './frames/messages';
-import { serializeAck, serializeRecord } from './frames/serializer';
+import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
+import { FullCopy } from './full-copy';
+import { RestartWatch } from './restart-watch';
 import { Contention } from './contention';
 import { HybridClock } from './hlc';
 import { Inbox } from './inbox';
@@ -48,6 +50,10 @@ export interface ReplicationOptions {
   backoffMaxMs: number;
   /** How long a conflicting write is remembered (see recent-writes.ts). */
   conflictWindowMs: number;
+  /** Full copy pace, items per second (0 = unpaced). */
+  copyRatePerSecond: number;
+  /** Report ready before this node's first full copy has arrived. */
+  readyBeforeCopy: boolean;
 }
 
 export class Replicator implements LinkHandler {
@@ -74,10 +80,18 @@ export class Replicator implements LinkHandler {
   /** Why the peer needs a full copy from us, if it does (shown in stats and /readyz of the peer). */
   private fullResyncReason: string | null = null;
   private lostWrites = 0;
+  /** The full copy this node is sending, if any (one per link at a time). */
+  private copy: FullCopy | null = null;
+  /** Why a copy cannot be made from this node (memcached refuses the walk), if so. */
+  private copyImpossible: string | null = null;
+  private copiesReceived = 0;
+  private everLinked = false;
+  private readonly restartWatch: RestartWatch;
+  private readonly monitorConnection: LocalMemcached;
 
   constructor(
     private readonly options: ReplicationOptions,
-    upstream: UpstreamAddress,
+    private readonly upstream: UpstreamAddress,
     private readonly metrics: ReplicationMetrics,
     private readonly log: Logger,
   ) {
@@ -89,7 +103,7 @@ export class Replicator implements LinkHandler {
     const recorder = new Recorder(this.outbox, this.clock, this.recent, this.readbackConnection, {
       appended: () => this.schedulePump(),
       lost: (reason) => this.writeLost(reason),
-    });
+    }, () => this.inbox.copyInProgress);
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
     this.sink = {
@@ -98,9 +112,12 @@ export class Replicator implements LinkHandler {
       written: (effect, at) => recorder.written(effect, at),
     };
     const applier = new Applier(this.applierConnection, this.clock, this.recent, contention, metrics);
+    applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.inbox = new Inbox(applier, this.applierConnection, metrics);
     this.inbox.onApplied = () => this.scheduleAck();
     this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
+    this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
+    this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
@@ -108,6 +125,10 @@ export class Replicator implements LinkHandler {
     await this.inbox.loadCheckpoint().catch((error: Error) => {
       this.log.warn(`replication: cannot read the checkpoint from memcached (${error.message}); the peer will send a full copy`);
     });
+    // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
+    if (this.inbox.position === null) this.inbox.forget();
+    await this.checkDumping();
+    this.restartWatch.start();
     const address = await new Promise<net.AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.options.listenPort, this.options.listenHost, () => {
@@ -194,16 +215,32 @@ export class Replicator implements LinkHandler {
       case 'goodbye':
         link.close(`peer said goodbye: ${frame.reason}`, false);
         return;
-      case 'ping':
       case 'resyncBegin':
+        if (link !== this.active) return;
+        this.inbox.copyStarted();
+        this.metrics.copyInProgress.labels('receiving').set(1);
+        this.log.info(`replication: marugoto start (${frame.reason ?? 'full copy'})`);
+        return;
       case 'resyncEnd':
+        if (link !== this.active) return;
+        this.inbox.copyFinished();
+        this.copiesReceived++;
+        this.metrics.copyInProgress.labels('receiving').set(0);
+        this.log.info(`replication: marugoto ${frame.items ?? 0}`);
+        this.log.info('replication: marugoto owari');
+        return;
       case 'fullResyncRequest':
+        if (link === this.active) this.needFullResync(`the peer asked for one: ${frame.reason}`);
+        return;
+      case 'ping':
         return;
     }
   }
 
   writable(link: Link): void {
-    if (link === this.active) this.pump();
+    if (link !== this.active) return;
+    this.pump();
+    this.copy?.writable();
   }
 
   closed(link: Link, reason: string, error: boolean): void {
@@ -219,7 +256,9 @@ export class Replicator implements LinkHandler {
     }
     this.active = null;
     this.cursor = null;
+    this.copy?.abort('replication link closed');
     this.metrics.peerUp.set(0);
+    this.metrics.copyInProgress.labels('receiving').set(0);
     this.redialLater();
   }
 
@@ -238,11 +277,12 @@ export class Replicator implements LinkHandler {
       current.goodbye('duplicate link (keeping the other one)');
     }
     this.active = link;
+    this.everLinked = true;
     this.dialAttempts = 0;
     this.metrics.peerUp.set(1);
     this.inbox.peerRun(hello.runId);
-    this.startStream(hello);
     this.log.info('replication: start');
+    this.startStream(hello);
   }
 
   /** Where to resume sending after a (re)connection: partial resync, or everything this run has plus a full copy. */
@@ -274,6 +314,69 @@ export class Replicator implements LinkHandler {
     this.fullResyncReason = reason;
     this.metrics.resyncs.labels('full_needed').inc();
     this.log.info(`replication: full resync needed: ${reason}`);
+    this.startCopy(reason);
+  }
+
+  /** Starts a full copy to the peer on the active link, unless one is already running. */
+  private startCopy(reason: string): void {
+    const link = this.active;
+    if (!link || this.copy) return;
+    if (this.copyImpossible) {
+      this.log.warn(`replication: cannot send a full copy: ${this.copyImpossible}; only the backlog replicates`);
+      return;
+    }
+    link.write(serializeResyncBegin({ reason }));
+    this.log.info('replication: marugoto copying');
+    const startedAt = Date.now();
+    const copy = new FullCopy(
+      this.upstream,
+      link,
+      this.clock.now(),
+      { ratePerSecond: this.options.copyRatePerSecond, connectTimeoutMs: this.options.connectTimeoutMs, maxInFlight: 512, maxInFlightBytes: 16 * 1024 * 1024 },
+      this.log,
+    );
+    this.copy = copy;
+    this.metrics.copyInProgress.labels('sending').set(1);
+    const progress = setInterval(() => this.log.info(`replication: marugoto ${copy.progress.items}`), 5000);
+    progress.unref();
+    copy.run().then(
+      ({ items, bytes }) => {
+        link.write(serializeResyncEnd({ items }));
+        this.fullResyncReason = null;
+        this.metrics.resyncs.labels('full').inc();
+        this.metrics.copyItems.inc(items);
+        this.metrics.copyBytes.inc(bytes);
+        this.metrics.copyDuration.set((Date.now() - startedAt) / 1000);
+        this.log.info(`replication: marugoto ${items}`);
+        this.log.info('replication: marugoto owari');
+      },
+      (error: Error) => {
+        this.metrics.copyItems.inc(copy.progress.items);
+        this.log.warn(`replication: full copy stopped after ${copy.progress.items} items: ${error.message}`);
+        if (error.message.startsWith('memcached refused the walk')) this.copyImpossible = error.message;
+      },
+    ).finally(() => {
+      clearInterval(progress);
+      if (this.copy === copy) this.copy = null;
+      this.metrics.copyInProgress.labels('sending').set(0);
+    });
+  }
+
+  /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
+  private memcachedRestarted(before: string, after: string): void {
+    this.log.warn(`replication: local memcached restarted (pid ${before} -> ${after}); asking the peer for a full copy`);
+    this.inbox.forget();
+    this.metrics.resyncs.labels('requested').inc();
+    this.active?.write(serializeFullResyncRequest({ reason: 'its memcached restarted empty' }));
+  }
+
+  /** memcached -X refuses lru_crawler metadump: a full copy from this node is impossible; say so once, up front. */
+  private async checkDumping(): Promise<void> {
+    const parts = await this.monitorConnection.request(Buffer.from('stats settings\r\n')).catch(() => []);
+    if (parts.some((p) => p.line === 'STAT dump_enabled no')) {
+      this.copyImpossible = 'memcached was started with -X (dumping disabled), so lru_crawler metadump is refused';
+      this.log.warn(`replication: ${this.copyImpossible}: a peer that loses its data cannot be refilled from this node`);
+    }
   }
 
   // ------------------------------------------------------------ sending
@@ -329,8 +432,8 @@ export class Replicator implements LinkHandler {
     this.ackScheduled = true;
     setImmediate(() => {
       this.ackScheduled = false;
-      const position = this.inbox.position;
-      if (this.active && position) this.active.write(serializeAck(position.seq));
+      const seq = this.inbox.ackSeq;
+      if (this.active && seq !== null) this.active.write(serializeAck(seq));
     });
   }
 
@@ -354,8 +457,18 @@ export class Replicator implements LinkHandler {
 
   /** Reasons this node is not ready to take traffic, from replication's point of view. */
   notReady(): string[] {
-    if (this.options.peer && !this.active) return [`replication link to ${formatAddress(this.options.peer)} is down`];
-    return [];
+    const reasons: string[] = [];
+    if (this.options.peer && !this.active) reasons.push(`replication link to ${formatAddress(this.options.peer)} is down`);
+    const expectsPeer = this.options.peer !== null || this.everLinked;
+    if (expectsPeer && this.inbox.copyInProgress && !this.options.readyBeforeCopy) {
+      reasons.push('waiting for a full copy from the peer (this memcached is cold); --ready-before-copy to serve anyway');
+    }
+    return reasons;
+  }
+
+  /** Things an operator should know that do not make the node unready. */
+  notes(): string[] {
+    return this.copyImpossible ? [`full copy from this node impossible: ${this.copyImpossible}`] : [];
   }
 
   /** `stats replication`, in memcached's STAT format. */
@@ -382,6 +495,11 @@ export class Replicator implements LinkHandler {
       ['full_resync_needed', this.fullResyncReason ?? ''],
       ['writes_lost', this.lostWrites],
       ['conflict_repairs', this.contention.repairs],
+      ['copy_sending', this.copy ? 1 : 0],
+      ['copy_sent_items', this.copy?.progress.items ?? 0],
+      ['copy_receiving', this.inbox.copyInProgress ? 1 : 0],
+      ['copies_received', this.copiesReceived],
+      ['copy_impossible', this.copyImpossible ?? ''],
     ];
   }
 
@@ -397,11 +515,14 @@ export class Replicator implements LinkHandler {
       this.pump();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
+    this.copy?.abort('shutting down');
+    this.restartWatch.stop();
     await this.inbox.saveCheckpoint();
     this.inbox.stop();
     for (const link of [...this.links]) link.goodbye('shutting down');
     this.applierConnection.close();
     this.readbackConnection.close();
+    this.monitorConnection.close();
   }
 }
 

@@ -86,8 +86,14 @@ export async function startPair(extraArgs: string[] = [], options: { bothDial?: 
   return [a, b];
 }
 
-export async function startNode(name: string, replicationPort: number, peerPort: number | null, extraArgs: string[] = []): Promise<Node> {
-  const memcached = await startMemcached();
+export async function startNode(
+  name: string,
+  replicationPort: number,
+  peerPort: number | null,
+  extraArgs: string[] = [],
+  memcachedArgs: string[] = [],
+): Promise<Node> {
+  const memcached = await startMemcached(memcachedArgs);
   const metricsPort = await freePort();
   const args = [
     '-X', String(replicationPort), '--node-id', name, '--metrics-port', String(metricsPort),
@@ -101,7 +107,7 @@ export async function startNode(name: string, replicationPort: number, peerPort:
     metricsPort,
     async restartProxy() {
       await node.memrepl.stop('SIGKILL');
-      node.memrepl = await startMemrepl(memcached.port, args, node.memrepl.port);
+      node.memrepl = await startMemrepl(node.memcached.port, args, node.memrepl.port);
     },
   };
   return node;

@@ -40,46 +40,54 @@ export function serverError(message: string): Buffer {
 export const TOO_LARGE = Buffer.from('SERVER_ERROR object too large for cache\r\n');
 
 /**
- * A key as a meta command token: as is when memcached's tokenizer keeps it
- * intact (no space, CR, LF or NUL), else base64 with the `b` flag. Base64
- * grows a key by a third and memcached checks the encoded length against
- * 250, so only binary-unsafe keys up to 186 bytes can be replicated.
+ * A key as meta commands take it: `token` as is when memcached's tokenizer
+ * keeps it intact (no space, CR, LF or NUL), else base64 with the `b` flag
+ * (` b`, to be placed among the flags: after the data length for ms).
+ * Base64 grows a key by a third and memcached checks the encoded length
+ * against 250, so only binary-unsafe keys up to 186 bytes can be replicated.
  */
-export function metaKey(key: Buffer): string {
+export function metaKey(key: Buffer): { token: string; flag: string } {
   for (const byte of key) {
-    if (byte === 0x20 || byte === 0x0d || byte === 0x0a || byte === 0x00) return `${key.toString('base64')} b`;
+    if (byte === 0x20 || byte === 0x0d || byte === 0x0a || byte === 0x00) return { token: key.toString('base64'), flag: ' b' };
   }
-  return key.toString('latin1');
+  return { token: key.toString('latin1'), flag: '' };
 }
 
 /** Longest key metaKey can express whatever its bytes. */
 export const META_BASE64_KEY_MAX = 186;
 
 export function metaKeyFits(key: Buffer): boolean {
-  return !metaKey(key).endsWith(' b') || key.length <= META_BASE64_KEY_MAX;
+  return metaKey(key).flag === '' || key.length <= META_BASE64_KEY_MAX;
+}
+
+/** `<cmd> <key>[ b]`: the start of every keyed meta command but ms. */
+function keyed(command: string, key: Buffer): string {
+  const { token, flag } = metaKey(key);
+  return `${command} ${token}${flag}`;
 }
 
 /** Store an item exactly (replication apply). `mode` E = add (full resync), S = set. */
 export function metaSet(key: Buffer, value: Buffer, flags: number, ttlSeconds: number, mode: 'S' | 'E' = 'S'): Buffer {
-  const line = `ms ${metaKey(key)} ${value.length} F${flags} T${ttlSeconds} M${mode}${CRLF}`;
+  const { token, flag } = metaKey(key);
+  const line = `ms ${token} ${value.length}${flag} F${flags} T${ttlSeconds} M${mode}${CRLF}`;
   return Buffer.concat([Buffer.from(line, 'latin1'), value, Buffer.from(CRLF)]);
 }
 
 export function metaDelete(key: Buffer): Buffer {
-  return Buffer.from(`md ${metaKey(key)}${CRLF}`, 'latin1');
+  return Buffer.from(`${keyed('md', key)}${CRLF}`, 'latin1');
 }
 
 export function metaInvalidate(key: Buffer, ttlSeconds: number | null): Buffer {
-  return Buffer.from(`md ${metaKey(key)} I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${CRLF}`, 'latin1');
+  return Buffer.from(`${keyed('md', key)} I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${CRLF}`, 'latin1');
 }
 
 export function metaTouch(key: Buffer, ttlSeconds: number): Buffer {
-  return Buffer.from(`mg ${metaKey(key)} T${ttlSeconds}${CRLF}`, 'latin1');
+  return Buffer.from(`${keyed('mg', key)} T${ttlSeconds}${CRLF}`, 'latin1');
 }
 
 /** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
 export function metaRead(key: Buffer): Buffer {
-  return Buffer.from(`mg ${metaKey(key)} v f t u${CRLF}`, 'latin1');
+  return Buffer.from(`${keyed('mg', key)} v f t u${CRLF}`, 'latin1');
 }
 
 export function flushAll(delay: number): Buffer {

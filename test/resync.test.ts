@@ -1,0 +1,142 @@
+/**
+ * Full resync ("marugoto", DESIGN.md §4): a node whose memcached is empty is
+ * refilled from its peer by walking the peer's cache, while clients keep
+ * writing to both nodes. Real memcached and memrepl processes.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { differences, Item, load, readAll } from './support/bulk';
+import { RawClient } from './support/client';
+import { eventually, freePort, sleep } from './support/ports';
+import { Node, startMemcached, startNode, stopAll } from './support/processes';
+import { Relay } from './support/relay';
+
+const ITEM_LIMIT = 1024 * 1024;
+
+/** Keys that need URL-encoding in metadump, values of mixed sizes up to near the item limit, with and without expiry. */
+function population(count: number): Item[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: i % 7 === 0 ? `k%${i}"é&=+?` : `key:${i}`,
+    value: Buffer.alloc(i % 5000 === 0 ? ITEM_LIMIT - 1024 : 10 + (i % 300), String.fromCharCode(97 + (i % 26))),
+    flags: i % 13,
+    exptime: i % 3 === 0 ? 0 : 600 + (i % 1000),
+  }));
+}
+
+async function stat(node: Node, name: string): Promise<string> {
+  const client = await RawClient.connect(node.memrepl.port);
+  try {
+    const reply = await client.request('stats replication\r\n', 'END\r\n');
+    return new RegExp(`STAT ${name} (.*)\r\n`).exec(reply)?.[1] ?? '';
+  } finally {
+    client.close();
+  }
+}
+
+async function readyz(node: Node): Promise<{ status: number; body: string }> {
+  const response = await fetch(`http://127.0.0.1:${node.metricsPort}/readyz`);
+  return { status: response.status, body: await response.text() };
+}
+
+describe('full resync', () => {
+  it('an empty node gets every item of its peer while clients write to both', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const items = population(100_000);
+    await load(a.memcached.port, items);
+    const b = await startNode('b', await freePort(), ra, ['--resync-rate', '40000']);
+    try {
+      // Live traffic on both nodes during the copy: new keys, overwrites of copied keys, deletes.
+      const [ca, cb] = [await RawClient.connect(a.memrepl.port), await RawClient.connect(b.memrepl.port)];
+      await eventually(async () => (await stat(b, 'copy_receiving')) === '1', 10000, 'the copy to start');
+      assert.equal((await readyz(b)).status, 503, 'a cold node is not ready');
+      const live: string[] = [];
+      for (let i = 0; i < 500; i++) {
+        ca.send(`set live:a:${i} 0 0 1 noreply\r\na\r\n`);
+        cb.send(`set live:b:${i} 0 0 1 noreply\r\nb\r\n`);
+        live.push(`live:a:${i}`, `live:b:${i}`);
+        if (i % 50 === 0) {
+          ca.send(`set key:${99_999 - i} 5 0 7 noreply\r\nchanged\r\n`);
+          ca.send(`delete key:${99_998 - i} noreply\r\n`);
+          cb.send(`delete key:${99_997 - i} noreply\r\n`);
+          await sleep(20);
+        }
+      }
+      await ca.request('mn\r\n', 'MN\r\n');
+      await cb.request('mn\r\n', 'MN\r\n');
+      await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'the copy to finish');
+      await sleep(500);
+      const keys = [...items.map((i) => i.key), ...live];
+      const [onA, onB] = [await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)];
+      assert.deepEqual(differences(onA, onB), []);
+      // Deleted during the copy: gone on both (no resurrection); overwritten: the live value.
+      assert.equal(onB.get('key:99998'), null);
+      assert.equal(onB.get('key:99997'), null);
+      assert.equal(onB.get('key:99999')?.value.toString(), 'changed');
+      assert.equal(onB.get(items[5000].key)?.value.length, ITEM_LIMIT - 1024);
+      assert.ok([...onB.values()].filter((v) => v !== null).length > 99_000);
+      assert.equal((await readyz(b)).status, 200);
+      ca.close();
+      cb.close();
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
+  it('a memcached restarted behind a running memrepl is refilled', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const b = await startNode('b', await freePort(), ra);
+    try {
+      await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
+      const items = population(5000);
+      await load(a.memrepl.port, items);
+      const keys = items.map((i) => i.key);
+      await eventually(async () => differences(await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)).length === 0, 15000, 'B to follow');
+      const port = b.memcached.port;
+      await b.memcached.stop('SIGKILL');
+      b.memcached = await startMemcached([], port);
+      await eventually(async () => differences(await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)).length === 0, 20000, 'B to be refilled');
+      assert.match(await stat(b, 'copies_received'), /^[1-9]/);
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
+  it('a link cut in the middle of a copy: the copy completes after reconnecting', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const items = population(30_000);
+    await load(a.memcached.port, items);
+    const relay = new Relay(ra);
+    const b = await startNode('b', await freePort(), await relay.start(), ['--resync-rate', '20000']);
+    try {
+      await eventually(async () => (await stat(b, 'copy_receiving')) === '1', 10000, 'the copy to start');
+      await sleep(500);
+      relay.cutAll();
+      await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'the copy to finish after reconnecting');
+      const keys = items.map((i) => i.key);
+      assert.deepEqual(differences(await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)), []);
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('memcached -X (dumping disabled) is reported, and the pair still replicates live writes', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null, [], ['-X']);
+    const b = await startNode('b', await freePort(), ra);
+    try {
+      await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
+      assert.match(a.memrepl.output(), /dumping disabled/);
+      assert.match((await readyz(a)).body, /full copy from this node impossible/);
+      const client = await RawClient.connect(a.memrepl.port);
+      await client.request('set x 0 0 1\r\nx\r\n');
+      await eventually(async () => (await readAll(b.memcached.port, ['x'])).get('x') !== null, 5000, 'live write on B');
+      client.close();
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+});

@@ -1,0 +1,96 @@
+/** Bulk loading and reading of a memcached for replication tests (pipelined, bounded in time). */
+import { RawClient } from './client';
+
+export interface Item {
+  key: string;
+  value: Buffer;
+  flags: number;
+  /** memcached exptime: 0 = never. */
+  exptime: number;
+}
+
+/** Stores items with pipelined `ms`, in batches, and waits for every reply. */
+export async function load(port: number, items: Item[], timeoutMs = 60000): Promise<void> {
+  const client = await RawClient.connect(port);
+  try {
+    for (let i = 0; i < items.length; i += 2000) {
+      const batch = items.slice(i, i + 2000);
+      const parts: Buffer[] = [];
+      for (const item of batch) {
+        parts.push(Buffer.from(`ms ${item.key} ${item.value.length} F${item.flags} T${item.exptime} q\r\n`, 'latin1'), item.value, Buffer.from('\r\n'));
+      }
+      parts.push(Buffer.from('mn\r\n'));
+      client.send(Buffer.concat(parts));
+      const reply = await client.read((b) => b.toString('latin1').endsWith('MN\r\n'), timeoutMs);
+      if (reply.toString('latin1') !== 'MN\r\n') throw new Error(`load failed: ${reply.toString('latin1').slice(0, 200)}`);
+    }
+  } finally {
+    client.close();
+  }
+}
+
+export interface Held {
+  value: Buffer;
+  flags: number;
+  /** Remaining seconds, -1 = never. */
+  ttl: number;
+}
+
+/** Reads keys with pipelined `mg k v f t`; absent keys map to null. */
+export async function readAll(port: number, keys: string[], timeoutMs = 60000): Promise<Map<string, Held | null>> {
+  const client = await RawClient.connect(port);
+  const out = new Map<string, Held | null>();
+  try {
+    for (let i = 0; i < keys.length; i += 2000) {
+      const batch = keys.slice(i, i + 2000);
+      client.send(batch.map((k) => `mg ${k} v f t k\r\n`).join('') + 'mn\r\n');
+      const reply = await client.read((b) => b.length >= 4 && b.subarray(b.length - 4).toString() === 'MN\r\n' && parseAll(b) !== null, timeoutMs);
+      const parsed = parseAll(reply);
+      if (!parsed) throw new Error('readAll: incomplete reply');
+      batch.forEach((k) => out.set(k, parsed.get(k) ?? null));
+    }
+  } finally {
+    client.close();
+  }
+  return out;
+}
+
+/** Parses a stream of `VA ... k<key>` / `EN` replies ended by MN; null if incomplete. */
+function parseAll(bytes: Buffer): Map<string, Held> | null {
+  const out = new Map<string, Held>();
+  let at = 0;
+  for (;;) {
+    const eol = bytes.indexOf('\r\n', at);
+    if (eol === -1) return null;
+    const line = bytes.toString('latin1', at, eol);
+    if (line === 'MN') return out;
+    if (line === 'EN' || line.startsWith('EN ')) {
+      at = eol + 2;
+      continue;
+    }
+    const m = /^VA (\d+) (.*)$/.exec(line);
+    if (!m) throw new Error(`unexpected reply line: ${line}`);
+    const size = Number(m[1]);
+    if (bytes.length < eol + 2 + size + 2) return null;
+    const flags = Number(/(?:^| )f(\d+)/.exec(m[2])![1]);
+    const ttl = Number(/(?:^| )t(-?\d+)/.exec(m[2])![1]);
+    const key = /(?:^| )k(\S+)/.exec(m[2])![1];
+    out.set(key, { value: bytes.subarray(eol + 2, eol + 2 + size), flags, ttl });
+    at = eol + 2 + size + 2;
+  }
+}
+
+/** Differences between two reads of the same keys (TTL within 1 s); empty when identical. */
+export function differences(a: Map<string, Held | null>, b: Map<string, Held | null>, limit = 10): string[] {
+  const out: string[] = [];
+  for (const [key, x] of a) {
+    const y = b.get(key) ?? null;
+    const same = x === null ? y === null : y !== null && x.value.equals(y.value) && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 1;
+    if (!same && out.length < limit) out.push(`${key}: ${describe(x)} vs ${describe(y)}`);
+  }
+  return out;
+}
+
+function describe(h: Held | null): string {
+  return h === null ? 'absent' : `${h.value.length}B f${h.flags} t${h.ttl}`;
+}
