@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `npm start`: a replicated pair on this machine, to try memrepl at once.
+# Each memrepl runs in launcher mode: it starts its own stock memcached on a
+# private unix socket (like one repcached process), -m 64.
 #
-#   node A: clients 127.0.0.1:11211, replication 11212, metrics :9150, memcached 127.0.0.1:11311
-#   node B: clients 127.0.0.1:11221, replication 11222, metrics :9151, memcached 127.0.0.1:11321
+#   node A: clients 127.0.0.1:11211, replication 11212, metrics :9150
+#   node B: clients 127.0.0.1:11221, replication 11222, metrics :9151
 #           (B dials A with -x, as repcached's second node did)
 #
 # Ctrl-C stops all four processes. Ports can be moved with PAIR_BASE (default 11211).
@@ -14,8 +16,8 @@ need_node_modules
 build
 
 base=${PAIR_BASE:-11211}
-a_port=$base;        a_repl=$((base + 1));  a_mc=$((base + 100)); a_metrics=9150
-b_port=$((base + 10)); b_repl=$((base + 11)); b_mc=$((base + 110)); b_metrics=9151
+a_port=$base;          a_repl=$((base + 1));  a_metrics=9150
+b_port=$((base + 10)); b_repl=$((base + 11)); b_metrics=9151
 
 pids=()
 cleanup() {
@@ -27,18 +29,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $a_port $a_repl $a_mc $b_port $b_repl $b_mc $a_metrics $b_metrics; do
+for p in $a_port $a_repl $b_port $b_repl $a_metrics $b_metrics; do
   port_free "$p" || { echo "port $p is in use; set PAIR_BASE to move the pair (metrics ports 9150/9151 are fixed)" >&2; exit 1; }
 done
 
-user=(); [ "$(id -u)" = 0 ] && user=(-u root)
-memcached -l 127.0.0.1 -p "$a_mc" -U 0 -m 64 "${user[@]}" & pids+=($!)
-memcached -l 127.0.0.1 -p "$b_mc" -U 0 -m 64 "${user[@]}" & pids+=($!)
-
 prefix() { sed -u "s/^/[$1] /"; }
-node dist/src/cli.js -v -l 127.0.0.1 -p "$a_port" -X "$a_repl" --upstream "127.0.0.1:$a_mc" \
+node dist/src/cli.js --spawn-memcached -m 64 -v -l 127.0.0.1 -p "$a_port" -X "$a_repl" \
   --metrics-port "$a_metrics" --node-id a 2> >(prefix a >&2) & pids+=($!)
-node dist/src/cli.js -v -l 127.0.0.1 -p "$b_port" -X "$b_repl" --upstream "127.0.0.1:$b_mc" \
+node dist/src/cli.js --spawn-memcached -m 64 -v -l 127.0.0.1 -p "$b_port" -X "$b_repl" \
   --metrics-port "$b_metrics" --node-id b -x "127.0.0.1:$a_repl" 2> >(prefix b >&2) & pids+=($!)
 
 # Wait (bounded) for both proxies to take connections.

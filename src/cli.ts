@@ -11,6 +11,7 @@ import yargs from 'yargs';
 import { parse as parseYaml } from 'yaml';
 import type { Config } from './config';
 import { createLogger } from './log';
+import { MemcachedLauncher } from './launcher';
 import { startServer } from './server';
 
 const USAGE_ERROR = 2;
@@ -64,7 +65,19 @@ export function parseArgs(argv: string[]): Config {
     .option('resync-rate', { type: 'number', default: 100000, describe: 'Items per second a full copy (marugoto) sends at most; 0 = unpaced' })
     .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
     .option('backlog-size', { type: 'string', default: '64m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
-    .option('max-item-size', { type: 'number', describe: "memcached's item size limit in bytes (default: read from memcached's stats settings)" })
+    .option('max-item-size', {
+      alias: 'I',
+      type: 'string',
+      describe: "memcached's item size limit (k/m suffixes; default: read from memcached). With --spawn-memcached, also passed to it",
+    })
+    .option('spawn-memcached', { type: 'boolean', default: false, describe: 'Launcher mode: start and supervise a stock memcached on a private unix socket (repcached-style single process)' })
+    .option('memcached-binary', { type: 'string', default: 'memcached', describe: 'memcached executable for --spawn-memcached' })
+    .option('memory-limit', { alias: 'm', type: 'number', describe: "With --spawn-memcached: memcached's -m (MB)" })
+    .option('threads', { alias: 't', type: 'number', describe: "With --spawn-memcached: memcached's -t" })
+    .option('disable-evictions', { alias: 'M', type: 'boolean', describe: "With --spawn-memcached: memcached's -M" })
+    .option('slab-factor', { alias: 'f', type: 'number', describe: "With --spawn-memcached: memcached's -f" })
+    .option('slab-min-size', { alias: 'n', type: 'number', describe: "With --spawn-memcached: memcached's -n" })
+    .option('extended', { alias: 'o', type: 'string', array: true, describe: "With --spawn-memcached: memcached's -o (repeatable); anything after -- goes to memcached as is" })
     .option('upstream-timeout', { type: 'number', default: 5000, describe: 'ms a request may wait on a silent memcached before clients get SERVER_ERROR' })
     .option('connect-timeout', { type: 'number', default: 1000, describe: 'ms to connect to memcached before clients get SERVER_ERROR' })
     .option('shutdown-timeout', { type: 'number', default: 5000, describe: 'ms to finish in-flight requests on SIGTERM/SIGINT' })
@@ -72,7 +85,7 @@ export function parseArgs(argv: string[]): Config {
     .config('config', 'Config file (JSON or YAML) holding any of these flags', readConfigFile)
     .env('MEMREPL')
     // Like memcached: a flag given twice takes its last value.
-    .parserConfiguration({ 'duplicate-arguments-array': false })
+    .parserConfiguration({ 'duplicate-arguments-array': false, 'populate--': true })
     .alias('help', 'h')
     .version()
     .strict()
@@ -91,7 +104,7 @@ export function parseArgs(argv: string[]): Config {
     maxConnections: args['max-conns'],
     peer: args.peer,
     replicationPort: args['replication-port'],
-    maxItemSize: args['max-item-size'],
+    maxItemSize: args['max-item-size'] === undefined ? undefined : parseSize(args['max-item-size']) ?? fail(`invalid --max-item-size: ${args['max-item-size']}`),
     upstreamTimeoutMs: args['upstream-timeout'],
     connectTimeoutMs: args['connect-timeout'],
     shutdownTimeoutMs: args['shutdown-timeout'],
@@ -101,8 +114,10 @@ export function parseArgs(argv: string[]): Config {
     backlogBytes: parseSize(args['backlog-size']) ?? fail(`invalid --backlog-size: ${args['backlog-size']}`),
     resyncRate: args['resync-rate'],
     readyBeforeCopy: args['ready-before-copy'],
+    launch: null,
   };
   if (!Number.isInteger(config.resyncRate) || config.resyncRate < 0) fail('invalid --resync-rate: must be a non-negative integer');
+  config.launch = launcherArgs(args, config);
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);
   if (!isPort(config.metricsPort, true)) fail(`invalid --metrics-port: ${args['metrics-port']}`);
   if (!isPort(config.replicationPort, true)) fail(`invalid --replication-port: ${args['replication-port']}`);
@@ -121,14 +136,46 @@ export function parseArgs(argv: string[]): Config {
   return config;
 }
 
+/**
+ * memcached's flags for launcher mode. memrepl's own -c also sizes memcached's:
+ * each client can hold a connection of each protocol, plus replication's few.
+ */
+function launcherArgs(args: Record<string, unknown>, config: Config): Config['launch'] {
+  const passthrough = (args['--'] as string[] | undefined)?.map(String) ?? [];
+  const memcachedFlags: Array<[string, string, unknown]> = [
+    ['memory-limit', '-m', args['memory-limit']],
+    ['threads', '-t', args.threads],
+    ['slab-factor', '-f', args['slab-factor']],
+    ['slab-min-size', '-n', args['slab-min-size']],
+  ];
+  const out: string[] = [];
+  for (const [name, flag, value] of memcachedFlags) if (value !== undefined) out.push(flag, String(value));
+  if (args['disable-evictions']) out.push('-M');
+  for (const option of (args.extended as string[] | undefined) ?? []) out.push('-o', option);
+  if (!args['spawn-memcached']) {
+    if (out.length > 0 || passthrough.length > 0) fail('memcached flags (-m, -t, -M, -f, -n, -o, -- ...) need --spawn-memcached');
+    return null;
+  }
+  if (config.maxItemSize !== undefined) out.push('-I', String(config.maxItemSize));
+  out.push('-c', String(config.maxConnections * 2 + 64));
+  return { binary: String(args['memcached-binary']), args: [...out, ...passthrough] };
+}
+
 async function main(): Promise<void> {
   const config = parseArgs(process.argv.slice(2));
   const log = createLogger(config.verbose);
+  let launcher: MemcachedLauncher | null = null;
   let server;
   try {
+    if (config.launch) {
+      launcher = new MemcachedLauncher({ ...config.launch, restartMinMs: 100, restartMaxMs: 5000 }, log);
+      await launcher.start();
+      config.upstream = launcher.socketPath;
+    }
     server = await startServer(config, log);
   } catch (error) {
     process.stderr.write(`memrepl: failed to start: ${(error as Error).message}\n`);
+    await launcher?.stop();
     process.exit(1);
   }
   let stopping = false;
@@ -136,7 +183,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info(`${signal} received`);
-    server.stop().then(
+    server
+      .stop()
+      .then(() => launcher?.stop())
+      .then(
       () => process.exit(0),
       (error: Error) => {
         log.error(`shutdown: ${error.message}`);

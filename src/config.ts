@@ -22,6 +22,8 @@ export interface Config {
   backlogBytes: number;
   resyncRate: number;
   readyBeforeCopy: boolean;
+  /** Launcher mode: the memcached to start and supervise (its upstream is then a private socket). */
+  launch: { binary: string; args: string[] } | null;
 }
 
 /** What a session may hold for one multi-get line (memcached itself has no bound). */
