@@ -5,9 +5,42 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/**
+ * Requests counted by (protocol, command, outcome) in plain numbers. Every
+ * request is counted, and prom-client's `labels(...).inc()` hashes and
+ * validates the label set on each call (it showed in profiles of the request
+ * path), so the counts are handed to the prom-client counter only when it is
+ * scraped.
+ */
+export class CommandCounts {
+  /** protocol → command → outcome → requests since the last scrape. */
+  private readonly pending = new Map<string, Map<string, Map<string, number>>>();
+
+  add(protocol: string, command: string, outcome: string, n = 1): void {
+    let byCommand = this.pending.get(protocol);
+    if (!byCommand) this.pending.set(protocol, (byCommand = new Map()));
+    let byOutcome = byCommand.get(command);
+    if (!byOutcome) byCommand.set(command, (byOutcome = new Map()));
+    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + n);
+  }
+
+  /** Moves the counts into `counter` (at scrape time). */
+  flushInto(counter: Counter<'protocol' | 'command' | 'outcome'>): void {
+    for (const [protocol, byCommand] of this.pending) {
+      for (const [command, byOutcome] of byCommand) {
+        for (const [outcome, n] of byOutcome) if (n > 0) counter.inc({ protocol, command, outcome }, n);
+        byOutcome.clear();
+      }
+    }
+  }
+}
+
 export function createProxyMetrics(registry: Registry) {
   collectDefaultMetrics({ register: registry, prefix: 'memrepl_' });
+  const commandCounts = new CommandCounts();
   return {
+    /** Count requests here (cheap); `commands` shows them when scraped. */
+    commandCounts,
     clientConnections: new Gauge({ name: 'memrepl_current_connections', help: 'Client connections open now.', registers: [registry] }),
     clientConnectionsTotal: new Counter({ name: 'memrepl_connections_total', help: 'Client connections accepted.', registers: [registry] }),
     clientConnectionsRejected: new Counter({
@@ -20,6 +53,9 @@ export function createProxyMetrics(registry: Registry) {
       help: 'Client requests by protocol, command and outcome.',
       labelNames: ['protocol', 'command', 'outcome'] as const,
       registers: [registry],
+      collect() {
+        commandCounts.flushInto(this);
+      },
     }),
     upstreamErrors: new Counter({
       name: 'memrepl_upstream_errors_total',

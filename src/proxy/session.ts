@@ -211,7 +211,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       this.deps.sink.written(effect, now);
     }
     if (exchange.upstream && exchange.writeKey) this.deps.sink.settled(exchange.writeKey);
-    this.deps.metrics.commands.labels(this.dialect.name, exchange.command, exchange.outcome()).inc();
+    this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
   }
 
   /** Writes every finished reply at the head of the queue, in order. */
@@ -293,7 +293,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       slot.held = reply ? [reply] : [];
       slot.done = true;
       if (slot.exchange.writeKey) this.deps.sink.settled(slot.exchange.writeKey);
-      this.deps.metrics.commands.labels(this.dialect.name, slot.exchange.command, 'upstream_error').inc();
+      this.deps.metrics.commandCounts.add(this.dialect.name, slot.exchange.command, 'upstream_error');
     }
     this.deliver();
   }
