@@ -49,20 +49,28 @@ function planProxyStats(request: TextRequest, proxyStats: ProxyStats): Exchange<
   return exchange('stats', null, { localReply: Buffer.from(lines.join('') + 'END\r\n', 'latin1'), outcome: () => words[1] });
 }
 
-/** Shared shape of the exchanges below; each request type fills in what differs. */
+const forwardUntilEnd = (part: ReplyPart): PartVerdict => (part.kind === 'end' ? FORWARD_END : FORWARD_MORE);
+const noEffects = (): WriteEffect[] => [];
+const outcomeOk = (): string => 'ok';
+
+/**
+ * Shared shape of the exchanges below; each request type fills in what
+ * differs. Built field by field (not by spreading `rest` over defaults): one
+ * is made per request, and a fixed object shape keeps the session's calls on
+ * it fast.
+ */
 function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchange<ReplyPart>> = {}): Exchange<ReplyPart> {
   return {
     command,
     upstream,
-    writeKey: null,
-    localReply: null,
-    closeAfter: false,
-    streams: false,
-    onPart: (part) => (part.kind === 'end' ? FORWARD_END : FORWARD_MORE),
-    effects: () => [],
-    outcome: () => 'ok',
-    errorReply: (message) => serverError(message),
-    ...rest,
+    writeKey: rest.writeKey ?? null,
+    localReply: rest.localReply ?? null,
+    closeAfter: rest.closeAfter ?? false,
+    streams: rest.streams ?? false,
+    onPart: rest.onPart ?? forwardUntilEnd,
+    effects: rest.effects ?? noEffects,
+    outcome: rest.outcome ?? outcomeOk,
+    errorReply: rest.errorReply ?? serverError,
   };
 }
 
