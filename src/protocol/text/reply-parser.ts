@@ -56,18 +56,37 @@ export class TextReplyParser {
       const kind = line.startsWith('VALUE ') ? 'value' : 'end';
       return { kind, raw: this.queue.take(total), line };
     }
-    const kind = LISTING_PREFIXES.some((p) => line.startsWith(p)) ? 'listing' : 'end';
+    const kind = isListing(line) ? 'listing' : 'end';
     return { kind, raw: this.queue.take(newline + 1), line };
   }
+}
+
+/** Most replies are END, STORED, ...: the first character rules out the listing prefixes without comparing each. */
+function isListing(line: string): boolean {
+  const first = line.charCodeAt(0);
+  if (first !== 0x53 /* S */ && first !== 0x49 /* I */ && first !== 0x50 /* P */ && first !== 0x6b /* k */ && first !== 0x6d /* m */) return false;
+  return LISTING_PREFIXES.some((p) => line.startsWith(p));
 }
 
 /** Length of the data block announced by a VALUE or VA line, or null if none follows. */
 function dataBlockLength(line: string): number | null {
   let field: string | undefined;
-  if (line.startsWith('VALUE ')) field = line.split(' ')[3];
-  else if (line.startsWith('VA ')) field = line.split(' ')[1];
+  if (line.startsWith('VALUE ')) field = spaceField(line, 3);
+  else if (line.startsWith('VA ')) field = spaceField(line, 1);
   else return null;
   const n = field === undefined ? NaN : Number(field);
   if (!Number.isInteger(n) || n < 0) throw new Error(`upstream sent a malformed value header: ${line.slice(0, 80)}`);
   return n;
+}
+
+/** `line.split(' ')[index]` without building the array (this runs for every VALUE line). */
+export function spaceField(line: string, index: number): string | undefined {
+  let start = 0;
+  for (let i = 0; i < index; i++) {
+    const space = line.indexOf(' ', start);
+    if (space === -1) return undefined;
+    start = space + 1;
+  }
+  const end = line.indexOf(' ', start);
+  return end === -1 ? line.slice(start) : line.slice(start, end);
 }

@@ -100,6 +100,11 @@ export class TextRequestParser {
   }
 
   private parseLine(line: Buffer, text: string): TextRequest | null {
+    // The commonest request, `get <key>` with a single space: the tokenizer
+    // would find exactly ['get', key], so skip it (same result, no arrays).
+    if (text.startsWith('get ') && text.length > 4 && text.length - 4 <= KEY_MAX_LENGTH && text.indexOf(' ', 4) === -1) {
+      return { type: 'retrieval', raw: line, command: 'get', exptime: null };
+    }
     const tokens = tokenize(text);
     const ntokens = memcachedTokenCount(tokens);
     const other = (): TextRequest => ({
