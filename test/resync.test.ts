@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { differences, Item, load, readAll } from './support/bulk';
+import { compare, differences, Item, load, readAll } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
@@ -67,7 +67,7 @@ describe('full resync', () => {
       await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'the copy to finish');
       await sleep(500);
       const keys = [...items.map((i) => i.key), ...live];
-      const [onA, onB] = [await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)];
+      const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
       assert.deepEqual(differences(onA, onB), []);
       // Deleted during the copy: gone on both (no resurrection); overwritten: the live value.
       assert.equal(onB.get('key:99998'), null);
@@ -92,11 +92,11 @@ describe('full resync', () => {
       const items = population(5000);
       await load(a.memrepl.port, items);
       const keys = items.map((i) => i.key);
-      await eventually(async () => differences(await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)).length === 0, 15000, 'B to follow');
+      await eventually(async () => (await compare(a.memcached.port, b.memcached.port, keys)).length === 0, 15000, 'B to follow');
       const port = b.memcached.port;
       await b.memcached.stop('SIGKILL');
       b.memcached = await startMemcached([], port);
-      await eventually(async () => differences(await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)).length === 0, 20000, 'B to be refilled');
+      await eventually(async () => (await compare(a.memcached.port, b.memcached.port, keys)).length === 0, 20000, 'B to be refilled');
       assert.match(await stat(b, 'copies_received'), /^[1-9]/);
     } finally {
       await stopAll(a, b);
@@ -116,7 +116,7 @@ describe('full resync', () => {
       relay.cutAll();
       await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'the copy to finish after reconnecting');
       const keys = items.map((i) => i.key);
-      assert.deepEqual(differences(await readAll(a.memcached.port, keys), await readAll(b.memcached.port, keys)), []);
+      assert.deepEqual((await compare(a.memcached.port, b.memcached.port, keys)), []);
     } finally {
       relay.close();
       await stopAll(a, b);

@@ -36,7 +36,7 @@ export interface Held {
   ttl: number;
 }
 
-/** Reads keys with pipelined `mg k v f t`; absent keys map to null. */
+/** Reads keys with pipelined `mg k v f t`; absent keys map to null. Read two nodes concurrently (Promise.all) so their TTLs are compared at the same moment. */
 export async function readAll(port: number, keys: string[], timeoutMs = 60000): Promise<Map<string, Held | null>> {
   const client = await RawClient.connect(port);
   const out = new Map<string, Held | null>();
@@ -93,4 +93,10 @@ export function differences(a: Map<string, Held | null>, b: Map<string, Held | n
 
 function describe(h: Held | null): string {
   return h === null ? 'absent' : `${h.value.length}B f${h.flags} t${h.ttl}`;
+}
+
+/** Reads the same keys on two memcacheds at the same moment and lists how they differ (empty when identical). */
+export async function compare(portA: number, portB: number, keys: string[]): Promise<string[]> {
+  const [a, b] = await Promise.all([readAll(portA, keys), readAll(portB, keys)]);
+  return differences(a, b);
 }
