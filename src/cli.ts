@@ -37,6 +37,22 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
 }
 
+/** The shared secret, from a file so it never shows in `ps` or logs. */
+function readSecret(path: string): Buffer {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    fail(`cannot read --replication-secret-file ${path}: ${(error as Error).message}`);
+  }
+  if (text.length < 16) fail(`--replication-secret-file ${path} holds fewer than 16 characters: use a long random secret`);
+  return Buffer.from(text, 'utf8');
+}
+
+function isLoopback(host: string | undefined): boolean {
+  return host !== undefined && (host === 'localhost' || host === '::1' || /^127\./.test(host));
+}
+
 /** "64m", "512k", "1g" or a plain number of bytes. */
 function parseSize(text: string): number | null {
   const match = /^(\d+)([kmg]?)b?$/i.exec(text.trim());
@@ -62,6 +78,15 @@ export function parseArgs(argv: string[]): Config {
     .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port replication listens on (repcached -X; 0 turns replication off)' })
     .option('node-id', { type: 'string', describe: "This node's name in the pair (default: hostname:port)" })
     .option('cluster', { type: 'string', default: 'memrepl', describe: 'Cluster name; nodes of different clusters refuse to link' })
+    .option('replication-secret-file', {
+      type: 'string',
+      describe: 'File holding the shared secret both nodes prove (HMAC challenge-response) before replicating; same file on both',
+    })
+    .option('replication-insecure', {
+      type: 'boolean',
+      default: false,
+      describe: 'Allow an unauthenticated replication port on a non-loopback address (only on a network you trust)',
+    })
     .option('resync-rate', { type: 'number', default: 100000, describe: 'Items per second a full copy (marugoto) sends at most; 0 = unpaced' })
     .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
     .option('backlog-size', { type: 'string', default: '64m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
@@ -115,7 +140,15 @@ export function parseArgs(argv: string[]): Config {
     resyncRate: args['resync-rate'],
     readyBeforeCopy: args['ready-before-copy'],
     launch: null,
+    replicationSecret: args['replication-secret-file'] ? readSecret(args['replication-secret-file']) : null,
   };
+  if (config.replicationPort !== 0 && config.replicationSecret === null && !args['replication-insecure'] && !isLoopback(config.listen)) {
+    fail(
+      `the replication port would accept writes from anyone who can reach ${config.listen ?? 'all interfaces'}:${config.replicationPort}. ` +
+        'Give both nodes the same --replication-secret-file, or listen on loopback (-l 127.0.0.1), ' +
+        'or say the network is trusted with --replication-insecure',
+    );
+  }
   if (!Number.isInteger(config.resyncRate) || config.resyncRate < 0) fail('invalid --resync-rate: must be a non-negative integer');
   config.launch = launcherArgs(args, config);
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);

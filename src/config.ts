@@ -24,6 +24,8 @@ export interface Config {
   readyBeforeCopy: boolean;
   /** Launcher mode: the memcached to start and supervise (its upstream is then a private socket). */
   launch: { binary: string; args: string[] } | null;
+  /** Shared secret of the replication link (from --replication-secret-file), or null. */
+  replicationSecret: Buffer | null;
 }
 
 /** What a session may hold for one multi-get line (memcached itself has no bound). */

@@ -58,6 +58,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             backoffMinMs: 100,
             backoffMaxMs: 5000,
             conflictWindowMs: 5 * 60 * 1000,
+            secret: config.replicationSecret,
             copyRatePerSecond: config.resyncRate,
             readyBeforeCopy: config.readyBeforeCopy,
           },

@@ -9,11 +9,12 @@
  * reconnects.
  */
 import type * as net from 'node:net';
-import type { Frame, Hello } from './frames/messages';
+import type { Frame, Hello, HelloFrame } from './frames/messages';
 import { FrameError } from './frames/messages';
 import { FrameParser } from './frames/parser';
 import { ClockOffset } from './clock-offset';
-import { serializeGoodbye, serializeHello, serializePing } from './frames/serializer';
+import { serializeAuth, serializeGoodbye, serializeHello, serializePing } from './frames/serializer';
+import { newNonce, proof, verify } from './link-auth';
 
 export interface LinkTimings {
   handshakeTimeoutMs: number;
@@ -21,6 +22,13 @@ export interface LinkTimings {
   pingIntervalMs: number;
   /** No frame at all from the peer for this long: the link is dead. */
   idleTimeoutMs: number;
+}
+
+/** The shared secret, when the link must be authenticated. */
+export interface LinkAuth {
+  secret: Buffer;
+  cluster: string;
+  nodeId: string;
 }
 
 export interface LinkHandler {
@@ -35,8 +43,11 @@ export class Link {
   private lastHeard = Date.now();
   private timer: NodeJS.Timeout;
   private closing = false;
-  /** The peer's HELLO, once received. */
+  /** The peer's HELLO, once received (and, with a secret, once the peer proved it). */
   peer: Hello | null = null;
+  /** A HELLO received from a peer that has not proved the secret yet. */
+  private unproven: HelloFrame | null = null;
+  private readonly nonce = newNonce();
   /** When the link opened (handshake completed), for logs and stats. */
   openedAt = 0;
   /** The peer's clock as seen through this link (from PING and RECORD timestamps). */
@@ -50,6 +61,7 @@ export class Link {
     maxFrameBytes: number,
     private readonly timings: LinkTimings,
     private readonly handler: LinkHandler,
+    private readonly auth: LinkAuth | null,
   ) {
     this.parser = new FrameParser({ maxFrameBytes });
     socket.setNoDelay(true);
@@ -67,7 +79,7 @@ export class Link {
   }
 
   sendHello(hello: Hello): void {
-    this.write(serializeHello(hello));
+    this.write(serializeHello({ ...hello, nonce: this.nonce }));
   }
 
   /** Writes bytes; false when the socket's buffer is full (wait for writable()). */
@@ -102,12 +114,13 @@ export class Link {
       this.parser.push(chunk);
       let frame: Frame | null;
       while (!this.closing && (frame = this.parser.next()) !== null) {
-        if (this.peer === null && frame.type !== 'hello') throw new FrameError('malformed', `expected HELLO first, got ${frame.type}`);
-        if (frame.type === 'hello') {
-          if (this.peer !== null) throw new FrameError('malformed', 'second HELLO on one link');
-          this.peer = frame;
-          this.openedAt = Date.now();
-          if (frame.time !== undefined) this.peerClock.observe(frame.time, this.lastHeard);
+        if (frame.type === 'hello' || frame.type === 'auth') {
+          this.handshake(frame);
+          continue;
+        }
+        if (this.peer === null) {
+          if (this.unproven) return this.authFailed('the peer sent data before proving the shared secret');
+          throw new FrameError('malformed', `expected HELLO first, got ${frame.type}`);
         }
         if (frame.type === 'ping') this.peerClock.observe(frame.time, this.lastHeard);
         if (frame.type === 'record') this.peerClock.observe(frame.sentAt, this.lastHeard);
@@ -117,6 +130,38 @@ export class Link {
       const reason = error instanceof FrameError ? `bad frame from peer: ${error.message}` : `replication error: ${(error as Error).message}`;
       this.goodbye(reason, true);
     }
+  }
+
+  /** HELLO, then (with a secret) AUTH both ways: only then is the link open to the node. */
+  private handshake(frame: Frame & { type: 'hello' | 'auth' }): void {
+    if (frame.type === 'hello') {
+      if (this.peer !== null || this.unproven !== null) throw new FrameError('malformed', 'second HELLO on one link');
+      if (frame.time !== undefined) this.peerClock.observe(frame.time, this.lastHeard);
+      if (!this.auth) return this.opened(frame);
+      if (!frame.nonce) return this.authFailed('the peer sent no nonce (no shared secret configured there?)');
+      this.unproven = frame;
+      const { secret, cluster, nodeId } = this.auth;
+      this.write(serializeAuth({ proof: proof(secret, { cluster, nodeId, nonce: this.nonce }, frame.nonce) }));
+      return;
+    }
+    // AUTH: without a secret of our own there is nothing to check.
+    if (!this.auth) return;
+    const hello = this.unproven;
+    if (!hello || this.peer !== null) throw new FrameError('malformed', 'AUTH out of place');
+    const prover = { cluster: hello.cluster, nodeId: hello.nodeId, nonce: hello.nonce ?? '' };
+    if (!verify(this.auth.secret, frame.proof, prover, this.nonce)) return this.authFailed('authentication failed: wrong shared secret or a replayed handshake');
+    this.unproven = null;
+    this.opened(hello);
+  }
+
+  private opened(hello: HelloFrame): void {
+    this.peer = hello;
+    this.openedAt = Date.now();
+    this.handler.frame(this, hello);
+  }
+
+  private authFailed(reason: string): void {
+    this.goodbye(reason, true);
   }
 
   private tick(startedAt: number): void {

@@ -50,6 +50,8 @@ export interface ReplicationOptions {
   backoffMaxMs: number;
   /** How long a conflicting write is remembered (see recent-writes.ts). */
   conflictWindowMs: number;
+  /** Shared secret the peer must prove (null: the link is not authenticated). */
+  secret: Buffer | null;
   /** Full copy pace, items per second (0 = unpaced). */
   copyRatePerSecond: number;
   /** Report ready before this node's first full copy has arrived. */
@@ -155,7 +157,9 @@ export class Replicator implements LinkHandler {
 
   private adoptSocket(socket: net.Socket, dialled: boolean, label: string): void {
     const { maxFrameBytes, handshakeTimeoutMs, pingIntervalMs, idleTimeoutMs } = this.options;
-    const link = new Link(socket, dialled, label, maxFrameBytes(), { handshakeTimeoutMs, pingIntervalMs, idleTimeoutMs }, this);
+    const { secret, cluster, nodeId } = this.options;
+    const auth = secret ? { secret, cluster, nodeId } : null;
+    const link = new Link(socket, dialled, label, maxFrameBytes(), { handshakeTimeoutMs, pingIntervalMs, idleTimeoutMs }, this, auth);
     this.links.add(link);
     link.sendHello(this.hello());
   }
@@ -528,6 +532,7 @@ export class Replicator implements LinkHandler {
 
 /** A bounded metric label for a link-closing reason. */
 function reasonLabel(reason: string): string {
+  if (reason.startsWith('authentication') || reason.includes('shared secret') || reason.includes('no nonce')) return 'auth_failed';
   if (reason.startsWith('bad frame')) return 'bad_frame';
   if (reason.startsWith('cluster mismatch')) return 'cluster_mismatch';
   if (reason.startsWith('handshake')) return 'handshake_timeout';

@@ -31,6 +31,7 @@ export const FrameType = {
   resyncEnd: 0x45, // 'E'
   fullResyncRequest: 0x46, // 'F'
   goodbye: 0x47, // 'G'
+  auth: 0x55, // 'U'
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
 
@@ -189,6 +190,12 @@ export interface GoodbyeFrame {
   reason: string;
 }
 
+/** Proof of the shared secret over the peer's HELLO nonce (see link-auth.ts). */
+export interface AuthFrame {
+  type: 'auth';
+  proof: string;
+}
+
 export type Frame =
   | HelloFrame
   | RecordFrame
@@ -197,7 +204,8 @@ export type Frame =
   | ResyncBeginFrame
   | ResyncEndFrame
   | FullResyncRequestFrame
-  | GoodbyeFrame;
+  | GoodbyeFrame
+  | AuthFrame;
 
 // ---------------------------------------------------------------- errors
 

@@ -122,6 +122,10 @@ export function decodeFrame(type: number, payload: Buffer): Frame {
       const body = json('GOODBYE', payload);
       return { type: 'goodbye', reason: requiredString('GOODBYE', body, 'reason') };
     }
+    case FrameType.auth: {
+      const body = json('AUTH', payload);
+      return { type: 'auth', proof: requiredString('AUTH', body, 'proof') };
+    }
     default:
       throw malformed(`unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
   }

@@ -178,6 +178,10 @@ export function serializeGoodbye(goodbye: { reason: string }): Buffer {
   return jsonFrame(FrameType.goodbye, { reason: goodbye.reason });
 }
 
+export function serializeAuth(auth: { proof: string }): Buffer {
+  return jsonFrame(FrameType.auth, { proof: auth.proof });
+}
+
 /** The serializers under one name, as pg-protocol exports them. */
 export const serialize = {
   hello: serializeHello,
@@ -189,4 +193,5 @@ export const serialize = {
   resyncEnd: serializeResyncEnd,
   fullResyncRequest: serializeFullResyncRequest,
   goodbye: serializeGoodbye,
+  auth: serializeAuth,
 } as const;
