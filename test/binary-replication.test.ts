@@ -14,6 +14,7 @@ import { arithmeticExtras, encodeRequest, expiryExtras, RequestFields, storageEx
 import { RawClient } from './support/client';
 import { eventually, sleep } from './support/ports';
 import { Node, startPair, stopAll } from './support/processes';
+import { linked, stat } from './support/replication';
 
 // ------------------------------------------------------------------ binary packets
 
@@ -164,19 +165,7 @@ async function converged(a: Node, b: Node, key: Buffer, timeoutMs = 5000): Promi
   return item(a.memcached.port, key);
 }
 
-async function stat(node: Node, name: string): Promise<string> {
-  const client = await RawClient.connect(node.memrepl.port);
-  try {
-    const reply = await client.request('stats replication\r\n', 'END\r\n');
-    return new RegExp(`STAT ${name} (.*)\r\n`).exec(reply)?.[1] ?? '';
-  } finally {
-    client.close();
-  }
-}
 
-async function linked(...nodes: Node[]): Promise<void> {
-  for (const node of nodes) await eventually(async () => (await stat(node, 'peer_up')) === '1', 10000, 'replication link');
-}
 
 /** A text `get` through a proxy: value and flags, or null. */
 async function textGet(port: number, key: string): Promise<{ value: Buffer; flags: number } | null> {

@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startNode, startPair, stopAll } from './support/processes';
+import { linked, stat } from './support/replication';
 import { Relay } from './support/relay';
 
 /** An item as memcached holds it: value, client flags and remaining TTL (-1 = never), or null. */
@@ -30,15 +31,6 @@ async function item(port: number, key: string): Promise<{ value: string; flags: 
   }
 }
 
-async function stat(node: Node, name: string): Promise<string> {
-  const client = await RawClient.connect(node.memrepl.port);
-  try {
-    const reply = await client.request('stats replication\r\n', 'END\r\n');
-    return new RegExp(`STAT ${name} (.*)\r\n`).exec(reply)?.[1] ?? '';
-  } finally {
-    client.close();
-  }
-}
 
 async function metric(node: Node, pattern: RegExp): Promise<number> {
   const body = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
@@ -46,9 +38,6 @@ async function metric(node: Node, pattern: RegExp): Promise<number> {
   return match ? Number(match[1]) : 0;
 }
 
-async function linked(...nodes: Node[]): Promise<void> {
-  for (const node of nodes) await eventually(async () => (await stat(node, 'peer_up')) === '1', 10000, 'replication link');
-}
 
 /** Waits until `key` reads the same on both memcacheds (TTL within 1 s) and returns it. */
 async function converged(a: Node, b: Node, key: string, timeoutMs = 5000) {

@@ -9,6 +9,7 @@ import { compare, differences, Item, load, readAll } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
+import { stat } from './support/replication';
 import { Relay } from './support/relay';
 
 const ITEM_LIMIT = 1024 * 1024;
@@ -23,15 +24,6 @@ function population(count: number): Item[] {
   }));
 }
 
-async function stat(node: Node, name: string): Promise<string> {
-  const client = await RawClient.connect(node.memrepl.port);
-  try {
-    const reply = await client.request('stats replication\r\n', 'END\r\n');
-    return new RegExp(`STAT ${name} (.*)\r\n`).exec(reply)?.[1] ?? '';
-  } finally {
-    client.close();
-  }
-}
 
 async function readyz(node: Node): Promise<{ status: number; body: string }> {
   const response = await fetch(`http://127.0.0.1:${node.metricsPort}/readyz`);
