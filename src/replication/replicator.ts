@@ -78,7 +78,6 @@ export class Replicator implements LinkHandler {
   private dialAttempts = 0;
   private dialTimer: NodeJS.Timeout | null = null;
   private stopped = false;
-  private acked = 0;
   /** Why the peer needs a full copy from us, if it does (shown in stats and /readyz of the peer). */
   private fullResyncReason: string | null = null;
   private lostWrites = 0;
@@ -300,7 +299,7 @@ export class Replicator implements LinkHandler {
           this.metrics.resyncs.labels('partial').inc();
           this.log.info(`replication: partial resync (${cursor.pending} records after #${last.seq})`);
         }
-        this.acked = Math.max(this.acked, last.seq);
+        if (last.seq > 0) this.outbox.acknowledge(last.seq);
         this.schedulePump();
         return;
       }
@@ -419,14 +418,14 @@ export class Replicator implements LinkHandler {
   }
 
   private acknowledged(seq: number): void {
-    if (seq <= this.acked || seq > this.outbox.lastSeq) return;
+    const before = this.outbox.acknowledgedSeq;
+    if (seq <= before || seq > this.outbox.lastSeq) return;
     const now = Date.now();
-    for (let s = this.acked + 1; s <= seq; s++) {
+    for (let s = before + 1; s <= seq; s++) {
       const record = this.outbox.get(s);
       if (record) this.metrics.lag.observe((now - record.appendedAt) / 1000);
     }
-    this.metrics.recordsAcked.inc(seq - this.acked);
-    this.acked = seq;
+    this.metrics.recordsAcked.inc(seq - before);
     this.outbox.acknowledge(seq);
     this.updateBacklogGauges();
   }
@@ -444,7 +443,7 @@ export class Replicator implements LinkHandler {
   private updateBacklogGauges(): void {
     this.metrics.backlogBytes.set(this.outbox.bytes);
     this.metrics.backlogRecords.set(this.outbox.length);
-    this.metrics.unackedRecords.set(this.outbox.lastSeq - this.acked);
+    this.metrics.unackedRecords.set(this.outbox.unacknowledged);
   }
 
   private writeLost(reason: string): void {
@@ -489,8 +488,8 @@ export class Replicator implements LinkHandler {
       ['peer_run_id', peer?.runId ?? ''],
       ['link_uptime', this.active ? Math.floor((Date.now() - this.active.openedAt) / 1000) : 0],
       ['last_seq', this.outbox.lastSeq],
-      ['acked_seq', this.acked],
-      ['unacked_records', this.outbox.lastSeq - this.acked],
+      ['acked_seq', this.outbox.acknowledgedSeq],
+      ['unacked_records', this.outbox.unacknowledged],
       ['backlog_records', this.outbox.length],
       ['backlog_bytes', this.outbox.bytes],
       ['backlog_max_bytes', this.options.backlogBytes],
@@ -515,7 +514,7 @@ export class Replicator implements LinkHandler {
     if (this.dialTimer) clearTimeout(this.dialTimer);
     this.server.close();
     const deadline = Date.now() + timeoutMs;
-    while (this.active && this.acked < this.outbox.lastSeq && Date.now() < deadline) {
+    while (this.active && this.outbox.unacknowledged > 0 && Date.now() < deadline) {
       this.pump();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
