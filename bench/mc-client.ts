@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 
-export type Reply = { kind: 'value'; data: Buffer } | { kind: 'miss' } | { kind: 'line'; line: string };
+export type Reply = { kind: 'value'; data: Buffer; flags: number } | { kind: 'miss' } | { kind: 'line'; line: string };
 
 export class McConnection {
   private readonly socket: net.Socket;
@@ -14,7 +14,7 @@ export class McConnection {
   private readonly waiting: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = [];
   private failure: Error | null = null;
   /** A get reply's VALUE line and data when the END has not arrived yet. */
-  private pendingValue: Buffer | null = null;
+  private pendingValue: { data: Buffer; flags: number } | null = null;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -71,17 +71,18 @@ export class McConnection {
       const line = this.buffer.subarray(0, eol).toString('latin1');
       if (line.startsWith('VALUE ')) {
         // VALUE <key> <flags> <bytes> [<cas>]
-        const bytes = Number(line.split(' ')[3]);
+        const fields = line.split(' ');
+        const bytes = Number(fields[3]);
         const end = eol + 2 + bytes + 2;
         if (this.buffer.length < end) return;
-        this.pendingValue = Buffer.from(this.buffer.subarray(eol + 2, eol + 2 + bytes));
+        this.pendingValue = { data: Buffer.from(this.buffer.subarray(eol + 2, eol + 2 + bytes)), flags: Number(fields[2]) };
         this.buffer = this.buffer.subarray(end);
         continue;
       }
       this.buffer = this.buffer.subarray(eol + 2);
       let reply: Reply;
       if (line === 'END') {
-        reply = this.pendingValue ? { kind: 'value', data: this.pendingValue } : { kind: 'miss' };
+        reply = this.pendingValue ? { kind: 'value', ...this.pendingValue } : { kind: 'miss' };
         this.pendingValue = null;
       } else {
         reply = { kind: 'line', line };
@@ -99,4 +100,36 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
       timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * `stats [group]` on a fresh connection: memcached's own (curr_items...) or,
+ * on a memrepl client port, `stats replication`. Bounded in time.
+ */
+export function stats(port: number, group = '', timeoutMs = 3000): Promise<Map<string, string>> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    const timer = setTimeout(() => finish(new Error(`stats ${group} on 127.0.0.1:${port} timed out`)), timeoutMs);
+    const finish = (error: Error | null) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (error) return reject(error);
+      const out = new Map<string, string>();
+      for (const line of text.split('\r\n')) {
+        const m = /^STAT (\S+) ?(.*)$/.exec(line);
+        if (m) out.set(m[1], m[2]);
+      }
+      resolve(out);
+    };
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.endsWith('END\r\n')) finish(null);
+      else if (/(^|\r\n)(ERROR|CLIENT_ERROR|SERVER_ERROR)[^\r\n]*\r\n$/.test(text)) finish(new Error(`stats ${group}: ${text.trim().slice(-200)}`));
+    });
+    socket.on('error', (error) => finish(error));
+    socket.on('close', () => finish(new Error(`stats ${group} on 127.0.0.1:${port}: connection closed`)));
+    socket.on('connect', () => socket.write(`stats${group ? ` ${group}` : ''}\r\n`));
+  });
 }

@@ -32,6 +32,8 @@ export interface LoadResult {
   seconds: number;
   getMisses: number;
   latencyUs: { min: number; avg: number; p50: number; p99: number; max: number } | null;
+  /** memcaslap's log2 histogram of all requests (bucket index → count), for merging runs. */
+  log2Dist?: Array<[number, number]>;
 }
 
 /** memcaslap's -F file: key and value size distributions, and the get/set mix. */
@@ -86,13 +88,43 @@ export function parseMemcaslap(out: string): LoadResult | null {
     ops: Number(summary[2]),
     tps: Number(summary[3]),
     getMisses: misses ? Number(misses[1]) : 0,
-    latencyUs: parseLatency(out, 'Total'),
+    ...parseLatency(out, 'Total'),
   };
 }
 
-function parseLatency(out: string, kind: string): LoadResult['latencyUs'] {
+/**
+ * One result from several consecutive runs (segments of one load): ops and
+ * seconds add up, histograms merge, so p50/p99 are those of every request of
+ * every segment, not an average of per-segment quantiles.
+ */
+export function mergeResults(results: LoadResult[]): LoadResult | null {
+  if (results.length === 0) return null;
+  const ops = results.reduce((n, r) => n + r.ops, 0);
+  const seconds = results.reduce((n, r) => n + r.seconds, 0);
+  const dist = new Map<number, number>();
+  for (const r of results) for (const [i, n] of r.log2Dist ?? []) dist.set(i, (dist.get(i) ?? 0) + n);
+  const timed = results.filter((r) => r.latencyUs !== null);
+  let latencyUs: LoadResult['latencyUs'] = null;
+  if (timed.length === results.length && dist.size > 0) {
+    const min = Math.min(...timed.map((r) => r.latencyUs!.min));
+    const max = Math.max(...timed.map((r) => r.latencyUs!.max));
+    const avg = timed.reduce((sum, r) => sum + r.latencyUs!.avg * r.ops, 0) / Math.max(1, ops);
+    const q = (p: number) => Math.min(max, Math.max(min, log2Quantile(dist, p)));
+    latencyUs = { min, avg, p50: q(0.5), p99: q(0.99), max };
+  }
+  return {
+    ops,
+    seconds,
+    tps: seconds > 0 ? ops / seconds : 0,
+    getMisses: results.reduce((n, r) => n + r.getMisses, 0),
+    latencyUs,
+    log2Dist: [...dist.entries()].sort((x, y) => x[0] - y[0]),
+  };
+}
+
+function parseLatency(out: string, kind: string): Pick<LoadResult, 'latencyUs' | 'log2Dist'> {
   const start = out.indexOf(`${kind} Statistics (`);
-  if (start < 0) return null;
+  if (start < 0) return { latencyUs: null };
   const block = out.slice(start, out.indexOf('\n\n', out.indexOf('Log2 Dist:', start)));
   const field = (name: string) => {
     const m = new RegExp(`${name}:\\s+([\\d.]+)`).exec(block);
@@ -109,9 +141,9 @@ function parseLatency(out: string, kind: string): LoadResult['latencyUs'] {
   const min = field('Min');
   const max = field('Max');
   const avg = field('Avg');
-  if (![min, max, avg].every(Number.isFinite) || dist.size === 0) return null;
+  if (![min, max, avg].every(Number.isFinite) || dist.size === 0) return { latencyUs: null };
   const q = (p: number) => Math.min(max, Math.max(min, log2Quantile(dist, p)));
-  return { min, avg, p50: q(0.5), p99: q(0.99), max };
+  return { latencyUs: { min, avg, p50: q(0.5), p99: q(0.99), max }, log2Dist: [...dist.entries()] };
 }
 
 /** Quantile from memcaslap's buckets: bucket i holds values in (2^(i-1), 2^i], bucket 0 values ≤ 1. */

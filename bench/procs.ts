@@ -76,6 +76,34 @@ export function killAllNow(): void {
   }
 }
 
+/**
+ * Starts a new peak-RSS measurement for a running process (Linux: writing 5
+ * to clear_refs resets VmHWM to the current RSS). False when not permitted.
+ */
+export function resetPeakRss(pid: number): boolean {
+  try {
+    fs.writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Linux's USER_HZ: /proc/<pid>/stat counts CPU time in these. */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CPU time (user + system) a running process has used so far, in clock ticks; null once it is gone. */
+export function cpuTicks(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[11]) + Number(rest[12]);
+  } catch {
+    return null;
+  }
+}
+
 function readPeakRss(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   try {

@@ -11,6 +11,14 @@
  *   BENCH_THREADS         memcaslap threads (half the CPUs, at least 1)
  *   BENCH_CONCURRENCY     memcaslap concurrent connections (32)
  *   BENCH_OUT             report path (docs/bench.md)
+ *   BENCH_ONLY            run one part: 'throughput' (targets a-d and the lag run) or
+ *                         'resync' (the full copy). A partial run prints its report but
+ *                         writes it only to an explicit BENCH_OUT, so the committed
+ *                         docs/bench.md keeps every section.
+ *   BENCH_RESYNC_ITEMS    items node A holds for the full-copy run (1000000)
+ *   BENCH_RESYNC_SEGMENT_SECONDS  memcaslap run length around the copy (2)
+ *   BENCH_RESYNC_CPU_PROF directory: run the resync's memrepl processes under
+ *                         node --cpu-prof, profiles written there (slows them)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -19,11 +27,25 @@ import * as path from 'node:path';
 import { LoadOptions, runMemcaslap, writeWorkload } from './memcaslap';
 import type { PacedOptions, PacedResult } from './paced-load';
 import { killAllNow, runBounded, stopAll } from './procs';
-import { Environment, LagReport, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
+import { Environment, LagReport, Part, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
+import { ResyncReport, runResync } from './resync';
 import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, replicatedPair, stopTarget, Target, twemproxy } from './targets';
 
 const ROOT = path.join(__dirname, '..', '..');
-const ENV_KEYS = ['BENCH_SECONDS', 'BENCH_WARMUP_SECONDS', 'BENCH_LAG_SECONDS', 'BENCH_THREADS', 'BENCH_CONCURRENCY', 'BENCH_OUT'];
+const ENV_KEYS = [
+  'BENCH_SECONDS', 'BENCH_WARMUP_SECONDS', 'BENCH_LAG_SECONDS', 'BENCH_THREADS', 'BENCH_CONCURRENCY', 'BENCH_OUT',
+  'BENCH_ONLY', 'BENCH_RESYNC_ITEMS', 'BENCH_RESYNC_SEGMENT_SECONDS', 'BENCH_RESYNC_CPU_PROF',
+];
+const PARTS: Part[] = ['throughput', 'resync'];
+
+function parts(): Part[] {
+  const raw = process.env.BENCH_ONLY;
+  if (raw === undefined || raw === '') return PARTS;
+  const chosen = raw.split(',').map((p) => p.trim());
+  const unknown = chosen.filter((p) => !PARTS.includes(p as Part));
+  if (unknown.length > 0) throw new Error(`BENCH_ONLY: unknown part ${unknown.join(', ')} (known: ${PARTS.join(', ')})`);
+  return PARTS.filter((p) => chosen.includes(p));
+}
 
 function envInt(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -42,8 +64,13 @@ const settings = (() => {
     // The load generator shares the machine with the target: leave it half the CPUs.
     threads: envInt('BENCH_THREADS', Math.max(1, Math.floor(os.cpus().length / 2))),
     concurrency: envInt('BENCH_CONCURRENCY', 32),
-    out: path.resolve(ROOT, process.env.BENCH_OUT ?? 'docs/bench.md'),
+    parts: parts(),
+    /** A partial run (BENCH_ONLY) writes only where BENCH_OUT says. */
+    out: process.env.BENCH_OUT ? path.resolve(ROOT, process.env.BENCH_OUT) : process.env.BENCH_ONLY ? null : path.join(ROOT, 'docs/bench.md'),
     workload: { keyBytes: 32, valueBytes: 100, setRatio: 0.1 },
+    resyncItems: envInt('BENCH_RESYNC_ITEMS', 1_000_000),
+    resyncSegmentSeconds: envInt('BENCH_RESYNC_SEGMENT_SECONDS', 2),
+    resyncCpuProf: process.env.BENCH_RESYNC_CPU_PROF ? path.resolve(process.env.BENCH_RESYNC_CPU_PROF) : null,
   };
 })();
 
@@ -61,7 +88,8 @@ function onPath(command: string): boolean {
 }
 
 function preflight(): void {
-  const missing = ['memcached', 'memcaslap', 'nutcracker'].filter((c) => !onPath(c));
+  const needed = settings.parts.includes('throughput') ? ['memcached', 'memcaslap', 'nutcracker'] : ['memcached', 'memcaslap'];
+  const missing = needed.filter((c) => !onPath(c));
   if (missing.length > 0) {
     process.stderr.write(`bench: missing ${missing.join(', ')}: run 'apt-get install -y libmemcached-tools nutcracker memcached' and try again\n`);
     process.exit(1);
@@ -101,10 +129,14 @@ function describeEnvironment(): Environment {
     memcached: versionOf('memcached', ['-V']),
     nutcracker: versionOf('nutcracker', ['-V']),
     memcaslap: `${versionOf('memcaslap', ['-V'])} (libmemcached-tools)`,
-    settings:
-      `${s.seconds} s measured per run after ${s.warmup} s warm-up; memcaslap -T ${s.threads} -c ${s.concurrency}; ` +
-      `${s.workload.keyBytes}-byte keys, ${s.workload.valueBytes}-byte values, ${100 - s.workload.setRatio * 100}% get / ${s.workload.setRatio * 100}% set; ` +
-      `lag run ${s.lagSeconds} s`,
+    settings: [
+      `memcaslap -T ${s.threads} -c ${s.concurrency}; ` +
+        `${s.workload.keyBytes}-byte keys, ${s.workload.valueBytes}-byte values, ${100 - s.workload.setRatio * 100}% get / ${s.workload.setRatio * 100}% set`,
+      ...(s.parts.includes('throughput') ? [`${s.seconds} s measured per run after ${s.warmup} s warm-up`, `lag run ${s.lagSeconds} s`] : []),
+      ...(s.parts.includes('resync')
+        ? [`full resync of ${s.resyncItems.toLocaleString('en-US')} items, client load around it in ${s.resyncSegmentSeconds} s memcaslap runs`]
+        : []),
+    ].join('; '),
   };
 }
 
@@ -218,32 +250,56 @@ async function main(): Promise<void> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-bench-'));
   workDir = work;
   const into: Collected = { runs: [], rss: [], lag: {} };
+  let resync: ResyncReport | null = null;
   let ok = true;
   try {
     const cfg = writeWorkload(work, settings.workload);
-    ok = (await benchTarget('a', memcachedDirect, ['text', 'binary'], cfg, into)) && ok;
-    ok = (await benchTarget('b', () => twemproxy(work), ['text'], cfg, into)) && ok;
-    into.runs.push({ target: 'b', protocol: 'binary', result: null, note: 'not supported by twemproxy' });
-    ok = (await benchTarget('c', memrepl, ['text', 'binary'], cfg, into)) && ok;
-    // (d) being unavailable is reported, not fatal: replication may not be built yet.
-    await benchTarget('d', replicatedPair, ['text', 'binary'], cfg, into, async (target) => {
-      try {
-        await measureLag(target, into);
-      } catch (error) {
-        into.lag.unavailable = `lag run failed: ${(error as Error).message}`;
-      }
-    });
+    if (settings.parts.includes('throughput')) {
+      ok = (await benchTarget('a', memcachedDirect, ['text', 'binary'], cfg, into)) && ok;
+      ok = (await benchTarget('b', () => twemproxy(work), ['text'], cfg, into)) && ok;
+      into.runs.push({ target: 'b', protocol: 'binary', result: null, note: 'not supported by twemproxy' });
+      ok = (await benchTarget('c', memrepl, ['text', 'binary'], cfg, into)) && ok;
+      // (d) being unavailable is reported, not fatal: replication may not be built yet.
+      await benchTarget('d', replicatedPair, ['text', 'binary'], cfg, into, async (target) => {
+        try {
+          await measureLag(target, into);
+        } catch (error) {
+          into.lag.unavailable = `lag run failed: ${(error as Error).message}`;
+        }
+      });
+    }
+    if (settings.parts.includes('resync')) {
+      if (settings.resyncCpuProf) fs.mkdirSync(settings.resyncCpuProf, { recursive: true });
+      resync = await runResync({
+        items: settings.resyncItems,
+        keyBytes: settings.workload.keyBytes,
+        valueBytes: settings.workload.valueBytes,
+        segmentSeconds: settings.resyncSegmentSeconds,
+        beforeSegments: 3,
+        threads: settings.threads,
+        concurrency: settings.concurrency,
+        cfg,
+        cpuProfDir: settings.resyncCpuProf,
+        log,
+      });
+      // Like (d): a resync that cannot run is reported in the document, a broken copy fails the run.
+      if (resync.idle?.error || resync.loaded?.error) ok = false;
+    }
   } finally {
     await stopAll();
     removeWorkDir();
   }
   // Keep the table's order stable: by target, text before binary.
   into.runs.sort((x, y) => x.target.localeCompare(y.target) || (x.protocol === 'text' ? -1 : 1) - (y.protocol === 'text' ? -1 : 1));
-  const markdown = renderMarkdown({ env, runs: into.runs, rss: into.rss, lag: into.lag });
-  fs.mkdirSync(path.dirname(settings.out), { recursive: true });
-  fs.writeFileSync(settings.out, markdown);
+  const markdown = renderMarkdown({ env, parts: settings.parts, runs: into.runs, rss: into.rss, lag: into.lag, resync });
   process.stdout.write(`${markdown}\n`);
-  log(`written to ${path.relative(process.cwd(), settings.out) || settings.out}`);
+  if (settings.out) {
+    fs.mkdirSync(path.dirname(settings.out), { recursive: true });
+    fs.writeFileSync(settings.out, markdown);
+    log(`written to ${path.relative(process.cwd(), settings.out) || settings.out}`);
+  } else {
+    log('partial run (BENCH_ONLY): docs/bench.md left as it is; set BENCH_OUT to write this report');
+  }
   if (!ok) process.exitCode = 1;
 }
 

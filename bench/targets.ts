@@ -93,16 +93,19 @@ export async function twemproxy(workDir: string): Promise<Target> {
   return target;
 }
 
-interface MemreplOptions {
+export interface MemreplOptions {
   name: string;
   upstreamPort: number;
   extraArgs?: string[];
+  /** Options for node itself (e.g. --cpu-prof), before the script. */
+  nodeArgs?: string[];
 }
 
-async function startMemrepl(opts: MemreplOptions): Promise<{ port: number; metricsPort: number; proc: Proc }> {
+export async function startMemrepl(opts: MemreplOptions): Promise<{ port: number; metricsPort: number; proc: Proc }> {
   const port = await freePort();
   const metricsPort = await freePort();
   const proc = spawnTracked(opts.name, process.execPath, [
+    ...(opts.nodeArgs ?? []),
     MEMREPL_CLI,
     '-l', '127.0.0.1',
     '-p', String(port),
