@@ -87,7 +87,11 @@ export function parseArgs(argv: string[]): Config {
       default: false,
       describe: 'Allow an unauthenticated replication port on a non-loopback address (only on a network you trust)',
     })
-    .option('resync-rate', { type: 'number', default: 100000, describe: 'Items per second a full copy (marugoto) sends at most; 0 = unpaced' })
+    .option('resync-rate', {
+      type: 'number',
+      default: 10000,
+      describe: 'Items per second a full copy (marugoto) sends at most, so clients of the sending node keep their latency; 0 = unpaced',
+    })
     .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
     .option('backlog-size', { type: 'string', default: '64m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
     .option('max-item-size', {

@@ -23,12 +23,19 @@ import type { RecentWrites } from './recent-writes';
 /** memcached reads an exptime above 30 days as a unix timestamp. */
 const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
 
-/** memcached's exptime for a deadline on this node's clock; null when the item is already dead. */
+/**
+ * memcached's exptime for a deadline on this node's clock, or null when the
+ * item is already dead. Relative, to the nearest second: memcached expires an
+ * item T ticks of its once-a-second clock after storing it, just as the
+ * original expired T ticks after its write. (Absolute times would be worse:
+ * memcached converts them against a wall clock that can sit a second off the
+ * monotonic clock it ticks with.)
+ */
 export function exptimeFor(deadline: number | null, now: number): number | null {
   if (deadline === null) return 0;
-  const seconds = Math.ceil((deadline - now) / 1000);
+  const seconds = Math.round((deadline - now) / 1000);
   if (seconds <= 0) return null;
-  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.ceil(deadline / 1000);
+  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.round(deadline / 1000);
 }
 
 export type ApplyOutcome = 'applied' | 'conflict' | 'refused';

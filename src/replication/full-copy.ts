@@ -79,6 +79,7 @@ export class FullCopy {
   private lastRefill = Date.now();
   private waitTimer: NodeJS.Timeout | null = null;
   private finished = false;
+  private linkCorked = false;
   private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: Error) => void };
 
   constructor(
@@ -153,6 +154,7 @@ export class FullCopy {
   /** Starts as many fetches as the bounds allow. */
   private drive(): void {
     if (this.finished) return;
+    this.fetcher.batchThisTick();
     while (this.queueHead < this.queue.length && this.inFlight < this.options.maxInFlight && this.inFlightBytes < this.options.maxInFlightBytes) {
       if (this.link.congested || !this.link.open) return;
       if (!this.takeToken()) return;
@@ -181,11 +183,13 @@ export class FullCopy {
         this.inFlight--;
         this.inFlightBytes -= item.size;
         const now = Date.now();
-        const record = recordFromReadBack(item.key, parts, { ...this.stamp, nodeId: '' }, now);
+        // The remaining life counts from when memcached answered, not from when this callback ran.
+        const record = recordFromReadBack(item.key, parts, { ...this.stamp, nodeId: '' }, this.fetcher.lastReceivedAt);
         // Gone since the walk saw it (expired, evicted, deleted): nothing to copy.
         if (record && record.op === 'set') {
           if (this.pass < PASSES) this.sent.add(hashKey(item.key));
           const frame = serializeRecord({ ...record, op: 'add', seq: 0 }, now);
+          this.batchLinkWrites();
           this.link.write(frame);
           this.progress.items++;
           this.progress.bytes += frame.length;
@@ -196,6 +200,18 @@ export class FullCopy {
       },
       (error: Error) => this.fail(new Error(`fetching items for the copy: ${error.message}`)),
     );
+  }
+
+  /** Frames of one tick (one reply chunk holds hundreds of items) leave in one write. */
+  private batchLinkWrites(): void {
+    if (this.linkCorked) return;
+    this.linkCorked = true;
+    const socket = this.link.socket;
+    socket.cork();
+    process.nextTick(() => {
+      this.linkCorked = false;
+      socket.uncork();
+    });
   }
 
   /** Token bucket for ratePerSecond; schedules a retry when empty. */

@@ -16,6 +16,13 @@ import type { ReplicationMetrics } from './metrics';
 
 export const CHECKPOINT_KEY = 'memrepl:checkpoint';
 const CHECKPOINT_EVERY_MS = 10;
+/**
+ * A full copy arrives faster than memcached can store it: the link is paused
+ * above COPY_PAUSE_ABOVE copy records in flight and resumed below
+ * COPY_RESUME_BELOW, so they cannot pile up in memory.
+ */
+export const COPY_PAUSE_ABOVE = 4096;
+const COPY_RESUME_BELOW = 1024;
 
 export interface StreamPosition {
   runId: string;
@@ -42,6 +49,10 @@ export class Inbox {
 
   /** Called when the applied position advanced (send an ACK). */
   onApplied: (seq: number) => void = () => {};
+  /** Copy records sent to memcached and not answered yet. */
+  copiesApplying = 0;
+  /** Called when few enough copy records are in flight to read more from the link. */
+  onCopyDrained: () => void = () => {};
   /** Called when a record could not be applied; the link must be reset. */
   onFailure: (reason: string) => void = () => {};
 
@@ -111,7 +122,14 @@ export class Inbox {
   /** A live (numbered) record; returns false if it breaks the sequence (the link must be reset). */
   receive(record: RecordFrame, origin: string, sentAt: number): boolean {
     if (record.seq === 0) {
-      void this.applier.apply(record, origin, sentAt).catch((error: Error) => this.onFailure(error.message));
+      this.copiesApplying++;
+      this.applier
+        .apply(record, origin, sentAt)
+        .catch((error: Error) => this.onFailure(error.message))
+        .finally(() => {
+          this.copiesApplying--;
+          if (this.copiesApplying === COPY_RESUME_BELOW) this.onCopyDrained();
+        });
       return true;
     }
     if (this.positionKnown && record.seq <= this.received) {

@@ -74,7 +74,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     this.enqueue(pending);
     this.local.request(metaRead(effect.key)).then(
       (parts) => {
-        pending.record = recordFromReadBack(effect.key, parts, stamp, Date.now());
+        pending.record = recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt);
         pending.ready = true;
         this.flush();
       },
@@ -140,7 +140,9 @@ export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp
   let expiresAt: number | null = null;
   for (const token of tokens.slice(2)) {
     if (token[0] === 'f') flags = Number(token.slice(1));
-    if (token[0] === 't') expiresAt = token === 't-1' ? null : now + Number(token.slice(1)) * 1000;
+    // memcached counts whole seconds on a clock that ticks once a second: the true
+    // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
+    if (token[0] === 't') expiresAt = token === 't-1' ? null : now + Number(token.slice(1)) * 1000 - 500;
   }
   const value = head.raw.subarray(head.raw.length - length - 2, head.raw.length - 2);
   return { ...base, op: 'set', key, flags, value, expiresAt };

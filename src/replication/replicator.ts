@@ -22,7 +22,7 @@ import { FullCopy } from './full-copy';
 import { RestartWatch } from './restart-watch';
 import { Contention } from './contention';
 import { HybridClock } from './hlc';
-import { Inbox } from './inbox';
+import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
 import { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
@@ -117,6 +117,7 @@ export class Replicator implements LinkHandler {
     this.inbox = new Inbox(applier, this.applierConnection, metrics);
     this.inbox.onApplied = () => this.scheduleAck();
     this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
+    this.inbox.onCopyDrained = () => this.active?.socket.resume();
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     this.server = net.createServer((socket) => this.accept(socket));
@@ -211,6 +212,7 @@ export class Replicator implements LinkHandler {
         if (!this.inbox.receive(frame, link.peer!.nodeId, link.peerClock.localTime(frame.sentAt, Date.now()))) {
           link.goodbye(`record ${frame.seq} out of sequence`, true);
         }
+        if (this.inbox.copiesApplying > COPY_PAUSE_ABOVE) link.socket.pause();
         return;
       case 'ack':
         if (link === this.active) this.acknowledged(frame.seq);
