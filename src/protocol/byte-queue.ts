@@ -6,9 +6,16 @@
 export class ByteQueue {
   private chunks: Buffer[] = [];
   private offset = 0; // consumed bytes of chunks[0]
+  /** Bytes still to drop as they arrive (see discard). */
+  private discarding = 0;
   length = 0;
 
   push(chunk: Buffer): void {
+    if (this.discarding > 0) {
+      const dropped = Math.min(this.discarding, chunk.length);
+      this.discarding -= dropped;
+      chunk = chunk.subarray(dropped);
+    }
     if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.length += chunk.length;
@@ -51,6 +58,19 @@ export class ByteQueue {
     const out = this.peek(n);
     this.skip(n);
     return out;
+  }
+
+  /**
+   * Drops the next `n` bytes, those held now and the rest as they arrive,
+   * without ever buffering them (a refused oversized value).
+   */
+  discard(n: number): void {
+    this.discarding = n - this.skip(n);
+  }
+
+  /** True while bytes announced by discard() have yet to arrive. */
+  get discardPending(): boolean {
+    return this.discarding > 0;
   }
 
   /** Discards up to `n` bytes; returns how many were discarded. */

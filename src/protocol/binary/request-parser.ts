@@ -132,8 +132,6 @@ export function memcachedFraming(header: RequestHeader, limits: BinaryParserLimi
 
 export class BinaryRequestParser {
   private readonly queue = new ByteQueue();
-  /** Bytes of a refused value still to discard as they arrive. */
-  private discarding = 0;
   /** memcached would have closed the connection: nothing after this is read. */
   private closed = false;
 
@@ -141,11 +139,6 @@ export class BinaryRequestParser {
 
   push(chunk: Buffer): void {
     if (this.closed) return;
-    if (this.discarding > 0) {
-      const dropped = Math.min(this.discarding, chunk.length);
-      this.discarding -= dropped;
-      chunk = chunk.subarray(dropped);
-    }
     this.queue.push(chunk);
   }
 
@@ -156,7 +149,7 @@ export class BinaryRequestParser {
 
   /** The next complete request, or null until more bytes arrive. */
   next(): BinaryRequest | null {
-    if (this.closed || this.discarding > 0 || this.queue.length < HEADER_LENGTH) return null;
+    if (this.closed || this.queue.discardPending || this.queue.length < HEADER_LENGTH) return null;
     const header = decodeRequestHeader(this.queue.peek(HEADER_LENGTH));
     if (header.magic !== REQUEST_MAGIC) return this.close('invalid magic');
 
@@ -172,12 +165,12 @@ export class BinaryRequestParser {
         return this.takeCommand(header, prefixLength + framing.valueLength);
       case 'rejected':
         if (framing.close) this.close('protocol error');
-        else this.discard(prefixLength + framing.swallow);
+        else this.queue.discard(prefixLength + framing.swallow);
         return { type: 'rejected', header, status: framing.status, close: framing.close };
       case 'too_large': {
         const key = this.queue.peek(prefixLength).subarray(HEADER_LENGTH + header.extrasLength);
         const request: BinaryRequest = { type: 'too_large', header, key: Buffer.from(key), dropsOldItem: framing.dropsOldItem };
-        this.discard(prefixLength + framing.swallow);
+        this.queue.discard(prefixLength + framing.swallow);
         return request;
       }
     }
@@ -196,11 +189,6 @@ export class BinaryRequestParser {
       value: raw.subarray(valueStart),
       raw,
     };
-  }
-
-  /** Drops `count` bytes now or as they arrive. */
-  private discard(count: number): void {
-    this.discarding = count - this.queue.skip(count);
   }
 
   private close(reason: string): BinaryRequest {

@@ -42,19 +42,12 @@ function memcachedTokenCount(tokens: string[]): number {
 
 export class TextRequestParser {
   private readonly queue = new ByteQueue();
-  /** Bytes of a refused (too large) data block still to discard as they arrive. */
-  private discarding = 0;
   /** A storage line whose data block has not fully arrived yet. */
   private pendingLine: { line: Buffer; blockLength: number; build: (line: Buffer, block: Buffer) => TextRequest } | null = null;
 
   constructor(private readonly limits: RequestParserLimits) {}
 
   push(chunk: Buffer): void {
-    if (this.discarding > 0) {
-      const dropped = Math.min(this.discarding, chunk.length);
-      this.discarding -= dropped;
-      chunk = chunk.subarray(dropped);
-    }
     this.queue.push(chunk);
   }
 
@@ -65,7 +58,7 @@ export class TextRequestParser {
 
   /** The next complete request, or null until more bytes arrive. */
   next(): TextRequest | null {
-    if (this.discarding > 0) return null;
+    if (this.queue.discardPending) return null;
     if (this.pendingLine) return this.readBlock();
 
     const newline = this.queue.indexOf(0x0a);
@@ -196,8 +189,7 @@ export class TextRequestParser {
     const noreply = tokens[ntokens - 2] === 'noreply';
     const blockLength = length + 2;
     if (blockLength > this.limits.maxItemSize) {
-      this.discarding = this.queue.length >= blockLength ? 0 : blockLength - this.queue.length;
-      this.queue.skip(blockLength);
+      this.queue.discard(blockLength);
       return { type: 'too_large', meta: false, command, key, binaryKey: false, dropsOldItem: command === 'set', noreply };
     }
     this.pendingLine = {
@@ -242,8 +234,7 @@ export class TextRequestParser {
     if (length === null || length < 0 || length > INT_MAX - 2) return other();
     const blockLength = length + 2;
     if (blockLength > this.limits.maxItemSize) {
-      this.discarding = this.queue.length >= blockLength ? 0 : blockLength - this.queue.length;
-      this.queue.skip(blockLength);
+      this.queue.discard(blockLength);
       const mode = flags.find((f) => f[0] === 'M');
       return {
         type: 'too_large', meta: true, command: 'ms', key, binaryKey,
