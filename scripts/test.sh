@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/ensure-deps.sh
 need_debian memcached memcached
 need_debian memccapable libmemcached-tools
+need_debian openssl openssl
 need_node_modules
 build
 exec node --test --test-concurrency=2 --test-timeout=600000 "${@:-dist/}"

@@ -49,6 +49,21 @@ function readSecret(path: string): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
+/** Mutual TLS for the link: all three files or none. */
+function readTls(cert: string | undefined, key: string | undefined, ca: string | undefined): Config['replicationTls'] {
+  const given = [cert, key, ca].filter((f) => f !== undefined).length;
+  if (given === 0) return null;
+  if (given !== 3) fail('replication TLS needs all of --replication-tls-cert, --replication-tls-key and --replication-tls-ca');
+  const read = (flag: string, path: string) => {
+    try {
+      return fs.readFileSync(path);
+    } catch (error) {
+      fail(`cannot read --${flag} ${path}: ${(error as Error).message}`);
+    }
+  };
+  return { cert: read('replication-tls-cert', cert!), key: read('replication-tls-key', key!), ca: read('replication-tls-ca', ca!) };
+}
+
 function isLoopback(host: string | undefined): boolean {
   return host !== undefined && (host === 'localhost' || host === '::1' || /^127\./.test(host));
 }
@@ -82,6 +97,9 @@ export function parseArgs(argv: string[]): Config {
       type: 'string',
       describe: 'File holding the shared secret both nodes prove (HMAC challenge-response) before replicating; same file on both',
     })
+    .option('replication-tls-cert', { type: 'string', describe: 'PEM certificate this node presents on the replication link (mutual TLS; with -key and -ca)' })
+    .option('replication-tls-key', { type: 'string', describe: 'PEM private key for --replication-tls-cert' })
+    .option('replication-tls-ca', { type: 'string', describe: "PEM CA that must have signed the peer's certificate" })
     .option('replication-insecure', {
       type: 'boolean',
       default: false,
@@ -145,11 +163,13 @@ export function parseArgs(argv: string[]): Config {
     readyBeforeCopy: args['ready-before-copy'],
     launch: null,
     replicationSecret: args['replication-secret-file'] ? readSecret(args['replication-secret-file']) : null,
+    replicationTls: readTls(args['replication-tls-cert'], args['replication-tls-key'], args['replication-tls-ca']),
   };
-  if (config.replicationPort !== 0 && config.replicationSecret === null && !args['replication-insecure'] && !isLoopback(config.listen)) {
+  const authenticated = config.replicationSecret !== null || config.replicationTls !== null;
+  if (config.replicationPort !== 0 && !authenticated && !args['replication-insecure'] && !isLoopback(config.listen)) {
     fail(
       `the replication port would accept writes from anyone who can reach ${config.listen ?? 'all interfaces'}:${config.replicationPort}. ` +
-        'Give both nodes the same --replication-secret-file, or listen on loopback (-l 127.0.0.1), ' +
+        'Give both nodes the same --replication-secret-file (or mutual TLS: --replication-tls-cert/-key/-ca), or listen on loopback (-l 127.0.0.1), ' +
         'or say the network is trusted with --replication-insecure',
     );
   }

@@ -59,6 +59,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             backoffMaxMs: 5000,
             conflictWindowMs: 5 * 60 * 1000,
             secret: config.replicationSecret,
+            tls: config.replicationTls,
             copyRatePerSecond: config.resyncRate,
             readyBeforeCopy: config.readyBeforeCopy,
           },

@@ -14,12 +14,13 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
-import { connect, formatAddress, type UpstreamAddress } from '../proxy/upstream';
+import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier } from './applier';
 import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
 import { FullCopy } from './full-copy';
 import { RestartWatch } from './restart-watch';
+import { dialReplication, replicationServer, type TlsMaterial } from './transport';
 import { Contention } from './contention';
 import { HybridClock } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
@@ -52,6 +53,8 @@ export interface ReplicationOptions {
   conflictWindowMs: number;
   /** Shared secret the peer must prove (null: the link is not authenticated). */
   secret: Buffer | null;
+  /** Mutual TLS for the link (null: plain TCP). */
+  tls: TlsMaterial | null;
   /** Full copy pace, items per second (0 = unpaced). */
   copyRatePerSecond: number;
   /** Report ready before this node's first full copy has arrived. */
@@ -120,7 +123,10 @@ export class Replicator implements LinkHandler {
     this.inbox.onCopyDrained = () => this.active?.socket.resume();
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
-    this.server = net.createServer((socket) => this.accept(socket));
+    this.server = replicationServer(options.tls, (socket) => this.accept(socket), (error) => {
+      this.metrics.linkErrors.labels('tls').inc();
+      this.log.warn(`replication: refused a TLS connection: ${error.message}`);
+    });
   }
 
   async start(): Promise<net.AddressInfo> {
@@ -172,7 +178,7 @@ export class Replicator implements LinkHandler {
     const peer = this.options.peer;
     if (!peer || this.stopped || this.dialing || this.active || this.dialTimer) return;
     this.dialing = true;
-    connect(peer, this.options.connectTimeoutMs).then(
+    dialReplication(peer, this.options.connectTimeoutMs, this.options.tls).then(
       (socket) => {
         this.dialing = false;
         if (this.stopped) return socket.destroy();

@@ -1,0 +1,45 @@
+/**
+ * The replication link's transport: plain TCP, or mutual TLS (node:tls) when
+ * a certificate, key and CA are configured. With TLS both sides present a
+ * certificate signed by the CA and verify the other's, so the link is
+ * encrypted and authenticated before a single frame is read.
+ */
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import { connect, formatAddress, type UpstreamAddress } from '../proxy/upstream';
+
+export interface TlsMaterial {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
+export function replicationServer(material: TlsMaterial | null, onSocket: (socket: net.Socket) => void, onTlsError: (error: Error) => void): net.Server {
+  if (!material) return net.createServer(onSocket);
+  const server = tls.createServer({ ...material, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, onSocket);
+  server.on('tlsClientError', onTlsError);
+  return server;
+}
+
+/** Dials the peer; with TLS, resolves only once the peer's certificate is verified. */
+export function dialReplication(address: UpstreamAddress, timeoutMs: number, material: TlsMaterial | null): Promise<net.Socket> {
+  if (!material) return connect(address, timeoutMs);
+  if ('path' in address) return Promise.reject(new Error('a TLS replication peer must be host:port'));
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: address.host, port: address.port, ...material, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`TLS connect to ${formatAddress(address)} timed out`));
+    }, timeoutMs);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    });
+  });
+}
