@@ -49,19 +49,27 @@ function readSecret(path: string): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
+function readPem(flag: string, path: string): Buffer {
+  try {
+    return fs.readFileSync(path);
+  } catch (error) {
+    fail(`cannot read --${flag} ${path}: ${(error as Error).message}`);
+  }
+}
+
 /** Mutual TLS for the link: all three files or none. */
 function readTls(cert: string | undefined, key: string | undefined, ca: string | undefined): Config['replicationTls'] {
   const given = [cert, key, ca].filter((f) => f !== undefined).length;
   if (given === 0) return null;
   if (given !== 3) fail('replication TLS needs all of --replication-tls-cert, --replication-tls-key and --replication-tls-ca');
-  const read = (flag: string, path: string) => {
-    try {
-      return fs.readFileSync(path);
-    } catch (error) {
-      fail(`cannot read --${flag} ${path}: ${(error as Error).message}`);
-    }
-  };
-  return { cert: read('replication-tls-cert', cert!), key: read('replication-tls-key', key!), ca: read('replication-tls-ca', ca!) };
+  return { cert: readPem('replication-tls-cert', cert!), key: readPem('replication-tls-key', key!), ca: readPem('replication-tls-ca', ca!) };
+}
+
+/** TLS on the client port: certificate and key, and optionally a CA for client certificates. */
+function readClientTls(cert: string | undefined, key: string | undefined, ca: string | undefined): Config['clientTls'] {
+  if (cert === undefined && key === undefined && ca === undefined) return null;
+  if (cert === undefined || key === undefined) fail('client TLS needs both --tls-cert and --tls-key');
+  return { cert: readPem('tls-cert', cert), key: readPem('tls-key', key), ca: ca === undefined ? null : readPem('tls-ca', ca) };
 }
 
 function isLoopback(host: string | undefined): boolean {
@@ -97,6 +105,9 @@ export function parseArgs(argv: string[]): Config {
       type: 'string',
       describe: 'File holding the shared secret both nodes prove (HMAC challenge-response) before replicating; same file on both',
     })
+    .option('tls-cert', { type: 'string', describe: 'PEM certificate for TLS on the client port (like memcached -Z; with --tls-key)' })
+    .option('tls-key', { type: 'string', describe: 'PEM private key for --tls-cert' })
+    .option('tls-ca', { type: 'string', describe: 'PEM CA: clients must present a certificate it signed' })
     .option('replication-tls-cert', { type: 'string', describe: 'PEM certificate this node presents on the replication link (mutual TLS; with -key and -ca)' })
     .option('replication-tls-key', { type: 'string', describe: 'PEM private key for --replication-tls-cert' })
     .option('replication-tls-ca', { type: 'string', describe: "PEM CA that must have signed the peer's certificate" })
@@ -164,6 +175,7 @@ export function parseArgs(argv: string[]): Config {
     launch: null,
     replicationSecret: args['replication-secret-file'] ? readSecret(args['replication-secret-file']) : null,
     replicationTls: readTls(args['replication-tls-cert'], args['replication-tls-key'], args['replication-tls-ca']),
+    clientTls: readClientTls(args['tls-cert'], args['tls-key'], args['tls-ca']),
   };
   const authenticated = config.replicationSecret !== null || config.replicationTls !== null;
   if (config.replicationPort !== 0 && !authenticated && !args['replication-insecure'] && !isLoopback(config.listen)) {

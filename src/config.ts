@@ -26,6 +26,8 @@ export interface Config {
   launch: { binary: string; args: string[] } | null;
   /** Shared secret of the replication link (from --replication-secret-file), or null. */
   replicationSecret: Buffer | null;
+  /** TLS on the client port (memcached's -Z), or null. */
+  clientTls: { cert: Buffer; key: Buffer; ca: Buffer | null } | null;
   /** Mutual TLS material for the replication link, or null. */
   replicationTls: { cert: Buffer; key: Buffer; ca: Buffer } | null;
 }

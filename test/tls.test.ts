@@ -8,10 +8,11 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
-import { Node, startMemrepl, startNode, stopAll } from './support/processes';
+import { Node, startMemcached, startMemrepl, startNode, stopAll } from './support/processes';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-tls-'));
 
@@ -82,5 +83,40 @@ describe('mutual TLS on the replication link', () => {
     const node = await startMemrepl(1, ['-l', '0.0.0.0', '-X', String(await freePort()), ...good]);
     await node.stop();
     await assert.rejects(startMemrepl(1, ['--replication-tls-cert', 'x']), /needs all of/);
+  });
+});
+
+describe('TLS on the client port (like memcached -Z)', () => {
+  it('serves TLS clients, and with a CA only those presenting a certificate it signed', async () => {
+    certificates('client');
+    const file = (suffix: string) => path.join(dir, `client-${suffix}`);
+    const memcached = await startMemcached();
+    const serverOnly = await startMemrepl(memcached.port, ['--tls-cert', file('node.pem'), '--tls-key', file('node.key')]);
+    const mutual = await startMemrepl(memcached.port, ['--tls-cert', file('node.pem'), '--tls-key', file('node.key'), '--tls-ca', file('ca.pem')]);
+    const ask = (port: number, options: tls.ConnectionOptions) =>
+      new Promise<string>((resolve) => {
+        let reply = '';
+        const socket = tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(file('ca.pem')), ...options }, () => socket.write('set t 0 0 2\r\nok\r\nget t\r\n'));
+        socket.on('data', (chunk) => {
+          reply += chunk.toString();
+          if (reply.endsWith('END\r\n')) socket.end();
+        });
+        socket.on('error', (error) => resolve(`error: ${error.message}`));
+        socket.on('close', () => resolve(reply));
+        setTimeout(() => socket.destroy(), 3000);
+      });
+    try {
+      assert.equal(await ask(serverOnly.port, {}), 'STORED\r\nVALUE t 0 2\r\nok\r\nEND\r\n');
+      assert.doesNotMatch(await ask(mutual.port, {}), /STORED/);
+      const withCert = { cert: fs.readFileSync(file('node.pem')), key: fs.readFileSync(file('node.key')) };
+      assert.equal(await ask(mutual.port, withCert), 'STORED\r\nVALUE t 0 2\r\nok\r\nEND\r\n');
+      // A plaintext client gets no memcached reply from a TLS port.
+      const plain = await RawClient.connect(serverOnly.port);
+      assert.doesNotMatch((await plain.request('version\r\n', '\r\n', 1000)), /VERSION/);
+      plain.close();
+    } finally {
+      await Promise.all([serverOnly.stop(), mutual.stop()]);
+      await memcached.stop();
+    }
   });
 });

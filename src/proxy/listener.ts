@@ -5,6 +5,7 @@
  * hands the connection to a session.
  */
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Logger } from '../log';
 import type { ProxyMetrics } from '../metrics';
 import type { Dialect } from './exchange';
@@ -16,6 +17,8 @@ export interface ListenerOptions {
   /** Address to bind; undefined = all interfaces, like memcached. */
   host?: string;
   maxConnections: number;
+  /** TLS on the client port, like memcached -Z (cert and key; a CA makes client certificates mandatory). */
+  tls: { cert: Buffer; key: Buffer; ca: Buffer | null } | null;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -43,7 +46,16 @@ export class Listener {
      */
     private readonly deps: Omit<SessionDeps, 'upstream'> & { upstreams: Record<'text' | 'binary', Upstream>; metrics: ProxyMetrics; log: Logger },
   ) {
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    const accept = (socket: net.Socket) => this.accept(socket);
+    const secure = options.tls;
+    this.server = secure
+      ? tls.createServer(
+          { cert: secure.cert, key: secure.key, ca: secure.ca ?? undefined, requestCert: secure.ca !== null, rejectUnauthorized: secure.ca !== null },
+          accept,
+        )
+      : net.createServer({ noDelay: true }, accept);
+    // A failed TLS handshake never becomes a session; say why at -vv and move on.
+    this.server.on('tlsClientError', (error: Error) => deps.log.debug(`client TLS handshake failed: ${error.message}`));
   }
 
   listen(): Promise<net.AddressInfo> {
@@ -69,6 +81,7 @@ export class Listener {
       socket.end('ERROR Too many open connections\r\n');
       return;
     }
+    socket.setNoDelay(true);
     metrics.clientConnectionsTotal.inc();
     metrics.clientConnections.inc();
     this.clients.set(socket, null);
