@@ -85,7 +85,7 @@ export class FullCopy {
   constructor(
     private readonly upstream: UpstreamAddress,
     private readonly link: Link,
-    /** Stamp of every copy: older than any write made after the copy began. */
+    /** Stamp of every copy: older than any write the receiver remembers. */
     private readonly stamp: Hlc,
     private readonly options: FullCopyOptions,
     private readonly log: Logger,

@@ -61,6 +61,8 @@ export interface ReplicationOptions {
   readyBeforeCopy: boolean;
 }
 
+const COPY_STAMP = { wall: 0, logical: 0 };
+
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
   readonly sink: WriteSink;
@@ -342,7 +344,9 @@ export class Replicator implements LinkHandler {
     const copy = new FullCopy(
       this.upstream,
       link,
-      this.clock.now(),
+      // The oldest possible stamp: a copy never beats a write the receiver remembers,
+      // even one made before the copy began (a delete on a cold node, say).
+      COPY_STAMP,
       { ratePerSecond: this.options.copyRatePerSecond, connectTimeoutMs: this.options.connectTimeoutMs, maxInFlight: 512, maxInFlightBytes: 16 * 1024 * 1024 },
       this.log,
     );
