@@ -125,6 +125,11 @@ export class Replicator implements LinkHandler {
     this.inbox.onCopyDrained = () => this.active?.socket.resume();
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
+    // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
+    // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
+    for (const connection of [this.applierConnection, this.readbackConnection, this.monitorConnection]) {
+      connection.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
+    }
     this.server = replicationServer(options.tls, (socket) => this.accept(socket), (error) => {
       this.metrics.linkErrors.labels('tls').inc();
       this.log.warn(`replication: refused a TLS connection: ${error.message}`);
