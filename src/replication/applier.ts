@@ -47,6 +47,7 @@ export class Applier {
     private readonly recent: RecentWrites,
     private readonly contention: Contention,
     private readonly metrics: ReplicationMetrics,
+    private readonly nodeId: string,
   ) {}
 
   /**
@@ -63,12 +64,23 @@ export class Applier {
       this.recent.noteFlush(at);
       return this.send(flushAll(record.delay), record.op);
     }
-    if (record.op !== 'add') {
-      if (!this.recent.incomingWins(record.key, stamp)) return this.skip('conflict');
-      this.recent.note(record.key, stamp);
-    }
+    if (record.seq === 0 ? !this.copyApplies(record) : !this.recent.incomingWins(record.key, stamp)) return this.skip('conflict');
+    if (record.seq !== 0) this.recent.note(record.key, stamp);
     this.contention.applyStarted(record.key);
     return this.send(this.commandFor(record, sentAt), record.op).finally(() => this.contention.applySettled(record.key));
+  }
+
+  /**
+   * A full copy's records (seq 0) are not stamped writes but the peer's state,
+   * and are never remembered. An add copy only fills a key nobody here wrote
+   * lately (no resurrected deletes); a set copy overrides anything but a write
+   * this node's own clients made lately (those were shipped to the peer, which
+   * will take them).
+   */
+  private copyApplies(record: RecordFrame): boolean {
+    const last = this.recent.lastWrite(record.key);
+    if (!last) return true;
+    return record.op === 'set' && last.nodeId !== this.nodeId;
   }
 
   /** `sentAt`: when the peer sent the record, on this node's clock. */

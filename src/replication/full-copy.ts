@@ -33,6 +33,11 @@ import { serializeRecord } from './frames/serializer';
 import { recordFromReadBack } from './recorder';
 
 export interface FullCopyOptions {
+  /**
+   * add: fill only what the peer lacks. set: the peer takes this node's value
+   * for every key it does not remember writing since (see replicator.ts).
+   */
+  mode: 'add' | 'set';
   /** Items per second; 0 = as fast as the link takes them. */
   ratePerSecond: number;
   connectTimeoutMs: number;
@@ -188,7 +193,7 @@ export class FullCopy {
         // Gone since the walk saw it (expired, evicted, deleted): nothing to copy.
         if (record && record.op === 'set') {
           if (this.pass < PASSES) this.sent.add(hashKey(item.key));
-          const frame = serializeRecord({ ...record, op: 'add', seq: 0 }, now);
+          const frame = serializeRecord({ ...record, op: this.options.mode, seq: 0 }, now);
           this.batchLinkWrites();
           this.link.write(frame);
           this.progress.items++;

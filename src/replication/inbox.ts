@@ -76,6 +76,11 @@ export class Inbox {
     return this.runId === null || this.copying ? null : { runId: this.runId, seq: this.applied };
   }
 
+  /** The peer run this node followed so far (null before the first contact). */
+  get followedRun(): string | null {
+    return this.runId;
+  }
+
   /** What to acknowledge to the peer: the last record of its current run applied here (copy or not). */
   get ackSeq(): number | null {
     return this.runId === null || !this.positionKnown ? null : this.applied;

@@ -117,7 +117,7 @@ export class Replicator implements LinkHandler {
       settled: (key) => contention.localSettled(key),
       written: (effect, at) => recorder.written(effect, at),
     };
-    const applier = new Applier(this.applierConnection, this.clock, this.recent, contention, metrics);
+    const applier = new Applier(this.applierConnection, this.clock, this.recent, contention, metrics, options.nodeId);
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.inbox = new Inbox(applier, this.applierConnection, metrics);
     this.inbox.onApplied = () => this.scheduleAck();
@@ -298,9 +298,25 @@ export class Replicator implements LinkHandler {
     this.everLinked = true;
     this.dialAttempts = 0;
     this.metrics.peerUp.set(1);
+    const peerRestarted = this.inbox.followedRun !== null && this.inbox.followedRun !== hello.runId;
     this.inbox.peerRun(hello.runId);
     this.log.info('replication: start');
     this.startStream(hello);
+    // The peer's proxy restarted: what it acknowledged but had not shipped exists on its side only,
+    // and the two caches may differ key by key. The smaller node id's copy overwrites (see copyMode).
+    if (peerRestarted && this.copyMode(false) === 'set') this.needFullResync('the peer restarted: reconciling', true);
+  }
+
+  /**
+   * How a full copy stores items on the peer. When both nodes hold data, one
+   * side must win for keys that differ, and both must agree which: the node
+   * with the smaller node id copies with set (its value wins, except over
+   * writes the peer remembers making since), the other with add (it only fills
+   * keys missing there). A peer that fell behind our backlog gets set: our
+   * state is simply newer.
+   */
+  private copyMode(peerBehind: boolean): 'add' | 'set' {
+    return peerBehind || this.options.nodeId < (this.active?.peer?.nodeId ?? '') ? 'set' : 'add';
   }
 
   /** Where to resume sending after a (re)connection: partial resync, or everything this run has plus a full copy. */
@@ -318,7 +334,7 @@ export class Replicator implements LinkHandler {
         this.schedulePump();
         return;
       }
-      this.needFullResync(`the peer applied up to #${last.seq}, older than the backlog holds (#${this.outbox.oldestSeq})`);
+      this.needFullResync(`the peer applied up to #${last.seq}, older than the backlog holds (#${this.outbox.oldestSeq})`, true);
     } else {
       this.needFullResync(last ? 'the peer followed an earlier run of this node' : 'the peer has applied nothing from this node');
     }
@@ -328,15 +344,15 @@ export class Replicator implements LinkHandler {
     this.schedulePump();
   }
 
-  private needFullResync(reason: string): void {
+  private needFullResync(reason: string, overwrite = false): void {
     this.fullResyncReason = reason;
     this.metrics.resyncs.labels('full_needed').inc();
     this.log.info(`replication: full resync needed: ${reason}`);
-    this.startCopy(reason);
+    this.startCopy(reason, this.copyMode(overwrite));
   }
 
   /** Starts a full copy to the peer on the active link, unless one is already running. */
-  private startCopy(reason: string): void {
+  private startCopy(reason: string, mode: 'add' | 'set'): void {
     const link = this.active;
     if (!link || this.copy) return;
     if (this.copyImpossible) {
@@ -349,10 +365,9 @@ export class Replicator implements LinkHandler {
     const copy = new FullCopy(
       this.upstream,
       link,
-      // The oldest possible stamp: a copy never beats a write the receiver remembers,
-      // even one made before the copy began (a delete on a cold node, say).
+      // Copies are judged by who wrote a key last, not by time (see Applier.copyApplies).
       COPY_STAMP,
-      { ratePerSecond: this.options.copyRatePerSecond, connectTimeoutMs: this.options.connectTimeoutMs, maxInFlight: 512, maxInFlightBytes: 16 * 1024 * 1024 },
+      { mode, ratePerSecond: this.options.copyRatePerSecond, connectTimeoutMs: this.options.connectTimeoutMs, maxInFlight: 512, maxInFlightBytes: 16 * 1024 * 1024 },
       this.log,
     );
     this.copy = copy;
@@ -423,7 +438,7 @@ export class Replicator implements LinkHandler {
       const record = cursor.next();
       if (record === null) break;
       if (record === 'gap') {
-        this.needFullResync('the peer fell further behind than the backlog holds');
+        this.needFullResync('the peer fell further behind than the backlog holds', true);
         this.cursor = this.outbox.cursor(this.outbox.oldestSeq - 1) as OutboxCursor;
         break;
       }

@@ -77,6 +77,7 @@ async function main(): Promise<void> {
 
   const log = new Map<string, Attempt[]>();
   const kills: Array<{ node: 'a' | 'b'; at: number }> = [];
+  const timeline: Array<[string, number]> = [];
   const faults: Record<string, number> = {};
   let acknowledged = 0;
   let stop = false;
@@ -149,6 +150,7 @@ async function main(): Promise<void> {
     await sleep(1000 + rnd() * 3000);
     const [name, action] = actions[Math.floor(rnd() * actions.length)];
     faults[name] = (faults[name] ?? 0) + 1;
+    timeline.push([name, Date.now()]);
     await action();
   }
   stop = true;
@@ -164,13 +166,17 @@ async function main(): Promise<void> {
       client.close();
     }
   };
+  // Settled = quiet for 3 checks in a row, a second apart (a memcached restart is noticed within a second).
+  let quietChecks = 0;
   await eventually(async () => {
+    await sleep(1000);
+    let quiet = true;
     for (const p of [nodes.a, nodes.b]) {
-      if ((await stat(p, 'peer_up')) !== '1' || (await stat(p, 'unacked_records')) !== '0' || (await stat(p, 'copy_sending')) !== '0' || (await stat(p, 'copy_receiving')) !== '0') return false;
+      if ((await stat(p, 'peer_up')) !== '1' || (await stat(p, 'unacked_records')) !== '0' || (await stat(p, 'copy_sending')) !== '0' || (await stat(p, 'copy_receiving')) !== '0') quiet = false;
     }
-    return true;
-  }, 120_000, 'the pair to settle');
-  await sleep(2000);
+    quietChecks = quiet ? quietChecks + 1 : 0;
+    return quietChecks >= 3;
+  }, 180_000, 'the pair to settle');
 
   // Compare.
   const read = async (port: number, key: string) => {
@@ -189,7 +195,10 @@ async function main(): Promise<void> {
     const [va, vb] = [await read(nodes.a.mcPort, key), await read(nodes.b.mcPort, key)];
     if (va !== vb) {
       mismatches++;
-      if (mismatches <= 10) console.log(`MISMATCH ${key}: a=${va} b=${vb} last acked=${JSON.stringify(entries[entries.length - 1])}`);
+      if (mismatches <= 3) {
+        console.log(`MISMATCH ${key}: a=${va} b=${vb}; last attempts: ${JSON.stringify(entries.slice(-4))}`);
+        console.log(`  faults: ${JSON.stringify(timeline)}`);
+      }
       continue;
     }
     const lastAcked = entries.map((e, i) => (e.acked ? i : -1)).reduce((a, b) => Math.max(a, b), -1);
