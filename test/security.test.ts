@@ -16,6 +16,7 @@ import { newNonce, proof } from '../src/replication/link-auth';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemrepl, startNode, stopAll } from './support/processes';
+import { has, write } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-test-'));
 const SECRET = 'correct horse battery staple 42';
@@ -25,20 +26,7 @@ function secretFile(name: string, secret: string): string {
   return file;
 }
 
-async function has(port: number, key: string): Promise<boolean> {
-  const client = await RawClient.connect(port);
-  try {
-    return (await client.request(`mg ${key} v\r\n`)).startsWith('VA');
-  } finally {
-    client.close();
-  }
-}
 
-async function write(node: Node, key: string): Promise<void> {
-  const client = await RawClient.connect(node.memrepl.port);
-  await client.request(`set ${key} 0 0 1\r\nx\r\n`);
-  client.close();
-}
 
 /** Speaks the replication protocol by hand: reads the node's HELLO, then sends what the test wants. */
 async function handshake(port: number, send: (theirs: HelloFrame, ourNonce: string) => Buffer[]): Promise<Frame[]> {

@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startMemrepl, startNode, stopAll } from './support/processes';
+import { has, write } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-tls-'));
 
@@ -26,20 +27,7 @@ function certificates(name: string): string[] {
   return ['--replication-tls-cert', file('node.pem'), '--replication-tls-key', file('node.key'), '--replication-tls-ca', file('ca.pem')];
 }
 
-async function has(port: number, key: string): Promise<boolean> {
-  const client = await RawClient.connect(port);
-  try {
-    return (await client.request(`mg ${key} v\r\n`)).startsWith('VA');
-  } finally {
-    client.close();
-  }
-}
 
-async function write(node: Node, key: string): Promise<void> {
-  const client = await RawClient.connect(node.memrepl.port);
-  await client.request(`set ${key} 0 0 1\r\nx\r\n`);
-  client.close();
-}
 
 describe('mutual TLS on the replication link', () => {
   let good: string[];

@@ -32,14 +32,23 @@ export function formatAddress(address: UpstreamAddress): string {
 
 /** Opens a TCP or unix socket connection, failing after `timeoutMs`. */
 export function connect(address: UpstreamAddress, timeoutMs: number): Promise<net.Socket> {
+  const socket = 'path' in address ? net.createConnection(address.path) : net.createConnection(address.port, address.host);
+  socket.setNoDelay(true);
+  return socketReady(socket, 'connect', `connect to ${formatAddress(address)}`, timeoutMs);
+}
+
+/**
+ * Resolves with the socket once it emits `readyEvent` ('connect', or
+ * 'secureConnect' for TLS); destroys it and rejects on an error or after
+ * `timeoutMs`.
+ */
+export function socketReady<S extends net.Socket>(socket: S, readyEvent: string, what: string, timeoutMs: number): Promise<S> {
   return new Promise((resolve, reject) => {
-    const socket = 'path' in address ? net.createConnection(address.path) : net.createConnection(address.port, address.host);
-    socket.setNoDelay(true);
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`connect to ${formatAddress(address)} timed out`));
+      reject(new Error(`${what} timed out`));
     }, timeoutMs);
-    socket.once('connect', () => {
+    socket.once(readyEvent, () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
       resolve(socket);

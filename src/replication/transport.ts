@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { connect, formatAddress, type UpstreamAddress } from '../proxy/upstream';
+import { connect, formatAddress, socketReady, type UpstreamAddress } from '../proxy/upstream';
 
 export interface TlsMaterial {
   cert: Buffer;
@@ -25,21 +25,6 @@ export function replicationServer(material: TlsMaterial | null, onSocket: (socke
 export function dialReplication(address: UpstreamAddress, timeoutMs: number, material: TlsMaterial | null): Promise<net.Socket> {
   if (!material) return connect(address, timeoutMs);
   if ('path' in address) return Promise.reject(new Error('a TLS replication peer must be host:port'));
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: address.host, port: address.port, ...material, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`TLS connect to ${formatAddress(address)} timed out`));
-    }, timeoutMs);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      resolve(socket);
-    });
-    socket.once('error', (error) => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(error);
-    });
-  });
+  const socket = tls.connect({ host: address.host, port: address.port, ...material, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+  return socketReady(socket, 'secureConnect', `TLS connect to ${formatAddress(address)}`, timeoutMs);
 }
