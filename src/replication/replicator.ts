@@ -248,7 +248,13 @@ export class Replicator implements LinkHandler {
         this.log.info('replication: marugoto owari');
         return;
       case 'fullResyncRequest':
-        if (link === this.active) this.needFullResync(`the peer asked for one: ${frame.reason}`);
+        if (link !== this.active) return;
+        // A copy already under way went partly into the memcached the peer just lost: start over.
+        if (this.copy) {
+          this.copy.abort('the peer asked for a new copy');
+          this.copy = null;
+        }
+        this.needFullResync(`the peer asked for one: ${frame.reason}`);
         return;
       case 'ping':
         return;
