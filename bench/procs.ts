@@ -115,17 +115,8 @@ function readPeakRss(pid: number | undefined): number | null {
   }
 }
 
-/** A loopback TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** One free-port helper for tests and bench alike. */
+export { freePort } from '../test/support/ports';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
