@@ -97,6 +97,11 @@ export function parseArgs(argv: string[]): Config {
     .option('metrics-listen', { type: 'string', default: '127.0.0.1', describe: 'Interface for the metrics/health HTTP port' })
     .option('verbose', { alias: 'v', type: 'count', describe: 'Verbose (-v), very verbose (-vv), like memcached' })
     .option('max-conns', { alias: 'c', type: 'number', default: 1024, describe: 'Maximum simultaneous client connections, like memcached -c' })
+    .option('idle-timeout', {
+      type: 'number',
+      default: 0,
+      describe: 'Seconds a client connection may sit idle (no request outstanding) before it is closed, like memcached -o idle_timeout; 0 = never',
+    })
     .option('peer', { alias: 'x', type: 'string', describe: 'Peer memrepl to dial for replication, HOST[:PORT] (repcached -x; port defaults to 11212)' })
     .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port replication listens on (repcached -X; 0 turns replication off)' })
     .option('node-id', { type: 'string', describe: "This node's name in the pair (default: hostname:port)" })
@@ -160,6 +165,7 @@ export function parseArgs(argv: string[]): Config {
     metricsListen: args['metrics-listen'],
     verbose: args.verbose,
     maxConnections: args['max-conns'],
+    idleTimeoutMs: args['idle-timeout'] * 1000,
     peer: args.peer,
     replicationPort: args['replication-port'],
     maxItemSize: args['max-item-size'] === undefined ? undefined : parseSize(args['max-item-size']) ?? fail(`invalid --max-item-size: ${args['max-item-size']}`),
@@ -186,6 +192,7 @@ export function parseArgs(argv: string[]): Config {
     );
   }
   if (!Number.isInteger(config.resyncRate) || config.resyncRate < 0) fail('invalid --resync-rate: must be a non-negative integer');
+  if (!Number.isInteger(args['idle-timeout']) || args['idle-timeout'] < 0) fail('invalid --idle-timeout: must be a non-negative integer (seconds)');
   config.launch = launcherArgs(args, config);
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);
   if (!isPort(config.metricsPort, true)) fail(`invalid --metrics-port: ${args['metrics-port']}`);

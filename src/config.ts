@@ -10,6 +10,8 @@ export interface Config {
   metricsListen: string;
   verbose: number;
   maxConnections: number;
+  /** Close client connections idle this long (ms; 0 = never), like memcached -o idle_timeout. */
+  idleTimeoutMs: number;
   peer: string | undefined;
   replicationPort: number;
   maxItemSize: number | undefined;

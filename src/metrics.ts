@@ -48,6 +48,11 @@ export function createProxyMetrics(registry: Registry) {
       help: 'Client connections refused because the connection limit (-c) was reached.',
       registers: [registry],
     }),
+    clientConnectionsIdleClosed: new Counter({
+      name: 'memrepl_connections_idle_closed_total',
+      help: 'Client connections closed after sitting idle for --idle-timeout.',
+      registers: [registry],
+    }),
     commands: new Counter({
       name: 'memrepl_commands_total',
       help: 'Client requests by protocol, command and outcome.',

@@ -72,7 +72,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};
 
   const listener = new Listener(
-    { port: config.port, host: config.listen, maxConnections: config.maxConnections, tls: config.clientTls },
+    { port: config.port, host: config.listen, maxConnections: config.maxConnections, idleTimeoutMs: config.idleTimeoutMs, tls: config.clientTls },
     { text: () => textDialect(limits, proxyStats), binary: () => binaryDialect(limits) },
     { upstreams, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
   );

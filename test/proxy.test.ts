@@ -158,6 +158,51 @@ describe('bad input and misbehaving clients', () => {
   });
 });
 
+describe('idle clients (--idle-timeout, like memcached -o idle_timeout)', () => {
+  let memcached: Running;
+  let proxy: Running;
+  let metricsPort: number;
+  before(async () => {
+    memcached = await startMemcached();
+    metricsPort = await freePort();
+    proxy = await startMemrepl(memcached.port, ['--idle-timeout', '1', '--metrics-port', String(metricsPort)]);
+  });
+  after(async () => {
+    await proxy.stop();
+    await memcached.stop();
+  });
+
+  it('closes a silent connection, keeps a chatty one, and counts it', async () => {
+    const silent = await RawClient.connect(proxy.port);
+    const chatty = await RawClient.connect(proxy.port);
+    const until = Date.now() + 2500;
+    while (Date.now() < until) {
+      assert.match(await chatty.request('version\r\n'), /^VERSION /);
+      await sleep(250);
+    }
+    assert.equal(chatty.closed, false);
+    await eventually(() => silent.closed, 3000, 'the silent client to be closed');
+    const metrics = await httpGet(metricsPort, '/metrics');
+    assert.match(metrics.body, /memrepl_connections_idle_closed_total [1-9]/);
+    chatty.close();
+  });
+
+  it('does not close a client still owed a reply by a slow memcached', async () => {
+    const client = await RawClient.connect(proxy.port);
+    assert.equal(await client.request('set slow 0 0 2\r\nok\r\n'), 'STORED\r\n');
+    memcached.child.kill('SIGSTOP');
+    try {
+      client.send('get slow\r\n');
+      await sleep(2200); // twice the idle timeout, well inside --upstream-timeout
+      assert.equal(client.closed, false);
+    } finally {
+      memcached.child.kill('SIGCONT');
+    }
+    assert.equal((await client.read((b) => b.toString().endsWith('END\r\n'))).toString(), 'VALUE slow 0 2\r\nok\r\nEND\r\n');
+    client.close();
+  });
+});
+
 describe('metrics, health and shutdown', () => {
   it('exports Prometheus metrics and health that follows memcached', async () => {
     const memcached = await startMemcached();

@@ -17,6 +17,8 @@ export interface ListenerOptions {
   /** Address to bind; undefined = all interfaces, like memcached. */
   host?: string;
   maxConnections: number;
+  /** Close a connection with nothing outstanding after this many ms without traffic (0 = never). */
+  idleTimeoutMs: number;
   /** TLS on the client port, like memcached -Z (cert and key; a CA makes client certificates mandatory). */
   tls: { cert: Buffer; key: Buffer; ca: Buffer | null } | null;
 }
@@ -92,6 +94,16 @@ export class Listener {
       metrics.clientConnections.dec();
       log.debug(`<${socket.remotePort} connection closed.`);
     });
+    if (this.options.idleTimeoutMs > 0) {
+      // Node's socket timeout fires after no bytes moved either way; a client still owed a reply is not idle
+      // (a silent memcached is --upstream-timeout's business), so only a connection with nothing outstanding is closed.
+      socket.setTimeout(this.options.idleTimeoutMs, () => {
+        if (this.clients.get(socket)?.busy) return;
+        metrics.clientConnectionsIdleClosed.inc();
+        log.debug(`<${socket.remotePort} idle for ${this.options.idleTimeoutMs / 1000} s: closing, like memcached's idle_timeout`);
+        socket.destroy();
+      });
+    }
     socket.once('data', (first) => {
       const dialect = first[0] === BINARY_MAGIC ? this.dialects.binary() : this.dialects.text();
       const session = new Session(socket, dialect, { ...this.deps, upstream: this.deps.upstreams[dialect.name] });
