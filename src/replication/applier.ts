@@ -15,7 +15,7 @@ import type { ReplyPart } from '../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaSet, metaTouch } from '../protocol/text/serializer';
 import { expiresAtFromTtl, type RecordFrame } from './frames/messages';
 import type { Contention } from './contention';
-import type { HybridClock, Stamp } from './hlc';
+import { compareHlc, type Hlc, type HybridClock, type Stamp } from './hlc';
 import type { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import type { RecentWrites } from './recent-writes';
@@ -41,6 +41,14 @@ export function exptimeFor(deadline: number | null, now: number): number | null 
 export type ApplyOutcome = 'applied' | 'conflict' | 'refused';
 
 export class Applier {
+  /**
+   * This node's clock when it last told the peer where its own stream ends
+   * (HELLO, or a request for a full copy). The peer starts a copy only after
+   * applying this node's records up to there, so a copy holds every local
+   * write stamped before this; later ones it may predate.
+   */
+  copyCovers: Hlc = { wall: 0, logical: 0 };
+
   constructor(
     private readonly local: LocalMemcached,
     private readonly clock: HybridClock,
@@ -71,16 +79,17 @@ export class Applier {
   }
 
   /**
-   * A full copy's records (seq 0) are not stamped writes but the peer's state,
-   * and are never remembered. An add copy only fills a key nobody here wrote
-   * lately (no resurrected deletes); a set copy overrides anything but a write
-   * this node's own clients made lately (those were shipped to the peer, which
-   * will take them).
+   * A full copy's records (seq 0) are not stamped writes but the peer's state
+   * when it read the key, and are never remembered. That state includes every
+   * write of this node the copy covers (see copyCovers) and every earlier
+   * write of the peer (the peer drops a key its own clients wrote after it
+   * read it). So a copy stands unless this node's clients wrote the key after
+   * the covered point: that write is here and on its way to the peer, and is
+   * newer. Otherwise add or set decides, in memcached (see replicator.ts).
    */
   private copyApplies(record: RecordFrame): boolean {
     const last = this.recent.lastWrite(record.key);
-    if (!last) return true;
-    return record.op === 'set' && last.nodeId !== this.nodeId;
+    return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 
   /** `sentAt`: when the peer sent the record, on this node's clock. */

@@ -44,6 +44,13 @@ export interface FullCopyOptions {
   /** Fetches in flight at most, and their estimated bytes. */
   maxInFlight: number;
   maxInFlightBytes: number;
+  /**
+   * Local client writes: a mark taken before each fetch, and whether a client
+   * of this node wrote the key after it. Such a write's own record may leave
+   * before the copy record (replies arrive on different connections), and a
+   * copy arriving after it would put the older value back on the peer.
+   */
+  localWrites: { mark(): Hlc; since(key: Buffer, mark: Hlc): boolean };
 }
 
 export interface FullCopyProgress {
@@ -86,6 +93,7 @@ export class FullCopy {
   private finished = false;
   private linkCorked = false;
   private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: Error) => void };
+  private readonly done: Promise<FullCopyProgress>;
 
   constructor(
     private readonly upstream: UpstreamAddress,
@@ -96,13 +104,15 @@ export class FullCopy {
     private readonly log: Logger,
   ) {
     this.fetcher = new LocalMemcached(upstream, options.connectTimeoutMs);
+    this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
+    // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
+    this.done.catch(() => {});
   }
 
-  /** Walks and sends everything; resolves when the last item is on the link. */
+  /** Walks and sends everything; resolves when the last item is on the link (rejects at once if aborted already). */
   run(): Promise<FullCopyProgress> {
-    const done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
-    this.startWalk().catch((error: Error) => this.fail(error));
-    return done;
+    if (!this.finished) this.startWalk().catch((error: Error) => this.fail(error));
+    return this.done;
   }
 
   /** The link can take more bytes. */
@@ -183,6 +193,7 @@ export class FullCopy {
   private fetch(item: DumpedItem): void {
     this.inFlight++;
     this.inFlightBytes += item.size;
+    const mark = this.options.localWrites.mark();
     this.fetcher.request(metaRead(item.key)).then(
       (parts) => {
         this.inFlight--;
@@ -190,8 +201,8 @@ export class FullCopy {
         const now = Date.now();
         // The remaining life counts from when memcached answered, not from when this callback ran.
         const record = recordFromReadBack(item.key, parts, { ...this.stamp, nodeId: '' }, this.fetcher.lastReceivedAt);
-        // Gone since the walk saw it (expired, evicted, deleted): nothing to copy.
-        if (record && record.op === 'set') {
+        // Gone since the walk saw it (expired, evicted, deleted), or written since: nothing to copy.
+        if (record && record.op === 'set' && !this.options.localWrites.since(item.key, mark)) {
           if (this.pass < PASSES) this.sent.add(hashKey(item.key));
           const frame = serializeRecord({ ...record, op: this.options.mode, seq: 0 }, now);
           this.batchLinkWrites();

@@ -174,6 +174,21 @@ export class Inbox {
     this.scheduleCheckpoint();
   }
 
+  /**
+   * Resolves true once the followed run's records through `seq` are applied
+   * here, false if that takes longer than `timeoutMs` (the caller goes on:
+   * waiting forever on a peer that will not send them helps nobody).
+   */
+  async whenApplied(seq: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(this.positionKnown && this.applied >= seq)) {
+      if (seq === 0) return true;
+      if (Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return true;
+  }
+
   private follow(runId: string, seq: number, known = true): void {
     this.runId = runId;
     this.applied = seq;

@@ -22,7 +22,7 @@ import { FullCopy } from './full-copy';
 import { RestartWatch } from './restart-watch';
 import { dialReplication, replicationServer, type TlsMaterial } from './transport';
 import { Contention } from './contention';
-import { HybridClock } from './hlc';
+import { compareHlc, HybridClock } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
 import { LocalMemcached } from './local-memcached';
@@ -62,6 +62,8 @@ export interface ReplicationOptions {
 }
 
 const COPY_STAMP = { wall: 0, logical: 0 };
+/** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
+const COPY_WAIT_MS = 30_000;
 
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
@@ -71,6 +73,9 @@ export class Replicator implements LinkHandler {
   private readonly recent: RecentWrites;
   private readonly contention: Contention;
   private readonly inbox: Inbox;
+  private readonly applier: Applier;
+  /** Where the peer's stream ended when it last said (HELLO or request): a copy to it waits until that is applied here. */
+  private peerLastSeq = 0;
   private readonly applierConnection: LocalMemcached;
   private readonly readbackConnection: LocalMemcached;
   private readonly server: net.Server;
@@ -119,6 +124,7 @@ export class Replicator implements LinkHandler {
     };
     const applier = new Applier(this.applierConnection, this.clock, this.recent, contention, metrics, options.nodeId);
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
+    this.applier = applier;
     this.inbox = new Inbox(applier, this.applierConnection, metrics);
     this.inbox.onApplied = () => this.scheduleAck();
     this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
@@ -178,7 +184,15 @@ export class Replicator implements LinkHandler {
   }
 
   private hello(): Hello {
-    return { cluster: this.options.cluster, nodeId: this.options.nodeId, runId: this.runId, lastApplied: this.inbox.position, time: Date.now() };
+    this.applier.copyCovers = this.clock.last;
+    return {
+      cluster: this.options.cluster,
+      nodeId: this.options.nodeId,
+      runId: this.runId,
+      lastApplied: this.inbox.position,
+      time: Date.now(),
+      lastSeq: this.outbox.lastSeq,
+    };
   }
 
   private dial(): void {
@@ -254,6 +268,7 @@ export class Replicator implements LinkHandler {
           this.copy.abort('the peer asked for a new copy');
           this.copy = null;
         }
+        this.peerLastSeq = frame.lastSeq ?? 0;
         this.needFullResync(`the peer asked for one: ${frame.reason}`);
         return;
       case 'ping':
@@ -306,11 +321,13 @@ export class Replicator implements LinkHandler {
     this.metrics.peerUp.set(1);
     const peerRestarted = this.inbox.followedRun !== null && this.inbox.followedRun !== hello.runId;
     this.inbox.peerRun(hello.runId);
+    this.peerLastSeq = hello.lastSeq ?? 0;
     this.log.info('replication: start');
     this.startStream(hello);
-    // The peer's proxy restarted: what it acknowledged but had not shipped exists on its side only,
-    // and the two caches may differ key by key. The smaller node id's copy overwrites (see copyMode).
-    if (peerRestarted && this.copyMode(false) === 'set') this.needFullResync('the peer restarted: reconciling', true);
+    // The peer's proxy restarted: what it acknowledged but had not shipped (writes, deletes) exists on its side only,
+    // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
+    // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode).
+    if (peerRestarted) this.needFullResync('the peer restarted: reconciling');
   }
 
   /**
@@ -373,14 +390,36 @@ export class Replicator implements LinkHandler {
       link,
       // Copies are judged by who wrote a key last, not by time (see Applier.copyApplies).
       COPY_STAMP,
-      { mode, ratePerSecond: this.options.copyRatePerSecond, connectTimeoutMs: this.options.connectTimeoutMs, maxInFlight: 512, maxInFlightBytes: 16 * 1024 * 1024 },
+      {
+        mode,
+        ratePerSecond: this.options.copyRatePerSecond,
+        connectTimeoutMs: this.options.connectTimeoutMs,
+        maxInFlight: 512,
+        maxInFlightBytes: 16 * 1024 * 1024,
+        localWrites: {
+          // Local stamps come from clock.now(), strictly after clock.last: a write stamped after the mark came after it.
+          mark: () => this.clock.last,
+          since: (key, mark) => {
+            const last = this.recent.lastWrite(key);
+            return last !== undefined && last.nodeId === this.options.nodeId && compareHlc(last, mark) > 0;
+          },
+        },
+      },
       this.log,
     );
     this.copy = copy;
     this.metrics.copyInProgress.labels('sending').set(1);
     const progress = setInterval(() => this.log.info(`replication: marugoto ${copy.progress.items}`), 5000);
     progress.unref();
-    copy.run().then(
+    // The peer's records sent before it asked must be in our memcached before the walk reads it (see Applier.copyCovers).
+    const target = this.peerLastSeq;
+    this.inbox
+      .whenApplied(target, COPY_WAIT_MS)
+      .then((caughtUp) => {
+        if (!caughtUp) this.log.warn(`replication: the peer's records up to #${target} did not arrive within ${COPY_WAIT_MS} ms; copying anyway`);
+        return copy.run();
+      })
+      .then(
       ({ items, bytes }) => {
         link.write(serializeResyncEnd({ items }));
         this.fullResyncReason = null;
@@ -408,7 +447,9 @@ export class Replicator implements LinkHandler {
     this.log.warn(`replication: local memcached restarted (pid ${before} -> ${after}); asking the peer for a full copy`);
     this.inbox.forget();
     this.metrics.resyncs.labels('requested').inc();
-    this.active?.write(serializeFullResyncRequest({ reason: 'its memcached restarted empty' }));
+    if (!this.active) return; // the next HELLO asks (no position), with the same mark
+    this.applier.copyCovers = this.clock.last;
+    this.active.write(serializeFullResyncRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
   }
 
   /** memcached -X refuses lru_crawler metadump: a full copy from this node is impossible; say so once, up front. */

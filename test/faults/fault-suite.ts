@@ -5,20 +5,30 @@
  * at random, either memrepl or either memcached is killed with SIGKILL and
  * restarted, the link is cut or stalled through a relay, and garbage is sent
  * to both ports. Afterwards both memcacheds are compared key by key, and
- * against the clients' log of acknowledged writes: every acknowledged write
- * must be there unless a later one replaced it, except writes acknowledged by
- * a node less than LOSS_WINDOW_MS before that node's memcached or memrepl was
- * killed (replication is asynchronous: those may be lost, and are counted).
+ * against the clients' log of acknowledged writes (checker.ts): every
+ * acknowledged write must be there unless a later one or its expiry replaced
+ * it, except writes acknowledged by a node less than LOSS_WINDOW_MS before
+ * that node's memcached or memrepl was killed (replication is asynchronous:
+ * those may be lost, and are counted).
  *
- * Seeded and bounded in time; prints the seed and a summary.
+ * Seeded and bounded in time; prints the seed and a summary. The faults and
+ * each writer draw from their own seeded stream, so a seed replays the same
+ * sequence of faults and writes (their timing still depends on the machine).
+ * Every memrepl's log (-v) is kept in a directory printed at the start.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { RawClient } from '../support/client';
 import { eventually, freePort, sleep } from '../support/ports';
 import { Running, startMemcached, startMemrepl } from '../support/processes';
 import { Relay } from '../support/relay';
+import { check, type Attempt, type Kill } from './checker';
 
 const LOSS_WINDOW_MS = 1000;
+const KEYS_PER_WRITER = 200;
+const WRITERS = 4;
 
 function args(): { seconds: number; seed: number } {
   const get = (name: string, fallback: number) => {
@@ -28,7 +38,7 @@ function args(): { seconds: number; seed: number } {
   return { seconds: get('seconds', 60), seed: get('seed', Date.now() % 100000) };
 }
 
-/** Small seeded PRNG (mulberry32): the same seed replays the same faults and writes. */
+/** Small seeded PRNG (mulberry32). */
 function random(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -50,61 +60,56 @@ interface NodeProcs {
   args: string[];
 }
 
-interface Attempt {
-  value: string | null; // null = deleted
-  at: number;
-  node: 'a' | 'b';
-  /** The client got a reply saying it took effect (or that the key was absent, for a delete). */
-  acked: boolean;
-}
-
 async function main(): Promise<void> {
   const { seconds, seed } = args();
   const rnd = random(seed);
-  console.log(`fault suite: seed ${seed}, ${seconds} s of faults`);
+  const logDir = fs.mkdtempSync(path.join(os.tmpdir(), `memrepl-faults-${seed}-`));
+  console.log(`fault suite: seed ${seed}, ${seconds} s of faults; memrepl logs in ${logDir}`);
 
   const [ra, rb] = [await freePort(), await freePort()];
   const relay = new Relay(ra);
   const relayPort = await relay.start();
   const nodes: Record<'a' | 'b', NodeProcs> = {} as never;
+  const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.output()}\n--- process ended ${new Date().toISOString()}\n`);
   for (const [name, repl, peer] of [['a', ra, null], ['b', rb, relayPort]] as const) {
     const mcPort = await freePort();
     const port = await freePort();
     const memcached = await startMemcached([], mcPort);
-    const nodeArgs = ['-X', String(repl), '--node-id', name, '--resync-rate', '0', ...(peer ? ['-x', `127.0.0.1:${peer}`] : [])];
+    const nodeArgs = ['-v', '-X', String(repl), '--node-id', name, '--resync-rate', '0', ...(peer ? ['-x', `127.0.0.1:${peer}`] : [])];
     nodes[name] = { name, memcached, memrepl: await startMemrepl(mcPort, nodeArgs, port), mcPort, port, replicationPort: repl, args: nodeArgs };
   }
 
   const log = new Map<string, Attempt[]>();
-  const kills: Array<{ node: 'a' | 'b'; at: number }> = [];
-  const timeline: Array<[string, number]> = [];
+  const kills: Kill[] = [];
+  const timeline: string[] = [];
+  const started = Date.now();
   const faults: Record<string, number> = {};
   let acknowledged = 0;
   let stop = false;
 
   // Writers: each owns its keys, so "the last acknowledged write" of a key is well defined.
   const writer = async (id: number, node: 'a' | 'b') => {
+    const draw = random(seed * 31 + id + 1);
     let client: RawClient | null = null;
     let n = 0;
     while (!stop) {
       try {
         client ??= await RawClient.connect(nodes[node].port);
-        const key = `w${id}:${Math.floor(rnd() * 200)}`;
-        const del = rnd() < 0.15;
+        const key = `w${id}:${Math.floor(draw() * KEYS_PER_WRITER)}`;
+        const roll = draw();
+        const del = roll < 0.15;
+        const ttl = roll > 0.9 ? 3 : 0;
         const value = `${id}.${n++}`;
         // Logged before sending: a write that times out may still have taken effect.
-        const attempt: Attempt = { value: del ? null : value, at: 0, node, acked: false };
+        const attempt: Attempt = { value: del ? null : value, ttl, at: Date.now(), node, acked: false };
         const entries = log.get(key) ?? [];
         entries.push(attempt);
         log.set(key, entries);
-        const reply = await client.request(del ? `delete ${key}\r\n` : `set ${key} 0 0 ${value.length}\r\n${value}\r\n`, '\r\n', 2000);
-        if (reply === 'STORED\r\n' || reply === 'DELETED\r\n' || reply === 'NOT_FOUND\r\n') {
-          attempt.acked = true;
-          attempt.at = Date.now();
-          acknowledged++;
-        } else {
-          throw new Error(`unexpected reply ${reply.slice(0, 40)}`);
-        }
+        const reply = await client.request(del ? `delete ${key}\r\n` : `set ${key} 0 ${ttl} ${value.length}\r\n${value}\r\n`, '\r\n', 2000);
+        if (reply !== 'STORED\r\n' && reply !== 'DELETED\r\n' && reply !== 'NOT_FOUND\r\n') throw new Error(`unexpected reply ${reply.slice(0, 40)}`);
+        attempt.acked = true;
+        attempt.at = Date.now();
+        acknowledged++;
       } catch {
         client?.close();
         client = null;
@@ -113,11 +118,12 @@ async function main(): Promise<void> {
     }
     client?.close();
   };
-  const writers = [0, 1, 2, 3].map((id) => writer(id, id % 2 === 0 ? 'a' : 'b'));
+  const writers = Array.from({ length: WRITERS }, (_, id) => writer(id, id % 2 === 0 ? 'a' : 'b'));
 
   const restartProxy = async (p: NodeProcs) => {
     kills.push({ node: p.name, at: Date.now() });
     await p.memrepl.stop('SIGKILL');
+    keepLog(p);
     await sleep(200 + rnd() * 800);
     p.memrepl = await startMemrepl(p.mcPort, p.args, p.port);
   };
@@ -150,7 +156,7 @@ async function main(): Promise<void> {
     await sleep(1000 + rnd() * 3000);
     const [name, action] = actions[Math.floor(rnd() * actions.length)];
     faults[name] = (faults[name] ?? 0) + 1;
-    timeline.push([name, Date.now()]);
+    timeline.push(`${((Date.now() - started) / 1000).toFixed(1)}s ${name}`);
     await action();
   }
   stop = true;
@@ -158,70 +164,51 @@ async function main(): Promise<void> {
   relay.resume();
 
   // Settle: the link is up and both sides have drained what they owe each other.
-  const stat = async (p: NodeProcs, name: string) => {
+  const replicationStats = async (p: NodeProcs) => {
     const client = await RawClient.connect(p.port);
     try {
-      return new RegExp(`STAT ${name} (.*)\r\n`).exec(await client.request('stats replication\r\n', 'END\r\n'))?.[1] ?? '';
+      return await client.request('stats replication\r\n', 'END\r\n');
     } finally {
       client.close();
     }
   };
+  const stat = (text: string, name: string) => new RegExp(`STAT ${name} (.*)\r\n`).exec(text)?.[1] ?? '';
   // Settled = quiet for 3 checks in a row, a second apart (a memcached restart is noticed within a second).
   let quietChecks = 0;
   await eventually(async () => {
     await sleep(1000);
     let quiet = true;
     for (const p of [nodes.a, nodes.b]) {
-      if ((await stat(p, 'peer_up')) !== '1' || (await stat(p, 'unacked_records')) !== '0' || (await stat(p, 'copy_sending')) !== '0' || (await stat(p, 'copy_receiving')) !== '0') quiet = false;
+      const text = await replicationStats(p);
+      if (stat(text, 'peer_up') !== '1' || stat(text, 'unacked_records') !== '0' || stat(text, 'copy_sending') !== '0' || stat(text, 'copy_receiving') !== '0') quiet = false;
     }
     quietChecks = quiet ? quietChecks + 1 : 0;
     return quietChecks >= 3;
   }, 180_000, 'the pair to settle');
 
-  // Compare.
-  const read = async (port: number, key: string) => {
-    const client = await RawClient.connect(port);
-    try {
-      const reply = await client.request(`get ${key}\r\n`, 'END\r\n');
-      return reply === 'END\r\n' ? null : reply.split('\r\n')[1];
-    } finally {
-      client.close();
-    }
-  };
-  let mismatches = 0;
-  let lostInWindow = 0;
-  let lostOutside = 0;
-  for (const [key, entries] of log) {
-    const [va, vb] = [await read(nodes.a.mcPort, key), await read(nodes.b.mcPort, key)];
-    if (va !== vb) {
-      mismatches++;
-      if (mismatches <= 3) {
-        console.log(`MISMATCH ${key}: a=${va} b=${vb}; last attempts: ${JSON.stringify(entries.slice(-4))}`);
-        console.log(`  faults: ${JSON.stringify(timeline)}`);
-      }
-      continue;
-    }
-    const lastAcked = entries.map((e, i) => (e.acked ? i : -1)).reduce((a, b) => Math.max(a, b), -1);
-    const last = entries[lastAcked] ?? { value: null, at: 0, node: 'a', acked: false };
-    // The last acknowledged state, or a later attempt that took effect without its reply arriving.
-    if (entries.slice(Math.max(lastAcked, 0)).some((e) => e.value === va) || (lastAcked === -1 && va === null)) continue;
-    // Lost: fine only if an acknowledged write of this key sits in the window before a kill on its node.
-    const inWindow = entries.some((e) => e.acked && kills.some((k) => k.node === e.node && e.at <= k.at && k.at - e.at < LOSS_WINDOW_MS));
-    if (inWindow) lostInWindow++;
-    else {
-      lostOutside++;
-      if (lostOutside <= 10) console.log(`LOST ${key}: holds ${va}, last acked ${JSON.stringify(last)}`);
-    }
+  const verdict = await check({ a: nodes.a.mcPort, b: nodes.b.mcPort }, log, kills, LOSS_WINDOW_MS);
+  const failed = verdict.mismatches.length > 0 || verdict.lost.length > 0;
+  if (failed) {
+    for (const line of verdict.mismatches.slice(0, 5)) console.log(`MISMATCH ${line}`);
+    for (const line of verdict.lost.slice(0, 5)) console.log(`LOST ${line}`);
+    console.log(`faults: ${timeline.join(', ')}`);
+    for (const p of [nodes.a, nodes.b]) console.log(`node ${p.name}: ${(await replicationStats(p)).replace(/\r\n/g, ' ')}`);
   }
 
   relay.close();
   for (const p of [nodes.a, nodes.b]) {
     await p.memrepl.stop();
+    keepLog(p);
     await p.memcached.stop();
   }
-  const summary = `fault suite: seed ${seed}: ${acknowledged} writes acknowledged, ${Object.values(faults).reduce((a, b) => a + b, 0)} faults ${JSON.stringify(faults)}, ${log.size} keys compared, ${mismatches} mismatches, ${lostOutside} lost, ${lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed)`;
-  console.log(summary);
-  process.exit(mismatches === 0 && lostOutside === 0 ? 0 : 1);
+  const faultCount = Object.values(faults).reduce((x, y) => x + y, 0);
+  console.log(
+    `fault suite: seed ${seed}, ${seconds} s: ${acknowledged} writes acknowledged, ${faultCount} faults ${JSON.stringify(faults)}, ` +
+      `${verdict.keysCompared} keys compared, ${verdict.mismatches.length} mismatches, ${verdict.lost.length} lost, ` +
+      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed)`,
+  );
+  if (!failed) fs.rmSync(logDir, { recursive: true, force: true });
+  process.exit(failed ? 1 : 0);
 }
 
 main().catch((error) => {

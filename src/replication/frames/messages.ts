@@ -56,6 +56,12 @@ export interface Hello {
   wantsFullResync?: boolean;
   /** The sender's wall clock (ms): the first sample of the peer's clock offset, before any record can be late. */
   time?: number;
+  /**
+   * The sender's newest record (seq in its run). A full copy the peer sends
+   * in answer starts only once it has applied that far, so the copy already
+   * holds every write this node made before it asked.
+   */
+  lastSeq?: number;
 }
 
 export interface HelloFrame extends Hello {
@@ -180,9 +186,14 @@ export interface ResyncInfo {
 export interface ResyncBeginFrame extends ResyncInfo { type: 'resyncBegin' }
 export interface ResyncEndFrame extends ResyncInfo { type: 'resyncEnd' }
 
-export interface FullResyncRequestFrame {
-  type: 'fullResyncRequest';
+export interface FullResyncRequest {
   reason: string;
+  /** As Hello.lastSeq: the requester's newest record when it asked. */
+  lastSeq?: number;
+}
+
+export interface FullResyncRequestFrame extends FullResyncRequest {
+  type: 'fullResyncRequest';
 }
 
 export interface GoodbyeFrame {

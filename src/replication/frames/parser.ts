@@ -19,6 +19,7 @@ import {
   RECORD_OPS,
   TTL_UNCHANGED,
   type Frame,
+  type FullResyncRequestFrame,
   type HelloFrame,
   type RecordFrame,
   type ResyncInfo,
@@ -116,7 +117,12 @@ export function decodeFrame(type: number, payload: Buffer): Frame {
     case FrameType.resyncEnd: return { type: 'resyncEnd', ...resyncInfo(json('RESYNC_END', payload)) };
     case FrameType.fullResyncRequest: {
       const body = json('FULL_RESYNC_REQUEST', payload);
-      return { type: 'fullResyncRequest', reason: requiredString('FULL_RESYNC_REQUEST', body, 'reason') };
+      const request: FullResyncRequestFrame = { type: 'fullResyncRequest', reason: requiredString('FULL_RESYNC_REQUEST', body, 'reason') };
+      if (body.lastSeq !== undefined) {
+        if (!isCount(body.lastSeq)) throw malformed('FULL_RESYNC_REQUEST lastSeq is not a non-negative integer');
+        request.lastSeq = body.lastSeq;
+      }
+      return request;
     }
     case FrameType.goodbye: {
       const body = json('GOODBYE', payload);
@@ -217,6 +223,10 @@ function decodeHello(payload: Buffer): HelloFrame {
   if (time !== undefined) {
     if (typeof time !== 'number' || !Number.isSafeInteger(time) || time < 0) throw malformed('HELLO time is not a timestamp');
     hello.time = time;
+  }
+  if (body.lastSeq !== undefined) {
+    if (!isCount(body.lastSeq)) throw malformed('HELLO lastSeq is not a non-negative integer');
+    hello.lastSeq = body.lastSeq;
   }
   return hello;
 }

@@ -16,6 +16,7 @@ import {
   RECORD_OP_CODES,
   recordFrameBytes,
   ttlFromExpiresAt,
+  type FullResyncRequest,
   type Hello,
   type OutgoingRecord,
   type ResyncInfo,
@@ -77,6 +78,7 @@ export function serializeHello(hello: Hello): Buffer {
     proof: hello.proof,
     wantsFullResync: hello.wantsFullResync,
     time: hello.time,
+    lastSeq: hello.lastSeq,
   })), 'utf8');
   const buf = frame(FrameType.hello, PROTOCOL_MAGIC.length + 2 + json.length);
   let at = FRAME_HEADER_BYTES;
@@ -170,8 +172,9 @@ export function serializeResyncEnd(info: ResyncInfo = {}): Buffer {
   return jsonFrame(FrameType.resyncEnd, defined({ reason: info.reason, items: info.items }));
 }
 
-export function serializeFullResyncRequest(request: { reason: string }): Buffer {
-  return jsonFrame(FrameType.fullResyncRequest, { reason: request.reason });
+export function serializeFullResyncRequest(request: FullResyncRequest): Buffer {
+  if (request.lastSeq !== undefined) checkU64('lastSeq', request.lastSeq);
+  return jsonFrame(FrameType.fullResyncRequest, defined({ reason: request.reason, lastSeq: request.lastSeq }));
 }
 
 export function serializeGoodbye(goodbye: { reason: string }): Buffer {

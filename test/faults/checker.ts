@@ -1,0 +1,110 @@
+/**
+ * The fault suite's verdict: both memcacheds compared key by key, and each
+ * key against the clients' log of what they were told.
+ *
+ * Which keys: every key any client wrote, plus every key either memcached
+ * holds (from `lru_crawler metadump`), so a key that exists on one side only
+ * is found even if no client wrote it.
+ */
+import * as net from 'node:net';
+import { parseMetadumpLine } from '../../src/protocol/text/metadump';
+import { CHECKPOINT_KEY } from '../../src/replication/inbox';
+import { RawClient } from '../support/client';
+
+export interface Attempt {
+  value: string | null; // null = deleted
+  /** Seconds the value was set to live (0 = no expiry). */
+  ttl: number;
+  /** When the acknowledgement arrived (when the write was sent, if none did). */
+  at: number;
+  node: 'a' | 'b';
+  /** The client got a reply saying it took effect (or that the key was absent, for a delete). */
+  acked: boolean;
+}
+
+export interface Kill {
+  node: 'a' | 'b';
+  at: number;
+}
+
+export interface Verdict {
+  keysCompared: number;
+  mismatches: string[];
+  lost: string[];
+  /** Acknowledged writes missing, but acknowledged less than the window before a kill on their node. */
+  lostInWindow: number;
+}
+
+/** Every key memcached at `port` holds (one metadump walk; retried while the crawler is busy). */
+export async function dumpKeys(port: number, timeoutMs = 30_000): Promise<Set<string>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1');
+      let out = '';
+      socket.setTimeout(timeoutMs, () => socket.destroy(new Error('metadump timed out')));
+      socket.on('data', (chunk) => {
+        out += chunk.toString('latin1');
+        if (out.endsWith('END\r\n') || out.startsWith('BUSY') || out.startsWith('ERROR')) socket.end();
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(out));
+      socket.write('lru_crawler metadump all\r\n');
+    });
+    if (text.startsWith('BUSY') && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
+    const keys = new Set<string>();
+    for (const raw of text.split('\n')) {
+      if (raw === '') continue;
+      const line = parseMetadumpLine(raw);
+      if (line.type === 'item') keys.add(line.item.key.toString('latin1'));
+      else if (line.type === 'error') throw new Error(`metadump on port ${port}: ${line.message}`);
+    }
+    return keys;
+  }
+}
+
+/** The value memcached at `client` holds for `key`, or null. */
+async function read(client: RawClient, key: string): Promise<string | null> {
+  const reply = await client.request(`get ${key}\r\n`, 'END\r\n');
+  return reply === 'END\r\n' ? null : reply.split('\r\n')[1];
+}
+
+export async function check(
+  ports: { a: number; b: number },
+  log: Map<string, Attempt[]>,
+  kills: Kill[],
+  lossWindowMs: number,
+): Promise<Verdict> {
+  const keys = new Set<string>(log.keys());
+  for (const port of [ports.a, ports.b]) for (const key of await dumpKeys(port)) keys.add(key);
+  keys.delete(CHECKPOINT_KEY); // each node's own position in the other's stream: differs by design
+  const [a, b] = [await RawClient.connect(ports.a), await RawClient.connect(ports.b)];
+  const verdict: Verdict = { keysCompared: keys.size, mismatches: [], lost: [], lostInWindow: 0 };
+  try {
+    for (const key of keys) {
+      const [va, vb] = [await read(a, key), await read(b, key)];
+      const entries = log.get(key) ?? [];
+      if (va !== vb) {
+        verdict.mismatches.push(`${key}: a=${va} b=${vb}; last attempts ${JSON.stringify(entries.slice(-4))}`);
+        continue;
+      }
+      const lastAcked = entries.map((e, i) => (e.acked ? i : -1)).reduce((x, y) => Math.max(x, y), -1);
+      // The last acknowledged state, or a later attempt that took effect without its reply arriving,
+      // or nothing because that value expired (a second of slack: memcached's clock ticks once a second).
+      const candidates = entries.slice(Math.max(lastAcked, 0));
+      const expired = (e: Attempt) => e.ttl > 0 && Date.now() > e.at + (e.ttl + 1) * 1000;
+      if (candidates.some((e) => e.value === va || (va === null && expired(e))) || (lastAcked === -1 && va === null)) continue;
+      // Lost: allowed only if an acknowledged write of this key sits in the window before a kill on its node.
+      const inWindow = entries.some((e) => e.acked && kills.some((k) => k.node === e.node && e.at <= k.at && k.at - e.at < lossWindowMs));
+      if (inWindow) verdict.lostInWindow++;
+      else verdict.lost.push(`${key}: holds ${va}, last acknowledged ${JSON.stringify(entries[lastAcked] ?? null)}`);
+    }
+  } finally {
+    a.close();
+    b.close();
+  }
+  return verdict;
+}
