@@ -11,7 +11,7 @@ import yargs from 'yargs';
 import { parse as parseYaml } from 'yaml';
 import type { Config } from './config';
 import { createLogger } from './log';
-import { MemcachedLauncher } from './launcher';
+import { MemcachedLauncher } from './launcher/memcached-launcher';
 import { startServer } from './server';
 
 const USAGE_ERROR = 2;

@@ -9,7 +9,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Logger } from './log';
+import type { Logger } from '../log';
 
 export interface LauncherOptions {
   /** memcached's executable. */
