@@ -7,11 +7,13 @@
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { join as joinPath, resolve as resolvePath } from 'node:path';
 import yargs from 'yargs';
 import { parse as parseYaml } from 'yaml';
 import type { Config } from './config';
 import { createLogger } from './log';
-import { MemcachedLauncher } from './launcher';
+import { MemcachedLauncher } from './launcher/memcached-launcher';
+import { defaultRunDir, RunDirBusyError } from './launcher/run-dir';
 import { startServer } from './server';
 
 const USAGE_ERROR = 2;
@@ -134,6 +136,12 @@ export function parseArgs(argv: string[]): Config {
       describe: "memcached's item size limit (k/m suffixes; default: read from memcached). With --spawn-memcached, also passed to it",
     })
     .option('spawn-memcached', { type: 'boolean', default: false, describe: 'Launcher mode: start and supervise a stock memcached on a private unix socket (repcached-style single process)' })
+    .option('run-dir', {
+      type: 'string',
+      describe:
+        "With --spawn-memcached: directory (made 0700) for memcached's socket and pid files, stable so a restarted memrepl adopts the memcached " +
+        'a crashed one left running; one per memrepl (default: $TMPDIR/memrepl-<port>)',
+    })
     .option('memcached-binary', { type: 'string', default: 'memcached', describe: 'memcached executable for --spawn-memcached' })
     .option('memory-limit', { alias: 'm', type: 'number', describe: "With --spawn-memcached: memcached's -m (MB)" })
     .option('threads', { alias: 't', type: 'number', describe: "With --spawn-memcached: memcached's -t" })
@@ -228,13 +236,19 @@ function launcherArgs(args: Record<string, unknown>, config: Config): Config['la
   for (const [name, flag, value] of memcachedFlags) if (value !== undefined) out.push(flag, String(value));
   if (args['disable-evictions']) out.push('-M');
   for (const option of (args.extended as string[] | undefined) ?? []) out.push('-o', option);
+  const runDir = args['run-dir'] as string | undefined;
   if (!args['spawn-memcached']) {
     if (out.length > 0 || passthrough.length > 0) fail('memcached flags (-m, -t, -M, -f, -n, -o, -- ...) need --spawn-memcached');
+    if (runDir !== undefined) fail('--run-dir needs --spawn-memcached');
     return null;
   }
+  if (runDir === '') fail('invalid --run-dir: empty');
+  // memcached's socket goes inside it, and a unix socket path holds at most 107 bytes.
+  const socketPath = joinPath(resolvePath(runDir ?? defaultRunDir(config.port)), 'memcached.sock');
+  if (Buffer.byteLength(socketPath) > 107) fail(`--run-dir too long: ${socketPath} exceeds the 107 bytes of a unix socket path`);
   if (config.maxItemSize !== undefined) out.push('-I', String(config.maxItemSize));
   out.push('-c', String(config.maxConnections * 2 + 64));
-  return { binary: String(args['memcached-binary']), args: [...out, ...passthrough] };
+  return { binary: String(args['memcached-binary']), args: [...out, ...passthrough], runDir: runDir ?? defaultRunDir(config.port) };
 }
 
 async function main(): Promise<void> {
@@ -250,6 +264,8 @@ async function main(): Promise<void> {
     }
     server = await startServer(config, log);
   } catch (error) {
+    // Another memrepl owns the run dir: a usage problem (pick another dir or port), not a crash.
+    if (error instanceof RunDirBusyError) fail(error.message);
     process.stderr.write(`memrepl: failed to start: ${(error as Error).message}\n`);
     await launcher?.stop();
     process.exit(1);

@@ -24,8 +24,8 @@ export interface Config {
   backlogBytes: number;
   resyncRate: number;
   readyBeforeCopy: boolean;
-  /** Launcher mode: the memcached to start and supervise (its upstream is then a private socket). */
-  launch: { binary: string; args: string[] } | null;
+  /** Launcher mode: the memcached to start (or adopt) and supervise; its upstream is then a private socket in runDir. */
+  launch: { binary: string; args: string[]; runDir: string } | null;
   /** Shared secret of the replication link (from --replication-secret-file), or null. */
   replicationSecret: Buffer | null;
   /** TLS on the client port (memcached's -Z), or null. */

@@ -1,14 +1,19 @@
 /**
  * Launcher mode (--spawn-memcached): memrepl runs its own stock memcached on a
  * private unix socket, restarts it if it dies, and the restarted (empty)
- * memcached is refilled from the peer.
+ * memcached is refilled from the peer. A memcached left running by a memrepl
+ * killed with SIGKILL is adopted by the next memrepl on the same run dir.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, describe, it } from 'node:test';
 import { compare, load } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
-import { startMemrepl, startNode, stopAll } from './support/processes';
+import { Running, startMemrepl, startNode, stopAll } from './support/processes';
 
 async function memcachedPid(proxyPort: number): Promise<number> {
   const client = await RawClient.connect(proxyPort);
@@ -19,14 +24,91 @@ async function memcachedPid(proxyPort: number): Promise<number> {
   }
 }
 
+/** Alive and not a zombie: an orphaned memcached may wait a while for PID 1 to reap it. */
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
   } catch {
     return false;
   }
 };
+
+const cmdline = (pid: number) => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+};
+
+/** A run dir of the test's own (its parent is removed after the tests). */
+const tempParents: string[] = [];
+function newRunDir(): string {
+  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-launcher-test-'));
+  tempParents.push(parent);
+  return path.join(parent, 'run');
+}
+
+/** Every memcached serving on a run dir's socket, by scanning /proc: counts memcacheds started for it. */
+function memcachedsOn(runDir: string): number[] {
+  const socket = path.join(runDir, 'memcached.sock');
+  return fs
+    .readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => {
+      const argv = cmdline(pid);
+      return path.basename(argv[0] ?? '') === 'memcached' && argv[argv.indexOf('-s') + 1] === socket && alive(pid);
+    });
+}
+
+const readPidFile = (runDir: string, name = 'memcached.pid') => Number(fs.readFileSync(path.join(runDir, name), 'utf8').trim());
+
+/**
+ * Memcacheds the launcher started for this test's run dirs outlive a memrepl
+ * killed with SIGKILL: kill those (and only those: verified by their socket) at the end.
+ */
+after(() => {
+  for (const parent of tempParents) {
+    for (const pid of memcachedsOn(path.join(parent, 'run'))) process.kill(pid, 'SIGKILL');
+    fs.rmSync(parent, { recursive: true, force: true });
+  }
+});
+
+async function setKey(port: number, key: string, value: string): Promise<void> {
+  const client = await RawClient.connect(port);
+  try {
+    assert.equal(await client.request(`set ${key} 0 0 ${value.length}\r\n${value}\r\n`), 'STORED\r\n');
+  } finally {
+    client.close();
+  }
+}
+
+async function getKey(port: number, key: string): Promise<string> {
+  const client = await RawClient.connect(port);
+  try {
+    return await client.request(`get ${key}\r\n`, 'END\r\n');
+  } finally {
+    client.close();
+  }
+}
+
+async function maxBytes(port: number): Promise<number> {
+  const client = await RawClient.connect(port);
+  try {
+    return Number(/STAT maxbytes (\d+)/.exec(await client.request('stats settings\r\n', 'END\r\n'))![1]);
+  } finally {
+    client.close();
+  }
+}
+
+const launcherFlags = (runDir: string, ...more: string[]) => ['--spawn-memcached', '-v', '--run-dir', runDir, ...more];
 
 describe('launcher mode', () => {
   it('runs memcached with the given flags, restarts it when killed, and the peer refills it', async () => {
@@ -56,6 +138,118 @@ describe('launcher mode', () => {
     } finally {
       await b.stop();
       await stopAll(a);
+    }
+  });
+
+  it('adopts the memcached a SIGKILLed memrepl left running: same pid, its data kept, no second memcached; restarts it if it dies', async () => {
+    const runDir = newRunDir();
+    const flags = launcherFlags(runDir, '-m', '32');
+    let proxy: Running = await startMemrepl(0, flags);
+    try {
+      assert.equal((fs.statSync(runDir).mode & 0o777).toString(8), '700');
+      const pid = await memcachedPid(proxy.port);
+      assert.equal(readPidFile(runDir), pid);
+      await setKey(proxy.port, 'survivor', 'kept');
+
+      const port = proxy.port;
+      await proxy.stop('SIGKILL');
+      assert.ok(alive(pid), 'memcached outlives a memrepl killed with SIGKILL');
+      proxy = await startMemrepl(0, flags, port);
+      assert.equal(await memcachedPid(port), pid, 'the same memcached serves');
+      assert.equal(await getKey(port, 'survivor'), 'VALUE survivor 0 4\r\nkept\r\nEND\r\n');
+      assert.match(proxy.output(), new RegExp(`launcher: adopted memcached pid ${pid} from an earlier run`));
+      assert.doesNotMatch(proxy.output(), /launcher: started/);
+      assert.deepEqual(memcachedsOn(runDir), [pid], 'no second memcached');
+
+      // Not our child any more, but still supervised.
+      process.kill(pid, 'SIGKILL');
+      await eventually(async () => (await memcachedPid(port).catch(() => pid)) !== pid, 10000, 'the adopted memcached to be restarted');
+      const restarted = await memcachedPid(port);
+      assert.equal(readPidFile(runDir), restarted);
+      assert.deepEqual(memcachedsOn(runDir), [restarted]);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('replaces a leftover memcached that was started with other flags', async () => {
+    const runDir = newRunDir();
+    let proxy: Running = await startMemrepl(0, launcherFlags(runDir, '-m', '32'));
+    try {
+      const pid = await memcachedPid(proxy.port);
+      const port = proxy.port;
+      await proxy.stop('SIGKILL');
+      proxy = await startMemrepl(0, launcherFlags(runDir, '-m', '48'), port);
+      assert.equal(alive(pid), false, 'the old memcached is stopped before memrepl serves');
+      const fresh = await memcachedPid(port);
+      assert.notEqual(fresh, pid);
+      assert.equal(await maxBytes(port), 48 * 1024 * 1024);
+      assert.equal(readPidFile(runDir), fresh);
+      assert.match(proxy.output(), new RegExp(`stopping the memcached left by an earlier run: memcached pid ${pid} runs with other flags`));
+      assert.deepEqual(memcachedsOn(runDir), [fresh]);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('ignores a stale pid file naming a dead process or an unrelated one, and kills neither', async () => {
+    // A pid that was ours to start and is now dead.
+    const done = spawn('true');
+    const deadPid = done.pid!;
+    await new Promise((resolve) => done.once('exit', resolve));
+    // An unrelated live process (started by the test, stopped by the test).
+    const bystander = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const bystanderPid = bystander.pid!;
+    try {
+      for (const stale of [deadPid, bystanderPid]) {
+        const runDir = newRunDir();
+        fs.mkdirSync(runDir, { mode: 0o700 });
+        fs.writeFileSync(path.join(runDir, 'memcached.pid'), `${stale}\n`);
+        fs.writeFileSync(path.join(runDir, 'memcached.sock'), 'not a socket');
+        const proxy = await startMemrepl(0, launcherFlags(runDir));
+        try {
+          const pid = await memcachedPid(proxy.port);
+          assert.notEqual(pid, stale);
+          assert.equal(readPidFile(runDir), pid);
+          assert.match(proxy.output(), new RegExp(`ignoring stale .*memcached.pid: pid ${stale} is not (running|our memcached)`));
+        } finally {
+          assert.equal(await proxy.stop(), 0);
+        }
+      }
+      assert.ok(alive(bystanderPid), 'an unrelated process named by the pid file is left alone');
+    } finally {
+      bystander.kill('SIGKILL');
+    }
+  });
+
+  it('refuses a second memrepl on a run dir a live one owns (exit 2), and the first keeps serving', async () => {
+    const runDir = newRunDir();
+    const first = await startMemrepl(0, launcherFlags(runDir));
+    try {
+      const pid = await memcachedPid(first.port);
+      await assert.rejects(
+        startMemrepl(0, launcherFlags(runDir)),
+        new RegExp(`exited \\(2\\)[\\s\\S]*run dir ${runDir} is in use by another memrepl \\(pid ${first.child.pid}\\).*--run-dir.*-p`),
+      );
+      assert.equal(await memcachedPid(first.port), pid);
+      assert.deepEqual(memcachedsOn(runDir), [pid]);
+    } finally {
+      await first.stop();
+    }
+  });
+
+  it('SIGTERM stops memcached and removes its socket, the pid files and the default run dir', async () => {
+    const proxy = await startMemrepl(0, ['--spawn-memcached']);
+    const runDir = path.join(os.tmpdir(), `memrepl-${proxy.port}`);
+    try {
+      assert.deepEqual(fs.readdirSync(runDir).sort(), ['memcached.pid', 'memcached.sock', 'memrepl.pid']);
+      assert.equal(readPidFile(runDir, 'memrepl.pid'), proxy.child.pid);
+      const pid = await memcachedPid(proxy.port);
+      assert.equal(await proxy.stop('SIGTERM'), 0);
+      assert.equal(alive(pid), false);
+      assert.equal(fs.existsSync(runDir), false);
+    } finally {
+      await proxy.stop();
     }
   });
 
