@@ -35,12 +35,15 @@ export interface Verdict {
   lostInWindow: number;
 }
 
-/** Every key memcached at `port` holds (one metadump walk; retried while the crawler is busy). */
-export async function dumpKeys(port: number, timeoutMs = 30_000): Promise<Set<string>> {
+/** A memcached: TCP port on loopback, or unix socket path (launcher mode). */
+export type Address = number | string;
+
+/** Every key memcached at `address` holds (one metadump walk; retried while the crawler is busy). */
+export async function dumpKeys(address: Address, timeoutMs = 30_000): Promise<Set<string>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const text = await new Promise<string>((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1');
+      const socket = typeof address === 'string' ? net.connect(address) : net.connect(address, '127.0.0.1');
       let out = '';
       socket.setTimeout(timeoutMs, () => socket.destroy(new Error('metadump timed out')));
       socket.on('data', (chunk) => {
@@ -60,7 +63,7 @@ export async function dumpKeys(port: number, timeoutMs = 30_000): Promise<Set<st
       if (raw === '') continue;
       const line = parseMetadumpLine(raw);
       if (line.type === 'item') keys.add(line.item.key.toString('latin1'));
-      else if (line.type === 'error') throw new Error(`metadump on port ${port}: ${line.message}`);
+      else if (line.type === 'error') throw new Error(`metadump on ${address}: ${line.message}`);
     }
     return keys;
   }
@@ -73,15 +76,15 @@ async function read(client: RawClient, key: string): Promise<string | null> {
 }
 
 export async function check(
-  ports: { a: number; b: number },
+  memcacheds: { a: Address; b: Address },
   log: Map<string, Attempt[]>,
   kills: Kill[],
   lossWindowMs: number,
 ): Promise<Verdict> {
   const keys = new Set<string>(log.keys());
-  for (const port of [ports.a, ports.b]) for (const key of await dumpKeys(port)) keys.add(key);
+  for (const address of [memcacheds.a, memcacheds.b]) for (const key of await dumpKeys(address)) keys.add(key);
   keys.delete(CHECKPOINT_KEY); // each node's own position in the other's stream: differs by design
-  const [a, b] = [await RawClient.connect(ports.a), await RawClient.connect(ports.b)];
+  const [a, b] = [await RawClient.connect(memcacheds.a), await RawClient.connect(memcacheds.b)];
   const verdict: Verdict = { keysCompared: keys.size, mismatches: [], lost: [], lostInWindow: 0 };
   try {
     for (const key of keys) {
@@ -97,9 +100,16 @@ export async function check(
       const candidates = entries.slice(Math.max(lastAcked, 0));
       const expired = (e: Attempt) => e.ttl > 0 && Date.now() > e.at + (e.ttl + 1) * 1000;
       if (candidates.some((e) => e.value === va || (va === null && expired(e))) || (lastAcked === -1 && va === null)) continue;
-      // Lost: allowed only if an acknowledged write of this key sits in the window before a kill on its node.
-      const inWindow = entries.some((e) => e.acked && kills.some((k) => k.node === e.node && e.at <= k.at && k.at - e.at < lossWindowMs));
-      if (inWindow) verdict.lostInWindow++;
+      // The last acknowledged write is lost. Allowed only if it was acknowledged in the window before a kill on its node,
+      // and what is left is an older write of the key (or nothing), never a value nobody wrote.
+      if (lastAcked === -1) {
+        verdict.lost.push(`${key}: holds ${va}, which no client wrote`);
+        continue;
+      }
+      const last = entries[lastAcked];
+      const inWindow = kills.some((k) => k.node === last.node && last.at <= k.at && k.at - last.at < lossWindowMs);
+      const older = va === null || entries.slice(0, lastAcked).some((e) => e.value === va);
+      if (inWindow && older) verdict.lostInWindow++;
       else verdict.lost.push(`${key}: holds ${va}, last acknowledged ${JSON.stringify(entries[lastAcked] ?? null)}`);
     }
   } finally {

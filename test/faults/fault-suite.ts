@@ -24,7 +24,7 @@ import { RawClient } from '../support/client';
 import { eventually, freePort, sleep } from '../support/ports';
 import { Running, startMemcached, startMemrepl } from '../support/processes';
 import { Relay } from '../support/relay';
-import { check, type Attempt, type Kill } from './checker';
+import { check, type Address, type Attempt, type Kill } from './checker';
 
 const LOSS_WINDOW_MS = 1000;
 const KEYS_PER_WRITER = 200;
@@ -52,12 +52,75 @@ function random(seed: number): () => number {
 
 interface NodeProcs {
   name: 'a' | 'b';
-  memcached: Running;
   memrepl: Running;
-  mcPort: number;
   port: number;
   replicationPort: number;
-  args: string[];
+  /** Starts this node's memrepl (again), same ports and flags. */
+  startMemrepl(): Promise<Running>;
+  /** Where this node's memcached listens (compared at the end). */
+  memcached: Address;
+  /** kill -9 this node's memcached; resolves once a new one is starting. */
+  killMemcached(): Promise<void>;
+  stopMemcached(): Promise<void>;
+}
+
+/** Node A: memrepl in front of a memcached the suite runs (the sidecar layout); the suite restarts it. */
+async function sidecarNode(rnd: () => number, nodeArgs: string[]): Promise<NodeProcs> {
+  const mcPort = await freePort();
+  let memcached = await startMemcached([], mcPort);
+  const port = await freePort();
+  const start = () => startMemrepl(mcPort, nodeArgs, port);
+  return {
+    name: 'a',
+    memrepl: await start(),
+    port,
+    replicationPort: 0,
+    startMemrepl: start,
+    memcached: mcPort,
+    async killMemcached() {
+      await memcached.stop('SIGKILL');
+      await sleep(200 + rnd() * 800);
+      memcached = await startMemcached([], mcPort);
+    },
+    stopMemcached: async () => void (await memcached.stop()),
+  };
+}
+
+/**
+ * Node B: launcher mode (--spawn-memcached), memcached on a private socket in
+ * the node's run dir; memrepl restarts it when killed, and adopts it when
+ * memrepl itself was killed.
+ */
+async function launcherNode(nodeArgs: string[], runDir: string): Promise<NodeProcs> {
+  const args = [...nodeArgs, '--spawn-memcached', '-m', '64', '--run-dir', runDir];
+  const port = await freePort();
+  const pidOf = () => Number(fs.readFileSync(path.join(runDir, 'memcached.pid'), 'utf8'));
+  // --upstream is ignored in launcher mode (the private socket replaces it).
+  const start = () => startMemrepl(1, args, port);
+  return {
+    name: 'b',
+    memrepl: await start(),
+    port,
+    replicationPort: 0,
+    startMemrepl: start,
+    memcached: path.join(runDir, 'memcached.sock'),
+    async killMemcached() {
+      try {
+        process.kill(pidOf(), 'SIGKILL');
+      } catch {
+        // between two lives (the launcher is restarting it): nothing to kill this time
+      }
+      await sleep(200);
+    },
+    async stopMemcached() {
+      // memrepl stopped it on SIGTERM; after a SIGKILL of memrepl at the very end it may still run.
+      try {
+        process.kill(pidOf(), 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -71,13 +134,9 @@ async function main(): Promise<void> {
   const relayPort = await relay.start();
   const nodes: Record<'a' | 'b', NodeProcs> = {} as never;
   const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.output()}\n--- process ended ${new Date().toISOString()}\n`);
-  for (const [name, repl, peer] of [['a', ra, null], ['b', rb, relayPort]] as const) {
-    const mcPort = await freePort();
-    const port = await freePort();
-    const memcached = await startMemcached([], mcPort);
-    const nodeArgs = ['-v', '-X', String(repl), '--node-id', name, '--resync-rate', '0', ...(peer ? ['-x', `127.0.0.1:${peer}`] : [])];
-    nodes[name] = { name, memcached, memrepl: await startMemrepl(mcPort, nodeArgs, port), mcPort, port, replicationPort: repl, args: nodeArgs };
-  }
+  const nodeArgs = (name: string, repl: number) => ['-v', '-X', String(repl), '--node-id', name, '--resync-rate', '0'];
+  nodes.a = { ...(await sidecarNode(rnd, nodeArgs('a', ra))), replicationPort: ra };
+  nodes.b = { ...(await launcherNode([...nodeArgs('b', rb), '-x', `127.0.0.1:${relayPort}`], path.join(logDir, 'run-b'))), replicationPort: rb };
 
   const log = new Map<string, Attempt[]>();
   const kills: Kill[] = [];
@@ -125,13 +184,11 @@ async function main(): Promise<void> {
     await p.memrepl.stop('SIGKILL');
     keepLog(p);
     await sleep(200 + rnd() * 800);
-    p.memrepl = await startMemrepl(p.mcPort, p.args, p.port);
+    p.memrepl = await p.startMemrepl();
   };
   const restartMemcached = async (p: NodeProcs) => {
     kills.push({ node: p.name, at: Date.now() });
-    await p.memcached.stop('SIGKILL');
-    await sleep(200 + rnd() * 800);
-    p.memcached = await startMemcached([], p.mcPort);
+    await p.killMemcached();
   };
   const garbage = async (port: number) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -186,7 +243,7 @@ async function main(): Promise<void> {
     return quietChecks >= 3;
   }, 180_000, 'the pair to settle');
 
-  const verdict = await check({ a: nodes.a.mcPort, b: nodes.b.mcPort }, log, kills, LOSS_WINDOW_MS);
+  const verdict = await check({ a: nodes.a.memcached, b: nodes.b.memcached }, log, kills, LOSS_WINDOW_MS);
   const failed = verdict.mismatches.length > 0 || verdict.lost.length > 0;
   if (failed) {
     for (const line of verdict.mismatches.slice(0, 5)) console.log(`MISMATCH ${line}`);
@@ -199,7 +256,7 @@ async function main(): Promise<void> {
   for (const p of [nodes.a, nodes.b]) {
     await p.memrepl.stop();
     keepLog(p);
-    await p.memcached.stop();
+    await p.stopMemcached();
   }
   const faultCount = Object.values(faults).reduce((x, y) => x + y, 0);
   console.log(

@@ -18,9 +18,10 @@ export class RawClient {
     socket.on('error', () => {});
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
+  /** A TCP port on `host`, or a unix socket path. */
+  static connect(port: number | string, host = '127.0.0.1'): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(port, host, () => resolve(new RawClient(socket)));
+      const socket = typeof port === 'string' ? net.connect(port, () => resolve(new RawClient(socket))) : net.connect(port, host, () => resolve(new RawClient(socket)));
       socket.once('error', reject);
     });
   }
