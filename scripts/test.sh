@@ -11,5 +11,7 @@ need_node_modules
 build
 # Only *.test.js files: node --test given a directory would also run everything under
 # test/ (helpers, and the long fault-injection suite, which has its own npm script).
-if [ $# -eq 0 ]; then set -- $(find dist/src dist/test -name '*.test.js' | sort); fi
-exec node --test --test-concurrency=2 --test-timeout=600000 "$@"
+if [ $# -gt 0 ]; then exec node --test --test-concurrency=2 --test-timeout=600000 "$@"; fi
+node --test --test-concurrency=2 --test-timeout=600000 $(find dist/src dist/test -name '*.test.js' | sort)
+# Then a short run of the fault-injection suite (the long one: npm run test:faults -- --seconds 600).
+node dist/test/faults/fault-suite.js --seconds "${FAULT_SECONDS:-45}" --seed "${FAULT_SEED:-1}"

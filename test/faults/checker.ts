@@ -96,7 +96,7 @@ export async function check(
       }
       const lastAcked = entries.map((e, i) => (e.acked ? i : -1)).reduce((x, y) => Math.max(x, y), -1);
       // The last acknowledged state, or a later attempt that took effect without its reply arriving,
-      // or nothing because that value expired (a second of slack: memcached's clock ticks once a second).
+      // or nothing because that value expired (memcached's clock ticks once a second: an item lives TTL±1 s).
       const candidates = entries.slice(Math.max(lastAcked, 0));
       const expired = (e: Attempt) => e.ttl > 0 && Date.now() > e.at + (e.ttl + 1) * 1000;
       if (candidates.some((e) => e.value === va || (va === null && expired(e))) || (lastAcked === -1 && va === null)) continue;

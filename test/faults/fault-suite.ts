@@ -29,6 +29,8 @@ import { check, type Address, type Attempt, type Kill } from './checker';
 const LOSS_WINDOW_MS = 1000;
 const KEYS_PER_WRITER = 200;
 const WRITERS = 4;
+/** 10% of sets expire after this; the rest never do. */
+const TTL_SECONDS = 3;
 
 function args(): { seconds: number; seed: number } {
   const get = (name: string, fallback: number) => {
@@ -157,7 +159,7 @@ async function main(): Promise<void> {
         const key = `w${id}:${Math.floor(draw() * KEYS_PER_WRITER)}`;
         const roll = draw();
         const del = roll < 0.15;
-        const ttl = roll > 0.9 ? 3 : 0;
+        const ttl = roll > 0.9 ? TTL_SECONDS : 0;
         const value = `${id}.${n++}`;
         // Logged before sending: a write that times out may still have taken effect.
         const attempt: Attempt = { value: del ? null : value, ttl, at: Date.now(), node, acked: false };
@@ -218,6 +220,7 @@ async function main(): Promise<void> {
   }
   stop = true;
   await Promise.all(writers);
+  const stoppedAt = Date.now();
   relay.resume();
 
   // Settle: the link is up and both sides have drained what they owe each other.
@@ -243,6 +246,9 @@ async function main(): Promise<void> {
     return quietChecks >= 3;
   }, 180_000, 'the pair to settle');
 
+  // Let every value written with a TTL expire on both sides first: memcached's clock ticks once a second, so an
+  // item lives between TTL-1 and TTL+1 seconds, and both copies must be past that for the sides to compare equal.
+  await sleep(Math.max(0, stoppedAt + (TTL_SECONDS + 2) * 1000 - Date.now()));
   const verdict = await check({ a: nodes.a.memcached, b: nodes.b.memcached }, log, kills, LOSS_WINDOW_MS);
   const failed = verdict.mismatches.length > 0 || verdict.lost.length > 0;
   if (failed) {
