@@ -134,11 +134,26 @@ describe('every replicated command, both directions', () => {
     await converged(a, b, 'r');
     const [seqA, seqB] = [Number(await stat(a, 'last_seq')), Number(await stat(b, 'last_seq'))];
     client.send('get r\r\ngets r\r\nmg r v\r\nadd r 0 0 1\r\ny\r\nreplace nope 0 0 1\r\ny\r\ncas r 0 0 1 1\r\ny\r\n');
-    client.send('incr nope 1\r\ndelete nope\r\ntouch nope 1\r\nappend nope 0 0 1\r\ny\r\nmd nope\r\nma nope\r\nms r 1 ME\r\nz\r\n');
+    client.send('incr nope 1\r\ntouch nope 1\r\nappend nope 0 0 1\r\ny\r\nma nope\r\nms r 1 ME\r\nz\r\n');
     await client.request('mn\r\n', 'MN\r\n');
     await sleep(200);
     assert.equal(Number(await stat(a, 'last_seq')), seqA, 'A recorded a read or a failed write');
     assert.equal(Number(await stat(b, 'last_seq')), seqB, 'B re-shipped a record it applied');
+    client.close();
+  });
+
+  it('a delete answered NOT_FOUND still deletes the key on the peer (it may be missing only here)', async () => {
+    const client = await RawClient.connect(b.memrepl.port);
+    for (const [key, verb] of [['gone1', 'delete gone1'], ['gone2', 'md gone2']]) {
+      await client.request(`set ${key} 0 0 1\r\nx\r\n`);
+      await converged(b, a, key);
+      // Lost behind B's back (a restarted memcached not noticed yet, an eviction): B's client deletes a key B lacks.
+      const direct = await RawClient.connect(b.memcached.port);
+      await direct.request(`delete ${key}\r\n`);
+      direct.close();
+      assert.match(await client.request(`${verb}\r\n`), /^(NOT_FOUND|NF)\r\n$/);
+      await eventually(async () => (await item(a.memcached.port, key)) === null, 5000, `${key} deleted on A`);
+    }
     client.close();
   });
 

@@ -18,9 +18,10 @@ export type WriteEffect =
   /** Only the expiry changed (touch, gat, mg T). */
   | { kind: 'touch'; key: Buffer; exptime: Exptime }
   /**
-   * `missed`: memcached answered "not found". Not a write on a warm node; on a
-   * node still receiving its first full copy the key may simply not have
-   * arrived yet, and the client's delete must still win over that copy.
+   * `missed`: memcached answered "not found". Replicated all the same: the key
+   * may be absent here only because this memcached lost it (restarted, not yet
+   * noticed) or its copy has not arrived yet, and the client's delete must win
+   * over the peer's value either way (a logged-out session must not come back).
    */
   | { kind: 'delete'; key: Buffer; missed?: boolean }
   /** md with I: the item stays but is marked stale; optional new TTL. */

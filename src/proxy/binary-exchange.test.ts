@@ -92,7 +92,7 @@ test('effects of writes that took effect', () => {
     [{ opcode: Opcode.IncrementQ, key, extras: arithmeticExtras(1n, 0n, 0) }, Status.Success, [{ kind: 'readback', key }]],
     [{ opcode: Opcode.Decrement, key, extras: arithmeticExtras(1n, 0n, 0) }, Status.NonNumeric, []],
     [{ opcode: Opcode.DeleteQ, key }, Status.Success, [{ kind: 'delete', key }]],
-    // Reported as missed: only a node still receiving its first copy replicates it.
+    // Reported as missed (replicated all the same: the key may be missing only here).
     [{ opcode: Opcode.Delete, key }, Status.KeyNotFound, [{ kind: 'delete', key, missed: true }]],
     [{ opcode: Opcode.Touch, key, extras: expiryExtras(60) }, Status.Success, [{ kind: 'touch', key, exptime: 60 }]],
     [{ opcode: Opcode.GATKQ, key, extras: expiryExtras(0xffffffff) }, Status.Success, [{ kind: 'touch', key, exptime: 0xffffffff }]],

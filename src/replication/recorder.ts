@@ -50,12 +50,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     private readonly recent: RecentWrites,
     private readonly local: LocalMemcached,
     private readonly events: RecorderEvents,
-    /** True while this node is still receiving its first full copy. */
-    private readonly isCold: () => boolean,
   ) {}
 
   written(effect: WriteEffect, receivedAt: number): void {
-    if (effect.kind === 'delete' && effect.missed && !this.isCold()) return;
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') {
       this.recent.noteFlush({ ...stamp, wall: stamp.wall + effect.delay * 1000 });

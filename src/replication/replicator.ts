@@ -114,7 +114,7 @@ export class Replicator implements LinkHandler {
     const recorder = new Recorder(this.outbox, this.clock, this.recent, this.readbackConnection, {
       appended: () => this.schedulePump(),
       lost: (reason) => this.writeLost(reason),
-    }, () => this.inbox.copyInProgress);
+    });
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
     this.sink = {
