@@ -86,6 +86,7 @@ const helloArb: fc.Arbitrary<Hello> = fc.record(
     proof: fc.string(),
     wantsFullResync: fc.boolean(),
     time: fc.maxSafeNat(),
+    lastSeq: fc.maxSafeNat(),
   },
   { requiredKeys: ['cluster', 'nodeId', 'runId', 'lastApplied'] },
 );
@@ -102,8 +103,8 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
   fc.record({ reason: fc.string(), items: fc.maxSafeNat() }, { requiredKeys: [] }).map((info) => ({
     bytes: serialize.resyncEnd(info), expected: { type: 'resyncEnd' as const, ...info },
   })),
-  fc.fullUnicodeString().map((reason) => ({
-    bytes: serialize.fullResyncRequest({ reason }), expected: { type: 'fullResyncRequest' as const, reason },
+  fc.record({ reason: fc.fullUnicodeString(), lastSeq: fc.maxSafeNat() }, { requiredKeys: ['reason'] }).map((request) => ({
+    bytes: serialize.fullResyncRequest(request), expected: { type: 'fullResyncRequest' as const, ...request },
   })),
   fc.fullUnicodeString().map((reason) => ({ bytes: serialize.goodbye({ reason }), expected: { type: 'goodbye' as const, reason } })),
 );
