@@ -184,7 +184,7 @@ export class Replicator implements LinkHandler {
   }
 
   private hello(): Hello {
-    this.applier.copyCovers = this.clock.last;
+    this.markCopyCoverage();
     return {
       cluster: this.options.cluster,
       nodeId: this.options.nodeId,
@@ -448,8 +448,18 @@ export class Replicator implements LinkHandler {
     this.inbox.forget();
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position), with the same mark
-    this.applier.copyCovers = this.clock.last;
+    this.markCopyCoverage();
     this.active.write(serializeFullResyncRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
+  }
+
+  /**
+   * We are about to tell the peer our stream ends at outbox.lastSeq: a copy it
+   * sends covers our writes up to that record. Its stamp, not the clock's:
+   * writes still being read back (append, incr) were stamped earlier but get
+   * their records, and seqs, later.
+   */
+  private markCopyCoverage(): void {
+    this.applier.copyCovers = this.outbox.get(this.outbox.lastSeq)?.hlc ?? { wall: 0, logical: 0 };
   }
 
   /** memcached -X refuses lru_crawler metadump: a full copy from this node is impossible; say so once, up front. */
