@@ -159,7 +159,6 @@ export class FullCopy {
   /** Starts as many fetches as the bounds allow. */
   private drive(): void {
     if (this.finished) return;
-    this.fetcher.batchThisTick();
     while (this.queueHead < this.queue.length && this.inFlight < this.options.maxInFlight && this.inFlightBytes < this.options.maxInFlightBytes) {
       if (this.link.congested || !this.link.open) return;
       if (!this.takeToken()) return;
