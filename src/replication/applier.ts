@@ -50,8 +50,8 @@ interface CopyBatch {
   full: Buffer[];
   buf: Buffer;
   used: number;
-  /** Keys sent (their contention bookkeeping settles with the batch). */
-  keys: Buffer[];
+  /** Keys sent, as latin1 strings (their contention bookkeeping settles with the batch). */
+  keys: string[];
   /** Copy records it accounts for, stored or skipped as conflicts. */
   records: number;
   sets: number;
@@ -97,14 +97,16 @@ export class Applier {
     this.clock.observe(record.hlc);
     const batch = (this.copyBatch ??= this.newCopyBatch());
     batch.records++;
-    if (!this.copyApplies(record)) {
+    // One string per key for both maps (the conversion cost as much as the lookups).
+    const id = record.key.toString('latin1');
+    if (!this.copyApplies(record, id)) {
       this.metrics.recordsSkipped.labels('conflict').inc();
       return;
     }
     if (record.op === 'set') batch.sets++;
     else batch.adds++;
-    this.contention.applyStarted(record.key);
-    batch.keys.push(record.key);
+    this.contention.applyStartedId(id);
+    batch.keys.push(id);
     this.writeCopy(batch, record, sentAt);
     if (batch.full.length * COPY_BATCH_BYTES + batch.used >= COPY_BATCH_BYTES) this.flushCopies();
   }
@@ -119,23 +121,45 @@ export class Applier {
   private writeCopy(batch: CopyBatch, record: RecordFrame, sentAt: number): void {
     const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
     const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
-    const { token, flag } = metaKey(record.key);
-    if (exptime === null) {
-      this.copyBytes(batch, Buffer.from(`md ${token}${flag} q\r\n`, 'latin1'));
+    const { key, value } = record;
+    if (exptime === null || !textSafe(key)) {
+      const { token, flag } = metaKey(key);
+      const line = exptime === null ? `md ${token}${flag} q\r\n` : `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${record.op === 'add' ? 'E' : 'S'} q\r\n`;
+      this.copyBytes(batch, Buffer.concat([Buffer.from(line, 'latin1'), exptime === null ? EMPTY : value, exptime === null ? EMPTY : CRLF]));
       return;
     }
-    const value = record.value;
-    const line = `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${record.op === 'add' ? 'E' : 'S'} q\r\n`;
-    // Latin1 strings are one byte per character: line.length is its size.
-    const size = line.length + value.length + 2;
+    // Written in place, without a string per record: `ms ` key ` ` len ` F` flags ` T` exptime ` M` mode ` q\r\n` value `\r\n`.
+    const size = key.length + value.length + 60;
     if (batch.used + size > batch.buf.length) {
       if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
       batch.buf = Buffer.allocUnsafe(Math.max(COPY_BATCH_BYTES, size));
       batch.used = 0;
     }
-    batch.used += batch.buf.write(line, batch.used, 'latin1');
-    batch.used += value.copy(batch.buf, batch.used);
-    batch.used += CRLF.copy(batch.buf, batch.used);
+    const buf = batch.buf;
+    let at = batch.used;
+    buf[at++] = 0x6d; // m
+    buf[at++] = 0x73; // s
+    buf[at++] = 0x20;
+    at = copyRange(key, buf, at);
+    buf[at++] = 0x20;
+    at = writeDecimal(buf, at, value.length);
+    buf[at++] = 0x20;
+    buf[at++] = 0x46; // F
+    at = writeDecimal(buf, at, record.flags);
+    buf[at++] = 0x20;
+    buf[at++] = 0x54; // T
+    at = writeDecimal(buf, at, exptime);
+    buf[at++] = 0x20;
+    buf[at++] = 0x4d; // M
+    buf[at++] = record.op === 'add' ? 0x45 : 0x53; // E or S
+    buf[at++] = 0x20;
+    buf[at++] = 0x71; // q
+    buf[at++] = 0x0d;
+    buf[at++] = 0x0a;
+    at = copyRange(value, buf, at);
+    buf[at++] = 0x0d;
+    buf[at++] = 0x0a;
+    batch.used = at;
   }
 
   private copyBytes(batch: CopyBatch, bytes: Buffer): void {
@@ -158,7 +182,7 @@ export class Applier {
     this.local.quietBatch(commands).then(
       (failures) => this.copiesAnswered(batch, failures),
       (error: Error) => {
-        for (const key of batch.keys) this.contention.applySettled(key);
+        for (const id of batch.keys) this.contention.applySettledId(id);
         this.onCopiesSettled(batch.records, error);
       },
     );
@@ -166,7 +190,7 @@ export class Applier {
 
   /** memcached answered only what did not go well: NS (an add of a key it has) and NF (a delete of one it lacks) are fine. */
   private copiesAnswered(batch: CopyBatch, failures: ReplyPart[]): void {
-    for (const key of batch.keys) this.contention.applySettled(key);
+    for (const id of batch.keys) this.contention.applySettledId(id);
     let refused = 0;
     for (const { line } of failures) {
       if (!isRefusal(line)) continue;
@@ -210,10 +234,10 @@ export class Applier {
    * this node's own clients made lately (those were shipped to the peer, which
    * will take them).
    */
-  private copyApplies(record: RecordFrame): boolean {
-    const last = this.recent.lastWrite(record.key);
-    if (!last) return true;
-    return record.op === 'set' && last.nodeId !== this.nodeId;
+  private copyApplies(record: RecordFrame, id = record.key.toString('latin1')): boolean {
+    const lastWriter = this.recent.lastWriterOf(id);
+    if (lastWriter === undefined) return true;
+    return record.op === 'set' && lastWriter !== this.nodeId;
   }
 
   /** `sentAt`: when the peer sent the record, on this node's clock. */
@@ -260,6 +284,35 @@ export class Applier {
     this.metrics.recordsSkipped.labels(reason).inc();
     return Promise.resolve(reason);
   }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** True when the text tokenizer keeps the key intact (no space, CR, LF or NUL): see metaKey. */
+function textSafe(key: Buffer): boolean {
+  for (let i = 0; i < key.length; i++) {
+    const c = key[i];
+    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
+  }
+  return true;
+}
+
+/** A non-negative integer's decimal digits at `at`; returns the offset after them. */
+function writeDecimal(buf: Buffer, at: number, n: number): number {
+  if (n < 10) {
+    buf[at] = 0x30 + n;
+    return at + 1;
+  }
+  const digits = String(n);
+  for (let i = 0; i < digits.length; i++) buf[at + i] = digits.charCodeAt(i);
+  return at + digits.length;
+}
+
+/** A small buffer's bytes at `at` (a loop beats Buffer.copy's call and view below ~128 bytes). */
+function copyRange(src: Buffer, dst: Buffer, at: number): number {
+  if (src.length > 128) return at + src.copy(dst, at);
+  for (let i = 0; i < src.length; i++) dst[at++] = src[i];
+  return at;
 }
 
 function isRefusal(status: string): boolean {

@@ -26,7 +26,7 @@
  */
 import type * as net from 'node:net';
 import type { Logger } from '../log';
-import { newMetadumpLine, percentDecode, scanMetadumpLine } from '../protocol/text/metadump';
+import { newMetadumpLine, percentDecodeInto, scanMetadumpLine } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
 import { META_BASE64_KEY_MAX } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
@@ -77,6 +77,26 @@ const MN = Buffer.from('mn\r\n');
 /** An mg line at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
 const MG_LINE_MAX = 400;
 
+/** True when no byte of key[0, length) would break a text command line (space, CR, LF, NUL). */
+function textSafe(key: Buffer, length: number): boolean {
+  for (let i = 0; i < length; i++) {
+    const c = key[i];
+    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
+  }
+  return true;
+}
+
+/**
+ * Copies src[start, end) to dst at `at`, returns the offset after it. Keys and
+ * command words are a few dozen bytes: a loop beats Buffer.copy's call and
+ * view allocation at that size.
+ */
+function copySmall(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
+  if (end - start > 64) return at + src.copy(dst, at, start, end);
+  for (let i = start; i < end; i++) dst[at++] = src[i];
+  return at;
+}
+
 /** One batch of fetches: its MN settles what was not answered (gone since the walk). */
 interface FetchBatch {
   unanswered: number;
@@ -124,6 +144,7 @@ export class FullCopy {
   private readonly line = newMetadumpLine();
   /** The buffer the last line was read from. */
   private lineBuf: Buffer = Buffer.alloc(0);
+  private keyScratch = Buffer.allocUnsafe(256);
   private walkDone = false;
   private pass = 1;
   private busyRetries = 0;
@@ -264,12 +285,12 @@ export class FullCopy {
       let end = line.keyEnd;
       let binary = false;
       if (line.encoded) {
-        const decoded = percentDecode(key, start, end);
-        if (decoded === null || decoded.length === 0) {
-          return this.fail(new Error(`undecodable metadump line: ${key.toString('latin1', start, Math.min(end, start + 100))}`));
-        }
-        [key, start, end] = [decoded, 0, decoded.length];
-        binary = decoded.some((c) => c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00);
+        // Metadump lines are short: a scratch buffer holds any of their keys decoded.
+        if (this.keyScratch.length < end - start) this.keyScratch = Buffer.allocUnsafe(end - start);
+        const length = percentDecodeInto(key, start, end, this.keyScratch);
+        if (length <= 0) return this.fail(new Error(`undecodable metadump line: ${key.toString('latin1', start, Math.min(end, start + 100))}`));
+        [key, start, end] = [this.keyScratch, 0, length];
+        binary = !textSafe(key, length);
       }
       if (end - start === CHECKPOINT.length && key.compare(CHECKPOINT, 0, CHECKPOINT.length, start, end) === 0) continue;
       if (this.pass > 1 && this.filter!.mayHave(key, start, end)) continue;
@@ -285,9 +306,9 @@ export class FullCopy {
         requests.used += requests.buf.write(`mg ${token} b v f t u O${binaryKeys.length} q\r\n`, requests.used, 'latin1');
         binaryKeys.push(Buffer.from(key.subarray(start, end)));
       } else {
-        requests.used += MG.copy(requests.buf, requests.used);
-        requests.used += key.copy(requests.buf, requests.used, start, end);
-        requests.used += FETCH_FLAGS.copy(requests.buf, requests.used);
+        requests.used = copySmall(MG, 0, MG.length, requests.buf, requests.used);
+        requests.used = copySmall(key, start, end, requests.buf, requests.used);
+        requests.used = copySmall(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
       }
       count++;
       bytes += line.size;

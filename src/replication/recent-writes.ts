@@ -102,6 +102,11 @@ export class RecentWrites {
     return known && { wall: known.wall, logical: known.logical, nodeId: known.nodeId };
   }
 
+  /** The node that last wrote a key, by the key's latin1 string (bulk callers that have it already). */
+  lastWriterOf(id: string): string | undefined {
+    return this.entries.get(id)?.nodeId;
+  }
+
   /**
    * Forgets entries older than `wall` (HLC wall time), for a caller that knows
    * no record stamped before it can arrive any more. Returns how many went.

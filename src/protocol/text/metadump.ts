@@ -83,6 +83,16 @@ function startsWith(buf: Buffer, start: number, end: number, prefix: Buffer): bo
 /** %XX escapes in buf[start, end) to bytes; anything else as is. Null if an escape is malformed. */
 export function percentDecode(buf: Buffer, start = 0, end = buf.length): Buffer | null {
   const out = Buffer.allocUnsafe(end - start);
+  const n = percentDecodeInto(buf, start, end, out);
+  return n < 0 ? null : out.subarray(0, n);
+}
+
+/**
+ * percentDecode into `out` (at least end - start bytes), without an
+ * allocation per key: returns the decoded length, or -1 if an escape is
+ * malformed.
+ */
+export function percentDecodeInto(buf: Buffer, start: number, end: number, out: Buffer): number {
   let n = 0;
   for (let i = start; i < end; i++) {
     const c = buf[i];
@@ -92,11 +102,11 @@ export function percentDecode(buf: Buffer, start = 0, end = buf.length): Buffer 
     }
     const high = i + 2 < end ? hexValue(buf[i + 1]) : -1;
     const low = high < 0 ? -1 : hexValue(buf[i + 2]);
-    if (low < 0) return null;
+    if (low < 0) return -1;
     out[n++] = high * 16 + low;
     i += 2;
   }
-  return out.subarray(0, n);
+  return n;
 }
 
 function hexValue(c: number): number {

@@ -105,6 +105,13 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   return writeRecordFrame(buf, offset, record.seq, record.hlc.wall, record.hlc.logical, op, record.flags, ttl, record.delay, now, key, 0, key.length, value, 0, value.length);
 }
 
+/** src[start, end) to dst at `at`; a loop for the small keys and values of a copy (Buffer.copy's call and view cost more there). */
+function copyRange(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
+  if (end - start > 128) return at + src.copy(dst, at, start, end);
+  for (let i = start; i < end; i++) dst[at++] = src[i];
+  return at;
+}
+
 /**
  * Writes one RECORD frame at `at` from its fields, the key and the value
  * being ranges of other buffers (a full copy writes them straight from
@@ -141,11 +148,11 @@ export function writeRecordFrame(
   buf.writeUInt32BE(logical, at); at += 4;
   buf[at] = opCode; at += 1;
   buf.writeUInt16BE(keyLength, at); at += 2;
-  at += keySource.copy(buf, at, keyStart, keyEnd);
+  at = copyRange(keySource, keyStart, keyEnd, buf, at);
   buf.writeUInt32BE(flags, at); at += 4;
   writeI64(buf, ttlMs, at); at += 8;
   buf.writeUInt32BE(valueLength, at); at += 4;
-  at += valueSource.copy(buf, at, valueStart, valueEnd);
+  at = copyRange(valueSource, valueStart, valueEnd, buf, at);
   buf.writeUInt32BE(delay, at); at += 4;
   writeU64(buf, sentAt, at); at += 8;
   return at;
