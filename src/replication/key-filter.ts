@@ -7,7 +7,7 @@
  * mayHave() never says no for a key that was added. It may say yes for one
  * that was not (a false positive): the second walk would then skip a key the
  * first one missed. With 20 to 40 bits per key (BITS_PER_KEY rounded up to a
- * power of two) that happens for one such key in 10,000 to 1,000,000, which
+ * power of two) that happens for one such key in 10,000 to 100,000, which
  * the first walk already had to miss; more keys than the filter was sized
  * for, or than its byte cap holds (about 13 million keys in 32 MB), make it
  * more frequent.
@@ -31,7 +31,8 @@ export class KeyFilter {
     const bits = Math.min(cap, 2 ** Math.ceil(Math.log2(Math.max(MIN_BITS, Math.max(1, expectedKeys) * BITS_PER_KEY))));
     this.words = new Int32Array(bits / 32);
     this.mask = bits - 1;
-    this.hashes = Math.max(1, Math.min(8, Math.round((bits / Math.max(1, expectedKeys)) * Math.LN2)));
+    // Probes cost a cache miss each: 5 at most (at 32 bits per key that still gives ~5e-5).
+    this.hashes = Math.max(1, Math.min(5, Math.round((bits / Math.max(1, expectedKeys)) * Math.LN2)));
   }
 
   get bytes(): number {

@@ -51,3 +51,8 @@ test('property: percent-encoding of any bytes decodes back', () => {
     { numRuns: 2000 },
   );
 });
+
+test('size wherever it stands among the fields', () => {
+  assert.equal(scan('key=a size=70 exp=-1').size, 70);
+  assert.equal(scan('key=a exp=-1').size, 0);
+});

@@ -62,16 +62,25 @@ export function scanMetadumpLine(buf: Buffer, start: number, end: number, out: M
   out.keyEnd = at;
   out.encoded = encoded;
   out.size = 0;
+  // memcached 1.6 writes size last: look there first.
+  let last = end;
+  while (last > at && buf[last - 1] !== SPACE) last--;
+  if (startsWith(buf, last, end, SIZE_PREFIX)) {
+    out.size = decimal(buf, last + SIZE_PREFIX.length, end);
+    return;
+  }
   // The other fields, in whatever order: only size matters here.
   while (at < end) {
     at++;
-    if (startsWith(buf, at, end, SIZE_PREFIX)) {
-      let n = 0;
-      for (let i = at + SIZE_PREFIX.length; i < end && buf[i] >= 0x30 && buf[i] <= 0x39; i++) n = n * 10 + buf[i] - 0x30;
-      out.size = n;
-    }
+    if (startsWith(buf, at, end, SIZE_PREFIX)) out.size = decimal(buf, at + SIZE_PREFIX.length, end);
     while (at < end && buf[at] !== SPACE) at++;
   }
+}
+
+function decimal(buf: Buffer, start: number, end: number): number {
+  let n = 0;
+  for (let i = start; i < end && buf[i] >= 0x30 && buf[i] <= 0x39; i++) n = n * 10 + buf[i] - 0x30;
+  return n;
 }
 
 function startsWith(buf: Buffer, start: number, end: number, prefix: Buffer): boolean {
