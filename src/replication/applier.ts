@@ -12,7 +12,7 @@
  * by the replication delay and the two hosts' clocks need not agree.
  */
 import type { ReplyPart } from '../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaSet, metaTouch } from '../protocol/text/serializer';
+import { flushAll, metaDelete, metaInvalidate, metaKey, metaSet, metaTouch } from '../protocol/text/serializer';
 import { expiresAtFromTtl, type RecordFrame } from './frames/messages';
 import type { Contention } from './contention';
 import { compareHlc, type Hlc, type HybridClock, type Stamp } from './hlc';
@@ -40,6 +40,28 @@ export function exptimeFor(deadline: number | null, now: number): number | null 
 
 export type ApplyOutcome = 'applied' | 'conflict' | 'refused';
 
+/**
+ * Full-copy records waiting to go to memcached as one batch of quiet
+ * commands. A copy is a million records arriving back to back: one promise,
+ * one reply and one buffer each cost more than memcached took to store them.
+ */
+interface CopyBatch {
+  /** Commands written so far, in `buf` up to `used`, then in `full` (earlier buffers). */
+  full: Buffer[];
+  buf: Buffer;
+  used: number;
+  /** Keys sent, as latin1 strings (their contention bookkeeping settles with the batch). */
+  keys: string[];
+  /** Copy records it accounts for, stored or skipped as conflicts. */
+  records: number;
+  sets: number;
+  adds: number;
+}
+
+/** A batch goes to memcached at the end of the tick, or once its commands reach this size. */
+const COPY_BATCH_BYTES = 64 * 1024;
+const CRLF = Buffer.from('\r\n');
+
 export class Applier {
   /**
    * This node's clock when it last told the peer where its own stream ends
@@ -58,12 +80,147 @@ export class Applier {
     private readonly nodeId: string,
   ) {}
 
+  private copyBatch: CopyBatch | null = null;
+  /**
+   * Full-copy records (see applyCopy) were settled: `count` of them, which
+   * memcached stored (or refused, counted and logged), or all failed to reach
+   * memcached (`error`: the link must reset).
+   */
+  onCopiesSettled: (count: number, error?: Error) => void = () => {};
+
+  /**
+   * Applies a full copy's record (seq 0): judged at once, written to memcached
+   * with the next batch of quiet commands (see CopyBatch); onCopiesSettled
+   * reports it once memcached answered.
+   */
+  applyCopy(record: RecordFrame, origin: string, sentAt: number): void {
+    if (record.op !== 'set' && record.op !== 'add') {
+      // Not something a full copy sends today: the general path, one at a time.
+      this.apply(record, origin, sentAt).then(
+        () => this.onCopiesSettled(1),
+        (error: Error) => this.onCopiesSettled(1, error),
+      );
+      return;
+    }
+    this.clock.observe(record.hlc);
+    const batch = (this.copyBatch ??= this.newCopyBatch());
+    batch.records++;
+    // One string per key for both maps (the conversion cost as much as the lookups).
+    const id = record.key.toString('latin1');
+    if (!this.copyApplies(record, id)) {
+      this.metrics.recordsSkipped.labels('conflict').inc();
+      return;
+    }
+    if (record.op === 'set') batch.sets++;
+    else batch.adds++;
+    this.contention.applyStartedId(id);
+    batch.keys.push(id);
+    this.writeCopy(batch, record, sentAt);
+    if (batch.full.length * COPY_BATCH_BYTES + batch.used >= COPY_BATCH_BYTES) this.flushCopies();
+  }
+
+  private newCopyBatch(): CopyBatch {
+    // Live records and anything else this node sends must not overtake the copies before them.
+    process.nextTick(() => this.flushCopies());
+    return { full: [], buf: Buffer.allocUnsafe(COPY_BATCH_BYTES), used: 0, keys: [], records: 0, sets: 0, adds: 0 };
+  }
+
+  /** `ms <key> <len>[ b] F<flags> T<exptime> M<E|S> q` and the value, or a quiet md when it expired in transit. */
+  private writeCopy(batch: CopyBatch, record: RecordFrame, sentAt: number): void {
+    const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
+    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
+    const { key, value } = record;
+    if (exptime === null || !textSafe(key)) {
+      const { token, flag } = metaKey(key);
+      const line = exptime === null ? `md ${token}${flag} q\r\n` : `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${record.op === 'add' ? 'E' : 'S'} q\r\n`;
+      this.copyBytes(batch, Buffer.concat([Buffer.from(line, 'latin1'), exptime === null ? EMPTY : value, exptime === null ? EMPTY : CRLF]));
+      return;
+    }
+    // Written in place, without a string per record: `ms ` key ` ` len ` F` flags ` T` exptime ` M` mode ` q\r\n` value `\r\n`.
+    const size = key.length + value.length + 60;
+    if (batch.used + size > batch.buf.length) {
+      if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
+      batch.buf = Buffer.allocUnsafe(Math.max(COPY_BATCH_BYTES, size));
+      batch.used = 0;
+    }
+    const buf = batch.buf;
+    let at = batch.used;
+    buf[at++] = 0x6d; // m
+    buf[at++] = 0x73; // s
+    buf[at++] = 0x20;
+    at = copyRange(key, buf, at);
+    buf[at++] = 0x20;
+    at = writeDecimal(buf, at, value.length);
+    buf[at++] = 0x20;
+    buf[at++] = 0x46; // F
+    at = writeDecimal(buf, at, record.flags);
+    buf[at++] = 0x20;
+    buf[at++] = 0x54; // T
+    at = writeDecimal(buf, at, exptime);
+    buf[at++] = 0x20;
+    buf[at++] = 0x4d; // M
+    buf[at++] = record.op === 'add' ? 0x45 : 0x53; // E or S
+    buf[at++] = 0x20;
+    buf[at++] = 0x71; // q
+    buf[at++] = 0x0d;
+    buf[at++] = 0x0a;
+    at = copyRange(value, buf, at);
+    buf[at++] = 0x0d;
+    buf[at++] = 0x0a;
+    batch.used = at;
+  }
+
+  private copyBytes(batch: CopyBatch, bytes: Buffer): void {
+    if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
+    batch.full.push(bytes);
+    batch.buf = batch.buf.subarray(batch.used);
+    batch.used = 0;
+  }
+
+  /** Sends the pending copy batch (before anything else goes to memcached on this connection). */
+  flushCopies(): void {
+    const batch = this.copyBatch;
+    if (!batch) return;
+    this.copyBatch = null;
+    if (batch.keys.length === 0) {
+      this.onCopiesSettled(batch.records);
+      return;
+    }
+    const commands = Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)]);
+    this.local.quietBatch(commands).then(
+      (failures) => this.copiesAnswered(batch, failures),
+      (error: Error) => {
+        for (const id of batch.keys) this.contention.applySettledId(id);
+        this.onCopiesSettled(batch.records, error);
+      },
+    );
+  }
+
+  /** memcached answered only what did not go well: NS (an add of a key it has) and NF (a delete of one it lacks) are fine. */
+  private copiesAnswered(batch: CopyBatch, failures: ReplyPart[]): void {
+    for (const id of batch.keys) this.contention.applySettledId(id);
+    let refused = 0;
+    for (const { line } of failures) {
+      if (!isRefusal(line)) continue;
+      refused++;
+      this.onRefused(`memcached refused a replicated copy: ${line}`);
+    }
+    if (refused > 0) this.metrics.recordsSkipped.labels('refused').inc(refused);
+    // Refusals are not told apart by op: count them against the sets first.
+    const sets = Math.max(0, batch.sets - refused);
+    const adds = batch.adds - Math.max(0, refused - batch.sets);
+    if (sets > 0) this.metrics.recordsApplied.labels('set').inc(sets);
+    if (adds > 0) this.metrics.recordsApplied.labels('add').inc(adds);
+    this.onCopiesSettled(batch.records);
+  }
+
   /**
    * Sends the record's write to memcached; resolves when memcached answered
    * (the record is then applied, or deliberately skipped), rejects if
    * memcached could not be reached.
    */
   apply(record: RecordFrame, origin: string, sentAt: number): Promise<ApplyOutcome> {
+    this.flushCopies();
     this.clock.observe(record.hlc);
     const stamp: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: origin };
     if (record.op === 'flush') {
@@ -87,8 +244,8 @@ export class Applier {
    * the covered point: that write is here and on its way to the peer, and is
    * newer. Otherwise add or set decides, in memcached (see replicator.ts).
    */
-  private copyApplies(record: RecordFrame): boolean {
-    const last = this.recent.lastWrite(record.key);
+  private copyApplies(record: RecordFrame, id = record.key.toString('latin1')): boolean {
+    const last = this.recent.lastWriteOf(id);
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 
@@ -121,7 +278,7 @@ export class Applier {
   private async send(command: Buffer, op: string): Promise<ApplyOutcome> {
     const parts: ReplyPart[] = await this.local.request(command);
     const status = parts[parts.length - 1].line;
-    if (status.startsWith('SERVER_ERROR') || status.startsWith('CLIENT_ERROR') || status === 'ERROR') {
+    if (isRefusal(status)) {
       this.onRefused(`memcached refused a replicated ${op}: ${status}`);
       return this.skip('refused');
     }
@@ -136,4 +293,36 @@ export class Applier {
     this.metrics.recordsSkipped.labels(reason).inc();
     return Promise.resolve(reason);
   }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** True when the text tokenizer keeps the key intact (no space, CR, LF or NUL): see metaKey. */
+function textSafe(key: Buffer): boolean {
+  for (let i = 0; i < key.length; i++) {
+    const c = key[i];
+    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
+  }
+  return true;
+}
+
+/** A non-negative integer's decimal digits at `at`; returns the offset after them. */
+function writeDecimal(buf: Buffer, at: number, n: number): number {
+  if (n < 10) {
+    buf[at] = 0x30 + n;
+    return at + 1;
+  }
+  const digits = String(n);
+  for (let i = 0; i < digits.length; i++) buf[at + i] = digits.charCodeAt(i);
+  return at + digits.length;
+}
+
+/** A whole buffer's bytes at `at` (TypedArray set: a memcpy, without Buffer.copy's argument handling and view). */
+function copyRange(src: Buffer, dst: Buffer, at: number): number {
+  dst.set(src, at);
+  return at + src.length;
+}
+
+function isRefusal(status: string): boolean {
+  return status.startsWith('SERVER_ERROR') || status.startsWith('CLIENT_ERROR') || status === 'ERROR';
 }

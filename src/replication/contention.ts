@@ -31,22 +31,33 @@ export class Contention {
 
   /** A peer's record for `key` was sent to memcached. */
   applyStarted(key: Buffer): void {
-    const id = key.toString('latin1');
+    this.applyStartedId(key.toString('latin1'));
+  }
+
+  applySettled(key: Buffer): void {
+    this.settleId(this.applying, key.toString('latin1'));
+  }
+
+  /** applyStarted / applySettled by the key's latin1 string, for a caller that has it already (bulk copies). */
+  applyStartedId(id: string): void {
     if (this.local.has(id)) this.contended.add(id);
     increment(this.applying, id);
   }
 
-  applySettled(key: Buffer): void {
-    this.settle(this.applying, key);
+  applySettledId(id: string): void {
+    this.settleId(this.applying, id);
   }
 
   private settle(map: Map<string, number>, key: Buffer): void {
-    const id = key.toString('latin1');
+    this.settleId(map, key.toString('latin1'));
+  }
+
+  private settleId(map: Map<string, number>, id: string): void {
     decrement(map, id);
     if (this.contended.has(id) && !this.local.has(id) && !this.applying.has(id)) {
       this.contended.delete(id);
       this.repairs++;
-      this.repair(key);
+      this.repair(Buffer.from(id, 'latin1'));
     }
   }
 }

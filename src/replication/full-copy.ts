@@ -3,34 +3,40 @@
  * to a peer that lost its data, without stopping traffic.
  *
  * The walk is `lru_crawler metadump all` on a connection of its own (memcached
- * refuses to pipeline anything else with it), each key is fetched with a
- * pipelined `mg <key> v f t` on a second connection, and sent as an `add`
- * record outside the numbered stream, interleaved with live records on the
- * same link. The peer stores a copy only if the key is absent and no newer
- * write of it is known there, so a key written or deleted live during the
- * copy keeps its live state (no stale overwrite, no resurrection).
+ * refuses to pipeline anything else with it). Its keys are fetched on a
+ * second connection in batches of quiet meta gets (`mg <key> v f t u k q`,
+ * then `mn`): memcached answers hits only, each reply names its key, and the
+ * MN closes the batch, so nothing is kept per item in flight. Each hit is
+ * written as a RECORD frame straight from the reply bytes into the buffer
+ * that goes to the link (one write per reply chunk), outside the numbered
+ * stream, interleaved with live records on the same link. The peer judges
+ * each copy against the writes it knows of (see Applier.copyApplies), so a
+ * key written or deleted live during the copy keeps its live state (no stale
+ * overwrite, no resurrection). Items gone since the walk saw them (expired,
+ * evicted, deleted) are simply not answered, and not copied.
  *
  * metadump is not a snapshot: an item that memcached's LRU maintainer moves
  * from one LRU queue to another while the crawler passes can be missed. So
  * the walk runs twice; the second pass sends only keys the first did not
- * (remembered as 32-bit hashes: a collision can only hide a key that both
- * passes would have to miss).
+ * (remembered in a Bloom filter of bounded size, see key-filter.ts).
  *
- * Bounded: the walk is paused while too many keys wait to be fetched, fetches
- * stop while too many are in flight or the link pushes back, and an optional
- * rate limit keeps the sending memcached responsive to clients.
+ * Bounded: the walk is paused while too many of its bytes wait to be read,
+ * fetches stop while too many are in flight or the link pushes back, and an
+ * optional rate limit keeps the sending memcached responsive to clients.
  */
 import type * as net from 'node:net';
 import type { Logger } from '../log';
-import { metaKeyFits, metaRead } from '../protocol/text/serializer';
-import { parseMetadumpLine, type DumpedItem } from '../protocol/text/metadump';
+import { newMetadumpLine, percentDecodeInto, scanMetadumpLine } from '../protocol/text/metadump';
+import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
+import { META_BASE64_KEY_MAX } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
+import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
+import { writeRecordFrame } from './frames/serializer';
 import type { Hlc } from './hlc';
 import { CHECKPOINT_KEY } from './inbox';
+import { KeyFilter } from './key-filter';
 import type { Link } from './link';
 import { LocalMemcached } from './local-memcached';
-import { serializeRecord } from './frames/serializer';
-import { recordFromReadBack } from './recorder';
 
 export interface FullCopyOptions {
   /**
@@ -45,12 +51,13 @@ export interface FullCopyOptions {
   maxInFlight: number;
   maxInFlightBytes: number;
   /**
-   * Local client writes: a mark taken before each fetch, and whether a client
-   * of this node wrote the key after it. Such a write's own record may leave
-   * before the copy record (replies arrive on different connections), and a
-   * copy arriving after it would put the older value back on the peer.
+   * Local client writes: a mark taken when a batch of fetches leaves, and
+   * whether a client of this node wrote a key after it. Such a write's own
+   * record may leave before the copy record (replies arrive on different
+   * connections), and a copy arriving after it would put the older value
+   * back on the peer.
    */
-  localWrites: { mark(): Hlc; since(key: Buffer, mark: Hlc): boolean };
+  localWrites: { mark(): Hlc; writtenSince(key: Buffer, start: number, end: number, mark: Hlc): boolean };
 }
 
 export interface FullCopyProgress {
@@ -59,39 +66,112 @@ export interface FullCopyProgress {
   skipped: number;
 }
 
-/** Keys waiting between the walk and the fetches: the walk pauses above HIGH, resumes below LOW. */
-const QUEUE_HIGH = 10_000;
-const QUEUE_LOW = 1_000;
+/** Walk bytes waiting to be read: the walk pauses above HIGH, resumes below LOW (~100 bytes a line). */
+const WALK_HIGH = 1024 * 1024;
+const WALK_LOW = 256 * 1024;
+/** Buffers for fetch requests and for frames are carved from allocations of this size. */
+const STAGING_BYTES = 256 * 1024;
+/** The second pass's memory of the first, at most (see key-filter.ts). */
+const FILTER_MAX_BYTES = 32 * 1024 * 1024;
+/** Without a count from memcached, size the filter for this many keys. */
+const FILTER_DEFAULT_KEYS = 1_000_000;
 const CHECKPOINT = Buffer.from(CHECKPOINT_KEY);
 const PASSES = 2;
 const BUSY_RETRIES = 100;
 const BUSY_RETRY_MS = 100;
+const MG = Buffer.from('mg ');
+const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
+const MN = Buffer.from('mn\r\n');
+/** An mg line at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
+const MG_LINE_MAX = 400;
 
-/** FNV-1a, 32 bits: cheap enough to run on every walked key. */
-function hashKey(key: Buffer): number {
-  let h = 0x811c9dc5;
-  for (const byte of key) h = Math.imul(h ^ byte, 0x01000193);
-  return h >>> 0;
+/** True when no byte of key[0, length) would break a text command line (space, CR, LF, NUL). */
+function textSafe(key: Buffer, length: number): boolean {
+  for (let i = 0; i < length; i++) {
+    const c = key[i];
+    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
+  }
+  return true;
+}
+
+/**
+ * Copies src[start, end) to dst at `at`, returns the offset after it. Keys and
+ * command words are a few dozen bytes: a loop beats Buffer.copy's call and
+ * view allocation at that size.
+ */
+function copySmall(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
+  if (end - start > 64) return at + src.copy(dst, at, start, end);
+  for (let i = start; i < end; i++) dst[at++] = src[i];
+  return at;
+}
+
+/** One batch of fetches: its MN settles what was not answered (gone since the walk). */
+interface FetchBatch {
+  unanswered: number;
+  bytes: number;
+  /** Keys sent in base64 (bytes the text protocol cannot carry), by the opaque their reply names. */
+  binaryKeys: Buffer[] | null;
+  /** localWrites.mark() when the batch left. */
+  mark: Hlc;
+}
+
+/**
+ * Bytes built for one socket in large allocations, handed out as slices. An
+ * allocation is never reused (the socket may still hold a slice of it).
+ */
+class Staging {
+  buf: Buffer = Buffer.alloc(0);
+  used = 0;
+  private from = 0;
+  private ready: Buffer[] = [];
+
+  /** Makes room for `n` more bytes at `used`. */
+  ensure(n: number): void {
+    if (this.buf.length - this.used >= n) return;
+    if (this.used > this.from) this.ready.push(this.buf.subarray(this.from, this.used));
+    this.buf = Buffer.allocUnsafe(Math.max(STAGING_BYTES, n));
+    this.used = this.from = 0;
+  }
+
+  /** Everything written since the last take, or null. */
+  take(): Buffer | null {
+    if (this.used > this.from) this.ready.push(this.buf.subarray(this.from, this.used));
+    this.from = this.used;
+    if (this.ready.length === 0) return null;
+    const out = this.ready.length === 1 ? this.ready[0] : Buffer.concat(this.ready);
+    this.ready = [];
+    return out;
+  }
 }
 
 export class FullCopy {
   readonly progress: FullCopyProgress = { items: 0, bytes: 0, skipped: 0 };
   private walker: net.Socket | null = null;
-  private readonly fetcher: LocalMemcached;
-  private readonly queue: DumpedItem[] = [];
-  private queueHead = 0;
+  /** Walk bytes received and not read yet: chunks, reading from walkPos in the first. */
+  private walkChunks: Buffer[] = [];
+  private walkPos = 0;
+  private walkBuffered = 0;
+  private readonly line = newMetadumpLine();
+  /** The buffer the last line was read from. */
+  private lineBuf: Buffer = Buffer.alloc(0);
+  private keyScratch = Buffer.allocUnsafe(256);
   private walkDone = false;
   private pass = 1;
   private busyRetries = 0;
-  /** Hashes of the keys sent so far (used by the second pass). */
-  private readonly sent = new Set<number>();
+  private fetcher: net.Socket | null = null;
+  private readonly scanner = new MetaGetScanner();
+  private readonly fetched = newFetchedValue();
+  private readonly batches: FetchBatch[] = [];
+  private readonly requests = new Staging();
+  private readonly frames = new Staging();
+  private filter: KeyFilter | null = null;
   private inFlight = 0;
   private inFlightBytes = 0;
   private tokens = 0;
   private lastRefill = Date.now();
   private waitTimer: NodeJS.Timeout | null = null;
   private finished = false;
-  private linkCorked = false;
+  private readonly opCode: number;
   private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: Error) => void };
   private readonly done: Promise<FullCopyProgress>;
 
@@ -103,7 +183,7 @@ export class FullCopy {
     private readonly options: FullCopyOptions,
     private readonly log: Logger,
   ) {
-    this.fetcher = new LocalMemcached(upstream, options.connectTimeoutMs);
+    this.opCode = RECORD_OP_CODES[options.mode];
     this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
     // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
     this.done.catch(() => {});
@@ -111,7 +191,7 @@ export class FullCopy {
 
   /** Walks and sends everything; resolves when the last item is on the link (rejects at once if aborted already). */
   run(): Promise<FullCopyProgress> {
-    if (!this.finished) this.startWalk().catch((error: Error) => this.fail(error));
+    if (!this.finished) this.start().catch((error: Error) => this.fail(error));
     return this.done;
   }
 
@@ -124,123 +204,238 @@ export class FullCopy {
     this.fail(new Error(reason));
   }
 
+  private async start(): Promise<void> {
+    this.filter = new KeyFilter(Math.ceil((await this.cacheItems()) * 1.25), FILTER_MAX_BYTES);
+    if (this.finished) return;
+    const fetcher = await connect(this.upstream, this.options.connectTimeoutMs);
+    if (this.finished) return void fetcher.destroy();
+    this.fetcher = fetcher;
+    fetcher.on('data', (chunk: Buffer) => this.received(chunk));
+    fetcher.on('error', () => {});
+    fetcher.on('close', () => this.fail(new Error('fetching items for the copy: memcached closed the connection')));
+    await this.startWalk();
+  }
+
+  /** How many items memcached holds now (to size the second pass's filter). */
+  private async cacheItems(): Promise<number> {
+    const connection = new LocalMemcached(this.upstream, this.options.connectTimeoutMs);
+    try {
+      const parts = await connection.request(Buffer.from('stats\r\n'));
+      const line = parts.find((p) => p.line.startsWith('STAT curr_items '));
+      const count = line ? Number(line.line.slice('STAT curr_items '.length)) : NaN;
+      return Number.isSafeInteger(count) && count > 0 ? count : FILTER_DEFAULT_KEYS;
+    } finally {
+      connection.close();
+    }
+  }
+
   private async startWalk(): Promise<void> {
     if (this.finished) return;
     const socket = await connect(this.upstream, this.options.connectTimeoutMs);
     if (this.finished) return void socket.destroy();
     this.walker = socket;
-    let pending = '';
-    /** This walk saw its END (the socket's close is then expected). */
-    let ended = false;
+    this.walkChunks = [];
+    this.walkPos = 0;
+    this.walkBuffered = 0;
     socket.on('data', (chunk: Buffer) => {
-      pending += chunk.toString('latin1');
-      let newline: number;
-      while ((newline = pending.indexOf('\n')) !== -1) {
-        const line = parseMetadumpLine(pending.slice(0, newline));
-        pending = pending.slice(newline + 1);
-        if (line.type === 'item') {
-          if (!line.item.key.equals(CHECKPOINT) && !(this.pass > 1 && this.sent.has(hashKey(line.item.key)))) this.queue.push(line.item);
-        } else if (line.type === 'end') {
-          ended = true;
-          this.walkDone = true;
-          socket.destroy();
-        } else if (line.message.startsWith('BUSY') && this.busyRetries++ < BUSY_RETRIES) {
-          // The crawler is still finishing another walk (ours, or an operator's): try again shortly.
-          ended = true;
-          socket.destroy();
-          setTimeout(() => this.startWalk().catch((error: Error) => this.fail(error)), BUSY_RETRY_MS).unref();
-          return;
-        } else {
-          const hint = line.message.includes('not allowed') ? ' (memcached was started with -X: dumping disabled)' : '';
-          this.fail(new Error(`memcached refused the walk: ${line.message}${hint}`));
-          return;
-        }
-      }
-      if (this.queue.length - this.queueHead > QUEUE_HIGH) socket.pause();
+      if (this.walker !== socket) return;
+      this.walkChunks.push(chunk);
+      this.walkBuffered += chunk.length;
+      if (this.walkBuffered > WALK_HIGH) socket.pause();
       this.drive();
     });
     socket.on('error', () => {});
     socket.on('close', () => {
-      if (!ended) this.fail(new Error('memcached closed the walk connection'));
+      // Closed by us after its END (or a BUSY), it is no longer the walker.
+      if (this.walker === socket) this.fail(new Error('memcached closed the walk connection'));
     });
     socket.write('lru_crawler metadump all\r\n');
   }
 
-  /** Starts as many fetches as the bounds allow. */
+  /** Reads the next complete line of the walk into `line` (from `lineBuf`); false until more bytes arrive. */
+  private nextLine(): boolean {
+    while (this.walkChunks.length > 0) {
+      const chunk = this.walkChunks[0];
+      const newline = chunk.indexOf(0x0a, this.walkPos);
+      if (newline !== -1) {
+        scanMetadumpLine(chunk, this.walkPos, newline, this.line);
+        this.lineBuf = chunk;
+        this.walkBuffered -= newline + 1 - this.walkPos;
+        this.walkPos = newline + 1;
+        if (this.walkPos >= chunk.length) {
+          this.walkChunks.shift();
+          this.walkPos = 0;
+        }
+        return true;
+      }
+      if (this.walkChunks.length < 2) return false;
+      // The line goes on in the next chunk: join the two.
+      this.walkChunks.splice(0, 2, Buffer.concat([chunk.subarray(this.walkPos), this.walkChunks[1]]));
+      this.walkPos = 0;
+    }
+    return false;
+  }
+
+  /** Sends one batch of fetches, as large as the bounds allow, from the walk's next lines. */
   private drive(): void {
-    if (this.finished) return;
-    this.fetcher.batchThisTick();
-    while (this.queueHead < this.queue.length && this.inFlight < this.options.maxInFlight && this.inFlightBytes < this.options.maxInFlightBytes) {
-      if (this.link.congested || !this.link.open) return;
-      if (!this.takeToken()) return;
-      const item = this.queue[this.queueHead++];
-      if (!metaKeyFits(item.key)) {
+    const fetcher = this.fetcher;
+    if (this.finished || !fetcher) return;
+    const { maxInFlight, maxInFlightBytes } = this.options;
+    const requests = this.requests;
+    let count = 0;
+    let bytes = 0;
+    let binaryKeys: Buffer[] | null = null;
+    while (this.inFlight + count < maxInFlight && this.inFlightBytes + bytes < maxInFlightBytes && this.link.open && !this.link.congested) {
+      if (!this.tokenAvailable() || !this.nextLine()) break;
+      const line = this.line;
+      if (line.kind === 'end') {
+        this.walkEnded();
+        break;
+      }
+      if (line.kind === 'error') return this.walkRefused(line.message);
+      let key = this.lineBuf;
+      let start = line.keyStart;
+      let end = line.keyEnd;
+      let binary = false;
+      if (line.encoded) {
+        // Metadump lines are short: a scratch buffer holds any of their keys decoded.
+        if (this.keyScratch.length < end - start) this.keyScratch = Buffer.allocUnsafe(end - start);
+        const length = percentDecodeInto(key, start, end, this.keyScratch);
+        if (length <= 0) return this.fail(new Error(`undecodable metadump line: ${key.toString('latin1', start, Math.min(end, start + 100))}`));
+        [key, start, end] = [this.keyScratch, 0, length];
+        binary = !textSafe(key, length);
+      }
+      if (end - start === CHECKPOINT.length && key.compare(CHECKPOINT, 0, CHECKPOINT.length, start, end) === 0) continue;
+      if (this.pass > 1 && this.filter!.mayHave(key, start, end)) continue;
+      this.tokens--;
+      if (end - start > (binary ? META_BASE64_KEY_MAX : RECORD_KEY_MAX_LENGTH)) {
         this.progress.skipped++;
         continue;
       }
-      this.fetch(item);
+      requests.ensure(MG_LINE_MAX + MN.length);
+      if (binary) {
+        binaryKeys ??= [];
+        const token = key.toString('base64', start, end);
+        requests.used += requests.buf.write(`mg ${token} b v f t u O${binaryKeys.length} q\r\n`, requests.used, 'latin1');
+        binaryKeys.push(Buffer.from(key.subarray(start, end)));
+      } else {
+        requests.used = copySmall(MG, 0, MG.length, requests.buf, requests.used);
+        requests.used = copySmall(key, start, end, requests.buf, requests.used);
+        requests.used = copySmall(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
+      }
+      count++;
+      bytes += line.size;
     }
-    this.compactQueue();
-    if (this.walker?.isPaused() && this.queue.length - this.queueHead < QUEUE_LOW) this.walker.resume();
-    if (this.walkDone && this.queueHead >= this.queue.length && this.inFlight === 0) {
-      if (this.pass >= PASSES) return this.finish();
-      this.pass++;
-      this.walkDone = false;
-      this.startWalk().catch((error: Error) => this.fail(error));
+    if (count > 0) {
+      requests.used += MN.copy(requests.buf, requests.used);
+      this.batches.push({ unanswered: count, bytes, binaryKeys, mark: this.options.localWrites.mark() });
+      this.inFlight += count;
+      this.inFlightBytes += bytes;
+      fetcher.write(requests.take()!);
     }
+    if (this.walker?.isPaused() && this.walkBuffered < WALK_LOW) this.walker.resume();
+    this.checkDone();
   }
 
-  private fetch(item: DumpedItem): void {
-    this.inFlight++;
-    this.inFlightBytes += item.size;
-    const mark = this.options.localWrites.mark();
-    this.fetcher.request(metaRead(item.key)).then(
-      (parts) => {
-        this.inFlight--;
-        this.inFlightBytes -= item.size;
-        const now = Date.now();
-        // The remaining life counts from when memcached answered, not from when this callback ran.
-        const record = recordFromReadBack(item.key, parts, { ...this.stamp, nodeId: '' }, this.fetcher.lastReceivedAt);
-        // Gone since the walk saw it (expired, evicted, deleted), or written since: nothing to copy.
-        if (record && record.op === 'set' && !this.options.localWrites.since(item.key, mark)) {
-          if (this.pass < PASSES) this.sent.add(hashKey(item.key));
-          const frame = serializeRecord({ ...record, op: this.options.mode, seq: 0 }, now);
-          this.batchLinkWrites();
-          this.link.write(frame);
-          this.progress.items++;
-          this.progress.bytes += frame.length;
-        } else {
-          this.progress.skipped++;
-        }
-        this.drive();
-      },
-      (error: Error) => this.fail(new Error(`fetching items for the copy: ${error.message}`)),
+  /** A chunk of replies to the fetches: frames for the hits, one link write for all of them. */
+  private received(chunk: Buffer): void {
+    if (this.finished) return;
+    // Remaining lives count from when memcached answered, not from when a busy event loop got here.
+    const now = Date.now();
+    this.scanner.push(chunk);
+    try {
+      for (let kind = this.scanner.next(this.fetched); kind !== null; kind = this.scanner.next(this.fetched)) {
+        const batch = this.batches[0];
+        if (!batch) throw new Error('memcached sent a reply nobody asked for');
+        if (kind === 'value') this.copyFetched(batch, now);
+        else if (kind === 'sentinel') this.batchDone();
+        // 'other': an error for one fetch; its item counts as unanswered.
+      }
+    } catch (error) {
+      return this.fail(new Error(`fetching items for the copy: ${(error as Error).message}`));
+    }
+    const frames = this.frames.take();
+    if (frames) this.link.write(frames);
+    this.drive();
+  }
+
+  private copyFetched(batch: FetchBatch, now: number): void {
+    const v = this.fetched;
+    let key = v.buf;
+    let start = v.keyStart;
+    let end = v.keyEnd;
+    if (v.opaque >= 0 && batch.binaryKeys && v.opaque < batch.binaryKeys.length) {
+      key = batch.binaryKeys[v.opaque];
+      [start, end] = [0, key.length];
+    }
+    // Answered means not missing: an answer without its key or fields is memcached misbehaving; skip it.
+    if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
+    batch.unanswered--;
+    this.inFlight--;
+    if (this.options.localWrites.writtenSince(key, start, end, batch.mark)) {
+      this.progress.skipped++; // the live record carries the newer state (and the second walk may look again)
+      return;
+    }
+    // memcached counts whole seconds on a clock that ticks once a second: the true
+    // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
+    const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
+    if (this.pass < PASSES) this.filter!.add(key, start, end);
+    const size = recordFrameBytes(end - start, v.valueEnd - v.valueStart);
+    const frames = this.frames;
+    frames.ensure(size);
+    frames.used = writeRecordFrame(
+      frames.buf, frames.used, 0, this.stamp.wall, this.stamp.logical, this.opCode, v.flags, ttlMs, 0, now,
+      key, start, end, v.buf, v.valueStart, v.valueEnd,
     );
+    this.progress.items++;
+    this.progress.bytes += size;
   }
 
-  /** Frames of one tick (one reply chunk holds hundreds of items) leave in one write. */
-  private batchLinkWrites(): void {
-    if (this.linkCorked) return;
-    this.linkCorked = true;
-    const socket = this.link.socket;
-    socket.cork();
-    process.nextTick(() => {
-      this.linkCorked = false;
-      socket.uncork();
-    });
+  /** A batch's MN: what it did not answer is gone since the walk saw it (expired, evicted, deleted). */
+  private batchDone(): void {
+    const batch = this.batches.shift()!;
+    this.inFlight -= batch.unanswered;
+    this.inFlightBytes -= batch.bytes;
+    this.progress.skipped += batch.unanswered;
   }
 
-  /** Token bucket for ratePerSecond; schedules a retry when empty. */
-  private takeToken(): boolean {
+  private walkEnded(): void {
+    this.walkDone = true;
+    const walker = this.walker;
+    this.walker = null;
+    this.walkChunks = [];
+    this.walkBuffered = 0;
+    walker?.destroy();
+  }
+
+  private walkRefused(message: string): void {
+    if (message.startsWith('BUSY') && this.busyRetries++ < BUSY_RETRIES) {
+      // The crawler is still finishing another walk (ours, or an operator's): try again shortly.
+      this.walkEnded();
+      this.walkDone = false;
+      setTimeout(() => this.startWalk().catch((error: Error) => this.fail(error)), BUSY_RETRY_MS).unref();
+      return;
+    }
+    const hint = message.includes('not allowed') ? ' (memcached was started with -X: dumping disabled)' : '';
+    this.fail(new Error(`memcached refused the walk: ${message}${hint}`));
+  }
+
+  private checkDone(): void {
+    if (!this.walkDone || this.inFlight > 0 || this.batches.length > 0 || this.finished) return;
+    if (this.pass >= PASSES) return this.finish();
+    this.pass++;
+    this.walkDone = false;
+    this.startWalk().catch((error: Error) => this.fail(error));
+  }
+
+  /** Token bucket for ratePerSecond (a token is taken per fetch); schedules a retry when empty. */
+  private tokenAvailable(): boolean {
     const rate = this.options.ratePerSecond;
     if (rate <= 0) return true;
     const now = Date.now();
     this.tokens = Math.min(rate / 10, this.tokens + ((now - this.lastRefill) * rate) / 1000);
     this.lastRefill = now;
-    if (this.tokens >= 1) {
-      this.tokens--;
-      return true;
-    }
+    if (this.tokens >= 1) return true;
     if (!this.waitTimer) {
       this.waitTimer = setTimeout(() => {
         this.waitTimer = null;
@@ -248,13 +443,6 @@ export class FullCopy {
       }, Math.ceil(1000 / rate));
     }
     return false;
-  }
-
-  private compactQueue(): void {
-    if (this.queueHead > 4096 && this.queueHead * 2 > this.queue.length) {
-      this.queue.splice(0, this.queueHead);
-      this.queueHead = 0;
-    }
   }
 
   private finish(): void {
@@ -273,7 +461,9 @@ export class FullCopy {
   private cleanup(): void {
     this.finished = true;
     if (this.waitTimer) clearTimeout(this.waitTimer);
-    this.walker?.destroy();
-    this.fetcher.close();
+    const walker = this.walker;
+    this.walker = null;
+    walker?.destroy();
+    this.fetcher?.destroy();
   }
 }

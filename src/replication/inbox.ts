@@ -60,7 +60,16 @@ export class Inbox {
     private readonly applier: Applier,
     private readonly local: LocalMemcached,
     private readonly metrics: ReplicationMetrics,
-  ) {}
+  ) {
+    applier.onCopiesSettled = (count, error) => this.copiesSettled(count, error);
+  }
+
+  private copiesSettled(count: number, error?: Error): void {
+    const before = this.copiesApplying;
+    this.copiesApplying -= count;
+    if (error) this.onFailure(error.message);
+    if (before > COPY_RESUME_BELOW && this.copiesApplying <= COPY_RESUME_BELOW) this.onCopyDrained();
+  }
 
   /** Reads the checkpoint a previous run of this proxy left in memcached. */
   async loadCheckpoint(): Promise<void> {
@@ -128,13 +137,7 @@ export class Inbox {
   receive(record: RecordFrame, origin: string, sentAt: number): boolean {
     if (record.seq === 0) {
       this.copiesApplying++;
-      this.applier
-        .apply(record, origin, sentAt)
-        .catch((error: Error) => this.onFailure(error.message))
-        .finally(() => {
-          this.copiesApplying--;
-          if (this.copiesApplying === COPY_RESUME_BELOW) this.onCopyDrained();
-        });
+      this.applier.applyCopy(record, origin, sentAt);
       return true;
     }
     if (this.positionKnown && record.seq <= this.received) {

@@ -4,15 +4,23 @@
  * are written at once and their replies matched in order, so a stream of
  * records costs one round trip, not one per record.
  *
+ * Writes made in one tick leave in one socket write (they are staged and
+ * joined at the end of the tick): a peer's records arrive a chunk at a time,
+ * hundreds per chunk, and one syscall per record cost more than memcached
+ * took to apply them.
+ *
  * Not pooled with client connections: replication must keep working (and
  * keep its order) whatever clients do.
  */
 import type * as net from 'node:net';
 import { TextReplyParser, type ReplyPart } from '../protocol/text/reply-parser';
+import { SENTINEL, SENTINEL_REPLY } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 
 interface Waiter {
   parts: ReplyPart[];
+  /** The reply ends with memcached's MN (a batch of quiet commands), not with its first 'end' part. */
+  untilSentinel: boolean;
   resolve(parts: ReplyPart[]): void;
   reject(error: Error): void;
 }
@@ -22,7 +30,9 @@ export class LocalMemcached {
   private connecting: Promise<net.Socket> | null = null;
   private parser = new TextReplyParser();
   private waiting: Waiter[] = [];
-  private corked = false;
+  /** Requests of this tick not yet handed to the socket. */
+  private staged: Buffer[] = [];
+  private flushScheduled = false;
   /**
    * When the latest reply bytes arrived. Times derived from a reply (an item's
    * remaining life) are taken from here, not from when a callback got to run
@@ -44,26 +54,39 @@ export class LocalMemcached {
    * ends with its 'end' part). Rejects if memcached is unreachable or the
    * connection drops before the reply.
    */
-  async request(bytes: Buffer): Promise<ReplyPart[]> {
-    const socket = this.socket ?? (await this.open());
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ parts: [], resolve, reject });
-      socket.write(bytes);
-    });
+  request(bytes: Buffer): Promise<ReplyPart[]> {
+    return this.send(bytes, false);
   }
 
   /**
-   * Holds this tick's requests and sends them in one write at the end of the
-   * tick (bulk work: one syscall for hundreds of requests, not one each).
+   * Sends quiet commands (meta `q`: memcached answers only what went wrong)
+   * followed by `mn`, and resolves with every line memcached answered before
+   * its MN: the failures, in order (empty when all went well).
    */
-  batchThisTick(): void {
-    const socket = this.socket;
-    if (!socket || this.corked) return;
-    this.corked = true;
-    socket.cork();
+  async quietBatch(bytes: Buffer): Promise<ReplyPart[]> {
+    const parts = await this.send(Buffer.concat([bytes, SENTINEL]), true);
+    parts.pop();
+    return parts;
+  }
+
+  private async send(bytes: Buffer, untilSentinel: boolean): Promise<ReplyPart[]> {
+    if (!this.socket) await this.open();
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ parts: [], untilSentinel, resolve, reject });
+      this.stage(bytes);
+    });
+  }
+
+  private stage(bytes: Buffer): void {
+    this.staged.push(bytes);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
     process.nextTick(() => {
-      this.corked = false;
-      socket.uncork();
+      this.flushScheduled = false;
+      const staged = this.staged;
+      this.staged = [];
+      // Dropped in between: the waiters of these requests were rejected already.
+      this.socket?.write(staged.length === 1 ? staged[0] : Buffer.concat(staged));
     });
   }
 
@@ -111,7 +134,7 @@ export class LocalMemcached {
         const waiter = this.waiting[0];
         if (!waiter) throw new Error('memcached sent a reply nobody asked for');
         waiter.parts.push(part);
-        if (part.kind === 'end') {
+        if (part.kind === 'end' && (!waiter.untilSentinel || part.line === SENTINEL_REPLY)) {
           this.waiting.shift();
           waiter.resolve(waiter.parts);
         }
@@ -125,6 +148,7 @@ export class LocalMemcached {
   private dropped(reason: string): void {
     if (!this.socket) return;
     this.socket = null;
+    this.staged = [];
     const waiting = this.waiting.splice(0);
     for (const waiter of waiting) waiter.reject(new Error(reason));
     this.onDisconnect(reason);

@@ -54,7 +54,7 @@ test('bytes are the encoded RECORD frames', () => {
 });
 
 test('the byte bound drops the oldest records, acknowledged or not, and recordsAfter reports the gap', () => {
-  const outbox = new Outbox({ maxBytes: 3 * size(10) });
+  const outbox = new Outbox({ maxBytes: 3 * size(10), recordOverheadBytes: 0 });
   for (let i = 1; i <= 3; i++) outbox.append(rec(`k${i}`));
   outbox.acknowledge(3);
   assert.equal(outbox.length, 3, 'acknowledged records are kept while they fit');
@@ -79,7 +79,7 @@ test('the byte bound drops the oldest records, acknowledged or not, and recordsA
 });
 
 test('a record larger than the whole bound is still held, alone', () => {
-  const outbox = new Outbox({ maxBytes: 200 });
+  const outbox = new Outbox({ maxBytes: 200, recordOverheadBytes: 0 });
   outbox.append(rec('k1'));
   outbox.append(rec('k2', 1000));
   assert.equal(outbox.length, 1);
@@ -130,7 +130,7 @@ test('a record that waited in the backlog is sent with what is left of its life'
 });
 
 test('a cursor hands out records one by one, follows appends, and sees gaps', () => {
-  const outbox = new Outbox({ maxBytes: 4 * size(10) });
+  const outbox = new Outbox({ maxBytes: 4 * size(10), recordOverheadBytes: 0 });
   outbox.append(rec('k1'));
   const cursor = outbox.cursor(0);
   assert.ok(cursor !== 'gap');
@@ -151,7 +151,7 @@ test('a cursor hands out records one by one, follows appends, and sees gaps', ()
 });
 
 test('a deep backlog: paging and cursors stay linear, and compaction keeps seqs right', () => {
-  const outbox = new Outbox({ maxBytes: 50_000 * size(10) });
+  const outbox = new Outbox({ maxBytes: 50_000 * size(10), recordOverheadBytes: 0 });
   for (let i = 0; i < 200_000; i++) outbox.append(rec('kk'));
   assert.equal(outbox.length, 50_000);
   assert.equal(outbox.oldestSeq, 150_001);
@@ -199,7 +199,7 @@ test('property: behaves like an unbounded log cut to the byte bound', () => {
   );
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 3000 }), fc.array(op, { maxLength: 300 }), (maxBytes, ops) => {
-      const outbox = new Outbox({ maxBytes });
+      const outbox = new Outbox({ maxBytes, recordOverheadBytes: 0 });
       const log: number[] = []; // sizes, index = seq - 1
       let oldest = 1;
       let held = 0;
@@ -234,4 +234,11 @@ test('property: behaves like an unbounded log cut to the byte bound', () => {
     }),
     { numRuns: 2000 },
   );
+});
+
+test('the bound counts each record\'s memory beyond its frame', () => {
+  const outbox = new Outbox({ maxBytes: 10 * (size(10) + 100), recordOverheadBytes: 100 });
+  for (let i = 1; i <= 20; i++) outbox.append(rec(`k${i % 10}`));
+  assert.equal(outbox.length, 10);
+  assert.equal(outbox.bytes, 10 * size(10), 'bytes still reports the frames');
 });

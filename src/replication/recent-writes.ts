@@ -102,6 +102,11 @@ export class RecentWrites {
     return known && { wall: known.wall, logical: known.logical, nodeId: known.nodeId };
   }
 
+  /** lastWrite by the key's latin1 string, without a copy (bulk callers that have the string already). */
+  lastWriteOf(id: string): Readonly<Stamp> | undefined {
+    return this.entries.get(id);
+  }
+
   /**
    * Forgets entries older than `wall` (HLC wall time), for a caller that knows
    * no record stamped before it can arrive any more. Returns how many went.

@@ -399,8 +399,10 @@ export class Replicator implements LinkHandler {
         localWrites: {
           // Local stamps come from clock.now(), strictly after clock.last: a write stamped after the mark came after it.
           mark: () => this.clock.last,
-          since: (key, mark) => {
-            const last = this.recent.lastWrite(key);
+          writtenSince: (key, start, end, mark) => {
+            const clock = this.clock.last;
+            if (clock.wall === mark.wall && clock.logical === mark.logical) return false; // nothing written at all since
+            const last = this.recent.lastWriteOf(key.toString('latin1', start, end));
             return last !== undefined && last.nodeId === this.options.nodeId && compareHlc(last, mark) > 0;
           },
         },

@@ -7,7 +7,7 @@
  * is found even if no client wrote it.
  */
 import * as net from 'node:net';
-import { parseMetadumpLine } from '../../src/protocol/text/metadump';
+import { newMetadumpLine, percentDecode, scanMetadumpLine } from '../../src/protocol/text/metadump';
 import { CHECKPOINT_KEY } from '../../src/replication/inbox';
 import { RawClient } from '../support/client';
 
@@ -59,11 +59,16 @@ export async function dumpKeys(address: Address, timeoutMs = 30_000): Promise<Se
       continue;
     }
     const keys = new Set<string>();
+    const line = newMetadumpLine();
     for (const raw of text.split('\n')) {
       if (raw === '') continue;
-      const line = parseMetadumpLine(raw);
-      if (line.type === 'item') keys.add(line.item.key.toString('latin1'));
-      else if (line.type === 'error') throw new Error(`metadump on ${address}: ${line.message}`);
+      const bytes = Buffer.from(raw, 'latin1');
+      scanMetadumpLine(bytes, 0, bytes.length, line);
+      if (line.kind === 'error') throw new Error(`metadump on ${address}: ${line.message}`);
+      if (line.kind !== 'item') continue;
+      const key = line.encoded ? percentDecode(bytes, line.keyStart, line.keyEnd) : bytes.subarray(line.keyStart, line.keyEnd);
+      if (key === null) throw new Error(`metadump on ${address}: undecodable key in ${raw.slice(0, 100)}`);
+      keys.add(key.toString('latin1'));
     }
     return keys;
   }

@@ -1,29 +1,58 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { parseMetadumpLine, percentDecode } from './metadump';
+import { newMetadumpLine, percentDecode, scanMetadumpLine, type MetadumpLine } from './metadump';
+
+function scan(text: string): MetadumpLine {
+  const buf = Buffer.from(`junk${text}\n`, 'latin1');
+  const out = newMetadumpLine();
+  scanMetadumpLine(buf, 4, buf.length - 1, out);
+  return out;
+}
+
+/** The key of an item line, decoded the way a reader of scanMetadumpLine decodes it. */
+function keyOf(text: string): Buffer | null {
+  const out = scan(text);
+  const raw = Buffer.from(text, 'latin1');
+  const [start, end] = [out.keyStart - 4, out.keyEnd - 4];
+  return out.encoded ? percentDecode(raw, start, end) : raw.subarray(start, end);
+}
 
 test('an item line as memcached 1.6.18 writes it', () => {
-  const parsed = parseMetadumpLine('key=a%2520b exp=1795883024 la=1795882924 cas=1 fetch=no cls=1 size=65');
-  assert.deepEqual(parsed, { type: 'item', item: { key: Buffer.from('a%20b'), exp: 1795883024, size: 65 } });
-  assert.deepEqual(parseMetadumpLine('key=%22q%22 exp=-1 la=1 cas=2 fetch=no cls=1 size=63'), {
-    type: 'item', item: { key: Buffer.from('"q"'), exp: -1, size: 63 },
-  });
+  const line = scan('key=a%2520b exp=1795883024 la=1795882924 cas=1 fetch=no cls=1 size=65');
+  assert.equal(line.kind, 'item');
+  assert.equal(line.encoded, true);
+  assert.equal(line.size, 65);
+  assert.deepEqual(keyOf('key=a%2520b exp=1795883024 la=1795882924 cas=1 fetch=no cls=1 size=65'), Buffer.from('a%20b'));
+  const plain = scan('key=resync:0001 exp=-1 la=1 cas=2 fetch=no cls=1 size=163');
+  assert.deepEqual([plain.kind, plain.encoded, plain.size], ['item', false, 163]);
+  assert.deepEqual(keyOf('key=resync:0001 exp=-1 la=1 cas=2 fetch=no cls=1 size=163'), Buffer.from('resync:0001'));
+  assert.deepEqual(keyOf('key=%22q%22 exp=-1 la=1 cas=2 fetch=no cls=1 size=63'), Buffer.from('"q"'));
 });
 
 test('END, errors and garbage', () => {
-  assert.deepEqual(parseMetadumpLine('END\r'), { type: 'end' });
-  assert.deepEqual(parseMetadumpLine('ERROR metadump not allowed'), { type: 'error', message: 'ERROR metadump not allowed' });
-  assert.equal(parseMetadumpLine('BUSY currently processing crawler request').type, 'error');
-  assert.equal(parseMetadumpLine('key=%zz exp=1').type, 'error');
+  assert.equal(scan('END\r').kind, 'end');
+  assert.equal(scan('END').kind, 'end');
+  assert.deepEqual([scan('ERROR metadump not allowed').kind, scan('ERROR metadump not allowed').message], ['error', 'ERROR metadump not allowed']);
+  assert.equal(scan('BUSY currently processing crawler request').kind, 'error');
+  assert.equal(scan('ENDING').kind, 'error');
+  assert.equal(scan('key= exp=1').kind, 'error');
+  assert.equal(percentDecode(Buffer.from('%zz')), null);
+  assert.equal(percentDecode(Buffer.from('ab%4')), null);
 });
 
 test('property: percent-encoding of any bytes decodes back', () => {
   fc.assert(
     fc.property(fc.uint8Array({ minLength: 1, maxLength: 250 }), (bytes) => {
       const encoded = [...bytes].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('');
-      assert.deepEqual(percentDecode(encoded), Buffer.from(bytes));
+      assert.deepEqual(percentDecode(Buffer.from(encoded, 'latin1')), Buffer.from(bytes));
+      assert.deepEqual(percentDecode(Buffer.from(encoded.toUpperCase(), 'latin1')), Buffer.from(bytes));
     }),
     { numRuns: 2000 },
   );
+});
+
+test('size wherever it stands among the fields', () => {
+  assert.equal(scan('key=a size=70 exp=-1').size, 70);
+  assert.equal(scan('key=a exp=-1').size, 0);
 });

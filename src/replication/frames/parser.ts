@@ -8,7 +8,6 @@
  * silently wrong value. After a FrameError the stream has lost its framing;
  * the parser keeps throwing it and the link should close.
  */
-import { ByteQueue } from '../../protocol/byte-queue';
 import {
   FrameError,
   FrameType,
@@ -45,7 +44,10 @@ function malformed(message: string): FrameError {
 }
 
 export class FrameParser {
-  private readonly queue = new ByteQueue();
+  /** Bytes received and not yet returned: chunks as they came, reading from `pos` in the first. */
+  private chunks: Buffer[] = [];
+  private pos = 0;
+  private length = 0;
   private readonly maxFrameBytes: number;
   private failure: FrameError | null = null;
 
@@ -63,13 +65,14 @@ export class FrameParser {
    * refused as soon as its 4 bytes arrive).
    */
   push(chunk: Buffer): void {
-    if (this.failure) return;
-    this.queue.push(chunk);
+    if (this.failure || chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
   }
 
   /** Bytes received but not yet returned as frames. */
   get buffered(): number {
-    return this.queue.length;
+    return this.length;
   }
 
   /**
@@ -86,23 +89,52 @@ export class FrameParser {
     } catch (err) {
       if (err instanceof FrameError) {
         this.failure = err;
-        this.queue.skip(this.queue.length);
+        this.chunks = [];
+        this.pos = 0;
+        this.length = 0;
       }
       throw err;
     }
   }
 
   private read(): Frame | null {
-    if (this.queue.length < 4) return null;
-    const length = this.queue.peek(4).readUInt32BE(0);
+    if (this.length < 4) return null;
+    // A frame usually lies within one chunk: read it in place (a RECORD's key
+    // and value are then views of that chunk, and nothing is copied).
+    if (this.chunks[0].length - this.pos < 4) this.join(4);
+    const head = this.chunks[0];
+    const length = head.readUInt32BE(this.pos);
     if (length === 0) throw malformed('frame length 0 (every frame has a type byte)');
     if (length - 1 > this.maxFrameBytes) {
       throw new FrameError('too-large', `frame of ${length - 1} bytes exceeds the limit of ${this.maxFrameBytes}`);
     }
-    if (this.queue.length < 4 + length) return null;
-    this.queue.skip(4);
-    const body = this.queue.take(length);
-    return decodeFrame(body[0], body.subarray(1));
+    if (this.length < 4 + length) return null;
+    if (head.length - this.pos < 4 + length) this.join(4 + length);
+    const buf = this.chunks[0];
+    const start = this.pos + 5;
+    const end = this.pos + 4 + length;
+    const type = buf[start - 1];
+    this.pos = end;
+    this.length -= 4 + length;
+    if (this.pos === buf.length) {
+      this.chunks.shift();
+      this.pos = 0;
+    }
+    return type === FrameType.record ? decodeRecordAt(buf, start, end) : decodeFrame(type, buf.subarray(start, end));
+  }
+
+  /** Makes the first chunk hold at least `n` bytes from `pos` (joining chunks; n <= length). */
+  private join(n: number): void {
+    const parts: Buffer[] = [];
+    let have = 0;
+    while (have < n) {
+      const chunk = this.chunks.shift()!;
+      const part = parts.length === 0 ? chunk.subarray(this.pos) : chunk;
+      parts.push(part);
+      have += part.length;
+    }
+    this.chunks.unshift(Buffer.concat(parts, have));
+    this.pos = 0;
   }
 }
 
@@ -151,37 +183,43 @@ function decodeU64Payload(frame: string, payload: Buffer): number {
 }
 
 function decodeRecord(payload: Buffer): RecordFrame {
-  if (payload.length < RECORD_FIXED_BYTES) {
-    throw malformed(`RECORD payload is ${payload.length} bytes, shorter than its fixed fields (${RECORD_FIXED_BYTES})`);
+  return decodeRecordAt(payload, 0, payload.length);
+}
+
+/** A RECORD payload at buf[start, end): its key and value are views of buf. */
+function decodeRecordAt(buf: Buffer, start: number, end: number): RecordFrame {
+  const length = end - start;
+  if (length < RECORD_FIXED_BYTES) {
+    throw malformed(`RECORD payload is ${length} bytes, shorter than its fixed fields (${RECORD_FIXED_BYTES})`);
   }
-  const seq = readU64('RECORD seq', payload, 0);
-  const wall = readU64('RECORD hlc wall', payload, 8);
-  const logical = payload.readUInt32BE(16);
-  const op = RECORD_OPS[payload[20]];
-  if (op === undefined) throw malformed(`RECORD op ${payload[20]} is unknown`);
-  const keyLength = payload.readUInt16BE(21);
+  const seq = readU64('RECORD seq', buf, start);
+  const wall = readU64('RECORD hlc wall', buf, start + 8);
+  const logical = buf.readUInt32BE(start + 16);
+  const op = RECORD_OPS[buf[start + 20]];
+  if (op === undefined) throw malformed(`RECORD op ${buf[start + 20]} is unknown`);
+  const keyLength = buf.readUInt16BE(start + 21);
   if (keyLength > RECORD_KEY_MAX_LENGTH) throw malformed(`RECORD key of ${keyLength} bytes exceeds ${RECORD_KEY_MAX_LENGTH}`);
   // Check before reading past the key: the value length sits after it.
-  if (payload.length < RECORD_FIXED_BYTES + keyLength) {
-    throw malformed(`RECORD key of ${keyLength} bytes does not fit its ${payload.length}-byte payload`);
+  if (length < RECORD_FIXED_BYTES + keyLength) {
+    throw malformed(`RECORD key of ${keyLength} bytes does not fit its ${length}-byte payload`);
   }
   // Lengths first: when they are off, every field after the key is misread,
   // and "lengths do not add up" is the message that points at the cause.
-  const valueLength = payload.readUInt32BE(23 + keyLength + 4 + 8);
-  if (payload.length !== RECORD_FIXED_BYTES + keyLength + valueLength) {
-    throw malformed(`RECORD lengths (key ${keyLength}, value ${valueLength}) do not add up to its ${payload.length}-byte payload`);
+  const valueLength = buf.readUInt32BE(start + 23 + keyLength + 4 + 8);
+  if (length !== RECORD_FIXED_BYTES + keyLength + valueLength) {
+    throw malformed(`RECORD lengths (key ${keyLength}, value ${valueLength}) do not add up to its ${length}-byte payload`);
   }
-  let at = 23;
-  const key = payload.subarray(at, at + keyLength); at += keyLength;
-  const flags = payload.readUInt32BE(at); at += 4;
-  const ttlHigh = payload.readInt32BE(at);
+  let at = start + 23;
+  const key = buf.subarray(at, at + keyLength); at += keyLength;
+  const flags = buf.readUInt32BE(at); at += 4;
+  const ttlHigh = buf.readInt32BE(at);
   if (ttlHigh >= SAFE_HIGH_LIMIT || ttlHigh < -1) throw malformed('RECORD ttl out of range');
-  const ttlMs = ttlHigh * TWO_32 + payload.readUInt32BE(at + 4); at += 8;
+  const ttlMs = ttlHigh * TWO_32 + buf.readUInt32BE(at + 4); at += 8;
   if (ttlMs < TTL_UNCHANGED) throw malformed(`RECORD ttl ${ttlMs} is negative (only -1 never and -2 unchanged are defined)`);
   at += 4; // value length, checked above
-  const value = payload.subarray(at, at + valueLength); at += valueLength;
-  const delay = payload.readUInt32BE(at); at += 4;
-  const sentAt = readU64('RECORD sentAt', payload, at);
+  const value = buf.subarray(at, at + valueLength); at += valueLength;
+  const delay = buf.readUInt32BE(at); at += 4;
+  const sentAt = readU64('RECORD sentAt', buf, at);
   return { type: 'record', seq, hlc: { wall, logical }, op, key, flags, ttlMs, value, delay, sentAt };
 }
 

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   expiresAtFromTtl,
+  RECORD_OP_CODES,
   recordFrameBytes,
   TTL_NEVER,
   TTL_UNCHANGED,
@@ -16,6 +17,7 @@ import {
   serializeRecord,
   serializeRecords,
   serializeResyncBegin,
+  writeRecordFrame,
 } from './serializer';
 
 function record(overrides: Partial<OutgoingRecord> = {}): OutgoingRecord {
@@ -127,4 +129,14 @@ test('bad arguments are refused before anything reaches the wire', () => {
   assert.throws(() => serializeHello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: { runId: 'x', seq: 0.5 } }), RangeError);
   // A 250-byte binary key is fine.
   assert.doesNotThrow(() => serializeRecord(record({ key: Buffer.alloc(250, 0xff) }), 0));
+});
+
+test('writeRecordFrame from ranges of other buffers is the frame serializeRecord writes', () => {
+  const now = 1_700_000_000_000;
+  const expected = serializeRecord(record({ op: 'add', seq: 0, expiresAt: now + 1500, value: Buffer.from('value bytes') }), now);
+  const reply = Buffer.from('VA 11 kfoo\r\nvalue bytes\r\n');
+  const buf = Buffer.alloc(expected.length + 4);
+  const end = writeRecordFrame(buf, 2, 0, 1_700_000_000_000, 3, RECORD_OP_CODES.add, 0xdeadbeef, 1500, 0, now, reply, 7, 10, reply, 12, 23);
+  assert.equal(end, 2 + expected.length);
+  assert.deepEqual(buf.subarray(2, end), expected);
 });

@@ -104,23 +104,59 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   const ttl = ttlFromExpiresAt(record.expiresAt, now);
   if (!Number.isSafeInteger(ttl)) throw new RangeError(`expiresAt ${String(record.expiresAt)} at now=${now} gives no valid ttl`);
 
-  const payloadLength = RECORD_FIXED_BYTES + key.length + value.length;
-  let at = offset;
-  buf.writeUInt32BE(payloadLength + 1, at);
+  return writeRecordFrame(buf, offset, record.seq, record.hlc.wall, record.hlc.logical, op, record.flags, ttl, record.delay, now, key, 0, key.length, value, 0, value.length);
+}
+
+/** src[start, end) to dst at `at`; a loop for the small keys and values of a copy (Buffer.copy's call and view cost more there). */
+function copyRange(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
+  if (end - start > 128) return at + src.copy(dst, at, start, end);
+  for (let i = start; i < end; i++) dst[at++] = src[i];
+  return at;
+}
+
+/**
+ * Writes one RECORD frame at `at` from its fields, the key and the value
+ * being ranges of other buffers (a full copy writes them straight from
+ * memcached's reply, without a Buffer or an object per item). Returns the
+ * offset after it. The caller checks the values (see writeRecord); only the
+ * key length, which would corrupt the framing, is checked here.
+ */
+export function writeRecordFrame(
+  buf: Buffer,
+  at: number,
+  seq: number,
+  wall: number,
+  logical: number,
+  opCode: number,
+  flags: number,
+  ttlMs: number,
+  delay: number,
+  sentAt: number,
+  keySource: Buffer,
+  keyStart: number,
+  keyEnd: number,
+  valueSource: Buffer,
+  valueStart: number,
+  valueEnd: number,
+): number {
+  const keyLength = keyEnd - keyStart;
+  const valueLength = valueEnd - valueStart;
+  if (keyLength > RECORD_KEY_MAX_LENGTH) throw new RangeError(`record key is ${keyLength} bytes, the limit is ${RECORD_KEY_MAX_LENGTH}`);
+  buf.writeUInt32BE(RECORD_FIXED_BYTES + keyLength + valueLength + 1, at);
   buf[at + 4] = FrameType.record;
   at += FRAME_HEADER_BYTES;
-  writeU64(buf, record.seq, at); at += 8;
-  writeU64(buf, record.hlc.wall, at); at += 8;
-  buf.writeUInt32BE(record.hlc.logical, at); at += 4;
-  buf[at] = op; at += 1;
-  buf.writeUInt16BE(key.length, at); at += 2;
-  at += key.copy(buf, at);
-  buf.writeUInt32BE(record.flags, at); at += 4;
-  writeI64(buf, ttl, at); at += 8;
-  buf.writeUInt32BE(value.length, at); at += 4;
-  at += value.copy(buf, at);
-  buf.writeUInt32BE(record.delay, at); at += 4;
-  writeU64(buf, now, at); at += 8;
+  writeU64(buf, seq, at); at += 8;
+  writeU64(buf, wall, at); at += 8;
+  buf.writeUInt32BE(logical, at); at += 4;
+  buf[at] = opCode; at += 1;
+  buf.writeUInt16BE(keyLength, at); at += 2;
+  at = copyRange(keySource, keyStart, keyEnd, buf, at);
+  buf.writeUInt32BE(flags, at); at += 4;
+  writeI64(buf, ttlMs, at); at += 8;
+  buf.writeUInt32BE(valueLength, at); at += 4;
+  at = copyRange(valueSource, valueStart, valueEnd, buf, at);
+  buf.writeUInt32BE(delay, at); at += 4;
+  writeU64(buf, sentAt, at); at += 8;
   return at;
 }
 
