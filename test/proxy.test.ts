@@ -19,6 +19,12 @@ async function httpGet(port: number, path: string): Promise<{ status: number; bo
   return { status: response.status, body: await response.text() };
 }
 
+/** SIGSTOPs a process and waits (bounded) until the kernel shows it stopped, so no request slips in first. */
+async function freeze(child: Running['child']): Promise<void> {
+  child.kill('SIGSTOP');
+  await eventually(() => / T /.test(fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').replace(/^.*\)/, '')), 2000, 'memcached to stop');
+}
+
 function rssKb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
@@ -82,7 +88,7 @@ describe('when memcached goes away', () => {
     try {
       const client = await RawClient.connect(proxy.port);
       assert.equal(await client.request('version\r\n').then((r) => r.startsWith('VERSION')), true);
-      memcached.child.kill('SIGSTOP');
+      await freeze(memcached.child);
       const started = Date.now();
       assert.match(await client.request('get k\r\n', '\r\n', 5000), /^SERVER_ERROR /);
       assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
@@ -190,7 +196,7 @@ describe('idle clients (--idle-timeout, like memcached -o idle_timeout)', () => 
   it('does not close a client still owed a reply by a slow memcached', async () => {
     const client = await RawClient.connect(proxy.port);
     assert.equal(await client.request('set slow 0 0 2\r\nok\r\n'), 'STORED\r\n');
-    memcached.child.kill('SIGSTOP');
+    await freeze(memcached.child);
     try {
       client.send('get slow\r\n');
       await sleep(2200); // twice the idle timeout, well inside --upstream-timeout
@@ -237,7 +243,7 @@ describe('metrics, health and shutdown', () => {
     try {
       const client = await RawClient.connect(proxy.port);
       assert.equal(await client.request('set s 0 0 1\r\nx\r\n'), 'STORED\r\n');
-      memcached.child.kill('SIGSTOP'); // the next request stays in flight
+      await freeze(memcached.child); // the next request stays in flight
       client.send('get s\r\n');
       await sleep(100);
       const exit = proxy.stop('SIGTERM');
