@@ -131,19 +131,20 @@ export class SharedConnection<Part> {
     this.connected = false;
     this.parser = this.newParser();
     let lastError = '';
-    const connectTimer = setTimeout(() => {
-      lastError = `connect to ${formatAddress(address)} timed out`;
+    // A socket given up on is forgotten at once (not at its 'close'), so nothing more is sent on it.
+    const giveUp = (reason: string) => {
+      this.lost(socket, reason);
       socket.destroy();
-    }, options.connectTimeoutMs);
+    };
+    const connectTimer = setTimeout(() => giveUp(`connect to ${formatAddress(address)} timed out`), options.connectTimeoutMs);
     socket.once('connect', () => {
       clearTimeout(connectTimer);
       if (this.socket === socket) this.connected = true;
       // From here on a silent memcached is the reply timeout's business (connecting was the connect timeout's).
       socket.setTimeout(options.replyTimeoutMs, () => {
         if (this.socket !== socket || this.waiting.length === 0) return;
-        lastError = 'memcached did not answer in time';
-        this.log.warn(`upstream: ${lastError}; closing a shared connection`);
-        socket.destroy();
+        this.log.warn('upstream: memcached did not answer in time; closing a shared connection');
+        giveUp('memcached did not answer in time');
       });
     });
     socket.on('data', (chunk: Buffer) => this.fromMemcached(socket, chunk));
