@@ -24,6 +24,18 @@ function rssKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
 }
 
+/**
+ * SIGSTOP takes effect asynchronously, thread by thread: a memcached worker already awake may
+ * still answer a request sent right after kill(). Wait until every thread is stopped.
+ */
+async function stopped(pid: number): Promise<void> {
+  await eventually(
+    () => fs.readdirSync(`/proc/${pid}/task`).every((tid) => /\) [tT] /.test(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'))),
+    3000,
+    'memcached to stop',
+  );
+}
+
 describe('conformance', () => {
   it('memccapable -a passes through memrepl exactly as against memcached', async () => {
     const [direct, behind] = await Promise.all([startMemcached(), startMemcached()]);
@@ -83,6 +95,7 @@ describe('when memcached goes away', () => {
       const client = await RawClient.connect(proxy.port);
       assert.equal(await client.request('version\r\n').then((r) => r.startsWith('VERSION')), true);
       memcached.child.kill('SIGSTOP');
+      await stopped(memcached.child.pid!);
       const started = Date.now();
       assert.match(await client.request('get k\r\n', '\r\n', 5000), /^SERVER_ERROR /);
       assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
@@ -192,6 +205,7 @@ describe('idle clients (--idle-timeout, like memcached -o idle_timeout)', () => 
     assert.equal(await client.request('set slow 0 0 2\r\nok\r\n'), 'STORED\r\n');
     memcached.child.kill('SIGSTOP');
     try {
+      await stopped(memcached.child.pid!);
       client.send('get slow\r\n');
       await sleep(2200); // twice the idle timeout, well inside --upstream-timeout
       assert.equal(client.closed, false);
