@@ -152,6 +152,11 @@ export function parseArgs(argv: string[]): Config {
     .option('upstream-timeout', { type: 'number', default: 5000, describe: 'ms a request may wait on a silent memcached before clients get SERVER_ERROR' })
     .option('connect-timeout', { type: 'number', default: 1000, describe: 'ms to connect to memcached before clients get SERVER_ERROR' })
     .option('shutdown-timeout', { type: 'number', default: 5000, describe: 'ms to finish in-flight requests on SIGTERM/SIGINT' })
+    .option('upstream-shared', {
+      type: 'number',
+      default: 2,
+      describe: 'Connections to memcached shared by all clients, per protocol (a client needing one of its own, e.g. for watch, gets one from the pool)',
+    })
     .option('max-pending', { type: 'number', default: 4096, describe: 'Requests one client may have awaiting replies before the proxy stops reading from it' })
     .config('config', 'Config file (JSON or YAML) holding any of these flags', readConfigFile)
     .env('MEMREPL')
@@ -181,6 +186,7 @@ export function parseArgs(argv: string[]): Config {
     connectTimeoutMs: args['connect-timeout'],
     shutdownTimeoutMs: args['shutdown-timeout'],
     maxPendingRequests: args['max-pending'],
+    sharedConnections: args['upstream-shared'],
     nodeId: args['node-id'] ?? `${os.hostname()}:${args.port}`,
     cluster: args.cluster,
     backlogBytes: parseSize(args['backlog-size']) ?? fail(`invalid --backlog-size: ${args['backlog-size']}`),
@@ -211,6 +217,7 @@ export function parseArgs(argv: string[]): Config {
     'connect-timeout': config.connectTimeoutMs,
     'shutdown-timeout': config.shutdownTimeoutMs,
     'max-pending': config.maxPendingRequests,
+    'upstream-shared': config.sharedConnections,
   })) {
     if (!Number.isInteger(value) || value <= 0) fail(`invalid --${flag}: must be a positive integer`);
   }

@@ -19,6 +19,8 @@ export interface Config {
   connectTimeoutMs: number;
   shutdownTimeoutMs: number;
   maxPendingRequests: number;
+  /** Connections to memcached shared by client sessions, per protocol. */
+  sharedConnections: number;
   nodeId: string;
   cluster: string;
   backlogBytes: number;

@@ -1,6 +1,6 @@
 /**
- * Wires one memrepl node together: client listener → sessions → upstream
- * pool, the metrics/health HTTP port, and graceful shutdown.
+ * Wires one memrepl node together: client listener → sessions → shared
+ * upstream connections and the pool, the metrics/health HTTP port, and graceful shutdown.
  */
 import type * as http from 'node:http';
 import { Registry } from 'prom-client';
@@ -16,6 +16,7 @@ import { Listener } from './proxy/listener';
 import { textDialect, type ProxyStats } from './proxy/text-exchange';
 import { binaryDialect } from './proxy/binary-exchange';
 import { formatAddress, parseAddress, Upstream } from './proxy/upstream';
+import { SharedUpstream } from './proxy/shared-upstream';
 
 export interface RunningServer {
   clientPort: number;
@@ -35,6 +36,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const address = parseAddress(config.upstream, 11211);
   const upstreams = { text: new Upstream(address, upstreamOptions), binary: new Upstream(address, upstreamOptions) };
   const upstream = upstreams.text;
+  // Sessions share a few connections per protocol (memcached fixes a connection's protocol at its first byte).
+  const sharedOptions = { connections: config.sharedConnections, connectTimeoutMs: config.connectTimeoutMs, replyTimeoutMs: config.upstreamTimeoutMs };
   const limits: RequestParserLimits = { maxItemSize: config.maxItemSize ?? DEFAULT_ITEM_SIZE, maxMultigetLine: MAX_MULTIGET_LINE };
   if (config.maxItemSize === undefined) await learnItemSize(upstream, limits, log);
 
@@ -71,10 +74,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const sink = replicator?.sink ?? discardWrites;
   const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};
 
+  const shared = {
+    text: new SharedUpstream(address, sharedOptions, textDialect(limits).newReplyParser, log),
+    binary: new SharedUpstream(address, sharedOptions, binaryDialect(limits).newReplyParser, log),
+  };
   const listener = new Listener(
     { port: config.port, host: config.listen, maxConnections: config.maxConnections, idleTimeoutMs: config.idleTimeoutMs, tls: config.clientTls },
     { text: () => textDialect(limits, proxyStats), binary: () => binaryDialect(limits) },
-    { upstreams, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
+    { upstreams, shared, sink, metrics, log, options: { maxPendingRequests: config.maxPendingRequests } },
   );
   const bound = await listener.listen();
   log.info(`server listening on ${bound.address}:${bound.port}, upstream memcached ${formatAddress(address)}`);
@@ -101,6 +108,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       await listener.close(config.shutdownTimeoutMs);
       await replicator?.stop(config.shutdownTimeoutMs);
       httpServer?.close();
+      shared.text.close();
+      shared.binary.close();
       await Promise.all([upstreams.text.close(), upstreams.binary.close()]);
     },
   };

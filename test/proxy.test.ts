@@ -19,15 +19,24 @@ async function httpGet(port: number, path: string): Promise<{ status: number; bo
   return { status: response.status, body: await response.text() };
 }
 
-/** SIGSTOPs a process and waits (bounded) until the kernel shows it stopped, so no request slips in first. */
-async function freeze(child: Running['child']): Promise<void> {
-  child.kill('SIGSTOP');
-  await eventually(() => / T /.test(fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8').replace(/^.*\)/, '')), 2000, 'memcached to stop');
-}
-
 function rssKb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+/**
+ * SIGSTOPs memcached and waits (bounded) until every one of its threads is
+ * stopped: a worker already awake can still answer a request sent right
+ * after kill().
+ */
+async function freeze(child: Running['child']): Promise<void> {
+  child.kill('SIGSTOP');
+  const pid = child.pid!;
+  await eventually(
+    () => fs.readdirSync(`/proc/${pid}/task`).every((tid) => /\) [tT] /.test(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'))),
+    3000,
+    'memcached to stop',
+  );
 }
 
 describe('conformance', () => {

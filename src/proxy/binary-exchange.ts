@@ -77,6 +77,8 @@ function local(command: string, reply: Buffer | null, closeAfter: boolean, outco
     localReply: reply,
     closeAfter,
     streams: false,
+    connection: 'shared',
+    replyItems: 0,
     onPart: () => FORWARD_END,
     effects: () => [],
     outcome: () => outcome,
@@ -107,6 +109,8 @@ function planTooLarge(request: TooLargeRequest): Exchange<BinaryPacket> {
     localReply: reply,
     closeAfter: false,
     streams: false,
+    connection: 'shared',
+    replyItems: 1,
     onPart(part) {
       deleted = part.header.status === Status.Success;
       return SWALLOW_END;
@@ -138,6 +142,9 @@ function planCommand(request: CommandRequest): Exchange<BinaryPacket> {
     localReply: null,
     closeAfter: false,
     streams: false,
+    // SASL authenticates the connection it runs on: never lend that to other clients.
+    connection: SASL.has(opcode) ? 'pin' : 'shared',
+    replyItems: 1,
     onPart(part) {
       status = part.header.status;
       if (opcode === Opcode.Stat) {
@@ -155,6 +162,8 @@ function planCommand(request: CommandRequest): Exchange<BinaryPacket> {
     errorReply: (message) => serverError(header, message),
   };
 }
+
+const SASL: ReadonlySet<number> = new Set([Opcode.SASLListMechs, Opcode.SASLAuth, Opcode.SASLStep]);
 
 const READS: ReadonlySet<number> = new Set([Opcode.Get, Opcode.GetK, Opcode.GAT, Opcode.GATK]);
 

@@ -36,6 +36,16 @@ export interface Exchange<Part> {
   closeAfter: boolean;
   /** memcached turns the connection into an endless stream after this (watch). */
   streams: boolean;
+  /**
+   * Which upstream connection this request may use. 'shared': any, its reply
+   * is at most `replyItems` items long. 'own': a connection with nothing else
+   * on it while it runs (memcached refuses to pipeline `lru_crawler metadump`
+   * behind other commands). 'pin': it changes the connection's state for good
+   * (watch, SASL), so the session keeps a connection of its own from then on.
+   */
+  connection: 'shared' | 'own' | 'pin';
+  /** How many items the reply may carry (keys of a multi-get; 1 otherwise): bounds what a slow reader can cost. */
+  replyItems: number;
   /** Metric label for the outcome, known once the reply is complete ("hit", "stored", "error", ...). */
   outcome(): string;
   /** What the client gets instead of memcached's reply when memcached cannot be reached (null: it expects no reply). */

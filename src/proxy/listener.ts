@@ -10,6 +10,7 @@ import type { Logger } from '../log';
 import type { ProxyMetrics } from '../metrics';
 import type { Dialect } from './exchange';
 import { Session, SessionDeps } from './session';
+import type { SharedUpstream } from './shared-upstream';
 import type { Upstream } from './upstream';
 
 export interface ListenerOptions {
@@ -44,9 +45,15 @@ export class Listener {
     private readonly dialects: DialectFactory,
     /**
      * memcached fixes a connection's protocol from its first byte, so text and
-     * binary sessions draw from separate pools.
+     * binary sessions share separate connections and draw from separate pools.
      */
-    private readonly deps: Omit<SessionDeps, 'upstream'> & { upstreams: Record<'text' | 'binary', Upstream>; metrics: ProxyMetrics; log: Logger },
+    private readonly deps: Omit<SessionDeps, 'upstream' | 'shared'> & {
+      upstreams: Record<'text' | 'binary', Upstream>;
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      shared: Record<'text' | 'binary', SharedUpstream<any>>;
+      metrics: ProxyMetrics;
+      log: Logger;
+    },
   ) {
     const accept = (socket: net.Socket) => this.accept(socket);
     const secure = options.tls;
@@ -106,7 +113,8 @@ export class Listener {
     }
     socket.once('data', (first) => {
       const dialect = first[0] === BINARY_MAGIC ? this.dialects.binary() : this.dialects.text();
-      const session = new Session(socket, dialect, { ...this.deps, upstream: this.deps.upstreams[dialect.name] });
+      const { upstreams, shared, ...rest } = this.deps;
+      const session = new Session(socket, dialect, { ...rest, upstream: upstreams[dialect.name], shared: shared[dialect.name].pick() });
       if (this.clients.has(socket)) this.clients.set(socket, session);
       session.fromClient(first);
     });

@@ -4,20 +4,35 @@
  * replies come back in order and are streamed to the client part by part.
  *
  * Ordering: every request gets a slot in `pending`, in client order. Requests
- * that go upstream also wait in `inFlight`; memcached answers those in order
- * on the session's own upstream connection. Requests the proxy answers itself
- * (quit, refused oversize values, ...) complete at once but are delivered only
- * when every earlier reply has been.
+ * that go upstream wait in `queued` until they are sent, then in `inFlight`
+ * until answered. Requests the proxy answers itself (quit, refused oversize
+ * values, ...) complete at once but are delivered only when every earlier
+ * reply has been.
  *
- * Backpressure: a client that stops reading pauses the upstream connection
- * (memcached stops sending), and a client that floods requests without reading
- * is paused once too many are pending. Memory per session stays bounded.
+ * Which connection: a session normally sends on a connection shared with
+ * other sessions (shared-upstream.ts), which saves socket calls. It moves to
+ * a connection of its own, taken from the pool (upstream.ts), for a request
+ * that must not share one (exchange.connection), for a reply that may be
+ * large (a multi-get of many keys), when it has many requests in flight (a
+ * pipelining client batches by itself), or when its client is not reading.
+ * It moves back once that connection has nothing in flight, unless a request
+ * changed the connection's state (watch, SASL): then it stays. Requests are
+ * sent on the new connection only once the old one has answered everything,
+ * so replies stay in order across a move.
+ *
+ * Backpressure: a shared connection is never paused, so what a session may
+ * have in flight on it is bounded (SHARED_REPLY_ITEMS), and a client that
+ * stops reading stops being read. On a connection of its own, a client that
+ * stops reading pauses that connection (memcached stops sending) as before.
+ * Either way memory per session stays bounded and other clients are not
+ * stalled.
  */
 import type * as net from 'node:net';
 import type { WriteSink } from '../protocol/effects';
 import type { Logger } from '../log';
 import type { ProxyMetrics } from '../metrics';
 import type { Dialect, Exchange } from './exchange';
+import type { SharedConnection, SharedTarget } from './shared-upstream';
 import type { Upstream, UpstreamConnection, UpstreamOwner } from './upstream';
 
 export interface SessionOptions {
@@ -25,13 +40,26 @@ export interface SessionOptions {
   maxPendingRequests: number;
 }
 
-export interface SessionDeps {
+export interface SessionDeps<Part = { raw: Buffer }> {
+  /** The pool connections of a session's own come from. */
   upstream: Upstream;
+  /** The shared connection this session uses. */
+  shared: SharedConnection<Part>;
   sink: WriteSink;
   metrics: ProxyMetrics;
   log: Logger;
   options: SessionOptions;
 }
+
+/**
+ * Reply items (values) one session may have in flight on a shared connection.
+ * A shared connection is never paused, so this is what a client that stops
+ * reading can make the proxy buffer: at most this many items (each at most
+ * memcached's item size limit).
+ */
+export const SHARED_REPLY_ITEMS = 16;
+
+type Lane = 'shared' | 'own';
 
 interface Slot<Part> {
   exchange: Exchange<Part>;
@@ -43,15 +71,25 @@ interface Slot<Part> {
   sentAt: number;
 }
 
-export class Session<Request, Part extends { raw: Buffer }> implements UpstreamOwner {
+export class Session<Request, Part extends { raw: Buffer }> implements UpstreamOwner, SharedTarget<Part> {
   private readonly pending: Slot<Part>[] = [];
+  /** Planned but not sent yet: waiting for the connection they need. */
+  private readonly queued: Slot<Part>[] = [];
+  /** Sent on `lane`, oldest first. */
   private readonly inFlight: Slot<Part>[] = [];
-  private connection: UpstreamConnection | null = null;
+  private lane: Lane = 'shared';
+  /** Reply items in flight on the shared connection. */
+  private sharedItems = 0;
+  /** A connection of the session's own (lane 'own'), with its reply parser. */
+  private own: UpstreamConnection | null = null;
   private acquiring = false;
-  /** Upstream bytes waiting for a connection. */
-  private unsent: Buffer[] = [];
   private replyParser: ReturnType<Dialect<Request, Part>['newReplyParser']>;
+  /** A request changed the state of the session's own connection: never share again. */
+  private pinned = false;
   private readingPaused = false;
+  /** The client's socket refused more (write returned false) and has not drained yet. */
+  private clientBlocked = false;
+  private clientCorked = false;
   private ending = false;
   private streaming = false;
   private clientGone = false;
@@ -59,11 +97,15 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   constructor(
     private readonly client: net.Socket,
     private readonly dialect: Dialect<Request, Part>,
-    private readonly deps: SessionDeps,
+    private readonly deps: SessionDeps<Part>,
   ) {
     this.replyParser = dialect.newReplyParser();
     client.on('data', (chunk) => this.fromClient(chunk));
-    client.on('drain', () => this.connection?.socket.resume());
+    client.on('drain', () => {
+      this.clientBlocked = false;
+      this.own?.socket.resume();
+      this.resumeReading();
+    });
     client.on('error', (error) => deps.log.debug(`client ${client.remoteAddress}:${client.remotePort} error: ${error.message}`));
     client.on('close', () => this.onClientClosed());
   }
@@ -76,17 +118,18 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   fromClient(chunk: Buffer): void {
     if (this.ending) return;
     if (this.streaming) {
-      this.sendUpstream(chunk);
+      if (this.own && !this.own.write(chunk)) this.pauseReading();
       return;
     }
     const parser = this.dialect.requestParser;
     parser.push(chunk);
-    this.connection?.socket.cork();
+    const own = this.own;
+    own?.socket.cork();
     try {
       let request: Request | null;
       while (!this.ending && (request = parser.next()) !== null) this.admit(this.dialect.plan(request));
     } finally {
-      this.connection?.socket.uncork();
+      own?.socket.uncork();
     }
     this.deliver();
     if (this.pending.length >= this.deps.options.maxPendingRequests) this.pauseReading();
@@ -100,22 +143,50 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       this.finish(slot);
       return;
     }
-    slot.sentAt = performance.now();
-    this.inFlight.push(slot);
     if (exchange.writeKey) this.deps.sink.writing(exchange.writeKey);
-    this.sendUpstream(exchange.upstream);
+    this.queued.push(slot);
+    this.send();
   }
 
-  private sendUpstream(bytes: Buffer): void {
-    if (this.connection) {
-      if (!this.connection.write(bytes)) this.pauseReading();
-      return;
+  /** Where the next request goes: the shared connection unless something rules it out. */
+  private laneFor(exchange: Exchange<Part>): Lane {
+    if (this.pinned || exchange.connection !== 'shared') return 'own';
+    // A busy connection of its own keeps the session: moving would mean waiting for it to drain.
+    if (this.lane === 'own' && this.inFlight.length > 0) return 'own';
+    if (this.clientBlocked) return 'own';
+    const items = this.lane === 'shared' ? this.sharedItems : 0;
+    return items + exchange.replyItems > SHARED_REPLY_ITEMS ? 'own' : 'shared';
+  }
+
+  /** Sends queued requests in order, moving between connections when the old one has answered everything. */
+  private send(): void {
+    while (this.queued.length > 0 && !this.clientGone) {
+      const slot = this.queued[0];
+      const lane = this.laneFor(slot.exchange);
+      if (lane !== this.lane) {
+        if (this.inFlight.length > 0) return; // sent again from the reply path once they are answered
+        if (this.lane === 'own') this.releaseOwn(this.replyParser.buffered === 0);
+        this.lane = lane;
+      }
+      if (lane === 'own' && !this.own) {
+        this.connectOwn();
+        return;
+      }
+      this.queued.shift();
+      const { exchange } = slot;
+      slot.sentAt = performance.now();
+      this.inFlight.push(slot);
+      if (exchange.connection === 'pin') this.pinned = true;
+      if (lane === 'shared') {
+        this.sharedItems += exchange.replyItems;
+        this.deps.shared.send(this, exchange.upstream!);
+      } else if (!this.own!.write(exchange.upstream!)) {
+        this.pauseReading();
+      }
     }
-    this.unsent.push(bytes);
-    this.connectUpstream();
   }
 
-  private connectUpstream(): void {
+  private connectOwn(): void {
     if (this.acquiring || this.clientGone) return;
     this.acquiring = true;
     this.deps.upstream.acquire().then(
@@ -125,23 +196,48 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
           this.deps.upstream.release(connection, true);
           return;
         }
-        this.connection = connection;
+        this.own = connection;
+        this.replyParser = this.dialect.newReplyParser();
         connection.attach(this);
         connection.socket.on('drain', this.resumeReading);
-        const bytes = this.unsent;
-        this.unsent = [];
+        if (this.clientBlocked) connection.socket.pause();
         connection.socket.cork();
-        for (const chunk of bytes) connection.write(chunk);
+        this.send();
         connection.socket.uncork();
       },
       (error: Error) => {
         this.acquiring = false;
-        this.failInFlight(`upstream unavailable`, error.message || 'timed out waiting for a connection');
+        this.failQueued('upstream unavailable', error.message || 'timed out waiting for a connection');
       },
     );
   }
 
-  /** Bytes from memcached: frame them into parts and hand each to the request it answers. */
+  /** SharedTarget: a reply part from the shared connection. */
+  sharedPart(part: Part): boolean {
+    if (!this.clientCorked) {
+      this.clientCorked = true;
+      this.client.cork();
+    }
+    return this.takePart(part);
+  }
+
+  /** SharedTarget: the end of one read from the shared connection. */
+  sharedFlush(): void {
+    if (this.clientCorked) {
+      this.clientCorked = false;
+      this.client.uncork();
+    }
+    this.afterReplies();
+  }
+
+  /** SharedTarget: the shared connection died with requests of this session on it. */
+  sharedLost(label: string, reason: string): void {
+    this.sharedItems = 0;
+    this.failInFlight(label, reason);
+    this.send();
+  }
+
+  /** UpstreamOwner: bytes from the session's own connection. */
   data(chunk: Buffer): void {
     if (this.streaming) {
       this.writeClient(chunk);
@@ -151,30 +247,42 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     this.client.cork();
     try {
       let part: Part | null;
-      while ((part = this.nextPart()) !== null) {
-        const slot = this.inFlight[0];
-        if (!slot) {
-          this.dropUpstream('memcached sent a reply nobody asked for');
+      while (!this.streaming && (part = this.nextPart()) !== null) {
+        if (this.inFlight.length === 0) {
+          this.dropOwn('memcached sent a reply nobody asked for');
           return;
         }
-        const verdict = slot.exchange.onPart(part);
-        if (verdict.forward) this.forwardPart(slot, part.raw);
-        if (slot.exchange.streams) {
-          this.inFlight.shift();
-          this.streaming = true;
-          this.finish(slot);
-          return;
-        }
-        if (verdict.final) {
-          this.inFlight.shift();
-          this.deps.metrics.upstreamLatency.observe((performance.now() - slot.sentAt) / 1000);
-          this.finish(slot);
-        }
+        this.takePart(part);
       }
     } finally {
       this.client.uncork();
     }
+    this.afterReplies();
+  }
+
+  /** Hands a part to the oldest request in flight; true when that request's reply is complete. */
+  private takePart(part: Part): boolean {
+    const slot = this.inFlight[0];
+    if (!slot) return true; // cannot happen: a shared connection only carries parts for requests it was given
+    const verdict = slot.exchange.onPart(part);
+    if (verdict.forward) this.forwardPart(slot, part.raw);
+    if (slot.exchange.streams) {
+      this.inFlight.shift();
+      this.streaming = true;
+      this.finish(slot);
+      return true;
+    }
+    if (!verdict.final) return false;
+    this.inFlight.shift();
+    if (this.lane === 'shared') this.sharedItems -= slot.exchange.replyItems;
+    this.deps.metrics.upstreamLatency.observe((performance.now() - slot.sentAt) / 1000);
+    this.finish(slot);
+    return true;
+  }
+
+  private afterReplies(): void {
     this.deliver();
+    this.send();
     if (this.readingPaused && this.pending.length < this.deps.options.maxPendingRequests / 2) this.resumeReading();
   }
 
@@ -182,7 +290,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     try {
       return this.replyParser.next();
     } catch (error) {
-      this.dropUpstream((error as Error).message);
+      this.dropOwn((error as Error).message);
       return null;
     }
   }
@@ -198,7 +306,12 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   private writeClient(bytes: Buffer): void {
     if (this.clientGone) return;
-    if (!this.client.write(bytes)) this.connection?.socket.pause();
+    if (this.client.write(bytes)) return;
+    // The client is not keeping up: read no more of its requests until it drains, and
+    // (on a connection of its own) let memcached hold the rest of the replies.
+    this.clientBlocked = true;
+    this.pauseReading();
+    this.own?.socket.pause();
   }
 
   /** The reply is complete: report what took effect and count it. */
@@ -238,36 +351,36 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   private readonly resumeReading = (): void => {
-    if (!this.readingPaused || this.pending.length >= this.deps.options.maxPendingRequests) return;
+    if (!this.readingPaused || this.clientBlocked || this.pending.length >= this.deps.options.maxPendingRequests) return;
     this.readingPaused = false;
     this.client.resume();
   };
 
-  /** UpstreamOwner: the connection to memcached is gone. */
+  /** UpstreamOwner: the session's own connection to memcached is gone. */
   closed(reason: string): void {
-    this.releaseConnection(false);
-    this.replyParser = this.dialect.newReplyParser();
+    this.releaseOwn(false);
     if (this.streaming) {
       this.client.destroy();
       return;
     }
     this.failInFlight('upstream connection lost', reason);
+    this.send();
   }
 
-  /** UpstreamOwner: no bytes moved for the reply timeout. */
+  /** UpstreamOwner: no bytes moved on the session's own connection for the reply timeout. */
   idle(): void {
     if (this.inFlight.length === 0) return;
-    this.dropUpstream('memcached did not answer in time');
+    this.dropOwn('memcached did not answer in time');
   }
 
-  private dropUpstream(reason: string): void {
+  private dropOwn(reason: string): void {
     this.deps.log.warn(`upstream: ${reason}; closing that connection`);
     this.closed(reason);
   }
 
-  private releaseConnection(clean: boolean): void {
-    const connection = this.connection;
-    this.connection = null;
+  private releaseOwn(clean: boolean): void {
+    const connection = this.own;
+    this.own = null;
     if (!connection) return;
     connection.socket.removeListener('drain', this.resumeReading);
     this.deps.upstream.release(connection, clean);
@@ -279,8 +392,15 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * disconnected instead.
    */
   private failInFlight(label: string, reason: string): void {
-    const failed = this.inFlight.splice(0);
-    this.unsent = [];
+    this.fail(this.inFlight.splice(0), label, reason);
+  }
+
+  /** Requests that could not be sent (no connection to be had) fail the same way, in order. */
+  private failQueued(label: string, reason: string): void {
+    this.fail(this.queued.splice(0), label, reason);
+  }
+
+  private fail(failed: Slot<Part>[], label: string, reason: string): void {
     if (failed.length === 0) return;
     this.deps.log.debug(`upstream: ${label}: ${reason}`);
     this.deps.metrics.upstreamErrors.labels(label).inc(failed.length);
@@ -300,7 +420,10 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   private onClientClosed(): void {
     this.clientGone = true;
-    // Only a connection with nothing in flight can serve another client.
-    this.releaseConnection(this.inFlight.length === 0 && !this.streaming && this.replyParser.buffered === 0);
+    // Never sent: nothing will answer them.
+    for (const slot of this.queued.splice(0)) if (slot.exchange.writeKey) this.deps.sink.settled(slot.exchange.writeKey);
+    // Requests on the shared connection are still answered there (and their writes reported); a
+    // connection of its own is reusable only with nothing in flight.
+    this.releaseOwn(this.lane === 'own' && this.inFlight.length === 0 && !this.streaming && this.replyParser.buffered === 0);
   }
 }

@@ -67,6 +67,8 @@ function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchan
     localReply: rest.localReply ?? null,
     closeAfter: rest.closeAfter ?? false,
     streams: rest.streams ?? false,
+    connection: rest.connection ?? 'shared',
+    replyItems: rest.replyItems ?? 1,
     onPart: rest.onPart ?? forwardUntilEnd,
     effects: rest.effects ?? noEffects,
     outcome: rest.outcome ?? outcomeOk,
@@ -155,9 +157,9 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'refused':
       return exchange('refused', null, { localReply: Buffer.from(request.reply, 'latin1'), outcome: () => 'client_error' });
     case 'other':
-      if (request.streams) return exchange('watch', request.raw, { streams: true });
+      if (request.streams) return exchange('watch', request.raw, { streams: true, connection: 'pin' });
       if (request.mayBeSilent) return planSilentMaybe(request.raw);
-      return exchange(commandLabel(request.raw), request.raw, { outcome: () => 'forwarded' });
+      return exchange(commandLabel(request.raw), request.raw, { outcome: () => 'forwarded', connection: isDump(request.raw) ? 'own' : 'shared' });
     case 'quit':
       return exchange('quit', null, { closeAfter: true });
     case 'close':
@@ -171,6 +173,7 @@ function planRetrieval(command: string, raw: Buffer, exptime: number | null): Ex
   let hits = 0;
   let status = '';
   return exchange(command, raw, {
+    replyItems: tokenCount(raw) - (exptime === null ? 1 : 2),
     onPart(part) {
       if (part.kind === 'value') {
         hits++;
@@ -263,6 +266,30 @@ function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer
     default:
       return null;
   }
+}
+
+/** Space-separated tokens on a request line (a multi-get's key count, without allocating). */
+function tokenCount(line: Buffer): number {
+  let count = 0;
+  let inToken = false;
+  for (let i = 0; i < line.length; i++) {
+    const byte = line[i];
+    if (byte === 0x0d || byte === 0x0a) break;
+    const space = byte === 0x20;
+    if (!space && !inToken) count++;
+    inToken = !space;
+  }
+  return count;
+}
+
+/**
+ * `lru_crawler metadump|mgdump`: memcached answers "ERROR cannot pipeline
+ * other commands before metadump" when anything precedes it on the
+ * connection, so it must not share one with other clients.
+ */
+function isDump(raw: Buffer): boolean {
+  const words = raw.toString('latin1', 0, Math.min(raw.length, 40)).split(/[ \r\n]+/);
+  return words[0] === 'lru_crawler' && (words[1] === 'metadump' || words[1] === 'mgdump');
 }
 
 /** A bounded metric label for a forwarded line: its command word if it is a known one. */
