@@ -192,3 +192,236 @@ test('pruning stays linear: many evictions do not rescan forgotten entries', () 
   assert.ok(map.size <= 10_000);
   assert.ok(ms < 5000, `took ${ms} ms`);
 });
+
+/**
+ * The semantics RecentWrites must keep, written the obvious way: live entries
+ * in an array, oldest first (a key noted with a newer stamp moves to the back).
+ */
+class Reference {
+  readonly fifo: Array<{ id: string; stamp: Stamp }> = [];
+  newestWall = 0;
+  overflowed = 0;
+  flush: Stamp | null = null;
+
+  constructor(
+    readonly maxEntries: number,
+    readonly windowMs: number,
+  ) {}
+
+  note(id: string, stamp: Stamp): void {
+    if (stamp.wall > this.newestWall) this.newestWall = stamp.wall;
+    if (stamp.wall < this.newestWall - this.windowMs) return;
+    const at = this.fifo.findIndex((e) => e.id === id);
+    if (at < 0 || compareStamps(stamp, this.fifo[at]!.stamp) > 0) {
+      if (at >= 0) this.fifo.splice(at, 1);
+      this.fifo.push({ id, stamp: { ...stamp } });
+    }
+    while (this.fifo.length > this.maxEntries) {
+      if (this.fifo[0]!.stamp.wall >= this.newestWall - this.windowMs) this.overflowed++;
+      this.fifo.shift();
+    }
+    this.forgetBefore(this.newestWall - this.windowMs);
+  }
+
+  forgetBefore(wall: number): number {
+    let n = 0;
+    while (this.fifo.length > 0 && this.fifo[0]!.stamp.wall < wall) {
+      this.fifo.shift();
+      n++;
+    }
+    return n;
+  }
+
+  lastWrite(id: string): Stamp | undefined {
+    return this.fifo.find((e) => e.id === id)?.stamp;
+  }
+
+  incomingWins(id: string, stamp: Stamp): boolean {
+    if (this.flush !== null && compareStamps(stamp, this.flush) <= 0) return false;
+    const known = this.lastWrite(id);
+    return !known || compareStamps(stamp, known) > 0;
+  }
+
+  noteFlush(stamp: Stamp): void {
+    if (this.flush === null || compareStamps(stamp, this.flush) > 0) this.flush = { ...stamp };
+  }
+}
+
+/** Everything observable agrees, for every key of the universe. */
+function assertSame(map: RecentWrites, ref: Reference, universe: Buffer[], probe: Stamp): void {
+  assert.equal(map.size, ref.fifo.length, 'size');
+  assert.equal(map.overflowed, ref.overflowed, 'overflowed');
+  assert.deepEqual(map.lastFlush, ref.flush);
+  for (const key of universe) {
+    const id = key.toString('latin1');
+    const expected = ref.lastWrite(id);
+    assert.deepEqual(map.lastWrite(key), expected, `lastWrite ${JSON.stringify(id.slice(0, 20))}`);
+    const transient = map.lastWriteOf(id);
+    assert.deepEqual(transient && { wall: transient.wall, logical: transient.logical, nodeId: transient.nodeId }, expected);
+    assert.equal(map.incomingWins(key, probe), ref.incomingWins(id, probe));
+  }
+}
+
+/** Keys that stress the layout: binary, differing in one byte, empty, long enough to fill the ring in a few records. */
+const universe: Buffer[] = [
+  k('a'),
+  k('b'),
+  k('ab'),
+  k('\u00ff'),
+  Buffer.from([0x00]),
+  Buffer.from([0x00, 0xff]),
+  Buffer.from([0x00, 0xfe]),
+  Buffer.alloc(0),
+  k('x'.repeat(250)),
+  k('x'.repeat(249) + 'y'),
+  k('z'.repeat(180)),
+  ...Array.from({ length: 9 }, (_, i) => k(`key:${String(i).padStart(28, '0')}`)),
+];
+
+type Op =
+  | { kind: 'note'; key: number; step: number; logical: number; node: string }
+  | { kind: 'wins'; key: number; back: number; logical: number; node: string }
+  | { kind: 'forget'; back: number }
+  | { kind: 'flush'; back: number; node: string };
+
+const node = fc.constantFrom('a', 'b', 'node-c');
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 8, arbitrary: fc.record({ kind: fc.constant('note' as const), key: fc.nat(universe.length - 1), step: fc.integer({ min: -30, max: 40 }), logical: fc.nat(3), node }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('wins' as const), key: fc.nat(universe.length - 1), back: fc.nat(60), logical: fc.nat(3), node }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('forget' as const), back: fc.nat(80) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const), back: fc.nat(200), node }) },
+);
+
+test('property: matches the reference model over random operations (eviction order, window, overflow, flush)', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 12 }), fc.constantFrom(0, 10, 60, 500, 1e9), fc.array(opArb, { maxLength: 300, size: 'max' }), (maxEntries, windowMs, ops) => {
+      const map = new RecentWrites({ maxEntries, windowMs });
+      const ref = new Reference(maxEntries, windowMs);
+      let wall = 1000; // the writers' clock: mostly forward, sometimes behind
+      for (const op of ops) {
+        switch (op.kind) {
+          case 'note': {
+            wall = Math.max(0, wall + op.step);
+            const stamp = st(wall, op.logical, op.node);
+            map.note(universe[op.key]!, stamp);
+            ref.note(universe[op.key]!.toString('latin1'), stamp);
+            break;
+          }
+          case 'wins': {
+            const stamp = st(Math.max(0, wall - op.back), op.logical, op.node);
+            assert.equal(map.incomingWins(universe[op.key]!, stamp), ref.incomingWins(universe[op.key]!.toString('latin1'), stamp));
+            break;
+          }
+          case 'forget':
+            assert.equal(map.forgetBefore(wall - op.back), ref.forgetBefore(wall - op.back));
+            break;
+          case 'flush': {
+            const stamp = st(Math.max(0, wall - op.back), 0, op.node);
+            assert.equal(map.incomingFlushWins(stamp), ref.flush === null || compareStamps(stamp, ref.flush) > 0);
+            map.noteFlush(stamp);
+            ref.noteFlush(stamp);
+            break;
+          }
+        }
+        assert.equal(map.size, ref.fifo.length);
+      }
+      assertSame(map, ref, universe, st(wall - 20, 1, 'b'));
+    }),
+    { numRuns: 600 },
+  );
+});
+
+/** xorshift32: a reproducible stream for the long runs below. */
+function prng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x1_0000_0000;
+  };
+}
+
+test('long random runs match the reference model: ring wrap, growth, compaction of dead records, shrinking, slot reuse', () => {
+  for (const seed of [1, 2, 3]) {
+    const random = prng(seed);
+    const keys = Array.from({ length: 600 }, (_, i) => {
+      const key = Buffer.alloc(2 + Math.floor(random() * 120));
+      for (let j = 0; j < key.length; j++) key[j] = Math.floor(random() * 256);
+      key.writeUInt16LE(i, 0); // distinct
+      return key;
+    });
+    const map = new RecentWrites({ maxEntries: 200, windowMs: 2000 });
+    const ref = new Reference(200, 2000);
+    let wall = 0;
+    for (let i = 0; i < 40_000; i++) {
+      // Phases: a few hot keys (dead records pile up), many keys (eviction
+      // by maxEntries), and quiet spells longer than the window (the ring drains).
+      const phase = Math.floor(i / 4000) % 3;
+      if (phase === 2 && i % 4000 === 0) wall += 5000;
+      wall += random() < 0.1 ? -3 : Math.floor(random() * 3);
+      const pick = phase === 0 ? Math.floor(random() * 5) : Math.floor(random() * keys.length);
+      const stamp = st(wall, Math.floor(random() * 2), random() < 0.5 ? 'a' : 'b');
+      map.note(keys[pick]!, stamp);
+      ref.note(keys[pick]!.toString('latin1'), stamp);
+      if (random() < 0.01) assert.equal(map.forgetBefore(wall - 1500), ref.forgetBefore(wall - 1500));
+      assert.equal(map.size, ref.fifo.length);
+      assert.deepEqual(map.lastWrite(keys[pick]!), ref.lastWrite(keys[pick]!.toString('latin1')));
+      if (i % 2000 === 1999) assertSame(map, ref, keys, st(wall - 10, 0, 'b'));
+    }
+    assert.ok(map.overflowed > 0, 'the bound was reached');
+  }
+});
+
+test('keys whose hashes are equal stay distinct', () => {
+  const map = new RecentWrites({ maxEntries: 50, windowMs: 1e9 });
+  const ref = new Reference(50, 1e9);
+  // Three hash values for every key: long probe chains, and removals from the middle of them.
+  Object.defineProperty(map, 'hash', { value: (key: Uint8Array, length: number) => (length > 0 ? key[length - 1]! % 3 : 0) });
+  const random = prng(7);
+  const keys = Array.from({ length: 120 }, (_, i) => k(`k${i}`));
+  for (let i = 0; i < 5000; i++) {
+    const key = keys[Math.floor(random() * keys.length)]!;
+    const stamp = st(i, 0, random() < 0.5 ? 'a' : 'b');
+    map.note(key, stamp);
+    ref.note(key.toString('latin1'), stamp);
+    for (const other of keys) assert.deepEqual(map.lastWrite(other), ref.lastWrite(other.toString('latin1')));
+  }
+  assert.equal(map.size, 50);
+});
+
+test('lastWriteOf: the stamp by latin1 string, in a reused object; a string no key decodes to is unknown', () => {
+  const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
+  map.note(Buffer.from([0x41, 0xe9]), st(5, 1, 'b'));
+  map.note(k('other'), st(6, 0, 'a'));
+  const first = map.lastWriteOf('A\u00e9');
+  assert.deepEqual(first && { ...first }, st(5, 1, 'b'));
+  assert.equal(map.lastWriteOf('A\u01e9'), undefined, 'not truncated to a byte');
+  assert.equal(map.lastWriteOf('A'), undefined);
+  assert.equal(map.lastWriteOf('x'.repeat(1000)), undefined);
+});
+
+test('memory stays proportional to what is remembered', () => {
+  const logBytes = (map: RecentWrites): number => (map as unknown as { log: Buffer }).log.length;
+  const map = new RecentWrites({ maxEntries: 100, windowMs: 1000 });
+  // A hot key: every note leaves a dead record, which must be reclaimed.
+  for (let i = 0; i < 100_000; i++) map.note(k('hot'), st(i >> 8));
+  assert.ok(logBytes(map) <= 4096, `hot key: ${logBytes(map)} bytes`);
+  // Churn at the bound: records are freed at the head and their space reused.
+  for (let i = 0; i < 100_000; i++) map.note(k(`key:${String(i).padStart(28, '0')}`), st(1000 + (i >> 8)));
+  assert.equal(map.size, 100);
+  assert.ok(logBytes(map) <= 100 * 52 * 2, `churn: ${logBytes(map)} bytes`);
+  // The window passes over everything: the ring gives its memory back.
+  map.note(k('later'), st(1_000_000));
+  assert.equal(map.size, 1);
+  assert.equal(logBytes(map), 1024);
+});
+
+test('a key longer than a record can hold is refused, and never found', () => {
+  const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
+  assert.throws(() => map.note(Buffer.alloc(0x10000), st(1)), RangeError);
+  assert.equal(map.lastWrite(Buffer.alloc(0x10000)), undefined);
+  assert.equal(map.size, 0);
+});

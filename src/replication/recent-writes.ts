@@ -14,12 +14,25 @@
  * sooner and more precisely with forgetBefore() when it knows every peer's
  * stream has moved past a time (a PING after the records, a caught-up ACK).
  *
- * Pruning is FIFO: a Map finds a key's entry, and an array in the order of
- * notes (a key noted again is queued again, its old place going stale) says
- * which entry is oldest. Not the Map's own insertion order: V8 leaves deleted
- * slots at the front of a Map until it rehashes, so taking its first entry
- * again and again after deletions scans them all, and pruning turns
- * quadratic. Every call here is O(1) amortised.
+ * Layout. The map holds up to a million keys, so it keeps no JS object, string
+ * or Map entry per key (a Map<string, Entry> cost ~200 bytes a key, most of
+ * the process's memory budget). Instead:
+ *
+ * - the log: one Buffer used as a ring of records in the order of notes, each
+ *   the stamp, the key's hash and the key's bytes (HEADER + key length bytes,
+ *   52 for a 32-byte key). The ring is also the FIFO that says which entry is
+ *   oldest: evicting is dropping the record at `head`. A key noted again gets
+ *   a new record at the tail and its old one is marked dead, to be skipped and
+ *   freed when it reaches the head (or dropped early when the ring is
+ *   rewritten, see relayout);
+ * - the index: an open-addressing hash table (Int32Array, linear probing, at
+ *   most half full) from a key's hash to its live record. Lookups compare the
+ *   stored key bytes, so two keys with one hash stay two entries: a collision
+ *   costs a probe, never a wrong answer.
+ *
+ * Every call is O(1) amortised; rewriting the ring (growing, compacting away
+ * dead records, shrinking) is O(live entries) and paid for by the appends or
+ * pops since the last rewrite.
  */
 import { compareStamps, type Stamp } from './hlc';
 
@@ -30,31 +43,62 @@ export interface RecentWritesOptions {
   windowMs: number;
 }
 
-/** A remembered write, and its place in the FIFO (stale once its key is noted again). */
-class Entry implements Stamp {
-  constructor(
-    readonly id: string,
-    readonly wall: number,
-    readonly logical: number,
-    readonly nodeId: string,
-  ) {}
-}
+// A record in the log, little-endian, at any byte offset (DataView does not
+// need alignment, and padding would cost memory).
+const WALL = 0; // f64: any JS number round-trips
+const LOGICAL = 8; // u32: the wire format's width (HLC_LOGICAL_MAX), what HybridClock issues
+const HASH = 12; // u32: the key's hash, so index upkeep never rehashes key bytes
+const KEY_LENGTH = 16; // u16: memcached keys are at most 250 bytes
+const NODE = 18; // u16: index into nodeIds, or DEAD once the key was noted again
+const HEADER = 20; // then the key's bytes
 
-/** Compact the FIFO once this many of its slots are dead (and they are the majority). */
-const COMPACT_AFTER = 1024;
+const DEAD = 0xffff;
+const MAX_KEY_LENGTH = 0xffff;
+const MAX_NODE_IDS = DEAD; // ids 0..0xfffe
+
+/** Small start (tests and idle nodes make many maps); both grow geometrically. */
+const MIN_LOG_BYTES = 1024;
+const MIN_INDEX_SLOTS = 16;
 
 export class RecentWrites {
-  private readonly entries = new Map<string, Entry>();
-  /** Entries in the order they were noted, from `head`; may hold stale ones. */
-  private fifo: Array<Entry | undefined> = [];
-  private head = 0;
-  private staleInFifo = 0;
   private readonly maxEntries: number;
   private readonly windowMs: number;
   /** Largest HLC wall seen by note(): the map's notion of "now". */
   private newestWall = 0;
   private overflowCount = 0;
   private flushFloor: Stamp | null = null;
+
+  /** The ring of records. Data is [head, tail), or [head, wrapEnd) then [0, tail) once the tail wrapped. */
+  private log = Buffer.allocUnsafeSlow(MIN_LOG_BYTES);
+  /** The log's header fields: DataView reads compile to plain loads, Buffer.readXxx to byte shuffling. */
+  private fields = fieldsOf(this.log);
+  private head = 0;
+  private tail = 0;
+  /** Where the data before the wrap ends (a record never straddles the ring's end), or -1 if not wrapped. */
+  private wrapEnd = -1;
+  /** Records in the log, live and dead, and their bytes. */
+  private records = 0;
+  private usedBytes = 0;
+  private deadBytes = 0;
+  /** Live records: the keys remembered. */
+  private live = 0;
+
+  /**
+   * Slots hold a live record's offset + 1 (0: empty), so the log stays under
+   * 2 GiB (a million keys of 250 bytes take 270 MB). Size a power of two.
+   */
+  private index = new Int32Array(MIN_INDEX_SLOTS);
+  /** Per-map random seed: keys chosen to collide on one node do not collide on another, nor after a restart. */
+  private readonly seed = (Math.random() * 0x1_0000_0000) >>> 0;
+
+  /** Node ids interned: records store their position here (there are two nodes in practice). */
+  private readonly nodeIds: string[] = [];
+  private readonly nodeNumbers = new Map<string, number>();
+
+  /** lastWriteOf's answer, and the stamp compared with, reused: a lookup allocates nothing. */
+  private readonly transient = { wall: 0, logical: 0, nodeId: '' };
+  /** lastWriteOf's key as bytes. */
+  private scratch = Buffer.allocUnsafeSlow(256);
 
   constructor(opts: RecentWritesOptions) {
     if (!Number.isSafeInteger(opts.maxEntries) || opts.maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${opts.maxEntries}`);
@@ -73,15 +117,26 @@ export class RecentWrites {
     // Already outside the window: it would only sit at the back of the FIFO
     // until pruned, and could not be pruned before the younger keys ahead of it.
     if (stamp.wall < this.newestWall - this.windowMs) return;
-    const id = key.toString('latin1');
-    const known = this.entries.get(id);
-    if (known === undefined || compareStamps(stamp, known) > 0) {
-      const entry = new Entry(id, stamp.wall, stamp.logical, stamp.nodeId);
-      this.entries.set(id, entry);
-      this.fifo.push(entry);
-      if (known !== undefined) this.staleInFifo++;
+    if (key.length > MAX_KEY_LENGTH) throw new RangeError(`key of ${key.length} bytes: at most ${MAX_KEY_LENGTH}`);
+    const node = this.nodeNumber(stamp.nodeId); // before any change: it can throw
+    const hash = this.hash(key, key.length);
+    const slot = this.find(key, key.length, hash);
+    if (slot >= 0) {
+      const known = this.index[slot]! - 1;
+      if (compareStamps(stamp, this.read(known, this.transient)) <= 0) {
+        this.prune(0);
+        return;
+      }
+      // Newer: the key moves to the back of the FIFO, as a new record.
+      this.unindex(slot);
+      this.fields.setUint16(known + NODE, DEAD, true);
+      this.deadBytes += HEADER + this.keyLength(known);
+      this.live--;
     }
-    this.prune();
+    // Evict before appending, so that a full ring makes room by dropping its
+    // oldest record rather than by growing.
+    this.prune(1);
+    this.append(key, hash, stamp, node);
   }
 
   /**
@@ -92,19 +147,37 @@ export class RecentWrites {
    */
   incomingWins(key: Buffer, stamp: Stamp): boolean {
     if (this.flushFloor !== null && compareStamps(stamp, this.flushFloor) <= 0) return false;
-    const known = this.entries.get(key.toString('latin1'));
-    return known === undefined || compareStamps(stamp, known) > 0;
+    const slot = this.find(key, key.length, this.hash(key, key.length));
+    return slot < 0 || compareStamps(stamp, this.read(this.index[slot]! - 1, this.transient)) > 0;
   }
 
   /** The stamp remembered for a key, if any. */
   lastWrite(key: Buffer): Stamp | undefined {
-    const known = this.entries.get(key.toString('latin1'));
-    return known && { wall: known.wall, logical: known.logical, nodeId: known.nodeId };
+    const slot = this.find(key, key.length, this.hash(key, key.length));
+    return slot < 0 ? undefined : this.read(this.index[slot]! - 1, { wall: 0, logical: 0, nodeId: '' });
   }
 
-  /** lastWrite by the key's latin1 string, without a copy (bulk callers that have the string already). */
+  /**
+   * lastWrite by the key's latin1 string (bulk callers that have the string
+   * already). Without a copy: the object returned is reused, and only valid
+   * until the next call on this map.
+   */
   lastWriteOf(id: string): Readonly<Stamp> | undefined {
-    return this.entries.get(id);
+    const length = id.length;
+    if (this.scratch.length < length) this.scratch = Buffer.allocUnsafeSlow(Math.max(length, 2 * this.scratch.length));
+    const bytes = this.scratch;
+    // latin1: one byte per char (what key.toString('latin1') made of the bytes);
+    // a char above 0xff cannot have come from a key's bytes. Hashed on the way
+    // (the loop of hash(), inlined: a second pass costs as much as this one).
+    let h = FNV_OFFSET ^ this.seed;
+    for (let i = 0; i < length; i++) {
+      const code = id.charCodeAt(i);
+      if (code > 0xff) return undefined;
+      bytes[i] = code;
+      h = Math.imul(h ^ code, FNV_PRIME);
+    }
+    const slot = this.find(bytes, length, finishHash(h));
+    return slot < 0 ? undefined : this.read(this.index[slot]! - 1, this.transient);
   }
 
   /**
@@ -119,8 +192,8 @@ export class RecentWrites {
     let forgotten = 0;
     for (;;) {
       const oldest = this.front();
-      if (oldest === undefined || oldest.wall >= wall) break;
-      this.popFront();
+      if (oldest < 0 || this.fields.getFloat64(oldest + WALL, true) >= wall) break;
+      this.evictFront();
       forgotten++;
     }
     return forgotten;
@@ -158,7 +231,7 @@ export class RecentWrites {
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.live;
   }
 
   /**
@@ -170,51 +243,229 @@ export class RecentWrites {
     return this.overflowCount;
   }
 
-  private prune(): void {
-    while (this.entries.size > this.maxEntries) {
-      const oldest = this.front()!;
-      if (oldest.wall >= this.newestWall - this.windowMs) this.overflowCount++;
+  /** Forgets what the bounds say to, leaving room for `adding` more keys within maxEntries. */
+  private prune(adding: number): void {
+    const windowStart = this.newestWall - this.windowMs;
+    while (this.live + adding > this.maxEntries) {
+      const oldest = this.front();
+      if (this.fields.getFloat64(oldest + WALL, true) >= windowStart) this.overflowCount++;
+      this.evictFront();
+    }
+    this.forgetBefore(windowStart);
+    // Most of the ring is free (the window passed over a burst of writes): give the memory back.
+    if (this.log.length > MIN_LOG_BYTES && this.usedBytes * 8 < this.log.length) this.relayout(2 * (this.usedBytes - this.deadBytes));
+  }
+
+  /** Offset of the oldest live record (freeing dead ones in front of it), or -1 if none. */
+  private front(): number {
+    while (this.records > 0) {
+      if (this.fields.getUint16(this.head + NODE, true) !== DEAD) return this.head;
+      this.deadBytes -= HEADER + this.keyLength(this.head);
       this.popFront();
     }
-    this.forgetBefore(this.newestWall - this.windowMs);
-    // A hot key noted over and over leaves a stale slot per note: rebuild the
-    // FIFO when they outnumber the live ones, so its length stays O(size).
-    if (this.staleInFifo > COMPACT_AFTER && this.staleInFifo * 2 > this.fifo.length - this.head) {
-      const live: Entry[] = [];
-      for (let i = this.head; i < this.fifo.length; i++) {
-        const entry = this.fifo[i]!;
-        if (this.entries.get(entry.id) === entry) live.push(entry);
-      }
-      this.fifo = live;
-      this.head = 0;
-      this.staleInFifo = 0;
-    }
+    return -1;
   }
 
-  /** The oldest live entry, dropping stale slots in front of it. */
-  private front(): Entry | undefined {
-    while (this.head < this.fifo.length) {
-      const entry = this.fifo[this.head]!;
-      if (this.entries.get(entry.id) === entry) return entry;
-      this.advance();
-      this.staleInFifo--;
-    }
-    return undefined;
+  /** Forgets the live record at the front (which front() just returned). */
+  private evictFront(): void {
+    const offset = this.head;
+    const hash = this.fields.getUint32(offset + HASH, true);
+    const mask = this.index.length - 1;
+    let slot = hash & mask;
+    while (this.index[slot] !== offset + 1) slot = (slot + 1) & mask;
+    this.unindex(slot);
+    this.live--;
+    this.popFront();
   }
 
-  /** Forgets the front entry (which front() just returned). */
   private popFront(): void {
-    const entry = this.fifo[this.head]!;
-    this.entries.delete(entry.id);
-    this.advance();
-  }
-
-  private advance(): void {
-    this.fifo[this.head] = undefined;
-    this.head++;
-    if (this.head >= COMPACT_AFTER && this.head * 2 >= this.fifo.length) {
-      this.fifo = this.fifo.slice(this.head);
+    const bytes = HEADER + this.keyLength(this.head);
+    this.head += bytes;
+    this.usedBytes -= bytes;
+    this.records--;
+    if (this.records === 0) {
+      this.head = this.tail = 0;
+      this.wrapEnd = -1;
+    } else if (this.head === this.wrapEnd) {
       this.head = 0;
+      this.wrapEnd = -1;
     }
   }
+
+  /** Writes a live record for a key not in the index, and indexes it. */
+  private append(key: Buffer, hash: number, stamp: Stamp, node: number): void {
+    const bytes = HEADER + key.length;
+    let offset = this.place(bytes);
+    if (offset < 0) {
+      // Full of live records, and of dead ones behind the oldest live one:
+      // rewrite the ring without the dead ones, growing it unless that frees
+      // a third of it (so that a rewrite is paid for by a third of a ring of
+      // appends, and a ring is at most 1.5 times its live bytes after one).
+      this.relayout(Math.ceil(1.5 * (this.usedBytes - this.deadBytes + bytes)));
+      offset = this.place(bytes);
+    }
+    const fields = this.fields;
+    fields.setFloat64(offset + WALL, stamp.wall, true);
+    fields.setUint32(offset + LOGICAL, stamp.logical, true);
+    fields.setUint32(offset + HASH, hash, true);
+    fields.setUint16(offset + KEY_LENGTH, key.length, true);
+    fields.setUint16(offset + NODE, node, true);
+    this.log.set(key, offset + HEADER);
+    this.tail = offset + bytes;
+    this.records++;
+    this.usedBytes += bytes;
+    this.live++;
+    if (2 * this.live > this.index.length) this.reindex(2 * this.index.length);
+    this.indexAt(offset, hash);
+  }
+
+  /** Where `bytes` more fit at the tail (wrapping to the start if need be), or -1 if they do not. */
+  private place(bytes: number): number {
+    if (this.wrapEnd >= 0) return this.tail + bytes <= this.head ? this.tail : -1;
+    if (this.tail + bytes <= this.log.length) return this.tail;
+    if (bytes <= this.head) {
+      this.wrapEnd = this.tail;
+      return 0;
+    }
+    return -1;
+  }
+
+  /**
+   * Copies the live records, in order, to the start of a new ring of about
+   * `bytes` bytes (dropping the dead ones), and rebuilds the index for them.
+   */
+  private relayout(bytes: number): void {
+    const old = this.log;
+    const log = Buffer.allocUnsafeSlow(Math.max(MIN_LOG_BYTES, bytes));
+    let to = 0;
+    // Live records are copied by runs (one copy for a ring without dead records).
+    let runStart = this.head;
+    let runEnd = this.head;
+    let offset = this.head;
+    for (let n = this.records; n > 0; n--) {
+      const size = HEADER + this.keyLength(offset);
+      if (this.fields.getUint16(offset + NODE, true) !== DEAD) {
+        if (offset !== runEnd) {
+          to += old.copy(log, to, runStart, runEnd);
+          runStart = offset;
+        }
+        runEnd = offset + size;
+      }
+      offset += size;
+      if (offset === this.wrapEnd) offset = 0;
+    }
+    to += old.copy(log, to, runStart, runEnd);
+    this.log = log;
+    this.fields = fieldsOf(log);
+    this.head = 0;
+    this.tail = to;
+    this.wrapEnd = -1;
+    this.records = this.live;
+    this.usedBytes = to;
+    this.deadBytes = 0;
+    let slots = MIN_INDEX_SLOTS;
+    while (slots < 2 * this.live) slots *= 2;
+    this.index = new Int32Array(slots);
+    for (let at = 0; at < to; at += HEADER + this.keyLength(at)) this.indexAt(at, this.fields.getUint32(at + HASH, true));
+  }
+
+  /** The index at `slots` slots, from the records it points to. */
+  private reindex(slots: number): void {
+    const old = this.index;
+    this.index = new Int32Array(slots);
+    for (const entry of old) if (entry !== 0) this.indexAt(entry - 1, this.fields.getUint32(entry - 1 + HASH, true));
+  }
+
+  /** The index slot of the key's live record, or -1. */
+  private find(key: Uint8Array, length: number, hash: number): number {
+    const index = this.index;
+    const mask = index.length - 1;
+    const fields = this.fields;
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
+      const entry = index[slot]!;
+      if (entry === 0) return -1;
+      const offset = entry - 1;
+      if (fields.getUint32(offset + HASH, true) === hash && fields.getUint16(offset + KEY_LENGTH, true) === length && equalBytes(this.log, offset + HEADER, key, length)) return slot;
+    }
+  }
+
+  private indexAt(offset: number, hash: number): void {
+    const index = this.index;
+    const mask = index.length - 1;
+    let slot = hash & mask;
+    while (index[slot] !== 0) slot = (slot + 1) & mask;
+    index[slot] = offset + 1;
+  }
+
+  /**
+   * Empties an index slot. Linear probing needs no tombstones: entries after
+   * the hole that probed past it move back into it (Knuth's algorithm R).
+   */
+  private unindex(hole: number): void {
+    const index = this.index;
+    const mask = index.length - 1;
+    index[hole] = 0;
+    for (let slot = (hole + 1) & mask; index[slot] !== 0; slot = (slot + 1) & mask) {
+      const entry = index[slot]!;
+      const home = this.fields.getUint32(entry - 1 + HASH, true) & mask;
+      // Movable unless its home lies cyclically in (hole, slot]: then a lookup starting there would miss it.
+      if (((slot - home) & mask) >= ((slot - hole) & mask)) {
+        index[hole] = entry;
+        index[slot] = 0;
+        hole = slot;
+      }
+    }
+  }
+
+  /** Fills `into` with the stamp of the record at `offset`. */
+  private read<T extends { wall: number; logical: number; nodeId: string }>(offset: number, into: T): T {
+    into.wall = this.fields.getFloat64(offset + WALL, true);
+    into.logical = this.fields.getUint32(offset + LOGICAL, true);
+    into.nodeId = this.nodeIds[this.fields.getUint16(offset + NODE, true)]!;
+    return into;
+  }
+
+  private keyLength(offset: number): number {
+    return this.fields.getUint16(offset + KEY_LENGTH, true);
+  }
+
+  private nodeNumber(nodeId: string): number {
+    let n = this.nodeNumbers.get(nodeId);
+    if (n === undefined) {
+      // Node ids come from configuration: a handful per process lifetime.
+      if (this.nodeIds.length >= MAX_NODE_IDS) throw new RangeError(`more than ${MAX_NODE_IDS} node ids`);
+      n = this.nodeIds.push(nodeId) - 1;
+      this.nodeNumbers.set(nodeId, n);
+    }
+    return n;
+  }
+
+  /** FNV-1a, seeded (see finishHash). */
+  private hash(key: Uint8Array, length: number): number {
+    let h = FNV_OFFSET ^ this.seed;
+    for (let i = 0; i < length; i++) h = Math.imul(h ^ key[i]!, FNV_PRIME);
+    return finishHash(h);
+  }
+}
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** murmur3's finaliser: the index uses the low bits, which FNV alone mixes poorly. */
+function finishHash(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+function fieldsOf(log: Buffer): DataView {
+  return new DataView(log.buffer, log.byteOffset, log.byteLength);
+}
+
+function equalBytes(log: Buffer, at: number, key: Uint8Array, length: number): boolean {
+  for (let i = 0; i < length; i++) if (log[at + i] !== key[i]) return false;
+  return true;
 }
