@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
-import { Running, startMemcached, startMemrepl } from './support/processes';
+import { Running, startMemcached, startMemrepl, rssKb } from './support/processes';
 
 const run = promisify(execFile);
 
@@ -19,10 +19,6 @@ async function httpGet(port: number, path: string): Promise<{ status: number; bo
   return { status: response.status, body: await response.text() };
 }
 
-function rssKb(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
-}
 
 /**
  * SIGSTOPs memcached and waits (bounded) until every one of its threads is

@@ -7,16 +7,12 @@
  * Real memcached and memrepl processes on loopback.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, sleep } from './support/ports';
-import { startMemcached, startMemrepl } from './support/processes';
+import { startMemcached, startMemrepl, rssKb } from './support/processes';
 
-function rssKb(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-}
 
 async function memcachedStat(port: number, name: string): Promise<number> {
   const client = await RawClient.connect(port);

@@ -4,6 +4,7 @@
  * when the test process exits.
  */
 import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { freePort, waitForPort } from './ports';
 
@@ -52,6 +53,11 @@ export async function startMemcached(extraArgs: string[] = [], port?: number): P
   port ??= await freePort();
   const user = process.getuid?.() === 0 ? ['-u', 'root'] : [];
   return launch('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...user, ...extraArgs], port);
+}
+
+/** A process's resident memory now, in kB. */
+export function rssKb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
 
 export const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
