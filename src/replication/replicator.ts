@@ -422,26 +422,27 @@ export class Replicator implements LinkHandler {
         return copy.run();
       })
       .then(
-      ({ items, bytes }) => {
-        link.write(serializeResyncEnd({ items }));
-        this.fullResyncReason = null;
-        this.metrics.resyncs.labels('full').inc();
-        this.metrics.copyItems.inc(items);
-        this.metrics.copyBytes.inc(bytes);
-        this.metrics.copyDuration.set((Date.now() - startedAt) / 1000);
-        this.log.info(`replication: marugoto ${items}`);
-        this.log.info('replication: marugoto owari');
-      },
-      (error: Error) => {
-        this.metrics.copyItems.inc(copy.progress.items);
-        this.log.warn(`replication: full copy stopped after ${copy.progress.items} items: ${error.message}`);
-        if (error.message.startsWith('memcached refused the walk')) this.copyImpossible = error.message;
-      },
-    ).finally(() => {
-      clearInterval(progress);
-      if (this.copy === copy) this.copy = null;
-      this.metrics.copyInProgress.labels('sending').set(0);
-    });
+        ({ items, bytes }) => {
+          link.write(serializeResyncEnd({ items }));
+          this.fullResyncReason = null;
+          this.metrics.resyncs.labels('full').inc();
+          this.metrics.copyItems.inc(items);
+          this.metrics.copyBytes.inc(bytes);
+          this.metrics.copyDuration.set((Date.now() - startedAt) / 1000);
+          this.log.info(`replication: marugoto ${items}`);
+          this.log.info('replication: marugoto owari');
+        },
+        (error: Error) => {
+          this.metrics.copyItems.inc(copy.progress.items);
+          this.log.warn(`replication: full copy stopped after ${copy.progress.items} items: ${error.message}`);
+          if (error.message.startsWith('memcached refused the walk')) this.copyImpossible = error.message;
+        },
+      )
+      .finally(() => {
+        clearInterval(progress);
+        if (this.copy === copy) this.copy = null;
+        this.metrics.copyInProgress.labels('sending').set(0);
+      });
   }
 
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
