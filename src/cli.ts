@@ -240,7 +240,7 @@ function launcherArgs(args: Record<string, unknown>, config: Config): Config['la
     ['slab-min-size', '-n', args['slab-min-size']],
   ];
   const out: string[] = [];
-  for (const [name, flag, value] of memcachedFlags) if (value !== undefined) out.push(flag, String(value));
+  for (const [, flag, value] of memcachedFlags) if (value !== undefined) out.push(flag, String(value));
   if (args['disable-evictions']) out.push('-M');
   for (const option of (args.extended as string[] | undefined) ?? []) out.push('-o', option);
   const runDir = args['run-dir'] as string | undefined;

@@ -13,7 +13,6 @@ import type { Frame, HelloFrame } from '../src/replication/frames/messages';
 import { FrameParser } from '../src/replication/frames/parser';
 import { serialize } from '../src/replication/frames/serializer';
 import { newNonce, proof } from '../src/replication/link-auth';
-import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemrepl, startNode, stopAll } from './support/processes';
 import { has, write } from './support/replication';

@@ -10,7 +10,7 @@ export class Relay {
   private stalled = false;
   port = 0;
 
-  constructor(private readonly targetPort: number) {
+  constructor(targetPort: number) {
     this.server = net.createServer((inbound) => {
       const outbound = net.connect(targetPort, '127.0.0.1');
       const pair: [net.Socket, net.Socket] = [inbound, outbound];
