@@ -66,8 +66,14 @@ interface NodeProcs {
   stopMemcached(): Promise<void>;
 }
 
+/** memrepl's flags on both nodes: verbose for the logs, an unpaced copy so faults land mid-copy. */
+function memreplArgs(name: 'a' | 'b', replicationPort: number): string[] {
+  return ['-v', '-X', String(replicationPort), '--node-id', name, '--resync-rate', '0'];
+}
+
 /** Node A: memrepl in front of a memcached the suite runs (the sidecar layout); the suite restarts it. */
-async function sidecarNode(rnd: () => number, nodeArgs: string[]): Promise<NodeProcs> {
+async function sidecarNode(rnd: () => number, replicationPort: number): Promise<NodeProcs> {
+  const nodeArgs = memreplArgs('a', replicationPort);
   const mcPort = await freePort();
   let memcached = await startMemcached([], mcPort);
   const port = await freePort();
@@ -76,7 +82,7 @@ async function sidecarNode(rnd: () => number, nodeArgs: string[]): Promise<NodeP
     name: 'a',
     memrepl: await start(),
     port,
-    replicationPort: 0,
+    replicationPort,
     startMemrepl: start,
     memcached: mcPort,
     async killMemcached() {
@@ -93,17 +99,17 @@ async function sidecarNode(rnd: () => number, nodeArgs: string[]): Promise<NodeP
  * the node's run dir; memrepl restarts it when killed, and adopts it when
  * memrepl itself was killed.
  */
-async function launcherNode(nodeArgs: string[], runDir: string): Promise<NodeProcs> {
-  const args = [...nodeArgs, '--spawn-memcached', '-m', '64', '--run-dir', runDir];
+async function launcherNode(replicationPort: number, peerPort: number, runDir: string): Promise<NodeProcs> {
+  const flags = [...memreplArgs('b', replicationPort), '-x', `127.0.0.1:${peerPort}`, '--spawn-memcached', '-m', '64', '--run-dir', runDir];
   const port = await freePort();
   const pidOf = () => Number(fs.readFileSync(path.join(runDir, 'memcached.pid'), 'utf8'));
   // --upstream is ignored in launcher mode (the private socket replaces it).
-  const start = () => startMemrepl(1, args, port);
+  const start = () => startMemrepl(1, flags, port);
   return {
     name: 'b',
     memrepl: await start(),
     port,
-    replicationPort: 0,
+    replicationPort,
     startMemrepl: start,
     memcached: path.join(runDir, 'memcached.sock'),
     async killMemcached() {
@@ -136,9 +142,8 @@ async function main(): Promise<void> {
   const relayPort = await relay.start();
   const nodes: Record<'a' | 'b', NodeProcs> = {} as never;
   const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.output()}\n--- process ended ${new Date().toISOString()}\n`);
-  const nodeArgs = (name: string, repl: number) => ['-v', '-X', String(repl), '--node-id', name, '--resync-rate', '0'];
-  nodes.a = { ...(await sidecarNode(rnd, nodeArgs('a', ra))), replicationPort: ra };
-  nodes.b = { ...(await launcherNode([...nodeArgs('b', rb), '-x', `127.0.0.1:${relayPort}`], path.join(logDir, 'run-b'))), replicationPort: rb };
+  nodes.a = await sidecarNode(rnd, ra);
+  nodes.b = await launcherNode(rb, relayPort, path.join(logDir, 'run-b'));
 
   const log = new Map<string, Attempt[]>();
   const kills: Kill[] = [];
