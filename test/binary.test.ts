@@ -14,7 +14,7 @@ import { HEADER_LENGTH, Opcode } from '../src/protocol/binary/messages';
 import { READ_BUFFER_SIZE } from '../src/protocol/binary/request-parser';
 import { arithmeticExtras, encodeRequest, encodeResponse, expiryExtras, RequestFields, storageExtras } from '../src/protocol/binary/serializer';
 import { RawClient } from './support/client';
-import { Running, startMemcached, startMemrepl } from './support/processes';
+import { type SideBySide, startSideBySide } from './support/processes';
 
 const MARKER_OPAQUE = 0xfeedface;
 /** A NoOp the streams never use: its reply marks the end of the replies. */
@@ -174,18 +174,11 @@ const CLOSING: Array<[string, Buffer]> = [
 ];
 
 describe('binary protocol through memrepl: clients', () => {
-  let direct: Running;
-  let behind: Running;
-  let proxy: Running;
-
+  let rig: SideBySide;
   before(async () => {
-    [direct, behind] = await Promise.all([startMemcached(), startMemcached()]);
-    proxy = await startMemrepl(behind.port);
+    rig = await startSideBySide();
   });
-  after(async () => {
-    await proxy?.stop();
-    await Promise.all([direct?.stop(), behind?.stop()]);
-  });
+  after(() => rig?.stop());
 
   it('memccapable -b passes through memrepl exactly as against memcached', async (t) => {
     const capable = (port: number) =>
@@ -194,9 +187,9 @@ describe('binary protocol through memrepl: clients', () => {
           resolve(`${stdout}${stderr}${error ? `\nexit: ${error.code ?? error.signal}` : ''}`);
         });
       });
-    const expected = await capable(direct.port);
+    const expected = await capable(rig.direct.port);
     assert.match(expected, /All tests passed/);
-    const actual = await capable(proxy.port);
+    const actual = await capable(rig.proxy.port);
     assert.equal(actual, expected);
   });
 
@@ -242,8 +235,8 @@ describe('binary protocol through memrepl: clients', () => {
         client.close();
       }
     };
-    const expected = await scenario(direct.port);
-    const actual = await scenario(proxy.port);
+    const expected = await scenario(rig.direct.port);
+    const actual = await scenario(rig.proxy.port);
     assert.deepEqual(actual, expected);
     const result = (name: string) => expected.find((r) => (r as unknown[])[0] === name);
     assert.deepEqual(result('get'), ['get', { value: 'hello', flags: '00000000' }]);
@@ -256,10 +249,10 @@ describe('binary protocol through memrepl: clients', () => {
     // memcached picks a connection's protocol from its first byte, for good:
     // an upstream connection must never serve both.
     for (let i = 0; i < 3; i++) {
-      const text = await RawClient.connect(proxy.port);
+      const text = await RawClient.connect(rig.proxy.port);
       assert.match(await text.request('version\r\n'), /^VERSION /);
       text.close();
-      const binary = await RawClient.connect(proxy.port);
+      const binary = await RawClient.connect(rig.proxy.port);
       binary.send(req({ opcode: Opcode.Version, opaque: i }));
       const reply = await binary.read((bytes) => bytes.length >= HEADER_LENGTH && bytes.length >= HEADER_LENGTH + bytes.readUInt32BE(8));
       binary.close();
@@ -290,24 +283,16 @@ function normalise(value: unknown): unknown {
 const DETERMINISTIC = ['-o', 'no_lru_crawler,no_lru_maintainer'];
 
 describe('binary protocol through memrepl is byte-for-byte transparent', () => {
-  let direct: Running;
-  let behind: Running;
-  let proxy: Running;
-
-
+  let rig: SideBySide;
   before(async () => {
-    [direct, behind] = await Promise.all([startMemcached(DETERMINISTIC), startMemcached(DETERMINISTIC)]);
-    proxy = await startMemrepl(behind.port);
+    rig = await startSideBySide(DETERMINISTIC);
   });
-  after(async () => {
-    await proxy?.stop();
-    await Promise.all([direct?.stop(), behind?.stop()]);
-  });
+  after(() => rig?.stop());
 
   for (const [name, stream] of CASES) {
     it(name, async (t) => {
-      const expected = await run(direct.port, stream, false);
-      const actual = await run(proxy.port, stream, false);
+      const expected = await run(rig.direct.port, stream, false);
+      const actual = await run(rig.proxy.port, stream, false);
       assert.ok(endsWith(expected, MARKER_REPLY), 'memcached answered the whole stream');
       assertSameReplies(actual, expected);
     });
@@ -319,8 +304,8 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
       // that closes the connection; without it, memcached would drop replies
       // still queued from the same read (a timing accident not worth copying).
       const stream = Buffer.concat([set(Opcode.SetQ, 'x', 'y', 1), get(Opcode.GetK, 'x', 2), noop(3), request]);
-      const expected = await run(direct.port, stream, true);
-      const actual = await run(proxy.port, stream, true);
+      const expected = await run(rig.direct.port, stream, true);
+      const actual = await run(rig.proxy.port, stream, true);
       assert.ok(expected.toString('latin1').endsWith('<closed>'), 'memcached closed the connection');
       assertSameReplies(actual, expected);
     });
@@ -331,8 +316,8 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
     for (const size of [1, 2, 3, 7, 24, 25, 64]) {
       const chunks = Array.from({ length: Math.ceil(stream.length / size) }, () => size);
       // Both sides get every stream, so their CAS counters stay in step.
-      const expected = await run(direct.port, stream, false);
-      const actual = await run(proxy.port, stream, false, chunks);
+      const expected = await run(rig.direct.port, stream, false);
+      const actual = await run(rig.proxy.port, stream, false, chunks);
       assertSameReplies(actual, expected, `chunk size ${size}`);
     }
   });
@@ -376,8 +361,8 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
       fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 25 }), terminal, fc.array(fc.integer({ min: 1, max: 40 }), { maxLength: 30 }), async (requests, last, chunks) => {
         const closes = last !== null;
         const stream = Buffer.concat([...requests, ...(closes ? [noop(1), last] : [])]);
-        const expected = await run(direct.port, stream, closes);
-        const actual = await run(proxy.port, stream, closes, chunks);
+        const expected = await run(rig.direct.port, stream, closes);
+        const actual = await run(rig.proxy.port, stream, closes, chunks);
         assertSameReplies(actual, expected, `stream: ${stream.toString('hex').slice(0, 2000)}`);
       }),
       { seed: 6, numRuns: 150 },

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { RawClient } from './support/client';
-import { Running, startMemcached, startMemrepl } from './support/processes';
+import { type SideBySide, startSideBySide } from './support/processes';
 
 /** A request whose reply cannot appear anywhere else in a test stream: it marks the end of the replies. */
 const END_MARKER = 'set __end 0 0 1\r\nE\r\nget __end\r\n';
@@ -60,24 +60,17 @@ const CASES: Array<[string, string]> = [
 ];
 
 describe('memrepl is byte-for-byte transparent (text and meta protocols)', () => {
-  let direct: Running;
-  let behind: Running;
-  let proxy: Running;
-
+  let rig: SideBySide;
   before(async () => {
-    [direct, behind] = await Promise.all([startMemcached(), startMemcached()]);
-    proxy = await startMemrepl(behind.port);
+    rig = await startSideBySide();
   });
-  after(async () => {
-    await proxy?.stop();
-    await Promise.all([direct?.stop(), behind?.stop()]);
-  });
+  after(() => rig?.stop());
 
   for (const [name, stream] of CASES) {
     it(name, async () => {
       const bytes = Buffer.from(stream, 'latin1');
-      const expected = await run(direct.port, bytes);
-      const actual = await run(proxy.port, bytes);
+      const expected = await run(rig.direct.port, bytes);
+      const actual = await run(rig.proxy.port, bytes);
       assert.equal(actual, expected);
     });
   }
@@ -86,8 +79,8 @@ describe('memrepl is byte-for-byte transparent (text and meta protocols)', () =>
     const stream = Buffer.from(CASES.slice(0, 9).map(([, s]) => s).join(''), 'latin1');
     for (const size of [1, 2, 3, 7, 64]) {
       const chunks = Array.from({ length: Math.ceil(stream.length / size) }, () => size);
-      const expected = await run(direct.port, stream);
-      const actual = await run(proxy.port, stream, chunks);
+      const expected = await run(rig.direct.port, stream);
+      const actual = await run(rig.proxy.port, stream, chunks);
       assert.ok(expected.includes('STORED'));
       assert.equal(actual, expected, `chunk size ${size}`);
     }
@@ -115,8 +108,8 @@ describe('memrepl is byte-for-byte transparent (text and meta protocols)', () =>
     await fc.assert(
       fc.asyncProperty(fc.array(command, { minLength: 1, maxLength: 30 }), async (commands) => {
         const stream = Buffer.from(commands.join(''), 'latin1');
-        const expected = await run(direct.port, stream);
-        const actual = await run(proxy.port, stream);
+        const expected = await run(rig.direct.port, stream);
+        const actual = await run(rig.proxy.port, stream);
         assert.equal(actual, expected, `stream: ${JSON.stringify(commands.join(''))}`);
       }),
       { seed: 42, numRuns: 150 },

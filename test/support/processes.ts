@@ -72,6 +72,31 @@ export async function startMemrepl(upstreamPort: number, extraArgs: string[] = [
   );
 }
 
+/**
+ * memcached alone, and memrepl in front of a second memcached started with the
+ * same flags: the two sides a transparency test compares byte for byte.
+ */
+export interface SideBySide {
+  direct: Running;
+  behind: Running;
+  proxy: Running;
+  stop(): Promise<void>;
+}
+
+export async function startSideBySide(memcachedArgs: string[] = []): Promise<SideBySide> {
+  const [direct, behind] = await Promise.all([startMemcached(memcachedArgs), startMemcached(memcachedArgs)]);
+  const proxy = await startMemrepl(behind.port);
+  return {
+    direct,
+    behind,
+    proxy,
+    async stop() {
+      await proxy.stop();
+      await Promise.all([direct.stop(), behind.stop()]);
+    },
+  };
+}
+
 export interface Node {
   memcached: Running;
   memrepl: Running;
