@@ -129,7 +129,7 @@ export function parseArgs(argv: string[]): Config {
       describe: 'Items per second a full copy (marugoto) sends at most, so clients of the sending node keep their latency; 0 = unpaced',
     })
     .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
-    .option('backlog-size', { type: 'string', default: '64m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
+    .option('backlog-size', { type: 'string', default: '32m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
     .option('max-item-size', {
       alias: 'I',
       type: 'string',

@@ -17,7 +17,7 @@
  *
  * Pure: no sockets, no timers (the clock is injected, for appendedAt).
  */
-import { recordFrameBytes, type OutgoingRecord } from './frames/messages';
+import { RECORD_OPS, recordFrameBytes, type OutgoingRecord } from './frames/messages';
 
 /** What the write path appends: a record without its number. */
 export type NewRecord = Omit<OutgoingRecord, 'seq'>;
@@ -31,46 +31,30 @@ export interface OutboxRecord extends OutgoingRecord {
 
 export interface OutboxOptions {
   /**
-   * Bound on the memory of the records held: their encoded RECORD frames plus
-   * recordOverheadBytes each.
+   * Bound on the records held, counted as their encoded RECORD frames. A held
+   * record takes less than its frame (its fields in HELD_FIELDS_BYTES, its key
+   * and value, an 8-byte index slot; see Slabs), so this bounds memory too,
+   * give or take the unused tails of slabs.
    */
   maxBytes: number;
-  /**
-   * What a held record costs beyond its frame bytes (its object, two Buffer
-   * views, its numbers): ~380 bytes measured in a heap snapshot, more than
-   * the frame of a small item. Counting it keeps --backlog-size a bound on
-   * memory rather than on wire bytes (64 MiB of 188-byte frames held ~3x
-   * that). 0 counts frame bytes only.
-   */
-  recordOverheadBytes?: number;
   clock?: () => number;
 }
 
-/** Default recordOverheadBytes (see OutboxOptions). */
-export const RECORD_OVERHEAD_BYTES = 384;
-
-/** Compact the array once this many slots at its front are dead (and they are the majority). */
-const COMPACT_AFTER = 1024;
-
 export class Outbox {
   private readonly maxBytes: number;
-  private readonly recordOverhead: number;
   private readonly clock: () => number;
-  /** Held records in seq order from `head`; slots before it are dropped. */
-  private slots: Array<OutboxRecord | undefined> = [];
-  private head = 0;
-  /** Seq of slots[head] (= lastSeq + 1 when empty). */
+  private readonly held = new Slabs();
+  /** Seq of the oldest record held (= lastSeq + 1 when empty). */
   private firstSeq = 1;
+  private count = 0;
   private heldBytes = 0;
   private acked = 0;
   private droppedCount = 0;
   private droppedUnackedCount = 0;
-  private readonly slabs = new Slabs();
 
   constructor(opts: OutboxOptions) {
     if (!Number.isSafeInteger(opts.maxBytes) || opts.maxBytes < 0) throw new RangeError(`maxBytes must be a non-negative integer, got ${opts.maxBytes}`);
     this.maxBytes = opts.maxBytes;
-    this.recordOverhead = opts.recordOverheadBytes ?? RECORD_OVERHEAD_BYTES;
     this.clock = opts.clock ?? Date.now;
   }
 
@@ -82,22 +66,10 @@ export class Outbox {
    */
   append(record: NewRecord): number {
     const seq = this.firstSeq + this.count;
-    const [key, value] = this.slabs.copyPair(record.key, record.value);
-    const stored: OutboxRecord = {
-      seq,
-      hlc: record.hlc,
-      op: record.op,
-      key,
-      flags: record.flags,
-      value,
-      delay: record.delay,
-      expiresAt: record.expiresAt,
-      appendedAt: this.clock(),
-      bytes: recordFrameBytes(record.key.length, record.value.length),
-    };
-    this.slots.push(stored);
-    this.heldBytes += stored.bytes;
-    while (this.heldBytes + this.count * this.recordOverhead > this.maxBytes && this.count > 1) this.dropOldest();
+    this.held.write(seq, record, this.clock());
+    this.count++;
+    this.heldBytes += recordFrameBytes(record.key.length, record.value.length);
+    while (this.heldBytes > this.maxBytes && this.count > 1) this.dropOldest();
     return seq;
   }
 
@@ -156,10 +128,17 @@ export class Outbox {
     return this.droppedUnackedCount;
   }
 
-  /** The record with this seq, if still held. */
+  /**
+   * The record with this seq, if still held: a fresh object each call, its key
+   * and value views into the backlog's slabs (which are never overwritten).
+   */
   get(seq: number): OutboxRecord | undefined {
-    if (seq < this.firstSeq || seq > this.lastSeq) return undefined;
-    return this.slots[this.head + (seq - this.firstSeq)];
+    return this.holds(seq) ? this.held.read(seq) : undefined;
+  }
+
+  /** When the record with this seq was appended, if still held (without decoding the record). */
+  appendedAt(seq: number): number | undefined {
+    return this.holds(seq) ? this.held.appendedAt(seq) : undefined;
   }
 
   /**
@@ -167,15 +146,15 @@ export class Outbox {
    * none), oldest first, or 'gap' if part of it was dropped and only a full
    * resync can bring the peer up to date. A seq beyond lastSeq is also a
    * 'gap': the peer claims records this run never wrote, so its state cannot
-   * be trusted. `limit` caps how many are returned (copying is O(returned)),
+   * be trusted. `limit` caps how many are returned (decoding is O(returned)),
    * so a send loop can page through a deep backlog.
    */
   recordsAfter(seq: number, limit = Infinity): OutboxRecord[] | 'gap' {
     checkSeq(seq);
     if (seq > this.lastSeq || seq < this.firstSeq - 1) return 'gap';
-    const from = this.head + (seq + 1 - this.firstSeq);
-    const to = Math.min(this.slots.length, from + Math.max(0, limit));
-    return this.slots.slice(from, to) as OutboxRecord[];
+    const out: OutboxRecord[] = [];
+    for (let s = seq + 1; s <= this.lastSeq && out.length < limit; s++) out.push(this.held.read(s));
+    return out;
   }
 
   /**
@@ -189,22 +168,18 @@ export class Outbox {
     return new OutboxCursor(this, afterSeq);
   }
 
-  private get count(): number {
-    return this.slots.length - this.head;
+  private holds(seq: number): boolean {
+    return seq >= this.firstSeq && seq <= this.lastSeq;
   }
 
   private dropOldest(): void {
-    const oldest = this.slots[this.head]!;
-    this.slots[this.head] = undefined;
-    this.head++;
-    this.heldBytes -= oldest.bytes;
+    const seq = this.firstSeq;
+    this.heldBytes -= this.held.frameBytes(seq);
     this.droppedCount++;
-    if (oldest.seq > this.acked) this.droppedUnackedCount++;
-    this.firstSeq = oldest.seq + 1;
-    if (this.head >= COMPACT_AFTER && this.head * 2 >= this.slots.length) {
-      this.slots = this.slots.slice(this.head);
-      this.head = 0;
-    }
+    if (seq > this.acked) this.droppedUnackedCount++;
+    this.firstSeq++;
+    this.count--;
+    this.held.release(this.firstSeq);
   }
 }
 
@@ -243,39 +218,135 @@ function checkSeq(seq: number): void {
   if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`seq must be a non-negative integer, got ${seq}`);
 }
 
-/** Size of the allocations the backlog copies keys and values into. */
+/** Size of the allocations the backlog writes records into. */
 const SLAB_BYTES = 64 * 1024;
+/** A record bigger than this gets a slab of its own (so a slab's unused tail stays under a quarter). */
+const SHARED_SLAB_MAX = SLAB_BYTES / 4;
 
 /**
- * A key or value parsed off a client connection is a view into a whole
- * socket read (~1 KiB under a pipelining client, 64 KiB at most). Held in
- * the backlog for minutes, such views kept far more memory alive than the
- * byte bound counts: under memcaslap, 54k records counted as 10 MB pinned
- * 32 MB of reads. Node's shared 8 KiB pool is no better: its pages also
- * hold short-lived allocations, and one record keeps a whole page alive.
- * So keys and values are copied into slabs of the backlog's own, in append
- * order; records leave oldest first, so a slab is freed as soon as its last
- * record goes.
+ * A held record's fields, before its key and value: hlc wall f64, appendedAt
+ * f64, expiresAt f64, hlc logical u32, flags u32, delay u32, value length u32,
+ * key length u16, op u8, expiry kind u8.
+ */
+export const HELD_FIELDS_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1;
+
+const EXPIRY_AT = 0;
+const EXPIRY_NEVER = 1;
+const EXPIRY_UNCHANGED = 2;
+
+/**
+ * The records themselves, as bytes. A backlog of JS objects (one per record,
+ * with its hlc and two Buffer views) lived for minutes, so every record was
+ * promoted to V8's old generation and died there: under 60k client TPS the
+ * heap grew to 200 MB between full collections. Bytes in slabs are invisible
+ * to the collector, and they are copies: a key or value parsed off a client
+ * connection is a view into a whole socket read, which would otherwise stay
+ * alive with it.
+ *
+ * Records are written one after another into 64 KiB slabs, in seq order, and
+ * leave oldest first, so a slab is freed as soon as its last record goes.
+ * Where each record sits is one float per seq in a ring (slab number * 2^16 +
+ * offset), grown by doubling.
  */
 class Slabs {
-  private slab = Buffer.alloc(0);
-  private used = 0;
+  private slabs: Buffer[] = [];
+  /** Slab number of slabs[0]. */
+  private firstSlab = 0;
+  private used = SLAB_BYTES;
+  private where = new Float64Array(1024);
+  private mask = 1023;
+  private heldFrom = 1;
 
-  copyPair(key: Buffer, value: Buffer): [Buffer, Buffer] {
-    const size = key.length + value.length;
-    if (size > SLAB_BYTES / 4) {
-      // A large value that is (nearly) its own allocation is kept as it is rather than copied.
-      const ownsItsMemory = value.buffer.byteLength <= 2 * value.length + 8192;
-      return [Buffer.from(key), ownsItsMemory ? value : Buffer.from(value)];
-    }
-    if (this.used + size > this.slab.length) {
-      this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  write(seq: number, record: NewRecord, appendedAt: number): void {
+    const { key, value } = record;
+    const size = HELD_FIELDS_BYTES + key.length + value.length;
+    let slab = this.slabs[this.slabs.length - 1];
+    if (size > SHARED_SLAB_MAX) {
+      slab = this.addSlab(size);
+      this.used = SLAB_BYTES; // the next record starts a new shared slab
+    } else if (this.used + size > SLAB_BYTES) {
+      slab = this.addSlab(SLAB_BYTES);
       this.used = 0;
     }
-    const at = this.used;
-    this.slab.set(key, at);
-    this.slab.set(value, at + key.length);
-    this.used += size;
-    return [this.slab.subarray(at, at + key.length), this.slab.subarray(at + key.length, at + size)];
+    const at = size > SHARED_SLAB_MAX ? 0 : this.used;
+    if (size <= SHARED_SLAB_MAX) this.used += size;
+    this.index(seq, (this.firstSlab + this.slabs.length - 1) * 0x10000 + at);
+
+    slab.writeDoubleLE(record.hlc.wall, at);
+    slab.writeDoubleLE(appendedAt, at + 8);
+    const expiry = record.expiresAt;
+    slab.writeDoubleLE(typeof expiry === 'number' ? expiry : 0, at + 16);
+    slab.writeUInt32LE(record.hlc.logical, at + 24);
+    slab.writeUInt32LE(record.flags, at + 28);
+    slab.writeUInt32LE(record.delay, at + 32);
+    slab.writeUInt32LE(value.length, at + 36);
+    slab.writeUInt16LE(key.length, at + 40);
+    slab[at + 42] = RECORD_OPS.indexOf(record.op);
+    slab[at + 43] = expiry === null ? EXPIRY_NEVER : expiry === 'unchanged' ? EXPIRY_UNCHANGED : EXPIRY_AT;
+    key.copy(slab, at + HELD_FIELDS_BYTES);
+    value.copy(slab, at + HELD_FIELDS_BYTES + key.length);
+  }
+
+  read(seq: number): OutboxRecord {
+    const [slab, at] = this.locate(seq);
+    const keyLength = slab.readUInt16LE(at + 40);
+    const valueLength = slab.readUInt32LE(at + 36);
+    const kind = slab[at + 43];
+    const keyStart = at + HELD_FIELDS_BYTES;
+    return {
+      seq,
+      hlc: { wall: slab.readDoubleLE(at), logical: slab.readUInt32LE(at + 24) },
+      op: RECORD_OPS[slab[at + 42]],
+      key: slab.subarray(keyStart, keyStart + keyLength),
+      flags: slab.readUInt32LE(at + 28),
+      value: slab.subarray(keyStart + keyLength, keyStart + keyLength + valueLength),
+      delay: slab.readUInt32LE(at + 32),
+      expiresAt: kind === EXPIRY_NEVER ? null : kind === EXPIRY_UNCHANGED ? 'unchanged' : slab.readDoubleLE(at + 16),
+      appendedAt: slab.readDoubleLE(at + 8),
+      bytes: recordFrameBytes(keyLength, valueLength),
+    };
+  }
+
+  appendedAt(seq: number): number {
+    const [slab, at] = this.locate(seq);
+    return slab.readDoubleLE(at + 8);
+  }
+
+  frameBytes(seq: number): number {
+    const [slab, at] = this.locate(seq);
+    return recordFrameBytes(slab.readUInt16LE(at + 40), slab.readUInt32LE(at + 36));
+  }
+
+  /** Records before `oldestSeq` are gone: free the slabs only they used. */
+  release(oldestSeq: number): void {
+    this.heldFrom = oldestSeq;
+    const oldestSlab = Math.floor(this.where[oldestSeq & this.mask] / 0x10000);
+    const gone = oldestSlab - this.firstSlab;
+    if (gone <= 0) return;
+    this.slabs.splice(0, gone);
+    this.firstSlab = oldestSlab;
+  }
+
+  private locate(seq: number): [Buffer, number] {
+    const where = this.where[seq & this.mask];
+    const slabNumber = Math.floor(where / 0x10000);
+    return [this.slabs[slabNumber - this.firstSlab], where - slabNumber * 0x10000];
+  }
+
+  private addSlab(size: number): Buffer {
+    const slab = Buffer.allocUnsafeSlow(size);
+    this.slabs.push(slab);
+    return slab;
+  }
+
+  private index(seq: number, where: number): void {
+    if (seq - this.heldFrom >= this.where.length) {
+      const grown = new Float64Array(this.where.length * 2);
+      const mask = grown.length - 1;
+      for (let s = this.heldFrom; s < seq; s++) grown[s & mask] = this.where[s & this.mask];
+      this.where = grown;
+      this.mask = mask;
+    }
+    this.where[seq & this.mask] = where;
   }
 }

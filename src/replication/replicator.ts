@@ -514,8 +514,8 @@ export class Replicator implements LinkHandler {
     if (seq <= before || seq > this.outbox.lastSeq) return;
     const now = Date.now();
     for (let s = before + 1; s <= seq; s++) {
-      const record = this.outbox.get(s);
-      if (record) this.metrics.lag.observe((now - record.appendedAt) / 1000);
+      const appendedAt = this.outbox.appendedAt(s);
+      if (appendedAt !== undefined) this.metrics.lag.observe((now - appendedAt) / 1000);
     }
     this.metrics.recordsAcked.inc(seq - before);
     this.outbox.acknowledge(seq);
