@@ -50,8 +50,8 @@ interface CopyBatch {
   full: Buffer[];
   buf: Buffer;
   used: number;
-  /** Keys sent, as latin1 strings (their contention bookkeeping settles with the batch). */
-  keys: string[];
+  /** Contention tickets of the records sent (they settle with the batch). */
+  tickets: number[];
   /** Copy records it accounts for, stored or skipped as conflicts. */
   records: number;
   sets: number;
@@ -105,16 +105,13 @@ export class Applier {
     this.clock.observe(record.hlc);
     const batch = (this.copyBatch ??= this.newCopyBatch());
     batch.records++;
-    // One string per key for both maps (the conversion cost as much as the lookups).
-    const id = record.key.toString('latin1');
-    if (!this.copyApplies(record, id)) {
+    if (!this.copyApplies(record)) {
       this.metrics.recordsSkipped.labels('conflict').inc();
       return;
     }
     if (record.op === 'set') batch.sets++;
     else batch.adds++;
-    this.contention.applyStartedId(id);
-    batch.keys.push(id);
+    batch.tickets.push(this.contention.applyStarted(record.key));
     this.writeCopy(batch, record, sentAt);
     if (batch.full.length * COPY_BATCH_BYTES + batch.used >= COPY_BATCH_BYTES) this.flushCopies();
   }
@@ -122,7 +119,7 @@ export class Applier {
   private newCopyBatch(): CopyBatch {
     // Live records and anything else this node sends must not overtake the copies before them.
     process.nextTick(() => this.flushCopies());
-    return { full: [], buf: Buffer.allocUnsafe(COPY_BATCH_BYTES), used: 0, keys: [], records: 0, sets: 0, adds: 0 };
+    return { full: [], buf: Buffer.allocUnsafe(COPY_BATCH_BYTES), used: 0, tickets: [], records: 0, sets: 0, adds: 0 };
   }
 
   /** `ms <key> <len>[ b] F<flags> T<exptime> M<E|S> q` and the value, or a quiet md when it expired in transit. */
@@ -182,7 +179,7 @@ export class Applier {
     const batch = this.copyBatch;
     if (!batch) return;
     this.copyBatch = null;
-    if (batch.keys.length === 0) {
+    if (batch.tickets.length === 0) {
       this.onCopiesSettled(batch.records);
       return;
     }
@@ -190,7 +187,7 @@ export class Applier {
     this.local.quietBatch(commands).then(
       (failures) => this.copiesAnswered(batch, failures),
       (error: Error) => {
-        for (const id of batch.keys) this.contention.applySettledId(id);
+        this.contention.appliesSettled(batch.tickets);
         this.onCopiesSettled(batch.records, error);
       },
     );
@@ -198,7 +195,7 @@ export class Applier {
 
   /** memcached answered only what did not go well: NS (an add of a key it has) and NF (a delete of one it lacks) are fine. */
   private copiesAnswered(batch: CopyBatch, failures: ReplyPart[]): void {
-    for (const id of batch.keys) this.contention.applySettledId(id);
+    this.contention.appliesSettled(batch.tickets);
     let refused = 0;
     for (const { line } of failures) {
       if (!isRefusal(line)) continue;
@@ -231,8 +228,8 @@ export class Applier {
     }
     if (record.seq === 0 ? !this.copyApplies(record) : !this.recent.incomingWins(record.key, stamp)) return this.skip('conflict');
     if (record.seq !== 0) this.recent.note(record.key, stamp);
-    this.contention.applyStarted(record.key);
-    return this.send(this.commandFor(record, sentAt), record.op).finally(() => this.contention.applySettled(record.key));
+    const ticket = this.contention.applyStarted(record.key);
+    return this.send(this.commandFor(record, sentAt), record.op).finally(() => this.contention.applySettled(ticket));
   }
 
   /**
@@ -244,8 +241,8 @@ export class Applier {
    * the covered point: that write is here and on its way to the peer, and is
    * newer. Otherwise add or set decides, in memcached (see replicator.ts).
    */
-  private copyApplies(record: RecordFrame, id = record.key.toString('latin1')): boolean {
-    const last = this.recent.lastWriteOf(id);
+  private copyApplies(record: RecordFrame): boolean {
+    const last = this.recent.lastWriteOf(record.key);
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 

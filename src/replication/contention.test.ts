@@ -9,26 +9,67 @@ test('no overlap, no repair', () => {
   const c = new Contention((key) => repaired.push(key.toString()));
   c.localStarted(k('a'));
   c.localSettled(k('a'));
-  c.applyStarted(k('a'));
-  c.applySettled(k('a'));
-  c.applyStarted(k('b'));
+  c.applySettled(c.applyStarted(k('a')));
+  const b = c.applyStarted(k('b'));
   c.localStarted(k('c'));
-  c.applySettled(k('b'));
+  c.applySettled(b);
   c.localSettled(k('c'));
   assert.deepEqual(repaired, []);
+  assert.equal(c.repairs, 0);
 });
 
 test('a client write and a record of one key in flight together: one repair once both settled', () => {
   for (const order of [['local', 'apply'], ['apply', 'local']]) {
     const repaired: string[] = [];
     const c = new Contention((key) => repaired.push(key.toString()));
-    for (const who of order) (who === 'local' ? c.localStarted(k('x')) : c.applyStarted(k('x')));
+    let ticket = -1;
+    for (const who of order) {
+      if (who === 'local') c.localStarted(k('x'));
+      else ticket = c.applyStarted(k('x'));
+    }
     c.localStarted(k('x')); // a second client write, still in flight
-    c.applySettled(k('x'));
+    c.applySettled(ticket);
     c.localSettled(k('x'));
     assert.deepEqual(repaired, []);
     c.localSettled(k('x'));
     assert.deepEqual(repaired, ['x']);
     assert.equal(c.repairs, 1);
   }
+});
+
+test('a batch of copies settles at once; the key a client wrote meanwhile is repaired after both', () => {
+  const repaired: string[] = [];
+  const c = new Contention((key) => repaired.push(key.toString()));
+  const read = Buffer.from(' hot cold ');
+  const tickets = [c.applyStarted(read.subarray(1, 4)), c.applyStarted(read.subarray(5, 9))];
+  c.localStarted(k('hot'));
+  c.appliesSettled(tickets);
+  assert.deepEqual(repaired, [], 'the client write is still in flight');
+  c.localSettled(k('hot'));
+  assert.deepEqual(repaired, ['hot']);
+  // A copy that starts while a client write is in flight is seen too (the key given as a view into a larger read).
+  c.localStarted(k('cold'));
+  const late = c.applyStarted(read.subarray(5, 9));
+  c.localSettled(k('cold'));
+  assert.deepEqual(repaired, ['hot'], 'the copy is still in flight');
+  c.appliesSettled([late]);
+  assert.deepEqual(repaired, ['hot', 'cold']);
+});
+
+test('many keys: every overlap is repaired exactly once, after both sides settled (buckets shared by other keys only delay it)', () => {
+  const repaired: string[] = [];
+  const c = new Contention((key) => repaired.push(key.toString()));
+  // 200k copies in flight cover most of the 65536 buckets, so most client writes share a bucket with some copy.
+  const tickets: number[] = [];
+  for (let i = 0; i < 200_000; i++) tickets.push(c.applyStarted(k(`copy:${i}`)));
+  const overlapping = ['copy:7', 'copy:199999'];
+  for (const key of overlapping) c.localStarted(k(key));
+  for (const key of overlapping) c.localSettled(k(key));
+  assert.deepEqual(repaired, [], 'their copies are still in flight');
+  c.appliesSettled(tickets);
+  assert.deepEqual(repaired.sort(), overlapping.slice().sort());
+  // Nothing in flight any more: later writes are not repaired.
+  c.localStarted(k('copy:7'));
+  c.localSettled(k('copy:7'));
+  assert.equal(c.repairs, 2);
 });

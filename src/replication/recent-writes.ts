@@ -35,6 +35,7 @@
  * pops since the last rewrite.
  */
 import { compareStamps, type Stamp } from './hlc';
+import { keyHash, randomSeed } from './key-hash';
 
 export interface RecentWritesOptions {
   /** Hard bound on remembered keys (memory): past it the oldest are forgotten first. */
@@ -88,8 +89,8 @@ export class RecentWrites {
    * 2 GiB (a million keys of 250 bytes take 270 MB). Size a power of two.
    */
   private index = new Int32Array(MIN_INDEX_SLOTS);
-  /** Per-map random seed: keys chosen to collide on one node do not collide on another, nor after a restart. */
-  private readonly seed = (Math.random() * 0x1_0000_0000) >>> 0;
+  /** Per-map random seed (see keyHash). */
+  private readonly seed = randomSeed();
 
   /** Node ids interned: records store their position here (there are two nodes in practice). */
   private readonly nodeIds: string[] = [];
@@ -97,8 +98,6 @@ export class RecentWrites {
 
   /** lastWriteOf's answer, and the stamp compared with, reused: a lookup allocates nothing. */
   private readonly transient = { wall: 0, logical: 0, nodeId: '' };
-  /** lastWriteOf's key as bytes. */
-  private scratch = Buffer.allocUnsafeSlow(256);
 
   constructor(opts: RecentWritesOptions) {
     if (!Number.isSafeInteger(opts.maxEntries) || opts.maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${opts.maxEntries}`);
@@ -158,25 +157,11 @@ export class RecentWrites {
   }
 
   /**
-   * lastWrite by the key's latin1 string (bulk callers that have the string
-   * already). Without a copy: the object returned is reused, and only valid
-   * until the next call on this map.
+   * lastWrite without a copy, for bulk callers: the object returned is
+   * reused, and only valid until the next call on this map.
    */
-  lastWriteOf(id: string): Readonly<Stamp> | undefined {
-    const length = id.length;
-    if (this.scratch.length < length) this.scratch = Buffer.allocUnsafeSlow(Math.max(length, 2 * this.scratch.length));
-    const bytes = this.scratch;
-    // latin1: one byte per char (what key.toString('latin1') made of the bytes);
-    // a char above 0xff cannot have come from a key's bytes. Hashed on the way
-    // (the loop of hash(), inlined: a second pass costs as much as this one).
-    let h = FNV_OFFSET ^ this.seed;
-    for (let i = 0; i < length; i++) {
-      const code = id.charCodeAt(i);
-      if (code > 0xff) return undefined;
-      bytes[i] = code;
-      h = Math.imul(h ^ code, FNV_PRIME);
-    }
-    const slot = this.find(bytes, length, finishHash(h));
+  lastWriteOf(key: Uint8Array): Readonly<Stamp> | undefined {
+    const slot = this.find(key, key.length, this.hash(key, key.length));
     return slot < 0 ? undefined : this.read(this.index[slot]! - 1, this.transient);
   }
 
@@ -440,25 +425,9 @@ export class RecentWrites {
     return n;
   }
 
-  /** FNV-1a, seeded (see finishHash). */
   private hash(key: Uint8Array, length: number): number {
-    let h = FNV_OFFSET ^ this.seed;
-    for (let i = 0; i < length; i++) h = Math.imul(h ^ key[i]!, FNV_PRIME);
-    return finishHash(h);
+    return keyHash(key, length, this.seed);
   }
-}
-
-const FNV_OFFSET = 0x811c9dc5;
-const FNV_PRIME = 0x01000193;
-
-/** murmur3's finaliser: the index uses the low bits, which FNV alone mixes poorly. */
-function finishHash(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
 
 function fieldsOf(log: Buffer): DataView {

@@ -402,7 +402,7 @@ export class Replicator implements LinkHandler {
           writtenSince: (key, start, end, mark) => {
             const clock = this.clock.last;
             if (clock.wall === mark.wall && clock.logical === mark.logical) return false; // nothing written at all since
-            const last = this.recent.lastWriteOf(key.toString('latin1', start, end));
+            const last = this.recent.lastWriteOf(key.subarray(start, end));
             return last !== undefined && last.nodeId === this.options.nodeId && compareHlc(last, mark) > 0;
           },
         },
