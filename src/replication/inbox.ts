@@ -21,8 +21,8 @@ const CHECKPOINT_EVERY_MS = 10;
  * above COPY_PAUSE_ABOVE copy records in flight and resumed below
  * COPY_RESUME_BELOW, so they cannot pile up in memory.
  */
-export const COPY_PAUSE_ABOVE = 4096;
-const COPY_RESUME_BELOW = 1024;
+export const COPY_PAUSE_ABOVE = 1024;
+const COPY_RESUME_BELOW = 256;
 
 export interface StreamPosition {
   runId: string;
