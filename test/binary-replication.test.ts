@@ -507,11 +507,10 @@ async function binaryReadBack(port: number, key: Buffer, want: Buffer, flags: nu
   return last[0];
 }
 
-// memrepl ships these keys base64-encoded with the meta `b` flag, but metaSet
-// (src/protocol/text/serializer.ts) writes `ms <base64> b <length> ...`: the
-// `b` flag lands before the data length, memcached answers CLIENT_ERROR bad
-// command line format, and the peer closes the link and gets the same record
-// again on every reconnect. Every test here that stores such a key fails.
+// memrepl ships these keys base64-encoded with the meta `b` flag, which must
+// come after the data length (`ms <base64> <length> b ...`, see Applier.store):
+// before it, memcached answers CLIENT_ERROR bad command line format and the
+// record is lost. Every test here that stores such a key would fail.
 
 describe('keys the text protocol cannot carry: stored items', () => {
   let a: Node;

@@ -1,7 +1,14 @@
 /**
  * Applies the peer's records to the local memcached, in the order they
- * arrive, pipelined on a connection of its own. Writes made here are never
- * recorded, so they are never shipped back (loop prevention).
+ * arrive, on a connection of its own. Writes made here are never recorded,
+ * so they are never shipped back (loop prevention).
+ *
+ * Records are judged as they arrive and written as quiet meta commands
+ * (`ms ... q`, `md ... q`, `flush_all noreply`) into one batch per tick,
+ * closed by `mn`: memcached answers only what went wrong, and the whole
+ * batch settles with one reply. A record costs no promise, no reply and no
+ * socket write of its own: a copy is a million records back to back, and a
+ * busy peer sends tens of thousands a second.
  *
  * Conflicts: a record loses to a newer write of the same key that already
  * took effect here (last writer by hybrid logical clock, ties by node id), so
@@ -12,8 +19,8 @@
  * by the replication delay and the two hosts' clocks need not agree.
  */
 import type { ReplyPart } from '../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaKey, metaSet, metaTouch } from '../protocol/text/serializer';
-import { expiresAtFromTtl, type RecordFrame } from './frames/messages';
+import { flushAll, metaDelete, metaInvalidate, metaKey, metaTouch } from '../protocol/text/serializer';
+import { expiresAtFromTtl, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
 import { compareHlc, type Hlc, type HybridClock, type Stamp } from './hlc';
 import type { LocalMemcached } from './local-memcached';
@@ -38,28 +45,34 @@ export function exptimeFor(deadline: number | null, now: number): number | null 
   return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.round(deadline / 1000);
 }
 
-export type ApplyOutcome = 'applied' | 'conflict' | 'refused';
-
 /**
- * Full-copy records waiting to go to memcached as one batch of quiet
- * commands. A copy is a million records arriving back to back: one promise,
- * one reply and one buffer each cost more than memcached took to store them.
+ * Records on their way to memcached as one batch of quiet commands.
  */
-interface CopyBatch {
+interface Batch {
   /** Commands written so far, in `buf` up to `used`, then in `full` (earlier buffers). */
   full: Buffer[];
   buf: Buffer;
   used: number;
   /** Contention tickets of the records sent (they settle with the batch). */
   tickets: number[];
-  /** Copy records it accounts for, stored or skipped as conflicts. */
-  records: number;
-  sets: number;
-  adds: number;
+  /** Full-copy records it accounts for, stored or skipped as conflicts. */
+  copies: number;
+  /** The last live (numbered) record it accounts for; 0 for none. */
+  lastSeq: number;
+  /** Commands sent, by record op, for the applied counters. */
+  sent: Map<RecordOp, number>;
+  /** The live stream its records belong to (see newStream). */
+  stream: number;
+}
+
+/** What a batch settled: see Applier.onSettled. */
+export interface Settled {
+  copies: number;
+  lastSeq: number;
 }
 
 /** A batch goes to memcached at the end of the tick, or once its commands reach this size. */
-const COPY_BATCH_BYTES = 64 * 1024;
+const BATCH_BYTES = 64 * 1024;
 const CRLF = Buffer.from('\r\n');
 
 export class Applier {
@@ -80,64 +93,111 @@ export class Applier {
     private readonly nodeId: string,
   ) {}
 
-  private copyBatch: CopyBatch | null = null;
+  private batch: Batch | null = null;
+  private stream = 0;
   /**
-   * Full-copy records (see applyCopy) were settled: `count` of them, which
-   * memcached stored (or refused, counted and logged), or all failed to reach
-   * memcached (`error`: the link must reset).
+   * A batch settled: memcached stored its records (or refused some, counted
+   * and logged), or they all failed to reach it (`error`: the link must
+   * reset). Batches settle in the order they were sent, so `lastSeq` is the
+   * live stream's applied position.
    */
-  onCopiesSettled: (count: number, error?: Error) => void = () => {};
+  onSettled: (settled: Settled, error?: Error) => void = () => {};
 
   /**
-   * Applies a full copy's record (seq 0): judged at once, written to memcached
-   * with the next batch of quiet commands (see CopyBatch); onCopiesSettled
-   * reports it once memcached answered.
+   * A full copy's record (seq 0): the peer's state of a key when it read it.
+   * It stands unless this node's clients wrote the key since (see copyApplies).
    */
-  applyCopy(record: RecordFrame, origin: string, sentAt: number): void {
-    if (record.op !== 'set' && record.op !== 'add') {
-      // Not something a full copy sends today: the general path, one at a time.
-      this.apply(record, origin, sentAt).then(
-        () => this.onCopiesSettled(1),
-        (error: Error) => this.onCopiesSettled(1, error),
-      );
-      return;
-    }
+  applyCopy(record: RecordFrame, sentAt: number): void {
     this.clock.observe(record.hlc);
-    const batch = (this.copyBatch ??= this.newCopyBatch());
-    batch.records++;
+    const batch = this.openBatch();
+    batch.copies++;
     if (!this.copyApplies(record)) {
       this.metrics.recordsSkipped.labels('conflict').inc();
       return;
     }
-    if (record.op === 'set') batch.sets++;
-    else batch.adds++;
-    batch.tickets.push(this.contention.applyStarted(record.key));
-    this.writeCopy(batch, record, sentAt);
-    if (batch.full.length * COPY_BATCH_BYTES + batch.used >= COPY_BATCH_BYTES) this.flushCopies();
+    this.write(batch, record, sentAt);
   }
 
-  private newCopyBatch(): CopyBatch {
-    // Live records and anything else this node sends must not overtake the copies before them.
-    process.nextTick(() => this.flushCopies());
-    return { full: [], buf: Buffer.allocUnsafe(COPY_BATCH_BYTES), used: 0, tickets: [], records: 0, sets: 0, adds: 0 };
-  }
-
-  /** `ms <key> <len>[ b] F<flags> T<exptime> M<E|S> q` and the value, or a quiet md when it expired in transit. */
-  private writeCopy(batch: CopyBatch, record: RecordFrame, sentAt: number): void {
-    const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
-    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
-    const { key, value } = record;
-    if (exptime === null || !textSafe(key)) {
-      const { token, flag } = metaKey(key);
-      const line = exptime === null ? `md ${token}${flag} q\r\n` : `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${record.op === 'add' ? 'E' : 'S'} q\r\n`;
-      this.copyBytes(batch, Buffer.concat([Buffer.from(line, 'latin1'), exptime === null ? EMPTY : value, exptime === null ? EMPTY : CRLF]));
+  /**
+   * A live record (seq > 0): it loses to a newer write of the key that took
+   * effect here (last writer by hybrid logical clock, ties by node id).
+   */
+  applyLive(record: RecordFrame, origin: string, sentAt: number): void {
+    this.clock.observe(record.hlc);
+    const batch = this.openBatch();
+    batch.lastSeq = record.seq;
+    const stamp: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: origin };
+    if (record.op === 'flush') {
+      const at: Stamp = { ...stamp, wall: stamp.wall + record.delay * 1000 };
+      if (!this.recent.incomingFlushWins(at)) return void this.metrics.recordsSkipped.labels('conflict').inc();
+      this.recent.noteFlush(at);
+      this.command(batch, flushAll(record.delay, true), 'flush');
       return;
     }
-    // Written in place, without a string per record: `ms ` key ` ` len ` F` flags ` T` exptime ` M` mode ` q\r\n` value `\r\n`.
+    if (!this.recent.incomingWins(record.key, stamp)) return void this.metrics.recordsSkipped.labels('conflict').inc();
+    this.recent.note(record.key, stamp);
+    this.write(batch, record, sentAt);
+  }
+
+  /**
+   * The inbox follows another stream (the peer's new run, or a restart of its
+   * copy): batches sent before now report no live position when they settle,
+   * since their seqs number the old stream.
+   */
+  newStream(): void {
+    this.flush();
+    this.stream++;
+  }
+
+  private openBatch(): Batch {
+    if (this.batch) return this.batch;
+    // Sent at the end of the tick: everything judged in this tick goes out in one write.
+    process.nextTick(() => this.flush());
+    this.batch = { full: [], buf: Buffer.allocUnsafe(BATCH_BYTES), used: 0, tickets: [], copies: 0, lastSeq: 0, sent: new Map(), stream: this.stream };
+    return this.batch;
+  }
+
+  /** The record's quiet command into the batch, its key counted in flight for Contention. */
+  private write(batch: Batch, record: RecordFrame, sentAt: number): void {
+    batch.tickets.push(this.contention.applyStarted(record.key));
+    const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
+    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
+    switch (record.op) {
+      case 'set':
+      case 'add':
+        // Expired in transit: what the origin holds now is no item at all.
+        if (exptime === null) this.command(batch, metaDelete(record.key, true), record.op);
+        else this.store(batch, record, exptime);
+        break;
+      case 'touch':
+        this.command(batch, exptime === null ? metaDelete(record.key, true) : metaTouch(record.key, exptime, true), record.op);
+        break;
+      case 'invalidate':
+        this.command(batch, metaInvalidate(record.key, deadline === 'unchanged' ? null : (exptime ?? -1), true), record.op);
+        break;
+      case 'delete':
+      case 'flush':
+        this.command(batch, metaDelete(record.key, true), record.op);
+        break;
+    }
+    if (batch.full.length * BATCH_BYTES + batch.used >= BATCH_BYTES) this.flush();
+  }
+
+  /** `ms <key> <len> F<flags> T<exptime> M<E|S> q` and the value, written in place (no string per record). */
+  private store(batch: Batch, record: RecordFrame, exptime: number): void {
+    const { key, value } = record;
+    const mode = record.op === 'add' ? 'E' : 'S';
+    if (!textSafe(key)) {
+      const { token, flag } = metaKey(key);
+      const line = `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${mode} q\r\n`;
+      this.command(batch, Buffer.concat([Buffer.from(line, 'latin1'), value, CRLF]), record.op);
+      return;
+    }
+    count(batch.sent, record.op);
     const size = key.length + value.length + 60;
     if (batch.used + size > batch.buf.length) {
       if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
-      batch.buf = Buffer.allocUnsafe(Math.max(COPY_BATCH_BYTES, size));
+      batch.buf = Buffer.allocUnsafe(Math.max(BATCH_BYTES, size));
       batch.used = 0;
     }
     const buf = batch.buf;
@@ -156,7 +216,7 @@ export class Applier {
     at = writeDecimal(buf, at, exptime);
     buf[at++] = 0x20;
     buf[at++] = 0x4d; // M
-    buf[at++] = record.op === 'add' ? 0x45 : 0x53; // E or S
+    buf[at++] = mode.charCodeAt(0);
     buf[at++] = 0x20;
     buf[at++] = 0x71; // q
     buf[at++] = 0x0d;
@@ -167,69 +227,65 @@ export class Applier {
     batch.used = at;
   }
 
-  private copyBytes(batch: CopyBatch, bytes: Buffer): void {
+  /** A command built elsewhere, appended as is. */
+  private command(batch: Batch, bytes: Buffer, op: RecordOp): void {
+    count(batch.sent, op);
     if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
     batch.full.push(bytes);
     batch.buf = batch.buf.subarray(batch.used);
     batch.used = 0;
   }
 
-  /** Sends the pending copy batch (before anything else goes to memcached on this connection). */
-  flushCopies(): void {
-    const batch = this.copyBatch;
+  /**
+   * Sends the pending batch. One that accounts for live records goes even
+   * with no command in it (all were conflicts): its `mn` keeps the applied
+   * position from passing records still in flight before it.
+   */
+  flush(): void {
+    const batch = this.batch;
     if (!batch) return;
-    this.copyBatch = null;
-    if (batch.tickets.length === 0) {
-      this.onCopiesSettled(batch.records);
+    this.batch = null;
+    if (batch.sent.size === 0 && batch.lastSeq === 0) {
+      this.onSettled({ copies: batch.copies, lastSeq: 0 });
       return;
     }
     const commands = Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)]);
+    const settled = (): Settled => ({ copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 });
     this.local.quietBatch(commands).then(
-      (failures) => this.copiesAnswered(batch, failures),
+      (failures) => {
+        this.contention.appliesSettled(batch.tickets);
+        this.countOutcomes(batch.sent, failures);
+        this.onSettled(settled());
+      },
       (error: Error) => {
         this.contention.appliesSettled(batch.tickets);
-        this.onCopiesSettled(batch.records, error);
+        this.onSettled(settled(), error);
       },
     );
   }
 
-  /** memcached answered only what did not go well: NS (an add of a key it has) and NF (a delete of one it lacks) are fine. */
-  private copiesAnswered(batch: CopyBatch, failures: ReplyPart[]): void {
-    this.contention.appliesSettled(batch.tickets);
+  /**
+   * memcached answered only what did not go well. NS (an add of a key it has),
+   * NF (a delete or touch of a key it lacks) and HD (a touch that hit: mg's q
+   * hides only misses) are fine; an error is a record memcached refuses (out
+   * of memory, too large for this memcached's -I), which would be refused
+   * again on every retry, so it is counted and logged instead of wedging the
+   * link.
+   */
+  private countOutcomes(sent: Map<RecordOp, number>, failures: ReplyPart[]): void {
     let refused = 0;
     for (const { line } of failures) {
       if (!isRefusal(line)) continue;
       refused++;
-      this.onRefused(`memcached refused a replicated copy: ${line}`);
+      this.onRefused(`memcached refused a replicated record: ${line}`);
     }
     if (refused > 0) this.metrics.recordsSkipped.labels('refused').inc(refused);
-    // Refusals are not told apart by op: count them against the sets first.
-    const sets = Math.max(0, batch.sets - refused);
-    const adds = batch.adds - Math.max(0, refused - batch.sets);
-    if (sets > 0) this.metrics.recordsApplied.labels('set').inc(sets);
-    if (adds > 0) this.metrics.recordsApplied.labels('add').inc(adds);
-    this.onCopiesSettled(batch.records);
-  }
-
-  /**
-   * Sends the record's write to memcached; resolves when memcached answered
-   * (the record is then applied, or deliberately skipped), rejects if
-   * memcached could not be reached.
-   */
-  apply(record: RecordFrame, origin: string, sentAt: number): Promise<ApplyOutcome> {
-    this.flushCopies();
-    this.clock.observe(record.hlc);
-    const stamp: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: origin };
-    if (record.op === 'flush') {
-      const at: Stamp = { ...stamp, wall: stamp.wall + record.delay * 1000 };
-      if (!this.recent.incomingFlushWins(at)) return this.skip('conflict');
-      this.recent.noteFlush(at);
-      return this.send(flushAll(record.delay), record.op);
+    // Refusals are not told apart by op: count them against the largest first.
+    for (const [op, n] of [...sent].sort((a, b) => b[1] - a[1])) {
+      const taken = Math.min(n, refused);
+      refused -= taken;
+      if (n > taken) this.metrics.recordsApplied.labels(op).inc(n - taken);
     }
-    if (record.seq === 0 ? !this.copyApplies(record) : !this.recent.incomingWins(record.key, stamp)) return this.skip('conflict');
-    if (record.seq !== 0) this.recent.note(record.key, stamp);
-    const ticket = this.contention.applyStarted(record.key);
-    return this.send(this.commandFor(record, sentAt), record.op).finally(() => this.contention.applySettled(ticket));
   }
 
   /**
@@ -246,53 +302,13 @@ export class Applier {
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 
-  /** `sentAt`: when the peer sent the record, on this node's clock. */
-  private commandFor(record: RecordFrame, sentAt: number): Buffer {
-    const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
-    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
-    switch (record.op) {
-      case 'set':
-      case 'add':
-        // Expired in transit: what the origin holds now is no item at all.
-        if (exptime === null) return metaDelete(record.key);
-        return metaSet(record.key, record.value, record.flags, exptime, record.op === 'add' ? 'E' : 'S');
-      case 'touch':
-        return exptime === null ? metaDelete(record.key) : metaTouch(record.key, exptime);
-      case 'invalidate':
-        return metaInvalidate(record.key, deadline === 'unchanged' ? null : (exptime ?? -1));
-      case 'delete':
-      case 'flush':
-        return metaDelete(record.key);
-    }
-  }
-
-  /**
-   * Rejects only when memcached cannot be reached (the link then resets and
-   * the record comes again). A record memcached refuses (out of memory, too
-   * large for this memcached's -I) would be refused again on every retry, so
-   * it is counted and passed over instead of wedging the link.
-   */
-  private async send(command: Buffer, op: string): Promise<ApplyOutcome> {
-    const parts: ReplyPart[] = await this.local.request(command);
-    const status = parts[parts.length - 1].line;
-    if (isRefusal(status)) {
-      this.onRefused(`memcached refused a replicated ${op}: ${status}`);
-      return this.skip('refused');
-    }
-    this.metrics.recordsApplied.labels(op).inc();
-    return 'applied';
-  }
-
   /** Reports a refused record (the node logs it). */
   onRefused: (reason: string) => void = () => {};
-
-  private skip(reason: 'conflict' | 'refused'): Promise<ApplyOutcome> {
-    this.metrics.recordsSkipped.labels(reason).inc();
-    return Promise.resolve(reason);
-  }
 }
 
-const EMPTY = Buffer.alloc(0);
+function count(map: Map<RecordOp, number>, op: RecordOp): void {
+  map.set(op, (map.get(op) ?? 0) + 1);
+}
 
 /** True when the text tokenizer keeps the key intact (no space, CR, LF or NUL): see metaKey. */
 function textSafe(key: Buffer): boolean {

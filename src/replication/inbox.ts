@@ -10,7 +10,7 @@
  * along with the data and so asks for a full copy, as it must.
  */
 import type { RecordFrame } from './frames/messages';
-import type { Applier } from './applier';
+import type { Applier, Settled } from './applier';
 import type { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 
@@ -29,11 +29,6 @@ export interface StreamPosition {
   seq: number;
 }
 
-interface InFlight {
-  seq: number;
-  done: boolean;
-}
-
 export class Inbox {
   /** The peer run we are following, and the last seq applied / received from it. */
   private runId: string | null = null;
@@ -41,7 +36,6 @@ export class Inbox {
   private received = 0;
   /** After a run change, the first record may start anywhere (the peer sends a full copy first). */
   private positionKnown = false;
-  private readonly inFlight: InFlight[] = [];
   private checkpointDirty = false;
   /** A full copy from the peer is under way (or was cut short): this node's data is incomplete. */
   private copying = false;
@@ -61,13 +55,22 @@ export class Inbox {
     private readonly local: LocalMemcached,
     private readonly metrics: ReplicationMetrics,
   ) {
-    applier.onCopiesSettled = (count, error) => this.copiesSettled(count, error);
+    applier.onSettled = (settled, error) => this.settled(settled, error);
   }
 
-  private copiesSettled(count: number, error?: Error): void {
+  /** A batch of records reached memcached (they settle in the order they arrived), or failed to. */
+  private settled({ copies, lastSeq }: Settled, error?: Error): void {
     const before = this.copiesApplying;
-    this.copiesApplying -= count;
-    if (error) this.onFailure(error.message);
+    this.copiesApplying -= copies;
+    if (error) {
+      // The link resets and the peer sends again from the last record applied.
+      this.received = this.applied;
+      this.onFailure(error.message);
+    } else if (lastSeq > this.applied) {
+      this.applied = lastSeq;
+      this.onApplied(lastSeq);
+      this.scheduleCheckpoint();
+    }
     if (before > COPY_RESUME_BELOW && this.copiesApplying <= COPY_RESUME_BELOW) this.onCopyDrained();
   }
 
@@ -137,7 +140,7 @@ export class Inbox {
   receive(record: RecordFrame, origin: string, sentAt: number): boolean {
     if (record.seq === 0) {
       this.copiesApplying++;
-      this.applier.applyCopy(record, origin, sentAt);
+      this.applier.applyCopy(record, sentAt);
       return true;
     }
     if (this.positionKnown && record.seq <= this.received) {
@@ -150,31 +153,8 @@ export class Inbox {
       this.applied = record.seq - 1;
     }
     this.received = record.seq;
-    const slot: InFlight = { seq: record.seq, done: false };
-    this.inFlight.push(slot);
-    this.applier.apply(record, origin, sentAt).then(
-      () => {
-        slot.done = true;
-        this.advance();
-      },
-      (error: Error) => {
-        this.inFlight.length = 0;
-        this.received = this.applied;
-        this.onFailure(error.message);
-      },
-    );
+    this.applier.applyLive(record, origin, sentAt);
     return true;
-  }
-
-  private advance(): void {
-    let advanced = false;
-    while (this.inFlight.length > 0 && this.inFlight[0].done) {
-      this.applied = this.inFlight.shift()!.seq;
-      advanced = true;
-    }
-    if (!advanced) return;
-    this.onApplied(this.applied);
-    this.scheduleCheckpoint();
   }
 
   /**
@@ -197,7 +177,8 @@ export class Inbox {
     this.applied = seq;
     this.received = seq;
     this.positionKnown = known;
-    this.inFlight.length = 0;
+    // Records of the stream followed until now that are still on their way to memcached must not move the new position.
+    this.applier.newStream();
   }
 
   /**

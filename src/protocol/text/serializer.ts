@@ -66,23 +66,17 @@ function keyed(command: string, key: Buffer): string {
   return `${command} ${token}${flag}`;
 }
 
-/** Store an item exactly (replication apply). `mode` E = add (full resync), S = set. */
-export function metaSet(key: Buffer, value: Buffer, flags: number, ttlSeconds: number, mode: 'S' | 'E' = 'S'): Buffer {
-  const { token, flag } = metaKey(key);
-  const line = `ms ${token} ${value.length}${flag} F${flags} T${ttlSeconds} M${mode}${CRLF}`;
-  return Buffer.concat([Buffer.from(line, 'latin1'), value, Buffer.from(CRLF)]);
+/** `quiet`: with memcached's q flag, so only a failure answers (replication's batches). */
+export function metaDelete(key: Buffer, quiet = false): Buffer {
+  return Buffer.from(`${keyed('md', key)}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
-export function metaDelete(key: Buffer): Buffer {
-  return Buffer.from(`${keyed('md', key)}${CRLF}`, 'latin1');
+export function metaInvalidate(key: Buffer, ttlSeconds: number | null, quiet = false): Buffer {
+  return Buffer.from(`${keyed('md', key)} I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
-export function metaInvalidate(key: Buffer, ttlSeconds: number | null): Buffer {
-  return Buffer.from(`${keyed('md', key)} I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${CRLF}`, 'latin1');
-}
-
-export function metaTouch(key: Buffer, ttlSeconds: number): Buffer {
-  return Buffer.from(`${keyed('mg', key)} T${ttlSeconds}${CRLF}`, 'latin1');
+export function metaTouch(key: Buffer, ttlSeconds: number, quiet = false): Buffer {
+  return Buffer.from(`${keyed('mg', key)} T${ttlSeconds}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
 /** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
@@ -90,6 +84,6 @@ export function metaRead(key: Buffer): Buffer {
   return Buffer.from(`${keyed('mg', key)} v f t u${CRLF}`, 'latin1');
 }
 
-export function flushAll(delay: number): Buffer {
-  return Buffer.from(delay > 0 ? `flush_all ${delay}${CRLF}` : `flush_all${CRLF}`, 'latin1');
+export function flushAll(delay: number, noreply = false): Buffer {
+  return Buffer.from(`flush_all${delay > 0 ? ` ${delay}` : ''}${noreply ? ' noreply' : ''}${CRLF}`, 'latin1');
 }
