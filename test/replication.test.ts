@@ -305,3 +305,47 @@ describe('links and faults', () => {
     }
   });
 });
+
+describe('records the peer cannot store', () => {
+  let a: Node;
+  let b: Node;
+  before(async () => {
+    // A's memcached takes items up to 2 MB, B's keeps the default 1 MB.
+    const [ra, rb] = [await freePort(), await freePort()];
+    a = await startNode('a', ra, null, [], ['-I', '2m']);
+    b = await startNode('b', rb, ra);
+    await linked(a, b);
+  });
+  after(() => stopAll(a, b));
+
+  it('records the peer\'s memcached refuses, or that it would not even take off the link, are counted and passed over', async () => {
+    const client = await RawClient.connect(a.memrepl.port);
+    // Just over B's item size: its memcached refuses it. Far over: B's link would refuse the frame, so A sends a delete.
+    const [mid, big] = ['m'.repeat(1_048_576 + 10_000), 'v'.repeat(1_500_000)];
+    client.send(`set before 0 0 1\r\nx\r\nset mid 0 0 ${mid.length}\r\n${mid}\r\nset big 0 0 ${big.length}\r\n${big}\r\nset after 0 0 1\r\ny\r\n`);
+    await client.read((bytes) => bytes.toString('latin1') === 'STORED\r\n'.repeat(4), 5000);
+    client.close();
+    await eventually(async () => (await item(b.memcached.port, 'after'))?.value === 'y', 5000, '"after" on B');
+    assert.equal((await item(b.memcached.port, 'before'))?.value, 'x');
+    for (const [key, value] of [['mid', mid], ['big', big]]) {
+      assert.equal(await item(b.memcached.port, key), null, `B's memcached cannot hold ${key}`);
+      assert.equal((await item(a.memcached.port, key))?.value.length, value.length);
+    }
+    assert.equal(await metric(b, /memrepl_replication_records_skipped_total\{reason="refused"\} (\d+)/), 1);
+    assert.equal(await metric(a, /memrepl_replication_records_skipped_total\{reason="too_large_for_peer"\} (\d+)/), 1);
+    await eventually(async () => (await stat(b, 'applied_seq')) === (await stat(a, 'last_seq')), 5000, 'B applied all of A\'s records');
+    assert.equal(await stat(b, 'peer_up'), '1', 'the link stayed up');
+  });
+
+  it('a full copy to such a peer passes over what it cannot hold and completes', async () => {
+    await stopAll(b);
+    b = await startNode('b', b.replicationPort, a.replicationPort);
+    await linked(a, b);
+    await eventually(async () => (await stat(b, 'copies_received')) === '1', 10000, 'the copy to complete on B');
+    assert.equal((await item(b.memcached.port, 'before'))?.value, 'x');
+    assert.equal((await item(b.memcached.port, 'after'))?.value, 'y');
+    assert.equal(await item(b.memcached.port, 'mid'), null);
+    assert.equal(await item(b.memcached.port, 'big'), null);
+    assert.equal(await stat(b, 'peer_up'), '1');
+  });
+});

@@ -50,6 +50,8 @@ export interface FullCopyOptions {
   /** Fetches in flight at most, and their estimated bytes. */
   maxInFlight: number;
   maxInFlightBytes: number;
+  /** The largest frame the peer accepts (HELLO): a larger item is skipped, its memcached could not hold it. */
+  peerMaxFrameBytes: number;
   /**
    * Local client writes: a mark taken when a batch of fetches leaves, and
    * whether a client of this node wrote a key after it. Such a write's own
@@ -381,6 +383,10 @@ export class FullCopy {
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
     if (this.pass < PASSES) this.filter!.add(key, start, end);
     const size = recordFrameBytes(end - start, v.valueEnd - v.valueStart);
+    if (size > this.options.peerMaxFrameBytes) {
+      this.progress.skipped++;
+      return;
+    }
     const frames = this.frames;
     frames.ensure(size);
     frames.used = writeRecordFrame(

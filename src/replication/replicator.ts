@@ -27,7 +27,7 @@ import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
 import { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
-import { Outbox, type OutboxCursor } from './outbox';
+import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
 import { RecentWrites } from './recent-writes';
 import { Recorder } from './recorder';
 
@@ -62,6 +62,7 @@ export interface ReplicationOptions {
 }
 
 const COPY_STAMP = { wall: 0, logical: 0 };
+const EMPTY_VALUE = Buffer.alloc(0);
 /** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
 const COPY_WAIT_MS = 30_000;
 
@@ -83,6 +84,7 @@ export class Replicator implements LinkHandler {
   private active: Link | null = null;
   private cursor: OutboxCursor | null = null;
   private pumpScheduled = false;
+  private lastTooLargeLog = 0;
   private ackScheduled = false;
   private dialing = false;
   private dialAttempts = 0;
@@ -192,6 +194,7 @@ export class Replicator implements LinkHandler {
       lastApplied: this.inbox.position,
       time: Date.now(),
       lastSeq: this.outbox.lastSeq,
+      maxFrameBytes: this.options.maxFrameBytes(),
     };
   }
 
@@ -396,6 +399,7 @@ export class Replicator implements LinkHandler {
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxInFlight: 512,
         maxInFlightBytes: 16 * 1024 * 1024,
+        peerMaxFrameBytes: link.peer?.maxFrameBytes ?? Infinity,
         localWrites: {
           // Local stamps come from clock.now(), strictly after clock.last: a write stamped after the mark came after it.
           mark: () => this.clock.last,
@@ -492,6 +496,7 @@ export class Replicator implements LinkHandler {
     this.updateBacklogGauges();
     if (!link || !cursor) return;
     const now = Date.now();
+    const peerLimit = link.peer?.maxFrameBytes ?? Infinity;
     let sent = 0;
     link.socket.cork();
     while (!link.congested) {
@@ -502,11 +507,29 @@ export class Replicator implements LinkHandler {
         this.cursor = this.outbox.cursor(this.outbox.oldestSeq - 1) as OutboxCursor;
         break;
       }
-      link.write(serializeRecord(record, now));
+      link.write(serializeRecord(record.bytes > peerLimit ? this.tooLargeForPeer(record, peerLimit) : record, now));
       sent++;
     }
     link.socket.uncork();
     this.metrics.recordsSent.inc(sent);
+  }
+
+  /**
+   * A record whose frame the peer would refuse (its memcached runs with a
+   * smaller -I): it would reset the link and come again forever. The peer
+   * gets a delete of the key in its place, which is what its memcached does
+   * with a set it cannot hold, and the stream keeps its numbering.
+   */
+  private tooLargeForPeer(record: OutboxRecord, peerLimit: number): OutboxRecord {
+    this.metrics.recordsSkipped.labels('too_large_for_peer').inc();
+    const now = Date.now();
+    if (now - this.lastTooLargeLog >= 10_000) {
+      this.lastTooLargeLog = now;
+      this.log.warn(
+        `replication: ${record.op} of ${record.value.length} bytes under "${record.key.toString('latin1').slice(0, 60)}" is larger than the peer accepts (${peerLimit}-byte frames); the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="too_large_for_peer"})`,
+      );
+    }
+    return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
   }
 
   private acknowledged(seq: number): void {

@@ -62,6 +62,12 @@ export interface Hello {
    * holds every write this node made before it asked.
    */
   lastSeq?: number;
+  /**
+   * The largest frame this node accepts (its memcached's item size limit plus
+   * room for the record's fields): the peer sends nothing larger, so nodes
+   * whose memcacheds run with different -I keep replicating.
+   */
+  maxFrameBytes?: number;
 }
 
 export interface HelloFrame extends Hello {

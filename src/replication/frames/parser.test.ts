@@ -87,6 +87,7 @@ const helloArb: fc.Arbitrary<Hello> = fc.record(
     wantsFullResync: fc.boolean(),
     time: fc.maxSafeNat(),
     lastSeq: fc.maxSafeNat(),
+    maxFrameBytes: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
   },
   { requiredKeys: ['cluster', 'nodeId', 'runId', 'lastApplied'] },
 );

@@ -266,6 +266,10 @@ function decodeHello(payload: Buffer): HelloFrame {
     if (!isCount(body.lastSeq)) throw malformed('HELLO lastSeq is not a non-negative integer');
     hello.lastSeq = body.lastSeq;
   }
+  if (body.maxFrameBytes !== undefined) {
+    if (!isCount(body.maxFrameBytes) || body.maxFrameBytes === 0) throw malformed('HELLO maxFrameBytes is not a positive integer');
+    hello.maxFrameBytes = body.maxFrameBytes;
+  }
   return hello;
 }
 

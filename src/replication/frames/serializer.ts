@@ -79,6 +79,7 @@ export function serializeHello(hello: Hello): Buffer {
     wantsFullResync: hello.wantsFullResync,
     time: hello.time,
     lastSeq: hello.lastSeq,
+    maxFrameBytes: hello.maxFrameBytes,
   })), 'utf8');
   const buf = frame(FrameType.hello, PROTOCOL_MAGIC.length + 2 + json.length);
   let at = FRAME_HEADER_BYTES;
