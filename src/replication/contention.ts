@@ -30,10 +30,13 @@ export class Contention {
   private readonly applying = new Int32Array(BUCKETS);
   /** Keys that had a client write and a record in flight together: key → its bucket. */
   private readonly contended = new Map<string, number>();
-  private readonly seed = randomSeed();
   repairs = 0;
 
-  constructor(private readonly repair: (key: Buffer) => void) {}
+  /** `seed`: keyHash's, random unless a test needs buckets it can predict. */
+  constructor(
+    private readonly repair: (key: Buffer) => void,
+    private readonly seed = randomSeed(),
+  ) {}
 
   /** A client write of `key` was sent to memcached. */
   localStarted(key: Buffer): void {
