@@ -40,6 +40,8 @@ export class Inbox {
   /** A full copy from the peer is under way (or was cut short): this node's data is incomplete. */
   private copying = false;
   private checkpointTimer: NodeJS.Timeout | null = null;
+  /** whenApplied callers, resolved as the position moves. */
+  private readonly waiters = new Set<{ seq: number; done(reached: boolean): void }>();
 
   /** Called when the applied position advanced (send an ACK). */
   onApplied: (seq: number) => void = () => {};
@@ -70,6 +72,7 @@ export class Inbox {
       this.applied = lastSeq;
       this.onApplied(lastSeq);
       this.scheduleCheckpoint();
+      this.wakeWaiters();
     }
     if (before > COPY_RESUME_BELOW && this.copiesApplying <= COPY_RESUME_BELOW) this.onCopyDrained();
   }
@@ -151,6 +154,7 @@ export class Inbox {
     if (!this.positionKnown) {
       this.positionKnown = true;
       this.applied = record.seq - 1;
+      this.wakeWaiters();
     }
     this.received = record.seq;
     this.applier.applyLive(record, origin, sentAt);
@@ -162,14 +166,28 @@ export class Inbox {
    * here, false if that takes longer than `timeoutMs` (the caller goes on:
    * waiting forever on a peer that will not send them helps nobody).
    */
-  async whenApplied(seq: number, timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (!(this.positionKnown && this.applied >= seq)) {
-      if (seq === 0) return true;
-      if (Date.now() >= deadline) return false;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return true;
+  whenApplied(seq: number, timeoutMs: number): Promise<boolean> {
+    if (seq === 0 || this.reached(seq)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => waiter.done(false), timeoutMs);
+      const waiter = {
+        seq,
+        done: (reached: boolean) => {
+          clearTimeout(timer);
+          this.waiters.delete(waiter);
+          resolve(reached);
+        },
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  private reached(seq: number): boolean {
+    return this.positionKnown && this.applied >= seq;
+  }
+
+  private wakeWaiters(): void {
+    for (const waiter of this.waiters) if (this.reached(waiter.seq)) waiter.done(true);
   }
 
   private follow(runId: string, seq: number, known = true): void {
@@ -177,6 +195,7 @@ export class Inbox {
     this.applied = seq;
     this.received = seq;
     this.positionKnown = known;
+    this.wakeWaiters();
     // Records of the stream followed until now that are still on their way to memcached must not move the new position.
     this.applier.newStream();
   }
@@ -209,5 +228,6 @@ export class Inbox {
   stop(): void {
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     this.checkpointTimer = null;
+    for (const waiter of this.waiters) waiter.done(false);
   }
 }
