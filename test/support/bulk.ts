@@ -80,19 +80,14 @@ function parseAll(bytes: Buffer): Map<string, Held> | null {
   }
 }
 
-/**
- * Differences between two reads of the same keys (TTL within 1 s); empty when
- * identical. `staleB`: seconds B's memcached clock was seen behind (see
- * watchClock); B's TTLs may be that much lower.
- */
-export function differences(a: Map<string, Held | null>, b: Map<string, Held | null>, limit = 10, staleB = 0): string[] {
+/** Differences between two reads of the same keys (TTL within 1 s); empty when identical. */
+export function differences(a: Map<string, Held | null>, b: Map<string, Held | null>, limit = 10): string[] {
   const out: string[] = [];
   for (const [key, x] of a) {
     const y = b.get(key) ?? null;
     // TTLs within 1 s of each other read up to 2 apart: each memcached counts whole
     // ticks of its own once-a-second clock, and the two clocks tick at different moments.
-    const ttlOk = (x: Held, y: Held) => x.ttl - y.ttl <= 2 + staleB && y.ttl - x.ttl <= 2;
-    const same = x === null ? y === null : y !== null && x.value.equals(y.value) && x.flags === y.flags && ttlOk(x, y);
+    const same = x === null ? y === null : y !== null && x.value.equals(y.value) && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 2;
     if (!same && out.length < limit) out.push(`${key}: ${describe(x)} vs ${describe(y)}`);
   }
   return out;
@@ -107,51 +102,12 @@ function describe(h: Held | null): string {
  * key's TTL is read at nearly the same moment on both, and lists how they
  * differ (empty when identical).
  */
-export async function compare(portA: number, portB: number, keys: string[], staleB = 0): Promise<string[]> {
+export async function compare(portA: number, portB: number, keys: string[]): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0; i < keys.length && out.length < 10; i += 2000) {
     const batch = keys.slice(i, i + 2000);
     const [a, b] = await Promise.all([readAll(portA, batch), readAll(portB, batch)]);
-    out.push(...differences(a, b, 10 - out.length, staleB));
+    out.push(...differences(a, b, 10 - out.length));
   }
   return out;
-}
-
-/**
- * Watches how far a memcached's clock falls behind (its `stats` time against
- * ours, every 100 ms): stale() is the worst so far, in whole seconds beyond
- * what a fresh clock shows (a fixed offset, the smallest difference seen, plus
- * up to one second of truncation). memcached ticks its clock from a timer on its
- * main thread; on a starved machine the tick comes late, and a relative TTL
- * stored meanwhile counts from the stale time, so the item gets that much
- * less life: as any client's write would, with or without memrepl.
- */
-export function watchClock(port: number): { stale(): number; stop(): Promise<void> } {
-  let least = Infinity;
-  let most = -Infinity;
-  let running = true;
-  const polling = (async () => {
-    const client = await RawClient.connect(port);
-    try {
-      while (running && !client.closed) {
-        const reply = await client.request('stats\r\n', 'END\r\n', 5000);
-        const time = /STAT time (\d+)/.exec(reply);
-        if (time) {
-          const behind = Date.now() / 1000 - Number(time[1]);
-          least = Math.min(least, behind);
-          most = Math.max(most, behind);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    } finally {
-      client.close();
-    }
-  })().catch(() => {}); // memcached went away: the watch ends with what it saw
-  return {
-    stale: () => (most >= least ? Math.max(0, Math.ceil(most - least - 1)) : 0),
-    async stop() {
-      running = false;
-      await polling;
-    },
-  };
 }
