@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compare, Item, load, readAll } from './support/bulk';
+import { compare, compareUntilSame, Item, load, readAll } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
@@ -59,7 +59,7 @@ describe('full resync', () => {
       await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'the copy to finish');
       await sleep(500);
       const keys = [...items.map((i) => i.key), ...live];
-      assert.deepEqual(await compare(a.memcached.port, b.memcached.port, keys), []);
+      assert.deepEqual(await compareUntilSame(a.memcached.port, b.memcached.port, keys), []);
       const onB = await readAll(b.memcached.port, keys);
       // Deleted during the copy: gone on both (no resurrection); overwritten: the live value.
       assert.equal(onB.get('key:99998'), null);
@@ -110,7 +110,7 @@ describe('full resync', () => {
       relay.cutAll();
       await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'the copy to finish after reconnecting');
       const keys = items.map((i) => i.key);
-      assert.deepEqual((await compare(a.memcached.port, b.memcached.port, keys)), []);
+      assert.deepEqual(await compareUntilSame(a.memcached.port, b.memcached.port, keys), []);
     } finally {
       relay.close();
       await stopAll(a, b);

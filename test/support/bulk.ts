@@ -111,3 +111,19 @@ export async function compare(portA: number, portB: number, keys: string[]): Pro
   }
   return out;
 }
+
+/**
+ * compare() until it finds no difference or `timeoutMs` passed; the last
+ * differences found. A stored difference never goes away, but a read can
+ * show one that is not there: on a loaded machine the two memcacheds may
+ * answer the same batch a second or two apart (or one's clock tick comes
+ * late), and their TTLs then read 3 apart (seen in CI, gone on re-reading).
+ */
+export async function compareUntilSame(portA: number, portB: number, keys: string[], timeoutMs = 10_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = await compare(portA, portB, keys);
+    if (found.length === 0 || Date.now() >= deadline) return found;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
