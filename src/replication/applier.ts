@@ -141,8 +141,8 @@ export class Applier {
 
   /**
    * The inbox follows another stream (the peer's new run, or a restart of its
-   * copy): batches sent before now report no live position when they settle,
-   * since their seqs number the old stream.
+   * copy), or must not trust the batches in flight (one failed): batches sent
+   * before now report no live position when they settle.
    */
   newStream(): void {
     this.flush();

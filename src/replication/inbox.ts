@@ -65,8 +65,11 @@ export class Inbox {
     const before = this.copiesApplying;
     this.copiesApplying -= copies;
     if (error) {
-      // The link resets and the peer sends again from the last record applied.
+      // The link resets and the peer sends again from the last record applied. Batches
+      // still in flight must not move that position: one sent on a new connection could
+      // succeed and claim records past the ones that just failed.
       this.received = this.applied;
+      this.applier.newStream();
       this.onFailure(error.message);
     } else if (lastSeq > this.applied) {
       this.applied = lastSeq;
