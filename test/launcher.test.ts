@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { compare, load } from './support/bulk';
+import { load, untilSame } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
 import { Running, startMemrepl, startNode, stopAll } from './support/processes';
@@ -125,12 +125,12 @@ describe('launcher mode', () => {
       await load(a.memrepl.port, items);
       const keys = items.map((i) => i.key);
       // B's memcached is behind a private socket: read it through B's proxy.
-      await eventually(async () => (await compare(a.memcached.port, b.port, keys)).length === 0, 15000, 'B to follow A');
+      await untilSame(a.memcached.port, b.port, keys, 15000, 'B to follow A');
 
       const pid = await memcachedPid(b.port);
       process.kill(pid, 'SIGKILL');
       await eventually(async () => (await memcachedPid(b.port).catch(() => pid)) !== pid, 10000, 'memcached to be restarted');
-      await eventually(async () => (await compare(a.memcached.port, b.port, keys)).length === 0, 20000, 'the new memcached to be refilled');
+      await untilSame(a.memcached.port, b.port, keys, 20000, 'the new memcached to be refilled');
 
       const child = await memcachedPid(b.port);
       assert.equal(await b.stop('SIGTERM'), 0);

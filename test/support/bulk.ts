@@ -1,5 +1,6 @@
 /** Bulk loading and reading of a memcached for replication tests (pipelined, bounded in time). */
 import { RawClient } from './client';
+import { eventually } from './ports';
 
 export interface Item {
   key: string;
@@ -113,17 +114,13 @@ export async function compare(portA: number, portB: number, keys: string[]): Pro
 }
 
 /**
- * compare() until it finds no difference or `timeoutMs` passed; the last
- * differences found. A stored difference never goes away, but a read can
- * show one that is not there: on a loaded machine the two memcacheds may
- * answer the same batch a second or two apart (or one's clock tick comes
- * late), and their TTLs then read 3 apart (seen in CI, gone on re-reading).
+ * Waits (at most `timeoutMs`) until compare() finds no difference; the error
+ * names the last ones found. Waiting also covers a read that shows a
+ * difference which is not there: on a loaded machine the two memcacheds may
+ * answer the same batch a second or two apart, and their TTLs then read 3
+ * apart (seen in CI, gone on re-reading). A stored difference never goes away.
  */
-export async function compareUntilSame(portA: number, portB: number, keys: string[], timeoutMs = 10_000): Promise<string[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = await compare(portA, portB, keys);
-    if (found.length === 0 || Date.now() >= deadline) return found;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+export async function untilSame(portA: number, portB: number, keys: string[], timeoutMs: number, what: string): Promise<void> {
+  let last: string[] = [];
+  await eventually(async () => (last = await compare(portA, portB, keys)).length === 0, timeoutMs, () => `${what} (last differences: ${JSON.stringify(last)})`);
 }
