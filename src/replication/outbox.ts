@@ -224,11 +224,12 @@ const SLAB_BYTES = 64 * 1024;
 const SHARED_SLAB_MAX = SLAB_BYTES / 4;
 
 /**
- * A held record's fields, before its key and value: hlc wall f64, appendedAt
- * f64, expiresAt f64, hlc logical u32, flags u32, delay u32, value length u32,
- * key length u16, op u8, expiry kind u8.
+ * Where a held record's fields sit from its start (f64: wall, appendedAt,
+ * expiresAt; u32: logical, flags, delay, valueLength; u16 keyLength; u8: op,
+ * expiryKind); its key and value follow at HELD_FIELDS_BYTES.
  */
-export const HELD_FIELDS_BYTES = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + 1 + 1;
+const AT = { wall: 0, appendedAt: 8, expiresAt: 16, logical: 24, flags: 28, delay: 32, valueLength: 36, keyLength: 40, op: 42, expiryKind: 43 } as const;
+const HELD_FIELDS_BYTES = 44;
 
 const EXPIRY_AT = 0;
 const EXPIRY_NEVER = 1;
@@ -260,61 +261,64 @@ class Slabs {
   write(seq: number, record: NewRecord, appendedAt: number): void {
     const { key, value } = record;
     const size = HELD_FIELDS_BYTES + key.length + value.length;
-    let slab = this.slabs[this.slabs.length - 1];
+    let at = 0;
     if (size > SHARED_SLAB_MAX) {
-      slab = this.addSlab(size);
+      this.addSlab(size);
       this.used = SLAB_BYTES; // the next record starts a new shared slab
-    } else if (this.used + size > SLAB_BYTES) {
-      slab = this.addSlab(SLAB_BYTES);
-      this.used = 0;
+    } else {
+      if (this.used + size > SLAB_BYTES) {
+        this.addSlab(SLAB_BYTES);
+        this.used = 0;
+      }
+      at = this.used;
+      this.used += size;
     }
-    const at = size > SHARED_SLAB_MAX ? 0 : this.used;
-    if (size <= SHARED_SLAB_MAX) this.used += size;
+    const slab = this.slabs[this.slabs.length - 1];
     this.index(seq, (this.firstSlab + this.slabs.length - 1) * 0x10000 + at);
 
-    slab.writeDoubleLE(record.hlc.wall, at);
-    slab.writeDoubleLE(appendedAt, at + 8);
     const expiry = record.expiresAt;
-    slab.writeDoubleLE(typeof expiry === 'number' ? expiry : 0, at + 16);
-    slab.writeUInt32LE(record.hlc.logical, at + 24);
-    slab.writeUInt32LE(record.flags, at + 28);
-    slab.writeUInt32LE(record.delay, at + 32);
-    slab.writeUInt32LE(value.length, at + 36);
-    slab.writeUInt16LE(key.length, at + 40);
-    slab[at + 42] = RECORD_OPS.indexOf(record.op);
-    slab[at + 43] = expiry === null ? EXPIRY_NEVER : expiry === 'unchanged' ? EXPIRY_UNCHANGED : EXPIRY_AT;
+    slab.writeDoubleLE(record.hlc.wall, at + AT.wall);
+    slab.writeDoubleLE(appendedAt, at + AT.appendedAt);
+    slab.writeDoubleLE(typeof expiry === 'number' ? expiry : 0, at + AT.expiresAt);
+    slab.writeUInt32LE(record.hlc.logical, at + AT.logical);
+    slab.writeUInt32LE(record.flags, at + AT.flags);
+    slab.writeUInt32LE(record.delay, at + AT.delay);
+    slab.writeUInt32LE(value.length, at + AT.valueLength);
+    slab.writeUInt16LE(key.length, at + AT.keyLength);
+    slab[at + AT.op] = RECORD_OPS.indexOf(record.op);
+    slab[at + AT.expiryKind] = expiry === null ? EXPIRY_NEVER : expiry === 'unchanged' ? EXPIRY_UNCHANGED : EXPIRY_AT;
     key.copy(slab, at + HELD_FIELDS_BYTES);
     value.copy(slab, at + HELD_FIELDS_BYTES + key.length);
   }
 
   read(seq: number): OutboxRecord {
     const [slab, at] = this.locate(seq);
-    const keyLength = slab.readUInt16LE(at + 40);
-    const valueLength = slab.readUInt32LE(at + 36);
-    const kind = slab[at + 43];
+    const keyLength = slab.readUInt16LE(at + AT.keyLength);
+    const valueLength = slab.readUInt32LE(at + AT.valueLength);
+    const kind = slab[at + AT.expiryKind];
     const keyStart = at + HELD_FIELDS_BYTES;
     return {
       seq,
-      hlc: { wall: slab.readDoubleLE(at), logical: slab.readUInt32LE(at + 24) },
-      op: RECORD_OPS[slab[at + 42]],
+      hlc: { wall: slab.readDoubleLE(at + AT.wall), logical: slab.readUInt32LE(at + AT.logical) },
+      op: RECORD_OPS[slab[at + AT.op]],
       key: slab.subarray(keyStart, keyStart + keyLength),
-      flags: slab.readUInt32LE(at + 28),
+      flags: slab.readUInt32LE(at + AT.flags),
       value: slab.subarray(keyStart + keyLength, keyStart + keyLength + valueLength),
-      delay: slab.readUInt32LE(at + 32),
-      expiresAt: kind === EXPIRY_NEVER ? null : kind === EXPIRY_UNCHANGED ? 'unchanged' : slab.readDoubleLE(at + 16),
-      appendedAt: slab.readDoubleLE(at + 8),
+      delay: slab.readUInt32LE(at + AT.delay),
+      expiresAt: kind === EXPIRY_NEVER ? null : kind === EXPIRY_UNCHANGED ? 'unchanged' : slab.readDoubleLE(at + AT.expiresAt),
+      appendedAt: slab.readDoubleLE(at + AT.appendedAt),
       bytes: recordFrameBytes(keyLength, valueLength),
     };
   }
 
   appendedAt(seq: number): number {
     const [slab, at] = this.locate(seq);
-    return slab.readDoubleLE(at + 8);
+    return slab.readDoubleLE(at + AT.appendedAt);
   }
 
   frameBytes(seq: number): number {
     const [slab, at] = this.locate(seq);
-    return recordFrameBytes(slab.readUInt16LE(at + 40), slab.readUInt32LE(at + 36));
+    return recordFrameBytes(slab.readUInt16LE(at + AT.keyLength), slab.readUInt32LE(at + AT.valueLength));
   }
 
   /** Records before `oldestSeq` are gone: free the slabs only they used. */
@@ -333,10 +337,8 @@ class Slabs {
     return [this.slabs[slabNumber - this.firstSlab], where - slabNumber * 0x10000];
   }
 
-  private addSlab(size: number): Buffer {
-    const slab = Buffer.allocUnsafeSlow(size);
-    this.slabs.push(slab);
-    return slab;
+  private addSlab(size: number): void {
+    this.slabs.push(Buffer.allocUnsafeSlow(size));
   }
 
   private index(seq: number, where: number): void {
