@@ -19,7 +19,7 @@
  * by the replication delay and the two hosts' clocks need not agree.
  */
 import type { ReplyPart } from '../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaKey, metaTouch } from '../protocol/text/serializer';
+import { flushAll, metaDelete, metaInvalidate, metaKey, metaTouch, textSafeKey } from '../protocol/text/serializer';
 import { expiresAtFromTtl, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
 import { compareHlc, type Hlc, type HybridClock, type Stamp } from './hlc';
@@ -187,7 +187,7 @@ export class Applier {
   private store(batch: Batch, record: RecordFrame, exptime: number): void {
     const { key, value } = record;
     const mode = record.op === 'add' ? 'E' : 'S';
-    if (!textSafe(key)) {
+    if (!textSafeKey(key)) {
       const { token, flag } = metaKey(key);
       const line = `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${mode} q\r\n`;
       this.command(batch, Buffer.concat([Buffer.from(line, 'latin1'), value, CRLF]), record.op);
@@ -308,15 +308,6 @@ export class Applier {
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {
   map.set(op, (map.get(op) ?? 0) + 1);
-}
-
-/** True when the text tokenizer keeps the key intact (no space, CR, LF or NUL): see metaKey. */
-function textSafe(key: Buffer): boolean {
-  for (let i = 0; i < key.length; i++) {
-    const c = key[i];
-    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
-  }
-  return true;
 }
 
 /** A non-negative integer's decimal digits at `at`; returns the offset after them. */

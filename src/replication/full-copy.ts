@@ -28,7 +28,7 @@ import type * as net from 'node:net';
 import type { Logger } from '../log';
 import { newMetadumpLine, percentDecodeInto, scanMetadumpLine } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
-import { META_BASE64_KEY_MAX } from '../protocol/text/serializer';
+import { META_BASE64_KEY_MAX, textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
@@ -86,15 +86,6 @@ const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
 const MN = Buffer.from('mn\r\n');
 /** An mg line at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
 const MG_LINE_MAX = 400;
-
-/** True when no byte of key[0, length) would break a text command line (space, CR, LF, NUL). */
-function textSafe(key: Buffer, length: number): boolean {
-  for (let i = 0; i < length; i++) {
-    const c = key[i];
-    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
-  }
-  return true;
-}
 
 /**
  * Copies src[start, end) to dst at `at`, returns the offset after it. Keys and
@@ -305,7 +296,7 @@ export class FullCopy {
         const length = percentDecodeInto(key, start, end, this.keyScratch);
         if (length <= 0) return this.fail(new Error(`undecodable metadump line: ${key.toString('latin1', start, Math.min(end, start + 100))}`));
         [key, start, end] = [this.keyScratch, 0, length];
-        binary = !textSafe(key, length);
+        binary = !textSafeKey(key, length);
       }
       if (end - start === CHECKPOINT.length && key.compare(CHECKPOINT, 0, CHECKPOINT.length, start, end) === 0) continue;
       if (this.pass > 1 && this.filter!.mayHave(key, start, end)) continue;

@@ -47,10 +47,16 @@ export const TOO_LARGE = Buffer.from('SERVER_ERROR object too large for cache\r\
  * against 250, so only binary-unsafe keys up to 186 bytes can be replicated.
  */
 export function metaKey(key: Buffer): { token: string; flag: string } {
-  for (const byte of key) {
-    if (byte === 0x20 || byte === 0x0d || byte === 0x0a || byte === 0x00) return { token: key.toString('base64'), flag: ' b' };
+  return textSafeKey(key) ? { token: key.toString('latin1'), flag: '' } : { token: key.toString('base64'), flag: ' b' };
+}
+
+/** True when memcached's tokenizer keeps key[0, length) intact: no space, CR, LF or NUL. */
+export function textSafeKey(key: Uint8Array, length = key.length): boolean {
+  for (let i = 0; i < length; i++) {
+    const c = key[i];
+    if (c === 0x20 || c === 0x0d || c === 0x0a || c === 0x00) return false;
   }
-  return { token: key.toString('latin1'), flag: '' };
+  return true;
 }
 
 /** Longest key metaKey can express whatever its bytes. */
