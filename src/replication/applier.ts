@@ -18,6 +18,7 @@
  * deadline is computed on this node's clock at arrival, so it does not grow
  * by the replication delay and the two hosts' clocks need not agree.
  */
+import { copyRange } from '../protocol/bytes';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaKey, metaTouch, textSafeKey } from '../protocol/text/serializer';
 import { expiresAtFromTtl, type RecordFrame, type RecordOp } from './frames/messages';
@@ -205,7 +206,7 @@ export class Applier {
     buf[at++] = 0x6d; // m
     buf[at++] = 0x73; // s
     buf[at++] = 0x20;
-    at = copyRange(key, buf, at);
+    at = copyRange(key, 0, key.length, buf, at);
     buf[at++] = 0x20;
     at = writeDecimal(buf, at, value.length);
     buf[at++] = 0x20;
@@ -221,7 +222,7 @@ export class Applier {
     buf[at++] = 0x71; // q
     buf[at++] = 0x0d;
     buf[at++] = 0x0a;
-    at = copyRange(value, buf, at);
+    at = copyRange(value, 0, value.length, buf, at);
     buf[at++] = 0x0d;
     buf[at++] = 0x0a;
     batch.used = at;
@@ -319,12 +320,6 @@ function writeDecimal(buf: Buffer, at: number, n: number): number {
   const digits = String(n);
   for (let i = 0; i < digits.length; i++) buf[at + i] = digits.charCodeAt(i);
   return at + digits.length;
-}
-
-/** A whole buffer's bytes at `at` (TypedArray set: a memcpy, without Buffer.copy's argument handling and view). */
-function copyRange(src: Buffer, dst: Buffer, at: number): number {
-  dst.set(src, at);
-  return at + src.length;
 }
 
 function isRefusal(status: string): boolean {

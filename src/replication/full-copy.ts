@@ -28,6 +28,7 @@ import type * as net from 'node:net';
 import type { Logger } from '../log';
 import { newMetadumpLine, percentDecodeInto, scanMetadumpLine } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
+import { copyRange } from '../protocol/bytes';
 import { META_BASE64_KEY_MAX, textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
@@ -86,17 +87,6 @@ const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
 const MN = Buffer.from('mn\r\n');
 /** An mg line at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
 const MG_LINE_MAX = 400;
-
-/**
- * Copies src[start, end) to dst at `at`, returns the offset after it. Keys and
- * command words are a few dozen bytes: a loop beats Buffer.copy's call and
- * view allocation at that size.
- */
-function copySmall(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
-  if (end - start > 64) return at + src.copy(dst, at, start, end);
-  for (let i = start; i < end; i++) dst[at++] = src[i];
-  return at;
-}
 
 /** One batch of fetches: its MN settles what was not answered (gone since the walk). */
 interface FetchBatch {
@@ -312,9 +302,9 @@ export class FullCopy {
         requests.used += requests.buf.write(`mg ${token} b v f t u O${binaryKeys.length} q\r\n`, requests.used, 'latin1');
         binaryKeys.push(Buffer.from(key.subarray(start, end)));
       } else {
-        requests.used = copySmall(MG, 0, MG.length, requests.buf, requests.used);
-        requests.used = copySmall(key, start, end, requests.buf, requests.used);
-        requests.used = copySmall(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
+        requests.used = copyRange(MG, 0, MG.length, requests.buf, requests.used);
+        requests.used = copyRange(key, start, end, requests.buf, requests.used);
+        requests.used = copyRange(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
       }
       count++;
       bytes += line.size;

@@ -6,6 +6,7 @@
  * throw RangeError/TypeError rather than FrameError: the peer must never see a
  * frame its parser would refuse.
  */
+import { copyRange } from '../../protocol/bytes';
 import {
   FRAME_HEADER_BYTES,
   FrameType,
@@ -106,13 +107,6 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   if (!Number.isSafeInteger(ttl)) throw new RangeError(`expiresAt ${String(record.expiresAt)} at now=${now} gives no valid ttl`);
 
   return writeRecordFrame(buf, offset, record.seq, record.hlc.wall, record.hlc.logical, op, record.flags, ttl, record.delay, now, key, 0, key.length, value, 0, value.length);
-}
-
-/** src[start, end) to dst at `at`; a loop for the small keys and values of a copy (Buffer.copy's call and view cost more there). */
-function copyRange(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
-  if (end - start > 128) return at + src.copy(dst, at, start, end);
-  for (let i = start; i < end; i++) dst[at++] = src[i];
-  return at;
 }
 
 /**

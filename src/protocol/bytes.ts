@@ -1,0 +1,12 @@
+/**
+ * Copies src[start, end) to dst at `at` and returns the offset after it. The
+ * hot writers (RECORD frames of a copy, the copy's mg lines, the applier's
+ * ms commands) copy keys and short values of a few dozen bytes, where a loop
+ * beats Buffer.copy's call and argument handling; longer ranges take
+ * Buffer.copy (a memcpy).
+ */
+export function copyRange(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
+  if (end - start > 128) return at + src.copy(dst, at, start, end);
+  for (let i = start; i < end; i++) dst[at++] = src[i];
+  return at;
+}
