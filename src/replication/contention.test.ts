@@ -10,10 +10,10 @@ test('no overlap, no repair', () => {
   const c = new Contention((key) => repaired.push(key.toString()), 1);
   c.localStarted(k('a'));
   c.localSettled(k('a'));
-  c.applySettled(c.applyStarted(k('a')));
+  c.appliesSettled([c.applyStarted(k('a'))]);
   const b = c.applyStarted(k('b'));
   c.localStarted(k('c'));
-  c.applySettled(b);
+  c.appliesSettled([b]);
   c.localSettled(k('c'));
   assert.deepEqual(repaired, []);
   assert.equal(c.repairs, 0);
@@ -29,7 +29,7 @@ test('a client write and a record of one key in flight together: one repair once
       else ticket = c.applyStarted(k('x'));
     }
     c.localStarted(k('x')); // a second client write, still in flight
-    c.applySettled(ticket);
+    c.appliesSettled([ticket]);
     c.localSettled(k('x'));
     assert.deepEqual(repaired, []);
     c.localSettled(k('x'));

@@ -57,7 +57,7 @@ export class Contention {
     this.tryRepair(id, bucket);
   }
 
-  /** A peer's record for `key` was sent to memcached; pass the ticket to applySettled. */
+  /** A peer's record for `key` was sent to memcached; pass the ticket to appliesSettled. */
   applyStarted(key: Uint8Array): number {
     const bucket = this.bucketOf(key);
     if (this.localBuckets[bucket]! > 0) {
@@ -68,12 +68,7 @@ export class Contention {
     return bucket;
   }
 
-  applySettled(ticket: number): void {
-    this.applying[ticket]--;
-    if (this.contended.size > 0) for (const [id, bucket] of this.contended) this.tryRepair(id, bucket);
-  }
-
-  /** applySettled for many records at once (a batch of copies). */
+  /** Peer records reached memcached (the applier settles them a batch at a time). */
   appliesSettled(tickets: readonly number[]): void {
     for (const ticket of tickets) this.applying[ticket]--;
     if (this.contended.size > 0) for (const [id, bucket] of this.contended) this.tryRepair(id, bucket);
