@@ -3,6 +3,7 @@
  * `stats` pid changes or its uptime goes backwards. A restarted memcached is
  * empty, so this node must ask its peer for a full copy.
  */
+import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
 import type { LocalMemcached } from './local-memcached';
 
 export interface MemcachedIdentity {
@@ -32,8 +33,7 @@ export class RestartWatch {
     if (this.checking) return;
     this.checking = true;
     try {
-      const parts = await this.local.request(Buffer.from('stats\r\n'));
-      const stats = new Map(parts.map((p) => p.line.split(' ')).filter((t) => t[0] === 'STAT').map((t) => [t[1], t[2]]));
+      const stats = parseStats(await this.local.request(STATS_REQUEST));
       const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime: Number(stats.get('uptime') ?? 0) };
       const before = this.last;
       this.last = now;

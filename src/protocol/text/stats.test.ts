@@ -1,0 +1,18 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseStats, startedAt } from './stats';
+import type { ReplyPart } from './reply-parser';
+
+const part = (line: string): ReplyPart => ({ kind: line === 'END' ? 'end' : 'listing', raw: Buffer.from(`${line}\r\n`), line });
+
+test('parseStats reads STAT lines and ignores the rest', () => {
+  const stats = parseStats(['STAT pid 42', 'STAT version 1.6.18', 'STAT libevent 2.1.12-stable', 'END'].map(part));
+  assert.equal(stats.get('pid'), '42');
+  assert.equal(stats.get('libevent'), '2.1.12-stable');
+  assert.equal(stats.size, 3);
+});
+
+test('startedAt is time minus uptime, null when either is missing', () => {
+  assert.equal(startedAt(parseStats(['STAT uptime 100', 'STAT time 1700000100'].map(part))), 1700000000);
+  assert.equal(startedAt(parseStats(['STAT uptime 100'].map(part))), null);
+});
