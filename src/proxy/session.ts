@@ -281,6 +281,11 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   private afterReplies(): void {
+    if (this.clientGone) {
+      // Its writes in flight are answered and reported: the connection can go back to the pool.
+      if (this.inFlight.length === 0) this.releaseOwn(this.replyParser.buffered === 0);
+      return;
+    }
     this.deliver();
     this.send();
     if (this.readingPaused && this.pending.length < this.deps.options.maxPendingRequests / 2) this.resumeReading();
@@ -392,38 +397,55 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * disconnected instead.
    */
   private failInFlight(label: string, reason: string): void {
-    this.fail(this.inFlight.splice(0), label, reason);
+    this.fail(this.inFlight.splice(0), label, reason, true);
   }
 
   /** Requests that could not be sent (no connection to be had) fail the same way, in order. */
   private failQueued(label: string, reason: string): void {
-    this.fail(this.queued.splice(0), label, reason);
+    this.fail(this.queued.splice(0), label, reason, false);
   }
 
-  private fail(failed: Slot<Part>[], label: string, reason: string): void {
+  /** `maybeApplied`: they reached memcached, which may have run them before the connection failed. */
+  private fail(failed: Slot<Part>[], label: string, reason: string, maybeApplied: boolean): void {
     if (failed.length === 0) return;
     this.deps.log.debug(`upstream: ${label}: ${reason}`);
     this.deps.metrics.upstreamErrors.labels(label).inc(failed.length);
+    let halfSent = false;
     for (const slot of failed) {
-      if (slot.started) {
-        this.client.destroy();
-        return;
-      }
+      this.abandon(slot, maybeApplied);
+      halfSent ||= slot.started;
+      if (halfSent) continue;
       const reply = slot.exchange.errorReply(label);
       slot.held = reply ? [reply] : [];
       slot.done = true;
-      if (slot.exchange.writeKey) this.deps.sink.settled(slot.exchange.writeKey);
       this.deps.metrics.commandCounts.add(this.dialect.name, slot.exchange.command, 'upstream_error');
     }
-    this.deliver();
+    if (halfSent) this.client.destroy();
+    else this.deliver();
+  }
+
+  /**
+   * A request whose reply will never be read. A write memcached may have
+   * applied is read back, so that the peer gets whatever memcached holds.
+   */
+  private abandon(slot: Slot<Part>, maybeApplied: boolean): void {
+    const key = slot.exchange.writeKey;
+    if (!key) return;
+    if (maybeApplied) this.deps.sink.written({ kind: 'readback', key }, Date.now());
+    this.deps.sink.settled(key);
   }
 
   private onClientClosed(): void {
     this.clientGone = true;
     // Never sent: nothing will answer them.
-    for (const slot of this.queued.splice(0)) if (slot.exchange.writeKey) this.deps.sink.settled(slot.exchange.writeKey);
-    // Requests on the shared connection are still answered there (and their writes reported); a
-    // connection of its own is reusable only with nothing in flight.
+    for (const slot of this.queued.splice(0)) this.abandon(slot, false);
+    // Requests on the shared connection are still answered there (and their writes reported). On a
+    // connection of its own, memcached runs what it was sent whether the client stays or not: read
+    // the replies to learn which writes took effect, then give the connection back (afterReplies).
+    if (this.lane === 'own' && this.inFlight.length > 0 && !this.streaming && this.own) {
+      this.own.socket.resume();
+      return;
+    }
     this.releaseOwn(this.lane === 'own' && this.inFlight.length === 0 && !this.streaming && this.replyParser.buffered === 0);
   }
 }
