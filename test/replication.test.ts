@@ -9,28 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startNode, startPair, stopAll } from './support/processes';
-import { linked, stat } from './support/replication';
+import { converged, item, linked, stat } from './support/replication';
 import { Relay } from './support/relay';
-
-/** An item as memcached holds it: value, client flags and remaining TTL (-1 = never), or null. */
-async function item(port: number, key: string): Promise<{ value: string; flags: number; ttl: number } | null> {
-  const client = await RawClient.connect(port);
-  try {
-    client.send(`mg ${key} v f t\r\n`);
-    const complete = (bytes: Buffer) => {
-      const text = bytes.toString('latin1');
-      const head = /^VA (\d+)[^\r]*\r\n/.exec(text);
-      return text === 'EN\r\n' || (head !== null && text.length >= head[0].length + Number(head[1]) + 2);
-    };
-    const reply = (await client.read(complete, 3000)).toString('latin1');
-    if (reply.startsWith('EN')) return null;
-    const [head, value] = reply.split('\r\n');
-    return { value, flags: Number(/ f(\d+)/.exec(head)![1]), ttl: Number(/ t(-?\d+)/.exec(head)![1]) };
-  } finally {
-    client.close();
-  }
-}
-
 
 async function metric(node: Node, pattern: RegExp): Promise<number> {
   const body = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
@@ -38,22 +18,6 @@ async function metric(node: Node, pattern: RegExp): Promise<number> {
   return match ? Number(match[1]) : 0;
 }
 
-
-/** Waits until `key` reads the same on both memcacheds (TTL within 1 s) and returns it. */
-async function converged(a: Node, b: Node, key: string, timeoutMs = 5000) {
-  let last: unknown;
-  await eventually(
-    async () => {
-      const [x, y] = await Promise.all([item(a.memcached.port, key), item(b.memcached.port, key)]);
-      last = [x, y];
-      if (x === null || y === null) return x === y;
-      return x.value === y.value && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 1;
-    },
-    timeoutMs,
-    () => `"${key}" to converge (last: ${JSON.stringify(last)})`,
-  );
-  return item(a.memcached.port, key);
-}
 
 /** Both replicas hold the same items for these keys. */
 async function sameData(a: Node, b: Node, keys: string[]): Promise<void> {

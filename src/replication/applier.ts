@@ -20,16 +20,15 @@
  */
 import { copyRange } from '../protocol/bytes';
 import type { ReplyPart } from '../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaKey, metaTouch, textSafeKey } from '../protocol/text/serializer';
-import { expiresAtFromTtl, type RecordFrame, type RecordOp } from './frames/messages';
+import { flushAll, metaDelete, metaInvalidate, metaKey, metaRead, metaTouch, textSafeKey } from '../protocol/text/serializer';
+import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
-import { compareHlc, type Hlc, type HybridClock, type Stamp } from './hlc';
+import { CANCEL_FLUSH_EXPTIME, RELATIVE_EXPTIME_MAX, type FlushAction, type FlushTiming } from './flush-schedule';
+import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from './hlc';
 import type { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
-import type { RecentWrites } from './recent-writes';
-
-/** memcached reads an exptime above 30 days as a unix timestamp. */
-const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
+import type { LocalHistory } from './recorder';
+import { recordFromReadBack } from './recorder';
 
 /**
  * memcached's exptime for a deadline on this node's clock, or null when the
@@ -64,6 +63,8 @@ interface Batch {
   sent: Map<RecordOp, number>;
   /** The live stream its records belong to (see newStream). */
   stream: number;
+  /** A flush's batch: the keys read before it, to store back once it settled (see flushKeepingNewer). */
+  keep?: { key: Buffer; stamp: Stamp }[];
 }
 
 /** What a batch settled: see Applier.onSettled. */
@@ -88,7 +89,7 @@ export class Applier {
   constructor(
     private readonly local: LocalMemcached,
     private readonly clock: HybridClock,
-    private readonly recent: RecentWrites,
+    private readonly history: LocalHistory,
     private readonly contention: Contention,
     private readonly metrics: ReplicationMetrics,
     private readonly nodeId: string,
@@ -128,16 +129,88 @@ export class Applier {
     const batch = this.openBatch();
     batch.lastSeq = record.seq;
     const stamp: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: origin };
-    if (record.op === 'flush') {
-      const at: Stamp = { ...stamp, wall: stamp.wall + record.delay * 1000 };
-      if (!this.recent.incomingFlushWins(at)) return void this.metrics.recordsSkipped.labels('conflict').inc();
-      this.recent.noteFlush(at);
-      this.command(batch, flushAll(record.delay, true), 'flush');
+    if (record.op === 'flush') return this.applyFlush(batch, record, stamp, sentAt);
+    if (this.history.flushes.erases(stamp)) return this.skipped();
+    const { values, touches } = this.history;
+    if (record.op === 'touch') {
+      // A touch changes only the expiry: it loses to any newer write of the key, value or expiry.
+      if (!values.incomingWins(record.key, stamp) || !touches.incomingWins(record.key, stamp)) return this.skipped();
+      touches.note(record.key, stamp, deadlineOf(record, sentAt));
+      this.write(batch, record, sentAt);
       return;
     }
-    if (!this.recent.incomingWins(record.key, stamp)) return void this.metrics.recordsSkipped.labels('conflict').inc();
-    this.recent.note(record.key, stamp);
-    this.write(batch, record, sentAt);
+    if (!values.incomingWins(record.key, stamp)) return this.skipped();
+    values.note(record.key, stamp);
+    // A newer touch of the key here (or from the peer) keeps its expiry over the older value's.
+    const touch = record.op === 'set' ? touches.lastWriteOf(record.key) : undefined;
+    const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
+    this.write(batch, record, sentAt, expiresAt);
+  }
+
+  private skipped(): void {
+    this.metrics.recordsSkipped.labels('conflict').inc();
+  }
+
+  /** The peer's flush_all, run the way memcached would have run it here (see flush-schedule.ts). */
+  private applyFlush(batch: Batch, record: RecordFrame, command: Stamp, sentAt: number): void {
+    const timing: FlushTiming = record.delay === FLUSH_CANCEL ? { kind: 'cancel' } : record.delay === 0 ? { kind: 'now' } : { kind: 'delayed', delayMs: record.delay * 1000 };
+    const at = expiresAtFromTtl(record.ttlMs, sentAt);
+    const remainingMs = typeof at === 'number' ? at - Date.now() : 0;
+    const action = this.history.flushes.incoming(command, timing, remainingMs);
+    switch (action.kind) {
+      case 'skip':
+        return this.skipped();
+      case 'cancel':
+        return this.command(batch, flushAll(CANCEL_FLUSH_EXPTIME, true), 'flush');
+      case 'schedule':
+        return this.command(batch, flushAll(flushExptime(action.seconds), true), 'flush');
+      case 'flush':
+        return this.flushKeepingNewer(batch, action);
+    }
+  }
+
+  /**
+   * Flushes, but keeps the keys written here after the flush's moment: on the
+   * flush's origin they were applied after it and survive, so they must
+   * survive here too. They are read in the same batch, before the flush, and
+   * stored back (add: a client write since wins) once the batch settles,
+   * unless written again meanwhile.
+   */
+  private flushKeepingNewer(batch: Batch, action: Extract<FlushAction, { kind: 'flush' }>): void {
+    const keep: { key: Buffer; stamp: Stamp }[] = [];
+    this.history.values.forEachNewerThan(action.moment, (key, write) => keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }));
+    // In a batch of its own, so that memcached's answers before its MN are exactly these reads'.
+    const lastSeq = batch.lastSeq;
+    batch.lastSeq = 0;
+    this.flush();
+    const own = this.openBatch();
+    own.lastSeq = lastSeq;
+    for (const { key } of keep) this.command(own, metaRead(key), null);
+    this.command(own, flushAll(0, true), 'flush');
+    if (action.reschedule !== null) this.command(own, flushAll(flushExptime(action.reschedule), true), null);
+    if (keep.length > 0) own.keep = keep;
+    this.flush();
+  }
+
+  /**
+   * Stores back what flushKeepingNewer read, as adds (a client write since
+   * the flush is newer) and only for keys not written again since it read
+   * them. Sent on the same connection, ahead of anything judged later.
+   */
+  private restore(keep: readonly { key: Buffer; stamp: Stamp }[], reads: ReplyPart[]): void {
+    const batch = this.newBatch();
+    const now = this.local.lastReceivedAt;
+    keep.forEach(({ key, stamp }, i) => {
+      const read = reads[i];
+      const last = this.history.values.lastWriteOf(key);
+      if (!read || !last || compareStamps(last, stamp) !== 0) return;
+      const item = recordFromReadBack(key, [read], stamp, now);
+      if (item?.op !== 'set') return;
+      const exptime = exptimeFor(item.expiresAt === 'unchanged' ? null : item.expiresAt, Date.now());
+      if (exptime !== null) this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptime);
+    });
+    if (batch.used === 0 && batch.full.length === 0) return;
+    void this.local.quietBatch(Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)])).catch(() => {});
   }
 
   /**
@@ -154,14 +227,18 @@ export class Applier {
     if (this.batch) return this.batch;
     // Sent at the end of the tick: everything judged in this tick goes out in one write.
     process.nextTick(() => this.flush());
-    this.batch = { full: [], buf: Buffer.allocUnsafe(BATCH_BYTES), used: 0, tickets: [], copies: 0, lastSeq: 0, sent: new Map(), stream: this.stream };
+    this.batch = this.newBatch();
     return this.batch;
   }
 
+  private newBatch(): Batch {
+    return { full: [], buf: Buffer.allocUnsafe(BATCH_BYTES), used: 0, tickets: [], copies: 0, lastSeq: 0, sent: new Map(), stream: this.stream };
+  }
+
   /** The record's quiet command into the batch, its key counted in flight for Contention. */
-  private write(batch: Batch, record: RecordFrame, sentAt: number): void {
+  private write(batch: Batch, record: RecordFrame, sentAt: number, expiresAt?: number | null): void {
     batch.tickets.push(this.contention.applyStarted(record.key));
-    const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
+    const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
     const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
     switch (record.op) {
       case 'set':
@@ -185,7 +262,7 @@ export class Applier {
   }
 
   /** `ms <key> <len> F<flags> T<exptime> M<E|S> q` and the value, written in place (no string per record). */
-  private store(batch: Batch, record: RecordFrame, exptime: number): void {
+  private store(batch: Batch, record: Pick<RecordFrame, 'op' | 'key' | 'value' | 'flags'>, exptime: number): void {
     const { key, value } = record;
     const mode = record.op === 'add' ? 'E' : 'S';
     if (!textSafeKey(key)) {
@@ -228,9 +305,9 @@ export class Applier {
     batch.used = at;
   }
 
-  /** A command built elsewhere, appended as is. */
-  private command(batch: Batch, bytes: Buffer, op: RecordOp): void {
-    count(batch.sent, op);
+  /** A command built elsewhere, appended as is; `op` null for one that applies no record. */
+  private command(batch: Batch, bytes: Buffer, op: RecordOp | null): void {
+    if (op !== null) count(batch.sent, op);
     if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
     batch.full.push(bytes);
     batch.buf = batch.buf.subarray(batch.used);
@@ -254,6 +331,7 @@ export class Applier {
     const settled = (): Settled => ({ copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 });
     this.local.quietBatch(commands).then(
       (failures) => {
+        if (batch.keep) this.restore(batch.keep, failures.splice(0, batch.keep.length));
         this.contention.appliesSettled(batch.tickets);
         this.countOutcomes(batch.sent, failures);
         this.onSettled(settled());
@@ -299,12 +377,23 @@ export class Applier {
    * newer. Otherwise add or set decides, in memcached (see replicator.ts).
    */
   private copyApplies(record: RecordFrame): boolean {
-    const last = this.recent.lastWriteOf(record.key);
+    const last = this.history.values.lastWriteOf(record.key);
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 
   /** Reports a refused record (the node logs it). */
   onRefused: (reason: string) => void = () => {};
+}
+
+/** The expiry a record's item ends with here, as a deadline on this node's clock. */
+function deadlineOf(record: RecordFrame, sentAt: number): number | null {
+  const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
+  return deadline === 'unchanged' ? null : deadline;
+}
+
+/** flush_all's argument for a delay in seconds: relative up to 30 days, else a unix time. */
+function flushExptime(seconds: number): number {
+  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.round(Date.now() / 1000) + seconds;
 }
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {

@@ -7,6 +7,12 @@ import { RecentWrites } from './recent-writes';
 const k = (s: string): Buffer => Buffer.from(s, 'latin1');
 const st = (wall: number, logical = 0, nodeId = 'a'): Stamp => ({ wall, logical, nodeId });
 
+/** The stamp remembered for a key, copied out of the reused object. */
+function lastWrite(map: RecentWrites, key: Buffer): Stamp | undefined {
+  const write = map.lastWriteOf(key);
+  return write && { wall: write.wall, logical: write.logical, nodeId: write.nodeId };
+}
+
 test('a key never written lets any incoming record win', () => {
   const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
   assert.equal(map.incomingWins(k('x'), st(0)), true);
@@ -49,9 +55,9 @@ test('note keeps the newer stamp', () => {
   const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
   map.note(k('x'), st(200));
   map.note(k('x'), st(100));
-  assert.deepEqual(map.lastWrite(k('x')), st(200));
+  assert.deepEqual(lastWrite(map, k('x')), st(200));
   map.note(k('x'), st(300, 0, 'b'));
-  assert.deepEqual(map.lastWrite(k('x')), st(300, 0, 'b'));
+  assert.deepEqual(lastWrite(map, k('x')), st(300, 0, 'b'));
   assert.equal(map.size, 1);
 });
 
@@ -60,10 +66,10 @@ test('entries older than the window are forgotten', () => {
   map.note(k('old'), st(0));
   map.note(k('mid'), st(500));
   map.note(k('new'), st(1200));
-  assert.equal(map.lastWrite(k('old')), undefined);
-  assert.deepEqual(map.lastWrite(k('mid')), st(500));
+  assert.equal(lastWrite(map, k('old')), undefined);
+  assert.deepEqual(lastWrite(map, k('mid')), st(500));
   map.note(k('newer'), st(1600));
-  assert.equal(map.lastWrite(k('mid')), undefined);
+  assert.equal(lastWrite(map, k('mid')), undefined);
   assert.equal(map.size, 2);
   assert.equal(map.overflowed, 0);
 });
@@ -74,8 +80,8 @@ test('re-noting a key moves it to the back, so it outlives older keys', () => {
   map.note(k('b'), st(2));
   map.note(k('a'), st(3));
   map.note(k('c'), st(4)); // over the bound: the front (b) goes
-  assert.equal(map.lastWrite(k('b')), undefined);
-  assert.deepEqual(map.lastWrite(k('a')), st(3));
+  assert.equal(lastWrite(map, k('b')), undefined);
+  assert.deepEqual(lastWrite(map, k('a')), st(3));
   assert.equal(map.size, 2);
   assert.equal(map.overflowed, 1, 'b was still inside the window');
 });
@@ -94,21 +100,8 @@ test('forgetBefore drops entries from the front up to a watermark', () => {
   for (let i = 1; i <= 10; i++) map.note(k(`k${i}`), st(i * 100));
   assert.equal(map.forgetBefore(550), 5);
   assert.equal(map.size, 5);
-  assert.equal(map.lastWrite(k('k5')), undefined);
-  assert.deepEqual(map.lastWrite(k('k6')), st(600));
-});
-
-test('a flush beats older incoming records for every key, and older flushes', () => {
-  const map = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
-  map.note(k('x'), st(100));
-  map.noteFlush(st(500, 0, 'a'));
-  assert.equal(map.incomingWins(k('never-written'), st(400, 0, 'b')), false, 'a set that crossed the flush on the wire');
-  assert.equal(map.incomingWins(k('x'), st(450, 0, 'b')), false);
-  assert.equal(map.incomingWins(k('x'), st(600, 0, 'b')), true);
-  assert.equal(map.incomingFlushWins(st(499, 0, 'b')), false);
-  assert.equal(map.incomingFlushWins(st(501, 0, 'b')), true);
-  map.noteFlush(st(300, 0, 'b')); // older: ignored
-  assert.deepEqual(map.lastFlush, st(500, 0, 'a'));
+  assert.equal(lastWrite(map, k('k5')), undefined);
+  assert.deepEqual(lastWrite(map, k('k6')), st(600));
 });
 
 function maxWall(writes: Array<[number, number]>): number {
@@ -157,7 +150,7 @@ test('property: size never exceeds maxEntries, and what is remembered is never n
           // A forgotten key re-noted with an older stamp is remembered with
           // that one (the map cannot know better); it never invents a newer one.
           for (const [id, stamp] of model) {
-            const kept = map.lastWrite(k(id));
+            const kept = lastWrite(map, k(id));
             if (kept) assert.ok(compareStamps(kept, stamp) <= 0);
             if (kept && map.overflowed === 0 && stamp.wall >= maxWall(writes) - 500) assert.deepEqual(kept, stamp);
           }
@@ -176,10 +169,10 @@ test('a hot key noted over and over neither grows the map nor pushes out fresher
     if (i % 5000 === 0) map.note(k(`cold${i}`), st(wall++));
   }
   assert.equal(map.size, 3);
-  assert.deepEqual(map.lastWrite(k('hot')), st(wall - 1));
-  assert.ok(map.lastWrite(k('cold15000')));
-  assert.ok(map.lastWrite(k('cold10000')));
-  assert.equal(map.lastWrite(k('cold0')), undefined);
+  assert.deepEqual(lastWrite(map, k('hot')), st(wall - 1));
+  assert.ok(lastWrite(map, k('cold15000')));
+  assert.ok(lastWrite(map, k('cold10000')));
+  assert.equal(lastWrite(map, k('cold0')), undefined);
 });
 
 test('pruning stays linear: many evictions do not rescan forgotten entries', () => {
@@ -201,7 +194,6 @@ class Reference {
   readonly fifo: Array<{ id: string; stamp: Stamp }> = [];
   newestWall = 0;
   overflowed = 0;
-  flush: Stamp | null = null;
 
   constructor(
     readonly maxEntries: number,
@@ -237,25 +229,20 @@ class Reference {
   }
 
   incomingWins(id: string, stamp: Stamp): boolean {
-    if (this.flush !== null && compareStamps(stamp, this.flush) <= 0) return false;
     const known = this.lastWrite(id);
     return !known || compareStamps(stamp, known) > 0;
   }
 
-  noteFlush(stamp: Stamp): void {
-    if (this.flush === null || compareStamps(stamp, this.flush) > 0) this.flush = { ...stamp };
-  }
 }
 
 /** Everything observable agrees, for every key of the universe. */
 function assertSame(map: RecentWrites, ref: Reference, universe: Buffer[], probe: Stamp): void {
   assert.equal(map.size, ref.fifo.length, 'size');
   assert.equal(map.overflowed, ref.overflowed, 'overflowed');
-  assert.deepEqual(map.lastFlush, ref.flush);
   for (const key of universe) {
     const id = key.toString('latin1');
     const expected = ref.lastWrite(id);
-    assert.deepEqual(map.lastWrite(key), expected, `lastWrite ${JSON.stringify(id.slice(0, 20))}`);
+    assert.deepEqual(lastWrite(map, key), expected, `lastWrite ${JSON.stringify(id.slice(0, 20))}`);
     const transient = map.lastWriteOf(key);
     assert.deepEqual(transient && { wall: transient.wall, logical: transient.logical, nodeId: transient.nodeId }, expected);
     assert.equal(map.incomingWins(key, probe), ref.incomingWins(id, probe));
@@ -281,18 +268,16 @@ const universe: Buffer[] = [
 type Op =
   | { kind: 'note'; key: number; step: number; logical: number; node: string }
   | { kind: 'wins'; key: number; back: number; logical: number; node: string }
-  | { kind: 'forget'; back: number }
-  | { kind: 'flush'; back: number; node: string };
+  | { kind: 'forget'; back: number };
 
 const node = fc.constantFrom('a', 'b', 'node-c');
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ kind: fc.constant('note' as const), key: fc.nat(universe.length - 1), step: fc.integer({ min: -30, max: 40 }), logical: fc.nat(3), node }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('wins' as const), key: fc.nat(universe.length - 1), back: fc.nat(60), logical: fc.nat(3), node }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('forget' as const), back: fc.nat(80) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const), back: fc.nat(200), node }) },
 );
 
-test('property: matches the reference model over random operations (eviction order, window, overflow, flush)', () => {
+test('property: matches the reference model over random operations (eviction order, window, overflow)', () => {
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 12 }), fc.constantFrom(0, 10, 60, 500, 1e9), fc.array(opArb, { maxLength: 300, size: 'max' }), (maxEntries, windowMs, ops) => {
       const map = new RecentWrites({ maxEntries, windowMs });
@@ -315,13 +300,6 @@ test('property: matches the reference model over random operations (eviction ord
           case 'forget':
             assert.equal(map.forgetBefore(wall - op.back), ref.forgetBefore(wall - op.back));
             break;
-          case 'flush': {
-            const stamp = st(Math.max(0, wall - op.back), 0, op.node);
-            assert.equal(map.incomingFlushWins(stamp), ref.flush === null || compareStamps(stamp, ref.flush) > 0);
-            map.noteFlush(stamp);
-            ref.noteFlush(stamp);
-            break;
-          }
         }
         assert.equal(map.size, ref.fifo.length);
       }
@@ -368,7 +346,7 @@ test('long random runs match the reference model: ring wrap, growth, compaction 
       ref.note(keys[pick]!.toString('latin1'), stamp);
       if (random() < 0.01) assert.equal(map.forgetBefore(wall - 1500), ref.forgetBefore(wall - 1500));
       assert.equal(map.size, ref.fifo.length);
-      assert.deepEqual(map.lastWrite(keys[pick]!), ref.lastWrite(keys[pick]!.toString('latin1')));
+      assert.deepEqual(lastWrite(map, keys[pick]!), ref.lastWrite(keys[pick]!.toString('latin1')));
       if (i % 2000 === 1999) assertSame(map, ref, keys, st(wall - 10, 0, 'b'));
     }
     assert.ok(map.overflowed > 0, 'the bound was reached');
@@ -387,7 +365,7 @@ test('keys whose hashes are equal stay distinct', () => {
     const stamp = st(i, 0, random() < 0.5 ? 'a' : 'b');
     map.note(key, stamp);
     ref.note(key.toString('latin1'), stamp);
-    for (const other of keys) assert.deepEqual(map.lastWrite(other), ref.lastWrite(other.toString('latin1')));
+    for (const other of keys) assert.deepEqual(lastWrite(map, other), ref.lastWrite(other.toString('latin1')));
   }
   assert.equal(map.size, 50);
 });
@@ -398,10 +376,10 @@ test('lastWriteOf: the stamp in a reused object, also for a key that is a view i
   map.note(k('other'), st(6, 0, 'a'));
   const read = Buffer.from([0x20, 0x41, 0xe9, 0x20]);
   const first = map.lastWriteOf(read.subarray(1, 3));
-  assert.deepEqual(first && { ...first }, st(5, 1, 'b'));
+  assert.deepEqual(first && { ...first }, { ...st(5, 1, 'b'), expiresAt: null });
   const second = map.lastWriteOf(k('other'));
   assert.equal(second, first, 'the same object, reused');
-  assert.deepEqual(second && { ...second }, st(6, 0, 'a'));
+  assert.deepEqual(second && { ...second }, { ...st(6, 0, 'a'), expiresAt: null });
   assert.equal(map.lastWriteOf(read.subarray(1, 2)), undefined);
   assert.equal(map.lastWriteOf(Buffer.alloc(1000, 0x78)), undefined);
 });
@@ -425,6 +403,18 @@ test('memory stays proportional to what is remembered', () => {
 test('a key longer than a record can hold is refused, and never found', () => {
   const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
   assert.throws(() => map.note(Buffer.alloc(0x10000), st(1)), RangeError);
-  assert.equal(map.lastWrite(Buffer.alloc(0x10000)), undefined);
+  assert.equal(lastWrite(map, Buffer.alloc(0x10000)), undefined);
   assert.equal(map.size, 0);
+});
+
+test('an expiry noted with a stamp comes back with it; forEachNewerThan lists the newer keys', () => {
+  const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
+  map.note(k('old'), st(100));
+  map.note(k('touched'), st(200, 0, 'b'), 123_456);
+  map.note(k('new'), st(300));
+  assert.equal(map.lastWriteOf(k('touched'))?.expiresAt, 123_456);
+  assert.equal(map.lastWriteOf(k('new'))?.expiresAt, null);
+  const newer: string[] = [];
+  map.forEachNewerThan(st(150), (key) => newer.push(key.toString('latin1')));
+  assert.deepEqual(newer, ['touched', 'new']);
 });

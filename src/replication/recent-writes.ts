@@ -20,7 +20,7 @@
  *
  * - the log: one Buffer used as a ring of records in the order of notes, each
  *   the stamp, the key's hash and the key's bytes (HEADER + key length bytes,
- *   52 for a 32-byte key). The ring is also the FIFO that says which entry is
+ *   60 for a 32-byte key). The ring is also the FIFO that says which entry is
  *   oldest: evicting is dropping the record at `head`. A key noted again gets
  *   a new record at the tail and its old one is marked dead, to be skipped and
  *   freed when it reaches the head (or dropped early when the ring is
@@ -37,6 +37,14 @@
 import { compareStamps, type Stamp } from './hlc';
 import { keyHash, randomSeed } from './key-hash';
 
+/** A write as remembered: its stamp, and the expiry noted with it. */
+export interface NotedWrite {
+  wall: number;
+  logical: number;
+  nodeId: string;
+  expiresAt: number | null;
+}
+
 export interface RecentWritesOptions {
   /** Hard bound on remembered keys (memory): past it the oldest are forgotten first. */
   maxEntries: number;
@@ -51,7 +59,8 @@ const LOGICAL = 8; // u32: the wire format's width (HLC_LOGICAL_MAX), what Hybri
 const HASH = 12; // u32: the key's hash, so index upkeep never rehashes key bytes
 const KEY_LENGTH = 16; // u16: memcached keys are at most 250 bytes
 const NODE = 18; // u16: index into nodeIds, or DEAD once the key was noted again
-const HEADER = 20; // then the key's bytes
+const EXPIRY = 20; // f64: the expiry noted with the stamp (touches), NaN for none
+const HEADER = 28; // then the key's bytes
 
 const DEAD = 0xffff;
 const MAX_KEY_LENGTH = 0xffff;
@@ -67,7 +76,6 @@ export class RecentWrites {
   /** Largest HLC wall seen by note(): the map's notion of "now". */
   private newestWall = 0;
   private overflowCount = 0;
-  private flushFloor: Stamp | null = null;
 
   /** The ring of records. Data is [head, tail), or [head, wrapEnd) then [0, tail) once the tail wrapped. */
   private log = Buffer.allocUnsafeSlow(MIN_LOG_BYTES);
@@ -97,7 +105,7 @@ export class RecentWrites {
   private readonly nodeNumbers = new Map<string, number>();
 
   /** lastWriteOf's answer, and the stamp compared with, reused: a lookup allocates nothing. */
-  private readonly transient = { wall: 0, logical: 0, nodeId: '' };
+  private readonly transient: NotedWrite = { wall: 0, logical: 0, nodeId: '', expiresAt: null };
 
   constructor(opts: RecentWritesOptions) {
     if (!Number.isSafeInteger(opts.maxEntries) || opts.maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${opts.maxEntries}`);
@@ -109,9 +117,10 @@ export class RecentWrites {
   /**
    * Remembers a write that took effect here: a client's (stamped by this
    * node's clock) or a peer's record that was applied. Keeps the newer stamp
-   * if the key is already known.
+   * if the key is already known. `expiresAt` (ms on this node's clock, null
+   * for never) is kept with it for callers that need it (touches).
    */
-  note(key: Buffer, stamp: Stamp): void {
+  note(key: Buffer, stamp: Stamp, expiresAt: number | null = null): void {
     if (stamp.wall > this.newestWall) this.newestWall = stamp.wall;
     // Already outside the window: it would only sit at the back of the FIFO
     // until pruned, and could not be pruned before the younger keys ahead of it.
@@ -135,32 +144,25 @@ export class RecentWrites {
     // Evict before appending, so that a full ring makes room by dropping its
     // oldest record rather than by growing.
     this.prune(1);
-    this.append(key, hash, stamp, node);
+    this.append(key, hash, stamp, node, expiresAt);
   }
 
   /**
    * Should an incoming record with this stamp be applied? Yes if the key was
-   * not written recently, or if the record is newer than the last write (and
-   * than the last flush, see noteFlush). Both nodes answer the same way for
-   * the same pair of writes, which is what makes them converge.
+   * not written recently, or if the record is newer than the last write.
+   * Both nodes answer the same way for the same pair of writes, which is what
+   * makes them converge.
    */
   incomingWins(key: Buffer, stamp: Stamp): boolean {
-    if (this.flushFloor !== null && compareStamps(stamp, this.flushFloor) <= 0) return false;
     const slot = this.find(key, key.length, this.hash(key, key.length));
     return slot < 0 || compareStamps(stamp, this.read(this.index[slot]! - 1, this.transient)) > 0;
   }
 
-  /** The stamp remembered for a key, if any. */
-  lastWrite(key: Buffer): Stamp | undefined {
-    const slot = this.find(key, key.length, this.hash(key, key.length));
-    return slot < 0 ? undefined : this.read(this.index[slot]! - 1, { wall: 0, logical: 0, nodeId: '' });
-  }
-
   /**
-   * lastWrite without a copy, for bulk callers: the object returned is
-   * reused, and only valid until the next call on this map.
+   * The write remembered for a key, if any. The object returned is reused,
+   * and only valid until the next call on this map.
    */
-  lastWriteOf(key: Uint8Array): Readonly<Stamp> | undefined {
+  lastWriteOf(key: Uint8Array): Readonly<NotedWrite> | undefined {
     const slot = this.find(key, key.length, this.hash(key, key.length));
     return slot < 0 ? undefined : this.read(this.index[slot]! - 1, this.transient);
   }
@@ -185,34 +187,20 @@ export class RecentWrites {
   }
 
   /**
-   * A flush_all took effect (here or applied from a peer). A flush is a write
-   * to every key at once, so an incoming record stamped before it must lose
-   * like it would to a write of its key: otherwise a set that crossed a flush
-   * on the wire survives on one side only. Pass the moment the flush empties
-   * the cache (for flush_all with a delay, the stamp's wall plus the delay).
-   *
-   * One stamp, kept forever (newer flushes replace it): unlike per-key
-   * entries it costs nothing, and it stays exact for records delayed past the
-   * window. Older entries need no clearing: the floor already beats them.
+   * Calls `fn` for every key remembered with a stamp newer than `stamp`
+   * (oldest first). `key` and the write are reused between calls: copy what
+   * must outlive one.
    */
-  noteFlush(stamp: Stamp): void {
-    if (this.flushFloor === null || compareStamps(stamp, this.flushFloor) > 0) {
-      this.flushFloor = { wall: stamp.wall, logical: stamp.logical, nodeId: stamp.nodeId };
+  forEachNewerThan(stamp: Stamp, fn: (key: Buffer, write: Readonly<NotedWrite>) => void): void {
+    let offset = this.head;
+    for (let n = this.records; n > 0; n--) {
+      const size = HEADER + this.keyLength(offset);
+      if (this.fields.getUint16(offset + NODE, true) !== DEAD && compareStamps(this.read(offset, this.transient), stamp) > 0) {
+        fn(this.log.subarray(offset + HEADER, offset + size), this.transient);
+      }
+      offset += size;
+      if (offset === this.wrapEnd) offset = 0;
     }
-  }
-
-  /**
-   * Should an incoming flush be applied? Not if a newer flush already was:
-   * the older one is subsumed, and running it now would also wipe the writes
-   * made since the newer one. (Stamp it the way noteFlush is stamped.)
-   */
-  incomingFlushWins(stamp: Stamp): boolean {
-    return this.flushFloor === null || compareStamps(stamp, this.flushFloor) > 0;
-  }
-
-  /** The latest flush noted, if any. */
-  get lastFlush(): Stamp | null {
-    return this.flushFloor;
   }
 
   get size(): number {
@@ -278,7 +266,7 @@ export class RecentWrites {
   }
 
   /** Writes a live record for a key not in the index, and indexes it. */
-  private append(key: Buffer, hash: number, stamp: Stamp, node: number): void {
+  private append(key: Buffer, hash: number, stamp: Stamp, node: number, expiresAt: number | null): void {
     const bytes = HEADER + key.length;
     let offset = this.place(bytes);
     if (offset < 0) {
@@ -295,6 +283,7 @@ export class RecentWrites {
     fields.setUint32(offset + HASH, hash, true);
     fields.setUint16(offset + KEY_LENGTH, key.length, true);
     fields.setUint16(offset + NODE, node, true);
+    fields.setFloat64(offset + EXPIRY, expiresAt ?? NaN, true);
     this.log.set(key, offset + HEADER);
     this.tail = offset + bytes;
     this.records++;
@@ -402,11 +391,13 @@ export class RecentWrites {
     }
   }
 
-  /** Fills `into` with the stamp of the record at `offset`. */
-  private read<T extends { wall: number; logical: number; nodeId: string }>(offset: number, into: T): T {
+  /** Fills `into` with the write noted in the record at `offset`. */
+  private read(offset: number, into: NotedWrite): NotedWrite {
     into.wall = this.fields.getFloat64(offset + WALL, true);
     into.logical = this.fields.getUint32(offset + LOGICAL, true);
     into.nodeId = this.nodeIds[this.fields.getUint16(offset + NODE, true)]!;
+    const expiresAt = this.fields.getFloat64(offset + EXPIRY, true);
+    into.expiresAt = Number.isNaN(expiresAt) ? null : expiresAt;
     return into;
   }
 

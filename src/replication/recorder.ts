@@ -12,14 +12,13 @@
 import type { WriteEffect, WriteSink } from '../protocol/effects';
 import { metaKeyFits, metaRead } from '../protocol/text/serializer';
 import type { ReplyPart } from '../protocol/text/reply-parser';
-import type { Expiry } from './frames/messages';
+import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
+import { FLUSH_CANCEL, type Expiry } from './frames/messages';
+import { flushTiming, RELATIVE_EXPTIME_MAX, type FlushSchedule, type FlushTiming } from './flush-schedule';
 import type { HybridClock, Stamp } from './hlc';
 import type { LocalMemcached } from './local-memcached';
 import type { NewRecord, Outbox } from './outbox';
 import type { RecentWrites } from './recent-writes';
-
-/** memcached reads an exptime above this many seconds as a unix timestamp. */
-const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
 
 /** An exptime as memcached reads it, as an absolute deadline on this node's clock (ms). */
 export function deadlineOf(exptime: number, now: number): number | null {
@@ -41,43 +40,81 @@ export interface RecorderEvents {
   lost(reason: string): void;
 }
 
+/** What the recorder remembers of local writes, for the applier to judge the peer's records by. */
+export interface LocalHistory {
+  /** Writes of a value (set, delete, append, ...): last writer wins. */
+  values: RecentWrites;
+  /** Touches (touch, gat, mg T): they change only the expiry, never the value. */
+  touches: RecentWrites;
+  flushes: FlushSchedule;
+}
+
 export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
 
   constructor(
     private readonly outbox: Outbox,
     private readonly clock: HybridClock,
-    private readonly recent: RecentWrites,
+    private readonly history: LocalHistory,
     private readonly local: LocalMemcached,
     private readonly events: RecorderEvents,
   ) {}
 
+  /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
   written(effect: WriteEffect, receivedAt: number): void {
-    const stamp = this.clock.stamp();
-    if (effect.kind === 'flush') {
-      this.recent.noteFlush({ ...stamp, wall: stamp.wall + effect.delay * 1000 });
-    } else {
-      if (!metaKeyFits(effect.key)) {
-        this.events.lost(`key of ${effect.key.length} bytes with spaces or control bytes cannot be replicated`);
-        return;
-      }
-      this.recent.note(effect.key, stamp);
+    try {
+      this.record(effect, receivedAt);
+    } catch (error) {
+      this.events.lost(`could not record a ${effect.kind}: ${(error as Error).message}`);
     }
+  }
+
+  private record(effect: WriteEffect, receivedAt: number): void {
+    const stamp = this.clock.stamp();
+    if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
+    if (!metaKeyFits(effect.key)) {
+      this.events.lost(`key of ${effect.key.length} bytes with spaces or control bytes cannot be replicated`);
+      return;
+    }
+    if (effect.kind === 'touch') this.history.touches.note(effect.key, stamp, deadlineOf(effect.exptime, receivedAt));
+    else this.history.values.note(effect.key, stamp);
     if (effect.kind !== 'readback') {
       this.enqueue({ record: recordOf(effect, stamp, receivedAt), ready: true });
       return;
     }
+    this.later(this.local.request(metaRead(effect.key)), (parts) => recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt), `could not read back ${effect.key.toString('latin1').slice(0, 60)}`);
+  }
+
+  /**
+   * An absolute flush time already past means "flush now" or "cancel the
+   * scheduled flush" depending on when memcached started: ask it.
+   */
+  private recordFlush(exptime: number, stamp: Stamp, receivedAt: number): void {
+    const nowSeconds = Math.floor(receivedAt / 1000);
+    const settled = (timing: FlushTiming): NewRecord => {
+      this.history.flushes.local(stamp, timing);
+      return flushRecord(stamp, timing, receivedAt);
+    };
+    if (exptime <= RELATIVE_EXPTIME_MAX || exptime > nowSeconds) {
+      this.enqueue({ record: settled(flushTiming(exptime, nowSeconds, 0)), ready: true });
+      return;
+    }
+    this.later(this.local.request(STATS_REQUEST), (parts) => settled(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)), 'could not tell a past flush_all time from a cancel');
+  }
+
+  /** A record that needs a reply from memcached first keeps its place in the order. */
+  private later(reply: Promise<ReplyPart[]>, toRecord: (parts: ReplyPart[]) => NewRecord | null, failure: string): void {
     const pending: Pending = { record: null, ready: false };
     this.enqueue(pending);
-    this.local.request(metaRead(effect.key)).then(
+    reply.then(
       (parts) => {
-        pending.record = recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt);
+        pending.record = toRecord(parts);
         pending.ready = true;
         this.flush();
       },
       (error: Error) => {
         pending.ready = true;
-        this.events.lost(`could not read back ${effect.key.toString('latin1').slice(0, 60)}: ${error.message}`);
+        this.events.lost(`${failure}: ${error.message}`);
         this.flush();
       },
     );
@@ -107,7 +144,7 @@ function baseRecord(stamp: Stamp): Pick<NewRecord, 'hlc' | 'flags' | 'value' | '
 
 const EMPTY = Buffer.alloc(0);
 
-function recordOf(effect: Exclude<WriteEffect, { kind: 'readback' }>, stamp: Stamp, now: number): NewRecord {
+function recordOf(effect: Exclude<WriteEffect, { kind: 'readback' | 'flush' }>, stamp: Stamp, now: number): NewRecord {
   const base = baseRecord(stamp);
   switch (effect.kind) {
     case 'set':
@@ -120,9 +157,19 @@ function recordOf(effect: Exclude<WriteEffect, { kind: 'readback' }>, stamp: Sta
       const expiresAt: Expiry = effect.exptime === null ? 'unchanged' : deadlineOf(effect.exptime, now);
       return { ...base, op: 'invalidate', key: effect.key, expiresAt };
     }
-    case 'flush':
-      return { ...base, op: 'flush', key: EMPTY, delay: effect.delay, expiresAt: null };
   }
+}
+
+/**
+ * A flush carries its delay in seconds from its command (FLUSH_CANCEL for a
+ * cancel) and, as its expiry, the moment it empties the cache: the serializer
+ * sends what is left of it, so time in the backlog shortens the delay.
+ */
+function flushRecord(stamp: Stamp, timing: FlushTiming, now: number): NewRecord {
+  const base = baseRecord(stamp);
+  if (timing.kind === 'cancel') return { ...base, op: 'flush', key: EMPTY, delay: FLUSH_CANCEL, expiresAt: null };
+  const delayMs = timing.kind === 'delayed' ? timing.delayMs : 0;
+  return { ...base, op: 'flush', key: EMPTY, delay: delayMs / 1000, expiresAt: now + delayMs };
 }
 
 /** `mg <key> v f t` answered VA (the item now) or EN (gone since: ship the delete). */

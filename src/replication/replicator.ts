@@ -29,6 +29,8 @@ import { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
 import { RecentWrites } from './recent-writes';
+import { FlushSchedule } from './flush-schedule';
+import type { LocalHistory } from './recorder';
 import { Recorder } from './recorder';
 
 export interface ReplicationOptions {
@@ -71,7 +73,7 @@ export class Replicator implements LinkHandler {
   readonly sink: WriteSink;
   private readonly clock: HybridClock;
   private readonly outbox: Outbox;
-  private readonly recent: RecentWrites;
+  private readonly history: LocalHistory;
   private readonly contention: Contention;
   private readonly inbox: Inbox;
   private readonly applier: Applier;
@@ -110,10 +112,11 @@ export class Replicator implements LinkHandler {
   ) {
     this.clock = new HybridClock(options.nodeId);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
-    this.recent = new RecentWrites({ maxEntries: 1_000_000, windowMs: options.conflictWindowMs });
+    const bounds = { maxEntries: 1_000_000, windowMs: options.conflictWindowMs };
+    this.history = { values: new RecentWrites(bounds), touches: new RecentWrites(bounds), flushes: new FlushSchedule() };
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
-    const recorder = new Recorder(this.outbox, this.clock, this.recent, this.readbackConnection, {
+    const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, {
       appended: () => this.schedulePump(),
       lost: (reason) => this.writeLost(reason),
     });
@@ -124,7 +127,7 @@ export class Replicator implements LinkHandler {
       settled: (key) => contention.localSettled(key),
       written: (effect, at) => recorder.written(effect, at),
     };
-    const applier = new Applier(this.applierConnection, this.clock, this.recent, contention, metrics, options.nodeId);
+    const applier = new Applier(this.applierConnection, this.clock, this.history, contention, metrics, options.nodeId);
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.applier = applier;
     this.inbox = new Inbox(applier, this.applierConnection, metrics);
@@ -406,7 +409,7 @@ export class Replicator implements LinkHandler {
           writtenSince: (key, start, end, mark) => {
             const clock = this.clock.last;
             if (clock.wall === mark.wall && clock.logical === mark.logical) return false; // nothing written at all since
-            const last = this.recent.lastWriteOf(key.subarray(start, end));
+            const last = this.history.values.lastWriteOf(key.subarray(start, end));
             return last !== undefined && last.nodeId === this.options.nodeId && compareHlc(last, mark) > 0;
           },
         },

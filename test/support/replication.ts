@@ -38,3 +38,38 @@ export async function write(node: Node, key: string): Promise<void> {
     client.close();
   }
 }
+
+/** An item as memcached holds it: value, client flags and remaining TTL (-1 = never), or null. */
+export async function item(port: number, key: string): Promise<{ value: string; flags: number; ttl: number } | null> {
+  const client = await RawClient.connect(port);
+  try {
+    client.send(`mg ${key} v f t\r\n`);
+    const complete = (bytes: Buffer) => {
+      const text = bytes.toString('latin1');
+      const head = /^VA (\d+)[^\r]*\r\n/.exec(text);
+      return text === 'EN\r\n' || (head !== null && text.length >= head[0].length + Number(head[1]) + 2);
+    };
+    const reply = (await client.read(complete, 3000)).toString('latin1');
+    if (reply.startsWith('EN')) return null;
+    const [head, value] = reply.split('\r\n');
+    return { value, flags: Number(/ f(\d+)/.exec(head)![1]), ttl: Number(/ t(-?\d+)/.exec(head)![1]) };
+  } finally {
+    client.close();
+  }
+}
+
+/** Waits until `key` reads the same on both memcacheds (TTL within 1 s) and returns it. */
+export async function converged(a: Node, b: Node, key: string, timeoutMs = 5000) {
+  let last: unknown;
+  await eventually(
+    async () => {
+      const [x, y] = await Promise.all([item(a.memcached.port, key), item(b.memcached.port, key)]);
+      last = [x, y];
+      if (x === null || y === null) return x === y;
+      return x.value === y.value && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 1;
+    },
+    timeoutMs,
+    () => `"${key}" to converge (last: ${JSON.stringify(last)})`,
+  );
+  return item(a.memcached.port, key);
+}

@@ -86,6 +86,9 @@ export const RECORD_OP_CODES: Readonly<Record<RecordOp, number>> = {
   set: 0, add: 1, delete: 2, touch: 3, invalidate: 4, flush: 5,
 };
 
+/** A flush record's delay that means "cancel the scheduled flush". */
+export const FLUSH_CANCEL = 0xffff_ffff;
+
 /** ttlMs on the wire: the item never expires. */
 export const TTL_NEVER = -1;
 /** ttlMs on the wire: leave the expiry as it is (md with I but without T). */
@@ -110,7 +113,11 @@ export interface RecordFields {
   flags: number;
   /** set/add only; empty otherwise. */
   value: Buffer;
-  /** flush only: seconds, as flush_all's delay. */
+  /**
+   * flush only: seconds from the flush's command to the moment it empties the
+   * cache (0: at once), or FLUSH_CANCEL: it cancels a scheduled flush and
+   * flushes nothing (see flush-schedule.ts).
+   */
   delay: number;
 }
 

@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FlushSchedule, flushTiming, RELATIVE_EXPTIME_MAX } from './flush-schedule';
+import type { Stamp } from './hlc';
+
+const st = (wall: number, nodeId = 'a'): Stamp => ({ wall, logical: 0, nodeId });
+
+test('flushTiming reads flush_all\'s argument as memcached does', () => {
+  const now = 1_800_000_000;
+  const started = now - 3600;
+  assert.deepEqual(flushTiming(0, now, started), { kind: 'now' });
+  assert.deepEqual(flushTiming(-1, now, started), { kind: 'now' }, 'negative: at once');
+  assert.deepEqual(flushTiming(5, now, started), { kind: 'delayed', delayMs: 5000 });
+  assert.deepEqual(flushTiming(RELATIVE_EXPTIME_MAX, now, started), { kind: 'delayed', delayMs: RELATIVE_EXPTIME_MAX * 1000 });
+  assert.deepEqual(flushTiming(RELATIVE_EXPTIME_MAX + 1, now, started), { kind: 'cancel' }, '1970: before memcached started');
+  assert.deepEqual(flushTiming(started + 10, now, started), { kind: 'now' }, 'past, but after memcached started');
+  assert.deepEqual(flushTiming(now + 60, now, started), { kind: 'delayed', delayMs: 60_000 });
+  assert.deepEqual(flushTiming(0xffff_ffff, now, started), { kind: 'delayed', delayMs: (0xffff_ffff - now) * 1000 });
+});
+
+test('an immediate flush erases older records only', () => {
+  const flushes = new FlushSchedule(() => 1000);
+  flushes.local(st(500), { kind: 'now' });
+  assert.equal(flushes.erases(st(400, 'b')), true);
+  assert.equal(flushes.erases(st(600, 'b')), false);
+});
+
+test('a delayed flush erases nothing until its moment, then everything before it', () => {
+  let now = 1000;
+  const flushes = new FlushSchedule(() => now);
+  flushes.local(st(1000), { kind: 'delayed', delayMs: 2000 });
+  assert.equal(flushes.erases(st(999, 'b')), false, 'writes keep replicating during the delay');
+  now = 3001;
+  assert.equal(flushes.erases(st(2500, 'b')), true, 'written during the delay: flushed at the moment');
+  assert.equal(flushes.erases(st(3500, 'b')), false);
+});
+
+test('the peer\'s delayed flush is scheduled with what is left of it; an older one is superseded', () => {
+  const flushes = new FlushSchedule(() => 1000);
+  assert.deepEqual(flushes.incoming(st(900, 'b'), { kind: 'delayed', delayMs: 10_000 }, 9_900), { kind: 'schedule', seconds: 10 });
+  flushes.local(st(950), { kind: 'cancel' });
+  assert.equal(flushes.state.pendingAt, null);
+  flushes.local(st(1000), { kind: 'delayed', delayMs: 5000 });
+  assert.deepEqual(flushes.incoming(st(990, 'b'), { kind: 'delayed', delayMs: 60_000 }, 59_000), { kind: 'skip' }, 'replaced by the newer command');
+  assert.deepEqual(flushes.incoming(st(990, 'b'), { kind: 'cancel' }, 0), { kind: 'skip' });
+});
+
+test('a due flush from the peer flushes now, keeps what came after it, and puts back a newer schedule', () => {
+  const flushes = new FlushSchedule(() => 10_000);
+  flushes.local(st(9000), { kind: 'delayed', delayMs: 20_000 });
+  const action = flushes.incoming(st(8000, 'b'), { kind: 'now' }, 0);
+  assert.deepEqual(action, { kind: 'flush', moment: st(8000, 'b'), reschedule: 19 });
+  assert.equal(flushes.erases(st(7999)), true);
+  assert.equal(flushes.erases(st(8001)), false);
+  assert.deepEqual(flushes.incoming(st(7000, 'b'), { kind: 'now' }, 0), { kind: 'skip' }, 'older than a flush already done');
+});

@@ -1,0 +1,133 @@
+/**
+ * flush_all as memcached runs it, kept the same on both nodes.
+ *
+ * memcached holds one setting, oldest_live (proto_text.c,
+ * process_flush_all_command; items.c, item_is_flushed): `flush_all` with no
+ * delay (or one <= 0) empties the cache at once; `flush_all N` schedules the
+ * moment N seconds on (N over 30 days is a unix time), and at that moment
+ * every item stored before it goes, including those stored during the delay.
+ * A later flush_all replaces a scheduled one: `flush_all 0` flushes now and
+ * cancels it, and an absolute time before memcached started cancels it and
+ * flushes nothing.
+ *
+ * Both nodes keep, in HLC time, the moment of the newest flush that has taken
+ * effect (the floor: a record stamped before it was flushed on its origin or
+ * will be, and must not come back) and the flush still scheduled, with the
+ * command that scheduled it (a newer command replaces it, as in memcached).
+ * A record written during a delay is still replicated: each memcached
+ * flushes it when the moment comes.
+ */
+import { compareStamps, type Stamp } from './hlc';
+
+/** A flush_all as the recorder normalised it: how long after its command it empties the cache. */
+export type FlushTiming = { kind: 'now' } | { kind: 'delayed'; delayMs: number } | { kind: 'cancel' };
+
+/** What the applier does with a peer's flush. */
+export type FlushAction =
+  | { kind: 'skip' }
+  /** Schedule memcached's own delayed flush, this many seconds on. */
+  | { kind: 'schedule'; seconds: number }
+  /** Cancel the scheduled flush without flushing anything. */
+  | { kind: 'cancel' }
+  /**
+   * Flush now, but keep the writes stamped after `moment` (they reached this
+   * node after the flush happened on its origin, where they survive), then
+   * schedule `reschedule` seconds on again if a newer delayed flush was pending.
+   */
+  | { kind: 'flush'; moment: Stamp; reschedule: number | null };
+
+interface Pending {
+  command: Stamp;
+  at: Stamp;
+}
+
+export class FlushSchedule {
+  private floor: Stamp | null = null;
+  private pending: Pending | null = null;
+
+  constructor(private readonly wallClock: () => number = Date.now) {}
+
+  /** A client's flush_all took effect here (its command is the newest this node knows). */
+  local(command: Stamp, timing: FlushTiming): void {
+    if (timing.kind === 'now') this.flushed(command);
+    if (timing.kind === 'delayed') this.pending = { command, at: after(command, timing.delayMs) };
+    else this.pending = null;
+  }
+
+  /**
+   * The peer's flush_all: `remainingMs` is what is left of its delay on this
+   * node's clock (<= 0 when it came due on the way, or had no delay).
+   */
+  incoming(command: Stamp, timing: FlushTiming, remainingMs: number): FlushAction {
+    const supersededBy = this.newerPending(command);
+    if (timing.kind === 'cancel') {
+      if (supersededBy) return { kind: 'skip' };
+      this.pending = null;
+      return { kind: 'cancel' };
+    }
+    if (timing.kind === 'delayed' && remainingMs > 0) {
+      if (supersededBy) return { kind: 'skip' };
+      this.pending = { command, at: after(command, timing.delayMs) };
+      return { kind: 'schedule', seconds: Math.max(1, Math.round(remainingMs / 1000)) };
+    }
+    const moment = timing.kind === 'delayed' ? after(command, timing.delayMs) : command;
+    this.promoteDue();
+    if (this.floor !== null && compareStamps(moment, this.floor) <= 0) return { kind: 'skip' };
+    this.floor = moment;
+    // memcached's flush_all replaces what it had scheduled: put back a newer schedule.
+    const reschedule = supersededBy ? Math.max(1, Math.round((supersededBy.at.wall - this.wallClock()) / 1000)) : null;
+    if (!supersededBy) this.pending = null;
+    return { kind: 'flush', moment, reschedule };
+  }
+
+  /** Was a record with this stamp written before a flush that has emptied this cache? */
+  erases(stamp: Stamp): boolean {
+    this.promoteDue();
+    return this.floor !== null && compareStamps(stamp, this.floor) <= 0;
+  }
+
+  /** For stats and tests. */
+  get state(): { floor: Stamp | null; pendingAt: Stamp | null } {
+    this.promoteDue();
+    return { floor: this.floor, pendingAt: this.pending?.at ?? null };
+  }
+
+  private newerPending(command: Stamp): Pending | null {
+    return this.pending !== null && compareStamps(this.pending.command, command) > 0 ? this.pending : null;
+  }
+
+  private promoteDue(): void {
+    if (this.pending === null || this.pending.at.wall > this.wallClock()) return;
+    this.flushed(this.pending.at);
+    this.pending = null;
+  }
+
+  private flushed(moment: Stamp): void {
+    if (this.floor === null || compareStamps(moment, this.floor) > 0) this.floor = moment;
+  }
+}
+
+function after(stamp: Stamp, ms: number): Stamp {
+  return { wall: stamp.wall + ms, logical: stamp.logical, nodeId: stamp.nodeId };
+}
+
+/** memcached reads an exptime above this many seconds as a unix timestamp (REALTIME_MAXDELTA). */
+export const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
+
+/**
+ * flush_all's argument as memcached reads it, against the unix time now and
+ * the time the local memcached started (both in seconds).
+ */
+export function flushTiming(exptime: number, nowSeconds: number, memcachedStarted: number): FlushTiming {
+  if (exptime <= 0) return { kind: 'now' };
+  if (exptime <= RELATIVE_EXPTIME_MAX) return { kind: 'delayed', delayMs: exptime * 1000 };
+  if (exptime <= memcachedStarted) return { kind: 'cancel' };
+  if (exptime <= nowSeconds) return { kind: 'now' };
+  return { kind: 'delayed', delayMs: (exptime - nowSeconds) * 1000 };
+}
+
+/**
+ * A flush_all argument that cancels a scheduled flush and flushes nothing on
+ * any memcached: an absolute time (over 30 days) long before it started.
+ */
+export const CANCEL_FLUSH_EXPTIME = RELATIVE_EXPTIME_MAX + 1;

@@ -1,0 +1,255 @@
+/**
+ * Replication of the commands beyond set and delete, and of clients that do
+ * unusual things: flush_all with every kind of delay, touches racing sets,
+ * flushes crossing writes, clients that hang up with writes in flight.
+ * Every check reads both memcacheds directly.
+ */
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { RawClient } from './support/client';
+import { eventually, freePort, sleep } from './support/ports';
+import { type Node, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
+import { converged, has, item, linked } from './support/replication';
+import { Relay } from './support/relay';
+import { readAll } from './support/bulk';
+
+/** A pair whose link runs through a relay that the test can stall. */
+async function relayedPair(): Promise<{ a: Node; b: Node; relay: Relay }> {
+  const ra = await freePort();
+  const a = await startNode('a', ra, null);
+  const relay = new Relay(ra);
+  const b = await startNode('b', await freePort(), await relay.start());
+  await linked(a, b);
+  return { a, b, relay };
+}
+
+/** Sends one request through a node's proxy and returns its reply line. */
+async function ask(node: Node, request: string): Promise<string> {
+  const client = await RawClient.connect(node.memrepl.port);
+  try {
+    return await client.request(request);
+  } finally {
+    client.close();
+  }
+}
+
+/** Waits until `key` is held (or not) by both memcacheds. */
+async function heldOnBoth(a: Node, b: Node, key: string, held: boolean, timeoutMs = 5000): Promise<void> {
+  await eventually(async () => (await has(a.memcached.port, key)) === held && (await has(b.memcached.port, key)) === held, timeoutMs, `${key} ${held ? 'held' : 'gone'} on both`);
+}
+
+describe('flush_all', () => {
+  let a: Node;
+  let b: Node;
+  let direct: Running;
+  before(async () => {
+    [a, b] = await startPair();
+    direct = await startMemcached();
+    await linked(a, b);
+  });
+  after(async () => {
+    await stopAll(a, b);
+    await direct.stop();
+  });
+
+  it('answers every numeric form of its delay as memcached does, and keeps replicating', async () => {
+    const delays = ['-1', '-0', '-2147483648', '2147483647', '2147483648', '4294967295', '18446744073709551615', '99999999999999999999999', '2592000', '2592001', 'abc', '1.5', '+5', ''];
+    const proxy = await RawClient.connect(a.memrepl.port);
+    const memcached = await RawClient.connect(direct.port);
+    try {
+      for (const delay of delays) {
+        const line = `flush_all ${delay}\r\n`;
+        assert.equal(await proxy.request(line), await memcached.request(line), line);
+        // Immediate flushes and cancels leave nothing scheduled to disturb the next case.
+        await proxy.request('flush_all 0\r\n');
+        await memcached.request('flush_all 0\r\n');
+        const key = `after${delays.indexOf(delay)}`;
+        await proxy.request(`set ${key} 0 0 1\r\nx\r\n`, 'STORED\r\n');
+        await heldOnBoth(a, b, key, true);
+      }
+    } finally {
+      proxy.close();
+      memcached.close();
+    }
+  });
+
+  it('flush_all -1 flushes both nodes at once, and the proxy lives on', async () => {
+    await ask(a, 'set minus 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'minus', true);
+    assert.equal(await ask(a, 'flush_all -1\r\n'), 'OK\r\n');
+    await heldOnBoth(a, b, 'minus', false);
+    assert.equal(await ask(a, 'version\r\n').then((r) => r.startsWith('VERSION')), true);
+  });
+
+  it('with a delay: writes on both nodes still replicate until the moment, then both flush', async () => {
+    await ask(a, 'set before 0 0 1\r\nx\r\n');
+    assert.equal(await ask(a, 'flush_all 2\r\n'), 'OK\r\n');
+    await ask(a, 'set during-a 0 0 1\r\nx\r\n');
+    await ask(b, 'set during-b 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'during-a', true, 1500);
+    await heldOnBoth(a, b, 'during-b', true, 1500);
+    // memcached flushes everything stored before the moment, including during the delay.
+    for (const key of ['before', 'during-a', 'during-b']) await heldOnBoth(a, b, key, false, 4000);
+    // memcached's clock ticks once a second: an item stored in the second of the moment is flushed too.
+    await sleep(1100);
+    await ask(b, 'set later 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'later', true);
+  });
+
+  it('an absolute time far ahead schedules a flush without stopping replication', async () => {
+    const inAnHour = Math.floor(Date.now() / 1000) + 3600;
+    assert.equal(await ask(a, `flush_all ${inAnHour}\r\n`), 'OK\r\n');
+    await ask(b, 'set from-b 0 0 1\r\nx\r\n');
+    await ask(a, 'set from-a 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'from-b', true, 3000);
+    await heldOnBoth(a, b, 'from-a', true, 3000);
+    await ask(a, 'flush_all 2592001\r\n'); // cancels it everywhere
+  });
+
+  it('a cancel (an absolute time before memcached started) reaches the peer: nothing is flushed', async () => {
+    await ask(a, 'set kept 0 0 1\r\nx\r\n');
+    assert.equal(await ask(a, 'flush_all 2\r\n'), 'OK\r\n');
+    assert.equal(await ask(a, 'flush_all 2592001\r\n'), 'OK\r\n');
+    await sleep(3500);
+    assert.equal(await has(a.memcached.port, 'kept'), true, 'origin keeps it');
+    assert.equal(await has(b.memcached.port, 'kept'), true, 'peer keeps it');
+  });
+
+  it('flush_all 0 after a delayed one flushes now and cancels the delayed one on both', async () => {
+    await ask(a, 'set old 0 0 1\r\nx\r\n');
+    await ask(a, 'flush_all 2\r\n');
+    await ask(a, 'flush_all 0\r\n');
+    await heldOnBoth(a, b, 'old', false);
+    await ask(a, 'set new 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'new', true);
+    await sleep(3000);
+    assert.equal(await has(a.memcached.port, 'new'), true);
+    assert.equal(await has(b.memcached.port, 'new'), true, 'the delayed flush was cancelled on the peer too');
+  });
+
+  it('the binary flush opcode with a delay keeps replicating too', async () => {
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      const flush = Buffer.alloc(28);
+      flush[0] = 0x80; // request
+      flush[1] = 0x08; // flush
+      flush[4] = 4; // extras length
+      flush.writeUInt32BE(4, 8); // body length
+      flush.writeUInt32BE(2, 24); // delay: 2 s
+      client.send(flush);
+      const reply = await client.read((bytes) => bytes.length >= 24, 3000);
+      assert.equal(reply.readUInt16BE(6), 0, 'status');
+    } finally {
+      client.close();
+    }
+    await ask(b, 'set bin-during 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'bin-during', true, 1500);
+    await heldOnBoth(a, b, 'bin-during', false, 4000);
+  });
+});
+
+describe('races the link decides', () => {
+  it('a touch on one node never undoes a set on the other: both end with the new value and the touch\'s expiry', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      await ask(a, 'set session 0 0 2\r\nv0\r\n');
+      await converged(a, b, 'session');
+      relay.stall();
+      await ask(a, 'set session 0 0 2\r\nv1\r\n');
+      await sleep(5);
+      assert.equal(await ask(b, 'touch session 1000\r\n'), 'TOUCHED\r\n');
+      relay.resume();
+      const held = await converged(a, b, 'session');
+      assert.equal(held?.value, 'v1');
+      assert.ok(held && held.ttl > 990, `ttl ${held?.ttl}`);
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('gat and mg T race a set the same way', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      await ask(a, 'set g 0 0 2\r\nv0\r\nset m 0 0 2\r\nv0\r\n');
+      await converged(a, b, 'g');
+      await converged(a, b, 'm');
+      relay.stall();
+      await ask(a, 'set g 0 0 2\r\nv1\r\nset m 0 0 2\r\nv1\r\n');
+      await sleep(5);
+      const client = await RawClient.connect(b.memrepl.port);
+      await client.request('gat 500 g\r\n', 'END\r\n');
+      await client.request('mg m T500 v\r\n');
+      client.close();
+      relay.resume();
+      for (const key of ['g', 'm']) {
+        const held = await converged(a, b, key);
+        assert.equal(held?.value, 'v1', key);
+        assert.ok(held && held.ttl > 490, `${key} ttl ${held?.ttl}`);
+      }
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('a flush that crosses a newer write on the other node keeps that write on both', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      await ask(a, 'set doomed 0 0 1\r\nx\r\n');
+      await converged(a, b, 'doomed');
+      relay.stall();
+      assert.equal(await ask(a, 'flush_all\r\n'), 'OK\r\n');
+      await sleep(5);
+      await ask(b, 'set survivor 0 0 1\r\ny\r\n');
+      relay.resume();
+      await heldOnBoth(a, b, 'doomed', false);
+      await heldOnBoth(a, b, 'survivor', true);
+      assert.deepEqual(await item(b.memcached.port, 'survivor'), await item(a.memcached.port, 'survivor'));
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+});
+
+describe('clients that hang up', () => {
+  let a: Node;
+  let b: Node;
+  before(async () => {
+    [a, b] = await startPair();
+    await linked(a, b);
+  });
+  after(() => stopAll(a, b));
+
+  it('noreply sets pipelined past the shared connection and then a close all reach the peer', async () => {
+    const value = 'v'.repeat(100);
+    for (let round = 0; round < 3; round++) {
+      const keys = Array.from({ length: 500 }, (_, i) => `bulk${round}-${i}`);
+      // Held back, memcached answers nothing before the client is gone: the proxy cannot
+      // learn the outcome from the replies, yet memcached runs every set once it resumes.
+      const stalled = round > 0;
+      try {
+        const socket = net.connect(a.memrepl.port, '127.0.0.1');
+        await new Promise((resolve) => socket.once('connect', resolve));
+        if (stalled) a.memcached.child.kill('SIGSTOP');
+        // A multi-get of more than 16 keys moves the session to a connection of its own, and the sets follow it there.
+        const multiGet = `get ${Array.from({ length: 20 }, (_, i) => `warm${i}`).join(' ')}\r\n`;
+        socket.end(multiGet + keys.map((key) => `set ${key} 0 0 ${value.length} noreply\r\n${value}\r\n`).join(''));
+        await new Promise((resolve) => socket.once('close', resolve));
+        if (stalled) await sleep(200);
+      } finally {
+        if (stalled) a.memcached.child.kill('SIGCONT');
+      }
+      let missing: string[] = [];
+      await eventually(async () => {
+        const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
+        missing = keys.filter((key) => (onA.get(key) === null) !== (onB.get(key) === null));
+        return missing.length === 0;
+      }, 10000, () => `round ${round}: B holds every key A holds (${missing.length} differ, e.g. ${missing.slice(0, 3).join(' ')})`);
+      const applied = [...(await readAll(a.memcached.port, keys)).values()].filter((held) => held !== null).length;
+      assert.ok(applied > 0, `round ${round}: memcached A applied some of the writes`);
+    }
+  });
+});
