@@ -128,6 +128,11 @@ export function parseArgs(argv: string[]): Config {
       default: 10000,
       describe: 'Items per second a full copy (marugoto) sends at most, so clients of the sending node keep their latency; 0 = unpaced',
     })
+    .option('conflict-window', {
+      type: 'number',
+      default: 300,
+      describe: 'Seconds a write is remembered to decide conflicts by last writer wins once the peer has seen it (kept longer while the peer is away)',
+    })
     .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
     .option('backlog-size', { type: 'string', default: '32m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
     .option('max-item-size', {
@@ -191,6 +196,7 @@ export function parseArgs(argv: string[]): Config {
     cluster: args.cluster,
     backlogBytes: parseSize(args['backlog-size']) ?? fail(`invalid --backlog-size: ${args['backlog-size']}`),
     resyncRate: args['resync-rate'],
+    conflictWindowMs: args['conflict-window'] * 1000,
     readyBeforeCopy: args['ready-before-copy'],
     launch: null,
     replicationSecret: args['replication-secret-file'] ? readSecret(args['replication-secret-file']) : null,
@@ -206,6 +212,7 @@ export function parseArgs(argv: string[]): Config {
     );
   }
   if (!Number.isInteger(config.resyncRate) || config.resyncRate < 0) fail('invalid --resync-rate: must be a non-negative integer');
+  if (!(config.conflictWindowMs >= 0) || !Number.isFinite(config.conflictWindowMs)) fail('invalid --conflict-window: must be a non-negative number of seconds');
   if (!Number.isInteger(args['idle-timeout']) || args['idle-timeout'] < 0) fail('invalid --idle-timeout: must be a non-negative integer (seconds)');
   config.launch = launcherArgs(args, config);
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);

@@ -25,6 +25,8 @@ export interface Config {
   cluster: string;
   backlogBytes: number;
   resyncRate: number;
+  /** How long a write is remembered for last-writer-wins once the peer has seen it. */
+  conflictWindowMs: number;
   readyBeforeCopy: boolean;
   /** Launcher mode: the memcached to start (or adopt) and supervise; its upstream is then a private socket in runDir. */
   launch: { binary: string; args: string[]; runDir: string } | null;

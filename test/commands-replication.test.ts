@@ -10,17 +10,19 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { type Node, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
-import { converged, has, item, linked } from './support/replication';
+import { converged, has, item, linked, stat } from './support/replication';
 import { Relay } from './support/relay';
 import { readAll } from './support/bulk';
 
 /** A pair whose link runs through a relay that the test can stall. */
-async function relayedPair(): Promise<{ a: Node; b: Node; relay: Relay }> {
+async function relayedPair(extraArgs: string[] = []): Promise<{ a: Node; b: Node; relay: Relay }> {
   const ra = await freePort();
-  const a = await startNode('a', ra, null);
+  const a = await startNode('a', ra, null, extraArgs);
   const relay = new Relay(ra);
-  const b = await startNode('b', await freePort(), await relay.start());
+  const b = await startNode('b', await freePort(), await relay.start(), extraArgs);
   await linked(a, b);
+  // The first full copies (each node has applied nothing from the other) must be over, or a cut link restarts them.
+  for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
   return { a, b, relay };
 }
 
@@ -207,6 +209,32 @@ describe('races the link decides', () => {
       await heldOnBoth(a, b, 'doomed', false);
       await heldOnBoth(a, b, 'survivor', true);
       assert.deepEqual(await item(b.memcached.port, 'survivor'), await item(a.memcached.port, 'survivor'));
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+});
+
+describe('partitions', () => {
+  it('a partition longer than the conflict window is still decided by last writer wins', async () => {
+    const { a, b, relay } = await relayedPair(['--conflict-window', '1']);
+    try {
+      relay.stall();
+      // The link dies of silence (5 s without a frame) and cannot come back through the stalled relay.
+      await eventually(async () => (await stat(a, 'peer_up')) === '0' && (await stat(b, 'peer_up')) === '0', 10000, 'link down');
+      await ask(a, 'set contested 0 0 5\r\nolder\r\n');
+      await sleep(20);
+      await ask(b, 'set contested 0 0 5\r\nnewer\r\n');
+      await sleep(1500); // past the window
+      await ask(a, 'set later-a 0 0 1\r\nx\r\n');
+      await ask(b, 'set later-b 0 0 1\r\nx\r\n');
+      relay.resume();
+      await linked(a, b);
+      const held = await converged(a, b, 'contested', 10000);
+      assert.equal(held?.value, 'newer');
+      await heldOnBoth(a, b, 'later-a', true);
+      await heldOnBoth(a, b, 'later-b', true);
     } finally {
       relay.close();
       await stopAll(a, b);

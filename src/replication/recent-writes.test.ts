@@ -418,3 +418,27 @@ test('an expiry noted with a stamp comes back with it; forEachNewerThan lists th
   map.forEachNewerThan(st(150), (key) => newer.push(key.toString('latin1')));
   assert.deepEqual(newer, ['touched', 'new']);
 });
+
+test('held, nothing is forgotten for its age; only the size bounds apply, and count as overflows', () => {
+  const map = new RecentWrites({ maxEntries: 3, windowMs: 100 });
+  map.hold(true);
+  map.note(k('a'), st(0));
+  map.note(k('b'), st(1000));
+  assert.equal(map.incomingWins(k('a'), st(-1, 0, 'b')), false, 'remembered past the window');
+  map.note(k('c'), st(1001));
+  map.note(k('d'), st(1002));
+  assert.equal(map.size, 3);
+  assert.equal(map.overflowed, 1, 'a was forced out while held');
+  map.hold(false);
+  assert.equal(map.size, 3, 'b, c, d are inside the window');
+  map.note(k('e'), st(5000));
+  assert.equal(map.size, 1);
+});
+
+test('a byte bound forgets the oldest keys first', () => {
+  const map = new RecentWrites({ maxEntries: 100, maxBytes: 3 * (28 + 10), windowMs: 60_000 });
+  for (let i = 0; i < 5; i++) map.note(k(`key-${String(i).padStart(6, '0')}`), st(i));
+  assert.equal(map.size, 3);
+  assert.equal(map.lastWriteOf(k('key-000001')), undefined);
+  assert.ok(map.lastWriteOf(k('key-000004')));
+});

@@ -48,6 +48,8 @@ export interface NotedWrite {
 export interface RecentWritesOptions {
   /** Hard bound on remembered keys (memory): past it the oldest are forgotten first. */
   maxEntries: number;
+  /** Hard bound on the bytes of remembered entries (header and key); none if omitted. */
+  maxBytes?: number;
   /** Entries whose stamp is this much older than the newest stamp seen are forgotten. */
   windowMs: number;
 }
@@ -72,6 +74,9 @@ const MIN_INDEX_SLOTS = 16;
 
 export class RecentWrites {
   private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  /** While held, nothing is forgotten for its age (see hold). */
+  private held = false;
   private readonly windowMs: number;
   /** Largest HLC wall seen by note(): the map's notion of "now". */
   private newestWall = 0;
@@ -111,6 +116,7 @@ export class RecentWrites {
     if (!Number.isSafeInteger(opts.maxEntries) || opts.maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${opts.maxEntries}`);
     if (!(opts.windowMs >= 0)) throw new RangeError(`windowMs must be >= 0, got ${opts.windowMs}`);
     this.maxEntries = opts.maxEntries;
+    this.maxBytes = opts.maxBytes ?? Infinity;
     this.windowMs = opts.windowMs;
   }
 
@@ -124,7 +130,7 @@ export class RecentWrites {
     if (stamp.wall > this.newestWall) this.newestWall = stamp.wall;
     // Already outside the window: it would only sit at the back of the FIFO
     // until pruned, and could not be pruned before the younger keys ahead of it.
-    if (stamp.wall < this.newestWall - this.windowMs) return;
+    if (!this.held && stamp.wall < this.newestWall - this.windowMs) return;
     if (key.length > MAX_KEY_LENGTH) throw new RangeError(`key of ${key.length} bytes: at most ${MAX_KEY_LENGTH}`);
     const node = this.nodeNumber(stamp.nodeId); // before any change: it can throw
     const hash = this.hash(key, key.length);
@@ -143,7 +149,7 @@ export class RecentWrites {
     }
     // Evict before appending, so that a full ring makes room by dropping its
     // oldest record rather than by growing.
-    this.prune(1);
+    this.prune(1, HEADER + key.length);
     this.append(key, hash, stamp, node, expiresAt);
   }
 
@@ -208,23 +214,34 @@ export class RecentWrites {
   }
 
   /**
-   * Entries forgotten because of maxEntries while still inside the window: a
-   * conflict on them falls back to "incoming wins". Worth a metric: if it
-   * grows, maxEntries is too small for the write rate.
+   * Stops (or resumes) forgetting entries for their age. The node holds them
+   * while its peer cannot have seen them (the link is down, or the peer's
+   * backlog is still being replayed): a record that arrives after any delay
+   * is then still judged by last writer wins. Only the size bounds apply
+   * meanwhile, and what they force out is counted in `overflowed`.
+   */
+  hold(held: boolean): void {
+    this.held = held;
+    if (!held) this.prune(0);
+  }
+
+  /**
+   * Entries forgotten because of a size bound while still needed (inside the
+   * window, or while held): a conflict on them falls back to "incoming wins".
    */
   get overflowed(): number {
     return this.overflowCount;
   }
 
-  /** Forgets what the bounds say to, leaving room for `adding` more keys within maxEntries. */
-  private prune(adding: number): void {
+  /** Forgets what the bounds say to, leaving room for `adding` more keys of `addingBytes` within them. */
+  private prune(adding: number, addingBytes = 0): void {
     const windowStart = this.newestWall - this.windowMs;
-    while (this.live + adding > this.maxEntries) {
+    while (this.live > 0 && (this.live + adding > this.maxEntries || this.usedBytes - this.deadBytes + addingBytes > this.maxBytes)) {
       const oldest = this.front();
-      if (this.fields.getFloat64(oldest + WALL, true) >= windowStart) this.overflowCount++;
+      if (this.held || this.fields.getFloat64(oldest + WALL, true) >= windowStart) this.overflowCount++;
       this.evictFront();
     }
-    this.forgetBefore(windowStart);
+    if (!this.held) this.forgetBefore(windowStart);
     // Most of the ring is free (the window passed over a burst of writes): give the memory back.
     if (this.log.length > MIN_LOG_BYTES && this.usedBytes * 8 < this.log.length) this.relayout(2 * (this.usedBytes - this.deadBytes));
   }

@@ -67,6 +67,16 @@ const COPY_STAMP = { wall: 0, logical: 0 };
 const EMPTY_VALUE = Buffer.alloc(0);
 /** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
 const COPY_WAIT_MS = 30_000;
+/** How often to look again whether the peer's backlog has been applied (see releaseHistoryWhenCaughtUp). */
+const CATCH_UP_WAIT_MS = 10_000;
+/**
+ * Size bounds of the conflict maps (recent-writes.ts), in keys and bytes: 64 MiB
+ * holds a million keys of 40 bytes. Past them, the oldest entries go first.
+ */
+const CONFLICT_MAP_BOUNDS = {
+  values: { maxEntries: 1_000_000, maxBytes: 64 * 1024 * 1024 },
+  touches: { maxEntries: 1_000_000, maxBytes: 32 * 1024 * 1024 },
+};
 
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
@@ -79,6 +89,8 @@ export class Replicator implements LinkHandler {
   private readonly applier: Applier;
   /** Where the peer's stream ended when it last said (HELLO or request): a copy to it waits until that is applied here. */
   private peerLastSeq = 0;
+  private historyHeld = false;
+  private overflowedWhenHeld = 0;
   private readonly applierConnection: LocalMemcached;
   private readonly readbackConnection: LocalMemcached;
   private readonly server: net.Server;
@@ -112,8 +124,14 @@ export class Replicator implements LinkHandler {
   ) {
     this.clock = new HybridClock(options.nodeId);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
-    const bounds = { maxEntries: 1_000_000, windowMs: options.conflictWindowMs };
-    this.history = { values: new RecentWrites(bounds), touches: new RecentWrites(bounds), flushes: new FlushSchedule() };
+    const windowMs = options.conflictWindowMs;
+    this.history = {
+      values: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values }),
+      touches: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.touches }),
+      flushes: new FlushSchedule(),
+    };
+    // No peer has seen anything yet: remember every write until one has (see holdHistory).
+    this.holdHistory(true);
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, {
@@ -301,6 +319,7 @@ export class Replicator implements LinkHandler {
     }
     this.active = null;
     this.cursor = null;
+    this.holdHistory(true);
     this.copy?.abort('replication link closed');
     this.metrics.peerUp.set(0);
     this.metrics.copyInProgress.labels('receiving').set(0);
@@ -330,10 +349,39 @@ export class Replicator implements LinkHandler {
     this.peerLastSeq = hello.lastSeq ?? 0;
     this.log.info('replication: start');
     this.startStream(hello);
+    this.releaseHistoryWhenCaughtUp(link, hello.lastSeq ?? 0);
     // The peer's proxy restarted: what it acknowledged but had not shipped (writes, deletes) exists on its side only,
     // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
     // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode).
     if (peerRestarted) this.needFullResync('the peer restarted: reconciling');
+    else if (this.overflowed() > this.overflowedWhenHeld) this.needFullResync('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
+  }
+
+  /**
+   * Holding: the conflict maps forget nothing for its age while the peer may
+   * still send records older than the window (the link is down, or its
+   * backlog is being replayed), so a partition of any length is still decided
+   * by last writer wins. If the maps' size bounds force entries out
+   * meanwhile, the next handshake reconciles with copies instead.
+   */
+  private holdHistory(held: boolean): void {
+    if (held && !this.historyHeld) this.overflowedWhenHeld = this.overflowed();
+    this.historyHeld = held;
+    this.history.values.hold(held);
+    this.history.touches.hold(held);
+  }
+
+  /** Stops holding once this node applied everything the peer had when it said HELLO. */
+  private releaseHistoryWhenCaughtUp(link: Link, peerLastSeq: number): void {
+    void this.inbox.whenApplied(peerLastSeq, CATCH_UP_WAIT_MS).then((caughtUp) => {
+      if (this.active !== link) return;
+      if (caughtUp) this.holdHistory(false);
+      else this.releaseHistoryWhenCaughtUp(link, peerLastSeq);
+    });
+  }
+
+  private overflowed(): number {
+    return this.history.values.overflowed + this.history.touches.overflowed;
   }
 
   /**
@@ -616,6 +664,7 @@ export class Replicator implements LinkHandler {
       ['full_resync_needed', this.fullResyncReason ?? ''],
       ['writes_lost', this.lostWrites],
       ['conflict_repairs', this.contention.repairs],
+      ['conflict_map_overflows', this.overflowed()],
       ['copy_sending', this.copy ? 1 : 0],
       ['copy_sent_items', this.copy?.progress.items ?? 0],
       ['copy_receiving', this.inbox.copyInProgress ? 1 : 0],
