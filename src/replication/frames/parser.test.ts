@@ -289,6 +289,12 @@ test('malformed frames are FrameErrors with a clear message', () => {
   }
 });
 
+test('a FrameError message holds no line break from the peer (it is logged before the peer proved anything)', () => {
+  const message = expectFrameError(rawFrame(0x48, Buffer.concat([Buffer.from('MREP\x00\x01', 'latin1'), Buffer.from('zz\nFORGED LOG LINE')]))).message;
+  assert.match(message, /HELLO payload is not UTF-8 JSON/);
+  assert.doesNotMatch(message, /[\r\n]/);
+});
+
 test('RECORD whose inner lengths do not add up', () => {
   const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('key'), flags: 0, value: Buffer.from('value'), delay: 0, expiresAt: null };
   const good = serialize.record(r, 0);

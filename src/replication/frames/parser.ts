@@ -298,7 +298,8 @@ function json(frame: string, payload: Buffer): Record<string, unknown> {
   try {
     parsed = JSON.parse(utf8.decode(payload));
   } catch (err) {
-    throw malformed(`${frame} payload is not UTF-8 JSON: ${(err as Error).message}`);
+    // JSON.parse's message may quote the input: escaped, so a peer cannot write lines into the log.
+    throw malformed(`${frame} payload is not UTF-8 JSON: ${JSON.stringify((err as Error).message)}`);
   }
   if (!isObject(parsed)) throw malformed(`${frame} payload is not a JSON object`);
   return parsed;
