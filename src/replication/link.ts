@@ -24,6 +24,9 @@ export interface LinkTimings {
   idleTimeoutMs: number;
 }
 
+/** How long a link that said goodbye waits for the peer to close before dropping the connection. */
+const GOODBYE_LINGER_MS = 1000;
+
 /** The shared secret, when the link must be authenticated. */
 export interface LinkAuth {
   secret: Buffer;
@@ -99,15 +102,23 @@ export class Link {
   goodbye(reason: string, error = false): void {
     if (this.closing) return;
     this.socket.write(serializeGoodbye({ reason }));
+    // Half-close, and read (and drop) whatever the peer still sends until it closes too: a socket destroyed
+    // with unread bytes is reset by the kernel, and the GOODBYE can be lost with it. Bounded by GOODBYE_LINGER_MS.
     this.socket.end();
-    this.close(reason, error);
+    this.socket.resume();
+    setTimeout(() => this.socket.destroy(), GOODBYE_LINGER_MS).unref();
+    this.finishClose(reason, error);
   }
 
   close(reason: string, error: boolean): void {
     if (this.closing) return;
+    this.socket.destroy();
+    this.finishClose(reason, error);
+  }
+
+  private finishClose(reason: string, error: boolean): void {
     this.closing = true;
     clearInterval(this.timer);
-    this.socket.destroy();
     this.handler.closed(this, reason, error);
   }
 
