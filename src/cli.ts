@@ -14,6 +14,7 @@ import type { Config } from './config';
 import { createLogger } from './log';
 import { MemcachedLauncher } from './launcher/memcached-launcher';
 import { defaultRunDir, RunDirBusyError } from './launcher/run-dir';
+import { identifierProblem } from './replication/frames/messages';
 import { startServer } from './server';
 
 const USAGE_ERROR = 2;
@@ -203,6 +204,12 @@ export function parseArgs(argv: string[]): Config {
     replicationTls: readTls(args['replication-tls-cert'], args['replication-tls-key'], args['replication-tls-ca']),
     clientTls: readClientTls(args['tls-cert'], args['tls-key'], args['tls-ca']),
   };
+  // Peers refuse a HELLO with any other id or cluster name (they are bound into the handshake's proofs): say so now.
+  for (const [flag, value] of [['node-id', config.nodeId], ['cluster', config.cluster]] as const) {
+    const problem = identifierProblem(value);
+    const hint = flag === 'node-id' && args['node-id'] === undefined ? ' (it defaults to hostname:port: give --node-id)' : '';
+    if (problem !== null) fail(`invalid --${flag} ${JSON.stringify(value)}: ${problem}${hint}`);
+  }
   const authenticated = config.replicationSecret !== null || config.replicationTls !== null;
   if (config.replicationPort !== 0 && !authenticated && !args['replication-insecure'] && !isLoopback(config.listen)) {
     fail(

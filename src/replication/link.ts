@@ -9,12 +9,12 @@
  * reconnects.
  */
 import type * as net from 'node:net';
-import type { Frame, Hello, HelloFrame } from './frames/messages';
+import type { AuthFrame, Frame, Hello, HelloFrame } from './frames/messages';
 import { FrameError } from './frames/messages';
 import { FrameParser } from './frames/parser';
 import { ClockOffset } from './clock-offset';
 import { serializeAuth, serializeGoodbye, serializeHello, serializePing } from './frames/serializer';
-import { newNonce, proof, verify } from './link-auth';
+import { newNonce, proof, verify, type AuthStatement } from './link-auth';
 
 export interface LinkTimings {
   handshakeTimeoutMs: number;
@@ -24,12 +24,18 @@ export interface LinkTimings {
   idleTimeoutMs: number;
 }
 
+/** How long a link that said goodbye waits for the peer to close before dropping the connection. */
+const GOODBYE_LINGER_MS = 1000;
+
 /** The shared secret, when the link must be authenticated. */
 export interface LinkAuth {
   secret: Buffer;
   cluster: string;
   nodeId: string;
 }
+
+/** A peer's HELLO that can take part in an authenticated handshake. */
+type ProvableHello = HelloFrame & { nonce: string };
 
 export interface LinkHandler {
   frame(link: Link, frame: Frame): void;
@@ -46,7 +52,7 @@ export class Link {
   /** The peer's HELLO, once received (and, with a secret, once the peer proved it). */
   peer: Hello | null = null;
   /** A HELLO received from a peer that has not proved the secret yet. */
-  private unproven: HelloFrame | null = null;
+  private unproven: ProvableHello | null = null;
   private readonly nonce = newNonce();
   /** When the link opened (handshake completed), for logs and stats. */
   openedAt = 0;
@@ -96,15 +102,23 @@ export class Link {
   goodbye(reason: string, error = false): void {
     if (this.closing) return;
     this.socket.write(serializeGoodbye({ reason }));
+    // Half-close, and read (and drop) whatever the peer still sends until it closes too: a socket destroyed
+    // with unread bytes is reset by the kernel, and the GOODBYE can be lost with it. Bounded by GOODBYE_LINGER_MS.
     this.socket.end();
-    this.close(reason, error);
+    this.socket.resume();
+    setTimeout(() => this.socket.destroy(), GOODBYE_LINGER_MS).unref();
+    this.finishClose(reason, error);
   }
 
   close(reason: string, error: boolean): void {
     if (this.closing) return;
+    this.socket.destroy();
+    this.finishClose(reason, error);
+  }
+
+  private finishClose(reason: string, error: boolean): void {
     this.closing = true;
     clearInterval(this.timer);
-    this.socket.destroy();
     this.handler.closed(this, reason, error);
   }
 
@@ -118,10 +132,7 @@ export class Link {
           this.handshake(frame);
           continue;
         }
-        if (this.peer === null) {
-          if (this.unproven) return this.authFailed('the peer sent data before proving the shared secret');
-          throw new FrameError('malformed', `expected HELLO first, got ${frame.type}`);
-        }
+        if (this.peer === null) return this.beforeOpen(frame);
         if (frame.type === 'ping') this.peerClock.observe(frame.time, this.lastHeard);
         if (frame.type === 'record') this.peerClock.observe(frame.sentAt, this.lastHeard);
         this.handler.frame(this, frame);
@@ -132,26 +143,84 @@ export class Link {
     }
   }
 
-  /** HELLO, then (with a secret) AUTH both ways: only then is the link open to the node. */
-  private handshake(frame: Frame & { type: 'hello' | 'auth' }): void {
-    if (frame.type === 'hello') {
-      if (this.peer !== null || this.unproven !== null) throw new FrameError('malformed', 'second HELLO on one link');
-      if (frame.time !== undefined) this.peerClock.observe(frame.time, this.lastHeard);
-      if (!this.auth) return this.opened(frame);
-      if (!frame.nonce) return this.authFailed('the peer sent no nonce (no shared secret configured there?)');
-      this.unproven = frame;
-      const { secret, cluster, nodeId } = this.auth;
-      this.write(serializeAuth({ proof: proof(secret, { cluster, nodeId, nonce: this.nonce }, frame.nonce) }));
-      return;
-    }
-    // AUTH: without a secret of our own there is nothing to check.
+  /**
+   * HELLO both ways, then (with a secret) the dialler's AUTH and, once that
+   * checks out, the acceptor's: only then is the link open to the node.
+   */
+  private handshake(frame: HelloFrame | AuthFrame): void {
+    if (frame.type === 'hello') return this.helloReceived(frame);
+    return this.authReceived(frame);
+  }
+
+  private helloReceived(hello: HelloFrame): void {
+    if (this.peer !== null || this.unproven !== null) throw new FrameError('malformed', 'second HELLO on one link');
+    if (hello.time !== undefined) this.peerClock.observe(hello.time, this.lastHeard);
+    if (!this.auth) return this.opened(hello);
+    const { nonce } = hello;
+    if (!nonce) return this.authFailed('the peer sent no nonce (no shared secret configured there?)');
+    const provable = { ...hello, nonce };
+    const refusal = this.refusal(provable, this.auth);
+    if (refusal !== null) return this.authFailed(refusal);
+    this.unproven = provable;
+    // The acceptor answers only after the dialler's proof checked out, so a stranger who dials in obtains no proof.
+    if (this.dialled) this.sendProof(provable, this.auth);
+  }
+
+  private authReceived(auth: AuthFrame): void {
+    // Without a secret of our own there is nothing to check.
     if (!this.auth) return;
     const hello = this.unproven;
     if (!hello || this.peer !== null) throw new FrameError('malformed', 'AUTH out of place');
-    const prover = { cluster: hello.cluster, nodeId: hello.nodeId, nonce: hello.nonce ?? '' };
-    if (!verify(this.auth.secret, frame.proof, prover, this.nonce)) return this.authFailed('authentication failed: wrong shared secret or a replayed handshake');
+    if (!verify(this.auth.secret, auth.proof, this.peerStatement(hello, this.auth))) {
+      return this.authFailed('authentication failed: wrong shared secret or a replayed handshake');
+    }
     this.unproven = null;
+    if (!this.dialled) this.sendProof(hello, this.auth);
     this.opened(hello);
+  }
+
+  /** Why a peer's HELLO cannot start an authenticated handshake, or null. */
+  private refusal(hello: ProvableHello, auth: LinkAuth): string | null {
+    // Either would mean the peer is replaying this node's own words at it.
+    if (hello.nonce === this.nonce) return 'authentication refused: the peer sent back this link\'s own nonce';
+    if (hello.nodeId === auth.nodeId) return `authentication refused: the peer claims this node's own id "${auth.nodeId}" (a reflected handshake, or two nodes with one --node-id)`;
+    return null;
+  }
+
+  private sendProof(hello: ProvableHello, auth: LinkAuth): void {
+    this.write(serializeAuth({ proof: proof(auth.secret, this.ourStatement(hello, auth)) }));
+  }
+
+  /** What our proof vouches for: this node, on its side of this connection, to the peer of `hello`. */
+  private ourStatement(hello: ProvableHello, auth: LinkAuth): AuthStatement {
+    return {
+      role: this.dialled ? 'dialler' : 'acceptor',
+      cluster: auth.cluster,
+      prover: { nodeId: auth.nodeId, nonce: this.nonce },
+      verifier: { nodeId: hello.nodeId, nonce: hello.nonce },
+    };
+  }
+
+  /**
+   * What the peer's proof must vouch for. Its cluster is the one it claims:
+   * a peer of another cluster that knows the secret is refused by name
+   * (cluster mismatch) once the link opens, not as a wrong secret.
+   */
+  private peerStatement(hello: ProvableHello, auth: LinkAuth): AuthStatement {
+    return {
+      role: this.dialled ? 'acceptor' : 'dialler',
+      cluster: hello.cluster,
+      prover: { nodeId: hello.nodeId, nonce: hello.nonce },
+      verifier: { nodeId: auth.nodeId, nonce: this.nonce },
+    };
+  }
+
+  /** A frame other than HELLO or AUTH before the handshake completed. */
+  private beforeOpen(frame: Frame): void {
+    if (!this.unproven) throw new FrameError('malformed', `expected HELLO first, got ${frame.type}`);
+    // A peer refusing our proof says why; its words are quoted (and cut short), as it has proved nothing.
+    if (frame.type === 'goodbye') return this.close(`authentication failed: the peer refused: ${JSON.stringify(frame.reason.slice(0, 200))}`, true);
+    this.authFailed('the peer sent data before proving the shared secret');
   }
 
   private opened(hello: HelloFrame): void {

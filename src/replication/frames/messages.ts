@@ -48,10 +48,8 @@ export interface Hello {
   runId: string;
   /** The last record this node applied from the peer it is greeting, or null if none. */
   lastApplied: { runId: string; seq: number } | null;
-  /** Challenge for the shared-secret proof. */
+  /** Challenge for the shared-secret proof (HEX_256_BITS). */
   nonce?: string;
-  /** Proof of the shared secret over the peer's nonce. */
-  proof?: string;
   /** This node lost its data (its memcached restarted) and wants everything. */
   wantsFullResync?: boolean;
   /** The sender's wall clock (ms): the first sample of the peer's clock offset, before any record can be late. */
@@ -69,6 +67,26 @@ export interface Hello {
    */
   maxFrameBytes?: number;
 }
+
+/** Most characters a node id, cluster name or run id may have. */
+export const IDENTIFIER_MAX_LENGTH = 128;
+const IDENTIFIER_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+
+/**
+ * Why `value` cannot be a node id, cluster name or run id, or null if it can.
+ * They are logged, shown in stats and bound into the handshake's proofs, so a
+ * peer gets no room in them: letters, digits and . _ : - only (a hostname, or
+ * host:port, the default node id; a UUID), starting with a letter or digit.
+ */
+export function identifierProblem(value: string): string | null {
+  if (value.length === 0) return 'is empty';
+  if (value.length > IDENTIFIER_MAX_LENGTH) return `is longer than ${IDENTIFIER_MAX_LENGTH} characters`;
+  if (!IDENTIFIER_PATTERN.test(value)) return 'may hold only letters, digits and . _ : - and must start with a letter or digit';
+  return null;
+}
+
+/** A HELLO nonce (32 random bytes) or an AUTH proof (an HMAC-SHA256) on the wire: 64 lowercase hex digits. */
+export const HEX_256_BITS = /^[0-9a-f]{64}$/;
 
 export interface HelloFrame extends Hello {
   type: 'hello';
@@ -214,9 +232,10 @@ export interface GoodbyeFrame {
   reason: string;
 }
 
-/** Proof of the shared secret over the peer's HELLO nonce (see link-auth.ts). */
+/** Proof of the shared secret over both HELLOs' node ids and nonces (see link-auth.ts). */
 export interface AuthFrame {
   type: 'auth';
+  /** HEX_256_BITS. */
   proof: string;
 }
 

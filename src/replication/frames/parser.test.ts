@@ -76,14 +76,17 @@ const recordArb: fc.Arbitrary<OutgoingRecord> = fc.record({
 });
 const nowArb = fc.integer({ min: 0, max: 2 ** 45 });
 
+/** Node ids, cluster names and run ids as the parser accepts them. */
+const identifierArb = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/);
+const hex256Arb = fc.stringMatching(/^[0-9a-f]{64}$/);
+
 const helloArb: fc.Arbitrary<Hello> = fc.record(
   {
-    cluster: fc.string(),
-    nodeId: fc.fullUnicodeString(),
-    runId: fc.string(),
-    lastApplied: fc.option(fc.record({ runId: fc.string(), seq: fc.maxSafeNat() }), { nil: null }),
-    nonce: fc.string(),
-    proof: fc.string(),
+    cluster: identifierArb,
+    nodeId: identifierArb,
+    runId: identifierArb,
+    lastApplied: fc.option(fc.record({ runId: identifierArb, seq: fc.maxSafeNat() }), { nil: null }),
+    nonce: hex256Arb,
     wantsFullResync: fc.boolean(),
     time: fc.maxSafeNat(),
     lastSeq: fc.maxSafeNat(),
@@ -108,6 +111,7 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
     bytes: serialize.fullResyncRequest(request), expected: { type: 'fullResyncRequest' as const, ...request },
   })),
   fc.fullUnicodeString().map((reason) => ({ bytes: serialize.goodbye({ reason }), expected: { type: 'goodbye' as const, reason } })),
+  hex256Arb.map((proof) => ({ bytes: serialize.auth({ proof }), expected: { type: 'auth' as const, proof } })),
 );
 
 function received(r: OutgoingRecord, now: number): RecordFrame {
@@ -163,7 +167,7 @@ test('property: a stream cut into arbitrary chunks parses the same', () => {
 
 test('one frame of every type, split at every byte boundary, and byte by byte', () => {
   const frames: Buffer[] = [
-    serialize.hello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'n', proof: 'p', wantsFullResync: true }),
+    serialize.hello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'ab'.repeat(32), wantsFullResync: true }),
     serialize.record({ seq: 1, hlc: { wall: 5, logical: 6 }, op: 'set', key: Buffer.from([0, 1, 0xff]), flags: 9, value: Buffer.from('v\r\nalue'), delay: 0, expiresAt: 1000 }, 400),
     serialize.record({ seq: 0, hlc: { wall: 5, logical: 7 }, op: 'flush', key: Buffer.alloc(0), flags: 0, value: Buffer.alloc(0), delay: 30, expiresAt: null }, 400),
     serialize.ack(1),
@@ -172,11 +176,12 @@ test('one frame of every type, split at every byte boundary, and byte by byte', 
     serialize.resyncEnd({ items: 10 }),
     serialize.fullResyncRequest({ reason: 'memcached restarted' }),
     serialize.goodbye({ reason: 'shutdown' }),
+    serialize.auth({ proof: 'cd'.repeat(32) }),
   ];
   const stream = Buffer.concat(frames);
   const whole = parseAll(stream);
   assert.equal(whole.length, frames.length);
-  assert.deepEqual(whole.map((f) => f.type), ['hello', 'record', 'record', 'ack', 'ping', 'resyncBegin', 'resyncEnd', 'fullResyncRequest', 'goodbye']);
+  assert.deepEqual(whole.map((f) => f.type), ['hello', 'record', 'record', 'ack', 'ping', 'resyncBegin', 'resyncEnd', 'fullResyncRequest', 'goodbye', 'auth']);
   for (let i = 0; i <= stream.length; i++) {
     assert.deepEqual(parseAll([stream.subarray(0, i), stream.subarray(i)]), whole, `split at ${i}`);
   }
@@ -265,10 +270,29 @@ test('malformed frames are FrameErrors with a clear message', () => {
     [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":5}'), /lastApplied is not an object/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":null,"wantsFullResync":"yes"}'), /wantsFullResync/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","nonce":7}'), /nonce/],
+    // Identifiers and nonces are bound into the handshake's proofs and logged: strictly formed or refused.
+    [hello('{"cluster":"c","nodeId":"n","runId":"r","nonce":"abc"}'), /HELLO nonce is not 64 lowercase hex digits/],
+    [hello(`{"cluster":"c","nodeId":"n","runId":"r","nonce":"${'AB'.repeat(32)}"}`), /HELLO nonce is not 64 lowercase hex digits/],
+    [hello(`{"cluster":"c","nodeId":"n","runId":"r","nonce":"${'ab'.repeat(32)}\\n"}`), /HELLO nonce is not 64 lowercase hex digits/],
+    [hello('{"cluster":"c","nodeId":"a\\nb","runId":"r"}'), /HELLO nodeId may hold only/],
+    [hello(`{"cluster":"c","nodeId":"${'n'.repeat(129)}","runId":"r"}`), /HELLO nodeId is longer than 128/],
+    [hello('{"cluster":"c","nodeId":"","runId":"r"}'), /HELLO nodeId is empty/],
+    [hello('{"cluster":"c","nodeId":"-n","runId":"r"}'), /HELLO nodeId may hold only/],
+    [hello('{"cluster":"two words","nodeId":"n","runId":"r"}'), /HELLO cluster may hold only/],
+    [hello('{"cluster":"c","nodeId":"n","runId":"r\\u0000"}'), /HELLO runId may hold only/],
+    [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":{"runId":"x y","seq":1}}'), /lastApplied runId may hold only/],
+    [rawFrame(0x55, Buffer.from('{"proof":"nothex"}')), /AUTH proof is not 64 lowercase hex digits/],
+    [rawFrame(0x55, Buffer.from(`{"proof":"${'a'.repeat(63)}"}`)), /AUTH proof is not 64/],
   );
   for (const [bytes, message] of cases) {
     assert.match(expectFrameError(bytes).message, message);
   }
+});
+
+test('a FrameError message holds no line break from the peer (it is logged before the peer proved anything)', () => {
+  const message = expectFrameError(rawFrame(0x48, Buffer.concat([Buffer.from('MREP\x00\x01', 'latin1'), Buffer.from('zz\nFORGED LOG LINE')]))).message;
+  assert.match(message, /HELLO payload is not UTF-8 JSON/);
+  assert.doesNotMatch(message, /[\r\n]/);
 });
 
 test('RECORD whose inner lengths do not add up', () => {

@@ -11,6 +11,8 @@
 import {
   FrameError,
   FrameType,
+  HEX_256_BITS,
+  identifierProblem,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   RECORD_FIXED_BYTES,
@@ -162,7 +164,7 @@ export function decodeFrame(type: number, payload: Buffer): Frame {
     }
     case FrameType.auth: {
       const body = json('AUTH', payload);
-      return { type: 'auth', proof: requiredString('AUTH', body, 'proof') };
+      return { type: 'auth', proof: hex256('AUTH proof', requiredString('AUTH', body, 'proof')) };
     }
     default:
       throw malformed(`unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
@@ -243,15 +245,13 @@ function decodeHello(payload: Buffer): HelloFrame {
   const hello: HelloFrame = {
     type: 'hello',
     version,
-    cluster: requiredString('HELLO', body, 'cluster'),
-    nodeId: requiredString('HELLO', body, 'nodeId'),
-    runId: requiredString('HELLO', body, 'runId'),
+    cluster: identifier('HELLO', body, 'cluster'),
+    nodeId: identifier('HELLO', body, 'nodeId'),
+    runId: identifier('HELLO', body, 'runId'),
     lastApplied: lastApplied(body.lastApplied),
   };
   const nonce = optionalString('HELLO', body, 'nonce');
-  if (nonce !== undefined) hello.nonce = nonce;
-  const proof = optionalString('HELLO', body, 'proof');
-  if (proof !== undefined) hello.proof = proof;
+  if (nonce !== undefined) hello.nonce = hex256('HELLO nonce', nonce);
   const wants = body.wantsFullResync;
   if (wants !== undefined) {
     if (typeof wants !== 'boolean') throw malformed('HELLO wantsFullResync is not a boolean');
@@ -276,7 +276,7 @@ function decodeHello(payload: Buffer): HelloFrame {
 function lastApplied(value: unknown): HelloFrame['lastApplied'] {
   if (value === null || value === undefined) return null;
   if (!isObject(value)) throw malformed('HELLO lastApplied is not an object');
-  const runId = requiredString('HELLO lastApplied', value, 'runId');
+  const runId = identifier('HELLO lastApplied', value, 'runId');
   const seq = value.seq;
   if (!isCount(seq)) throw malformed('HELLO lastApplied.seq is not a non-negative integer');
   return { runId, seq };
@@ -298,7 +298,8 @@ function json(frame: string, payload: Buffer): Record<string, unknown> {
   try {
     parsed = JSON.parse(utf8.decode(payload));
   } catch (err) {
-    throw malformed(`${frame} payload is not UTF-8 JSON: ${(err as Error).message}`);
+    // JSON.parse's message may quote the input: escaped, so a peer cannot write lines into the log.
+    throw malformed(`${frame} payload is not UTF-8 JSON: ${JSON.stringify((err as Error).message)}`);
   }
   if (!isObject(parsed)) throw malformed(`${frame} payload is not a JSON object`);
   return parsed;
@@ -315,6 +316,20 @@ function isCount(value: unknown): value is number {
 function requiredString(frame: string, body: Record<string, unknown>, field: string): string {
   const value = body[field];
   if (typeof value !== 'string') throw malformed(`${frame} ${field} is missing or not a string`);
+  return value;
+}
+
+/** A node id, cluster name or run id: refused unless strictly well-formed (the value itself is not echoed). */
+function identifier(frame: string, body: Record<string, unknown>, field: string): string {
+  const value = requiredString(frame, body, field);
+  const problem = identifierProblem(value);
+  if (problem !== null) throw malformed(`${frame} ${field} ${problem}`);
+  return value;
+}
+
+/** A nonce or proof. */
+function hex256(what: string, value: string): string {
+  if (!HEX_256_BITS.test(value)) throw malformed(`${what} is not 64 lowercase hex digits`);
   return value;
 }
 

@@ -76,7 +76,6 @@ export function serializeHello(hello: Hello): Buffer {
     runId: hello.runId,
     lastApplied: hello.lastApplied === null ? null : { runId: hello.lastApplied.runId, seq: hello.lastApplied.seq },
     nonce: hello.nonce,
-    proof: hello.proof,
     wantsFullResync: hello.wantsFullResync,
     time: hello.time,
     lastSeq: hello.lastSeq,
