@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
-import { type Node, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
+import { type Node, rssKb, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
 import { converged, has, item, linked, stat } from './support/replication';
 import { Relay } from './support/relay';
 import { readAll } from './support/bulk';
@@ -237,6 +237,39 @@ describe('partitions', () => {
       await heldOnBoth(a, b, 'later-b', true);
     } finally {
       relay.close();
+      await stopAll(a, b);
+    }
+  });
+});
+
+describe('a peer that cannot keep up', () => {
+  it('a stalled peer memcached holds its proxy\'s memory bounded; the pair converges once it runs again', async () => {
+    const [a, b] = await startPair();
+    try {
+      await linked(a, b);
+      const before = rssKb(b.memrepl.child.pid!);
+      b.memcached.child.kill('SIGSTOP');
+      const value = 'x'.repeat(100_000);
+      const keys = Array.from({ length: 600 }, (_, i) => `big${i}`); // 60 MB, more than the 32 MiB backlog
+      const client = await RawClient.connect(a.memrepl.port);
+      try {
+        for (let i = 0; i < keys.length; i += 20) {
+          const batch = keys.slice(i, i + 20);
+          await client.request(batch.map((key) => `set ${key} 0 0 ${value.length}\r\n${value}\r\n`).join(''), 'STORED\r\n'.repeat(batch.length), 10000);
+        }
+      } finally {
+        client.close();
+      }
+      await sleep(1000);
+      const grown = (rssKb(b.memrepl.child.pid!) - before) / 1024;
+      b.memcached.child.kill('SIGCONT');
+      assert.ok(grown < 64, `B's proxy grew by ${grown.toFixed(0)} MiB while its memcached was stopped`);
+      await eventually(async () => {
+        const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
+        return keys.every((key) => (onA.get(key) === null) === (onB.get(key) === null));
+      }, 60000, 'B holds what A holds');
+    } finally {
+      b.memcached.child.kill('SIGCONT');
       await stopAll(a, b);
     }
   });

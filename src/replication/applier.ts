@@ -75,6 +75,9 @@ export interface Settled {
 
 /** A batch goes to memcached at the end of the tick, or once its commands reach this size. */
 const BATCH_BYTES = 64 * 1024;
+/** Flow control: above this many bytes sent to memcached and not answered, the link stops being read; below the second, it is read again. */
+export const APPLYING_PAUSE_ABOVE = 8 * 1024 * 1024;
+const APPLYING_RESUME_BELOW = 2 * 1024 * 1024;
 const CRLF = Buffer.from('\r\n');
 
 export class Applier {
@@ -97,6 +100,10 @@ export class Applier {
 
   private batch: Batch | null = null;
   private stream = 0;
+  /** Bytes of commands sent to memcached and not answered yet (see APPLYING_PAUSE_ABOVE). */
+  bytesApplying = 0;
+  /** bytesApplying fell below the resume mark. */
+  onDrained: () => void = () => {};
   /**
    * A batch settled: memcached stored its records (or refused some, counted
    * and logged), or they all failed to reach it (`error`: the link must
@@ -328,7 +335,11 @@ export class Applier {
       return;
     }
     const commands = Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)]);
-    const settled = (): Settled => ({ copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 });
+    const settled = (): Settled => {
+      this.answered(commands.length);
+      return { copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 };
+    };
+    this.bytesApplying += commands.length;
     this.local.quietBatch(commands).then(
       (failures) => {
         if (batch.keep) this.restore(batch.keep, failures.splice(0, batch.keep.length));
@@ -341,6 +352,12 @@ export class Applier {
         this.onSettled(settled(), error);
       },
     );
+  }
+
+  private answered(bytes: number): void {
+    const before = this.bytesApplying;
+    this.bytesApplying -= bytes;
+    if (before > APPLYING_RESUME_BELOW && this.bytesApplying <= APPLYING_RESUME_BELOW) this.onDrained();
   }
 
   /**

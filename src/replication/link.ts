@@ -47,6 +47,7 @@ export interface LinkHandler {
 export class Link {
   private readonly parser: FrameParser;
   private lastHeard = Date.now();
+  private readingPaused = false;
   private timer: NodeJS.Timeout;
   private closing = false;
   /** The peer's HELLO, once received (and, with a secret, once the peer proved it). */
@@ -92,6 +93,24 @@ export class Link {
   write(bytes: Buffer): boolean {
     if (this.closing) return false;
     return this.socket.write(bytes);
+  }
+
+  /**
+   * Stops reading the peer's frames while this node cannot apply them as fast
+   * as they come: TCP then holds the peer's sender back, and its backlog keeps
+   * the rest. Silence is not held against the peer meanwhile.
+   */
+  pauseReading(): void {
+    if (this.readingPaused) return;
+    this.readingPaused = true;
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.readingPaused) return;
+    this.readingPaused = false;
+    this.lastHeard = Date.now();
+    this.socket.resume();
   }
 
   get congested(): boolean {
@@ -239,7 +258,7 @@ export class Link {
       this.goodbye('handshake timed out', true);
       return;
     }
-    if (now - this.lastHeard > this.timings.idleTimeoutMs) {
+    if (!this.readingPaused && now - this.lastHeard > this.timings.idleTimeoutMs) {
       this.close(`peer silent for ${now - this.lastHeard} ms`, true);
       return;
     }

@@ -15,7 +15,7 @@ import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
 import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
-import { Applier } from './applier';
+import { Applier, APPLYING_PAUSE_ABOVE } from './applier';
 import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
 import { FullCopy } from './full-copy';
@@ -151,7 +151,8 @@ export class Replicator implements LinkHandler {
     this.inbox = new Inbox(applier, this.applierConnection, metrics);
     this.inbox.onApplied = () => this.scheduleAck();
     this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
-    this.inbox.onCopyDrained = () => this.active?.socket.resume();
+    this.inbox.onCopyDrained = () => this.resumeLinkIfDrained();
+    applier.onDrained = () => this.resumeLinkIfDrained();
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
@@ -263,7 +264,7 @@ export class Replicator implements LinkHandler {
         if (!this.inbox.receive(frame, link.peer!.nodeId, link.peerClock.localTime(frame.sentAt, Date.now()))) {
           link.goodbye(`record ${frame.seq} out of sequence`, true);
         }
-        if (this.inbox.copiesApplying > COPY_PAUSE_ABOVE) link.socket.pause();
+        if (this.applyingTooMuch()) link.pauseReading();
         return;
       case 'ack':
         if (link === this.active) this.acknowledged(frame.seq);
@@ -324,6 +325,15 @@ export class Replicator implements LinkHandler {
     this.metrics.peerUp.set(0);
     this.metrics.copyInProgress.labels('receiving').set(0);
     this.redialLater();
+  }
+
+  /** Flow control of the peer's records: more in flight to memcached than it should hold. */
+  private applyingTooMuch(): boolean {
+    return this.inbox.copiesApplying > COPY_PAUSE_ABOVE || this.applier.bytesApplying > APPLYING_PAUSE_ABOVE;
+  }
+
+  private resumeLinkIfDrained(): void {
+    if (!this.applyingTooMuch()) this.active?.resumeReading();
   }
 
   private handshake(link: Link, hello: Hello): void {
