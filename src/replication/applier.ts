@@ -249,10 +249,13 @@ export class Applier {
     const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
     switch (record.op) {
       case 'set':
-      case 'add':
         // Expired in transit: what the origin holds now is no item at all.
         if (exptime === null) this.command(batch, metaDelete(record.key, true), record.op);
         else this.store(batch, record, exptime);
+        break;
+      case 'add':
+        // An add only fills a key this node lacks: one that expired on the way fills nothing, and deletes nothing here.
+        if (exptime !== null) this.store(batch, record, exptime);
         break;
       case 'touch':
         this.command(batch, exptime === null ? metaDelete(record.key, true) : metaTouch(record.key, exptime, true), record.op);
