@@ -76,6 +76,37 @@ describe('flush_all', () => {
     }
   });
 
+  it('every numeric field of every write command, fuzzed, answers as memcached does and the pair keeps replicating', async () => {
+    const numbers = ['-1', '0', '1', '2147483647', '2147483648', '4294967295', '4294967296', '18446744073709551615', '18446744073709551616', '99999999999999999999999', '2592000', '2592001', '-2147483649', 'abc', '0x10', ''];
+    const requests = numbers.flatMap((n, i) => [
+      `set fz${i} ${n} 0 1\r\nx\r\n`,
+      `set fz${i} 0 ${n} 1\r\nx\r\n`,
+      `touch fz${i} ${n}\r\n`,
+      `gat ${n} fz${i}\r\n`,
+      `incr fz${i} ${n}\r\n`,
+      `set cnt${i} 0 0 1\r\n5\r\ndecr cnt${i} ${n}\r\n`,
+      `ms fz${i} 1 T${n} F${n}\r\ny\r\n`,
+      `mg fz${i} T${n} v\r\n`,
+      `ma cnt${i} D${n} N${n} J${n} v\r\n`,
+      `md fz${i} I T${n}\r\n`,
+    ]);
+    const proxy = await RawClient.connect(a.memrepl.port);
+    const memcached = await RawClient.connect(direct.port);
+    try {
+      for (const request of requests) {
+        // Each request with an mn behind it, so that a reply of any shape (or none) is complete at MN.
+        const [viaProxy, viaMemcached] = [await proxy.request(`${request}mn\r\n`, 'MN\r\n'), await memcached.request(`${request}mn\r\n`, 'MN\r\n')];
+        assert.equal(viaProxy.replace(/ c\d+/g, ''), viaMemcached.replace(/ c\d+/g, ''), JSON.stringify(request));
+      }
+    } finally {
+      proxy.close();
+      memcached.close();
+    }
+    await ask(a, 'set fuzz-done 0 0 1\r\nx\r\n');
+    await heldOnBoth(a, b, 'fuzz-done', true);
+    for (let i = 0; i < numbers.length; i++) await converged(a, b, `fz${i}`);
+  });
+
   it('flush_all -1 flushes both nodes at once, and the proxy lives on', async () => {
     await ask(a, 'set minus 0 0 1\r\nx\r\n');
     await heldOnBoth(a, b, 'minus', true);
@@ -222,7 +253,7 @@ describe('partitions', () => {
     try {
       relay.stall();
       // The link dies of silence (5 s without a frame) and cannot come back through the stalled relay.
-      await eventually(async () => (await stat(a, 'peer_up')) === '0' && (await stat(b, 'peer_up')) === '0', 10000, 'link down');
+      await eventually(async () => (await stat(a, 'peer_up')) === '0' && (await stat(b, 'peer_up')) === '0', 20000, 'link down');
       await ask(a, 'set contested 0 0 5\r\nolder\r\n');
       await sleep(20);
       await ask(b, 'set contested 0 0 5\r\nnewer\r\n');

@@ -9,6 +9,7 @@
  * silences every reply; meta q silences only the nominal one).
  */
 import type { WriteEffect } from '../protocol/effects';
+import { parseInt32, parseUint32 } from '../protocol/numbers';
 import type { MetaRequest, TextRequest } from '../protocol/text/messages';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { TextReplyParser } from '../protocol/text/reply-parser';
@@ -240,26 +241,40 @@ function flagValue(flags: string[], letter: string): string | undefined {
   return flags.find((f) => f[0] === letter)?.slice(1);
 }
 
+/**
+ * A meta flag's number as memcached reads it (T with safe_strtol into int32, F
+ * with safe_strtoul into uint32, wrapping alike); `fallback` when the flag is
+ * absent, null when memcached would not have taken it (then the item is read back).
+ */
+function flagNumber(flags: string[], letter: 'T' | 'F', fallback: number | null): number | null {
+  const token = flagValue(flags, letter);
+  if (token === undefined) return fallback;
+  return letter === 'T' ? parseInt32(token) : parseUint32(token);
+}
+
 function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer | null, status: string): WriteEffect | null {
   const ttl = flagValue(flags, 'T');
+  const exptime = flagNumber(flags, 'T', null);
   switch (command) {
     case 'mg':
       // N (vivify) may have created the item; T changed its expiry.
       if (status !== 'VA' && status !== 'HD' && status !== 'EN') return null;
       if (flagValue(flags, 'N') !== undefined) return { kind: 'readback', key };
       if (status === 'EN' || ttl === undefined) return null;
-      return { kind: 'touch', key, exptime: Number(ttl) };
+      return exptime === null ? { kind: 'readback', key } : { kind: 'touch', key, exptime };
     case 'ms': {
       if (status !== 'HD') return null;
       const mode = flagValue(flags, 'M') ?? 'S';
       const plain = ['S', 's', 'E', 'e', 'R', 'r'].includes(mode) && flagValue(flags, 'I') === undefined;
-      if (!plain || value === null) return { kind: 'readback', key };
-      return { kind: 'set', key, value, flags: Number(flagValue(flags, 'F') ?? 0), exptime: Number(ttl ?? 0) };
+      const itemFlags = flagNumber(flags, 'F', 0);
+      const storedExptime = flagNumber(flags, 'T', 0);
+      if (!plain || value === null || itemFlags === null || storedExptime === null) return { kind: 'readback', key };
+      return { kind: 'set', key, value, flags: itemFlags, exptime: storedExptime };
     }
     case 'md':
       if (status === 'NF') return { kind: 'delete', key, missed: true };
       if (status !== 'HD') return null;
-      if (flagValue(flags, 'I') !== undefined) return { kind: 'invalidate', key, exptime: ttl === undefined ? null : Number(ttl) };
+      if (flagValue(flags, 'I') !== undefined) return ttl !== undefined && exptime === null ? { kind: 'readback', key } : { kind: 'invalidate', key, exptime };
       return { kind: 'delete', key };
     case 'ma':
       return status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null;

@@ -42,8 +42,11 @@ export function exptimeFor(deadline: number | null, now: number): number | null 
   if (deadline === null) return 0;
   const seconds = Math.round((deadline - now) / 1000);
   if (seconds <= 0) return null;
-  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.round(deadline / 1000);
+  // memcached reads exptime as an int32: a deadline at its very end (2038) can round past it.
+  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.min(Math.round(deadline / 1000), INT32_MAX);
 }
+
+const INT32_MAX = 0x7fff_ffff;
 
 /**
  * Records on their way to memcached as one batch of quiet commands.
