@@ -26,6 +26,8 @@ export interface Config {
   backlogBytes: number;
   resyncRate: number;
   readyBeforeCopy: boolean;
+  /** Directory of memrepl's own state (the replication checkpoint); default: the run dir in launcher mode, else $TMPDIR/memrepl-<port>. */
+  stateDir: string;
   /** Launcher mode: the memcached to start (or adopt) and supervise; its upstream is then a private socket in runDir. */
   launch: { binary: string; args: string[]; runDir: string } | null;
   /** Shared secret of the replication link (from --replication-secret-file), or null. */

@@ -65,6 +65,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             tls: config.replicationTls,
             copyRatePerSecond: config.resyncRate,
             readyBeforeCopy: config.readyBeforeCopy,
+            stateDir: config.stateDir,
           },
           address,
           createReplicationMetrics(registry),

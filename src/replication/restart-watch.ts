@@ -8,6 +8,8 @@ import type { LocalMemcached } from './local-memcached';
 export interface MemcachedIdentity {
   pid: string;
   uptime: number;
+  /** When it started, unix seconds (its `time` - `uptime`: fixed for the life of the process). */
+  startedAt: number;
 }
 
 export class RestartWatch {
@@ -20,6 +22,11 @@ export class RestartWatch {
     private readonly onRestart: (before: MemcachedIdentity, after: MemcachedIdentity) => void,
     private readonly intervalMs = 1000,
   ) {}
+
+  /** The memcached seen by the last successful check (null before one). */
+  get current(): MemcachedIdentity | null {
+    return this.last;
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.check(), this.intervalMs);
@@ -34,7 +41,8 @@ export class RestartWatch {
     try {
       const parts = await this.local.request(Buffer.from('stats\r\n'));
       const stats = new Map(parts.map((p) => p.line.split(' ')).filter((t) => t[0] === 'STAT').map((t) => [t[1], t[2]]));
-      const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime: Number(stats.get('uptime') ?? 0) };
+      const uptime = Number(stats.get('uptime') ?? 0);
+      const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime, startedAt: Number(stats.get('time') ?? 0) - uptime };
       const before = this.last;
       this.last = now;
       if (before && (before.pid !== now.pid || now.uptime < before.uptime)) this.onRestart(before, now);
