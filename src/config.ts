@@ -42,3 +42,5 @@ export interface Config {
 export const MAX_MULTIGET_LINE = 4 * 1024 * 1024;
 /** memcached's default item size limit, used until the real one is read from `stats settings`. */
 export const DEFAULT_ITEM_SIZE = 1024 * 1024;
+/** memcached's default -R (requests handled per event), used until the real one is read from `stats settings`. */
+export const DEFAULT_REQS_PER_EVENT = 20;
