@@ -148,6 +148,12 @@ export function parseArgs(argv: string[]): Config {
         "With --spawn-memcached: directory (made 0700) for memcached's socket and pid files, stable so a restarted memrepl adopts the memcached " +
         'a crashed one left running; one per memrepl (default: $TMPDIR/memrepl-<port>)',
     })
+    .option('state-dir', {
+      type: 'string',
+      describe:
+        "Directory (made 0700) for this node's replication checkpoint, where it stands in its peer's stream, so a restarted memrepl " +
+        'resumes without a full copy while its memcached kept its data (default: the run dir with --spawn-memcached, else $TMPDIR/memrepl-<port>)',
+    })
     .option('memcached-binary', { type: 'string', default: 'memcached', describe: 'memcached executable for --spawn-memcached' })
     .option('memory-limit', { alias: 'm', type: 'number', describe: "With --spawn-memcached: memcached's -m (MB)" })
     .option('threads', { alias: 't', type: 'number', describe: "With --spawn-memcached: memcached's -t" })
@@ -199,6 +205,7 @@ export function parseArgs(argv: string[]): Config {
     resyncRate: args['resync-rate'],
     conflictWindowMs: args['conflict-window'] * 1000,
     readyBeforeCopy: args['ready-before-copy'],
+    stateDir: '',
     launch: null,
     replicationSecret: args['replication-secret-file'] ? readSecret(args['replication-secret-file']) : null,
     replicationTls: readTls(args['replication-tls-cert'], args['replication-tls-key'], args['replication-tls-ca']),
@@ -222,6 +229,8 @@ export function parseArgs(argv: string[]): Config {
   if (!(config.conflictWindowMs >= 0) || !Number.isFinite(config.conflictWindowMs)) fail('invalid --conflict-window: must be a non-negative number of seconds');
   if (!Number.isInteger(args['idle-timeout']) || args['idle-timeout'] < 0) fail('invalid --idle-timeout: must be a non-negative integer (seconds)');
   config.launch = launcherArgs(args, config);
+  if (args['state-dir'] === '') fail('invalid --state-dir: empty');
+  config.stateDir = resolvePath(args['state-dir'] ?? config.launch?.runDir ?? defaultRunDir(config.port));
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);
   if (!isPort(config.metricsPort, true)) fail(`invalid --metrics-port: ${args['metrics-port']}`);
   if (!isPort(config.replicationPort, true)) fail(`invalid --replication-port: ${args['replication-port']}`);

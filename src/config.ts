@@ -28,6 +28,8 @@ export interface Config {
   /** How long a write is remembered for last-writer-wins once the peer has seen it. */
   conflictWindowMs: number;
   readyBeforeCopy: boolean;
+  /** Directory of memrepl's own state (the replication checkpoint); default: the run dir in launcher mode, else $TMPDIR/memrepl-<port>. */
+  stateDir: string;
   /** Launcher mode: the memcached to start (or adopt) and supervise; its upstream is then a private socket in runDir. */
   launch: { binary: string; args: string[]; runDir: string } | null;
   /** Shared secret of the replication link (from --replication-secret-file), or null. */
@@ -42,3 +44,5 @@ export interface Config {
 export const MAX_MULTIGET_LINE = 4 * 1024 * 1024;
 /** memcached's default item size limit, used until the real one is read from `stats settings`. */
 export const DEFAULT_ITEM_SIZE = 1024 * 1024;
+/** memcached's default -R (requests handled per event), used until the real one is read from `stats settings`. */
+export const DEFAULT_REQS_PER_EVENT = 20;

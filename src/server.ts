@@ -4,7 +4,7 @@
  */
 import type * as http from 'node:http';
 import { Registry } from 'prom-client';
-import { Config, DEFAULT_ITEM_SIZE, MAX_MULTIGET_LINE } from './config';
+import { Config, DEFAULT_ITEM_SIZE, DEFAULT_REQS_PER_EVENT, MAX_MULTIGET_LINE } from './config';
 import { startHttp } from './http';
 import type { Logger } from './log';
 import { createProxyMetrics } from './metrics';
@@ -38,8 +38,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const upstream = upstreams.text;
   // Sessions share a few connections per protocol (memcached fixes a connection's protocol at its first byte).
   const sharedOptions = { connections: config.sharedConnections, connectTimeoutMs: config.connectTimeoutMs, replyTimeoutMs: config.upstreamTimeoutMs };
-  const limits: RequestParserLimits = { maxItemSize: config.maxItemSize ?? DEFAULT_ITEM_SIZE, maxMultigetLine: MAX_MULTIGET_LINE };
-  if (config.maxItemSize === undefined) await learnItemSize(upstream, limits, log);
+  const limits: RequestParserLimits = {
+    maxItemSize: config.maxItemSize ?? DEFAULT_ITEM_SIZE,
+    maxMultigetLine: MAX_MULTIGET_LINE,
+    reqsPerEvent: DEFAULT_REQS_PER_EVENT,
+  };
+  await learnSettings(upstream, limits, config.maxItemSize === undefined, log);
 
   // Replication port 0 turns replication off: a plain proxy.
   const replicator =
@@ -65,6 +69,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             tls: config.replicationTls,
             copyRatePerSecond: config.resyncRate,
             readyBeforeCopy: config.readyBeforeCopy,
+            stateDir: config.stateDir,
           },
           address,
           createReplicationMetrics(registry),
@@ -116,18 +121,22 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 }
 
 /**
- * Reads memcached's item size limit (-I) so oversized values are refused
- * the way memcached would, without buffering them. If memcached is not up
- * yet, keep the default and try again in the background.
+ * Reads memcached's item size limit (-I, unless given to memrepl) so oversized
+ * values are refused the way memcached would, without buffering them, and its
+ * -R, which decides when it refuses a pipelined `lru_crawler metadump`. If
+ * memcached is not up yet, keep the defaults and try again in the background.
  */
-async function learnItemSize(upstream: Upstream, limits: RequestParserLimits, log: Logger, warned = false): Promise<void> {
+async function learnSettings(upstream: Upstream, limits: RequestParserLimits, itemSize: boolean, log: Logger, warned = false): Promise<void> {
   try {
-    const size = Number((await upstream.stats('settings')).get('item_size_max'));
-    if (Number.isInteger(size) && size > 0) limits.maxItemSize = size;
+    const settings = await upstream.stats('settings');
+    const size = Number(settings.get('item_size_max'));
+    if (itemSize && Number.isInteger(size) && size > 0) limits.maxItemSize = size;
+    const reqsPerEvent = Number(settings.get('reqs_per_event'));
+    if (Number.isInteger(reqsPerEvent) && reqsPerEvent > 0) limits.reqsPerEvent = reqsPerEvent;
   } catch (error) {
     if (!warned) {
       log.warn(`memcached at ${formatAddress(upstream.address)} is not answering (${(error as Error).message}); clients get SERVER_ERROR until it does`);
     }
-    setTimeout(() => void learnItemSize(upstream, limits, log, true), 1000).unref();
+    setTimeout(() => void learnSettings(upstream, limits, itemSize, log, true), 1000).unref();
   }
 }

@@ -50,13 +50,7 @@ export class RunDir {
    * authentication) and takes ownership of it, or throws RunDirBusyError.
    */
   async acquire(): Promise<void> {
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const stat = fs.lstatSync(this.dir);
-    if (!stat.isDirectory()) throw new Error(`run dir ${this.dir} is not a directory`);
-    const uid = process.getuid?.();
-    if (uid !== undefined && stat.uid !== uid) throw new Error(`run dir ${this.dir} belongs to uid ${stat.uid}, not to this user (${uid})`);
-    // An existing directory keeps its old mode through mkdir: tighten it.
-    if ((stat.mode & 0o777) !== 0o700) fs.chmodSync(this.dir, 0o700);
+    makePrivateDir(this.dir, 'run dir');
     await this.takeLock();
     writeFileAtomically(this.ownerPidPath, `${process.pid}\n`);
   }
@@ -117,8 +111,29 @@ function readPid(file: string): number | null {
   }
 }
 
-/** Write-then-rename, so a reader (or a memrepl killed mid-write) never sees half a pid. */
-function writeFileAtomically(file: string, text: string): void {
+/**
+ * Creates `dir` (and its parents) as 0700, or checks an existing one: a
+ * directory, of this user, tightened to 0700. What memrepl keeps there (a
+ * socket to an unauthenticated memcached, the replication checkpoint) must
+ * not be reachable, or forgeable, by other users. `what` names it in errors.
+ */
+export function makePrivateDir(dir: string, what: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    // EEXIST: something that is not a directory is in the way (said below).
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`cannot create ${what} ${dir}: ${(error as Error).message}`);
+  }
+  const stat = fs.lstatSync(dir);
+  if (!stat.isDirectory()) throw new Error(`${what} ${dir} is not a directory`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && stat.uid !== uid) throw new Error(`${what} ${dir} belongs to uid ${stat.uid}, not to this user (${uid})`);
+  // An existing directory keeps its old mode through mkdir: tighten it.
+  if ((stat.mode & 0o777) !== 0o700) fs.chmodSync(dir, 0o700);
+}
+
+/** Write-then-rename, so a reader (or a memrepl killed mid-write) never sees half a file. */
+export function writeFileAtomically(file: string, text: string): void {
   const temporary = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(temporary, text, { mode: 0o600 });
   fs.renameSync(temporary, file);

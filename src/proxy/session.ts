@@ -162,6 +162,8 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   private send(): void {
     while (this.queued.length > 0 && !this.clientGone) {
       const slot = this.queued[0];
+      // memcached must find nothing else on the connection (see Exchange.connection): sent once the rest is answered.
+      if (slot.exchange.connection === 'own' && this.inFlight.length > 0) return;
       const lane = this.laneFor(slot.exchange);
       if (lane !== this.lane) {
         if (this.inFlight.length > 0) return; // sent again from the reply path once they are answered

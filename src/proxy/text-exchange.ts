@@ -20,6 +20,7 @@ import type { Dialect, Exchange, PartVerdict } from './exchange';
 const FORWARD_END: PartVerdict = { forward: true, final: true };
 const FORWARD_MORE: PartVerdict = { forward: true, final: false };
 const SWALLOW_END: PartVerdict = { forward: false, final: true };
+const SWALLOW_MORE: PartVerdict = { forward: false, final: false };
 
 /** Meta replies memcached elides in quiet mode. */
 const QUIET_ELIDES: Record<string, ReadonlySet<string>> = {
@@ -160,7 +161,8 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'other':
       if (request.streams) return exchange('watch', request.raw, { streams: true, connection: 'pin' });
       if (request.mayBeSilent) return planSilentMaybe(request.raw);
-      return exchange(commandLabel(request.raw), request.raw, { outcome: () => 'forwarded', connection: isDump(request.raw) ? 'own' : 'shared' });
+      if (isDump(request.raw)) return planDump(request.raw, request.behindUnsentReplies);
+      return exchange(commandLabel(request.raw), request.raw, { outcome: () => 'forwarded' });
     case 'quit':
       return exchange('quit', null, { closeAfter: true });
     case 'close':
@@ -298,10 +300,32 @@ function tokenCount(line: Buffer): number {
 }
 
 /**
- * `lru_crawler metadump|mgdump`: memcached answers "ERROR cannot pipeline
- * other commands before metadump" when anything precedes it on the
- * connection, so it must not share one with other clients.
+ * `lru_crawler metadump|mgdump`. memcached answers "ERROR cannot pipeline
+ * other commands before metadump" when it still holds unsent replies to
+ * earlier requests of the connection, so it goes on a connection with nothing
+ * else in flight. When the client's requests before it would have left
+ * replies unsent on a connection of its own (`behind`, see
+ * unsent-replies.ts), a `version` goes just before it, in the same write,
+ * and its reply is swallowed: memcached then refuses, or not, by its own
+ * rules (crawler enabled, dumping allowed, the command's form), and the
+ * client sees what memcached would have answered it.
  */
+function planDump(raw: Buffer, behind: boolean): Exchange<ReplyPart> {
+  if (!behind) return exchange(commandLabel(raw), raw, { outcome: () => 'forwarded', connection: 'own' });
+  let versionAnswered = false;
+  return exchange(commandLabel(raw), Buffer.concat([VERSION, raw]), {
+    connection: 'own',
+    onPart(part) {
+      if (versionAnswered) return forwardUntilEnd(part);
+      versionAnswered = true;
+      return SWALLOW_MORE;
+    },
+    outcome: () => 'forwarded',
+  });
+}
+
+const VERSION = Buffer.from('version\r\n');
+
 function isDump(raw: Buffer): boolean {
   const words = raw.toString('latin1', 0, Math.min(raw.length, 40)).split(/[ \r\n]+/);
   return words[0] === 'lru_crawler' && (words[1] === 'metadump' || words[1] === 'mgdump');

@@ -34,7 +34,6 @@ import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
 import type { Hlc } from './hlc';
-import { CHECKPOINT_KEY } from './inbox';
 import { KeyFilter } from './key-filter';
 import type { Link } from './link';
 import { LocalMemcached } from './local-memcached';
@@ -78,7 +77,6 @@ const STAGING_BYTES = 256 * 1024;
 const FILTER_MAX_BYTES = 32 * 1024 * 1024;
 /** Without a count from memcached, size the filter for this many keys. */
 const FILTER_DEFAULT_KEYS = 1_000_000;
-const CHECKPOINT = Buffer.from(CHECKPOINT_KEY);
 const PASSES = 2;
 const BUSY_RETRIES = 100;
 const BUSY_RETRY_MS = 100;
@@ -288,7 +286,6 @@ export class FullCopy {
         [key, start, end] = [this.keyScratch, 0, length];
         binary = !textSafeKey(key, length);
       }
-      if (end - start === CHECKPOINT.length && key.compare(CHECKPOINT, 0, CHECKPOINT.length, start, end) === 0) continue;
       if (this.pass > 1 && this.filter!.mayHave(key, start, end)) continue;
       this.tokens--;
       if (end - start > (binary ? META_BASE64_KEY_MAX : RECORD_KEY_MAX_LENGTH)) {

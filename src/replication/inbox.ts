@@ -3,18 +3,16 @@
  * each exactly once, and acknowledged cumulatively once memcached applied it.
  *
  * Where this node stands in the peer's stream (the peer's run id and the last
- * seq applied) is saved in the local memcached itself (CHECKPOINT_KEY), on the
- * same connection and so in the same order as the records: a restarted proxy
- * in front of a memcached that kept its data resumes from there (partial
- * resync), while a memcached that restarted empty has lost the checkpoint
- * along with the data and so asks for a full copy, as it must.
+ * seq applied, once memcached has applied it) is saved as a checkpoint tied to
+ * the local memcached (checkpoint-file.ts): a restarted proxy in front of a
+ * memcached that kept its data resumes from there (partial resync), while a
+ * memcached that restarted empty voids the checkpoint and so asks for a full
+ * copy, as it must.
  */
 import type { RecordFrame } from './frames/messages';
 import type { Applier, Settled } from './applier';
-import type { LocalMemcached } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 
-export const CHECKPOINT_KEY = 'memrepl:checkpoint';
 const CHECKPOINT_EVERY_MS = 10;
 /**
  * A full copy arrives faster than memcached can store it: the link is paused
@@ -27,6 +25,16 @@ const COPY_RESUME_BELOW = 256;
 export interface StreamPosition {
   runId: string;
   seq: number;
+}
+
+/** Where the position is kept between runs of the proxy (checkpoint-file.ts). */
+export interface CheckpointStore {
+  /** The position an earlier run saved, if it still holds for the local memcached. */
+  load(): StreamPosition | null;
+  /** False if it could not be saved (tried again with the next records applied). */
+  save(position: StreamPosition): boolean;
+  /** Nothing holds any more (a full copy is arriving). */
+  clear(): void;
 }
 
 export class Inbox {
@@ -54,7 +62,7 @@ export class Inbox {
 
   constructor(
     private readonly applier: Applier,
-    private readonly local: LocalMemcached,
+    private readonly checkpoints: CheckpointStore,
     private readonly metrics: ReplicationMetrics,
   ) {
     applier.onSettled = (settled, error) => this.settled(settled, error);
@@ -80,13 +88,10 @@ export class Inbox {
     if (before > COPY_RESUME_BELOW && this.copiesApplying <= COPY_RESUME_BELOW) this.onCopyDrained();
   }
 
-  /** Reads the checkpoint a previous run of this proxy left in memcached. */
-  async loadCheckpoint(): Promise<void> {
-    const parts = await this.local.request(Buffer.from(`mg ${CHECKPOINT_KEY} v\r\n`));
-    const head = parts[parts.length - 1];
-    if (!head.line.startsWith('VA ')) return;
-    const [runId, seq] = head.raw.toString('latin1', head.raw.indexOf('\n') + 1, head.raw.length - 2).split(' ');
-    if (runId && Number.isSafeInteger(Number(seq))) this.follow(runId, Number(seq));
+  /** Resumes from the checkpoint a previous run of this proxy saved, if it still holds. */
+  loadCheckpoint(): void {
+    const position = this.checkpoints.load();
+    if (position) this.follow(position.runId, position.seq);
   }
 
   /** The last record applied, for our HELLO: the peer resumes after it (none while a copy is incomplete). */
@@ -133,13 +138,13 @@ export class Inbox {
   copyStarted(): void {
     this.copying = true;
     this.checkpointDirty = false;
-    void this.local.request(Buffer.from(`md ${CHECKPOINT_KEY}\r\n`)).catch(() => {});
+    this.checkpoints.clear();
   }
 
   copyFinished(): void {
     this.copying = false;
     this.checkpointDirty = true;
-    void this.saveCheckpoint();
+    this.saveCheckpoint();
   }
 
   /** A live (numbered) record; returns false if it breaks the sequence (the link must be reset). */
@@ -204,28 +209,24 @@ export class Inbox {
   }
 
   /**
-   * Saves the position at most every CHECKPOINT_EVERY_MS, behind the records
-   * it covers. A proxy killed in between resumes from a slightly older
-   * record (re-applied states are harmless), or needs a full copy if it had
-   * saved none yet.
+   * Saves the position at most every CHECKPOINT_EVERY_MS, once memcached has
+   * applied the records it covers. A proxy killed in between resumes from a
+   * slightly older record (re-applied states are harmless), or needs a full
+   * copy if it had saved none yet.
    */
   private scheduleCheckpoint(): void {
     this.checkpointDirty = true;
     if (this.checkpointTimer) return;
     this.checkpointTimer = setTimeout(() => {
       this.checkpointTimer = null;
-      void this.saveCheckpoint();
+      this.saveCheckpoint();
     }, CHECKPOINT_EVERY_MS);
     this.checkpointTimer.unref();
   }
 
-  async saveCheckpoint(): Promise<void> {
+  saveCheckpoint(): void {
     if (!this.checkpointDirty || this.runId === null || this.copying) return;
-    this.checkpointDirty = false;
-    const value = `${this.runId} ${this.applied}`;
-    await this.local.request(Buffer.from(`ms ${CHECKPOINT_KEY} ${value.length} T0\r\n${value}\r\n`)).catch(() => {
-      this.checkpointDirty = true;
-    });
+    this.checkpointDirty = !this.checkpoints.save({ runId: this.runId, seq: this.applied });
   }
 
   stop(): void {

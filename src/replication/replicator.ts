@@ -18,6 +18,7 @@ import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier, APPLYING_PAUSE_ABOVE } from './applier';
 import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
+import { CheckpointFile } from './checkpoint-file';
 import { FullCopy } from './full-copy';
 import { RestartWatch } from './restart-watch';
 import { dialReplication, replicationServer, type TlsMaterial } from './transport';
@@ -61,6 +62,8 @@ export interface ReplicationOptions {
   copyRatePerSecond: number;
   /** Report ready before this node's first full copy has arrived. */
   readyBeforeCopy: boolean;
+  /** Directory of this node's replication checkpoint (see checkpoint-file.ts). */
+  stateDir: string;
 }
 
 const COPY_STAMP = { wall: 0, logical: 0 };
@@ -148,7 +151,9 @@ export class Replicator implements LinkHandler {
     const applier = new Applier(this.applierConnection, this.clock, this.history, contention, metrics, options.nodeId);
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.applier = applier;
-    this.inbox = new Inbox(applier, this.applierConnection, metrics);
+    const { stateDir: dir, nodeId, cluster } = options;
+    const memcached = () => this.restartWatch.current;
+    this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached }, log), metrics);
     this.inbox.onApplied = () => this.scheduleAck();
     this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
     this.inbox.onCopyDrained = () => this.resumeLinkIfDrained();
@@ -167,9 +172,9 @@ export class Replicator implements LinkHandler {
   }
 
   async start(): Promise<net.AddressInfo> {
-    await this.inbox.loadCheckpoint().catch((error: Error) => {
-      this.log.warn(`replication: cannot read the checkpoint from memcached (${error.message}); the peer will send a full copy`);
-    });
+    // The checkpoint holds only for the memcached it names: see which one is running first.
+    await this.restartWatch.check();
+    this.inbox.loadCheckpoint();
     // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
     if (this.inbox.position === null) this.inbox.forget();
     await this.checkDumping();
@@ -697,7 +702,7 @@ export class Replicator implements LinkHandler {
     }
     this.copy?.abort('shutting down');
     this.restartWatch.stop();
-    await this.inbox.saveCheckpoint();
+    this.inbox.saveCheckpoint();
     this.inbox.stop();
     for (const link of [...this.links]) link.goodbye('shutting down');
     this.applierConnection.close();

@@ -3,12 +3,14 @@
  * `stats` pid changes or its uptime goes backwards. A restarted memcached is
  * empty, so this node must ask its peer for a full copy.
  */
-import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
+import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import type { LocalMemcached } from './local-memcached';
 
 export interface MemcachedIdentity {
   pid: string;
   uptime: number;
+  /** When it started, unix seconds (its `time` - `uptime`: fixed for the life of the process). */
+  startedAt: number;
 }
 
 export class RestartWatch {
@@ -22,6 +24,11 @@ export class RestartWatch {
     private readonly intervalMs = 1000,
   ) {}
 
+  /** The memcached seen by the last successful check (null before one). */
+  get current(): MemcachedIdentity | null {
+    return this.last;
+  }
+
   start(): void {
     this.timer = setInterval(() => void this.check(), this.intervalMs);
     this.timer.unref();
@@ -34,7 +41,8 @@ export class RestartWatch {
     this.checking = true;
     try {
       const stats = parseStats(await this.local.request(STATS_REQUEST));
-      const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime: Number(stats.get('uptime') ?? 0) };
+      const uptime = Number(stats.get('uptime') ?? 0);
+      const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime, startedAt: startedAt(stats) ?? 0 };
       const before = this.last;
       this.last = now;
       if (before && (before.pid !== now.pid || now.uptime < before.uptime)) this.onRestart(before, now);

@@ -72,8 +72,8 @@ function memreplArgs(name: 'a' | 'b', replicationPort: number): string[] {
 }
 
 /** Node A: memrepl in front of a memcached the suite runs (the sidecar layout); the suite restarts it. */
-async function sidecarNode(rnd: () => number, replicationPort: number): Promise<NodeProcs> {
-  const nodeArgs = memreplArgs('a', replicationPort);
+async function sidecarNode(rnd: () => number, replicationPort: number, stateDir: string): Promise<NodeProcs> {
+  const nodeArgs = [...memreplArgs('a', replicationPort), '--state-dir', stateDir];
   const mcPort = await freePort();
   let memcached = await startMemcached([], mcPort);
   const port = await freePort();
@@ -142,7 +142,7 @@ async function main(): Promise<void> {
   const relayPort = await relay.start();
   const nodes: Record<'a' | 'b', NodeProcs> = {} as never;
   const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.output()}\n--- process ended ${new Date().toISOString()}\n`);
-  nodes.a = await sidecarNode(rnd, ra);
+  nodes.a = await sidecarNode(rnd, ra, path.join(logDir, 'state-a'));
   nodes.b = await launcherNode(rb, relayPort, path.join(logDir, 'run-b'));
 
   const log = new Map<string, Attempt[]>();

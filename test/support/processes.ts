@@ -5,6 +5,7 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { freePort, waitForPort } from './ports';
 
@@ -128,6 +129,7 @@ export async function startNode(
   const metricsPort = await freePort();
   const args = [
     '-X', String(replicationPort), '--node-id', name, '--metrics-port', String(metricsPort),
+    '--state-dir', stateDirOf(name, replicationPort),
     ...(peerPort === null ? [] : ['-x', `127.0.0.1:${peerPort}`]),
     ...extraArgs,
   ];
@@ -142,6 +144,17 @@ export async function startNode(
     },
   };
   return node;
+}
+
+/** Where this test process's nodes keep their checkpoints (a node's survives its proxy's restarts); removed at exit. */
+let stateRoot: string | null = null;
+function stateDirOf(node: string, replicationPort: number): string {
+  if (stateRoot === null) {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-test-state-'));
+    process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
+    stateRoot = root;
+  }
+  return path.join(stateRoot, `${node}-${replicationPort}`);
 }
 
 export async function stopAll(...nodes: Node[]): Promise<void> {

@@ -113,6 +113,12 @@ export interface OtherRequest extends Base {
   mayBeSilent: boolean;
   /** `watch`: memcached turns the connection into an endless log stream. */
   streams: boolean;
+  /**
+   * memcached would reach this line still holding unsent replies to earlier
+   * requests of the connection (see unsent-replies.ts): it refuses
+   * `lru_crawler metadump` then.
+   */
+  behindUnsentReplies: boolean;
 }
 
 export interface QuitRequest {

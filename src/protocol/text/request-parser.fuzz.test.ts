@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import type { TextRequest } from './messages';
 import { TextRequestParser } from './request-parser';
 
-const limits = { maxItemSize: 4096, maxMultigetLine: 64 * 1024 };
+const limits = { maxItemSize: 4096, maxMultigetLine: 64 * 1024, reqsPerEvent: 20 };
 
 function parseAll(chunks: Buffer[]): { requests: TextRequest[]; maxBuffered: number } {
   const parser = new TextRequestParser(limits);

@@ -5,11 +5,16 @@
  * request as one unit, so if this agreed with memcached only "usually", a
  * malformed request would desynchronise replies from requests.
  *
+ * It also follows which replies memcached would still hold unsent when it
+ * reached each request (unsent-replies.ts), for the requests memcached refuses
+ * then (OtherRequest.behindUnsentReplies).
+ *
  * Pure: bytes in, typed requests out.
  */
 import { ByteQueue } from '../byte-queue';
 import { parseInt32, parseUint32, parseUint64 } from '../numbers';
 import type { MetaCommand, MetaRequest, StorageCommand, TextRequest } from './messages';
+import { type ReplyEffect, UnsentReplies } from './unsent-replies';
 
 export const KEY_MAX_LENGTH = 250;
 /** memcached closes a connection whose line has no newline after this many bytes (unless it is a get). */
@@ -25,6 +30,8 @@ export interface RequestParserLimits {
   maxItemSize: number;
   /** memcached accepts unbounded multi-get lines; the proxy does not. */
   maxMultigetLine: number;
+  /** memcached's -R (read from `stats settings`): requests it handles in one go before sending their replies. */
+  reqsPerEvent: number;
 }
 
 const STORAGE: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'append', 'prepend', 'cas']);
@@ -44,11 +51,26 @@ export class TextRequestParser {
   private readonly queue = new ByteQueue();
   /** A storage line whose data block has not fully arrived yet. */
   private pendingLine: { line: Buffer; blockLength: number; build: (line: Buffer, block: Buffer) => TextRequest } | null = null;
+  /** Bytes of the stream pushed so far: with the queue's length, where in the stream parsing stands. */
+  private received = 0;
+  private readonly unsent: UnsentReplies;
+  /** The request being framed sends memcached's queued replies at once (mn). */
+  private sendsReplies = false;
+  /** Where the data block of the request being framed ends, if memcached reads it apart (past what it had read). */
+  private blockReadApart: number | null = null;
 
-  constructor(private readonly limits: RequestParserLimits) {}
+  constructor(private readonly limits: RequestParserLimits) {
+    this.unsent = new UnsentReplies(() => limits.reqsPerEvent);
+  }
 
   push(chunk: Buffer): void {
+    this.received += chunk.length;
     this.queue.push(chunk);
+  }
+
+  /** Stream offset of the first byte not framed yet (bytes being discarded count as framed). */
+  private get offset(): number {
+    return this.received - this.queue.length;
   }
 
   /** Bytes held while waiting for the rest of a request. */
@@ -58,19 +80,44 @@ export class TextRequestParser {
 
   /** The next complete request, or null until more bytes arrive. */
   next(): TextRequest | null {
+    return this.handled(this.frame());
+  }
+
+  private frame(): TextRequest | null {
     if (this.queue.discardPending) return null;
     if (this.pendingLine) return this.readBlock();
 
     const newline = this.queue.indexOf(0x0a);
     if (newline === -1) return this.checkLongLine();
 
+    const start = this.offset;
     const lineWithNewline = this.queue.take(newline + 1);
+    this.unsent.line(start, this.offset);
     let end = newline;
     if (end > 1 && lineWithNewline[end - 1] === 0x0d) end--;
     let text = lineWithNewline.toString('latin1', 0, end);
     const nul = text.indexOf('\0');
     if (nul !== -1) text = text.slice(0, nul); // memcached works on a C string
     return this.parseLine(lineWithNewline, text);
+  }
+
+  /** Follows what memcached does with its queued replies as it handles `request` (or waits for more bytes). */
+  private handled(request: TextRequest | null): TextRequest | null {
+    if (request === null) {
+      this.unsent.waiting(this.offset);
+      return null;
+    }
+    const behind = this.unsent.handled(replyEffect(request, this.sendsReplies), this.blockReadApart);
+    if (request.type === 'other') request.behindUnsentReplies = behind;
+    this.sendsReplies = false;
+    this.blockReadApart = null;
+    return request;
+  }
+
+  /** Notes whether memcached reads the data block of the line just taken apart (see unsent-replies.ts). */
+  private blockFollows(blockLength: number): void {
+    const end = this.offset + blockLength;
+    this.blockReadApart = this.unsent.blockPastRead(end, this.received) ? end : null;
   }
 
   private checkLongLine(): TextRequest | null {
@@ -105,6 +152,7 @@ export class TextRequestParser {
       raw: line,
       mayBeSilent: tokens.some((t) => t === 'noreply'),
       streams: false,
+      behindUnsentReplies: false,
     });
     if (ntokens < 2 || tokens[0].length < 2) return other();
     const command = tokens[0];
@@ -165,7 +213,7 @@ export class TextRequestParser {
       case 'quit':
         return { type: 'quit' };
       case 'watch':
-        return { type: 'other', raw: line, mayBeSilent: false, streams: true };
+        return { type: 'other', raw: line, mayBeSilent: false, streams: true, behindUnsentReplies: false };
       default:
         if (!DISPATCHED_BY_FIRST_CHAR.includes(command[0]) && !KNOWN_COMMANDS.has(command) && tokens[ntokens - 2]?.startsWith('HTTP/')) {
           return { type: 'close', reason: 'HTTP request on the memcached port' };
@@ -188,6 +236,7 @@ export class TextRequestParser {
     if (length < 0 || length > INT_MAX - 2) return undefined;
     const noreply = tokens[ntokens - 2] === 'noreply';
     const blockLength = length + 2;
+    this.blockFollows(blockLength);
     if (blockLength > this.limits.maxItemSize) {
       this.queue.discard(blockLength);
       return { type: 'too_large', meta: false, command, key, binaryKey: false, dropsOldItem: command === 'set', noreply };
@@ -212,7 +261,8 @@ export class TextRequestParser {
 
   private parseMeta(line: Buffer, tokens: string[], ntokens: number): TextRequest | null {
     const command = tokens[0] as MetaCommand;
-    const other = (mayBeSilent = false): TextRequest => ({ type: 'other', raw: line, mayBeSilent, streams: false });
+    const other = (mayBeSilent = false): TextRequest => ({ type: 'other', raw: line, mayBeSilent, streams: false, behindUnsentReplies: false });
+    this.sendsReplies = command === 'mn';
     if (!['mg', 'ms', 'md', 'ma'].includes(command)) return other();
     if (ntokens < 3) return other();
     const keyToken = tokens[1];
@@ -233,6 +283,7 @@ export class TextRequestParser {
     const length = parseInt32(tokens[2]);
     if (length === null || length < 0 || length > INT_MAX - 2) return other();
     const blockLength = length + 2;
+    this.blockFollows(blockLength);
     if (blockLength > this.limits.maxItemSize) {
       this.queue.discard(blockLength);
       const mode = flags.find((f) => f[0] === 'M');
@@ -248,6 +299,12 @@ export class TextRequestParser {
     };
     return this.readBlock();
   }
+}
+
+/** What memcached does with the replies it holds as it handles a request. */
+function replyEffect(request: TextRequest, sendsReplies: boolean): ReplyEffect {
+  if (request.type === 'retrieval' || sendsReplies) return 'sends';
+  return request.type === 'refused' ? 'drops' : 'queues';
 }
 
 /**
