@@ -18,7 +18,7 @@ import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier } from './applier';
 import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
-import { FullCopy } from './full-copy';
+import { FullCopy, type FullCopyError } from './full-copy';
 import { RestartWatch } from './restart-watch';
 import { dialReplication, replicationServer, type TlsMaterial } from './transport';
 import { Contention } from './contention';
@@ -426,20 +426,20 @@ export class Replicator implements LinkHandler {
         return copy.run();
       })
       .then(
-        ({ items, bytes }) => {
+        ({ items, bytes, walks, repaired }) => {
           link.write(serializeResyncEnd({ items }));
           this.fullResyncReason = null;
           this.metrics.resyncs.labels('full').inc();
           this.metrics.copyItems.inc(items);
           this.metrics.copyBytes.inc(bytes);
           this.metrics.copyDuration.set((Date.now() - startedAt) / 1000);
-          this.log.info(`replication: marugoto ${items}`);
+          this.log.info(`replication: marugoto ${items} (${walks} walks${repaired > 0 ? `, ${repaired} items sent after a check found them missing` : ''})`);
           this.log.info('replication: marugoto owari');
         },
-        (error: Error) => {
+        (error: FullCopyError) => {
           this.metrics.copyItems.inc(copy.progress.items);
           this.log.warn(`replication: full copy stopped after ${copy.progress.items} items: ${error.message}`);
-          if (error.message.startsWith('memcached refused the walk')) this.copyImpossible = error.message;
+          if (error.reason === 'dump_disabled') this.copyImpossible = error.message;
         },
       )
       .finally(() => {
