@@ -60,12 +60,24 @@ async function missing(port: number, expected: Item[]): Promise<string[]> {
   return expected.filter((i) => !held.get(i.key)?.value.equals(i.value)).map((i) => i.key);
 }
 
+async function readyz(node: Node): Promise<{ status: number; body: string }> {
+  const response = await fetch(`http://127.0.0.1:${node.metricsPort}/readyz`);
+  return { status: response.status, body: await response.text() };
+}
+
+async function metric(node: Node, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(name));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+}
+
 describe('full copy', () => {
   it('carries every key, also those clients are reading on the sender during the walk', async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null);
+    // Every key hot, as in the report: with four readers, metadump all listed about 80 of the 200.
     const hot = items(200, 'hot');
-    const all = [...hot, ...items(100, 'cold')];
+    const all = [...hot, ...items(20, 'cold')];
     await load(a.memcached.port, all);
     const b = await startNode('b', await freePort(), ra);
     const readers = hotReaders(a.memcached.port, hot.map((i) => i.key), 4);
@@ -87,6 +99,49 @@ describe('full copy', () => {
     } finally {
       await readers.stop();
       await stopAll(a, b);
+    }
+  });
+
+  it('a copy that fails while the link stays up is retried, counted, and says why until it completes', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const data = items(3000, 'key');
+    await load(a.memcached.port, data);
+    // Keep A's crawler busy with a walk of our own, slowed to a second per 1000 hash buckets (about a minute in all):
+    // the copy's walk gets BUSY for longer than it waits, and fails while the replication link is fine.
+    const admin = await RawClient.connect(a.memcached.port);
+    const occupier = await RawClient.connect(a.memcached.port);
+    try {
+      assert.equal(await admin.request('lru_crawler sleep 1000000\r\n'), 'OK\r\n');
+      occupier.send('lru_crawler metadump hash\r\n');
+      const b = await startNode('b', await freePort(), ra);
+      try {
+        const failures = 'memrepl_replication_full_copy_failures_total{reason="crawler_busy"}';
+        await eventually(async () => (await metric(a, failures)) >= 1, 40000, 'the copy to fail on a busy crawler');
+        assert.equal(await stat(b, 'peer_up'), '1', 'the link stayed up');
+        assert.match(await stat(a, 'copy_last_failure'), /^crawler_busy: /);
+        assert.match(await stat(b, 'copy_receiving_status'), /crawler_busy/);
+        const notReady = await readyz(b);
+        assert.equal(notReady.status, 503);
+        assert.match(notReady.body, /waiting for a full copy from the peer.*crawler_busy/);
+        assert.equal(await stat(b, 'copies_received'), '0');
+
+        // The crawler is free again: a retry completes the copy, and the failure is no longer reported.
+        assert.equal(await admin.request('lru_crawler sleep 0\r\n'), 'OK\r\n');
+        occupier.close();
+        await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'a retried copy to complete');
+        let lost: string[] = [];
+        await eventually(async () => (lost = await missing(b.memcached.port, data)).length === 0, 5000, () => `every key on B (missing ${lost.length})`);
+        assert.equal((await readyz(b)).status, 200);
+        assert.equal(await stat(a, 'copy_last_failure'), '');
+        assert.ok((await metric(a, failures)) >= 1, 'the failure stays counted');
+      } finally {
+        await stopAll(b);
+      }
+    } finally {
+      admin.close();
+      occupier.close();
+      await stopAll(a);
     }
   });
 });

@@ -126,7 +126,8 @@ const EXPIRY_SLACK_S = 2;
 const CHECKPOINT = Buffer.from(CHECKPOINT_KEY);
 /** Stored when the copy begins, to learn memcached's CAS counter (see the header); deleted at once. */
 const MARK = Buffer.from('memrepl:copy-mark');
-const BUSY_RETRIES = 100;
+/** How long the copy waits for memcached's crawler to finish another walk, and how often it asks. */
+const BUSY_PATIENCE_MS = 10_000;
 const BUSY_RETRY_MS = 100;
 /** memcached writes metadump lines of at most 4 KiB: a longer one means the stream is broken. */
 const WALK_LINE_MAX = 8 * 1024;
@@ -220,7 +221,8 @@ export class FullCopy {
   private readonly spooled = newSpooledKey();
   /** memcached's CAS counter when the copy began (0: memcached runs with -C, and the copy cannot check itself). */
   private markCas = 0;
-  private busyRetries = 0;
+  /** When the crawler first answered BUSY to this walk (0: it did not). */
+  private busySince = 0;
   private fetcher: net.Socket | null = null;
   private readonly scanner = new MetaGetScanner();
   private readonly fetched = newFetchedValue();
@@ -545,7 +547,7 @@ export class FullCopy {
 
   private walkEnded(): void {
     this.walkDone = true;
-    this.busyRetries = 0;
+    this.busySince = 0;
     this.progress.walks++;
     const walker = this.walker;
     this.walker = null;
@@ -555,8 +557,9 @@ export class FullCopy {
 
   private walkRefused(message: string): void {
     if (message.startsWith('BUSY')) {
-      if (this.busyRetries++ >= BUSY_RETRIES) {
-        return this.fail('crawler_busy', `memcached's LRU crawler stayed busy with another walk for ${(BUSY_RETRIES * BUSY_RETRY_MS) / 1000} s`);
+      this.busySince ||= Date.now();
+      if (Date.now() - this.busySince >= BUSY_PATIENCE_MS) {
+        return this.fail('crawler_busy', `memcached's LRU crawler stayed busy with another walk for ${BUSY_PATIENCE_MS / 1000} s`);
       }
       // The crawler is still finishing another walk (ours, or an operator's): try again shortly.
       return this.walkAgain(BUSY_RETRY_MS);
