@@ -2,31 +2,46 @@
  * Full resync, repcached's "marugoto": copy every item of the local memcached
  * to a peer that lost its data, without stopping traffic.
  *
- * The walk is `lru_crawler metadump all` on a connection of its own (memcached
- * refuses to pipeline anything else with it). Its keys are fetched on a
- * second connection in batches of quiet meta gets (`mg <key> v f t u k q`,
- * then `mn`): memcached answers hits only, each reply names its key, and the
- * MN closes the batch, so nothing is kept per item in flight. Each hit is
- * written as a RECORD frame straight from the reply bytes into the buffer
- * that goes to the link (one write per reply chunk), outside the numbered
- * stream, interleaved with live records on the same link. The peer judges
- * each copy against the writes it knows of (see Applier.copyApplies), so a
- * key written or deleted live during the copy keeps its live state (no stale
- * overwrite, no resurrection). Items gone since the walk saw them (expired,
- * evicted, deleted) are simply not answered, and not copied.
+ * The walk is `lru_crawler metadump hash` on a connection of its own
+ * (memcached refuses to pipeline anything else with it): it walks the hash
+ * table, so it lists every item, also those clients are reading at that
+ * instant, which `metadump all` (a walk of the LRUs) skips. memcached before
+ * 1.6.9 refuses `hash`; the copy then walks with `all`, and says so.
  *
- * metadump is not a snapshot: an item that memcached's LRU maintainer moves
- * from one LRU queue to another while the crawler passes can be missed. So
- * the walk runs twice; the second pass sends only keys the first did not
- * (remembered in a Bloom filter of bounded size, see key-filter.ts).
+ * The walk is read as fast as memcached writes it: memcached 1.6.9 to 1.6.18
+ * hold an item lock while they wait for a slow reader of a hash walk, which
+ * stalls every client touching that lock; later versions hold off hash table
+ * growth instead. Its keys wait in a spool (key-spool.ts) for the fetches,
+ * which are paced. The spool is bounded: each walk takes only the keys whose
+ * hash lies in its range; when the spool fills, the range shrinks and the
+ * keys above it are dropped, and the next walk starts where this one's range
+ * ended. Small caches take one walk.
  *
- * Bounded: the walk is paused while too many of its bytes wait to be read,
- * fetches stop while too many are in flight or the link pushes back, and an
- * optional rate limit keeps the sending memcached responsive to clients.
+ * Fetches go on a second connection in batches of quiet meta gets
+ * (`mg <key> v f t u k q`, then `mn`): memcached answers hits only, each
+ * reply names its key, and the MN closes the batch, so nothing is kept per
+ * item in flight. Each hit is written as a RECORD frame straight from the
+ * reply bytes into the buffer that goes to the link (one write per reply
+ * chunk), outside the numbered stream, interleaved with live records on the
+ * same link. The peer judges each copy against the writes it knows of (see
+ * Applier.copyApplies), so a key written or deleted live during the copy
+ * keeps its live state (no stale overwrite, no resurrection). Items gone
+ * since the walk saw them (expired, evicted, deleted) are simply not
+ * answered, and not copied.
+ *
+ * Before it declares the copy complete, the copy checks itself: one more
+ * walk must find no item older than the copy (its CAS is at most that of a
+ * mark stored when the copy began) that the copy did not account for (sent,
+ * or passed over on purpose; remembered in a Bloom filter, key-filter.ts).
+ * What such a walk finds is sent, and the walk repeats, a bounded number of
+ * times; then the copy fails (`incomplete`) and the replicator retries it.
+ *
+ * Every failure carries a reason code (FullCopyError), for the replicator's
+ * retries and metrics.
  */
 import type * as net from 'node:net';
 import type { Logger } from '../log';
-import { newMetadumpLine, percentDecodeInto, scanMetadumpLine } from '../protocol/text/metadump';
+import { newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
 import { copyRange } from '../protocol/bytes';
 import { META_BASE64_KEY_MAX, textSafeKey } from '../protocol/text/serializer';
@@ -35,6 +50,8 @@ import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } f
 import { writeRecordFrame } from './frames/serializer';
 import type { Hlc } from './hlc';
 import { KeyFilter } from './key-filter';
+import { keyHash, randomSeed } from './key-hash';
+import { KeySpool, newSpooledKey } from './key-spool';
 import type { Link } from './link';
 import { LocalMemcached } from './local-memcached';
 
@@ -60,26 +77,58 @@ export interface FullCopyOptions {
    * back on the peer.
    */
   localWrites: { mark(): Hlc; writtenSince(key: Buffer, start: number, end: number, mark: Hlc): boolean };
+  /** Keys spooled between the walk and the fetches, in bytes at most (tests make it small). */
+  spoolMaxBytes?: number;
 }
 
 export interface FullCopyProgress {
   items: number;
   bytes: number;
   skipped: number;
+  /** Walks of the cache so far (range walks and checks). */
+  walks: number;
+  /** Keys a check found that the walks before it had not sent. */
+  repaired: number;
 }
 
-/** Walk bytes waiting to be read: the walk pauses above HIGH, resumes below LOW (~100 bytes a line). */
-const WALK_HIGH = 1024 * 1024;
-const WALK_LOW = 256 * 1024;
+/** Why a copy stopped: metric labels and the replicator's decisions. */
+export type FullCopyFailure =
+  | 'aborted' // the replicator stopped it (link closed, new request, shutdown): not a failure of the copy
+  | 'dump_disabled' // memcached -X: no copy can ever be made from this node
+  | 'crawler_busy' // memcached's crawler stayed busy with another walk
+  | 'walk_refused' // memcached answered the walk with an error
+  | 'walk_closed' // memcached closed the walk's connection
+  | 'bad_walk_line' // a walk line that cannot be read
+  | 'fetch_failed' // the fetching connection closed or answered nonsense
+  | 'memcached_unreachable'
+  | 'incomplete'; // checks kept finding items the copy had not sent
+
+export class FullCopyError extends Error {
+  constructor(readonly reason: FullCopyFailure, message: string) {
+    super(message);
+  }
+}
+
 /** Buffers for fetch requests and for frames are carved from allocations of this size. */
 const STAGING_BYTES = 256 * 1024;
-/** The second pass's memory of the first, at most (see key-filter.ts). */
+/** The keys waiting between the walk and the fetches, at most (~400k keys of 32 bytes). */
+const SPOOL_MAX_BYTES = 16 * 1024 * 1024;
+/** The checks' memory of what was sent, at most (see key-filter.ts). */
 const FILTER_MAX_BYTES = 32 * 1024 * 1024;
 /** Without a count from memcached, size the filter for this many keys. */
 const FILTER_DEFAULT_KEYS = 1_000_000;
-const PASSES = 2;
-const BUSY_RETRIES = 100;
+const HASH_SPACE = 2 ** 32;
+/** Checks after the range walks: each must find nothing, or sends what it found and the next looks again. */
+const CHECKS = 3;
+/** An item expiring within this many seconds of a check is not asked for: the peer would not keep it either. */
+const EXPIRY_SLACK_S = 2;
+/** Stored when the copy begins, to learn memcached's CAS counter (see the header); deleted at once. */
+const MARK = Buffer.from('memrepl:copy-mark');
+/** How long the copy waits for memcached's crawler to finish another walk, and how often it asks. */
+const BUSY_PATIENCE_MS = 10_000;
 const BUSY_RETRY_MS = 100;
+/** memcached writes metadump lines of at most 4 KiB: a longer one means the stream is broken. */
+const WALK_LINE_MAX = 8 * 1024;
 const MG = Buffer.from('mg ');
 const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
 const MN = Buffer.from('mn\r\n');
@@ -94,6 +143,33 @@ interface FetchBatch {
   binaryKeys: Buffer[] | null;
   /** localWrites.mark() when the batch left. */
   mark: Hlc;
+}
+
+/** What the current walk takes: the keys whose hash is in a range, or (a check) what the copy has not accounted for. */
+type Pass = RangePass | { kind: 'check'; round: number; found: number };
+
+/**
+ * Keys whose hash is in [lo, hi). hi shrinks when the spool fills. Until the
+ * range is settled (shrunk once, or sized from an earlier walk) nothing is
+ * fetched: a key fetched and then dropped from the range is sent again by the
+ * next walk.
+ */
+interface RangePass {
+  kind: 'range';
+  lo: number;
+  hi: number;
+  settled: boolean;
+  /** Items the walk listed so far, in the range or not. */
+  listed: number;
+  /** Spool bytes of the keys it took in the range. */
+  bytes: number;
+}
+
+/** The part of the spool a range is sized to fill, so that an estimate a little short does not overflow it. */
+const RANGE_FILL = 0.7;
+
+function rangePass(lo: number, hi: number, settled: boolean): RangePass {
+  return { kind: 'range', lo, hi, settled, listed: 0, bytes: 0 };
 }
 
 /**
@@ -126,26 +202,33 @@ class Staging {
 }
 
 export class FullCopy {
-  readonly progress: FullCopyProgress = { items: 0, bytes: 0, skipped: 0 };
+  readonly progress: FullCopyProgress = { items: 0, bytes: 0, skipped: 0, walks: 0, repaired: 0 };
   private walker: net.Socket | null = null;
-  /** Walk bytes received and not read yet: chunks, reading from walkPos in the first. */
-  private walkChunks: Buffer[] = [];
-  private walkPos = 0;
-  private walkBuffered = 0;
+  /** The start of a walk line whose end has not arrived yet. */
+  private walkCarry: Buffer | null = null;
   private readonly line = newMetadumpLine();
-  /** The buffer the last line was read from. */
-  private lineBuf: Buffer = Buffer.alloc(0);
   private keyScratch = Buffer.allocUnsafe(256);
   private walkDone = false;
-  private pass = 1;
-  private busyRetries = 0;
+  private walkMode: 'hash' | 'all' = 'hash';
+  private pass: Pass = rangePass(0, HASH_SPACE, false);
+  /** memcached's item count when the copy began (to size the ranges). */
+  private cacheItems = 0;
+  private readonly hashSeed = randomSeed();
+  private readonly spool = new KeySpool();
+  private readonly spoolMaxBytes: number;
+  private readonly spooled = newSpooledKey();
+  /** memcached's CAS counter when the copy began (0: memcached runs with -C, and the copy cannot check itself). */
+  private markCas = 0;
+  /** When the crawler first answered BUSY to this walk (0: it did not). */
+  private busySince = 0;
   private fetcher: net.Socket | null = null;
   private readonly scanner = new MetaGetScanner();
   private readonly fetched = newFetchedValue();
   private readonly batches: FetchBatch[] = [];
   private readonly requests = new Staging();
   private readonly frames = new Staging();
-  private filter: KeyFilter | null = null;
+  /** Every key the copy accounted for: sent, or passed over on purpose. */
+  private accounted: KeyFilter | null = null;
   private inFlight = 0;
   private inFlightBytes = 0;
   private tokens = 0;
@@ -153,7 +236,7 @@ export class FullCopy {
   private waitTimer: NodeJS.Timeout | null = null;
   private finished = false;
   private readonly opCode: number;
-  private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: Error) => void };
+  private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: FullCopyError) => void };
   private readonly done: Promise<FullCopyProgress>;
 
   constructor(
@@ -165,14 +248,15 @@ export class FullCopy {
     private readonly log: Logger,
   ) {
     this.opCode = RECORD_OP_CODES[options.mode];
+    this.spoolMaxBytes = options.spoolMaxBytes ?? SPOOL_MAX_BYTES;
     this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
     // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
     this.done.catch(() => {});
   }
 
-  /** Walks and sends everything; resolves when the last item is on the link (rejects at once if aborted already). */
+  /** Walks and sends everything; resolves when the last item is on the link; rejects with a FullCopyError. */
   run(): Promise<FullCopyProgress> {
-    if (!this.finished) this.start().catch((error: Error) => this.fail(error));
+    if (!this.finished) this.start().catch((error: Error) => this.fail('memcached_unreachable', error.message));
     return this.done;
   }
 
@@ -182,32 +266,51 @@ export class FullCopy {
   }
 
   abort(reason: string): void {
-    this.fail(new Error(reason));
+    this.fail('aborted', reason);
   }
 
   private async start(): Promise<void> {
-    this.filter = new KeyFilter(Math.ceil((await this.cacheItems()) * 1.25), FILTER_MAX_BYTES);
+    this.cacheItems = await this.begin();
+    this.accounted = new KeyFilter(Math.ceil(Math.max(1, this.cacheItems) * 1.25), FILTER_MAX_BYTES);
     if (this.finished) return;
     const fetcher = await connect(this.upstream, this.options.connectTimeoutMs);
     if (this.finished) return void fetcher.destroy();
     this.fetcher = fetcher;
     fetcher.on('data', (chunk: Buffer) => this.received(chunk));
     fetcher.on('error', () => {});
-    fetcher.on('close', () => this.fail(new Error('fetching items for the copy: memcached closed the connection')));
+    fetcher.on('close', () => this.fail('fetch_failed', 'fetching items for the copy: memcached closed the connection'));
     await this.startWalk();
   }
 
-  /** How many items memcached holds now (to size the second pass's filter). */
-  private async cacheItems(): Promise<number> {
+  /**
+   * How many items memcached holds (to size the filter and the ranges), and its CAS counter
+   * now: an item whose CAS is higher was written after this, and its own
+   * record (a local client's, or the peer's) carries it.
+   */
+  private async begin(): Promise<number> {
     const connection = new LocalMemcached(this.upstream, this.options.connectTimeoutMs);
     try {
       const parts = await connection.request(Buffer.from('stats\r\n'));
-      const line = parts.find((p) => p.line.startsWith('STAT curr_items '));
-      const count = line ? Number(line.line.slice('STAT curr_items '.length)) : NaN;
-      return Number.isSafeInteger(count) && count > 0 ? count : FILTER_DEFAULT_KEYS;
+      const stat = (name: string) => parts.find((p) => p.line.startsWith(`STAT ${name} `))?.line.slice(name.length + 6);
+      const count = Number(stat('curr_items'));
+      this.markCas = await this.casNow(connection);
+      return Number.isSafeInteger(count) && count >= 0 ? count : FILTER_DEFAULT_KEYS;
     } finally {
       connection.close();
     }
+  }
+
+  /** Stores the mark and reads its CAS, then deletes it; 0 (and says why) if that cannot be done. */
+  private async casNow(connection: LocalMemcached): Promise<number> {
+    const stored = await connection.status(Buffer.concat([Buffer.from('ms '), MARK, Buffer.from(' 1 T10\r\n-\r\n')]));
+    const [reply] = stored === 'HD' ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
+    await connection.quietBatch(Buffer.concat([Buffer.from('md '), MARK, Buffer.from(' q\r\n')]));
+    const cas = Number(/ c(\d+)/.exec(reply?.line ?? '')?.[1] ?? 0);
+    if (cas === 0) {
+      const why = stored !== 'HD' ? `memcached refused to store its mark (${stored})` : 'memcached gives items no CAS (-C)';
+      this.log.warn(`replication: the full copy cannot check that it sent everything: ${why}`);
+    }
+    return cas;
   }
 
   private async startWalk(): Promise<void> {
@@ -215,96 +318,154 @@ export class FullCopy {
     const socket = await connect(this.upstream, this.options.connectTimeoutMs);
     if (this.finished) return void socket.destroy();
     this.walker = socket;
-    this.walkChunks = [];
-    this.walkPos = 0;
-    this.walkBuffered = 0;
+    this.walkCarry = null;
+    this.walkDone = false;
     socket.on('data', (chunk: Buffer) => {
-      if (this.walker !== socket) return;
-      this.walkChunks.push(chunk);
-      this.walkBuffered += chunk.length;
-      if (this.walkBuffered > WALK_HIGH) socket.pause();
-      this.drive();
+      if (this.walker === socket) this.walkData(chunk);
     });
     socket.on('error', () => {});
     socket.on('close', () => {
       // Closed by us after its END (or a BUSY), it is no longer the walker.
-      if (this.walker === socket) this.fail(new Error('memcached closed the walk connection'));
+      if (this.walker === socket) this.fail('walk_closed', 'memcached closed the walk connection');
     });
-    socket.write('lru_crawler metadump all\r\n');
+    socket.write(`lru_crawler metadump ${this.walkMode}\r\n`);
   }
 
-  /** Reads the next complete line of the walk into `line` (from `lineBuf`); false until more bytes arrive. */
-  private nextLine(): boolean {
-    while (this.walkChunks.length > 0) {
-      const chunk = this.walkChunks[0];
-      const newline = chunk.indexOf(0x0a, this.walkPos);
-      if (newline !== -1) {
-        scanMetadumpLine(chunk, this.walkPos, newline, this.line);
-        this.lineBuf = chunk;
-        this.walkBuffered -= newline + 1 - this.walkPos;
-        this.walkPos = newline + 1;
-        if (this.walkPos >= chunk.length) {
-          this.walkChunks.shift();
-          this.walkPos = 0;
-        }
-        return true;
+  /** A chunk of the walk: every complete line is taken at once (the walk is never paused, see the header). */
+  private walkData(chunk: Buffer): void {
+    let pos = 0;
+    const carry = this.walkCarry;
+    if (carry) {
+      const newline = chunk.indexOf(0x0a);
+      if (newline === -1) {
+        this.walkCarry = Buffer.concat([carry, chunk]);
+        if (this.walkCarry.length > WALK_LINE_MAX) this.fail('bad_walk_line', 'a metadump line without its end');
+        return;
       }
-      if (this.walkChunks.length < 2) return false;
-      // The line goes on in the next chunk: join the two.
-      this.walkChunks.splice(0, 2, Buffer.concat([chunk.subarray(this.walkPos), this.walkChunks[1]]));
-      this.walkPos = 0;
+      const joined = Buffer.concat([carry, chunk.subarray(0, newline)]);
+      this.walkCarry = null;
+      if (!this.walkLine(joined, 0, joined.length)) return;
+      pos = newline + 1;
     }
-    return false;
+    for (let newline = chunk.indexOf(0x0a, pos); newline !== -1; newline = chunk.indexOf(0x0a, pos)) {
+      if (!this.walkLine(chunk, pos, newline)) return;
+      pos = newline + 1;
+    }
+    if (pos < chunk.length) {
+      if (chunk.length - pos > WALK_LINE_MAX) return this.fail('bad_walk_line', 'a metadump line without its end');
+      this.walkCarry = Buffer.from(chunk.subarray(pos));
+    }
+    this.drive();
   }
 
-  /** Sends one batch of fetches, as large as the bounds allow, from the walk's next lines. */
+  /** One line of the walk; false once the walk is over (ended, refused, failed). */
+  private walkLine(buf: Buffer, start: number, end: number): boolean {
+    const line = this.line;
+    if (!scanMetadumpKey(buf, start, end, line)) {
+      if (line.kind === 'end') {
+        this.walkEnded();
+        this.drive();
+      } else {
+        this.walkRefused(line.message);
+      }
+      return false;
+    }
+    const pass = this.pass;
+    let hash = 0;
+    if (pass.kind === 'range') {
+      // Most lines of a range walk are outside its range: they cost a hash of the key as memcached wrote it, no more.
+      pass.listed++;
+      hash = keyHash(buf, line.keyEnd - line.keyStart, this.hashSeed, line.keyStart);
+      if (hash < pass.lo || hash >= pass.hi) return true;
+    }
+    scanMetadumpFields(buf, end, line);
+    if (this.keyScratch.length < line.keyEnd - line.keyStart) this.keyScratch = Buffer.allocUnsafe(line.keyEnd - line.keyStart);
+    const key = this.keyScratch;
+    const length = percentDecodeInto(buf, line.keyStart, line.keyEnd, key);
+    if (length <= 0) {
+      this.fail('bad_walk_line', `undecodable metadump line: ${buf.toString('latin1', start, Math.min(end, start + 100))}`);
+      return false;
+    }
+    if (isOwnKey(key, length)) return true;
+    if (pass.kind === 'range') this.takeInRange(pass, key, length, hash);
+    else this.takeUnaccounted(pass, key, length);
+    return true;
+  }
+
+  private takeInRange(pass: RangePass, key: Buffer, length: number, hash: number): void {
+    const before = this.spool.bytes;
+    this.spoolKey(key, length, hash);
+    pass.bytes += this.spool.bytes - before;
+    if (this.spool.bytes > this.spoolMaxBytes) this.narrow(pass);
+  }
+
+  /**
+   * Too many keys wait: this walk keeps the lower part of its range, sized
+   * from how many keys its part of the walk so far brought, and the next walk
+   * takes the rest.
+   */
+  private narrow(pass: RangePass): void {
+    const expected = pass.bytes * Math.max(1, this.cacheItems / Math.max(1, pass.listed));
+    let hi = pass.lo + Math.max(1, Math.floor((pass.hi - pass.lo) * Math.min(1, (RANGE_FILL * this.spoolMaxBytes) / expected)));
+    for (;;) {
+      pass.hi = hi;
+      const before = this.spool.bytes;
+      this.spool.dropFrom(hi);
+      pass.bytes -= before - this.spool.bytes;
+      // An estimate short of the mark: halve until the spool is within bounds.
+      if (this.spool.bytes <= this.spoolMaxBytes || hi - pass.lo <= 1) break;
+      hi = pass.lo + Math.floor((hi - pass.lo) / 2);
+    }
+    pass.settled = true;
+  }
+
+  /** A check: an item older than the copy that the copy did not account for was missed; send it now. */
+  private takeUnaccounted(pass: { found: number }, key: Buffer, length: number): void {
+    const line = this.line;
+    if (line.cas > this.markCas || this.accounted!.mayHave(key, 0, length)) return;
+    if (line.exp !== -1 && line.exp * 1000 <= Date.now() + EXPIRY_SLACK_S * 1000) return;
+    pass.found++;
+    // Past the bound, the next check finds it again.
+    if (this.spool.bytes < this.spoolMaxBytes) this.spoolKey(key, length, 0);
+  }
+
+  private spoolKey(key: Buffer, length: number, hash: number): void {
+    const binary = this.line.encoded && !textSafeKey(key, length);
+    if (length > (binary ? META_BASE64_KEY_MAX : RECORD_KEY_MAX_LENGTH)) {
+      this.progress.skipped++;
+      this.accounted!.add(key, 0, length);
+      return;
+    }
+    this.spool.push(hash, this.line.size, key, 0, length, binary);
+  }
+
+  /** Sends one batch of fetches, as large as the bounds allow, from the spooled keys. */
   private drive(): void {
     const fetcher = this.fetcher;
     if (this.finished || !fetcher) return;
     const { maxInFlight, maxInFlightBytes } = this.options;
+    if (this.pass.kind === 'range' && !this.pass.settled && !this.walkDone) return;
     const requests = this.requests;
+    const entry = this.spooled;
     let count = 0;
     let bytes = 0;
     let binaryKeys: Buffer[] | null = null;
     while (this.inFlight + count < maxInFlight && this.inFlightBytes + bytes < maxInFlightBytes && this.link.open && !this.link.congested) {
-      if (!this.tokenAvailable() || !this.nextLine()) break;
-      const line = this.line;
-      if (line.kind === 'end') {
-        this.walkEnded();
-        break;
-      }
-      if (line.kind === 'error') return this.walkRefused(line.message);
-      let key = this.lineBuf;
-      let start = line.keyStart;
-      let end = line.keyEnd;
-      let binary = false;
-      if (line.encoded) {
-        // Metadump lines are short: a scratch buffer holds any of their keys decoded.
-        if (this.keyScratch.length < end - start) this.keyScratch = Buffer.allocUnsafe(end - start);
-        const length = percentDecodeInto(key, start, end, this.keyScratch);
-        if (length <= 0) return this.fail(new Error(`undecodable metadump line: ${key.toString('latin1', start, Math.min(end, start + 100))}`));
-        [key, start, end] = [this.keyScratch, 0, length];
-        binary = !textSafeKey(key, length);
-      }
-      if (this.pass > 1 && this.filter!.mayHave(key, start, end)) continue;
+      if (!this.tokenAvailable() || !this.spool.shift(entry)) break;
       this.tokens--;
-      if (end - start > (binary ? META_BASE64_KEY_MAX : RECORD_KEY_MAX_LENGTH)) {
-        this.progress.skipped++;
-        continue;
-      }
       requests.ensure(MG_LINE_MAX + MN.length);
-      if (binary) {
+      if (entry.binary) {
         binaryKeys ??= [];
-        const token = key.toString('base64', start, end);
+        const token = entry.buf.toString('base64', entry.start, entry.end);
         requests.used += requests.buf.write(`mg ${token} b v f t u O${binaryKeys.length} q\r\n`, requests.used, 'latin1');
-        binaryKeys.push(Buffer.from(key.subarray(start, end)));
+        binaryKeys.push(Buffer.from(entry.buf.subarray(entry.start, entry.end)));
       } else {
         requests.used = copyRange(MG, 0, MG.length, requests.buf, requests.used);
-        requests.used = copyRange(key, start, end, requests.buf, requests.used);
+        requests.used = copyRange(entry.buf, entry.start, entry.end, requests.buf, requests.used);
         requests.used = copyRange(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
       }
       count++;
-      bytes += line.size;
+      bytes += entry.size;
     }
     if (count > 0) {
       requests.used += MN.copy(requests.buf, requests.used);
@@ -313,7 +474,6 @@ export class FullCopy {
       this.inFlightBytes += bytes;
       fetcher.write(requests.take()!);
     }
-    if (this.walker?.isPaused() && this.walkBuffered < WALK_LOW) this.walker.resume();
     this.checkDone();
   }
 
@@ -332,7 +492,7 @@ export class FullCopy {
         // 'other': an error for one fetch; its item counts as unanswered.
       }
     } catch (error) {
-      return this.fail(new Error(`fetching items for the copy: ${(error as Error).message}`));
+      return this.fail('fetch_failed', `fetching items for the copy: ${(error as Error).message}`);
     }
     const frames = this.frames.take();
     if (frames) this.link.write(frames);
@@ -352,14 +512,14 @@ export class FullCopy {
     if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
     batch.unanswered--;
     this.inFlight--;
+    this.accounted!.add(key, start, end);
     if (this.options.localWrites.writtenSince(key, start, end, batch.mark)) {
-      this.progress.skipped++; // the live record carries the newer state (and the second walk may look again)
+      this.progress.skipped++; // the live record carries the newer state
       return;
     }
     // memcached counts whole seconds on a clock that ticks once a second: the true
     // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
-    if (this.pass < PASSES) this.filter!.add(key, start, end);
     const size = recordFrameBytes(end - start, v.valueEnd - v.valueStart);
     if (size > this.options.peerMaxFrameBytes) {
       this.progress.skipped++;
@@ -385,31 +545,78 @@ export class FullCopy {
 
   private walkEnded(): void {
     this.walkDone = true;
+    this.busySince = 0;
+    this.progress.walks++;
     const walker = this.walker;
     this.walker = null;
-    this.walkChunks = [];
-    this.walkBuffered = 0;
+    this.walkCarry = null;
     walker?.destroy();
   }
 
   private walkRefused(message: string): void {
-    if (message.startsWith('BUSY') && this.busyRetries++ < BUSY_RETRIES) {
+    if (message.startsWith('BUSY')) {
+      this.busySince ||= Date.now();
+      if (Date.now() - this.busySince >= BUSY_PATIENCE_MS) {
+        return this.fail('crawler_busy', `memcached's LRU crawler stayed busy with another walk for ${BUSY_PATIENCE_MS / 1000} s`);
+      }
       // The crawler is still finishing another walk (ours, or an operator's): try again shortly.
-      this.walkEnded();
-      this.walkDone = false;
-      setTimeout(() => this.startWalk().catch((error: Error) => this.fail(error)), BUSY_RETRY_MS).unref();
-      return;
+      return this.walkAgain(BUSY_RETRY_MS);
     }
-    const hint = message.includes('not allowed') ? ' (memcached was started with -X: dumping disabled)' : '';
-    this.fail(new Error(`memcached refused the walk: ${message}${hint}`));
+    if (message.startsWith('NOTSTARTED')) {
+      // Nothing to crawl: the walk lists nothing.
+      this.walkEnded();
+      return this.drive();
+    }
+    if (message.startsWith('BADCLASS') && this.walkMode === 'hash') {
+      this.walkMode = 'all';
+      this.log.warn(
+        'replication: memcached refuses lru_crawler metadump hash (it needs memcached 1.6.9 or later); walking its LRUs instead ' +
+          '(metadump all), which skips items being read at that instant: under read load the copy may miss some',
+      );
+      return this.walkAgain(0);
+    }
+    if (message.includes('not allowed')) {
+      return this.fail('dump_disabled', `memcached refused the walk: ${message} (memcached was started with -X: dumping disabled)`);
+    }
+    if (message.startsWith('undecodable')) return this.fail('bad_walk_line', message);
+    this.fail('walk_refused', `memcached refused the walk: ${message}`);
+  }
+
+  private walkAgain(delayMs: number): void {
+    const walker = this.walker;
+    this.walker = null;
+    walker?.destroy();
+    setTimeout(() => this.startWalk().catch((error: Error) => this.fail('memcached_unreachable', error.message)), delayMs).unref();
   }
 
   private checkDone(): void {
-    if (!this.walkDone || this.inFlight > 0 || this.batches.length > 0 || this.finished) return;
-    if (this.pass >= PASSES) return this.finish();
-    this.pass++;
+    if (!this.walkDone || this.walker || this.spool.count > 0 || this.inFlight > 0 || this.batches.length > 0 || this.finished) return;
+    const pass = this.pass;
+    if (pass.kind === 'check' && pass.found > 0) {
+      this.progress.repaired += pass.found;
+      this.log.info(`replication: marugoto check ${pass.round} found ${pass.found} items the copy had not sent, and sent them`);
+      if (pass.round >= CHECKS) {
+        return this.fail('incomplete', `${CHECKS} checks in a row found items the copy had not sent (${pass.found} in the last)`);
+      }
+    }
+    const next = this.nextPass(pass);
+    if (next === null) return this.finish();
+    this.pass = next;
     this.walkDone = false;
-    this.startWalk().catch((error: Error) => this.fail(error));
+    this.startWalk().catch((error: Error) => this.fail('memcached_unreachable', error.message));
+  }
+
+  /** What the walk after `pass` takes, or null when the copy is complete. */
+  private nextPass(pass: Pass): Pass | null {
+    if (pass.kind === 'range') {
+      if (pass.hi < HASH_SPACE) {
+        // Sized like the walk that ended: its range held pass.bytes of keys.
+        const width = Math.floor((RANGE_FILL * this.spoolMaxBytes * (pass.hi - pass.lo)) / Math.max(1, pass.bytes));
+        return rangePass(pass.hi, Math.min(HASH_SPACE, pass.hi + Math.max(1, width)), true);
+      }
+      return this.markCas > 0 ? { kind: 'check', round: 1, found: 0 } : null;
+    }
+    return pass.found === 0 ? null : { kind: 'check', round: pass.round + 1, found: 0 };
   }
 
   /** Token bucket for ratePerSecond (a token is taken per fetch); schedules a retry when empty. */
@@ -435,11 +642,11 @@ export class FullCopy {
     this.settle.resolve(this.progress);
   }
 
-  private fail(error: Error): void {
+  private fail(reason: FullCopyFailure, message: string): void {
     if (this.finished) return;
     this.cleanup();
-    this.log.debug(`replication: copy stopped: ${error.message}`);
-    this.settle.reject(error);
+    this.log.debug(`replication: copy stopped (${reason}): ${message}`);
+    this.settle.reject(new FullCopyError(reason, message));
   }
 
   private cleanup(): void {
@@ -449,5 +656,11 @@ export class FullCopy {
     this.walker = null;
     walker?.destroy();
     this.fetcher?.destroy();
+    this.spool.clear();
   }
+}
+
+/** memrepl's own key: the copy's mark. */
+function isOwnKey(key: Buffer, length: number): boolean {
+  return length === MARK.length && key.compare(MARK, 0, MARK.length, 0, length) === 0;
 }

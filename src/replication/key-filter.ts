@@ -1,14 +1,14 @@
 /**
- * The keys a full copy's first walk sent, for its second walk (see
+ * The keys a full copy accounted for, for the walk that checks it (see
  * full-copy.ts): a Bloom filter in one typed array, sized to the cache when
  * the copy starts and capped, so its memory is bounded whatever the cache
  * holds (a Set of 32-bit hashes took ~28 MB per million keys, unbounded).
  *
  * mayHave() never says no for a key that was added. It may say yes for one
- * that was not (a false positive): the second walk would then skip a key the
- * first one missed. With 20 to 40 bits per key (BITS_PER_KEY rounded up to a
+ * that was not (a false positive): the check would then pass over a key the
+ * copy missed. With 20 to 40 bits per key (BITS_PER_KEY rounded up to a
  * power of two) that happens for one such key in 10,000 to 100,000, which
- * the first walk already had to miss; more keys than the filter was sized
+ * the walks already had to miss; more keys than the filter was sized
  * for, or than its byte cap holds (about 13 million keys in 32 MB), make it
  * more frequent.
  *

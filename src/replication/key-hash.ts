@@ -3,11 +3,11 @@
  * (RecentWrites' index, Contention's buckets): FNV-1a from a per-table seed,
  * so keys chosen to collide on one node do not collide on another, nor after
  * a restart, then murmur3's finaliser, because the tables use the low bits,
- * which FNV alone mixes poorly.
+ * which FNV alone mixes poorly. The key is key[start, start + length).
  */
-export function keyHash(key: Uint8Array, length: number, seed: number): number {
+export function keyHash(key: Uint8Array, length: number, seed: number, start = 0): number {
   let h = FNV_OFFSET ^ seed;
-  for (let i = 0; i < length; i++) h = Math.imul(h ^ key[i]!, FNV_PRIME);
+  for (let i = start; i < start + length; i++) h = Math.imul(h ^ key[i]!, FNV_PRIME);
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;

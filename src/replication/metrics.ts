@@ -47,6 +47,12 @@ export function createReplicationMetrics(registry: Registry) {
     }),
     copyItems: new Counter({ name: 'memrepl_resync_items_sent_total', help: 'Items sent by full copies.', registers }),
     copyBytes: new Counter({ name: 'memrepl_resync_bytes_sent_total', help: 'Bytes of RECORD frames sent by full copies.', registers }),
+    copyFailures: new Counter({
+      name: 'memrepl_replication_full_copy_failures_total',
+      help: 'Full copies this node was sending that failed with the link up, and were retried, by reason (crawler_busy, walk_closed, walk_refused, bad_walk_line, fetch_failed, memcached_unreachable, incomplete).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     copyDuration: new Gauge({ name: 'memrepl_resync_last_duration_seconds', help: 'How long the last completed full copy took.', registers }),
     linkErrors: new Counter({
       name: 'memrepl_replication_link_errors_total',

@@ -19,7 +19,7 @@ import { Applier, APPLYING_PAUSE_ABOVE } from './applier';
 import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
 import { CheckpointFile } from './checkpoint-file';
-import { FullCopy } from './full-copy';
+import { FullCopy, type FullCopyError } from './full-copy';
 import { RestartWatch } from './restart-watch';
 import { dialReplication, replicationServer, type TlsMaterial } from './transport';
 import { Contention } from './contention';
@@ -80,6 +80,9 @@ const CONFLICT_MAP_BOUNDS = {
   values: { maxEntries: 1_000_000, maxBytes: 64 * 1024 * 1024 },
   touches: { maxEntries: 1_000_000, maxBytes: 32 * 1024 * 1024 },
 };
+/** A failed copy is tried again after this long, doubling per failure up to the cap. */
+const COPY_RETRY_MIN_MS = 500;
+const COPY_RETRY_MAX_MS = 30_000;
 
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
@@ -115,6 +118,16 @@ export class Replicator implements LinkHandler {
   /** Why a copy cannot be made from this node (memcached refuses the walk), if so. */
   private copyImpossible: string | null = null;
   private copiesReceived = 0;
+  /** The current copy's attempt (1 = first; 0 = none running or pending). */
+  private copyAttempt = 0;
+  /** A failed copy's next attempt, if one is pending, and when it runs. */
+  private copyRetry: NodeJS.Timeout | null = null;
+  private copyRetryAt = 0;
+  private copyFailures = 0;
+  /** `reason: message` of the last failed copy, until a copy completes. */
+  private lastCopyFailure: string | null = null;
+  /** What the peer last said of the copy it is sending us (its RESYNC_BEGIN reason), while it lasts. */
+  private incomingCopyStatus = '';
   private everLinked = false;
   private readonly restartWatch: RestartWatch;
   private readonly monitorConnection: LocalMemcached;
@@ -280,12 +293,14 @@ export class Replicator implements LinkHandler {
       case 'resyncBegin':
         if (link !== this.active) return;
         this.inbox.copyStarted();
+        this.incomingCopyStatus = frame.reason ?? '';
         this.metrics.copyInProgress.labels('receiving').set(1);
         this.log.info(`replication: marugoto start (${frame.reason ?? 'full copy'})`);
         return;
       case 'resyncEnd':
         if (link !== this.active) return;
         this.inbox.copyFinished();
+        this.incomingCopyStatus = '';
         this.copiesReceived++;
         this.metrics.copyInProgress.labels('receiving').set(0);
         this.log.info(`replication: marugoto ${frame.items ?? 0}`);
@@ -327,6 +342,10 @@ export class Replicator implements LinkHandler {
     this.cursor = null;
     this.holdHistory(true);
     this.copy?.abort('replication link closed');
+    // The next link's handshake decides afresh whether a copy is needed.
+    this.cancelCopyRetry();
+    this.copyAttempt = 0;
+    this.incomingCopyStatus = '';
     this.metrics.peerUp.set(0);
     this.metrics.copyInProgress.labels('receiving').set(0);
     this.redialLater();
@@ -444,14 +463,16 @@ export class Replicator implements LinkHandler {
   }
 
   /** Starts a full copy to the peer on the active link, unless one is already running. */
-  private startCopy(reason: string, mode: 'add' | 'set'): void {
+  private startCopy(reason: string, mode: 'add' | 'set', attempt = 1): void {
     const link = this.active;
     if (!link || this.copy) return;
+    this.cancelCopyRetry();
     if (this.copyImpossible) {
       this.log.warn(`replication: cannot send a full copy: ${this.copyImpossible}; only the backlog replicates`);
       return;
     }
-    link.write(serializeResyncBegin({ reason }));
+    this.copyAttempt = attempt;
+    link.write(serializeResyncBegin({ reason: attempt === 1 ? reason : `${reason} (attempt ${attempt}; the last failed: ${this.lastCopyFailure})` }));
     this.log.info('replication: marugoto copying');
     const startedAt = Date.now();
     const copy = new FullCopy(
@@ -492,20 +513,21 @@ export class Replicator implements LinkHandler {
         return copy.run();
       })
       .then(
-        ({ items, bytes }) => {
+        ({ items, bytes, walks, repaired }) => {
           link.write(serializeResyncEnd({ items }));
           this.fullResyncReason = null;
+          this.copyAttempt = 0;
+          this.lastCopyFailure = null;
           this.metrics.resyncs.labels('full').inc();
           this.metrics.copyItems.inc(items);
           this.metrics.copyBytes.inc(bytes);
           this.metrics.copyDuration.set((Date.now() - startedAt) / 1000);
-          this.log.info(`replication: marugoto ${items}`);
+          this.log.info(`replication: marugoto ${items} (${walks} walks${repaired > 0 ? `, ${repaired} items sent after a check found them missing` : ''})`);
           this.log.info('replication: marugoto owari');
         },
-        (error: Error) => {
+        (error: FullCopyError) => {
           this.metrics.copyItems.inc(copy.progress.items);
-          this.log.warn(`replication: full copy stopped after ${copy.progress.items} items: ${error.message}`);
-          if (error.message.startsWith('memcached refused the walk')) this.copyImpossible = error.message;
+          this.copyFailed(link, error, copy.progress.items, attempt, () => this.startCopy(reason, mode, attempt + 1));
         },
       )
       .finally(() => {
@@ -513,6 +535,44 @@ export class Replicator implements LinkHandler {
         if (this.copy === copy) this.copy = null;
         this.metrics.copyInProgress.labels('sending').set(0);
       });
+  }
+
+  /**
+   * A copy stopped before its end. Stopped on purpose (link closed, a new
+   * request, shutdown): whoever stopped it starts the next one. Impossible
+   * (memcached -X): said once, never retried. Anything else, with the link
+   * still up: counted, told to the peer (its /readyz shows it), and tried
+   * again after a backoff, or the peer would wait for it forever.
+   */
+  private copyFailed(link: Link, error: FullCopyError, items: number, attempt: number, retry: () => void): void {
+    const stopped = `replication: full copy stopped after ${items} items`;
+    if (error.reason === 'aborted') return this.log.info(`${stopped}: ${error.message}`);
+    if (error.reason === 'dump_disabled') {
+      this.copyImpossible = error.message;
+      return this.log.warn(`${stopped}: ${error.message}`);
+    }
+    this.copyFailures++;
+    this.metrics.copyFailures.labels(error.reason).inc();
+    this.lastCopyFailure = `${error.reason}: ${error.message}`;
+    if (link !== this.active || !link.open) {
+      this.copyAttempt = 0;
+      return this.log.warn(`${stopped} (${this.lastCopyFailure}); it starts over when the link is back`);
+    }
+    const delay = Math.min(COPY_RETRY_MAX_MS, COPY_RETRY_MIN_MS * 2 ** Math.min(attempt - 1, 16));
+    const failed = `attempt ${attempt} failed (${this.lastCopyFailure}); retrying in ${delay / 1000} s`;
+    this.log.warn(`${stopped}: ${failed}`);
+    link.write(serializeResyncBegin({ reason: `the sender's full copy ${failed}` }));
+    this.copyRetryAt = Date.now() + delay;
+    this.copyRetry = setTimeout(() => {
+      this.copyRetry = null;
+      retry();
+    }, delay);
+    this.copyRetry.unref();
+  }
+
+  private cancelCopyRetry(): void {
+    if (this.copyRetry) clearTimeout(this.copyRetry);
+    this.copyRetry = null;
   }
 
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
@@ -645,14 +705,25 @@ export class Replicator implements LinkHandler {
     if (this.options.peer && !this.active) reasons.push(`replication link to ${formatAddress(this.options.peer)} is down`);
     const expectsPeer = this.options.peer !== null || this.everLinked;
     if (expectsPeer && this.inbox.copyInProgress && !this.options.readyBeforeCopy) {
-      reasons.push('waiting for a full copy from the peer (this memcached is cold); --ready-before-copy to serve anyway');
+      const said = this.incomingCopyStatus ? ` (the peer: ${this.incomingCopyStatus})` : '';
+      reasons.push(`waiting for a full copy from the peer (this memcached is cold)${said}; --ready-before-copy to serve anyway`);
     }
     return reasons;
   }
 
   /** Things an operator should know that do not make the node unready. */
   notes(): string[] {
-    return this.copyImpossible ? [`full copy from this node impossible: ${this.copyImpossible}`] : [];
+    const notes: string[] = [];
+    if (this.copyImpossible) notes.push(`full copy from this node impossible: ${this.copyImpossible}`);
+    if (this.copyAttempt > 0 && this.lastCopyFailure) {
+      const next = this.copyRetry ? `retrying in ${this.copyRetryInMs() / 1000} s` : `attempt ${this.copyAttempt} running`;
+      notes.push(`full copy to the peer failing (${this.lastCopyFailure}); ${next}`);
+    }
+    return notes;
+  }
+
+  private copyRetryInMs(): number {
+    return this.copyRetry ? Math.max(0, this.copyRetryAt - Date.now()) : 0;
   }
 
   /** `stats replication`, in memcached's STAT format. */
@@ -682,7 +753,12 @@ export class Replicator implements LinkHandler {
       ['conflict_map_overflows', this.overflowed()],
       ['copy_sending', this.copy ? 1 : 0],
       ['copy_sent_items', this.copy?.progress.items ?? 0],
+      ['copy_attempt', this.copyAttempt],
+      ['copy_failures', this.copyFailures],
+      ['copy_last_failure', this.lastCopyFailure ?? ''],
+      ['copy_retry_in_ms', this.copyRetryInMs()],
       ['copy_receiving', this.inbox.copyInProgress ? 1 : 0],
+      ['copy_receiving_status', this.inbox.copyInProgress ? this.incomingCopyStatus : ''],
       ['copies_received', this.copiesReceived],
       ['copy_impossible', this.copyImpossible ?? ''],
     ];
@@ -694,6 +770,7 @@ export class Replicator implements LinkHandler {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
     if (this.dialTimer) clearTimeout(this.dialTimer);
+    this.cancelCopyRetry();
     this.server.close();
     const deadline = Date.now() + timeoutMs;
     while (this.active && this.outbox.unacknowledged > 0 && Date.now() < deadline) {

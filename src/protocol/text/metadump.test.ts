@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { newMetadumpLine, percentDecode, scanMetadumpLine, type MetadumpLine } from './metadump';
+import { newMetadumpLine, percentDecode, scanMetadumpFields, scanMetadumpKey, scanMetadumpLine, type MetadumpLine } from './metadump';
 
 function scan(text: string): MetadumpLine {
   const buf = Buffer.from(`junk${text}\n`, 'latin1');
@@ -23,9 +23,11 @@ test('an item line as memcached 1.6.18 writes it', () => {
   assert.equal(line.kind, 'item');
   assert.equal(line.encoded, true);
   assert.equal(line.size, 65);
+  assert.equal(line.cas, 1);
+  assert.equal(line.exp, 1795883024);
   assert.deepEqual(keyOf('key=a%2520b exp=1795883024 la=1795882924 cas=1 fetch=no cls=1 size=65'), Buffer.from('a%20b'));
   const plain = scan('key=resync:0001 exp=-1 la=1 cas=2 fetch=no cls=1 size=163');
-  assert.deepEqual([plain.kind, plain.encoded, plain.size], ['item', false, 163]);
+  assert.deepEqual([plain.kind, plain.encoded, plain.size, plain.cas, plain.exp], ['item', false, 163, 2, -1]);
   assert.deepEqual(keyOf('key=resync:0001 exp=-1 la=1 cas=2 fetch=no cls=1 size=163'), Buffer.from('resync:0001'));
   assert.deepEqual(keyOf('key=%22q%22 exp=-1 la=1 cas=2 fetch=no cls=1 size=63'), Buffer.from('"q"'));
 });
@@ -52,7 +54,25 @@ test('property: percent-encoding of any bytes decodes back', () => {
   );
 });
 
-test('size wherever it stands among the fields', () => {
-  assert.equal(scan('key=a size=70 exp=-1').size, 70);
-  assert.equal(scan('key=a exp=-1').size, 0);
+test('fields wherever they stand, and defaults for absent ones', () => {
+  assert.deepEqual(pick(scan('key=a size=70 cas=18446744073709 exp=12')), [70, 18446744073709, 12]);
+  assert.deepEqual(pick(scan('key=a exp=-1')), [0, 0, -1]);
+  assert.deepEqual(pick(scan('key=a')), [0, 0, -1]);
+});
+
+function pick(line: MetadumpLine): [number, number, number] {
+  return [line.size, line.cas, line.exp];
+}
+
+test('the key alone first, the other fields only when asked for', () => {
+  const buf = Buffer.from('key=a%20b exp=-1 la=1 cas=9 fetch=no cls=1 size=70\r', 'latin1');
+  const line = newMetadumpLine();
+  assert.equal(scanMetadumpKey(buf, 0, buf.length, line), true);
+  assert.deepEqual([buf.toString('latin1', line.keyStart, line.keyEnd), line.encoded, line.size], ['a%20b', true, 0]);
+  scanMetadumpFields(buf, buf.length, line);
+  assert.deepEqual(pick(line), [70, 9, -1]);
+  assert.equal(scanMetadumpKey(Buffer.from('END\r'), 0, 4, line), false);
+  assert.equal(line.kind, 'end');
+  assert.equal(scanMetadumpKey(Buffer.from('BUSY currently processing crawler request\r'), 0, 42, line), false);
+  assert.deepEqual([line.kind, line.message], ['error', 'BUSY currently processing crawler request']);
 });

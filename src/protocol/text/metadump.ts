@@ -19,31 +19,47 @@ export interface MetadumpLine {
   encoded: boolean;
   /** item: size in memcached (header included): a budget estimate, not the value length. */
   size: number;
+  /** item: the item's CAS (0 when memcached runs with -C or the field is absent). */
+  cas: number;
+  /** item: when it expires, in unix seconds; -1 = never (also when the field is absent). */
+  exp: number;
   /** error: the line as memcached sent it. */
   message: string;
 }
 
 export function newMetadumpLine(): MetadumpLine {
-  return { kind: 'end', keyStart: 0, keyEnd: 0, encoded: false, size: 0, message: '' };
+  return { kind: 'end', keyStart: 0, keyEnd: 0, encoded: false, size: 0, cas: 0, exp: -1, message: '' };
 }
 
 const SPACE = 0x20;
 const PERCENT = 0x25;
 const KEY_PREFIX = Buffer.from('key=');
 const SIZE_PREFIX = Buffer.from('size=');
+const CAS_PREFIX = Buffer.from('cas=');
+const EXP_PREFIX = Buffer.from('exp=');
+const NEVER = Buffer.from('-1');
 const END = Buffer.from('END');
 
 /** Scans the line buf[start, end) (its LF excluded; a CR before it is ignored) into `out`. */
 export function scanMetadumpLine(buf: Buffer, start: number, end: number, out: MetadumpLine): void {
+  if (scanMetadumpKey(buf, start, end, out)) scanMetadumpFields(buf, end, out);
+}
+
+/**
+ * The first half of scanMetadumpLine: the line's kind and, for an item, its
+ * key. True when the line is an item whose other fields scanMetadumpFields
+ * can read (a reader that wants only some keys skips that for the others).
+ */
+export function scanMetadumpKey(buf: Buffer, start: number, end: number, out: MetadumpLine): boolean {
   if (end > start && buf[end - 1] === 0x0d) end--;
   if (!startsWith(buf, start, end, KEY_PREFIX)) {
     if (end - start === END.length && startsWith(buf, start, end, END)) {
       out.kind = 'end';
-      return;
+      return false;
     }
     out.kind = 'error';
     out.message = buf.toString('latin1', start, end);
-    return;
+    return false;
   }
   const keyStart = start + KEY_PREFIX.length;
   let at = keyStart;
@@ -55,28 +71,35 @@ export function scanMetadumpLine(buf: Buffer, start: number, end: number, out: M
   if (at === keyStart) {
     out.kind = 'error';
     out.message = `undecodable metadump line: ${buf.toString('latin1', start, Math.min(end, start + 100))}`;
-    return;
+    return false;
   }
   out.kind = 'item';
   out.keyStart = keyStart;
   out.keyEnd = at;
   out.encoded = encoded;
+  return true;
+}
+
+/** The second half of scanMetadumpLine: size, cas and exp of the item line (ending at `end`) scanMetadumpKey read into `out`. */
+export function scanMetadumpFields(buf: Buffer, end: number, out: MetadumpLine): void {
+  if (end > out.keyEnd && buf[end - 1] === 0x0d) end--;
   out.size = 0;
-  // memcached 1.6 writes size last: look there first.
-  let last = end;
-  while (last > at && buf[last - 1] !== SPACE) last--;
-  if (startsWith(buf, last, end, SIZE_PREFIX)) {
-    out.size = decimal(buf, last + SIZE_PREFIX.length, end);
-    return;
-  }
-  // The other fields, in whatever order: only size matters here.
+  out.cas = 0;
+  out.exp = -1;
+  // In whatever order.
+  let at = out.keyEnd;
   while (at < end) {
     at++;
     if (startsWith(buf, at, end, SIZE_PREFIX)) out.size = decimal(buf, at + SIZE_PREFIX.length, end);
+    else if (startsWith(buf, at, end, CAS_PREFIX)) out.cas = decimal(buf, at + CAS_PREFIX.length, end);
+    else if (startsWith(buf, at, end, EXP_PREFIX) && !startsWith(buf, at + EXP_PREFIX.length, end, NEVER)) {
+      out.exp = decimal(buf, at + EXP_PREFIX.length, end);
+    }
     while (at < end && buf[at] !== SPACE) at++;
   }
 }
 
+/** Digits up to the next non-digit. CAS values past 2^53 lose precision: that many writes do not happen. */
 function decimal(buf: Buffer, start: number, end: number): number {
   let n = 0;
   for (let i = start; i < end && buf[i] >= 0x30 && buf[i] <= 0x39; i++) n = n * 10 + buf[i] - 0x30;

@@ -1,0 +1,218 @@
+/**
+ * The full copy's guarantees under conditions the happy path does not meet:
+ * keys that clients are reading on the sender at the moment the walk passes
+ * them, and a copy that fails while the link stays up. Real memcached and
+ * memrepl processes.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Item, load, readAll } from './support/bulk';
+import { RawClient } from './support/client';
+import { eventually, freePort, sleep } from './support/ports';
+import { Node, startMemcached, startNode, stopAll } from './support/processes';
+import { stat } from './support/replication';
+import { createLogger } from '../src/log';
+import { FullCopy, type FullCopyOptions, type FullCopyProgress } from '../src/replication/full-copy';
+import { FrameParser } from '../src/replication/frames/parser';
+import type { Link } from '../src/replication/link';
+
+function items(count: number, prefix: string): Item[] {
+  return Array.from({ length: count }, (_, i) => ({
+    key: `${prefix}:${i}`,
+    value: Buffer.from(`value of ${prefix}:${i}`),
+    flags: i % 7,
+    exptime: 0,
+  }));
+}
+
+/**
+ * Clients looping multi-gets of `keys` on a memcached until stopped: items
+ * referenced by a read at the instant memcached's LRU crawler passes them are
+ * skipped by `lru_crawler metadump all`.
+ */
+function hotReaders(port: number, keys: string[], clients: number): { stop(): Promise<number> } {
+  let running = true;
+  let rounds = 0;
+  const request = `get ${keys.join(' ')}\r\n`;
+  const loops = Array.from({ length: clients }, async () => {
+    const client = await RawClient.connect(port);
+    try {
+      while (running) {
+        await client.request(request, 'END\r\n', 5000);
+        rounds++;
+      }
+    } finally {
+      client.close();
+    }
+  });
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return rounds;
+    },
+  };
+}
+
+/** Keys of `expected` that the memcached on `port` lacks or holds with another value. */
+async function missing(port: number, expected: Item[]): Promise<string[]> {
+  const held = await readAll(port, expected.map((i) => i.key));
+  return expected.filter((i) => !held.get(i.key)?.value.equals(i.value)).map((i) => i.key);
+}
+
+async function readyz(node: Node): Promise<{ status: number; body: string }> {
+  const response = await fetch(`http://127.0.0.1:${node.metricsPort}/readyz`);
+  return { status: response.status, body: await response.text() };
+}
+
+async function metric(node: Node, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(name));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+}
+
+describe('full copy', () => {
+  it('carries every key, also those clients are reading on the sender during the walk', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    // Every key hot, as in the report: with four readers, metadump all listed about 80 of the 200.
+    const hot = items(200, 'hot');
+    const all = [...hot, ...items(20, 'cold')];
+    await load(a.memcached.port, all);
+    const b = await startNode('b', await freePort(), ra);
+    const readers = hotReaders(a.memcached.port, hot.map((i) => i.key), 4);
+    try {
+      await eventually(async () => (await stat(b, 'copies_received')) === '1', 20000, 'the first copy');
+      await eventually(async () => (await missing(b.memcached.port, all)).length === 0, 5000, 'the first copy to be applied');
+      // B's memcached comes back empty three times; each copy must bring back every key.
+      for (let round = 2; round <= 4; round++) {
+        const port = b.memcached.port;
+        await b.memcached.stop('SIGKILL');
+        b.memcached = await startMemcached([], port);
+        await eventually(async () => (await stat(b, 'copies_received')) === String(round), 20000, `copy ${round}`);
+        let lost: string[] = [];
+        await eventually(async () => (lost = await missing(b.memcached.port, all)).length === 0, 5000, () =>
+          `copy ${round} to hold every key (missing ${lost.length}: ${lost.slice(0, 5).join(' ')}...)`,
+        );
+      }
+      assert.ok((await readers.stop()) > 100, 'the readers kept reading during the copies');
+    } finally {
+      await readers.stop();
+      await stopAll(a, b);
+    }
+  });
+
+  it('a copy that fails while the link stays up is retried, counted, and says why until it completes', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const data = items(3000, 'key');
+    await load(a.memcached.port, data);
+    // Keep A's crawler busy with a walk of our own, slowed to a second per 1000 hash buckets (about a minute in all):
+    // the copy's walk gets BUSY for longer than it waits, and fails while the replication link is fine.
+    const admin = await RawClient.connect(a.memcached.port);
+    const occupier = await RawClient.connect(a.memcached.port);
+    try {
+      assert.equal(await admin.request('lru_crawler sleep 1000000\r\n'), 'OK\r\n');
+      occupier.send('lru_crawler metadump hash\r\n');
+      const b = await startNode('b', await freePort(), ra);
+      try {
+        const failures = 'memrepl_replication_full_copy_failures_total{reason="crawler_busy"}';
+        await eventually(async () => (await metric(a, failures)) >= 1, 40000, 'the copy to fail on a busy crawler');
+        assert.equal(await stat(b, 'peer_up'), '1', 'the link stayed up');
+        assert.match(await stat(a, 'copy_last_failure'), /^crawler_busy: /);
+        assert.match(await stat(b, 'copy_receiving_status'), /crawler_busy/);
+        const notReady = await readyz(b);
+        assert.equal(notReady.status, 503);
+        assert.match(notReady.body, /waiting for a full copy from the peer.*crawler_busy/);
+        assert.equal(await stat(b, 'copies_received'), '0');
+
+        // The crawler is free again: a retry completes the copy, and the failure is no longer reported.
+        assert.equal(await admin.request('lru_crawler sleep 0\r\n'), 'OK\r\n');
+        occupier.close();
+        await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'a retried copy to complete');
+        let lost: string[] = [];
+        await eventually(async () => (lost = await missing(b.memcached.port, data)).length === 0, 5000, () => `every key on B (missing ${lost.length})`);
+        assert.equal((await readyz(b)).status, 200);
+        assert.equal(await stat(a, 'copy_last_failure'), '');
+        assert.ok((await metric(a, failures)) >= 1, 'the failure stays counted');
+      } finally {
+        await stopAll(b);
+      }
+    } finally {
+      admin.close();
+      occupier.close();
+      await stopAll(a);
+    }
+  });
+});
+
+/**
+ * A FullCopy from a real memcached into a stand-in for the link that decodes
+ * what it is sent: every key the copy sent, and how often.
+ */
+async function copyOut(port: number, options: Partial<FullCopyOptions> = {}): Promise<{ progress: FullCopyProgress; sent: Map<string, number>; log: string }> {
+  const parser = new FrameParser({ maxFrameBytes: 2 * 1024 * 1024 });
+  const sent = new Map<string, number>();
+  const link = {
+    open: true,
+    congested: false,
+    write(bytes: Buffer) {
+      parser.push(bytes);
+      for (let frame = parser.next(); frame !== null; frame = parser.next()) {
+        if (frame.type === 'record') sent.set(frame.key.toString('latin1'), (sent.get(frame.key.toString('latin1')) ?? 0) + 1);
+      }
+      return true;
+    },
+  } as unknown as Link;
+  let log = '';
+  const copy = new FullCopy({ host: '127.0.0.1', port }, link, { wall: 0, logical: 0 }, {
+    mode: 'set',
+    ratePerSecond: 0,
+    connectTimeoutMs: 2000,
+    maxInFlight: 512,
+    maxInFlightBytes: 16 * 1024 * 1024,
+    peerMaxFrameBytes: Infinity,
+    localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false },
+    ...options,
+  }, createLogger(1, (line) => (log += line)));
+  const progress = await copy.run();
+  return { progress, sent, log };
+}
+
+describe('FullCopy against memcached', () => {
+  it('a cache larger than the spool is walked in hash ranges: every key sent, and a check walk finds nothing missing', async () => {
+    const memcached = await startMemcached();
+    try {
+      const data = items(5000, 'key');
+      await load(memcached.port, data);
+      const readers = hotReaders(memcached.port, data.slice(0, 200).map((i) => i.key), 2);
+      // About 30 bytes a key: a 16 KiB spool holds some 500 of the 5000.
+      const { progress, sent } = await copyOut(memcached.port, { spoolMaxBytes: 16 * 1024 });
+      await readers.stop();
+      const lost = data.filter((i) => !sent.has(i.key));
+      assert.deepEqual(lost.map((i) => i.key), []);
+      assert.ok(progress.walks >= 3, `range walks and a check (${progress.walks} walks)`);
+      assert.equal(progress.repaired, 0);
+      // Keys fetched before their walk's range shrank are sent again by the next walk: a few, not most.
+      const again = [...sent.values()].filter((n) => n > 1).length;
+      assert.ok(again < data.length / 4, `${again} keys sent twice`);
+      assert.ok(!sent.has('memrepl:copy-mark'), 'the mark is not copied');
+    } finally {
+      await memcached.stop();
+    }
+  });
+
+  it('memcached without CAS (-C): the copy completes, and says it cannot check itself', async () => {
+    const memcached = await startMemcached(['-C']);
+    try {
+      const data = items(500, 'key');
+      await load(memcached.port, data);
+      const { progress, sent, log } = await copyOut(memcached.port);
+      assert.equal(data.filter((i) => !sent.has(i.key)).length, 0);
+      assert.equal(progress.walks, 1);
+      assert.match(log, /cannot check that it sent everything: memcached gives items no CAS/);
+    } finally {
+      await memcached.stop();
+    }
+  });
+});
