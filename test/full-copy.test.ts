@@ -202,6 +202,23 @@ describe('FullCopy against memcached', () => {
     }
   });
 
+  it('keys the text protocol cannot carry (spaces, NUL, %) are walked, fetched in base64, and sent as their bytes', async () => {
+    const memcached = await startMemcached();
+    try {
+      const keys = ['a b', 'nul\0byte', '100%', 'tab\there', 'plain'];
+      const client = await RawClient.connect(memcached.port);
+      for (const key of keys) {
+        assert.equal(await client.request(`ms ${Buffer.from(key, 'latin1').toString('base64')} 1 b\r\nx\r\n`), 'HD\r\n');
+      }
+      client.close();
+      const { sent, progress } = await copyOut(memcached.port);
+      assert.deepEqual([...sent.keys()].sort(), [...keys].sort());
+      assert.equal(progress.repaired, 0);
+    } finally {
+      await memcached.stop();
+    }
+  });
+
   it('memcached without CAS (-C): the copy completes, and says it cannot check itself', async () => {
     const memcached = await startMemcached(['-C']);
     try {

@@ -507,6 +507,10 @@ export class FullCopy {
     if (v.opaque >= 0 && batch.binaryKeys && v.opaque < batch.binaryKeys.length) {
       key = batch.binaryKeys[v.opaque];
       [start, end] = [0, key.length];
+    } else if (v.keyBase64) {
+      // Asked for in text, but stored in base64 (a client's meta b): k answers in base64.
+      key = Buffer.from(key.toString('latin1', start, end), 'base64');
+      [start, end] = [0, key.length];
     }
     // Answered means not missing: an answer without its key or fields is memcached misbehaving; skip it.
     if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;

@@ -10,6 +10,7 @@ interface Seen {
   flags?: number;
   ttl?: number | null;
   opaque?: number;
+  base64?: boolean;
   line?: string;
 }
 
@@ -22,6 +23,7 @@ function seen(kind: string, v: FetchedValue): Seen {
       flags: v.flags,
       ttl: v.ttl,
       opaque: v.opaque,
+      ...(v.keyBase64 ? { base64: true } : {}),
     };
   }
   return kind === 'other' ? { kind, line: v.line } : { kind };
@@ -39,12 +41,16 @@ function scanAll(chunks: Buffer[]): Seen[] {
   return all;
 }
 
-const REPLIES = 'VA 3 f5 t100 kfoo\r\nbar\r\nVA 0 f0 t-1 kempty\r\n\r\nCLIENT_ERROR bad command line format\r\nVA 4 f4294967295 t0 O7\r\na\r\nb\r\nMN\r\n';
+const REPLIES =
+  'VA 3 f5 t100 kfoo\r\nbar\r\nVA 0 f0 t-1 kempty\r\n\r\nCLIENT_ERROR bad command line format\r\nVA 4 f4294967295 t0 O7\r\na\r\nb\r\n' +
+  'VA 1 f0 t-1 kcGxhaW4= b\r\nx\r\nMN\r\n';
 const EXPECTED: Seen[] = [
   { kind: 'value', key: 'foo', value: 'bar', flags: 5, ttl: 100, opaque: -1 },
   { kind: 'value', key: 'empty', value: '', flags: 0, ttl: -1, opaque: -1 },
   { kind: 'other', line: 'CLIENT_ERROR bad command line format' },
   { kind: 'value', key: '', value: 'a\r\nb', flags: 4294967295, ttl: 0, opaque: 7 },
+  // A key stored in base64 (meta b) comes back in base64, with b.
+  { kind: 'value', key: 'cGxhaW4=', value: 'x', flags: 0, ttl: -1, opaque: -1, base64: true },
   { kind: 'sentinel' },
 ];
 

@@ -17,6 +17,8 @@ export interface FetchedValue {
   /** The `k` flag's key, if returned (keyStart === keyEnd when not). */
   keyStart: number;
   keyEnd: number;
+  /** The reply carries the `b` flag: the key was stored in base64 (meta `b`), and `k` returns it so. */
+  keyBase64: boolean;
   /** The `O` flag's opaque token as a number, -1 if absent or not a number. */
   opaque: number;
   /** Client flags (`f`), 0 if absent. */
@@ -32,7 +34,7 @@ export interface FetchedValue {
 export type ScanKind = 'value' | 'sentinel' | 'other';
 
 export function newFetchedValue(): FetchedValue {
-  return { buf: EMPTY, keyStart: 0, keyEnd: 0, opaque: -1, flags: 0, ttl: null, valueStart: 0, valueEnd: 0, line: '' };
+  return { buf: EMPTY, keyStart: 0, keyEnd: 0, keyBase64: false, opaque: -1, flags: 0, ttl: null, valueStart: 0, valueEnd: 0, line: '' };
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -86,6 +88,7 @@ export class MetaGetScanner {
     if (buf[valueEnd] !== CR || buf[valueEnd + 1] !== LF) throw new Error('VA data block not terminated by CRLF');
     out.buf = buf;
     out.keyStart = out.keyEnd = 0;
+    out.keyBase64 = false;
     out.opaque = -1;
     out.flags = 0;
     out.ttl = null;
@@ -103,6 +106,8 @@ export class MetaGetScanner {
         out.ttl = buf[tokenStart] === 0x2d ? -unsigned(buf, tokenStart + 1, at) : unsigned(buf, tokenStart, at);
       } else if (flag === 0x4f /* O */) {
         out.opaque = unsigned(buf, tokenStart, at);
+      } else if (flag === 0x62 /* b */ && at === tokenStart) {
+        out.keyBase64 = true;
       }
     }
     out.valueStart = valueStart;
