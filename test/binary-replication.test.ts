@@ -12,8 +12,9 @@ import * as memjs from 'memjs';
 import { HEADER_LENGTH, Opcode, Status } from '../src/protocol/binary/messages';
 import { arithmeticExtras, encodeRequest, expiryExtras, RequestFields, storageExtras } from '../src/protocol/binary/serializer';
 import { RawClient } from './support/client';
-import { eventually, sleep } from './support/ports';
-import { Node, startPair, stopAll } from './support/processes';
+import { percentDecode } from '../src/protocol/text/metadump';
+import { eventually, freePort, sleep } from './support/ports';
+import { Node, startNode, startPair, stopAll } from './support/processes';
 import { linked, stat } from './support/replication';
 
 // ------------------------------------------------------------------ binary packets
@@ -604,5 +605,171 @@ describe('keys the text protocol cannot carry: touches and deletes', () => {
     assert.equal(await converged(a, b, key), null);
     assert.equal(await stat(a, 'writes_lost'), '0');
     assert.equal(await stat(b, 'writes_lost'), '0');
+  });
+});
+
+// ------------------------------------------------------------------ keys no text command can name
+
+// A key with a space, CR, LF or NUL goes into meta commands base64-encoded, and
+// memcached checks the encoded length against 250: from 187 bytes on, no text
+// command can name the key. memrepl applies and reads such keys with the
+// binary protocol (and learns their expiry from its own records, or from the
+// metadump walk in a full copy).
+
+const LONG_KEYS: Array<[string, Buffer]> = [
+  ['187 bytes with spaces', bytes(`long key ${'k'.repeat(178)}`)],
+  ['250 bytes of NUL', Buffer.alloc(250)],
+  ['250 bytes of CR, LF, spaces and high bytes', bytes('\r\n \xff'.repeat(63).slice(0, 250))],
+];
+
+/**
+ * The item's remaining life in seconds as memcached's metadump walk reports
+ * it (-1: never expires), or null when the walk does not list the key. The
+ * only way to see the expiry of such a key.
+ */
+async function walkedTtl(port: number, key: Buffer): Promise<number | null> {
+  const client = await RawClient.connect(port);
+  try {
+    client.send('lru_crawler metadump all\r\n');
+    const dump = (await client.read((got) => /(^|\n)(END|BUSY[^\n]*|ERROR[^\n]*)\r\n$/.test(got.toString('latin1')), 5000)).toString('latin1');
+    assert.ok(dump.endsWith('END\r\n'), `metadump: ${dump.slice(-100)}`);
+    for (const line of dump.split('\n')) {
+      const fields = /^key=(\S+) exp=(-?\d+) /.exec(line);
+      if (!fields || !percentDecode(Buffer.from(fields[1], 'latin1'))?.equals(key)) continue;
+      return fields[2] === '-1' ? -1 : Number(fields[2]) - Math.floor(Date.now() / 1000);
+    }
+    return null;
+  } finally {
+    client.close();
+  }
+}
+
+/** Waits until the peer's memcached holds `key` with a remaining life within 3 s below `ttl` (-1: never expires). */
+async function ttlOn(node: Node, key: Buffer, ttl: number, what: string): Promise<void> {
+  let last: number | null = null;
+  await eventually(
+    async () => {
+      last = await walkedTtl(node.memcached.port, key);
+      return ttl === -1 ? last === -1 : last !== null && last <= ttl && last >= ttl - 3;
+    },
+    5000,
+    () => `${what}: ttl about ${ttl} (last: ${last})`,
+  );
+}
+
+/** GetK on a memcached directly until it misses. */
+async function goneFrom(node: Node, key: Buffer, what: string): Promise<void> {
+  let last: Packet[] = [];
+  await eventually(
+    async () => (last = await withBinary(node.memcached.port, (client) => client.call(get(Opcode.GetK, key))))[0]?.status === Status.KeyNotFound,
+    5000,
+    () => `${what} (last: ${show(last)})`,
+  );
+}
+
+/** A counter of the node's /metrics ('' when absent). */
+async function metric(node: Node, name: string): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  return new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? '';
+}
+
+/** What would show a full copy, or a write that could not be replicated. */
+async function copySigns(node: Node): Promise<Record<string, string>> {
+  return {
+    writes_lost: await stat(node, 'writes_lost'),
+    copies_received: await stat(node, 'copies_received'),
+    full_resync_needed: await stat(node, 'full_resync_needed'),
+    full_needed: await metric(node, 'memrepl_replication_resyncs_total{kind="full_needed"}'),
+    records_lost: await metric(node, 'memrepl_replication_records_lost_total'),
+  };
+}
+
+describe('keys of 187 to 250 bytes that no text command can name', () => {
+  let a: Node;
+  let b: Node;
+  let baseline: Array<Record<string, string>>;
+  before(async () => {
+    [a, b] = await startPair();
+    await linked(a, b);
+    // The pair's first copies (each node started empty) are over before the baseline is taken.
+    for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_receiving')) === '0' && (await stat(node, 'copy_sending')) === '0', 10000, 'first copies');
+    baseline = [await copySigns(a), await copySigns(b)];
+  });
+  after(() => stopAll(a, b));
+
+  /** Nothing was lost, and no full copy was asked for or made since the pair started. */
+  async function noFullCopy(): Promise<void> {
+    const now = [await copySigns(a), await copySigns(b)];
+    assert.deepEqual(now, baseline);
+    assert.equal(now[0].records_lost, '0');
+    assert.equal(now[0].writes_lost, '0');
+  }
+
+  it('the keys are longer than the longest a text command can name, and no longer than memcached takes', () => {
+    for (const [, key] of LONG_KEYS) assert.ok(key.length >= 187 && key.length <= 250 && key.toString('base64').length > 250);
+  });
+
+  for (const [name, key] of LONG_KEYS) {
+    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+      it(`${name}: Set, Append, Touch, GAT and Delete on ${from} reach ${to}, without a full copy`, async () => {
+        const [writer, peer] = from === 'A' ? [a, b] : [b, a];
+        const value = Buffer.concat([bytes(`${from}:v\0\r\n`), key]);
+        await withBinary(writer.memrepl.port, async (client) => {
+          await client.ok(store(Opcode.Set, key, value, 77, 900));
+          await binaryReadBack(peer.memcached.port, key, value, 77, `the Set on ${to}`);
+          await ttlOn(peer, key, 900, `the Set on ${to}`);
+          // Append is read back with the binary protocol; its expiry is the one the Set gave.
+          await client.ok(concat(Opcode.Append, key, '+'));
+          const appended = Buffer.concat([value, bytes('+')]);
+          await binaryReadBack(peer.memcached.port, key, appended, 77, `the Append on ${to}`);
+          await ttlOn(peer, key, 900, `the Append on ${to}`);
+          await client.ok(touch(Opcode.Touch, key, 800));
+          await ttlOn(peer, key, 800, `the Touch on ${to}`);
+          await client.ok(touch(Opcode.GAT, key, 700));
+          await ttlOn(peer, key, 700, `the GAT on ${to}`);
+          await binaryReadBack(peer.memrepl.port, key, appended, 77, `through ${to}'s proxy`);
+          await client.ok(del(Opcode.Delete, key));
+          await goneFrom(peer, key, `the Delete on ${to}`);
+        });
+        await noFullCopy();
+      });
+    }
+  }
+
+  it('SetQ, AddQ, Increment and DeleteQ of such keys', async () => {
+    const [quiet, added, counter] = LONG_KEYS.map(([, key]) => key);
+    await withBinary(a.memrepl.port, async (client) => {
+      assert.deepEqual(await client.call(store(Opcode.SetQ, quiet, 'q', 1, 0), store(Opcode.AddQ, added, 'a', 2, 600)), []);
+      await binaryReadBack(b.memcached.port, quiet, bytes('q'), 1, 'SetQ on B');
+      await binaryReadBack(b.memcached.port, added, bytes('a'), 2, 'AddQ on B');
+      await ttlOn(b, quiet, -1, 'SetQ on B');
+      await ttlOn(b, added, 600, 'AddQ on B');
+      await client.ok(store(Opcode.Set, counter, '10', 3, 500));
+      await binaryReadBack(b.memcached.port, counter, bytes('10'), 3, 'the counter on B');
+      await client.ok(arith(Opcode.Increment, counter, 5n, 0n, 0));
+      await binaryReadBack(b.memcached.port, counter, bytes('15'), 3, 'Increment on B');
+      await ttlOn(b, counter, 500, 'Increment on B');
+      assert.deepEqual(await client.call(del(Opcode.DeleteQ, quiet), del(Opcode.DeleteQ, added), del(Opcode.DeleteQ, counter)), []);
+    });
+    for (const key of [quiet, added, counter]) await goneFrom(b, key, 'DeleteQ on B');
+    await noFullCopy();
+  });
+
+  it('a flush between writes of such keys: what came before is gone on the peer, what came after is kept', async () => {
+    const [earlier, later, third] = LONG_KEYS.map(([, key]) => key);
+    const text = bytes('short key after the flush');
+    await withBinary(a.memrepl.port, async (client) => {
+      await client.ok(store(Opcode.Set, earlier, 'old', 0, 0));
+      await binaryReadBack(b.memcached.port, earlier, bytes('old'), 0, 'the first Set on B');
+      // One pipeline: the flush reaches B between writes that take the binary path there.
+      await client.ok(store(Opcode.Set, third, 'doomed', 0, 0), req({ opcode: Opcode.Flush }), store(Opcode.Set, later, 'new', 4, 0), store(Opcode.Set, text, 'text', 5, 0));
+    });
+    await binaryReadBack(b.memcached.port, later, bytes('new'), 4, 'the Set after the flush on B');
+    await binaryReadBack(b.memcached.port, text, bytes('text'), 5, 'the short key after the flush on B');
+    await goneFrom(b, earlier, 'the flush on B');
+    await goneFrom(b, third, 'the flush on B, of a write just before it');
+    await withBinary(a.memrepl.port, (client) => client.ok(del(Opcode.Delete, later), del(Opcode.Delete, text)));
+    await goneFrom(b, later, 'cleanup');
+    await noFullCopy();
   });
 });
