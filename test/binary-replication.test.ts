@@ -773,3 +773,24 @@ describe('keys of 187 to 250 bytes that no text command can name', () => {
     await noFullCopy();
   });
 });
+describe('a full copy carries keys no text command can name', () => {
+  it('an empty node gets them from its peer, with their flags and expiry', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    let b: Node | null = null;
+    try {
+      // Written to A's memcached directly: only the copy can bring them to B.
+      const items = [...LONG_KEYS, ['186 bytes with spaces', bytes(`long key ${'k'.repeat(177)}`)] as [string, Buffer], ['plain', bytes('plain key')] as [string, Buffer]];
+      await withBinary(a.memcached.port, (client) => client.ok(...items.map(([, key], i) => store(Opcode.Set, key, Buffer.concat([bytes(`v${i}\0`), key]), 10 + i, i === 0 ? 0 : 600 + i * 60))));
+      b = await startNode('b', await freePort(), ra);
+      await eventually(async () => Number(await stat(b!, 'copies_received')) >= 1, 20000, 'the copy to B');
+      for (const [i, [name, key]] of items.entries()) {
+        await binaryReadBack(b.memcached.port, key, Buffer.concat([bytes(`v${i}\0`), key]), 10 + i, `${name} copied to B`);
+        await ttlOn(b, key, i === 0 ? -1 : 600 + i * 60, `${name} copied to B`);
+      }
+      assert.equal(await stat(a, 'writes_lost'), '0');
+    } finally {
+      await stopAll(a, ...(b ? [b] : []));
+    }
+  });
+});

@@ -6,7 +6,10 @@
  * refuses to pipeline anything else with it). Its keys are fetched on a
  * second connection in batches of quiet meta gets (`mg <key> v f t u k q`,
  * then `mn`): memcached answers hits only, each reply names its key, and the
- * MN closes the batch, so nothing is kept per item in flight. Each hit is
+ * MN closes the batch, so nothing is kept per item in flight. Keys no text
+ * command can name (see binary-keys.ts) are fetched the same way in binary
+ * (GetKQ, then NOOP) on a connection of their own, their remaining life taken
+ * from the walk's line (binary replies do not tell it). Each hit is
  * written as a RECORD frame straight from the reply bytes into the buffer
  * that goes to the link (one write per reply chunk), outside the numbered
  * stream, interleaved with live records on the same link. The peer judges
@@ -29,6 +32,7 @@ import type { Logger } from '../log';
 import { newMetadumpLine, percentDecodeInto, scanMetadumpLine } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
 import { copyRange } from '../protocol/bytes';
+import { Status } from '../protocol/binary/messages';
 import { META_BASE64_KEY_MAX, textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
@@ -37,7 +41,8 @@ import type { Hlc } from './hlc';
 import { CHECKPOINT_KEY } from './inbox';
 import { KeyFilter } from './key-filter';
 import type { Link } from './link';
-import { LocalMemcached } from './local-memcached';
+import { binaryFetch, flagsOf } from './binary-keys';
+import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 
 export interface FullCopyOptions {
   /**
@@ -98,6 +103,12 @@ interface FetchBatch {
   mark: Hlc;
 }
 
+/** A key no text command can name, to fetch in binary, and its expiry as the walk read it (see MetadumpLine.exp). */
+interface BinaryFetch {
+  key: Buffer;
+  exp: number | null;
+}
+
 /**
  * Bytes built for one socket in large allocations, handed out as slices. An
  * allocation is never reused (the socket may still hold a slice of it).
@@ -142,6 +153,8 @@ export class FullCopy {
   private pass = 1;
   private busyRetries = 0;
   private fetcher: net.Socket | null = null;
+  /** Fetches of keys no text command can name (see fetchBinary). */
+  private binaryFetcher: LocalMemcachedBinary | null = null;
   private readonly scanner = new MetaGetScanner();
   private readonly fetched = newFetchedValue();
   private readonly batches: FetchBatch[] = [];
@@ -196,6 +209,7 @@ export class FullCopy {
     fetcher.on('data', (chunk: Buffer) => this.received(chunk));
     fetcher.on('error', () => {});
     fetcher.on('close', () => this.fail(new Error('fetching items for the copy: memcached closed the connection')));
+    this.binaryFetcher = new LocalMemcachedBinary(this.upstream, this.options.connectTimeoutMs);
     await this.startWalk();
   }
 
@@ -268,7 +282,10 @@ export class FullCopy {
     let count = 0;
     let bytes = 0;
     let binaryKeys: Buffer[] | null = null;
-    while (this.inFlight + count < maxInFlight && this.inFlightBytes + bytes < maxInFlightBytes && this.link.open && !this.link.congested) {
+    let binaryFetches: BinaryFetch[] | null = null;
+    let binaryBytes = 0;
+    const fetches = () => count + (binaryFetches?.length ?? 0);
+    while (this.inFlight + fetches() < maxInFlight && this.inFlightBytes + bytes + binaryBytes < maxInFlightBytes && this.link.open && !this.link.congested) {
       if (!this.tokenAvailable() || !this.nextLine()) break;
       const line = this.line;
       if (line.kind === 'end') {
@@ -291,8 +308,13 @@ export class FullCopy {
       if (end - start === CHECKPOINT.length && key.compare(CHECKPOINT, 0, CHECKPOINT.length, start, end) === 0) continue;
       if (this.pass > 1 && this.filter!.mayHave(key, start, end)) continue;
       this.tokens--;
-      if (end - start > (binary ? META_BASE64_KEY_MAX : RECORD_KEY_MAX_LENGTH)) {
+      if (end - start > RECORD_KEY_MAX_LENGTH) {
         this.progress.skipped++;
+        continue;
+      }
+      if (binary && end - start > META_BASE64_KEY_MAX) {
+        (binaryFetches ??= []).push({ key: Buffer.from(key.subarray(start, end)), exp: line.exp });
+        binaryBytes += line.size;
         continue;
       }
       requests.ensure(MG_LINE_MAX + MN.length);
@@ -316,6 +338,7 @@ export class FullCopy {
       this.inFlightBytes += bytes;
       fetcher.write(requests.take()!);
     }
+    if (binaryFetches) this.fetchBinary(binaryFetches, binaryBytes);
     if (this.walker?.isPaused() && this.walkBuffered < WALK_LOW) this.walker.resume();
     this.checkDone();
   }
@@ -342,6 +365,37 @@ export class FullCopy {
     this.drive();
   }
 
+  /** One batch of binary fetches: GetKQ answers hits only, each with its place in `fetches` as its opaque. */
+  private fetchBinary(fetches: BinaryFetch[], bytes: number): void {
+    const mark = this.options.localWrites.mark();
+    this.inFlight += fetches.length;
+    this.inFlightBytes += bytes;
+    const requests = Buffer.concat(fetches.map(({ key }, i) => binaryFetch(key, i)));
+    this.binaryFetcher!.quietBatch(requests).then(
+      (hits) => {
+        if (this.finished) return;
+        const now = Date.now();
+        let answered = 0;
+        for (const hit of hits) {
+          const fetch = fetches[hit.header.opaque];
+          // An error for one fetch leaves its item unanswered, as on the text path.
+          if (!fetch || hit.header.status !== Status.Success) continue;
+          answered++;
+          const ttlMs = ttlFromWalk(fetch.exp, now);
+          if (ttlMs === null) this.progress.skipped++;
+          else this.copyItem(mark, fetch.key, 0, fetch.key.length, flagsOf(hit), ttlMs, now, hit.value, 0, hit.value.length);
+        }
+        this.inFlight -= fetches.length;
+        this.inFlightBytes -= bytes;
+        this.progress.skipped += fetches.length - answered;
+        const frames = this.frames.take();
+        if (frames) this.link.write(frames);
+        this.drive();
+      },
+      (error: Error) => this.fail(new Error(`fetching items for the copy: ${error.message}`)),
+    );
+  }
+
   private copyFetched(batch: FetchBatch, now: number): void {
     const v = this.fetched;
     let key = v.buf;
@@ -355,15 +409,20 @@ export class FullCopy {
     if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
     batch.unanswered--;
     this.inFlight--;
-    if (this.options.localWrites.writtenSince(key, start, end, batch.mark)) {
-      this.progress.skipped++; // the live record carries the newer state (and the second walk may look again)
-      return;
-    }
     // memcached counts whole seconds on a clock that ticks once a second: the true
     // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
+    this.copyItem(batch.mark, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
+  }
+
+  /** A fetched item as a RECORD frame for the link, unless a local write since `mark` supersedes it or the peer could not hold it. */
+  private copyItem(mark: Hlc, key: Buffer, start: number, end: number, flags: number, ttlMs: number, now: number, value: Buffer, valueStart: number, valueEnd: number): void {
+    if (this.options.localWrites.writtenSince(key, start, end, mark)) {
+      this.progress.skipped++; // the live record carries the newer state (and the second walk may look again)
+      return;
+    }
     if (this.pass < PASSES) this.filter!.add(key, start, end);
-    const size = recordFrameBytes(end - start, v.valueEnd - v.valueStart);
+    const size = recordFrameBytes(end - start, valueEnd - valueStart);
     if (size > this.options.peerMaxFrameBytes) {
       this.progress.skipped++;
       return;
@@ -371,8 +430,8 @@ export class FullCopy {
     const frames = this.frames;
     frames.ensure(size);
     frames.used = writeRecordFrame(
-      frames.buf, frames.used, 0, this.stamp.wall, this.stamp.logical, this.opCode, v.flags, ttlMs, 0, now,
-      key, start, end, v.buf, v.valueStart, v.valueEnd,
+      frames.buf, frames.used, 0, this.stamp.wall, this.stamp.logical, this.opCode, flags, ttlMs, 0, now,
+      key, start, end, value, valueStart, valueEnd,
     );
     this.progress.items++;
     this.progress.bytes += size;
@@ -452,5 +511,19 @@ export class FullCopy {
     this.walker = null;
     walker?.destroy();
     this.fetcher?.destroy();
+    this.binaryFetcher?.close();
   }
+}
+
+/**
+ * A record's ttlMs from a walk line's exp (unix seconds on memcached's clock,
+ * -1 for never), or null for an item dead by now or a line without exp.
+ * memcached's clock ticks once a second: aim at the middle of the second, as
+ * for mg's t.
+ */
+function ttlFromWalk(exp: number | null, now: number): number | null {
+  if (exp === -1) return TTL_NEVER;
+  if (exp === null) return null;
+  const ttlMs = (exp - Math.floor(now / 1000)) * 1000 - 500;
+  return ttlMs > 0 ? ttlMs : null;
 }

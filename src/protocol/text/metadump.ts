@@ -19,18 +19,21 @@ export interface MetadumpLine {
   encoded: boolean;
   /** item: size in memcached (header included): a budget estimate, not the value length. */
   size: number;
+  /** item: when it expires, unix seconds on memcached's clock; -1 never; null when the line does not say. */
+  exp: number | null;
   /** error: the line as memcached sent it. */
   message: string;
 }
 
 export function newMetadumpLine(): MetadumpLine {
-  return { kind: 'end', keyStart: 0, keyEnd: 0, encoded: false, size: 0, message: '' };
+  return { kind: 'end', keyStart: 0, keyEnd: 0, encoded: false, size: 0, exp: null, message: '' };
 }
 
 const SPACE = 0x20;
 const PERCENT = 0x25;
 const KEY_PREFIX = Buffer.from('key=');
 const SIZE_PREFIX = Buffer.from('size=');
+const EXP_PREFIX = Buffer.from('exp=');
 const END = Buffer.from('END');
 
 /** Scans the line buf[start, end) (its LF excluded; a CR before it is ignored) into `out`. */
@@ -62,6 +65,8 @@ export function scanMetadumpLine(buf: Buffer, start: number, end: number, out: M
   out.keyEnd = at;
   out.encoded = encoded;
   out.size = 0;
+  // memcached 1.6 writes exp right after the key.
+  out.exp = startsWith(buf, at + 1, end, EXP_PREFIX) ? signedDecimal(buf, at + 1 + EXP_PREFIX.length, end) : null;
   // memcached 1.6 writes size last: look there first.
   let last = end;
   while (last > at && buf[last - 1] !== SPACE) last--;
@@ -81,6 +86,14 @@ function decimal(buf: Buffer, start: number, end: number): number {
   let n = 0;
   for (let i = start; i < end && buf[i] >= 0x30 && buf[i] <= 0x39; i++) n = n * 10 + buf[i] - 0x30;
   return n;
+}
+
+function signedDecimal(buf: Buffer, start: number, end: number): number | null {
+  const negative = start < end && buf[start] === 0x2d;
+  const from = negative ? start + 1 : start;
+  if (from >= end || buf[from] < 0x30 || buf[from] > 0x39) return null;
+  const n = decimal(buf, from, end);
+  return negative ? -n : n;
 }
 
 function startsWith(buf: Buffer, start: number, end: number, prefix: Buffer): boolean {
