@@ -8,21 +8,10 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
-import { eventually, freePort, sleep } from './support/ports';
-import { type Node, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
-import { converged, has, item, linked } from './support/replication';
-import { Relay } from './support/relay';
+import { eventually, sleep } from './support/ports';
+import { type Node, type Running, startMemcached, startPair, stopAll } from './support/processes';
+import { converged, has, item, linked, relayedPair } from './support/replication';
 import { readAll } from './support/bulk';
-
-/** A pair whose link runs through a relay that the test can stall. */
-async function relayedPair(): Promise<{ a: Node; b: Node; relay: Relay }> {
-  const ra = await freePort();
-  const a = await startNode('a', ra, null);
-  const relay = new Relay(ra);
-  const b = await startNode('b', await freePort(), await relay.start());
-  await linked(a, b);
-  return { a, b, relay };
-}
 
 /** Sends one request through a node's proxy and returns its reply line. */
 async function ask(node: Node, request: string): Promise<string> {

@@ -439,15 +439,15 @@ export class Applier {
    * and its binary requests (with a NOOP). Each connection keeps its order,
    * which keeps each key's. An immediate flush (`barrier`) must also fall
    * between the binary requests sent before it and after it: its batch sends
-   * its binary part first (reads of keys to keep, behind every binary request
-   * sent before) and its text part once memcached answered that, and batches
-   * sent after it wait until memcached ran it. (A delayed flush and a cancel
-   * need no barrier: memcached flushes what was stored before the moment,
-   * whenever the command ran.)
+   * its binary part first (reads of keys to keep, or just the NOOP: answered
+   * after every binary request sent before) and its text part once memcached
+   * answered that, and batches sent after it wait until memcached ran it. (A
+   * delayed flush and a cancel need no barrier: memcached flushes what was
+   * stored before the moment, whenever the command ran.)
    */
   private send(text: Buffer, binary: Buffer[], barrier: boolean): Promise<Answers> {
     const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
-    const sendBinary = () => (binary.length > 0 ? this.binaryLocal.quietBatch(Buffer.concat(binary)) : NO_BINARY);
+    const sendBinary = () => (binary.length > 0 || barrier ? this.binaryLocal.quietBatch(Buffer.concat(binary)) : NO_BINARY);
     const run = (): Promise<Answers> => (barrier ? sendBinary().then(async (packets): Promise<Answers> => [await sendText(), packets]) : Promise.all([sendText(), sendBinary()]));
     const answers = this.barrier ? this.barrier.then(run) : run();
     if (barrier) {

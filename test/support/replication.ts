@@ -1,7 +1,8 @@
 /** What tests ask a running memrepl node about its replication. */
 import { RawClient } from './client';
-import { eventually } from './ports';
-import type { Node } from './processes';
+import { eventually, freePort } from './ports';
+import { type Node, startNode } from './processes';
+import { Relay } from './relay';
 
 /** One line of `stats replication` on the node's client port ('' if absent). */
 export async function stat(node: Node, name: string): Promise<string> {
@@ -17,6 +18,16 @@ export async function stat(node: Node, name: string): Promise<string> {
 /** Waits until every node reports its replication link up. */
 export async function linked(...nodes: Node[]): Promise<void> {
   for (const node of nodes) await eventually(async () => (await stat(node, 'peer_up')) === '1', 10000, 'replication link');
+}
+
+/** A linked pair whose link runs through a relay that the test can stall (B dials A through it). */
+export async function relayedPair(): Promise<{ a: Node; b: Node; relay: Relay }> {
+  const ra = await freePort();
+  const a = await startNode('a', ra, null);
+  const relay = new Relay(ra);
+  const b = await startNode('b', await freePort(), await relay.start());
+  await linked(a, b);
+  return { a, b, relay };
 }
 
 /** Whether a memcached (or memrepl) on `port` holds `key`. */
