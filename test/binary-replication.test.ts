@@ -754,6 +754,18 @@ describe('keys of 187 to 250 bytes that no text command can name', () => {
     await noFullCopy();
   });
 
+  it('an append to such a key whose expiry the node never learned: the peer deletes the key, counted, no full copy', async () => {
+    const key = LONG_KEYS[0][1];
+    // Put on both memcacheds behind memrepl's back: neither node ever wrote it.
+    for (const node of [a, b]) await withBinary(node.memcached.port, (client) => client.ok(store(Opcode.Set, key, 'v', 1, 900)));
+    await withBinary(a.memrepl.port, (client) => client.ok(concat(Opcode.Append, key, '+')));
+    await goneFrom(b, key, 'the key on B');
+    assert.equal((await withBinary(a.memcached.port, (client) => client.ok(get(Opcode.GetK, key))))[0].value.toString(), 'v+');
+    assert.equal(await metric(a, 'memrepl_replication_records_skipped_total{reason="expiry_unknown"}'), '1');
+    await withBinary(a.memrepl.port, (client) => client.ok(del(Opcode.Delete, key)));
+    await noFullCopy();
+  });
+
   it('a flush between writes of such keys: what came before is gone on the peer, what came after is kept', async () => {
     const [earlier, later, third] = LONG_KEYS.map(([, key]) => key);
     const text = bytes('short key after the flush');
