@@ -226,7 +226,7 @@ export class Applier {
   /**
    * Stores back what flushKeepingNewer read, as adds (a client write since
    * the flush is newer) and only for keys not written again since it read
-   * them. Sent on the same connection, ahead of anything judged later.
+   * them. Sent on the same connections, ahead of anything judged later.
    */
   private restore(keep: readonly Kept[], [reads, binaryReads]: Answers): void {
     const batch = this.newBatch();
@@ -408,7 +408,7 @@ export class Applier {
     const batch = this.batch;
     if (!batch) return;
     this.batch = null;
-    if (batch.sent.size === 0 && batch.lastSeq === 0 && batch.binary.length === 0) {
+    if (batch.sent.size === 0 && batch.lastSeq === 0) {
       this.onSettled({ copies: batch.copies, lastSeq: 0 });
       return;
     }

@@ -18,10 +18,9 @@
  * keep its order) whatever clients do.
  */
 import type * as net from 'node:net';
-import { Opcode } from '../protocol/binary/messages';
+import { Opcode, type BinaryPacket } from '../protocol/binary/messages';
 import { BinaryReplyParser } from '../protocol/binary/reply-parser';
 import { encodeRequest } from '../protocol/binary/serializer';
-import type { BinaryPacket } from '../protocol/binary/messages';
 import { TextReplyParser, type ReplyPart } from '../protocol/text/reply-parser';
 import { SENTINEL, SENTINEL_REPLY } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
@@ -53,7 +52,7 @@ const BINARY: Framing<BinaryPacket> = {
 
 interface Waiter<Part> {
   parts: Part[];
-  /** The reply ends with memcached's MN (a batch of quiet commands), not with its first 'end' part. */
+  /** The reply ends with the sentinel's (a batch of quiet commands), not with its first part that ends a reply. */
   untilSentinel: boolean;
   resolve(parts: Part[]): void;
   reject(error: Error): void;
