@@ -5,11 +5,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Applier } from '../src/replication/applier';
+import { KnownExpiries } from '../src/replication/binary-keys';
 import { Contention } from '../src/replication/contention';
 import { FlushSchedule } from '../src/replication/flush-schedule';
 import type { RecordFrame } from '../src/replication/frames/messages';
 import { HybridClock } from '../src/replication/hlc';
-import { LocalMemcached } from '../src/replication/local-memcached';
+import { LocalMemcached, LocalMemcachedBinary } from '../src/replication/local-memcached';
 import { createReplicationMetrics } from '../src/replication/metrics';
 import { Registry } from 'prom-client';
 import { RecentWrites } from '../src/replication/recent-writes';
@@ -25,16 +26,19 @@ function record(fields: Partial<RecordFrame>): RecordFrame {
 describe('applier', () => {
   let memcached: Running;
   let local: LocalMemcached;
+  let binaryLocal: LocalMemcachedBinary;
   let applier: Applier;
   before(async () => {
     memcached = await startMemcached();
     local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
+    binaryLocal = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
     const bounds = { maxEntries: 1000, windowMs: 60_000 };
-    const history = { values: new RecentWrites(bounds), touches: new RecentWrites(bounds), flushes: new FlushSchedule() };
-    applier = new Applier(local, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b');
+    const history = { values: new RecentWrites(bounds), touches: new RecentWrites(bounds), flushes: new FlushSchedule(), expiries: new KnownExpiries() };
+    applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b');
   });
   after(async () => {
     local.close();
+    binaryLocal.close();
     await memcached.stop();
   });
 

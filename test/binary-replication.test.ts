@@ -12,9 +12,10 @@ import * as memjs from 'memjs';
 import { HEADER_LENGTH, Opcode, Status } from '../src/protocol/binary/messages';
 import { arithmeticExtras, encodeRequest, expiryExtras, RequestFields, storageExtras } from '../src/protocol/binary/serializer';
 import { RawClient } from './support/client';
-import { eventually, sleep } from './support/ports';
-import { Node, startPair, stopAll } from './support/processes';
-import { linked, stat } from './support/replication';
+import { percentDecode } from '../src/protocol/text/metadump';
+import { eventually, freePort, sleep } from './support/ports';
+import { Node, startNode, startPair, stopAll } from './support/processes';
+import { linked, relayedPair, stat } from './support/replication';
 
 // ------------------------------------------------------------------ binary packets
 
@@ -604,5 +605,237 @@ describe('keys the text protocol cannot carry: touches and deletes', () => {
     assert.equal(await converged(a, b, key), null);
     assert.equal(await stat(a, 'writes_lost'), '0');
     assert.equal(await stat(b, 'writes_lost'), '0');
+  });
+});
+
+// ------------------------------------------------------------------ keys no text command can name
+
+// A key with a space, CR, LF or NUL goes into meta commands base64-encoded, and
+// memcached checks the encoded length against 250: from 187 bytes on, no text
+// command can name the key. memrepl applies and reads such keys with the
+// binary protocol (and learns their expiry from its own records, or from the
+// metadump walk in a full copy).
+
+const LONG_KEYS: Array<[string, Buffer]> = [
+  ['187 bytes with spaces', bytes(`long key ${'k'.repeat(178)}`)],
+  ['250 bytes of NUL', Buffer.alloc(250)],
+  ['250 bytes of CR, LF, spaces and high bytes', bytes('\r\n \xff'.repeat(63).slice(0, 250))],
+];
+
+/**
+ * The item's remaining life in seconds as memcached's metadump walk reports
+ * it (-1: never expires), or null when the walk does not list the key. The
+ * only way to see the expiry of such a key.
+ */
+async function walkedTtl(port: number, key: Buffer): Promise<number | null> {
+  const client = await RawClient.connect(port);
+  try {
+    client.send('lru_crawler metadump all\r\n');
+    const dump = (await client.read((got) => /(^|\n)(END|BUSY[^\n]*|ERROR[^\n]*)\r\n$/.test(got.toString('latin1')), 5000)).toString('latin1');
+    assert.ok(dump.endsWith('END\r\n'), `metadump: ${dump.slice(-100)}`);
+    for (const line of dump.split('\n')) {
+      const fields = /^key=(\S+) exp=(-?\d+) /.exec(line);
+      if (!fields || !percentDecode(Buffer.from(fields[1], 'latin1'))?.equals(key)) continue;
+      return fields[2] === '-1' ? -1 : Number(fields[2]) - Math.floor(Date.now() / 1000);
+    }
+    return null;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Waits until both memcacheds hold `key` with the same remaining life (within
+ * 2 s: two walks, whole seconds), and the origin's is the one a write of
+ * `ttl` seconds gives (-1: never expires; time spent since counts, so up to
+ * 30 s less on a busy machine).
+ */
+async function sameTtl(origin: Node, other: Node, key: Buffer, ttl: number, what: string): Promise<void> {
+  let last: Array<number | null> = [];
+  await eventually(
+    async () => {
+      const [x, y] = (last = [await walkedTtl(origin.memcached.port, key), await walkedTtl(other.memcached.port, key)]);
+      if (x === null || y === null) return false;
+      if (ttl === -1) return x === -1 && y === -1;
+      return x <= ttl && x > ttl - 30 && Math.abs(x - y) <= 2;
+    },
+    5000,
+    () => `${what}: the same remaining life on both, about ${ttl} (last: ${JSON.stringify(last)})`,
+  );
+}
+
+/** GetK on a memcached directly until it misses. */
+async function goneFrom(node: Node, key: Buffer, what: string): Promise<void> {
+  let last: Packet[] = [];
+  await eventually(
+    async () => (last = await withBinary(node.memcached.port, (client) => client.call(get(Opcode.GetK, key))))[0]?.status === Status.KeyNotFound,
+    5000,
+    () => `${what} (last: ${show(last)})`,
+  );
+}
+
+/** A counter of the node's /metrics ('' when absent). */
+async function metric(node: Node, name: string): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`)).text();
+  return new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? '';
+}
+
+/** What would show a full copy, or a write that could not be replicated. */
+async function copySigns(node: Node): Promise<Record<string, string>> {
+  return {
+    writes_lost: await stat(node, 'writes_lost'),
+    copies_received: await stat(node, 'copies_received'),
+    full_resync_needed: await stat(node, 'full_resync_needed'),
+    full_needed: await metric(node, 'memrepl_replication_resyncs_total{kind="full_needed"}'),
+    records_lost: await metric(node, 'memrepl_replication_records_lost_total'),
+  };
+}
+
+describe('keys of 187 to 250 bytes that no text command can name', () => {
+  let a: Node;
+  let b: Node;
+  let baseline: Array<Record<string, string>>;
+  before(async () => {
+    [a, b] = await startPair();
+    await linked(a, b);
+    // The pair's first copies (each node started empty) are over before the baseline is taken.
+    for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_receiving')) === '0' && (await stat(node, 'copy_sending')) === '0', 10000, 'first copies');
+    baseline = [await copySigns(a), await copySigns(b)];
+  });
+  after(() => stopAll(a, b));
+
+  /** Nothing was lost, and no full copy was asked for or made since the pair started. */
+  async function noFullCopy(): Promise<void> {
+    const now = [await copySigns(a), await copySigns(b)];
+    assert.deepEqual(now, baseline);
+    for (const signs of now) assert.deepEqual([signs.records_lost, signs.writes_lost], ['0', '0']);
+  }
+
+  it('the keys are longer than the longest a text command can name, and no longer than memcached takes', () => {
+    for (const [, key] of LONG_KEYS) assert.ok(key.length >= 187 && key.length <= 250 && key.toString('base64').length > 250);
+  });
+
+  for (const [name, key] of LONG_KEYS) {
+    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+      it(`${name}: Set, Append, Touch, GAT and Delete on ${from} reach ${to}, without a full copy`, async () => {
+        const [writer, peer] = from === 'A' ? [a, b] : [b, a];
+        const value = Buffer.concat([bytes(`${from}:v\0\r\n`), key]);
+        await withBinary(writer.memrepl.port, async (client) => {
+          await client.ok(store(Opcode.Set, key, value, 77, 900));
+          await binaryReadBack(peer.memcached.port, key, value, 77, `the Set on ${to}`);
+          await sameTtl(writer, peer, key, 900, `the Set on ${to}`);
+          // Append is read back with the binary protocol; its expiry is the one the Set gave.
+          await client.ok(concat(Opcode.Append, key, '+'));
+          const appended = Buffer.concat([value, bytes('+')]);
+          await binaryReadBack(peer.memcached.port, key, appended, 77, `the Append on ${to}`);
+          await sameTtl(writer, peer, key, 900, `the Append on ${to}`);
+          await client.ok(touch(Opcode.Touch, key, 800));
+          await sameTtl(writer, peer, key, 800, `the Touch on ${to}`);
+          await client.ok(touch(Opcode.GAT, key, 700));
+          await sameTtl(writer, peer, key, 700, `the GAT on ${to}`);
+          await binaryReadBack(peer.memrepl.port, key, appended, 77, `through ${to}'s proxy`);
+          await client.ok(del(Opcode.Delete, key));
+          await goneFrom(peer, key, `the Delete on ${to}`);
+        });
+        await noFullCopy();
+      });
+    }
+  }
+
+  it('SetQ, AddQ, Increment and DeleteQ of such keys', async () => {
+    const [quiet, added, counter] = LONG_KEYS.map(([, key]) => key);
+    await withBinary(a.memrepl.port, async (client) => {
+      assert.deepEqual(await client.call(store(Opcode.SetQ, quiet, 'q', 1, 0), store(Opcode.AddQ, added, 'a', 2, 600)), []);
+      await binaryReadBack(b.memcached.port, quiet, bytes('q'), 1, 'SetQ on B');
+      await binaryReadBack(b.memcached.port, added, bytes('a'), 2, 'AddQ on B');
+      await sameTtl(a, b, quiet, -1, 'SetQ on B');
+      await sameTtl(a, b, added, 600, 'AddQ on B');
+      await client.ok(store(Opcode.Set, counter, '10', 3, 500));
+      await binaryReadBack(b.memcached.port, counter, bytes('10'), 3, 'the counter on B');
+      await client.ok(arith(Opcode.Increment, counter, 5n, 0n, 0));
+      await binaryReadBack(b.memcached.port, counter, bytes('15'), 3, 'Increment on B');
+      await sameTtl(a, b, counter, 500, 'Increment on B');
+      assert.deepEqual(await client.call(del(Opcode.DeleteQ, quiet), del(Opcode.DeleteQ, added), del(Opcode.DeleteQ, counter)), []);
+    });
+    for (const key of [quiet, added, counter]) await goneFrom(b, key, 'DeleteQ on B');
+    await noFullCopy();
+  });
+
+  it('an append to such a key whose expiry the node never learned: the peer deletes the key, counted, no full copy', async () => {
+    const key = LONG_KEYS[0][1];
+    // Put on both memcacheds behind memrepl's back: neither node ever wrote it.
+    for (const node of [a, b]) await withBinary(node.memcached.port, (client) => client.ok(store(Opcode.Set, key, 'v', 1, 900)));
+    await withBinary(a.memrepl.port, (client) => client.ok(concat(Opcode.Append, key, '+')));
+    await goneFrom(b, key, 'the key on B');
+    assert.equal((await withBinary(a.memcached.port, (client) => client.ok(get(Opcode.GetK, key))))[0].value.toString(), 'v+');
+    assert.equal(await metric(a, 'memrepl_replication_records_skipped_total{reason="expiry_unknown"}'), '1');
+    await withBinary(a.memrepl.port, (client) => client.ok(del(Opcode.Delete, key)));
+    await noFullCopy();
+  });
+
+  it('a flush between writes of such keys: what came before is gone on the peer, what came after is kept', async () => {
+    const [earlier, later, third] = LONG_KEYS.map(([, key]) => key);
+    const text = bytes('short key after the flush');
+    await withBinary(a.memrepl.port, async (client) => {
+      await client.ok(store(Opcode.Set, earlier, 'old', 0, 0));
+      await binaryReadBack(b.memcached.port, earlier, bytes('old'), 0, 'the first Set on B');
+      // One pipeline: the flush reaches B between writes that take the binary path there.
+      await client.ok(store(Opcode.Set, third, 'doomed', 0, 0), req({ opcode: Opcode.Flush }), store(Opcode.Set, later, 'new', 4, 0), store(Opcode.Set, text, 'text', 5, 0));
+    });
+    await binaryReadBack(b.memcached.port, later, bytes('new'), 4, 'the Set after the flush on B');
+    await binaryReadBack(b.memcached.port, text, bytes('text'), 5, 'the short key after the flush on B');
+    await goneFrom(b, earlier, 'the flush on B');
+    await goneFrom(b, third, 'the flush on B, of a write just before it');
+    await withBinary(a.memrepl.port, (client) => client.ok(del(Opcode.Delete, later), del(Opcode.Delete, text)));
+    await goneFrom(b, later, 'cleanup');
+    await noFullCopy();
+  });
+});
+describe('a flush crossing a write of a key no text command can name', () => {
+  it('keeps that write on both nodes, with its flags and expiry', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      const [doomed, survivor] = [LONG_KEYS[0][1], LONG_KEYS[1][1]];
+      await withBinary(a.memrepl.port, (client) => client.ok(store(Opcode.Set, doomed, 'x', 0, 0)));
+      await binaryReadBack(b.memcached.port, doomed, bytes('x'), 0, 'the first Set on B');
+      relay.stall();
+      await withBinary(a.memrepl.port, (client) => client.ok(req({ opcode: Opcode.Flush })));
+      await sleep(5);
+      // Newer than A's flush: B reads it before running the flush, and stores it back after.
+      await withBinary(b.memrepl.port, (client) => client.ok(store(Opcode.Set, survivor, 'y', 6, 700)));
+      relay.resume();
+      const flushSeq = Number(await stat(a, 'last_seq'));
+      await eventually(async () => Number(await stat(b, 'applied_seq')) >= flushSeq, 5000, 'B to apply the flush');
+      for (const node of [a, b]) {
+        await goneFrom(node, doomed, 'the key written before the flush');
+        await binaryReadBack(node.memcached.port, survivor, bytes('y'), 6, 'the key written after the flush');
+      }
+      await sameTtl(b, a, survivor, 700, 'the key written after the flush');
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+});
+
+describe('a full copy carries keys no text command can name', () => {
+  it('an empty node gets them from its peer, with their flags and expiry', async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    let b: Node | null = null;
+    try {
+      // Written to A's memcached directly: only the copy can bring them to B.
+      const items = [...LONG_KEYS, ['186 bytes with spaces', bytes(`long key ${'k'.repeat(177)}`)] as [string, Buffer], ['plain', bytes('plain key')] as [string, Buffer]];
+      await withBinary(a.memcached.port, (client) => client.ok(...items.map(([, key], i) => store(Opcode.Set, key, Buffer.concat([bytes(`v${i}\0`), key]), 10 + i, i === 0 ? 0 : 600 + i * 60))));
+      b = await startNode('b', await freePort(), ra);
+      await eventually(async () => Number(await stat(b!, 'copies_received')) >= 1, 20000, 'the copy to B');
+      for (const [i, [name, key]] of items.entries()) {
+        await binaryReadBack(b.memcached.port, key, Buffer.concat([bytes(`v${i}\0`), key]), 10 + i, `${name} copied to B`);
+        await sameTtl(a, b, key, i === 0 ? -1 : 600 + i * 60, `${name} copied to B`);
+      }
+      assert.equal(await stat(a, 'writes_lost'), '0');
+    } finally {
+      await stopAll(a, ...(b ? [b] : []));
+    }
   });
 });

@@ -8,23 +8,10 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
-import { eventually, freePort, sleep } from './support/ports';
-import { type Node, rssKb, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
-import { converged, has, item, linked, stat } from './support/replication';
-import { Relay } from './support/relay';
+import { eventually, sleep } from './support/ports';
+import { type Node, rssKb, type Running, startMemcached, startPair, stopAll } from './support/processes';
+import { converged, has, item, linked, relayedPair, stat } from './support/replication';
 import { readAll } from './support/bulk';
-
-/** A pair whose link runs through a relay that the test can stall. */
-async function relayedPair(extraArgs: string[] = []): Promise<{ a: Node; b: Node; relay: Relay }> {
-  const ra = await freePort();
-  const a = await startNode('a', ra, null, extraArgs);
-  const relay = new Relay(ra);
-  const b = await startNode('b', await freePort(), await relay.start(), extraArgs);
-  await linked(a, b);
-  // The first full copies (each node has applied nothing from the other) must be over, or a cut link restarts them.
-  for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
-  return { a, b, relay };
-}
 
 /** Sends one request through a node's proxy and returns its reply line. */
 async function ask(node: Node, request: string): Promise<string> {

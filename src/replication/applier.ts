@@ -10,6 +10,13 @@
  * socket write of its own: a copy is a million records back to back, and a
  * busy peer sends tens of thousands a second.
  *
+ * Keys no text command can name (see binary-keys.ts) go, in the same batch,
+ * as quiet binary requests on a binary connection, closed by a NOOP. A key
+ * always takes the same connection, and each is FIFO, so each key's records
+ * apply in order; batches settle in the order they were sent, whichever
+ * connection answers first. An immediate flush is a barrier across the two
+ * (see send).
+ *
  * Conflicts: a record loses to a newer write of the same key that already
  * took effect here (last writer by hybrid logical clock, ties by node id), so
  * concurrent writes on both nodes end the same on both.
@@ -18,14 +25,16 @@
  * deadline is computed on this node's clock at arrival, so it does not grow
  * by the replication delay and the two hosts' clocks need not agree.
  */
+import { Status, type BinaryPacket } from '../protocol/binary/messages';
 import { copyRange } from '../protocol/bytes';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaKey, metaRead, metaTouch, textSafeKey } from '../protocol/text/serializer';
+import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from './binary-keys';
 import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
 import { CANCEL_FLUSH_EXPTIME, RELATIVE_EXPTIME_MAX, type FlushAction, type FlushTiming } from './flush-schedule';
 import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from './hlc';
-import type { LocalMemcached } from './local-memcached';
+import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import type { LocalHistory } from './recorder';
 import { recordFromReadBack } from './recorder';
@@ -58,6 +67,9 @@ interface Batch {
   used: number;
   /** Contention tickets of the records sent (they settle with the batch). */
   tickets: number[];
+  /** Binary requests for keys no text command can name, and their bytes. */
+  binary: Buffer[];
+  binaryBytes: number;
   /** Full-copy records it accounts for, stored or skipped as conflicts. */
   copies: number;
   /** The last live (numbered) record it accounts for; 0 for none. */
@@ -67,8 +79,19 @@ interface Batch {
   /** The live stream its records belong to (see newStream). */
   stream: number;
   /** A flush's batch: the keys read before it, to store back once it settled (see flushKeepingNewer). */
-  keep?: { key: Buffer; stamp: Stamp }[];
+  keep?: Kept[];
 }
+
+/** A key read before a flush, to store back after it unless written again since. */
+interface Kept {
+  key: Buffer;
+  stamp: Stamp;
+}
+
+/** What memcached answered a batch before its sentinels: the failures, or the reads of a flush's batch. */
+type Answers = [text: ReplyPart[], binary: BinaryPacket[]];
+const NO_TEXT: Promise<ReplyPart[]> = Promise.resolve([]);
+const NO_BINARY: Promise<BinaryPacket[]> = Promise.resolve([]);
 
 /** What a batch settled: see Applier.onSettled. */
 export interface Settled {
@@ -94,6 +117,8 @@ export class Applier {
 
   constructor(
     private readonly local: LocalMemcached,
+    /** For keys no text command can name. */
+    private readonly binaryLocal: LocalMemcachedBinary,
     private readonly clock: HybridClock,
     private readonly history: LocalHistory,
     private readonly contention: Contention,
@@ -107,6 +132,10 @@ export class Applier {
   bytesApplying = 0;
   /** bytesApplying fell below the resume mark. */
   onDrained: () => void = () => {};
+  /** Batches settle one after the other, in the order they were sent. */
+  private settling: Promise<void> = Promise.resolve();
+  /** An immediate flush in flight: batches judged after it wait until memcached ran it (see send). */
+  private barrier: Promise<void> | null = null;
   /**
    * A batch settled: memcached stored its records (or refused some, counted
    * and logged), or they all failed to reach it (`error`: the link must
@@ -187,40 +216,54 @@ export class Applier {
    * unless written again meanwhile.
    */
   private flushKeepingNewer(batch: Batch, action: Extract<FlushAction, { kind: 'flush' }>): void {
-    const keep: { key: Buffer; stamp: Stamp }[] = [];
+    const keep: Kept[] = [];
     this.history.values.forEachNewerThan(action.moment, (key, write) => keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }));
-    // In a batch of its own, so that memcached's answers before its MN are exactly these reads'.
+    // Text keys first: kept in that order, memcached answers their reads in that order.
+    keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
+    // In a batch of its own, so that memcached's answers before its sentinels are exactly these reads'.
     const lastSeq = batch.lastSeq;
     batch.lastSeq = 0;
     this.flush();
     const own = this.openBatch();
     own.lastSeq = lastSeq;
-    for (const { key } of keep) this.command(own, metaRead(key), null);
+    keep.forEach(({ key }, i) => (needsBinary(key) ? this.binaryCommand(own, binaryFetch(key, i), null) : this.command(own, metaRead(key), null)));
     this.command(own, flushAll(0, true), 'flush');
     if (action.reschedule !== null) this.command(own, flushAll(flushExptime(action.reschedule), true), null);
     if (keep.length > 0) own.keep = keep;
-    this.flush();
+    this.flush(true);
   }
 
   /**
    * Stores back what flushKeepingNewer read, as adds (a client write since
    * the flush is newer) and only for keys not written again since it read
-   * them. Sent on the same connection, ahead of anything judged later.
+   * them. Sent on the same connections, ahead of anything judged later.
    */
-  private restore(keep: readonly { key: Buffer; stamp: Stamp }[], reads: ReplyPart[]): void {
+  private restore(keep: readonly Kept[], [reads, binaryReads]: Answers): void {
     const batch = this.newBatch();
     const now = this.local.lastReceivedAt;
+    const unchanged = (key: Buffer, stamp: Stamp) => {
+      const last = this.history.values.lastWriteOf(key);
+      return last !== undefined && compareStamps(last, stamp) === 0;
+    };
     keep.forEach(({ key, stamp }, i) => {
       const read = reads[i];
-      const last = this.history.values.lastWriteOf(key);
-      if (!read || !last || compareStamps(last, stamp) !== 0) return;
+      if (!read || !unchanged(key, stamp)) return;
       const item = recordFromReadBack(key, [read], stamp, now);
       if (item?.op !== 'set') return;
       const exptime = exptimeFor(item.expiresAt === 'unchanged' ? null : item.expiresAt, Date.now());
       if (exptime !== null) this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptime);
     });
-    if (batch.used === 0 && batch.full.length === 0) return;
-    void this.local.quietBatch(Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)])).catch(() => {});
+    // Binary reads answer hits only, each with the opaque it was sent with: its place in `keep`.
+    for (const read of binaryReads) {
+      const kept = keep[read.header.opaque];
+      if (read.header.status !== Status.Success || !kept || !unchanged(kept.key, kept.stamp)) continue;
+      const deadline = this.history.expiries.deadlineOf(kept.key);
+      const exptime = deadline === undefined ? null : exptimeFor(deadline, Date.now());
+      if (exptime !== null) this.binaryCommand(batch, binaryStore('add', kept.key, read.value, flagsOf(read), exptime), null);
+    }
+    const text = this.textOf(batch);
+    if (text.length > 0) void this.local.quietBatch(text).catch(() => {});
+    if (batch.binary.length > 0) void this.binaryLocal.quietBatch(Buffer.concat(batch.binary)).catch(() => {});
   }
 
   /**
@@ -242,7 +285,7 @@ export class Applier {
   }
 
   private newBatch(): Batch {
-    return { full: [], buf: Buffer.allocUnsafe(BATCH_BYTES), used: 0, tickets: [], copies: 0, lastSeq: 0, sent: new Map(), stream: this.stream };
+    return { full: [], buf: Buffer.allocUnsafe(BATCH_BYTES), used: 0, binary: [], binaryBytes: 0, tickets: [], copies: 0, lastSeq: 0, sent: new Map(), stream: this.stream };
   }
 
   /** The record's quiet command into the batch, its key counted in flight for Contention. */
@@ -250,6 +293,12 @@ export class Applier {
     batch.tickets.push(this.contention.applyStarted(record.key));
     const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
     const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
+    if (needsBinary(record.key)) this.writeBinary(batch, record, deadline, exptime);
+    else this.writeText(batch, record, deadline, exptime);
+    if (batch.full.length * BATCH_BYTES + batch.used + batch.binaryBytes >= BATCH_BYTES) this.flush();
+  }
+
+  private writeText(batch: Batch, record: RecordFrame, deadline: number | null | 'unchanged', exptime: number | null): void {
     switch (record.op) {
       case 'set':
         // Expired in transit: what the origin holds now is no item at all.
@@ -271,7 +320,35 @@ export class Applier {
         this.command(batch, metaDelete(record.key, true), record.op);
         break;
     }
-    if (batch.full.length * BATCH_BYTES + batch.used >= BATCH_BYTES) this.flush();
+  }
+
+  /** The binary twin of writeText, remembering the expiry it writes (the binary protocol cannot read it back). */
+  private writeBinary(batch: Batch, record: RecordFrame, deadline: number | null | 'unchanged', exptime: number | null): void {
+    const { key } = record;
+    const { expiries } = this.history;
+    if (record.op === 'invalidate') {
+      // Only meta commands invalidate, and none can name this key: no memrepl sends this.
+      this.metrics.recordsSkipped.labels('refused').inc();
+      this.onRefused('memcached has no binary command to invalidate a key no text command can name');
+      return;
+    }
+    if (exptime === null || record.op === 'delete' || record.op === 'flush') {
+      expiries.forget(key);
+      this.binaryCommand(batch, binaryDelete(key), record.op);
+      return;
+    }
+    switch (record.op) {
+      case 'set':
+      case 'add':
+        // An add that finds the key stored leaves that item's expiry as it was.
+        if (record.op === 'set' || expiries.deadlineOf(key) === undefined) expiries.note(key, deadline === 'unchanged' ? null : deadline);
+        this.binaryCommand(batch, binaryStore(record.op, key, record.value, record.flags, exptime), record.op);
+        return;
+      case 'touch':
+        expiries.note(key, deadline === 'unchanged' ? null : deadline);
+        this.binaryCommand(batch, binaryTouch(key, exptime), record.op);
+        return;
+    }
   }
 
   /** `ms <key> <len> F<flags> T<exptime> M<E|S> q` and the value, written in place (no string per record). */
@@ -318,6 +395,13 @@ export class Applier {
     batch.used = at;
   }
 
+  /** A binary request for the batch's binary connection; `op` null for one that applies no record. */
+  private binaryCommand(batch: Batch, packet: Buffer, op: RecordOp | null): void {
+    if (op !== null) count(batch.sent, op);
+    batch.binary.push(packet);
+    batch.binaryBytes += packet.length;
+  }
+
   /** A command built elsewhere, appended as is; `op` null for one that applies no record. */
   private command(batch: Batch, bytes: Buffer, op: RecordOp | null): void {
     if (op !== null) count(batch.sent, op);
@@ -328,11 +412,12 @@ export class Applier {
   }
 
   /**
-   * Sends the pending batch. One that accounts for live records goes even
-   * with no command in it (all were conflicts): its `mn` keeps the applied
-   * position from passing records still in flight before it.
+   * Sends the pending batch (`barrier`: a flush's, see send). One that
+   * accounts for live records goes even with no command in it (all were
+   * conflicts): its `mn` keeps the applied position from passing records
+   * still in flight before it.
    */
-  flush(): void {
+  flush(barrier = false): void {
     const batch = this.batch;
     if (!batch) return;
     this.batch = null;
@@ -340,24 +425,58 @@ export class Applier {
       this.onSettled({ copies: batch.copies, lastSeq: 0 });
       return;
     }
-    const commands = Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)]);
+    const text = this.textOf(batch);
+    const bytes = text.length + batch.binary.reduce((sum, packet) => sum + packet.length, 0);
     const settled = (): Settled => {
-      this.answered(commands.length);
+      this.answered(bytes);
       return { copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 };
     };
-    this.bytesApplying += commands.length;
-    this.local.quietBatch(commands).then(
-      (failures) => {
-        if (batch.keep) this.restore(batch.keep, failures.splice(0, batch.keep.length));
-        this.contention.appliesSettled(batch.tickets);
-        this.countOutcomes(batch.sent, failures);
-        this.onSettled(settled());
-      },
-      (error: Error) => {
-        this.contention.appliesSettled(batch.tickets);
-        this.onSettled(settled(), error);
-      },
-    );
+    this.bytesApplying += bytes;
+    const answers = this.send(text, batch.binary, barrier);
+    const settle = () =>
+      answers.then(
+        ([failures, binaryFailures]) => {
+          if (batch.keep) this.restore(batch.keep, [failures.splice(0, batch.keep.filter(({ key }) => !needsBinary(key)).length), binaryFailures.splice(0)]);
+          this.contention.appliesSettled(batch.tickets);
+          this.countOutcomes(batch.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
+          this.onSettled(settled());
+        },
+        (error: Error) => {
+          this.contention.appliesSettled(batch.tickets);
+          this.onSettled(settled(), error);
+        },
+      );
+    this.settling = this.settling.then(settle, settle);
+  }
+
+  private textOf(batch: Batch): Buffer {
+    return Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)]);
+  }
+
+  /**
+   * Sends a batch's text commands (with `mn`, unless it has only binary ones)
+   * and its binary requests (with a NOOP). Each connection keeps its order,
+   * which keeps each key's. An immediate flush (`barrier`) must also fall
+   * between the binary requests sent before it and after it: its batch sends
+   * its binary part first (reads of keys to keep, or just the NOOP: answered
+   * after every binary request sent before) and its text part once memcached
+   * answered that, and batches sent after it wait until memcached ran it. (A
+   * delayed flush and a cancel need no barrier: memcached flushes what was
+   * stored before the moment, whenever the command ran.)
+   */
+  private send(text: Buffer, binary: Buffer[], barrier: boolean): Promise<Answers> {
+    const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
+    const sendBinary = () => (binary.length > 0 || barrier ? this.binaryLocal.quietBatch(Buffer.concat(binary)) : NO_BINARY);
+    const run = (): Promise<Answers> => (barrier ? sendBinary().then(async (packets): Promise<Answers> => [await sendText(), packets]) : Promise.all([sendText(), sendBinary()]));
+    const answers = this.barrier ? this.barrier.then(run) : run();
+    if (barrier) {
+      const done = answers.then(() => {}, () => {});
+      this.barrier = done;
+      void done.then(() => {
+        if (this.barrier === done) this.barrier = null;
+      });
+    }
+    return answers;
   }
 
   private answered(bytes: number): void {
@@ -374,12 +493,12 @@ export class Applier {
    * again on every retry, so it is counted and logged instead of wedging the
    * link.
    */
-  private countOutcomes(sent: Map<RecordOp, number>, failures: ReplyPart[]): void {
+  private countOutcomes(sent: Map<RecordOp, number>, refusals: Array<string | null>): void {
     let refused = 0;
-    for (const { line } of failures) {
-      if (!isRefusal(line)) continue;
+    for (const refusal of refusals) {
+      if (refusal === null) continue;
       refused++;
-      this.onRefused(`memcached refused a replicated record: ${line}`);
+      this.onRefused(`memcached refused a replicated record: ${refusal}`);
     }
     if (refused > 0) this.metrics.recordsSkipped.labels('refused').inc(refused);
     // Refusals are not told apart by op: count them against the largest first.
@@ -434,6 +553,7 @@ function writeDecimal(buf: Buffer, at: number, n: number): number {
   return at + digits.length;
 }
 
-function isRefusal(status: string): boolean {
-  return status.startsWith('SERVER_ERROR') || status.startsWith('CLIENT_ERROR') || status === 'ERROR';
+/** A text answer that means memcached refused the record, as a line for the log; null for one that is fine. */
+function refusalOf({ line }: ReplyPart): string | null {
+  return line.startsWith('SERVER_ERROR') || line.startsWith('CLIENT_ERROR') || line === 'ERROR' ? line : null;
 }

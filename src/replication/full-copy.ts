@@ -302,7 +302,8 @@ export class FullCopy {
 
   /** Stores the mark and reads its CAS, then deletes it; 0 (and says why) if that cannot be done. */
   private async casNow(connection: LocalMemcached): Promise<number> {
-    const stored = await connection.status(Buffer.concat([Buffer.from('ms '), MARK, Buffer.from(' 1 T10\r\n-\r\n')]));
+    const storeReply = await connection.request(Buffer.concat([Buffer.from('ms '), MARK, Buffer.from(' 1 T10\r\n-\r\n')]));
+    const stored = storeReply[storeReply.length - 1]?.line ?? '';
     const [reply] = stored === 'HD' ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
     await connection.quietBatch(Buffer.concat([Buffer.from('md '), MARK, Buffer.from(' q\r\n')]));
     const cas = Number(/ c(\d+)/.exec(reply?.line ?? '')?.[1] ?? 0);

@@ -9,27 +9,60 @@
  * hundreds per chunk, and one syscall per record cost more than memcached
  * took to apply them.
  *
+ * Text (meta commands) for every key a text command can name; binary
+ * (LocalMemcachedBinary) for the keys no text command can (see
+ * binary-keys.ts). memcached fixes a connection's protocol at its first byte,
+ * so each protocol has connections of its own.
+ *
  * Not pooled with client connections: replication must keep working (and
  * keep its order) whatever clients do.
  */
 import type * as net from 'node:net';
+import { Opcode, type BinaryPacket } from '../protocol/binary/messages';
+import { BinaryReplyParser } from '../protocol/binary/reply-parser';
+import { encodeRequest } from '../protocol/binary/serializer';
 import { TextReplyParser, type ReplyPart } from '../protocol/text/reply-parser';
 import { SENTINEL, SENTINEL_REPLY } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 
-interface Waiter {
-  parts: ReplyPart[];
-  /** The reply ends with memcached's MN (a batch of quiet commands), not with its first 'end' part. */
+/** How replies of one protocol are framed and where a reply, or a quiet batch, ends. */
+interface Framing<Part> {
+  parser(): { push(chunk: Buffer): void; next(): Part | null };
+  /** Appended to a batch of quiet commands: memcached always answers it, after everything before it. */
+  sentinel: Buffer;
+  /** Whether `part` ends the reply awaited (`untilSentinel`: a quiet batch, which ends with the sentinel's reply). */
+  ends(part: Part, untilSentinel: boolean): boolean;
+}
+
+const TEXT: Framing<ReplyPart> = {
+  parser: () => new TextReplyParser(),
+  sentinel: SENTINEL,
+  ends: (part, untilSentinel) => part.kind === 'end' && (!untilSentinel || part.line === SENTINEL_REPLY),
+};
+
+/** The NOOP closing a binary batch: memcached answers it, and every quiet command's failure before it. */
+const NOOP_OPAQUE = 0x6d6e6f70;
+
+const BINARY: Framing<BinaryPacket> = {
+  parser: () => new BinaryReplyParser(),
+  sentinel: encodeRequest({ opcode: Opcode.NoOp, opaque: NOOP_OPAQUE }),
+  // Every binary request but Stat answers with one packet (quiet ones with none, or one on failure).
+  ends: (part, untilSentinel) => !untilSentinel || (part.header.opcode === Opcode.NoOp && part.header.opaque === NOOP_OPAQUE),
+};
+
+interface Waiter<Part> {
+  parts: Part[];
+  /** The reply ends with the sentinel's (a batch of quiet commands), not with its first part that ends a reply. */
   untilSentinel: boolean;
-  resolve(parts: ReplyPart[]): void;
+  resolve(parts: Part[]): void;
   reject(error: Error): void;
 }
 
-export class LocalMemcached {
+class MemcachedConnection<Part> {
   private socket: net.Socket | null = null;
   private connecting: Promise<net.Socket> | null = null;
-  private parser = new TextReplyParser();
-  private waiting: Waiter[] = [];
+  private parser: { push(chunk: Buffer): void; next(): Part | null };
+  private waiting: Waiter<Part>[] = [];
   /** Requests of this tick not yet handed to the socket. */
   private staged: Buffer[] = [];
   private flushScheduled = false;
@@ -42,7 +75,13 @@ export class LocalMemcached {
   /** Called when the connection drops (memcached may have restarted). */
   onDisconnect: (reason: string) => void = () => {};
 
-  constructor(private readonly address: UpstreamAddress, private readonly connectTimeoutMs: number) {}
+  constructor(
+    private readonly framing: Framing<Part>,
+    private readonly address: UpstreamAddress,
+    private readonly connectTimeoutMs: number,
+  ) {
+    this.parser = framing.parser();
+  }
 
   /** Requests awaiting replies. */
   get inFlight(): number {
@@ -54,22 +93,23 @@ export class LocalMemcached {
    * ends with its 'end' part). Rejects if memcached is unreachable or the
    * connection drops before the reply.
    */
-  request(bytes: Buffer): Promise<ReplyPart[]> {
+  request(bytes: Buffer): Promise<Part[]> {
     return this.send(bytes, false);
   }
 
   /**
-   * Sends quiet commands (meta `q`: memcached answers only what went wrong)
-   * followed by `mn`, and resolves with every line memcached answered before
-   * its MN: the failures, in order (empty when all went well).
+   * Sends quiet commands (meta `q`, binary quiet opcodes: memcached answers
+   * only what went wrong) followed by the sentinel (`mn`, NOOP), and resolves
+   * with every part memcached answered before the sentinel's reply: the
+   * failures, in order (empty when all went well).
    */
-  async quietBatch(bytes: Buffer): Promise<ReplyPart[]> {
-    const parts = await this.send(Buffer.concat([bytes, SENTINEL]), true);
+  async quietBatch(bytes: Buffer): Promise<Part[]> {
+    const parts = await this.send(Buffer.concat([bytes, this.framing.sentinel]), true);
     parts.pop();
     return parts;
   }
 
-  private async send(bytes: Buffer, untilSentinel: boolean): Promise<ReplyPart[]> {
+  private async send(bytes: Buffer, untilSentinel: boolean): Promise<Part[]> {
     if (!this.socket) await this.open();
     return new Promise((resolve, reject) => {
       this.waiting.push({ parts: [], untilSentinel, resolve, reject });
@@ -90,12 +130,6 @@ export class LocalMemcached {
     });
   }
 
-  /** The status word of a single-line reply (HD, NF, OK, ...). */
-  async status(bytes: Buffer): Promise<string> {
-    const parts = await this.request(bytes);
-    return parts[parts.length - 1].line.split(' ', 1)[0];
-  }
-
   /** Resolves once the socket's buffered writes have been handed to the kernel (flow control for bulk work). */
   drained(): Promise<void> {
     const socket = this.socket;
@@ -111,7 +145,7 @@ export class LocalMemcached {
       (socket) => {
         this.connecting = null;
         this.socket = socket;
-        this.parser = new TextReplyParser();
+        this.parser = this.framing.parser();
         socket.on('data', (chunk) => this.receive(chunk));
         socket.on('error', () => {});
         socket.on('close', () => this.dropped('memcached closed the connection'));
@@ -128,13 +162,13 @@ export class LocalMemcached {
   private receive(chunk: Buffer): void {
     this.lastReceivedAt = Date.now();
     this.parser.push(chunk);
-    let part: ReplyPart | null;
+    let part: Part | null;
     try {
       while ((part = this.parser.next()) !== null) {
         const waiter = this.waiting[0];
         if (!waiter) throw new Error('memcached sent a reply nobody asked for');
         waiter.parts.push(part);
-        if (part.kind === 'end' && (!waiter.untilSentinel || part.line === SENTINEL_REPLY)) {
+        if (this.framing.ends(part, waiter.untilSentinel)) {
           this.waiting.shift();
           waiter.resolve(waiter.parts);
         }
@@ -156,5 +190,19 @@ export class LocalMemcached {
 
   close(): void {
     this.socket?.destroy();
+  }
+}
+
+/** Meta and classic text commands. */
+export class LocalMemcached extends MemcachedConnection<ReplyPart> {
+  constructor(address: UpstreamAddress, connectTimeoutMs: number) {
+    super(TEXT, address, connectTimeoutMs);
+  }
+}
+
+/** Binary protocol requests, for keys no text command can name. */
+export class LocalMemcachedBinary extends MemcachedConnection<BinaryPacket> {
+  constructor(address: UpstreamAddress, connectTimeoutMs: number) {
+    super(BINARY, address, connectTimeoutMs);
   }
 }

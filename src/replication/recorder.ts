@@ -9,14 +9,16 @@
  * effect. A read-back that lands after a later write of the same key simply
  * ships the newer state in the older slot: state records converge anyway.
  */
+import { Status, type BinaryPacket } from '../protocol/binary/messages';
 import type { WriteEffect, WriteSink } from '../protocol/effects';
-import { metaKeyFits, metaRead } from '../protocol/text/serializer';
+import { metaRead } from '../protocol/text/serializer';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import { FLUSH_CANCEL, type Expiry } from './frames/messages';
 import { flushTiming, RELATIVE_EXPTIME_MAX, type FlushSchedule, type FlushTiming } from './flush-schedule';
 import type { HybridClock, Stamp } from './hlc';
-import type { LocalMemcached } from './local-memcached';
+import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from './binary-keys';
+import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { NewRecord, Outbox } from './outbox';
 import type { RecentWrites } from './recent-writes';
 
@@ -38,6 +40,11 @@ export interface RecorderEvents {
   appended(): void;
   /** A write took effect but its state could not be read: only a full resync can repair the peer. */
   lost(reason: string): void;
+  /**
+   * A key only the binary protocol can name was read back but its expiry is
+   * not known here (see KnownExpiries): the peer gets a delete of the key.
+   */
+  expiryUnknown(key: Buffer): void;
 }
 
 /** What the recorder remembers of local writes, for the applier to judge the peer's records by. */
@@ -47,6 +54,8 @@ export interface LocalHistory {
   /** Touches (touch, gat, mg T): they change only the expiry, never the value. */
   touches: RecentWrites;
   flushes: FlushSchedule;
+  /** Expiries of the keys only the binary protocol can name (its replies do not tell them). */
+  expiries: KnownExpiries;
 }
 
 export class Recorder implements Pick<WriteSink, 'written'> {
@@ -57,6 +66,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     private readonly clock: HybridClock,
     private readonly history: LocalHistory,
     private readonly local: LocalMemcached,
+    /** For keys only the binary protocol can name (see binary-keys.ts). */
+    private readonly binaryLocal: LocalMemcachedBinary,
     private readonly events: RecorderEvents,
   ) {}
 
@@ -72,17 +83,38 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private record(effect: WriteEffect, receivedAt: number): void {
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
-    if (!metaKeyFits(effect.key)) {
-      this.events.lost(`key of ${effect.key.length} bytes with spaces or control bytes cannot be replicated`);
-      return;
-    }
     if (effect.kind === 'touch') this.history.touches.note(effect.key, stamp, deadlineOf(effect.exptime, receivedAt));
     else this.history.values.note(effect.key, stamp);
+    const binary = needsBinary(effect.key);
     if (effect.kind !== 'readback') {
-      this.enqueue({ record: recordOf(effect, stamp, receivedAt), ready: true });
+      const record = recordOf(effect, stamp, receivedAt);
+      if (binary) this.noteExpiry(record);
+      this.enqueue({ record, ready: true });
       return;
     }
-    this.later(this.local.request(metaRead(effect.key)), (parts) => recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt), `could not read back ${effect.key.toString('latin1').slice(0, 60)}`);
+    const failure = `could not read back ${effect.key.toString('latin1').slice(0, 60)}`;
+    if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure);
+    else this.later(this.local.request(metaRead(effect.key)), (parts) => recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt), failure);
+  }
+
+  private noteExpiry(record: NewRecord): void {
+    const { expiries } = this.history;
+    if (record.op === 'delete' || record.op === 'invalidate') expiries.forget(record.key);
+    else if (record.expiresAt !== 'unchanged') expiries.note(record.key, record.expiresAt);
+  }
+
+  /** GetK answered the item (its expiry as last written here) or a miss (gone since: ship the delete). */
+  private fromBinaryReadBack(key: Buffer, packet: BinaryPacket, stamp: Stamp): NewRecord | null {
+    const base = baseRecord(stamp);
+    if (packet.header.status === Status.KeyNotFound) return { ...base, op: 'delete', key, expiresAt: null };
+    if (packet.header.status !== Status.Success) return null;
+    const expiresAt = this.history.expiries.deadlineOf(key);
+    if (expiresAt === undefined) {
+      // Better no item on the peer than one that outlives this one.
+      this.events.expiryUnknown(key);
+      return { ...base, op: 'delete', key, expiresAt: null };
+    }
+    return { ...base, op: 'set', key, flags: flagsOf(packet), value: packet.value, expiresAt };
   }
 
   /**
@@ -103,12 +135,12 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   }
 
   /** A record that needs a reply from memcached first keeps its place in the order. */
-  private later(reply: Promise<ReplyPart[]>, toRecord: (parts: ReplyPart[]) => NewRecord | null, failure: string): void {
+  private later<Reply>(reply: Promise<Reply>, toRecord: (reply: Reply) => NewRecord | null, failure: string): void {
     const pending: Pending = { record: null, ready: false };
     this.enqueue(pending);
     reply.then(
-      (parts) => {
-        pending.record = toRecord(parts);
+      (answer) => {
+        pending.record = toRecord(answer);
         pending.ready = true;
         this.flush();
       },

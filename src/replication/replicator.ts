@@ -16,6 +16,7 @@ import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
 import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier, APPLYING_PAUSE_ABOVE } from './applier';
+import { KnownExpiries } from './binary-keys';
 import type { Frame, Hello } from './frames/messages';
 import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
 import { CheckpointFile } from './checkpoint-file';
@@ -26,7 +27,7 @@ import { Contention } from './contention';
 import { compareHlc, HybridClock } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
-import { LocalMemcached } from './local-memcached';
+import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
 import { RecentWrites } from './recent-writes';
@@ -99,12 +100,16 @@ export class Replicator implements LinkHandler {
   private overflowedWhenHeld = 0;
   private readonly applierConnection: LocalMemcached;
   private readonly readbackConnection: LocalMemcached;
+  /** The same two, in binary, for keys no text command can name (see binary-keys.ts). */
+  private readonly applierBinaryConnection: LocalMemcachedBinary;
+  private readonly readbackBinaryConnection: LocalMemcachedBinary;
   private readonly server: net.Server;
   private readonly links = new Set<Link>();
   private active: Link | null = null;
   private cursor: OutboxCursor | null = null;
   private pumpScheduled = false;
   private lastTooLargeLog = 0;
+  private lastExpiryUnknownLog = 0;
   private ackScheduled = false;
   private dialing = false;
   private dialAttempts = 0;
@@ -145,14 +150,18 @@ export class Replicator implements LinkHandler {
       values: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values }),
       touches: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.touches }),
       flushes: new FlushSchedule(),
+      expiries: new KnownExpiries(),
     };
     // No peer has seen anything yet: remember every write until one has (see holdHistory).
     this.holdHistory(true);
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
-    const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, {
+    this.applierBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
+    this.readbackBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
+    const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, this.readbackBinaryConnection, {
       appended: () => this.schedulePump(),
       lost: (reason) => this.writeLost(reason),
+      expiryUnknown: (key) => this.expiryUnknown(key),
     });
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
@@ -161,7 +170,7 @@ export class Replicator implements LinkHandler {
       settled: (key) => contention.localSettled(key),
       written: (effect, at) => recorder.written(effect, at),
     };
-    const applier = new Applier(this.applierConnection, this.clock, this.history, contention, metrics, options.nodeId);
+    const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId);
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.applier = applier;
     const { stateDir: dir, nodeId, cluster } = options;
@@ -175,7 +184,7 @@ export class Replicator implements LinkHandler {
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
     // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
-    for (const connection of [this.applierConnection, this.readbackConnection, this.monitorConnection]) {
+    for (const connection of [this.applierConnection, this.readbackConnection, this.applierBinaryConnection, this.readbackBinaryConnection, this.monitorConnection]) {
       connection.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
     }
     this.server = replicationServer(options.tls, (socket) => this.accept(socket), (error) => {
@@ -658,6 +667,21 @@ export class Replicator implements LinkHandler {
     return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
   }
 
+  /**
+   * A key no text command can name was read back (append, incr) but this
+   * node does not know its expiry: the peer deletes the key rather than hold
+   * an item that could outlive this one. Counted, not a full copy.
+   */
+  private expiryUnknown(key: Buffer): void {
+    this.metrics.recordsSkipped.labels('expiry_unknown').inc();
+    const now = Date.now();
+    if (now - this.lastExpiryUnknownLog < 10_000) return;
+    this.lastExpiryUnknownLog = now;
+    this.log.warn(
+      `replication: the expiry of "${key.toString('latin1').slice(0, 60)}" (${key.length} bytes, only the binary protocol can name it) is not known here; the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="expiry_unknown"})`,
+    );
+  }
+
   private acknowledged(seq: number): void {
     const before = this.outbox.acknowledgedSeq;
     if (seq <= before || seq > this.outbox.lastSeq) return;
@@ -784,6 +808,8 @@ export class Replicator implements LinkHandler {
     for (const link of [...this.links]) link.goodbye('shutting down');
     this.applierConnection.close();
     this.readbackConnection.close();
+    this.applierBinaryConnection.close();
+    this.readbackBinaryConnection.close();
     this.monitorConnection.close();
   }
 }

@@ -1,7 +1,8 @@
 /** What tests ask a running memrepl node about its replication. */
 import { RawClient } from './client';
-import { eventually } from './ports';
-import type { Node } from './processes';
+import { eventually, freePort } from './ports';
+import { type Node, startNode } from './processes';
+import { Relay } from './relay';
 
 /** One line of `stats replication` on the node's client port ('' if absent). */
 export async function stat(node: Node, name: string): Promise<string> {
@@ -17,6 +18,18 @@ export async function stat(node: Node, name: string): Promise<string> {
 /** Waits until every node reports its replication link up. */
 export async function linked(...nodes: Node[]): Promise<void> {
   for (const node of nodes) await eventually(async () => (await stat(node, 'peer_up')) === '1', 10000, 'replication link');
+}
+
+/** A linked pair whose link runs through a relay that the test can stall (B dials A through it). */
+export async function relayedPair(extraArgs: string[] = []): Promise<{ a: Node; b: Node; relay: Relay }> {
+  const ra = await freePort();
+  const a = await startNode('a', ra, null, extraArgs);
+  const relay = new Relay(ra);
+  const b = await startNode('b', await freePort(), await relay.start(), extraArgs);
+  await linked(a, b);
+  // The first full copies (each node has applied nothing from the other) must be over, or a cut link restarts them.
+  for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
+  return { a, b, relay };
 }
 
 /** Whether a memcached (or memrepl) on `port` holds `key`. */

@@ -44,7 +44,8 @@ export const TOO_LARGE = Buffer.from('SERVER_ERROR object too large for cache\r\
  * keeps it intact (no space, CR, LF or NUL), else base64 with the `b` flag
  * (` b`, to be placed among the flags: after the data length for ms).
  * Base64 grows a key by a third and memcached checks the encoded length
- * against 250, so only binary-unsafe keys up to 186 bytes can be replicated.
+ * against 250, so no meta command can name a binary-unsafe key longer than
+ * 186 bytes (replication uses the binary protocol for those).
  */
 export function metaKey(key: Buffer): { token: string; flag: string } {
   return textSafeKey(key) ? { token: key.toString('latin1'), flag: '' } : { token: key.toString('base64'), flag: ' b' };
