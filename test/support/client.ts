@@ -32,10 +32,22 @@ export class RawClient {
   }
 
   /** A TCP port on `host`, or a unix socket path. */
-  static connect(port: number | string, host = '127.0.0.1'): Promise<RawClient> {
+  static connect(port: number | string, host = '127.0.0.1', timeoutMs = 5000): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = typeof port === 'string' ? net.connect(port, () => resolve(new RawClient(socket))) : net.connect(port, host, () => resolve(new RawClient(socket)));
-      socket.once('error', reject);
+      const connected = () => {
+        clearTimeout(timer);
+        resolve(new RawClient(socket));
+      };
+      const socket = typeof port === 'string' ? net.connect(port, connected) : net.connect(port, host, connected);
+      // A listener that does not accept (a stopped process, a full backlog) would leave connect waiting on SYN retries for minutes.
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no connection to ${host}:${port} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
     });
   }
 
