@@ -128,6 +128,12 @@ export function parseArgs(argv: string[]): Config {
       default: 10000,
       describe: 'Items per second a full copy (marugoto) sends at most, so clients of the sending node keep their latency; 0 = unpaced',
     })
+    .option('conflict-window-ms', {
+      type: 'number',
+      default: 5 * 60 * 1000,
+      hidden: true,
+      describe: 'Advanced (fault tests): ms a write is remembered for conflict resolution; records delayed longer fall back to "incoming wins"',
+    })
     .option('ready-before-copy', { type: 'boolean', default: false, describe: "Report ready on /readyz before this node's first full copy has arrived" })
     .option('backlog-size', { type: 'string', default: '32m', describe: 'Bytes of recent records kept to resume a peer without a full copy (k/m/g suffixes)' })
     .option('max-item-size', {
@@ -192,6 +198,7 @@ export function parseArgs(argv: string[]): Config {
     backlogBytes: parseSize(args['backlog-size']) ?? fail(`invalid --backlog-size: ${args['backlog-size']}`),
     resyncRate: args['resync-rate'],
     readyBeforeCopy: args['ready-before-copy'],
+    conflictWindowMs: args['conflict-window-ms'],
     launch: null,
     replicationSecret: args['replication-secret-file'] ? readSecret(args['replication-secret-file']) : null,
     replicationTls: readTls(args['replication-tls-cert'], args['replication-tls-key'], args['replication-tls-ca']),
@@ -206,6 +213,7 @@ export function parseArgs(argv: string[]): Config {
     );
   }
   if (!Number.isInteger(config.resyncRate) || config.resyncRate < 0) fail('invalid --resync-rate: must be a non-negative integer');
+  if (!Number.isInteger(config.conflictWindowMs) || config.conflictWindowMs < 0) fail('invalid --conflict-window-ms: must be a non-negative integer');
   if (!Number.isInteger(args['idle-timeout']) || args['idle-timeout'] < 0) fail('invalid --idle-timeout: must be a non-negative integer (seconds)');
   config.launch = launcherArgs(args, config);
   if (!isPort(config.port, true)) fail(`invalid --port: ${args.port}`);

@@ -25,6 +25,8 @@ export interface Config {
   cluster: string;
   backlogBytes: number;
   resyncRate: number;
+  /** How long a write is remembered for conflict resolution (RecentWrites' window); 5 minutes unless a test shortens it. */
+  conflictWindowMs: number;
   readyBeforeCopy: boolean;
   /** Launcher mode: the memcached to start (or adopt) and supervise; its upstream is then a private socket in runDir. */
   launch: { binary: string; args: string[]; runDir: string } | null;

@@ -60,7 +60,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             idleTimeoutMs: 5000,
             backoffMinMs: 100,
             backoffMaxMs: 5000,
-            conflictWindowMs: 5 * 60 * 1000,
+            conflictWindowMs: config.conflictWindowMs,
             secret: config.replicationSecret,
             tls: config.replicationTls,
             copyRatePerSecond: config.resyncRate,
