@@ -80,7 +80,7 @@ describe('fault suite model', () => {
   });
 
   it('erases at a flush what was written before it and keeps what came after', () => {
-    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true }];
+    const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true }];
     const before = expect([attempt(0, set('a;'))], 5000, { flushes });
     assert.deepEqual(before.items, [null]);
     const after = expect([attempt(0, set('a;')), attempt(2000, append('b;'), { effect: 'none', because: 'absent' }), attempt(2100, set('c;'))], 5000, { flushes });
@@ -93,6 +93,21 @@ describe('fault suite model', () => {
     assert.ok(allowed(racing.items, null, 5000));
   });
 
+  it('lets the other node see what a flush erases until it arrives, but not erase what was written there after it', () => {
+    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true }];
+    // Seen on a after b's flush: the flush had not arrived yet.
+    const seen = expect([attempt(0, set('a;')), attempt(2000, append('b;')), attempt(3000, append('c;'))], 20_000, { flushes });
+    assert.equal(seen.contradictions.length, 0);
+    assert.ok(allowed(seen.items, held('a;b;c;'), 20_000), 'rewritten after the flush: must survive it');
+    assert.ok(!allowed(seen.items, null, 20_000), 'the flush may not erase a write made after it');
+    // Not rewritten: the flush erases it wherever it arrives.
+    const old = expect([attempt(0, set('a;')), attempt(2000, { kind: 'touch', ttl: 0 })], 20_000, { flushes });
+    assert.deepEqual(old.items, [null]);
+    // A write made after the flush that then vanishes is a write lost under the client.
+    const lost = expect([attempt(0, set('a;')), attempt(2000, set('b;')), attempt(3000, append('c;'), { effect: 'none', because: 'absent' })], 20_000, { flushes });
+    assert.equal(lost.contradictions.length, 1);
+  });
+
   it('erases at a delayed flush what was written before its deadline', () => {
     const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'text', delay: 5, sentAt: 1000, at: 1010, acked: true }];
     const early = expect([attempt(0, set('a;')), attempt(2000, append('b;'))], 20_000, { flushes });
@@ -100,6 +115,9 @@ describe('fault suite model', () => {
     const late = expect([attempt(0, set('a;')), attempt(12_000, set('c;'))], 20_000, { flushes });
     assert.ok(allowed(late.items, held('c;'), 20_000));
     assert.ok(!allowed(late.items, null, 20_000));
+    // memcached drops writes made within the deadline's second, even after the flush began.
+    const dead = expect([attempt(0, set('a;')), attempt(5000, { kind: 'delete' }, { effect: 'none', because: 'absent' }), attempt(5300, set('b;')), attempt(5600, append('c;'), { effect: 'none', because: 'absent' })], 20_000, { flushes });
+    assert.equal(dead.contradictions.length, 0);
   });
 
   it('expires TTLs, with a second of slack either side', () => {

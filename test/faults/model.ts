@@ -21,6 +21,11 @@ export const FLUSH_MARGIN_MS = 50;
 /** A delayed flush erases what was stored before its deadline, give or take memcached's one-second clock. */
 export const DELAYED_FLUSH_SLACK_MS = 2500;
 /**
+ * How late a flush may reach the other node (a stalled link, a stopped
+ * memcached): until then that node's clients may still see what it erases.
+ */
+export const FLUSH_TRANSIT_MS = 10_000;
+/**
  * A write without a reply may still take effect this long after it was sent
  * (a memcached stopped with SIGSTOP runs what it had buffered when it
  * resumes); writers leave such a key alone for this long, so it is never
@@ -96,42 +101,60 @@ const U64 = 1n << 64n;
  */
 export function expectation(attempts: readonly Attempt[], node: string, flushes: readonly Flush[], kills: readonly Kill[], options: ModelOptions): Expectation {
   const replay = new Replay(options);
-  const events = timeline(flushes, kills.filter((k) => k.node === node), kills, options);
+  const events = timeline(flushes, node, kills, options);
   let next = 0;
   const advance = (to: number) => {
     while (next < events.length && events[next].time < to) replay.event(events[next++]);
   };
   for (const attempt of attempts) {
     advance(attempt.sentAt);
+    // A flush starting while the op was in flight may come before it as well.
+    while (next < events.length && events[next].kind === 'flush-start' && events[next].time <= attempt.at) replay.event(events[next++]);
     replay.attempt(attempt);
     if (replay.failed) break;
   }
   advance(options.now);
+  // Read after the pair settled: every flush has crossed the link by now, however late it could have been seen.
+  for (; next < events.length; next++) if (events[next].kind === 'flush-end') replay.event(events[next]);
   replay.expire(options.now);
   return { items: replay.items(), contradictions: replay.contradictions, indeterminate: replay.indeterminate };
 }
 
 type Event =
-  | { time: number; kind: 'flush-start' }
+  | { time: number; kind: 'flush-start'; delayed: boolean; lagging: boolean; localEnd: number }
   | { time: number; kind: 'flush-end'; certain: boolean }
   | { time: number; kind: 'kill'; settledAt: number };
 
-function timeline(flushes: readonly Flush[], nodeKills: readonly Kill[], allKills: readonly Kill[], options: ModelOptions): Event[] {
+/**
+ * The flushes as a key on `node` sees them: from `lo` the flush may have
+ * happened; by `hi` it has on its own node; a key written on the other node
+ * ("lagging") may still show what the flush erases until the flush has
+ * crossed the link (FLUSH_TRANSIT_MS later), but writes made there after the
+ * flush (hi) must survive its arrival.
+ */
+function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[], options: ModelOptions): Event[] {
   const events: Event[] = [];
   for (const flush of flushes) {
     // A flush acknowledged just before a kill on its node may not have left it: then the peer never ran it,
     // and the reconciling copies bring back what it erased. Leniently, such a flush may or may not happen.
-    const mayBeLost = options.lenient && allKills.some((k) => k.node === flush.node && k.at >= flush.at && k.at - flush.at < options.lossWindowMs);
+    const mayBeLost = options.lenient && kills.some((k) => k.node === flush.node && k.at >= flush.at && k.at - flush.at < options.lossWindowMs);
     const end = flush.acked ? flush.at : flush.sentAt + LATE_MS;
     const [lo, hi] =
       flush.delay > 0
         ? [flush.sentAt + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS, end + flush.delay * 1000 + DELAYED_FLUSH_SLACK_MS]
         : [flush.sentAt - FLUSH_MARGIN_MS, end + FLUSH_MARGIN_MS];
-    events.push({ time: lo, kind: 'flush-start' }, { time: hi, kind: 'flush-end', certain: flush.acked && !mayBeLost });
+    const lagging = flush.node !== node;
+    events.push(
+      { time: lo, kind: 'flush-start', delayed: flush.delay > 0, lagging, localEnd: hi },
+      { time: lagging ? hi + FLUSH_TRANSIT_MS : hi, kind: 'flush-end', certain: flush.acked && !mayBeLost },
+    );
   }
-  if (options.lenient) for (const kill of nodeKills) events.push({ time: kill.at, kind: 'kill', settledAt: kill.settledAt });
+  if (options.lenient) for (const kill of kills) if (kill.node === node) events.push({ time: kill.at, kind: 'kill', settledAt: kill.settledAt });
   return events.sort((x, y) => x.time - y.time);
 }
+
+/** Ops whose result a flush must not erase when it reaches the other node later than they were made (they carry the state). */
+const REWRITES: ReadonlySet<Op['kind']> = new Set(['set', 'add', 'replace', 'cas', 'append', 'prepend', 'incr', 'decr']);
 
 class Replay {
   branches: Branch[] = [{ item: null, flushed: false }];
@@ -139,7 +162,7 @@ class Replay {
   indeterminate = false;
   /** Strict replay only: an acknowledged reply contradicted every branch. */
   failed = false;
-  private pendingFlush = false;
+  private pendingFlush: (Event & { kind: 'flush-start' }) | null = null;
   private readonly snapshots: Array<{ time: number; branches: Branch[] }> = [{ time: -Infinity, branches: this.branches }];
   private readonly windows: Window[] = [];
 
@@ -153,12 +176,12 @@ class Replay {
     switch (event.kind) {
       case 'flush-start':
         // From here on the flush may already have happened, before the next op or after it (see attempt()).
-        this.pendingFlush = true;
-        this.addFlushedBranch();
+        this.pendingFlush = event;
+        this.addFlushedBranch(false);
         return;
       case 'flush-end':
         // Now it has happened on every branch (unless it may not have happened at all).
-        this.pendingFlush = false;
+        this.pendingFlush = null;
         this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !event.certain ? b.item : null, flushed: false })));
         return;
       case 'kill':
@@ -191,7 +214,20 @@ class Replay {
     let pre = this.branches;
     if (window) pre = unique([...pre, ...window.restorable, { item: null, flushed: false }]);
     let out: Branch[] = [];
-    for (const b of pre) for (const item of transitions(b.item, attempt)) out.push({ item, flushed: b.flushed });
+    const flush = this.pendingFlush;
+    const inTransit = flush !== null && flush.lagging && attempt.sentAt > flush.localEnd;
+    for (const b of pre) {
+      const before = b.item;
+      for (const item of transitions(before, attempt)) {
+        const rewrote = item !== before && REWRITES.has(attempt.op.kind);
+        if (!flush || b.flushed || !rewrote) out.push({ item, flushed: b.flushed });
+        // On the other node: a write made after the flush (stamped after it) survives its late arrival...
+        else if (inTransit) out.push({ item, flushed: true });
+        // ... and one made about the same time may be stamped either side of it.
+        else if (flush.lagging) out.push({ item, flushed: false }, { item, flushed: true });
+        else out.push({ item, flushed: false });
+      }
+    }
     // Unsettled: an op that did nothing leaves whatever was there, or what the copy brings back later.
     if (window && attempt.outcome.effect !== 'applied') out.push(...this.branches, ...window.restorable);
     if (out.length === 0) {
@@ -204,7 +240,7 @@ class Replay {
       out = implied(attempt).map((item) => ({ item, flushed: false }));
     }
     this.branches = this.bounded(unique(out));
-    if (this.pendingFlush) this.addFlushedBranch();
+    if (flush) this.addFlushedBranch(!inTransit && flush.delayed);
     this.snapshots.push({ time: attempt.at, branches: this.branches });
   }
 
@@ -223,13 +259,14 @@ class Replay {
   }
 
   /**
-   * The flush may happen here. Again on a branch where it already did: a
-   * delayed flush is no instant in memcached, which from its deadline's
-   * second on treats every item stored up to that second as gone, so a
-   * write acknowledged within that second vanishes too.
+   * The flush may happen here, to any branch it has not happened to yet.
+   * `again`: also to those it has: a delayed flush is no instant in
+   * memcached, which from its deadline's second on treats every item stored
+   * up to that second as gone, so a write acknowledged within that second
+   * vanishes too.
    */
-  private addFlushedBranch(): void {
-    this.branches = unique([...this.branches, { item: null, flushed: true }]);
+  private addFlushedBranch(again: boolean): void {
+    if (again || this.branches.some((b) => !b.flushed)) this.branches = unique([...this.branches, { item: null, flushed: true }]);
   }
 
   private bounded(branches: Branch[]): Branch[] {
