@@ -12,8 +12,10 @@
  * The rules
  *
  * 1. Convergence, every class: both nodes hold the same thing: absent on
- *    both, or the same value and flags with TTLs within 2 s (never = never).
- *    A difference is a MISMATCH.
+ *    both, or the same value and flags with TTLs within TTL_TOLERANCE_S
+ *    (never = never). A difference is a MISMATCH. (3 s: an append or incr
+ *    ships the TTL memcached reports in whole seconds, the receiver rounds
+ *    it again, and each memcached's clock ticks at its own moment.)
  *
  * 2. Single-writer keys: the final state is what the writer's log implies
  *    (model.ts replays it). Writes are replayed in the order the writer sent
@@ -73,6 +75,9 @@ import { type Held as Read, readAll, sameHeld } from '../support/bulk';
 import { type Attempt, type History, type Owner, showAttempt, showKey, showValue } from './history';
 import { FORBIDDEN_PREFIXES, HOSTILE_PREFIX } from './hostile-peer';
 import { expectation, type Held, matches, showItem } from './model';
+
+/** How far apart two nodes' remaining TTLs of one item may read (rule 1). */
+export const TTL_TOLERANCE_S = 3;
 
 /** A memcached: TCP port on loopback, or unix socket path (launcher mode). */
 export type Address = number | string;
@@ -170,7 +175,7 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
     verdict.keysCompared++;
     t.keys++;
     const lastOps = () => describeLog(history.attempts.get(key) ?? [], options.origin);
-    if (!sameHeld(rawA, rawB)) {
+    if (!sameHeld(rawA, rawB, TTL_TOLERANCE_S)) {
       verdict.mismatches.push(`[${cls}] ${showKey(key)}: a=${showHeld(a)} b=${showHeld(b)}${expected(key, owner, now)}; ${lastOps()}`);
       t.mismatches++;
       return;

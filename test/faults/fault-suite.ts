@@ -117,8 +117,8 @@ async function main(): Promise<void> {
     if (actions.length === 0) continue;
     const [name, action] = actions[Math.floor(rnd() * actions.length)];
     faults[name] = (faults[name] ?? 0) + 1;
-    timeline.push(`${((Date.now() - started) / 1000).toFixed(1)}s ${name}`);
-    await action();
+    const at = `${((Date.now() - started) / 1000).toFixed(1)}s`;
+    timeline.push(`${at} ${(await action()) ?? name}`);
   }
   running = false;
   await Promise.all(workloads);
@@ -171,6 +171,7 @@ async function main(): Promise<void> {
       console.log(`${cls.padEnd(22)} ${String(t.keys).padStart(5)}  ${String(t.mismatches).padStart(10)}  ${String(t.lost).padStart(4)}  ${String(t.lostInWindow).padStart(23)}  ${String(t.indeterminate).padStart(13)}`);
     }
     for (const [category, odd] of h.oddReplies) console.log(`odd replies [${category}]: ${odd.count}, e.g. ${odd.examples.join(' || ')}`);
+    console.log(`faults: ${faultsTimeline.join(', ')}`);
     if (lines.length === 0) return false;
     fs.writeFileSync(path.join(logDir, 'mismatches.txt'), `${lines.join('\n')}\n`);
     // Everything the model saw, to replay a key by hand (node -e "require('dist/test/faults/model')...").
@@ -184,7 +185,6 @@ async function main(): Promise<void> {
       shown.set(kind, n + 1);
       if (n < 3) console.log(line);
     }
-    console.log(`faults: ${faultsTimeline.join(', ')}`);
     const at = (t: number) => `${((t - started) / 1000).toFixed(2)}s`;
     if (h.flushes.length > 0) console.log(`flushes: ${h.flushes.map((f) => `${at(f.sentAt)} ${f.node} ${f.via} ${f.acked ? `acked ${at(f.at)}` : 'no reply'}`).join(', ')}`);
     if (h.kills.length > 0) console.log(`kills: ${h.kills.map((k) => `${at(k.at)} ${k.what} ${k.node} (settled ${Number.isFinite(k.settledAt) ? at(k.settledAt) : 'never'})`).join(', ')}`);

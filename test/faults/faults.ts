@@ -44,9 +44,10 @@ export interface FaultContext {
 }
 
 /** The enabled faults as named actions, in a fixed order (the classic ones first, as the original suite had them). */
-export function faultActions(ctx: FaultContext, enabled: ReadonlySet<FaultName>): Array<[string, () => Promise<void>]> {
+/** Each action may return a more precise label for the timeline (which hostile variant ran). */
+export function faultActions(ctx: FaultContext, enabled: ReadonlySet<FaultName>): Array<[string, () => Promise<string | void>]> {
   const { nodes, relay, rnd } = ctx;
-  const all: Array<[FaultName, string, () => Promise<void>]> = [
+  const all: Array<[FaultName, string, () => Promise<string | void>]> = [
     ['kill-memrepl', 'kill -9 memrepl a', () => killMemrepl(ctx, nodes.a)],
     ['kill-memrepl', 'kill -9 memrepl b', () => killMemrepl(ctx, nodes.b)],
     ['kill-memcached', 'kill -9 memcached a', () => killMemcached(ctx, nodes.a)],
@@ -58,7 +59,7 @@ export function faultActions(ctx: FaultContext, enabled: ReadonlySet<FaultName>)
     ['long-stall', 'long stall of the link', () => stall(relay, SHORT_CONFLICT_WINDOW_MS + 500 + rnd() * 4500)],
     ['sigstop', 'SIGSTOP memcached a', () => sigstop(ctx, nodes.a, 2000 + rnd() * 5000)],
     ['sigstop', 'SIGSTOP memcached b', () => sigstop(ctx, nodes.b, 2000 + rnd() * 5000)],
-    ['hostile-peer', 'hostile peer', async () => void (await hostilePeer(rnd() < 0.5 ? nodes.a : nodes.b, () => relay.cutAll(), ctx.history, rnd))],
+    ['hostile-peer', 'hostile peer', () => hostilePeer(rnd() < 0.5 ? nodes.a : nodes.b, () => relay.cutAll(), ctx.history, rnd)],
   ];
   return all.filter(([fault]) => enabled.has(fault)).map(([, name, action]) => [name, action]);
 }

@@ -29,6 +29,8 @@ export type Op =
  */
 export type Outcome =
   | { effect: 'unknown' }
+  /** Acknowledged, but the client ignores what the reply says beyond that (the original workload's deletes). */
+  | { effect: 'done' }
   | { effect: 'applied'; result?: bigint }
   | { effect: 'none'; because: 'absent' | 'present' | 'non-numeric' };
 
@@ -193,6 +195,7 @@ export function showOp(op: Op): string {
 export function showOutcome(outcome: Outcome): string {
   if (outcome.effect === 'unknown') return 'no reply';
   if (outcome.effect === 'none') return `refused (${outcome.because})`;
+  if (outcome.effect === 'done') return 'done';
   return outcome.result === undefined ? 'ok' : `ok -> ${outcome.result}`;
 }
 

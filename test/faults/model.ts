@@ -284,6 +284,8 @@ export function transitions(item: Item | null, attempt: Attempt): Array<Item | n
   switch (outcome.effect) {
     case 'unknown':
       return [item, ...effects.filter((e) => e.applied).map((e) => e.item)];
+    case 'done':
+      return effects.map((e) => (e.applied ? e.item : item));
     case 'none':
       return effects.some((e) => !e.applied && e.because === outcome.because) ? [item] : [];
     case 'applied': {
@@ -372,7 +374,7 @@ function deadline(ttl: number, from: number, to: number): Deadline | null {
 function implied(attempt: Attempt): Array<Item | null> {
   const { op, outcome } = attempt;
   if (outcome.effect === 'none') return outcome.because === 'absent' ? [null] : [ANY];
-  if (outcome.effect === 'unknown') return [ANY, null];
+  if (outcome.effect === 'unknown' || outcome.effect === 'done') return [ANY, null];
   const known = transitions(null, attempt).concat(transitions(ANY, attempt));
   if (op.kind === 'delete') return [null];
   return known.length > 0 ? known : [ANY];

@@ -109,7 +109,7 @@ async function text(wire: Wire, key: string, op: Op, form: Form): Promise<Outcom
 }
 
 function rethrowLine(error: unknown): never {
-  if (error instanceof ReplyLine) throw new OddReply(error.line);
+  if (error instanceof ReplyLine) throw error.line.startsWith('SERVER_ERROR') ? new NoReply(error.line, Buffer.alloc(0)) : new OddReply(error.line);
   throw error;
 }
 

@@ -39,8 +39,9 @@ export async function reader(ctx: WorkloadContext, node: NodeName, keys: () => s
         if (textKeys.length > 0) await textRead(wire, history, node, kind, textKeys);
       }
     } catch (error) {
-      if (error instanceof ReplyLine && !error.line.startsWith('SERVER_ERROR')) history.odd('readers', `${node} ${kind}: ${error.line}`);
-      else if (!(error instanceof NoReply) && !(error instanceof ReplyLine)) history.odd('readers', `${node} ${kind}: ${(error as Error).message}`);
+      // Timeouts, SERVER_ERROR and refused connections come with the faults; anything else is odd.
+      const expected = error instanceof NoReply || (error instanceof ReplyLine && error.line.startsWith('SERVER_ERROR')) || 'code' in (error as object);
+      if (!expected) history.odd('readers', `${node} ${kind}: ${(error as Error).message}`);
       wires.get(protocol)?.close();
       wires.delete(protocol);
       await sleep(50);

@@ -261,7 +261,8 @@ export async function classicWriter(ctx: WorkloadContext, id: number): Promise<v
     try {
       const reply = await wire.line(del ? `delete ${key}\r\n` : `set ${key} 0 ${ttl} ${value.length}\r\n${value}\r\n`, 2000);
       if (reply === 'STORED' || reply === 'DELETED') ctx.history.settle(attempt, { effect: 'applied' });
-      else if (reply === 'NOT_FOUND' && del) ctx.history.settle(attempt, { effect: 'none', because: 'absent' });
+      // As the original checker did: the key is gone, whatever it held before (the newer workloads read more into replies).
+      else if (reply === 'NOT_FOUND' && del) ctx.history.settle(attempt, { effect: 'done' });
       else throw new Error(`unexpected reply ${reply.slice(0, 40)}`);
     } catch {
       pool.rest(key);

@@ -93,12 +93,12 @@ function parseAll(bytes: Buffer): Array<Held | null> | null {
   }
 }
 
-/** Whether two reads of a key agree: both absent, or same value and flags and TTLs within 2 s. */
-export function sameHeld(x: Held | null, y: Held | null): boolean {
+/** Whether two reads of a key agree: both absent, or same value and flags and TTLs within `ttlTolerance` s (2 unless said). */
+export function sameHeld(x: Held | null, y: Held | null, ttlTolerance = 2): boolean {
   // TTLs within 1 s of each other read up to 2 apart: each memcached counts whole
   // ticks of its own once-a-second clock, and the two clocks tick at different moments.
   // -1 (never) is not a second away from 1.
-  const ttlsAgree = (a: number, b: number) => (a === -1) === (b === -1) && Math.abs(a - b) <= 2;
+  const ttlsAgree = (a: number, b: number) => (a === -1) === (b === -1) && Math.abs(a - b) <= ttlTolerance;
   return x === null ? y === null : y !== null && x.value.equals(y.value) && x.flags === y.flags && ttlsAgree(x.ttl, y.ttl);
 }
 
