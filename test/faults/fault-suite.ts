@@ -156,8 +156,8 @@ async function main(): Promise<void> {
       `${verdict.keysCompared} keys compared, ${verdict.mismatches.length} mismatches, ${verdict.lost.length} lost, ` +
       `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed), ${history.findings.length} other findings`,
   );
-  if (!failed) fs.rmSync(logDir, { recursive: true, force: true });
-  else console.log(`logs kept in ${logDir} (mismatches.txt has every line)`);
+  if (!failed && !options.keepLogs) fs.rmSync(logDir, { recursive: true, force: true });
+  else console.log(`logs kept in ${logDir} (mismatches.txt has every line, history.json every write)`);
   process.exit(failed ? 1 : 0);
 
   function report(v: Verdict, h: History, o: SuiteOptions, faultsTimeline: string[]): boolean {
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
     }
     for (const [category, odd] of h.oddReplies) console.log(`odd replies [${category}]: ${odd.count}, e.g. ${odd.examples.join(' || ')}`);
     console.log(`faults: ${faultsTimeline.join(', ')}`);
-    if (lines.length === 0) return false;
+    if (lines.length === 0 && !o.keepLogs) return false;
     fs.writeFileSync(path.join(logDir, 'mismatches.txt'), `${lines.join('\n')}\n`);
     // Everything the model saw, to replay a key by hand (node -e "require('dist/test/faults/model')...").
     const replacer = (_: string, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value);
@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     if (h.flushes.length > 0) console.log(`flushes: ${h.flushes.map((f) => `${at(f.sentAt)} ${f.node} ${f.via} ${f.acked ? `acked ${at(f.at)}` : 'no reply'}`).join(', ')}`);
     if (h.kills.length > 0) console.log(`kills: ${h.kills.map((k) => `${at(k.at)} ${k.what} ${k.node} (settled ${Number.isFinite(k.settledAt) ? at(k.settledAt) : 'never'})`).join(', ')}`);
     console.log(`workload ${[...o.workload].join(',')}; faults ${[...o.faults].join(',')}`);
-    return true;
+    return lines.length > 0;
   }
 }
 

@@ -121,8 +121,8 @@ export function expectation(attempts: readonly Attempt[], node: string, flushes:
 }
 
 type Event =
-  | { time: number; kind: 'flush-start'; delayed: boolean; lagging: boolean; localEnd: number }
-  | { time: number; kind: 'flush-end'; certain: boolean }
+  | { time: number; kind: 'flush-start'; id: number; delayed: boolean; lagging: boolean; localEnd: number; certain: boolean }
+  | { time: number; kind: 'flush-end'; id: number; certain: boolean }
   | { time: number; kind: 'kill'; settledAt: number };
 
 /**
@@ -134,7 +134,7 @@ type Event =
  */
 function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[], options: ModelOptions): Event[] {
   const events: Event[] = [];
-  for (const flush of flushes) {
+  for (const [id, flush] of flushes.entries()) {
     // A flush acknowledged just before a kill on its node may not have left it: then the peer never ran it,
     // and the reconciling copies bring back what it erased. Leniently, such a flush may or may not happen.
     const mayBeLost = options.lenient && kills.some((k) => k.node === flush.node && k.at >= flush.at && k.at - flush.at < options.lossWindowMs);
@@ -144,9 +144,10 @@ function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[
         ? [flush.sentAt + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS, end + flush.delay * 1000 + DELAYED_FLUSH_SLACK_MS]
         : [flush.sentAt - FLUSH_MARGIN_MS, end + FLUSH_MARGIN_MS];
     const lagging = flush.node !== node;
+    const certain = flush.acked && !mayBeLost;
     events.push(
-      { time: lo, kind: 'flush-start', delayed: flush.delay > 0, lagging, localEnd: hi },
-      { time: lagging ? hi + FLUSH_TRANSIT_MS : hi, kind: 'flush-end', certain: flush.acked && !mayBeLost },
+      { time: lo, kind: 'flush-start', id, delayed: flush.delay > 0, lagging, localEnd: hi, certain },
+      { time: lagging ? hi + FLUSH_TRANSIT_MS : hi, kind: 'flush-end', id, certain },
     );
   }
   if (options.lenient) for (const kill of kills) if (kill.node === node) events.push({ time: kill.at, kind: 'kill', settledAt: kill.settledAt });
@@ -175,18 +176,25 @@ class Replay {
   event(event: Event): void {
     switch (event.kind) {
       case 'flush-start':
+        // The flush client starts a flush once the last one is over on its own node; one still crossing to this
+        // node's side is taken as arrived (the new flush erases the same and more).
+        if (this.pendingFlush) this.flushDone(this.pendingFlush.certain);
         // From here on the flush may already have happened, before the next op or after it (see attempt()).
         this.pendingFlush = event;
         this.addFlushedBranch(false);
         return;
       case 'flush-end':
-        // Now it has happened on every branch (unless it may not have happened at all).
-        this.pendingFlush = null;
-        this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !event.certain ? b.item : null, flushed: false })));
+        if (this.pendingFlush?.id === event.id) this.flushDone(event.certain);
         return;
       case 'kill':
         this.kill(event.time, event.settledAt);
     }
+  }
+
+  /** The pending flush has happened on every branch now (unless it may not have happened at all). */
+  private flushDone(certain: boolean): void {
+    this.pendingFlush = null;
+    this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !certain ? b.item : null, flushed: false })));
   }
 
   /**

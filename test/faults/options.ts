@@ -5,6 +5,7 @@
  *   --seed S           replays a run's choices (default: from the clock)
  *   --workload LIST    comma-separated workload parts (default all)
  *   --faults LIST      comma-separated faults (default all; "classic" = the original six, "none")
+ *   --keep-logs        keep the logs and history.json even when nothing was found
  */
 import { CLASSIC_FAULTS, FAULTS, type FaultName } from './faults';
 
@@ -16,6 +17,7 @@ export interface SuiteOptions {
   seed: number;
   workload: Set<WorkloadName>;
   faults: Set<FaultName>;
+  keepLogs: boolean;
 }
 
 export class UsageError extends Error {}
@@ -28,7 +30,7 @@ export function parseOptions(argv: string[]): SuiteOptions {
     return argv[at + 1];
   };
   for (const arg of argv) {
-    if (arg.startsWith('--') && !['--seconds', '--seed', '--workload', '--faults'].includes(arg)) throw new UsageError(`unknown option ${arg}`);
+    if (arg.startsWith('--') && !['--seconds', '--seed', '--workload', '--faults', '--keep-logs'].includes(arg)) throw new UsageError(`unknown option ${arg}`);
   }
   const number = (name: string, fallback: number) => {
     const text = value(name);
@@ -42,6 +44,7 @@ export function parseOptions(argv: string[]): SuiteOptions {
     seed: number('seed', Date.now() % 100000),
     workload: list('workload', value('workload'), WORKLOADS, {}),
     faults: list('faults', value('faults'), FAULTS, { classic: CLASSIC_FAULTS, none: [] }),
+    keepLogs: argv.includes('--keep-logs'),
   };
 }
 

@@ -40,8 +40,10 @@ export async function perform(wire: Wire, protocol: Protocol, key: string, op: O
   switch (protocol) {
     case 'text':
       return text(wire, key, op, form);
-    case 'meta':
-      return decodeMeta(op, metaRequest(key, op, form.quiet), form.quiet, await wire.meta(metaRequest(key, op, form.quiet), REPLY_TIMEOUT_MS));
+    case 'meta': {
+      const request = metaRequest(key, op, form.quiet);
+      return decodeMeta(op, request, form.quiet, await wire.meta(request, REPLY_TIMEOUT_MS));
+    }
     case 'binary':
       return decodeBinary(op, form, await wire.binary([binaryRequest(key, op, form)], REPLY_TIMEOUT_MS));
   }

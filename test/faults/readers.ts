@@ -101,8 +101,10 @@ async function binaryRead(wire: Wire, history: History, node: NodeName, keys: st
   const what = `binary ${quiet ? 'GetKQ' : 'GetK'} x${keys.length}`;
   let last = -1;
   for (const r of responses) {
+    // GetK answers with the key asked, under the request's opaque, in order.
     const i = r.opaque - 0x1000;
-    if (i <= last || i >= keys.length || r.key !== (r.status === Status.Success || r.status === Status.KeyNotFound ? keys[i] : r.key)) {
+    const keyed = r.status === Status.Success || r.status === Status.KeyNotFound;
+    if (i <= last || i >= keys.length || (keyed && r.key !== keys[i])) {
       history.find('readers', `node ${node} ${what}: response #${i} for ${showKey(r.key)} (asked ${showKey(keys[i] ?? '?')}), after #${last}`);
       return;
     }
