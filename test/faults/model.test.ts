@@ -108,6 +108,18 @@ describe('fault suite model', () => {
     assert.equal(lost.contradictions.length, 1);
   });
 
+  it('takes a flush still crossing to the other node as arrived when the next one starts', () => {
+    const flushes: Flush[] = [
+      { node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true },
+      { node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 5000, at: 5010, acked: true },
+    ];
+    const log = [attempt(0, set('a;')), attempt(2000, set('b;')), attempt(6000, set('c;')), attempt(7000, append('d;'))];
+    const { items, contradictions } = expect(log, 30_000, { flushes });
+    assert.equal(contradictions.length, 0);
+    assert.ok(allowed(items, held('c;d;'), 30_000));
+    assert.ok(!allowed(items, held('b;'), 30_000));
+  });
+
   it('erases at a delayed flush what was written before its deadline', () => {
     const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'text', delay: 5, sentAt: 1000, at: 1010, acked: true }];
     const early = expect([attempt(0, set('a;')), attempt(2000, append('b;'))], 20_000, { flushes });
