@@ -1,285 +1,228 @@
 /**
- * Fault-injection suite (`npm run test:faults -- --seconds 600 --seed 42`).
+ * Fault-injection suite (`npm run test:faults -- --seconds 60 --seed 42
+ * [--workload LIST] [--faults LIST]`, see options.ts and README "Faults").
  *
- * A pair under continuous writes from several clients on both nodes while,
- * at random, either memrepl or either memcached is killed with SIGKILL and
- * restarted, the link is cut or stalled through a relay, and garbage is sent
- * to both ports. Afterwards both memcacheds are compared key by key, and
- * against the clients' log of acknowledged writes (checker.ts): every
- * acknowledged write must be there unless a later one or its expiry replaced
- * it, except writes acknowledged by a node less than LOSS_WINDOW_MS before
- * that node's memcached or memrepl was killed (replication is asynchronous:
- * those may be lost, and are counted).
+ * A pair under clients on both nodes that use every write command of every
+ * protocol (writers.ts, workloads.ts) and readers (readers.ts), while, at
+ * random, memrepl or memcached is killed with SIGKILL and restarted,
+ * memcached is stopped with SIGSTOP, the link is cut or stalled (beyond the
+ * conflict window, too) through a relay, garbage is sent to both ports and a
+ * hostile peer connects to a replication port (faults.ts). Afterwards both
+ * memcacheds are compared key by key and each key against what its clients
+ * were told (checker.ts states the rules).
  *
- * Seeded and bounded in time; prints the seed and a summary. The faults and
- * each writer draw from their own seeded stream, so a seed replays the same
- * sequence of faults and writes (their timing still depends on the machine).
- * Every memrepl's log (-v) is kept in a directory printed at the start.
+ * Seeded and bounded in time; prints the seed, the faults and a summary per
+ * key class. The faults and each writer draw from their own seeded stream,
+ * so a seed replays the same sequence of faults and writes (their timing
+ * still depends on the machine). Every memrepl's log (-v) is kept in a
+ * directory printed at the start when a run fails. Exit code 0: nothing
+ * found; 1: mismatches or findings; 2: the suite itself failed.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RawClient } from '../support/client';
-import { eventually, freePort, sleep } from '../support/ports';
-import { Running, startMemcached, startMemrepl } from '../support/processes';
+import { freePort, sleep } from '../support/ports';
+import type { Running } from '../support/processes';
 import { Relay } from '../support/relay';
-import { check, type Address, type Attempt, type Kill } from './checker';
+import { check, type Verdict } from './checker';
+import { FAULTS, type FaultContext, faultActions, resume, SHORT_CONFLICT_WINDOW_MS } from './faults';
+import { History, type NodeName } from './history';
+import { DELAYED_FLUSH_SLACK_MS, LATE_MS } from './model';
+import { parseOptions, type SuiteOptions, UsageError, WORKLOADS } from './options';
+import { launcherNode, type NodeProcs, replicationStats, settle, sidecarNode } from './pair';
+import { random, streamSeed } from './random';
+import { reader } from './readers';
+import { disconnectWriter, flushWriter, noreplyCloseWriter, sharedKeys, sharedWriter } from './workloads';
+import { CLASSIC_TTL_SECONDS, classicWriter, keysFor, PLANNERS, singleWriter, type WorkloadContext } from './writers';
 
 const LOSS_WINDOW_MS = 1000;
-const KEYS_PER_WRITER = 200;
-const WRITERS = 4;
-/** 10% of sets expire after this; the rest never do. */
-const TTL_SECONDS = 3;
-
-function args(): { seconds: number; seed: number } {
-  const get = (name: string, fallback: number) => {
-    const at = process.argv.indexOf(`--${name}`);
-    return at === -1 ? fallback : Number(process.argv[at + 1]);
-  };
-  return { seconds: get('seconds', 60), seed: get('seed', Date.now() % 100000) };
-}
-
-/** Small seeded PRNG (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-interface NodeProcs {
-  name: 'a' | 'b';
-  memrepl: Running;
-  port: number;
-  replicationPort: number;
-  /** Starts this node's memrepl (again), same ports and flags. */
-  startMemrepl(): Promise<Running>;
-  /** Where this node's memcached listens (compared at the end). */
-  memcached: Address;
-  /** kill -9 this node's memcached; resolves once a new one is starting. */
-  killMemcached(): Promise<void>;
-  stopMemcached(): Promise<void>;
-}
-
-/** memrepl's flags on both nodes: verbose for the logs, an unpaced copy so faults land mid-copy. */
-function memreplArgs(name: 'a' | 'b', replicationPort: number): string[] {
-  return ['-v', '-X', String(replicationPort), '--node-id', name, '--resync-rate', '0'];
-}
-
-/** Node A: memrepl in front of a memcached the suite runs (the sidecar layout); the suite restarts it. */
-async function sidecarNode(rnd: () => number, replicationPort: number, stateDir: string): Promise<NodeProcs> {
-  const nodeArgs = [...memreplArgs('a', replicationPort), '--state-dir', stateDir];
-  const mcPort = await freePort();
-  let memcached = await startMemcached([], mcPort);
-  const port = await freePort();
-  const start = () => startMemrepl(mcPort, nodeArgs, port);
-  return {
-    name: 'a',
-    memrepl: await start(),
-    port,
-    replicationPort,
-    startMemrepl: start,
-    memcached: mcPort,
-    async killMemcached() {
-      await memcached.stop('SIGKILL');
-      await sleep(200 + rnd() * 800);
-      memcached = await startMemcached([], mcPort);
-    },
-    stopMemcached: async () => void (await memcached.stop()),
-  };
-}
-
-/**
- * Node B: launcher mode (--spawn-memcached), memcached on a private socket in
- * the node's run dir; memrepl restarts it when killed, and adopts it when
- * memrepl itself was killed.
- */
-async function launcherNode(replicationPort: number, peerPort: number, runDir: string): Promise<NodeProcs> {
-  const flags = [...memreplArgs('b', replicationPort), '-x', `127.0.0.1:${peerPort}`, '--spawn-memcached', '-m', '64', '--run-dir', runDir];
-  const port = await freePort();
-  const pidOf = () => Number(fs.readFileSync(path.join(runDir, 'memcached.pid'), 'utf8'));
-  // --upstream is ignored in launcher mode (the private socket replaces it).
-  const start = () => startMemrepl(1, flags, port);
-  return {
-    name: 'b',
-    memrepl: await start(),
-    port,
-    replicationPort,
-    startMemrepl: start,
-    memcached: path.join(runDir, 'memcached.sock'),
-    async killMemcached() {
-      try {
-        process.kill(pidOf(), 'SIGKILL');
-      } catch {
-        // between two lives (the launcher is restarting it): nothing to kill this time
-      }
-      await sleep(200);
-    },
-    async stopMemcached() {
-      // memrepl stopped it on SIGTERM; after a SIGKILL of memrepl at the very end it may still run.
-      try {
-        process.kill(pidOf(), 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    },
-  };
-}
+/** Longest short TTL any writer sets (writers.ts drawTtl), plus memcached's tick. */
+const SHORT_TTL_DONE_MS = (Math.max(CLASSIC_TTL_SECONDS, 4) + 3) * 1000;
+const SETTLE_TIMEOUT_MS = 120_000;
+const NODES: NodeName[] = ['a', 'b'];
 
 async function main(): Promise<void> {
-  const { seconds, seed } = args();
+  const options = parseOptions(process.argv.slice(2));
+  const { seconds, seed } = options;
   const rnd = random(seed);
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), `memrepl-faults-${seed}-`));
-  console.log(`fault suite: seed ${seed}, ${seconds} s of faults; memrepl logs in ${logDir}`);
+  const describe = (set: Set<string>, all: readonly string[]) => (set.size === all.length ? 'all' : [...set].join(',') || 'none');
+  console.log(
+    `fault suite: seed ${seed}, ${seconds} s of faults, workload ${describe(options.workload, WORKLOADS)}, faults ${describe(options.faults, FAULTS)}; memrepl logs in ${logDir}`,
+  );
 
+  // A stall longer than the conflict window must fit in a bounded run: shorten the window (a hidden memrepl flag).
+  const extra = options.faults.has('long-stall') ? ['--conflict-window', String(SHORT_CONFLICT_WINDOW_MS / 1000)] : [];
+  const history = new History();
+  const started = Date.now();
   const [ra, rb] = [await freePort(), await freePort()];
   const relay = new Relay(ra);
   const relayPort = await relay.start();
-  const nodes: Record<'a' | 'b', NodeProcs> = {} as never;
+  const nodes = { a: await sidecarNode(rnd, ra, path.join(logDir, 'state-a'), extra), b: await launcherNode(rb, relayPort, path.join(logDir, 'run-b'), extra) } as Record<NodeName, NodeProcs>;
   const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.output()}\n--- process ended ${new Date().toISOString()}\n`);
-  nodes.a = await sidecarNode(rnd, ra, path.join(logDir, 'state-a'));
-  nodes.b = await launcherNode(rb, relayPort, path.join(logDir, 'run-b'));
 
-  const log = new Map<string, Attempt[]>();
-  const kills: Kill[] = [];
+  // Crash watch: a memrepl that exits without being told to is a finding; it is restarted so the run goes on.
+  const expectedExits = new Set<Running>();
+  const restarts: Array<Promise<void>> = [];
+  let finishing = false;
+  const watch = (p: NodeProcs) => {
+    const proc = p.memrepl;
+    proc.child.once('exit', (code, signal) => {
+      if (expectedExits.has(proc) || finishing) return;
+      const tail = proc.output().trim().split('\n').slice(-5).join(' | ');
+      history.find('crash', `memrepl ${p.name} exited by itself (code ${code}, signal ${signal}) at ${((Date.now() - started) / 1000).toFixed(1)}s: ${tail}`);
+      keepLog(p);
+      restarts.push(
+        (async () => {
+          await sleep(500);
+          p.memrepl = await p.startMemrepl();
+          watch(p);
+        })().catch((error: Error) => history.find('crash', `memrepl ${p.name} could not be restarted: ${error.message}`)),
+      );
+    });
+  };
+  for (const p of Object.values(nodes)) watch(p);
+
+  const stopped = new Set<number>();
+  process.on('exit', () => {
+    for (const pid of stopped) resume(stopped, pid);
+  });
+  const faultContext: FaultContext = {
+    nodes,
+    relay,
+    rnd,
+    history,
+    aftermaths: [],
+    stopped,
+    async restartMemrepl(p) {
+      expectedExits.add(p.memrepl);
+      await p.memrepl.stop('SIGKILL');
+      keepLog(p);
+      await sleep(200 + rnd() * 800);
+      p.memrepl = await p.startMemrepl();
+      watch(p);
+    },
+  };
+
+  let running = true;
+  const ctx: WorkloadContext = { history, seed, port: (node) => nodes[node].port, running: () => running };
+  const workloads = startWorkloads(ctx, options);
+
   const timeline: string[] = [];
-  const started = Date.now();
   const faults: Record<string, number> = {};
-  let acknowledged = 0;
-  let stop = false;
-
-  // Writers: each owns its keys, so "the last acknowledged write" of a key is well defined.
-  const writer = async (id: number, node: 'a' | 'b') => {
-    const draw = random(seed * 31 + id + 1);
-    let client: RawClient | null = null;
-    let n = 0;
-    while (!stop) {
-      try {
-        client ??= await RawClient.connect(nodes[node].port);
-        const key = `w${id}:${Math.floor(draw() * KEYS_PER_WRITER)}`;
-        const roll = draw();
-        const del = roll < 0.15;
-        const ttl = roll > 0.9 ? TTL_SECONDS : 0;
-        const value = `${id}.${n++}`;
-        // Logged before sending: a write that times out may still have taken effect.
-        const attempt: Attempt = { value: del ? null : value, ttl, at: Date.now(), node, acked: false };
-        const entries = log.get(key) ?? [];
-        entries.push(attempt);
-        log.set(key, entries);
-        const reply = await client.request(del ? `delete ${key}\r\n` : `set ${key} 0 ${ttl} ${value.length}\r\n${value}\r\n`, '\r\n', 2000);
-        if (reply !== 'STORED\r\n' && reply !== 'DELETED\r\n' && reply !== 'NOT_FOUND\r\n') throw new Error(`unexpected reply ${reply.slice(0, 40)}`);
-        attempt.acked = true;
-        attempt.at = Date.now();
-        acknowledged++;
-      } catch {
-        client?.close();
-        client = null;
-        await sleep(50);
-      }
-    }
-    client?.close();
-  };
-  const writers = Array.from({ length: WRITERS }, (_, id) => writer(id, id % 2 === 0 ? 'a' : 'b'));
-
-  const restartProxy = async (p: NodeProcs) => {
-    kills.push({ node: p.name, at: Date.now() });
-    await p.memrepl.stop('SIGKILL');
-    keepLog(p);
-    await sleep(200 + rnd() * 800);
-    p.memrepl = await p.startMemrepl();
-  };
-  const restartMemcached = async (p: NodeProcs) => {
-    kills.push({ node: p.name, at: Date.now() });
-    await p.killMemcached();
-  };
-  const garbage = async (port: number) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.on('error', () => {});
-    socket.write(Buffer.from(Array.from({ length: 500 }, () => Math.floor(rnd() * 256))));
-    await sleep(50);
-    socket.destroy();
-  };
-  const actions: Array<[string, () => Promise<void>]> = [
-    ['kill -9 memrepl a', () => restartProxy(nodes.a)],
-    ['kill -9 memrepl b', () => restartProxy(nodes.b)],
-    ['kill -9 memcached a', () => restartMemcached(nodes.a)],
-    ['kill -9 memcached b', () => restartMemcached(nodes.b)],
-    ['cut link', async () => relay.cutAll()],
-    ['stall link', async () => { relay.stall(); await sleep(500 + rnd() * 2000); relay.resume(); }],
-    ['garbage on client ports', async () => { await garbage(nodes.a.port); await garbage(nodes.b.port); }],
-    ['garbage on replication ports', async () => { await garbage(nodes.a.replicationPort); await garbage(nodes.b.replicationPort); }],
-  ];
-
+  const actions = faultActions(faultContext, options.faults);
   const deadline = Date.now() + seconds * 1000;
   while (Date.now() < deadline) {
     await sleep(1000 + rnd() * 3000);
+    if (actions.length === 0) continue;
     const [name, action] = actions[Math.floor(rnd() * actions.length)];
     faults[name] = (faults[name] ?? 0) + 1;
-    timeline.push(`${((Date.now() - started) / 1000).toFixed(1)}s ${name}`);
-    await action();
+    const at = `${((Date.now() - started) / 1000).toFixed(1)}s`;
+    timeline.push(`${at} ${(await action()) ?? name}`);
   }
-  stop = true;
-  await Promise.all(writers);
+  running = false;
+  await Promise.all(workloads);
   const stoppedAt = Date.now();
   relay.resume();
+  for (const pid of [...stopped]) resume(stopped, pid);
+  await Promise.all(restarts);
 
-  // Settle: the link is up and both sides have drained what they owe each other.
-  const replicationStats = async (p: NodeProcs) => {
-    const client = await RawClient.connect(p.port);
-    try {
-      return await client.request('stats replication\r\n', 'END\r\n');
-    } finally {
-      client.close();
-    }
-  };
-  const stat = (text: string, name: string) => new RegExp(`STAT ${name} (.*)\r\n`).exec(text)?.[1] ?? '';
-  // Settled = quiet for 3 checks in a row, a second apart (a memcached restart is noticed within a second).
-  let quietChecks = 0;
-  await eventually(async () => {
-    await sleep(1000);
-    let quiet = true;
-    for (const p of [nodes.a, nodes.b]) {
-      const text = await replicationStats(p);
-      if (stat(text, 'peer_up') !== '1' || stat(text, 'unacked_records') !== '0' || stat(text, 'copy_sending') !== '0' || stat(text, 'copy_receiving') !== '0') quiet = false;
-    }
-    quietChecks = quiet ? quietChecks + 1 : 0;
-    return quietChecks >= 3;
-  }, 180_000, 'the pair to settle');
-
-  // Let every value written with a TTL expire on both sides first: memcached's clock ticks once a second, so an
-  // item lives between TTL-1 and TTL+1 seconds, and both copies must be past that for the sides to compare equal.
-  await sleep(Math.max(0, stoppedAt + (TTL_SECONDS + 2) * 1000 - Date.now()));
-  const verdict = await check({ a: nodes.a.memcached, b: nodes.b.memcached }, log, kills, LOSS_WINDOW_MS);
-  const failed = verdict.mismatches.length > 0 || verdict.lost.length > 0;
+  // Settle: the link is up and both sides have drained what they owe each other, 3 checks in a row a second apart.
+  const settledAt = await settle(Object.values(nodes), SETTLE_TIMEOUT_MS);
+  if (settledAt === null) history.find('settle', `the pair did not settle within ${SETTLE_TIMEOUT_MS / 1000} s after the faults stopped`);
+  await Promise.all(faultContext.aftermaths);
+  // Let every short TTL expire on both sides, and every flush's moment pass (the model's view of "now" must be past them).
+  const flushesDone = Math.max(0, ...history.flushes.map((f) => (f.acked ? f.at : f.sentAt + LATE_MS) + f.delay * 1000 + DELAYED_FLUSH_SLACK_MS));
+  await sleep(Math.max(stoppedAt + SHORT_TTL_DONE_MS, flushesDone + 1000) - Date.now());
+  const verdict = await check({ a: nodes.a.memcached, b: nodes.b.memcached }, history, { lossWindowMs: LOSS_WINDOW_MS, origin: started });
+  const failed = report(verdict, history, options, timeline);
   if (failed) {
-    for (const line of verdict.mismatches.slice(0, 5)) console.log(`MISMATCH ${line}`);
-    for (const line of verdict.lost.slice(0, 5)) console.log(`LOST ${line}`);
-    console.log(`faults: ${timeline.join(', ')}`);
-    for (const p of [nodes.a, nodes.b]) console.log(`node ${p.name}: ${(await replicationStats(p)).replace(/\r\n/g, ' ')}`);
+    for (const p of Object.values(nodes)) {
+      const stats = await replicationStats(p).catch((e: Error) => new Map([['error', e.message]]));
+      console.log(`node ${p.name}: ${[...stats].map(([k, v]) => `${k}=${v}`).join(' ')}`);
+    }
   }
 
+  finishing = true;
   relay.close();
-  for (const p of [nodes.a, nodes.b]) {
+  for (const p of Object.values(nodes)) {
     await p.memrepl.stop();
     keepLog(p);
     await p.stopMemcached();
   }
   const faultCount = Object.values(faults).reduce((x, y) => x + y, 0);
   console.log(
-    `fault suite: seed ${seed}, ${seconds} s: ${acknowledged} writes acknowledged, ${faultCount} faults ${JSON.stringify(faults)}, ` +
+    `fault suite: seed ${seed}, ${seconds} s: ${history.acknowledged} writes acknowledged, ${faultCount} faults ${JSON.stringify(faults)}, ` +
       `${verdict.keysCompared} keys compared, ${verdict.mismatches.length} mismatches, ${verdict.lost.length} lost, ` +
-      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed)`,
+      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed), ${history.findings.length} other findings`,
   );
-  if (!failed) fs.rmSync(logDir, { recursive: true, force: true });
+  if (!failed && !options.keepLogs) fs.rmSync(logDir, { recursive: true, force: true });
+  else console.log(`logs kept in ${logDir} (mismatches.txt has every line, history.json every write)`);
   process.exit(failed ? 1 : 0);
+
+  function report(v: Verdict, h: History, o: SuiteOptions, faultsTimeline: string[]): boolean {
+    const lines = [
+      ...v.mismatches.map((l) => `MISMATCH ${l}`),
+      ...v.lost.map((l) => `LOST ${l}`),
+      ...h.findings.map((f) => `FINDING [${f.category}] ${f.text}`),
+    ];
+    console.log('key class              keys  mismatches  lost  lost-in-window(allowed)  indeterminate');
+    for (const [cls, t] of [...v.byClass].sort()) {
+      console.log(`${cls.padEnd(22)} ${String(t.keys).padStart(5)}  ${String(t.mismatches).padStart(10)}  ${String(t.lost).padStart(4)}  ${String(t.lostInWindow).padStart(23)}  ${String(t.indeterminate).padStart(13)}`);
+    }
+    for (const [category, odd] of h.oddReplies) console.log(`odd replies [${category}]: ${odd.count}, e.g. ${odd.examples.join(' || ')}`);
+    console.log(`faults: ${faultsTimeline.join(', ')}`);
+    if (lines.length === 0 && !o.keepLogs) return false;
+    fs.writeFileSync(path.join(logDir, 'mismatches.txt'), `${lines.join('\n')}\n`);
+    // Everything the model saw, to replay a key by hand (node -e "require('dist/test/faults/model')...").
+    const replacer = (_: string, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value);
+    fs.writeFileSync(path.join(logDir, 'history.json'), JSON.stringify({ origin: started, flushes: h.flushes, kills: h.kills, attempts: Object.fromEntries(h.attempts) }, replacer));
+    // The first few of each kind and class, so one noisy class does not hide the others.
+    const shown = new Map<string, number>();
+    for (const line of lines) {
+      const kind = /^(\w+) \[([^\]]+)\]/.exec(line)?.slice(1).join(' ') ?? line.slice(0, 20);
+      const n = shown.get(kind) ?? 0;
+      shown.set(kind, n + 1);
+      if (n < 3) console.log(line);
+    }
+    const at = (t: number) => `${((t - started) / 1000).toFixed(2)}s`;
+    if (h.flushes.length > 0) console.log(`flushes: ${h.flushes.map((f) => `${at(f.sentAt)} ${f.node} ${f.via} ${f.acked ? `acked ${at(f.at)}` : 'no reply'}`).join(', ')}`);
+    if (h.kills.length > 0) console.log(`kills: ${h.kills.map((k) => `${at(k.at)} ${k.what} ${k.node} (settled ${Number.isFinite(k.settledAt) ? at(k.settledAt) : 'never'})`).join(', ')}`);
+    console.log(`workload ${[...o.workload].join(',')}; faults ${[...o.faults].join(',')}`);
+    return lines.length > 0;
+  }
+}
+
+/** Starts every enabled workload part; resolves when they have all stopped. */
+function startWorkloads(ctx: WorkloadContext, options: SuiteOptions): Array<Promise<void>> {
+  const w = options.workload;
+  const out: Array<Promise<void>> = [];
+  if (w.has('set')) for (let id = 0; id < 4; id++) out.push(classicWriter(ctx, id));
+  for (const category of ['store', 'append', 'touch', 'meta', 'binary'] as const) {
+    if (!w.has(category)) continue;
+    for (const node of NODES) {
+      const name = `${category}/${node}`;
+      const draw = random(streamSeed(ctx.seed, `${name}/keys`));
+      const keys = keysFor(category, node, 80, { binary: category === 'meta' || category === 'binary', counters: category === 'store' || category === 'touch' ? 0 : 0.25 }, draw);
+      out.push(singleWriter(ctx, { category, name, node, keys, planner: PLANNERS[category] }));
+    }
+  }
+  if (w.has('flush')) out.push(flushWriter(ctx));
+  if (w.has('noreply-close')) for (const node of NODES) out.push(noreplyCloseWriter(ctx, node));
+  if (w.has('disconnect')) for (const node of NODES) out.push(disconnectWriter(ctx, node));
+  if (w.has('shared')) {
+    const keys = sharedKeys(ctx.seed);
+    for (const node of NODES) for (const i of [0, 1]) out.push(sharedWriter(ctx, node, i, keys));
+  }
+  if (w.has('readers')) {
+    let hot: string[] = [];
+    const keys = () => (hot.length > 0 ? hot : (hot = [...ctx.history.owners.keys(), ...ctx.history.shared.keys()]));
+    for (const node of NODES) out.push(reader(ctx, node, keys));
+  }
+  return out;
 }
 
 main().catch((error) => {
-  console.error(error);
+  console.error(error instanceof UsageError ? `fault suite: ${error.message}` : error);
   process.exit(2);
 });

@@ -1,4 +1,5 @@
 /** Bulk loading and reading of a memcached for replication tests (pipelined, bounded in time). */
+import { metaKey } from '../../src/protocol/text/serializer';
 import { RawClient } from './client';
 import { eventually } from './ports';
 
@@ -37,18 +38,24 @@ export interface Held {
   ttl: number;
 }
 
-/** Reads keys with pipelined `mg k v f t`; absent keys map to null. Read two nodes concurrently (Promise.all) so their TTLs are compared at the same moment. */
-export async function readAll(port: number, keys: string[], timeoutMs = 60000): Promise<Map<string, Held | null>> {
-  const client = await RawClient.connect(port);
+/**
+ * Reads keys with pipelined `mg <key> v f t` (base64 with `b` for keys with
+ * spaces or control bytes, so any key a binary client wrote can be read);
+ * absent keys map to null. `address`: a TCP port on loopback or a unix
+ * socket path. Read two nodes concurrently (Promise.all) so their TTLs are
+ * compared at the same moment.
+ */
+export async function readAll(address: number | string, keys: string[], timeoutMs = 60000): Promise<Map<string, Held | null>> {
+  const client = await RawClient.connect(address);
   const out = new Map<string, Held | null>();
   try {
     for (let i = 0; i < keys.length; i += 2000) {
       const batch = keys.slice(i, i + 2000);
-      client.send(batch.map((k) => `mg ${k} v f t k\r\n`).join('') + 'mn\r\n');
+      client.send(batch.map((k) => metaGet(k)).join('') + 'mn\r\n');
       const reply = await client.read((b) => b.length >= 4 && b.subarray(b.length - 4).toString() === 'MN\r\n' && parseAll(b) !== null, timeoutMs);
       const parsed = parseAll(reply);
-      if (!parsed) throw new Error('readAll: incomplete reply');
-      batch.forEach((k) => out.set(k, parsed.get(k) ?? null));
+      if (!parsed || parsed.length !== batch.length) throw new Error(`readAll: ${parsed ? `${parsed.length} replies to ${batch.length} keys` : 'incomplete reply'}`);
+      batch.forEach((k, j) => out.set(k, parsed[j]));
     }
   } finally {
     client.close();
@@ -56,9 +63,14 @@ export async function readAll(port: number, keys: string[], timeoutMs = 60000): 
   return out;
 }
 
-/** Parses a stream of `VA ... k<key>` / `EN` replies ended by MN; null if incomplete. */
-function parseAll(bytes: Buffer): Map<string, Held> | null {
-  const out = new Map<string, Held>();
+function metaGet(key: string): string {
+  const { token, flag } = metaKey(Buffer.from(key, 'latin1'));
+  return `mg ${token}${flag} v f t\r\n`;
+}
+
+/** The replies to a batch of `mg ... v f t` (VA or EN each, in order) ended by MN; null if incomplete. */
+function parseAll(bytes: Buffer): Array<Held | null> | null {
+  const out: Array<Held | null> = [];
   let at = 0;
   for (;;) {
     const eol = bytes.indexOf('\r\n', at);
@@ -66,6 +78,7 @@ function parseAll(bytes: Buffer): Map<string, Held> | null {
     const line = bytes.toString('latin1', at, eol);
     if (line === 'MN') return out;
     if (line === 'EN' || line.startsWith('EN ')) {
+      out.push(null);
       at = eol + 2;
       continue;
     }
@@ -75,10 +88,18 @@ function parseAll(bytes: Buffer): Map<string, Held> | null {
     if (bytes.length < eol + 2 + size + 2) return null;
     const flags = Number(/(?:^| )f(\d+)/.exec(m[2])![1]);
     const ttl = Number(/(?:^| )t(-?\d+)/.exec(m[2])![1]);
-    const key = /(?:^| )k(\S+)/.exec(m[2])![1];
-    out.set(key, { value: bytes.subarray(eol + 2, eol + 2 + size), flags, ttl });
+    out.push({ value: bytes.subarray(eol + 2, eol + 2 + size), flags, ttl });
     at = eol + 2 + size + 2;
   }
+}
+
+/** Whether two reads of a key agree: both absent, or same value and flags and TTLs within `ttlTolerance` s (2 unless said). */
+export function sameHeld(x: Held | null, y: Held | null, ttlTolerance = 2): boolean {
+  // TTLs within 1 s of each other read up to 2 apart: each memcached counts whole
+  // ticks of its own once-a-second clock, and the two clocks tick at different moments.
+  // -1 (never) is not a second away from 1.
+  const ttlsAgree = (a: number, b: number) => (a === -1) === (b === -1) && Math.abs(a - b) <= ttlTolerance;
+  return x === null ? y === null : y !== null && x.value.equals(y.value) && x.flags === y.flags && ttlsAgree(x.ttl, y.ttl);
 }
 
 /** Differences between two reads of the same keys (TTL within 1 s); empty when identical. */
@@ -86,10 +107,7 @@ export function differences(a: Map<string, Held | null>, b: Map<string, Held | n
   const out: string[] = [];
   for (const [key, x] of a) {
     const y = b.get(key) ?? null;
-    // TTLs within 1 s of each other read up to 2 apart: each memcached counts whole
-    // ticks of its own once-a-second clock, and the two clocks tick at different moments.
-    const same = x === null ? y === null : y !== null && x.value.equals(y.value) && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 2;
-    if (!same && out.length < limit) out.push(`${key}: ${describe(x)} vs ${describe(y)}`);
+    if (!sameHeld(x, y) && out.length < limit) out.push(`${key}: ${describe(x)} vs ${describe(y)}`);
   }
   return out;
 }
@@ -103,7 +121,7 @@ function describe(h: Held | null): string {
  * key's TTL is read at nearly the same moment on both, and lists how they
  * differ (empty when identical).
  */
-export async function compare(portA: number, portB: number, keys: string[]): Promise<string[]> {
+export async function compare(portA: number | string, portB: number | string, keys: string[]): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0; i < keys.length && out.length < 10; i += 2000) {
     const batch = keys.slice(i, i + 2000);
@@ -120,7 +138,7 @@ export async function compare(portA: number, portB: number, keys: string[]): Pro
  * answer the same batch a second or two apart, and their TTLs then read 3
  * apart (seen in CI, gone on re-reading). A stored difference never goes away.
  */
-export async function untilSame(portA: number, portB: number, keys: string[], timeoutMs: number, what: string): Promise<void> {
+export async function untilSame(portA: number | string, portB: number | string, keys: string[], timeoutMs: number, what: string): Promise<void> {
   let last: string[] = [];
   await eventually(async () => (last = await compare(portA, portB, keys)).length === 0, timeoutMs, () => `${what} (last differences: ${JSON.stringify(last)})`);
 }

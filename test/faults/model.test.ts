@@ -1,0 +1,144 @@
+/** The fault suite's expectation of a single-writer key (model.ts), on hand-written logs. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Attempt, Flush, Kill, Op, Outcome } from './history';
+import { expectation, matches, type Held, type Item, type ModelOptions } from './model';
+
+const ok: Outcome = { effect: 'applied' };
+const noReply: Outcome = { effect: 'unknown' };
+
+function attempt(sentAt: number, op: Op, outcome: Outcome = ok, at = sentAt + 5): Attempt {
+  return { key: 'k', op, via: 'test', node: 'a', writer: 'w', sentAt, at: outcome.effect === 'unknown' ? sentAt : at, outcome };
+}
+
+const set = (value: string, ttl = 0, flags = 0): Op => ({ kind: 'set', value, flags, ttl });
+const append = (piece: string): Op => ({ kind: 'append', piece });
+
+function expect(attempts: Attempt[], now: number, extra: { flushes?: Flush[]; kills?: Kill[]; lenient?: boolean } = {}) {
+  const options: ModelOptions = { lenient: extra.lenient ?? true, lossWindowMs: 1000, now };
+  return expectation(attempts, 'a', extra.flushes ?? [], extra.kills ?? [], options);
+}
+
+function allowed(items: Array<Item | null>, held: Held | null, now: number): boolean {
+  return items.some((item) => matches(item, held, now));
+}
+
+const held = (value: string, ttl = -1, flags = 0): Held => ({ value, flags, ttl });
+
+describe('fault suite model', () => {
+  it('follows acknowledged sets, appends and counters exactly', () => {
+    const log = [attempt(0, set('a;')), attempt(10, append('b;')), attempt(20, { kind: 'prepend', piece: 'z;' })];
+    const { items, contradictions } = expect(log, 1000);
+    assert.equal(contradictions.length, 0);
+    assert.ok(allowed(items, held('z;a;b;'), 1000));
+    assert.ok(!allowed(items, held('a;b;'), 1000), 'a lost prepend is caught');
+    assert.ok(!allowed(items, null, 1000));
+
+    const counter = [attempt(0, set('10')), attempt(10, { kind: 'decr', delta: 3n }, { effect: 'applied', result: 7n }), attempt(20, { kind: 'incr', delta: 5n })];
+    const c = expect(counter, 1000);
+    assert.ok(allowed(c.items, held('12'), 1000));
+    assert.ok(allowed(c.items, held('12 '), 1000), 'a number memcached padded after decr');
+    assert.ok(!allowed(c.items, held('7'), 1000));
+  });
+
+  it('forks on a write without a reply, and lets a later reply prune', () => {
+    const log = [attempt(0, set('a;')), attempt(10, append('b;'), noReply), attempt(20_000, append('c;'))];
+    const { items } = expect(log, 30_000);
+    assert.ok(allowed(items, held('a;c;'), 30_000));
+    assert.ok(allowed(items, held('a;b;c;'), 30_000));
+    assert.ok(!allowed(items, held('a;b;'), 30_000));
+
+    // A counter's reply gives its value even after an unknown op.
+    const counter = [attempt(0, set('1')), attempt(10, { kind: 'incr', delta: 1n }, noReply), attempt(20_000, { kind: 'incr', delta: 1n }, { effect: 'applied', result: 3n })];
+    const c = expect(counter, 30_000);
+    assert.deepEqual(c.items.map((i) => i?.value), ['3']);
+  });
+
+  it('reports a reply that contradicts every allowed state', () => {
+    const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
+    assert.equal(expect(log, 1000).contradictions.length, 1);
+    assert.deepEqual(expect(log, 1000, { lenient: false }).items, []);
+  });
+
+  it('lets a kill on the writer node undo what was acknowledged just before it, and only that', () => {
+    const log = [attempt(0, set('v1;')), attempt(4000, set('v2;')), attempt(5500, set('v3;'))];
+    const kills: Kill[] = [{ node: 'a', what: 'memrepl', at: 6000, settledAt: 7000 }];
+    const lenient = expect(log, 10_000, { kills });
+    assert.ok(allowed(lenient.items, held('v2;'), 10_000), 'v3 was acknowledged 500 ms before the kill');
+    assert.ok(!allowed(lenient.items, held('v1;'), 10_000), 'v2 was acknowledged more than the window before');
+    assert.ok(!allowed(expect(log, 10_000, { kills, lenient: false }).items, held('v2;'), 10_000));
+    // A kill on the other node allows nothing.
+    assert.ok(!allowed(expect(log, 10_000, { kills: [{ ...kills[0], node: 'b' }] }).items, held('v2;'), 10_000));
+  });
+
+  it('accepts a cold memcached under the writer until the pair settled after a kill', () => {
+    const log = [attempt(0, set('v1;')), attempt(6100, append('x;'), { effect: 'none', because: 'absent' }), attempt(6200, append('y;'))];
+    const kills: Kill[] = [{ node: 'a', what: 'memcached', at: 6000, settledAt: 8000 }];
+    const { items, contradictions } = expect(log, 10_000, { kills });
+    assert.equal(contradictions.length, 0);
+    assert.ok(allowed(items, held('v1;y;'), 10_000), 'the copy had brought v1 back before the second append');
+  });
+
+  it('erases at a flush what was written before it and keeps what came after', () => {
+    const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true }];
+    const before = expect([attempt(0, set('a;'))], 5000, { flushes });
+    assert.deepEqual(before.items, [null]);
+    const after = expect([attempt(0, set('a;')), attempt(2000, append('b;'), { effect: 'none', because: 'absent' }), attempt(2100, set('c;'))], 5000, { flushes });
+    assert.equal(after.contradictions.length, 0);
+    assert.ok(allowed(after.items, held('c;'), 5000));
+    assert.equal(after.items.length, 1);
+    // A write racing the flush may land on either side of it.
+    const racing = expect([attempt(1005, set('r;'))], 5000, { flushes });
+    assert.ok(allowed(racing.items, held('r;'), 5000));
+    assert.ok(allowed(racing.items, null, 5000));
+  });
+
+  it('lets the other node see what a flush erases until it arrives, but not erase what was written there after it', () => {
+    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true }];
+    // Seen on a after b's flush: the flush had not arrived yet.
+    const seen = expect([attempt(0, set('a;')), attempt(2000, append('b;')), attempt(3000, append('c;'))], 20_000, { flushes });
+    assert.equal(seen.contradictions.length, 0);
+    assert.ok(allowed(seen.items, held('a;b;c;'), 20_000), 'rewritten after the flush: must survive it');
+    assert.ok(!allowed(seen.items, null, 20_000), 'the flush may not erase a write made after it');
+    // Not rewritten: the flush erases it wherever it arrives.
+    const old = expect([attempt(0, set('a;')), attempt(2000, { kind: 'touch', ttl: 0 })], 20_000, { flushes });
+    assert.deepEqual(old.items, [null]);
+    // A write made after the flush that then vanishes is a write lost under the client.
+    const lost = expect([attempt(0, set('a;')), attempt(2000, set('b;')), attempt(3000, append('c;'), { effect: 'none', because: 'absent' })], 20_000, { flushes });
+    assert.equal(lost.contradictions.length, 1);
+  });
+
+  it('takes a flush still crossing to the other node as arrived when the next one starts', () => {
+    const flushes: Flush[] = [
+      { node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true },
+      { node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 5000, at: 5010, acked: true },
+    ];
+    const log = [attempt(0, set('a;')), attempt(2000, set('b;')), attempt(6000, set('c;')), attempt(7000, append('d;'))];
+    const { items, contradictions } = expect(log, 30_000, { flushes });
+    assert.equal(contradictions.length, 0);
+    assert.ok(allowed(items, held('c;d;'), 30_000));
+    assert.ok(!allowed(items, held('b;'), 30_000));
+  });
+
+  it('erases at a delayed flush what was written before its deadline', () => {
+    const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'text', delay: 5, sentAt: 1000, at: 1010, acked: true }];
+    const early = expect([attempt(0, set('a;')), attempt(2000, append('b;'))], 20_000, { flushes });
+    assert.deepEqual(early.items, [null]);
+    const late = expect([attempt(0, set('a;')), attempt(12_000, set('c;'))], 20_000, { flushes });
+    assert.ok(allowed(late.items, held('c;'), 20_000));
+    assert.ok(!allowed(late.items, null, 20_000));
+    // memcached drops writes made within the deadline's second, even after the flush began.
+    const dead = expect([attempt(0, set('a;')), attempt(5000, { kind: 'delete' }, { effect: 'none', because: 'absent' }), attempt(5300, set('b;')), attempt(5600, append('c;'), { effect: 'none', because: 'absent' })], 20_000, { flushes });
+    assert.equal(dead.contradictions.length, 0);
+  });
+
+  it('expires TTLs, with a second of slack either side', () => {
+    const log = [attempt(0, set('a;', 3, 7))];
+    assert.ok(allowed(expect(log, 1000).items, held('a;', 2, 7), 1000));
+    assert.ok(!allowed(expect(log, 1000).items, held('a;', 2, 8), 1000), 'flags are part of the state');
+    assert.ok(!allowed(expect(log, 1000).items, held('a;', -1, 7), 1000));
+    assert.deepEqual(expect(log, 10_000).items, [null]);
+    const touched = [attempt(0, set('a;', 3)), attempt(500, { kind: 'touch', ttl: 0 })];
+    assert.ok(allowed(expect(touched, 10_000).items, held('a;'), 10_000));
+  });
+});

@@ -1,0 +1,420 @@
+/**
+ * What a single-writer key may hold at the end of a fault run, replayed from
+ * its writer's log (history.ts). Pure: attempts, flushes and kills in, the
+ * set of possible final states out. The rules it implements are stated in
+ * checker.ts ("The rules"); the constants below are their tolerances.
+ *
+ * The replay follows every history the log allows, as a set of branches:
+ * an op without a reply forks (took effect / did not), a TTL near its
+ * deadline forks (expired / not yet), a flush whose moment is uncertain
+ * relative to an op forks (before / after). Acknowledged replies prune: an
+ * append that said NOT_STORED keeps only the branches where the key was
+ * absent. The set is bounded (MAX_BRANCHES); past it the key is only
+ * checked for convergence.
+ */
+import type { Attempt, Flush, Kill, Op } from './history';
+
+/** memcached's clock ticks once a second and replication re-rounds TTLs: a deadline is known to about this. */
+export const TTL_SLACK_MS = 2000;
+/** An immediate flush and a write within this of each other may be ordered either way (their HLC stamps tie within a millisecond). */
+export const FLUSH_MARGIN_MS = 50;
+/** A delayed flush erases what was stored before its deadline, give or take memcached's one-second clock. */
+export const DELAYED_FLUSH_SLACK_MS = 2500;
+/**
+ * How late a flush may reach the other node (a stalled link, a stopped
+ * memcached): until then that node's clients may still see what it erases.
+ */
+export const FLUSH_TRANSIT_MS = 10_000;
+/**
+ * A write without a reply may still take effect this long after it was sent
+ * (a memcached stopped with SIGSTOP runs what it had buffered when it
+ * resumes); writers leave such a key alone for this long, so it is never
+ * reordered with the writer's next op on the key.
+ */
+export const LATE_MS = 10_000;
+/** Branches followed per key; past this the key's state is indeterminate (convergence only). */
+export const MAX_BRANCHES = 128;
+
+export interface Deadline {
+  lo: number;
+  hi: number;
+}
+
+/** A possible item; undefined fields are unknown (a reply proved the item exists but not what it holds). */
+export interface Item {
+  value: string | undefined;
+  flags: number | undefined;
+  /** null: never expires. */
+  expires: Deadline | null | 'unknown';
+}
+
+/** What memcached holds for a key, as read at the end (ttl: remaining seconds, -1 = never). */
+export interface Held {
+  value: string;
+  flags: number;
+  ttl: number;
+}
+
+export interface Contradiction {
+  attempt: Attempt;
+  /** The states the log allowed just before it. */
+  before: Array<Item | null>;
+}
+
+export interface Expectation {
+  items: Array<Item | null>;
+  /** Acknowledged replies that no allowed state explains (outside the aftermath of a kill on the writer's node). */
+  contradictions: Contradiction[];
+  /** The branches outgrew MAX_BRANCHES: anything the nodes agree on is accepted. */
+  indeterminate: boolean;
+}
+
+export interface ModelOptions {
+  /** Apply the kill allowances (loss window, unsettled aftermath); false gives the strict expectation. */
+  lenient: boolean;
+  lossWindowMs: number;
+  /** When the nodes were read. */
+  now: number;
+}
+
+interface Branch {
+  item: Item | null;
+  /** The pending flush already happened on this branch. */
+  flushed: boolean;
+}
+
+interface Window {
+  from: number;
+  to: number;
+  /** States a copy may bring back after the kill: any of those the loss window allows. */
+  restorable: Branch[];
+}
+
+const ANY: Item = { value: undefined, flags: undefined, expires: 'unknown' };
+const U64 = 1n << 64n;
+
+/**
+ * The possible final states of one key. `attempts`: the key's log in the
+ * order its (only) writer sent them; `flushes`: every flush of the run;
+ * `kills`: every kill of the run (only those on `node`, the writer's, matter
+ * to the key's own writes; a flush's node matters to the flush).
+ */
+export function expectation(attempts: readonly Attempt[], node: string, flushes: readonly Flush[], kills: readonly Kill[], options: ModelOptions): Expectation {
+  const replay = new Replay(options);
+  const events = timeline(flushes, node, kills, options);
+  let next = 0;
+  const advance = (to: number) => {
+    while (next < events.length && events[next].time < to) replay.event(events[next++]);
+  };
+  for (const attempt of attempts) {
+    advance(attempt.sentAt);
+    // A flush starting while the op was in flight may come before it as well.
+    while (next < events.length && events[next].kind === 'flush-start' && events[next].time <= attempt.at) replay.event(events[next++]);
+    replay.attempt(attempt);
+    if (replay.failed) break;
+  }
+  advance(options.now);
+  // Read after the pair settled: every flush has crossed the link by now, however late it could have been seen.
+  for (; next < events.length; next++) if (events[next].kind === 'flush-end') replay.event(events[next]);
+  replay.expire(options.now);
+  return { items: replay.items(), contradictions: replay.contradictions, indeterminate: replay.indeterminate };
+}
+
+type Event =
+  | { time: number; kind: 'flush-start'; id: number; delayed: boolean; lagging: boolean; localEnd: number; certain: boolean }
+  | { time: number; kind: 'flush-end'; id: number; certain: boolean }
+  | { time: number; kind: 'kill'; settledAt: number };
+
+/**
+ * The flushes as a key on `node` sees them: from `lo` the flush may have
+ * happened; by `hi` it has on its own node; a key written on the other node
+ * ("lagging") may still show what the flush erases until the flush has
+ * crossed the link (FLUSH_TRANSIT_MS later), but writes made there after the
+ * flush (hi) must survive its arrival.
+ */
+function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[], options: ModelOptions): Event[] {
+  const events: Event[] = [];
+  for (const [id, flush] of flushes.entries()) {
+    // A flush acknowledged just before a kill on its node may not have left it: then the peer never ran it,
+    // and the reconciling copies bring back what it erased. Leniently, such a flush may or may not happen.
+    const mayBeLost = options.lenient && kills.some((k) => k.node === flush.node && k.at >= flush.at && k.at - flush.at < options.lossWindowMs);
+    const end = flush.acked ? flush.at : flush.sentAt + LATE_MS;
+    const [lo, hi] =
+      flush.delay > 0
+        ? [flush.sentAt + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS, end + flush.delay * 1000 + DELAYED_FLUSH_SLACK_MS]
+        : [flush.sentAt - FLUSH_MARGIN_MS, end + FLUSH_MARGIN_MS];
+    const lagging = flush.node !== node;
+    const certain = flush.acked && !mayBeLost;
+    events.push(
+      { time: lo, kind: 'flush-start', id, delayed: flush.delay > 0, lagging, localEnd: hi, certain },
+      { time: lagging ? hi + FLUSH_TRANSIT_MS : hi, kind: 'flush-end', id, certain },
+    );
+  }
+  if (options.lenient) for (const kill of kills) if (kill.node === node) events.push({ time: kill.at, kind: 'kill', settledAt: kill.settledAt });
+  return events.sort((x, y) => x.time - y.time);
+}
+
+/** Ops whose result a flush must not erase when it reaches the other node later than they were made (they carry the state). */
+const REWRITES: ReadonlySet<Op['kind']> = new Set(['set', 'add', 'replace', 'cas', 'append', 'prepend', 'incr', 'decr']);
+
+class Replay {
+  branches: Branch[] = [{ item: null, flushed: false }];
+  readonly contradictions: Contradiction[] = [];
+  indeterminate = false;
+  /** Strict replay only: an acknowledged reply contradicted every branch. */
+  failed = false;
+  private pendingFlush: (Event & { kind: 'flush-start' }) | null = null;
+  private readonly snapshots: Array<{ time: number; branches: Branch[] }> = [{ time: -Infinity, branches: this.branches }];
+  private readonly windows: Window[] = [];
+
+  constructor(private readonly options: ModelOptions) {}
+
+  items(): Array<Item | null> {
+    return unique(this.branches).map((b) => b.item);
+  }
+
+  event(event: Event): void {
+    switch (event.kind) {
+      case 'flush-start':
+        // The flush client starts a flush once the last one is over on its own node; one still crossing to this
+        // node's side is taken as arrived (the new flush erases the same and more).
+        if (this.pendingFlush) this.flushDone(this.pendingFlush.certain);
+        // From here on the flush may already have happened, before the next op or after it (see attempt()).
+        this.pendingFlush = event;
+        this.addFlushedBranch(false);
+        return;
+      case 'flush-end':
+        if (this.pendingFlush?.id === event.id) this.flushDone(event.certain);
+        return;
+      case 'kill':
+        this.kill(event.time, event.settledAt);
+    }
+  }
+
+  /** The pending flush has happened on every branch now (unless it may not have happened at all). */
+  private flushDone(certain: boolean): void {
+    this.pendingFlush = null;
+    this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !certain ? b.item : null, flushed: false })));
+  }
+
+  /**
+   * A kill on the writer's node: what it acknowledged in the loss window may
+   * not have left, so the key may revert to its state at any point of the
+   * window. Until the pair settles, its memcached may also be empty (or
+   * overwritten by a copy) under its clients' ops.
+   */
+  private kill(at: number, settledAt: number): void {
+    const from = at - this.options.lossWindowMs;
+    let before = this.snapshots[0];
+    const inWindow: Branch[] = [];
+    for (const s of this.snapshots) {
+      if (s.time < from) before = s;
+      else if (s.time <= at) inWindow.push(...s.branches);
+    }
+    const restorable = unique([...before.branches, ...inWindow, ...this.branches]);
+    this.branches = this.bounded(restorable);
+    this.windows.push({ from: at, to: settledAt, restorable: this.branches });
+  }
+
+  attempt(attempt: Attempt): void {
+    this.expire(attempt.sentAt);
+    const window = this.windows.find((w) => attempt.sentAt >= w.from && attempt.sentAt <= w.to);
+    let pre = this.branches;
+    if (window) pre = unique([...pre, ...window.restorable, { item: null, flushed: false }]);
+    let out: Branch[] = [];
+    const flush = this.pendingFlush;
+    const inTransit = flush !== null && flush.lagging && attempt.sentAt > flush.localEnd;
+    for (const b of pre) {
+      const before = b.item;
+      for (const item of transitions(before, attempt)) {
+        const rewrote = item !== before && REWRITES.has(attempt.op.kind);
+        if (!flush || b.flushed || !rewrote) out.push({ item, flushed: b.flushed });
+        // On the other node: a write made after the flush (stamped after it) survives its late arrival...
+        else if (inTransit) out.push({ item, flushed: true });
+        // ... and one made about the same time may be stamped either side of it.
+        else if (flush.lagging) out.push({ item, flushed: false }, { item, flushed: true });
+        else out.push({ item, flushed: false });
+      }
+    }
+    // Unsettled: an op that did nothing leaves whatever was there, or what the copy brings back later.
+    if (window && attempt.outcome.effect !== 'applied') out.push(...this.branches, ...window.restorable);
+    if (out.length === 0) {
+      if (!window) this.contradictions.push({ attempt, before: this.branches.map((b) => b.item) });
+      if (!this.options.lenient) {
+        this.failed = true;
+        this.branches = [];
+        return;
+      }
+      out = implied(attempt).map((item) => ({ item, flushed: false }));
+    }
+    this.branches = this.bounded(unique(out));
+    if (flush) this.addFlushedBranch(!inTransit && flush.delayed);
+    this.snapshots.push({ time: attempt.at, branches: this.branches });
+  }
+
+  /** Items whose deadline has passed at `t` are gone; near it, maybe. */
+  expire(t: number): void {
+    const out: Branch[] = [];
+    for (const b of this.branches) {
+      const expires = b.item?.expires;
+      if (!b.item || expires === null || expires === undefined) out.push(b);
+      else if (expires === 'unknown' || t >= expires.lo) {
+        if (expires === 'unknown' || t <= expires.hi) out.push(b);
+        out.push({ item: null, flushed: b.flushed });
+      } else out.push(b);
+    }
+    this.branches = this.bounded(unique(out));
+  }
+
+  /**
+   * The flush may happen here, to any branch it has not happened to yet.
+   * `again`: also to those it has: a delayed flush is no instant in
+   * memcached, which from its deadline's second on treats every item stored
+   * up to that second as gone, so a write acknowledged within that second
+   * vanishes too.
+   */
+  private addFlushedBranch(again: boolean): void {
+    if (again || this.branches.some((b) => !b.flushed)) this.branches = unique([...this.branches, { item: null, flushed: true }]);
+  }
+
+  private bounded(branches: Branch[]): Branch[] {
+    if (branches.length <= MAX_BRANCHES) return branches;
+    this.indeterminate = true;
+    return [{ item: ANY, flushed: false }, { item: null, flushed: false }];
+  }
+}
+
+/** The states `item` may be in after `attempt`, given what its reply said. */
+export function transitions(item: Item | null, attempt: Attempt): Array<Item | null> {
+  const { outcome } = attempt;
+  const effectEnd = outcome.effect === 'unknown' ? attempt.sentAt + LATE_MS : attempt.at;
+  const effects = effectsOf(item, attempt.op, attempt.sentAt, effectEnd);
+  switch (outcome.effect) {
+    case 'unknown':
+      return [item, ...effects.filter((e) => e.applied).map((e) => e.item)];
+    case 'done':
+      return effects.map((e) => (e.applied ? e.item : item));
+    case 'none':
+      return effects.some((e) => !e.applied && e.because === outcome.because) ? [item] : [];
+    case 'applied': {
+      const out: Array<Item | null> = [];
+      for (const e of effects) {
+        if (!e.applied) continue;
+        if (outcome.result === undefined || e.result === undefined) {
+          // A counter's reply tells its value even when the log could not.
+          out.push(outcome.result !== undefined && e.item ? { ...e.item, value: String(outcome.result) } : e.item);
+        } else if (e.result === outcome.result) out.push(e.item);
+      }
+      return out;
+    }
+  }
+}
+
+type Effect =
+  | { applied: true; item: Item | null; result?: bigint }
+  | { applied: false; because: 'absent' | 'present' | 'non-numeric' };
+
+/** What memcached does with `op` on `item`, as the alternatives it has (one, or two when the value is unknown). */
+function effectsOf(item: Item | null, op: Op, from: number, to: number): Effect[] {
+  const fresh = (value: string, flags: number, ttl: number): Item | null => {
+    if (ttl < 0) return null; // memcached stores it already expired
+    return { value, flags, expires: deadline(ttl, from, to) };
+  };
+  switch (op.kind) {
+    case 'set':
+      return [{ applied: true, item: fresh(op.value, op.flags, op.ttl) }];
+    case 'add':
+      return item ? [{ applied: false, because: 'present' }] : [{ applied: true, item: fresh(op.value, op.flags, op.ttl) }];
+    case 'replace':
+    case 'cas':
+      return item ? [{ applied: true, item: fresh(op.value, op.flags, op.ttl) }] : [{ applied: false, because: 'absent' }];
+    case 'append':
+    case 'prepend': {
+      if (!item) return [{ applied: false, because: 'absent' }];
+      // memcached keeps the old item's flags and expiry.
+      const value = item.value === undefined ? undefined : op.kind === 'append' ? item.value + op.piece : op.piece + item.value;
+      return [{ applied: true, item: { ...item, value } }];
+    }
+    case 'incr':
+    case 'decr':
+      return arithmetic(item, op, fresh);
+    case 'delete':
+      return item ? [{ applied: true, item: null }] : [{ applied: false, because: 'absent' }];
+    case 'touch':
+      return item ? [{ applied: true, item: { ...item, expires: op.ttl < 0 ? { lo: from, hi: to } : deadline(op.ttl, from, to) } }] : [{ applied: false, because: 'absent' }];
+    case 'invalidate':
+      if (!item) return [{ applied: false, because: 'absent' }];
+      return [{ applied: true, item: op.ttl === null ? item : { ...item, expires: deadline(op.ttl, from, to) } }];
+  }
+}
+
+function arithmetic(item: Item | null, op: Op & { kind: 'incr' | 'decr' }, fresh: (value: string, flags: number, ttl: number) => Item | null): Effect[] {
+  if (!item) {
+    if (!op.create) return [{ applied: false, because: 'absent' }];
+    return [{ applied: true, item: fresh(String(op.create.initial), 0, op.create.ttl), result: op.create.initial }];
+  }
+  if (item.value === undefined) return [{ applied: true, item: { ...item, value: undefined } }, { applied: false, because: 'non-numeric' }];
+  const n = counterValue(item.value);
+  if (n === null) return [{ applied: false, because: 'non-numeric' }];
+  // incr wraps at 2^64; decr stops at 0 (memcached's rules).
+  const result = op.kind === 'incr' ? (n + op.delta) % U64 : n > op.delta ? n - op.delta : 0n;
+  return [{ applied: true, item: { ...item, value: String(result) }, result }];
+}
+
+/** A value incr/decr accept: decimal digits (memcached may pad a shrunk number with spaces). */
+export function counterValue(value: string): bigint | null {
+  const digits = value.trimEnd();
+  if (!/^\d{1,20}$/.test(digits)) return null;
+  const n = BigInt(digits);
+  return n < U64 ? n : null;
+}
+
+/** A relative TTL set at some moment in [from, to]: 0 never expires. */
+function deadline(ttl: number, from: number, to: number): Deadline | null {
+  if (ttl === 0) return null;
+  return { lo: from + ttl * 1000 - TTL_SLACK_MS, hi: to + ttl * 1000 + TTL_SLACK_MS };
+}
+
+/**
+ * After a reply no branch explains (reported as a contradiction, or allowed
+ * in the aftermath of a kill): the states the reply itself implies.
+ */
+function implied(attempt: Attempt): Array<Item | null> {
+  const { op, outcome } = attempt;
+  if (outcome.effect === 'none') return outcome.because === 'absent' ? [null] : [ANY];
+  if (outcome.effect === 'unknown' || outcome.effect === 'done') return [ANY, null];
+  const known = transitions(null, attempt).concat(transitions(ANY, attempt));
+  if (op.kind === 'delete') return [null];
+  return known.length > 0 ? known : [ANY];
+}
+
+function unique(branches: Branch[]): Branch[] {
+  const seen = new Map<string, Branch>();
+  for (const b of branches) {
+    const id = `${b.flushed ? 1 : 0}${b.item === null ? '-' : JSON.stringify([b.item.value, b.item.flags, b.item.expires])}`;
+    if (!seen.has(id)) seen.set(id, b);
+  }
+  return [...seen.values()];
+}
+
+/** Whether what a node holds is this possible state, read at `now`. */
+export function matches(item: Item | null, held: Held | null, now: number): boolean {
+  if (item === null || held === null) return item === held;
+  if (item.value !== undefined && held.value !== item.value) {
+    // memcached pads a number that shrank under decr with spaces.
+    if (counterValue(item.value) === null || held.value.trimEnd() !== item.value) return false;
+  }
+  if (item.flags !== undefined && held.flags !== item.flags) return false;
+  const expires = item.expires;
+  if (expires === 'unknown') return true;
+  if (expires === null) return held.ttl === -1;
+  return held.ttl !== -1 && held.ttl >= Math.floor((expires.lo - now) / 1000) - 1 && held.ttl <= Math.ceil((expires.hi - now) / 1000) + 1;
+}
+
+/** A possible state in a report line. */
+export function showItem(item: Item | null, now: number): string {
+  if (item === null) return 'absent';
+  const value = item.value === undefined ? '?' : JSON.stringify(item.value.length > 40 ? `${item.value.slice(0, 30)}...` : item.value);
+  const ttl = item.expires === 'unknown' ? 't?' : item.expires === null ? 't-1' : `t${Math.round((item.expires.lo - now) / 1000)}..${Math.round((item.expires.hi - now) / 1000)}`;
+  return `${value} f${item.flags ?? '?'} ${ttl}`;
+}
