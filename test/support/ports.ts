@@ -1,14 +1,27 @@
 import * as net from 'node:net';
 
-/** A loopback TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A loopback TCP port that was free a moment ago. Picked below the kernel's
+ * ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default), so
+ * that the tests' own outgoing connections, which take ephemeral ports, cannot
+ * take it before the process it is meant for binds it.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = FIRST_PORT + Math.floor(Math.random() * (LAST_PORT - FIRST_PORT + 1));
+    if (await bindable(port)) return port;
+  }
+  throw new Error(`no free port in ${FIRST_PORT}-${LAST_PORT} after 100 tries`);
+}
+
+const FIRST_PORT = 20000;
+const LAST_PORT = 32000;
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
 

@@ -25,6 +25,9 @@ export interface Running {
 async function launch(command: string, args: string[], port: number): Promise<Running> {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(child);
+  // A process a failed test left running must not keep the test file alive: the exit hook above kills it.
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as unknown as { unref(): void }).unref();
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
