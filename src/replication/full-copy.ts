@@ -437,7 +437,7 @@ export class FullCopy {
       this.accounted!.add(key, 0, length);
       return;
     }
-    this.spool.push(hash, this.line.size, key, 0, length, binary);
+    this.spool.push(hash, this.line.size, key, 0, length, binary ? 'base64' : 'text');
   }
 
   /** Sends one batch of fetches, as large as the bounds allow, from the spooled keys. */
@@ -455,7 +455,7 @@ export class FullCopy {
       if (!this.tokenAvailable() || !this.spool.shift(entry)) break;
       this.tokens--;
       requests.ensure(MG_LINE_MAX + MN.length);
-      if (entry.binary) {
+      if (entry.by === 'base64') {
         binaryKeys ??= [];
         const token = entry.buf.toString('base64', entry.start, entry.end);
         requests.used += requests.buf.write(`mg ${token} b v f t u O${binaryKeys.length} q\r\n`, requests.used, 'latin1');
