@@ -156,6 +156,8 @@ describe('full copy', () => {
 async function copyOut(
   port: number,
   options: Partial<FullCopyOptions> = {},
+  /** Runs alongside the copy. */
+  during: (copy: FullCopy) => Promise<void> = async () => {},
 ): Promise<{ progress: FullCopyProgress; sent: Map<string, number>; records: Map<string, RecordFrame>; log: string }> {
   const parser = new FrameParser({ maxFrameBytes: 2 * 1024 * 1024 });
   const sent = new Map<string, number>();
@@ -185,7 +187,7 @@ async function copyOut(
     localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false },
     ...options,
   }, createLogger(1, (line) => (log += line)));
-  const progress = await copy.run();
+  const [progress] = await Promise.all([copy.run(), during(copy)]);
   return { progress, sent, records, log };
 }
 
@@ -260,6 +262,36 @@ describe('FullCopy against memcached', () => {
       assert.ok(progress.walks >= 3, `range walks and a check (${progress.walks} walks)`);
       // The check walk found every one of them accounted for.
       assert.equal(progress.repaired, 0);
+    } finally {
+      binary.close();
+      await memcached.stop();
+    }
+  });
+
+  it('such a key a client rewrites after the walk read it and before its fetch is left to the live record: the walk\'s expiry is no longer its own', async () => {
+    const memcached = await startMemcached();
+    const binary = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
+    try {
+      const keys = Array.from({ length: 100 }, (_, i) => Buffer.from(`${i} ${'k'.repeat(200)}`, 'latin1'));
+      assert.deepEqual(await binary.quietBatch(Buffer.concat(keys.map((key) => binaryStore('set', key, Buffer.from('old'), 1, 0)))), []);
+      // The node's clock of local writes, as the replicator's history keeps it.
+      let clock = 0;
+      const written = new Map<string, number>();
+      const localWrites = {
+        mark: () => ({ wall: ++clock, logical: 0 }),
+        writtenSince: (key: Buffer, start: number, end: number, mark: { wall: number }) => (written.get(key.toString('latin1', start, end)) ?? 0) > mark.wall,
+      };
+      // Paced: the fetches take about two seconds after the walk.
+      const { records, progress } = await copyOut(memcached.port, { ratePerSecond: 50, localWrites }, async (copy) => {
+        await eventually(async () => copy.progress.walks >= 1, 5000, 'the walk');
+        assert.ok(copy.progress.items < keys.length / 2, `most keys still to fetch (${copy.progress.items} sent)`);
+        // A client rewrites every key with an expiry: memcached and the node's history both know.
+        assert.deepEqual(await binary.quietBatch(Buffer.concat(keys.map((key) => binaryStore('set', key, Buffer.from('new'), 2, 900)))), []);
+        for (const key of keys) written.set(key.toString('latin1'), ++clock);
+      });
+      const stale = [...records.values()].filter((r) => r.value.toString() !== 'old' || r.ttlMs !== TTL_NEVER);
+      assert.deepEqual(stale.map((r) => `${r.key.toString('latin1', 0, 3)}: ${r.value} for ${r.ttlMs} ms`), [], 'a rewritten value sent with the expiry the walk read before it');
+      assert.ok(progress.skipped >= keys.length / 2, `the rewritten keys left to their live records (${progress.skipped} skipped)`);
     } finally {
       binary.close();
       await memcached.stop();

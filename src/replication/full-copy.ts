@@ -235,6 +235,8 @@ export class FullCopy {
   private fetcher: net.Socket | null = null;
   /** Fetches of keys no text command can name (see fetchBinary); it connects on its first batch. */
   private binaryFetcher: LocalMemcachedBinary | null = null;
+  /** localWrites.mark() when the current walk began: every spooled key was read from that walk, after it. */
+  private walkMark: Hlc = { wall: 0, logical: 0 };
   private readonly scanner = new MetaGetScanner();
   private readonly fetched = newFetchedValue();
   private readonly batches: FetchBatch[] = [];
@@ -335,6 +337,7 @@ export class FullCopy {
     this.walker = socket;
     this.walkCarry = null;
     this.walkDone = false;
+    this.walkMark = this.options.localWrites.mark();
     socket.on('data', (chunk: Buffer) => {
       if (this.walker === socket) this.walkData(chunk);
     });
@@ -500,9 +503,14 @@ export class FullCopy {
     this.checkDone();
   }
 
-  /** One batch of binary fetches: GetKQ answers hits only, each with its place in `fetches` as its opaque; the NOOP closes the batch. */
+  /**
+   * One batch of binary fetches: GetKQ answers hits only, each with its place
+   * in `fetches` as its opaque; the NOOP closes the batch. Their expiry is the
+   * walk's, so a local write since the walk (not only since the fetch) makes
+   * the copy stale: the live record of that write carries value and expiry.
+   */
   private fetchBinary(fetches: BinaryFetch[], bytes: number): void {
-    const mark = this.options.localWrites.mark();
+    const mark = this.walkMark;
     this.inFlight += fetches.length;
     this.inFlightBytes += bytes;
     const requests = Buffer.concat(fetches.map(({ key }, i) => binaryFetch(key, i)));
