@@ -15,6 +15,9 @@ import { createLogger } from '../src/log';
 import { FullCopy, type FullCopyOptions, type FullCopyProgress } from '../src/replication/full-copy';
 import { FrameParser } from '../src/replication/frames/parser';
 import type { Link } from '../src/replication/link';
+import { binaryStore } from '../src/replication/binary-keys';
+import { LocalMemcachedBinary } from '../src/replication/local-memcached';
+import { TTL_NEVER, type RecordFrame } from '../src/replication/frames/messages';
 
 function items(count: number, prefix: string): Item[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -150,16 +153,25 @@ describe('full copy', () => {
  * A FullCopy from a real memcached into a stand-in for the link that decodes
  * what it is sent: every key the copy sent, and how often.
  */
-async function copyOut(port: number, options: Partial<FullCopyOptions> = {}): Promise<{ progress: FullCopyProgress; sent: Map<string, number>; log: string }> {
+async function copyOut(
+  port: number,
+  options: Partial<FullCopyOptions> = {},
+  /** Runs alongside the copy. */
+  during: (copy: FullCopy) => Promise<void> = async () => {},
+): Promise<{ progress: FullCopyProgress; sent: Map<string, number>; records: Map<string, RecordFrame>; log: string }> {
   const parser = new FrameParser({ maxFrameBytes: 2 * 1024 * 1024 });
   const sent = new Map<string, number>();
+  const records = new Map<string, RecordFrame>();
   const link = {
     open: true,
     congested: false,
     write(bytes: Buffer) {
       parser.push(bytes);
       for (let frame = parser.next(); frame !== null; frame = parser.next()) {
-        if (frame.type === 'record') sent.set(frame.key.toString('latin1'), (sent.get(frame.key.toString('latin1')) ?? 0) + 1);
+        if (frame.type !== 'record') continue;
+        const key = frame.key.toString('latin1');
+        sent.set(key, (sent.get(key) ?? 0) + 1);
+        records.set(key, frame);
       }
       return true;
     },
@@ -175,8 +187,8 @@ async function copyOut(port: number, options: Partial<FullCopyOptions> = {}): Pr
     localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false },
     ...options,
   }, createLogger(1, (line) => (log += line)));
-  const progress = await copy.run();
-  return { progress, sent, log };
+  const [progress] = await Promise.all([copy.run(), during(copy)]);
+  return { progress, sent, records, log };
 }
 
 describe('FullCopy against memcached', () => {
@@ -215,6 +227,73 @@ describe('FullCopy against memcached', () => {
       assert.deepEqual([...sent.keys()].sort(), [...keys].sort());
       assert.equal(progress.repaired, 0);
     } finally {
+      await memcached.stop();
+    }
+  });
+
+  it('keys no text command can name are fetched over the binary protocol, with their flags and the walk\'s expiry, also in range walks', async () => {
+    const memcached = await startMemcached();
+    const binary = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
+    try {
+      const data = items(3000, 'key');
+      await load(memcached.port, data);
+      // 188 to 249 bytes with spaces, CR, LF and NUL: in base64 they would pass memcached's 250-byte limit.
+      const unnameable = Array.from({ length: 300 }, (_, i) => ({
+        key: Buffer.from(`${i} \r\n\0 ${'k'.repeat(182 + (i % 60))}`, 'latin1'),
+        value: Buffer.from(`value ${i}\0\r\n`, 'latin1'),
+        flags: 1000 + i,
+        exptime: i % 2 ? 0 : 600 + i,
+      }));
+      const refused = await binary.quietBatch(Buffer.concat(unnameable.map((i) => binaryStore('set', i.key, i.value, i.flags, i.exptime))));
+      assert.deepEqual(refused, []);
+      // A spool of 16 KiB holds some 500 of these keys: several walks, and entries with and without an expiry dropped when a range shrinks.
+      const startedAt = Date.now();
+      const { progress, sent, records } = await copyOut(memcached.port, { spoolMaxBytes: 16 * 1024 });
+      const elapsedS = Math.ceil((Date.now() - startedAt) / 1000);
+      assert.deepEqual(data.filter((i) => !sent.has(i.key)).map((i) => i.key), []);
+      for (const item of unnameable) {
+        const record = records.get(item.key.toString('latin1'));
+        assert.ok(record, `key ${item.flags - 1000} sent`);
+        assert.equal(record.flags, item.flags);
+        assert.deepEqual(record.value, item.value);
+        if (item.exptime === 0) assert.equal(record.ttlMs, TTL_NEVER);
+        else assert.ok(record.ttlMs <= item.exptime * 1000 && record.ttlMs > (item.exptime - 2 - elapsedS) * 1000, `key ${item.flags - 1000}: ttl ${record.ttlMs} ms for ${item.exptime} s`);
+      }
+      assert.ok(progress.walks >= 3, `range walks and a check (${progress.walks} walks)`);
+      // The check walk found every one of them accounted for.
+      assert.equal(progress.repaired, 0);
+    } finally {
+      binary.close();
+      await memcached.stop();
+    }
+  });
+
+  it('such a key a client rewrites after the walk read it and before its fetch is left to the live record: the walk\'s expiry is no longer its own', async () => {
+    const memcached = await startMemcached();
+    const binary = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
+    try {
+      const keys = Array.from({ length: 100 }, (_, i) => Buffer.from(`${i} ${'k'.repeat(200)}`, 'latin1'));
+      assert.deepEqual(await binary.quietBatch(Buffer.concat(keys.map((key) => binaryStore('set', key, Buffer.from('old'), 1, 0)))), []);
+      // The node's clock of local writes, as the replicator's history keeps it.
+      let clock = 0;
+      const written = new Map<string, number>();
+      const localWrites = {
+        mark: () => ({ wall: ++clock, logical: 0 }),
+        writtenSince: (key: Buffer, start: number, end: number, mark: { wall: number }) => (written.get(key.toString('latin1', start, end)) ?? 0) > mark.wall,
+      };
+      // Paced: the fetches take about two seconds after the walk.
+      const { records, progress } = await copyOut(memcached.port, { ratePerSecond: 50, localWrites }, async (copy) => {
+        await eventually(async () => copy.progress.walks >= 1, 5000, 'the walk');
+        assert.ok(copy.progress.items < keys.length / 2, `most keys still to fetch (${copy.progress.items} sent)`);
+        // A client rewrites every key with an expiry: memcached and the node's history both know.
+        assert.deepEqual(await binary.quietBatch(Buffer.concat(keys.map((key) => binaryStore('set', key, Buffer.from('new'), 2, 900)))), []);
+        for (const key of keys) written.set(key.toString('latin1'), ++clock);
+      });
+      const stale = [...records.values()].filter((r) => r.value.toString() !== 'old' || r.ttlMs !== TTL_NEVER);
+      assert.deepEqual(stale.map((r) => `${r.key.toString('latin1', 0, 3)}: ${r.value} for ${r.ttlMs} ms`), [], 'a rewritten value sent with the expiry the walk read before it');
+      assert.ok(progress.skipped >= keys.length / 2, `the rewritten keys left to their live records (${progress.skipped} skipped)`);
+    } finally {
+      binary.close();
       await memcached.stop();
     }
   });

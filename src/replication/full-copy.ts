@@ -20,14 +20,17 @@
  * Fetches go on a second connection in batches of quiet meta gets
  * (`mg <key> v f t u k q`, then `mn`): memcached answers hits only, each
  * reply names its key, and the MN closes the batch, so nothing is kept per
- * item in flight. Each hit is written as a RECORD frame straight from the
- * reply bytes into the buffer that goes to the link (one write per reply
- * chunk), outside the numbered stream, interleaved with live records on the
- * same link. The peer judges each copy against the writes it knows of (see
- * Applier.copyApplies), so a key written or deleted live during the copy
- * keeps its live state (no stale overwrite, no resurrection). Items gone
- * since the walk saw them (expired, evicted, deleted) are simply not
- * answered, and not copied.
+ * item in flight. Keys no text command can name (see binary-keys.ts) are
+ * fetched the same way in binary (GetKQ, then NOOP) on a connection of their
+ * own, their remaining life taken from the walk's line, which the spool keeps
+ * for them (binary replies do not tell it). Each hit is written as a RECORD
+ * frame straight from the reply bytes into the buffer that goes to the link
+ * (one write per reply chunk), outside the numbered stream, interleaved with
+ * live records on the same link. The peer judges each copy against the
+ * writes it knows of (see Applier.copyApplies), so a key written or deleted
+ * live during the copy keeps its live state (no stale overwrite, no
+ * resurrection). Items gone since the walk saw them (expired, evicted,
+ * deleted) are simply not answered, and not copied.
  *
  * Before it declares the copy complete, the copy checks itself: one more
  * walk must find no item older than the copy (its CAS is at most that of a
@@ -44,16 +47,18 @@ import type { Logger } from '../log';
 import { newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
 import { copyRange } from '../protocol/bytes';
-import { META_BASE64_KEY_MAX, textSafeKey } from '../protocol/text/serializer';
+import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
+import { textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
 import type { Hlc } from './hlc';
 import { KeyFilter } from './key-filter';
 import { keyHash, randomSeed } from './key-hash';
-import { KeySpool, newSpooledKey } from './key-spool';
+import { binaryFetch, flagsOf, needsBinary } from './binary-keys';
+import { type FetchBy, KeySpool, newSpooledKey } from './key-spool';
 import type { Link } from './link';
-import { LocalMemcached } from './local-memcached';
+import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 
 export interface FullCopyOptions {
   /**
@@ -140,9 +145,15 @@ interface FetchBatch {
   unanswered: number;
   bytes: number;
   /** Keys sent in base64 (bytes the text protocol cannot carry), by the opaque their reply names. */
-  binaryKeys: Buffer[] | null;
+  base64Keys: Buffer[] | null;
   /** localWrites.mark() when the batch left. */
   mark: Hlc;
+}
+
+/** A key no text command can name, fetched in binary, and its expiry as the walk read it (unix seconds, -1 never). */
+interface BinaryFetch {
+  key: Buffer;
+  exp: number;
 }
 
 /** What the current walk takes: the keys whose hash is in a range, or (a check) what the copy has not accounted for. */
@@ -222,6 +233,10 @@ export class FullCopy {
   /** When the crawler first answered BUSY to this walk (0: it did not). */
   private busySince = 0;
   private fetcher: net.Socket | null = null;
+  /** Fetches of keys no text command can name (see fetchBinary); it connects on its first batch. */
+  private binaryFetcher: LocalMemcachedBinary | null = null;
+  /** localWrites.mark() when the current walk began: every spooled key was read from that walk, after it. */
+  private walkMark: Hlc = { wall: 0, logical: 0 };
   private readonly scanner = new MetaGetScanner();
   private readonly fetched = newFetchedValue();
   private readonly batches: FetchBatch[] = [];
@@ -279,6 +294,7 @@ export class FullCopy {
     fetcher.on('data', (chunk: Buffer) => this.received(chunk));
     fetcher.on('error', () => {});
     fetcher.on('close', () => this.fail('fetch_failed', 'fetching items for the copy: memcached closed the connection'));
+    this.binaryFetcher = new LocalMemcachedBinary(this.upstream, this.options.connectTimeoutMs);
     await this.startWalk();
   }
 
@@ -321,6 +337,7 @@ export class FullCopy {
     this.walker = socket;
     this.walkCarry = null;
     this.walkDone = false;
+    this.walkMark = this.options.localWrites.mark();
     socket.on('data', (chunk: Buffer) => {
       if (this.walker === socket) this.walkData(chunk);
     });
@@ -431,13 +448,12 @@ export class FullCopy {
   }
 
   private spoolKey(key: Buffer, length: number, hash: number): void {
-    const binary = this.line.encoded && !textSafeKey(key, length);
-    if (length > (binary ? META_BASE64_KEY_MAX : RECORD_KEY_MAX_LENGTH)) {
+    if (length > RECORD_KEY_MAX_LENGTH) {
       this.progress.skipped++;
       this.accounted!.add(key, 0, length);
       return;
     }
-    this.spool.push(hash, this.line.size, key, 0, length, binary);
+    this.spool.push(hash, this.line.size, key, 0, length, fetchBy(this.line.encoded, key, length), this.line.exp);
   }
 
   /** Sends one batch of fetches, as large as the bounds allow, from the spooled keys. */
@@ -450,16 +466,24 @@ export class FullCopy {
     const entry = this.spooled;
     let count = 0;
     let bytes = 0;
-    let binaryKeys: Buffer[] | null = null;
-    while (this.inFlight + count < maxInFlight && this.inFlightBytes + bytes < maxInFlightBytes && this.link.open && !this.link.congested) {
+    let base64Keys: Buffer[] | null = null;
+    let binaryFetches: BinaryFetch[] | null = null;
+    let binaryBytes = 0;
+    const fetches = () => count + (binaryFetches?.length ?? 0);
+    while (this.inFlight + fetches() < maxInFlight && this.inFlightBytes + bytes + binaryBytes < maxInFlightBytes && this.link.open && !this.link.congested) {
       if (!this.tokenAvailable() || !this.spool.shift(entry)) break;
       this.tokens--;
+      if (entry.by === 'binary') {
+        (binaryFetches ??= []).push({ key: Buffer.from(entry.buf.subarray(entry.start, entry.end)), exp: entry.exp });
+        binaryBytes += entry.size;
+        continue;
+      }
       requests.ensure(MG_LINE_MAX + MN.length);
-      if (entry.binary) {
-        binaryKeys ??= [];
+      if (entry.by === 'base64') {
+        base64Keys ??= [];
         const token = entry.buf.toString('base64', entry.start, entry.end);
-        requests.used += requests.buf.write(`mg ${token} b v f t u O${binaryKeys.length} q\r\n`, requests.used, 'latin1');
-        binaryKeys.push(Buffer.from(entry.buf.subarray(entry.start, entry.end)));
+        requests.used += requests.buf.write(`mg ${token} b v f t u O${base64Keys.length} q\r\n`, requests.used, 'latin1');
+        base64Keys.push(Buffer.from(entry.buf.subarray(entry.start, entry.end)));
       } else {
         requests.used = copyRange(MG, 0, MG.length, requests.buf, requests.used);
         requests.used = copyRange(entry.buf, entry.start, entry.end, requests.buf, requests.used);
@@ -470,12 +494,57 @@ export class FullCopy {
     }
     if (count > 0) {
       requests.used += MN.copy(requests.buf, requests.used);
-      this.batches.push({ unanswered: count, bytes, binaryKeys, mark: this.options.localWrites.mark() });
+      this.batches.push({ unanswered: count, bytes, base64Keys, mark: this.options.localWrites.mark() });
       this.inFlight += count;
       this.inFlightBytes += bytes;
       fetcher.write(requests.take()!);
     }
+    if (binaryFetches) this.fetchBinary(binaryFetches, binaryBytes);
     this.checkDone();
+  }
+
+  /**
+   * One batch of binary fetches: GetKQ answers hits only, each with its place
+   * in `fetches` as its opaque; the NOOP closes the batch. Their expiry is the
+   * walk's, so a local write since the walk (not only since the fetch) makes
+   * the copy stale: the live record of that write carries value and expiry.
+   */
+  private fetchBinary(fetches: BinaryFetch[], bytes: number): void {
+    const mark = this.walkMark;
+    this.inFlight += fetches.length;
+    this.inFlightBytes += bytes;
+    const requests = Buffer.concat(fetches.map(({ key }, i) => binaryFetch(key, i)));
+    const fetcher = this.binaryFetcher!;
+    fetcher.quietBatch(requests).then(
+      (hits) => this.binaryFetched(fetches, bytes, mark, hits, fetcher.lastReceivedAt),
+      (error: Error) => this.fail('fetch_failed', `fetching items for the copy in binary: ${error.message}`),
+    );
+  }
+
+  /** A binary batch's hits as frames; what it did not answer is gone since the walk saw it, as on the text path. */
+  private binaryFetched(fetches: BinaryFetch[], bytes: number, mark: Hlc, hits: BinaryPacket[], now: number): void {
+    if (this.finished) return;
+    let answered = 0;
+    for (const hit of hits) {
+      const fetch = fetches[hit.header.opaque];
+      // An error for one fetch leaves its item unanswered, as on the text path.
+      if (!fetch || hit.header.opcode !== Opcode.GetKQ || hit.header.status !== Status.Success) continue;
+      answered++;
+      const ttlMs = ttlFromWalk(fetch.exp, now);
+      if (ttlMs === null) {
+        // Dead by now: the check passes over it too (see takeUnaccounted).
+        this.accounted!.add(fetch.key, 0, fetch.key.length);
+        this.progress.skipped++;
+      } else {
+        this.copyItem(mark, fetch.key, 0, fetch.key.length, flagsOf(hit), ttlMs, now, hit.value, 0, hit.value.length);
+      }
+    }
+    this.inFlight -= fetches.length;
+    this.inFlightBytes -= bytes;
+    this.progress.skipped += fetches.length - answered;
+    const frames = this.frames.take();
+    if (frames) this.link.write(frames);
+    this.drive();
   }
 
   /** A chunk of replies to the fetches: frames for the hits, one link write for all of them. */
@@ -505,8 +574,8 @@ export class FullCopy {
     let key = v.buf;
     let start = v.keyStart;
     let end = v.keyEnd;
-    if (v.opaque >= 0 && batch.binaryKeys && v.opaque < batch.binaryKeys.length) {
-      key = batch.binaryKeys[v.opaque];
+    if (v.opaque >= 0 && batch.base64Keys && v.opaque < batch.base64Keys.length) {
+      key = batch.base64Keys[v.opaque];
       [start, end] = [0, key.length];
     } else if (v.keyBase64) {
       // Asked for in text, but stored in base64 (a client's meta b): k answers in base64.
@@ -517,15 +586,23 @@ export class FullCopy {
     if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
     batch.unanswered--;
     this.inFlight--;
-    this.accounted!.add(key, start, end);
-    if (this.options.localWrites.writtenSince(key, start, end, batch.mark)) {
-      this.progress.skipped++; // the live record carries the newer state
-      return;
-    }
     // memcached counts whole seconds on a clock that ticks once a second: the true
     // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
-    const size = recordFrameBytes(end - start, v.valueEnd - v.valueStart);
+    this.copyItem(batch.mark, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
+  }
+
+  /**
+   * A fetched item, accounted for, as a RECORD frame for the link; unless a
+   * local write since `mark` supersedes it or the peer could not hold it.
+   */
+  private copyItem(mark: Hlc, key: Buffer, start: number, end: number, flags: number, ttlMs: number, now: number, value: Buffer, valueStart: number, valueEnd: number): void {
+    this.accounted!.add(key, start, end);
+    if (this.options.localWrites.writtenSince(key, start, end, mark)) {
+      this.progress.skipped++; // the live record carries the newer state
+      return;
+    }
+    const size = recordFrameBytes(end - start, valueEnd - valueStart);
     if (size > this.options.peerMaxFrameBytes) {
       this.progress.skipped++;
       return;
@@ -533,8 +610,8 @@ export class FullCopy {
     const frames = this.frames;
     frames.ensure(size);
     frames.used = writeRecordFrame(
-      frames.buf, frames.used, 0, this.stamp.wall, this.stamp.logical, this.opCode, v.flags, ttlMs, 0, now,
-      key, start, end, v.buf, v.valueStart, v.valueEnd,
+      frames.buf, frames.used, 0, this.stamp.wall, this.stamp.logical, this.opCode, flags, ttlMs, 0, now,
+      key, start, end, value, valueStart, valueEnd,
     );
     this.progress.items++;
     this.progress.bytes += size;
@@ -661,6 +738,7 @@ export class FullCopy {
     this.walker = null;
     walker?.destroy();
     this.fetcher?.destroy();
+    this.binaryFetcher?.close();
     this.spool.clear();
   }
 }
@@ -668,4 +746,22 @@ export class FullCopy {
 /** memrepl's own key: the copy's mark. */
 function isOwnKey(key: Buffer, length: number): boolean {
   return length === MARK.length && key.compare(MARK, 0, MARK.length, 0, length) === 0;
+}
+
+/** How the copy names key[0, length) to fetch it; `encoded`: the walk's line escaped some of its bytes. */
+function fetchBy(encoded: boolean, key: Buffer, length: number): FetchBy {
+  // A key the walk wrote without escapes holds no byte the text tokenizer splits on.
+  if (!encoded || textSafeKey(key, length)) return 'text';
+  return needsBinary(key.subarray(0, length)) ? 'binary' : 'base64';
+}
+
+/**
+ * A record's ttlMs from a walk line's exp (unix seconds on memcached's clock,
+ * -1 for never), or null for an item dead by now. memcached's clock ticks
+ * once a second: aim at the middle of the second, as for mg's t.
+ */
+function ttlFromWalk(exp: number, now: number): number | null {
+  if (exp === -1) return TTL_NEVER;
+  const ttlMs = (exp - Math.floor(now / 1000)) * 1000 - 500;
+  return ttlMs > 0 ? ttlMs : null;
 }

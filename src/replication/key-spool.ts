@@ -7,10 +7,19 @@
  *
  * Each key carries a hash: when the spool is too full the copy narrows the
  * hash range its walk takes and drops the keys above it (dropFrom), which a
- * later walk takes instead.
+ * later walk takes instead. A key fetched over the binary protocol also
+ * carries its expiry as the walk read it (binary replies do not tell it), in
+ * four more bytes that only such keys take.
  *
  * Pure: bytes in, bytes out.
  */
+
+/**
+ * How the copy names a key to fetch it: as it is in a meta command; in
+ * base64 (bytes the text tokenizer would split); or over the binary protocol,
+ * when no text command can name it (see binary-keys.ts).
+ */
+export type FetchBy = 'text' | 'base64' | 'binary';
 
 /** One key as shift() hands it out: valid until the next call. */
 export interface SpooledKey {
@@ -20,16 +29,22 @@ export interface SpooledKey {
   hash: number;
   /** The item's size in memcached (a budget estimate for fetches in flight). */
   size: number;
-  /** Bytes the text protocol cannot carry: fetch it in base64. */
-  binary: boolean;
+  by: FetchBy;
+  /** Fetched by binary: its expiry as the walk read it (unix seconds, -1 for never); -1 for the others. */
+  exp: number;
 }
 
 export function newSpooledKey(): SpooledKey {
-  return { buf: Buffer.alloc(0), start: 0, end: 0, hash: 0, size: 0, binary: false };
+  return { buf: Buffer.alloc(0), start: 0, end: 0, hash: 0, size: 0, by: 'text', exp: -1 };
 }
 
-/** hash u32, size u32, key length u8, binary u8, then the key. */
+/** hash u32, size u32, key length u8, fetched by u8, then (fetched by binary) exp u32, then the key. */
 const HEADER = 10;
+const EXP_BYTES = 4;
+const BY_CODES: Record<FetchBy, number> = { text: 0, base64: 1, binary: 2 };
+const BY_NAMES: FetchBy[] = ['text', 'base64', 'binary'];
+/** exp u32 for never (-1); a real expiry that far (the year 2106) reads back as never. */
+const EXP_NEVER = 0xffffffff;
 /** Keys longer than a length byte holds are not spooled (memcached's keys are 250 bytes at most). */
 export const SPOOL_KEY_MAX = 255;
 const SLAB_BYTES = 64 * 1024;
@@ -45,11 +60,15 @@ export class KeySpool {
   /** Bytes of the keys waiting, headers included (what the copy bounds). */
   bytes = 0;
 
-  /** Appends buf[start, end); false (nothing spooled) if the key is longer than SPOOL_KEY_MAX. */
-  push(hash: number, size: number, buf: Buffer, start: number, end: number, binary: boolean): boolean {
+  /**
+   * Appends buf[start, end), fetched `by`, with `exp` (kept for a key fetched
+   * by binary only); false (nothing spooled) if the key is longer than SPOOL_KEY_MAX.
+   */
+  push(hash: number, size: number, buf: Buffer, start: number, end: number, by: FetchBy = 'text', exp = -1): boolean {
     const length = end - start;
     if (length > SPOOL_KEY_MAX) return false;
-    const entry = HEADER + length;
+    const withExp = by === 'binary';
+    const entry = HEADER + (withExp ? EXP_BYTES : 0) + length;
     let last = this.slabs.length - 1;
     if (last < 0 || this.used[last] + entry > this.slabs[last].length) {
       this.slabs.push(Buffer.allocUnsafe(SLAB_BYTES));
@@ -61,8 +80,12 @@ export class KeySpool {
     slab.writeUInt32LE(hash >>> 0, at);
     slab.writeUInt32LE(Math.min(size, 0xffffffff) >>> 0, at + 4);
     slab[at + 8] = length;
-    slab[at + 9] = binary ? 1 : 0;
+    slab[at + 9] = BY_CODES[by];
     at += HEADER;
+    if (withExp) {
+      slab.writeUInt32LE(exp < 0 ? EXP_NEVER : Math.min(exp, EXP_NEVER - 1), at);
+      at += EXP_BYTES;
+    }
     buf.copy(slab, at, start, end);
     this.used[last] = at + length;
     this.count++;
@@ -80,16 +103,18 @@ export class KeySpool {
     }
     const slab = this.slabs[0];
     const at = this.readAt;
-    const length = slab[at + 8];
+    const entry = entryBytes(slab, at);
     out.buf = slab;
     out.hash = slab.readUInt32LE(at);
     out.size = slab.readUInt32LE(at + 4);
-    out.binary = slab[at + 9] === 1;
-    out.start = at + HEADER;
-    out.end = out.start + length;
+    out.by = BY_NAMES[slab[at + 9]];
+    const exp = out.by === 'binary' ? slab.readUInt32LE(at + HEADER) : EXP_NEVER;
+    out.exp = exp === EXP_NEVER ? -1 : exp;
+    out.end = at + entry;
+    out.start = out.end - slab[at + 8];
     this.readAt = out.end;
     this.count--;
-    this.bytes -= HEADER + length;
+    this.bytes -= entry;
     // Nothing left in this slab: let it go now rather than on the next shift (out.buf still holds it).
     if (this.readAt >= this.used[0] && this.slabs.length > 1) {
       this.slabs.shift();
@@ -112,7 +137,7 @@ export class KeySpool {
     for (let from = 0; from < this.slabs.length; from++) {
       const slab = this.slabs[from];
       for (let at = from === 0 ? this.readAt : 0; at < this.used[from]; ) {
-        const entry = HEADER + slab[at + 8];
+        const entry = entryBytes(slab, at);
         if (slab.readUInt32LE(at) >= hi) {
           dropped++;
           this.bytes -= entry;
@@ -137,4 +162,9 @@ export class KeySpool {
     this.count = 0;
     this.bytes = 0;
   }
+}
+
+/** The whole entry at `at`: header, expiry if it has one, key. */
+function entryBytes(slab: Buffer, at: number): number {
+  return HEADER + (slab[at + 9] === BY_CODES.binary ? EXP_BYTES : 0) + slab[at + 8];
 }

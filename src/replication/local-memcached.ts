@@ -66,6 +66,8 @@ class MemcachedConnection<Part> {
   /** Requests of this tick not yet handed to the socket. */
   private staged: Buffer[] = [];
   private flushScheduled = false;
+  /** close() was called: for good, also for a connection still being dialled. */
+  private closed = false;
   /**
    * When the latest reply bytes arrived. Times derived from a reply (an item's
    * remaining life) are taken from here, not from when a callback got to run
@@ -110,6 +112,7 @@ class MemcachedConnection<Part> {
   }
 
   private async send(bytes: Buffer, untilSentinel: boolean): Promise<Part[]> {
+    if (this.closed) throw new Error('the connection to memcached was closed');
     if (!this.socket) await this.open();
     return new Promise((resolve, reject) => {
       this.waiting.push({ parts: [], untilSentinel, resolve, reject });
@@ -144,6 +147,11 @@ class MemcachedConnection<Part> {
     this.connecting ??= connect(this.address, this.connectTimeoutMs).then(
       (socket) => {
         this.connecting = null;
+        if (this.closed) {
+          // Closed while dialling: nobody would ever close this socket.
+          socket.destroy();
+          throw new Error('the connection to memcached was closed');
+        }
         this.socket = socket;
         this.parser = this.framing.parser();
         socket.on('data', (chunk) => this.receive(chunk));
@@ -189,6 +197,7 @@ class MemcachedConnection<Part> {
   }
 
   close(): void {
+    this.closed = true;
     this.socket?.destroy();
   }
 }

@@ -32,13 +32,6 @@ test('an item line as memcached 1.6.18 writes it', () => {
   assert.deepEqual(keyOf('key=%22q%22 exp=-1 la=1 cas=2 fetch=no cls=1 size=63'), Buffer.from('"q"'));
 });
 
-test('the expiry of an item line: unix seconds, -1 for never, null when absent', () => {
-  assert.equal(scan('key=a%2520b exp=1795883024 la=1795882924 cas=1 fetch=no cls=1 size=65').exp, 1795883024);
-  assert.equal(scan('key=k exp=-1 la=1 cas=2 fetch=no cls=1 size=163').exp, -1);
-  assert.equal(scan('key=k la=1 cas=2 size=163').exp, null);
-  assert.equal(scan('key=k exp= la=1').exp, null);
-});
-
 test('END, errors and garbage', () => {
   assert.equal(scan('END\r').kind, 'end');
   assert.equal(scan('END').kind, 'end');
