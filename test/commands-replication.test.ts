@@ -104,13 +104,14 @@ describe('flush_all', () => {
 
   it('with a delay: writes on both nodes still replicate until the moment, then both flush', async () => {
     await ask(a, 'set before 0 0 1\r\nx\r\n');
-    assert.equal(await ask(a, 'flush_all 2\r\n'), 'OK\r\n');
+    // memcached flushes `flush_all N` at a tick of its one-second clock N-1 to N seconds on.
+    assert.equal(await ask(a, 'flush_all 4\r\n'), 'OK\r\n');
     await ask(a, 'set during-a 0 0 1\r\nx\r\n');
     await ask(b, 'set during-b 0 0 1\r\nx\r\n');
-    await heldOnBoth(a, b, 'during-a', true, 1500);
-    await heldOnBoth(a, b, 'during-b', true, 1500);
+    await heldOnBoth(a, b, 'during-a', true, 2000);
+    await heldOnBoth(a, b, 'during-b', true, 2000);
     // memcached flushes everything stored before the moment, including during the delay.
-    for (const key of ['before', 'during-a', 'during-b']) await heldOnBoth(a, b, key, false, 4000);
+    for (const key of ['before', 'during-a', 'during-b']) await heldOnBoth(a, b, key, false, 6000);
     // memcached's clock ticks once a second: an item stored in the second of the moment is flushed too.
     await sleep(1100);
     await ask(b, 'set later 0 0 1\r\nx\r\n');
@@ -156,7 +157,7 @@ describe('flush_all', () => {
       flush[1] = 0x08; // flush
       flush[4] = 4; // extras length
       flush.writeUInt32BE(4, 8); // body length
-      flush.writeUInt32BE(2, 24); // delay: 2 s
+      flush.writeUInt32BE(4, 24); // delay: 4 s
       client.send(flush);
       const reply = await client.read((bytes) => bytes.length >= 24, 3000);
       assert.equal(reply.readUInt16BE(6), 0, 'status');
@@ -164,8 +165,8 @@ describe('flush_all', () => {
       client.close();
     }
     await ask(b, 'set bin-during 0 0 1\r\nx\r\n');
-    await heldOnBoth(a, b, 'bin-during', true, 1500);
-    await heldOnBoth(a, b, 'bin-during', false, 4000);
+    await heldOnBoth(a, b, 'bin-during', true, 2000);
+    await heldOnBoth(a, b, 'bin-during', false, 6000);
   });
 });
 

@@ -236,7 +236,7 @@ export class Applier {
   /**
    * Stores back what flushKeepingNewer read, as adds (a client write since
    * the flush is newer) and only for keys not written again since it read
-   * them. Sent on the same connections, ahead of anything judged later.
+   * them. Sent on the same connections, ahead of every batch after the flush.
    */
   private restore(keep: readonly Kept[], [reads, binaryReads]: Answers): void {
     const batch = this.newBatch();
@@ -432,11 +432,14 @@ export class Applier {
       return { copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 };
     };
     this.bytesApplying += bytes;
-    const answers = this.send(text, batch.binary, barrier);
+    // A flush's kept keys are stored back before the batches after it are sent (its barrier), so
+    // that clients here do not see them missing for longer than one round trip to memcached.
+    const keep = batch.keep;
+    const restoreKept = keep ? ([reads, binaryReads]: Answers) => this.restore(keep, [reads.splice(0, keep.filter(({ key }) => !needsBinary(key)).length), binaryReads.splice(0)]) : undefined;
+    const answers = this.send(text, batch.binary, barrier, restoreKept);
     const settle = () =>
       answers.then(
         ([failures, binaryFailures]) => {
-          if (batch.keep) this.restore(batch.keep, [failures.splice(0, batch.keep.filter(({ key }) => !needsBinary(key)).length), binaryFailures.splice(0)]);
           this.contention.appliesSettled(batch.tickets);
           this.countOutcomes(batch.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
           this.onSettled(settled());
@@ -464,11 +467,12 @@ export class Applier {
    * delayed flush and a cancel need no barrier: memcached flushes what was
    * stored before the moment, whenever the command ran.)
    */
-  private send(text: Buffer, binary: Buffer[], barrier: boolean): Promise<Answers> {
+  private send(text: Buffer, binary: Buffer[], barrier: boolean, beforeRelease?: (answers: Answers) => void): Promise<Answers> {
     const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
     const sendBinary = () => (binary.length > 0 || barrier ? this.binaryLocal.quietBatch(Buffer.concat(binary)) : NO_BINARY);
     const run = (): Promise<Answers> => (barrier ? sendBinary().then(async (packets): Promise<Answers> => [await sendText(), packets]) : Promise.all([sendText(), sendBinary()]));
-    const answers = this.barrier ? this.barrier.then(run) : run();
+    const ran = this.barrier ? this.barrier.then(run) : run();
+    const answers = beforeRelease ? ran.then((got) => (beforeRelease(got), got)) : ran;
     if (barrier) {
       const done = answers.then(() => {}, () => {});
       this.barrier = done;
