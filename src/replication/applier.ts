@@ -212,8 +212,8 @@ export class Applier {
    * Flushes, but keeps the keys written here after the flush's moment: on the
    * flush's origin they were applied after it and survive, so they must
    * survive here too. They are read in the same batch, before the flush, and
-   * stored back (add: a client write since wins) once the batch settles,
-   * unless written again meanwhile.
+   * stored back (add: a client write since wins) as soon as memcached has
+   * answered, ahead of every later batch, unless written again meanwhile.
    */
   private flushKeepingNewer(batch: Batch, action: Extract<FlushAction, { kind: 'flush' }>): void {
     const keep: Kept[] = [];
