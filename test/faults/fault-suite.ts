@@ -176,7 +176,19 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(logDir, 'mismatches.txt'), `${lines.join('\n')}\n`);
     // Everything the model saw, to replay a key by hand (node -e "require('dist/test/faults/model')...").
     const replacer = (_: string, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value);
-    fs.writeFileSync(path.join(logDir, 'history.json'), JSON.stringify({ origin: started, flushes: h.flushes, kills: h.kills, attempts: Object.fromEntries(h.attempts) }, replacer));
+    // One JSON document written a key at a time: a long run's history is larger than V8's longest string.
+    const out = fs.openSync(path.join(logDir, 'history.json'), 'w');
+    try {
+      fs.writeSync(out, `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"attempts":{`);
+      let first = true;
+      for (const [key, attempts] of h.attempts) {
+        fs.writeSync(out, `${first ? '' : ','}\n${JSON.stringify(key)}:${JSON.stringify(attempts, replacer)}`);
+        first = false;
+      }
+      fs.writeSync(out, '}}\n');
+    } finally {
+      fs.closeSync(out);
+    }
     // The first few of each kind and class, so one noisy class does not hide the others.
     const shown = new Map<string, number>();
     for (const line of lines) {
