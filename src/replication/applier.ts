@@ -174,8 +174,10 @@ export class Applier {
     if (record.op === 'touch') {
       // A touch changes only the expiry: it loses to any newer write of the key, value or expiry.
       if (!values.incomingWins(record.key, stamp) || !touches.incomingWins(record.key, stamp)) return this.skipped();
-      touches.note(record.key, stamp, deadlineOf(record, sentAt));
-      this.write(batch, record, sentAt);
+      // A touch always carries a TTL (never 'unchanged').
+      const deadline = expiresAtFromTtl(record.ttlMs, sentAt) as number | null;
+      touches.note(record.key, stamp, deadline);
+      this.write(batch, record, sentAt, deadline);
       return;
     }
     if (!values.incomingWins(record.key, stamp)) return this.skipped();
@@ -529,12 +531,6 @@ export class Applier {
 
   /** Reports a refused record (the node logs it). */
   onRefused: (reason: string) => void = () => {};
-}
-
-/** The expiry a record's item ends with here, as a deadline on this node's clock. */
-function deadlineOf(record: RecordFrame, sentAt: number): number | null {
-  const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
-  return deadline === 'unchanged' ? null : deadline;
 }
 
 /** flush_all's argument for a delay in seconds: relative up to 30 days, else a unix time. */

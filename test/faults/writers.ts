@@ -95,6 +95,16 @@ export function drawTtl(draw: () => number, shortShare = 0.1, longShare = 0.1): 
   return 0;
 }
 
+/** A counter key's next op (meta and binary alike); draws in the same order for both. */
+function counterOp(draw: () => number, roll: number, ttl: number): Op {
+  const create = draw() < 0.3 ? { initial: BigInt(between(draw, 0, 500)), ttl: drawTtl(draw, 0, 0.3) } : undefined;
+  const delta = BigInt(between(draw, 1, 100));
+  return roll < 0.15 ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl }
+    : roll < 0.55 ? { kind: 'incr', delta, create }
+    : roll < 0.85 ? { kind: 'decr', delta, create }
+    : { kind: 'delete' };
+}
+
 export interface Plan {
   op: Op;
   protocol: Protocol;
@@ -139,16 +149,7 @@ export const PLANNERS: Record<'store' | 'append' | 'touch' | 'meta' | 'binary', 
     const roll = draw();
     const form: Form = { quiet: draw() < 0.3, variant: 0 };
     const ttl = drawTtl(draw);
-    if (counter) {
-      const create = draw() < 0.3 ? { initial: BigInt(between(draw, 0, 500)), ttl: drawTtl(draw, 0, 0.3) } : undefined;
-      const delta = BigInt(between(draw, 1, 100));
-      const op: Op =
-        roll < 0.15 ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl }
-        : roll < 0.55 ? { kind: 'incr', delta, create }
-        : roll < 0.85 ? { kind: 'decr', delta, create }
-        : { kind: 'delete' };
-      return { op, protocol: 'meta', form };
-    }
+    if (counter) return { op: counterOp(draw, roll, ttl), protocol: 'meta', form };
     const storage = (['set', 'add', 'replace'] as const)[between(draw, 0, 2)];
     const op: Op =
       roll < 0.3 ? { kind: storage, value: piece(), flags: between(draw, 0, 9), ttl }
@@ -162,16 +163,7 @@ export const PLANNERS: Record<'store' | 'append' | 'touch' | 'meta' | 'binary', 
     const roll = draw();
     const form: Form = { quiet: draw() < 0.4, variant: between(draw, 0, 2) };
     const ttl = drawTtl(draw);
-    if (counter) {
-      const create = draw() < 0.3 ? { initial: BigInt(between(draw, 0, 500)), ttl: drawTtl(draw, 0, 0.3) } : undefined;
-      const delta = BigInt(between(draw, 1, 100));
-      const op: Op =
-        roll < 0.15 ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl }
-        : roll < 0.55 ? { kind: 'incr', delta, create }
-        : roll < 0.85 ? { kind: 'decr', delta, create }
-        : { kind: 'delete' };
-      return { op, protocol: 'binary', form };
-    }
+    if (counter) return { op: counterOp(draw, roll, ttl), protocol: 'binary', form };
     const storage = (['set', 'add', 'replace'] as const)[between(draw, 0, 2)];
     const op: Op =
       roll < 0.3 ? { kind: storage, value: piece(), flags: between(draw, 0, 0xffffffff), ttl }
