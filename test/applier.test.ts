@@ -5,17 +5,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Applier } from '../src/replication/applier';
-import { KnownExpiries } from '../src/replication/binary-keys';
+import { binaryFetch, KnownExpiries } from '../src/replication/binary-keys';
 import { Contention } from '../src/replication/contention';
 import { FlushSchedule } from '../src/replication/flush-schedule';
-import type { RecordFrame } from '../src/replication/frames/messages';
+import { TTL_NEVER, type RecordFrame } from '../src/replication/frames/messages';
 import { HybridClock } from '../src/replication/hlc';
 import { LocalMemcached, LocalMemcachedBinary } from '../src/replication/local-memcached';
 import { createReplicationMetrics } from '../src/replication/metrics';
 import { Registry } from 'prom-client';
 import { RecentWrites } from '../src/replication/recent-writes';
 import { RawClient } from './support/client';
-import { eventually } from './support/ports';
+import { eventually, sleep } from './support/ports';
 import { type Running, startMemcached } from './support/processes';
 import { item } from './support/replication';
 
@@ -50,5 +50,29 @@ describe('applier', () => {
     applier.applyCopy(record({ op: 'add', key: Buffer.from('filled'), value: Buffer.from('peer'), ttlMs: 60_000 }), Date.now());
     await eventually(async () => (await item(memcached.port, 'filled')) !== null, 3000, 'the live add applied');
     assert.equal((await item(memcached.port, 'mine'))?.value, 'kept');
+  });
+
+  // The origin held these items until their deadline and a client touched them before it:
+  // the touch is behind them on the link, and must find them here too.
+  for (const op of ['set', 'add'] as const) {
+    it(`${op === 'add' ? 'an' : 'a'} ${op} that expired in transit still takes a touch sent after it`, async () => {
+      const key = Buffer.from(`late-${op}`);
+      const wall = Date.now();
+      applier.applyLive(record({ seq: 1, op, key, value: Buffer.from('v'), ttlMs: 300, hlc: { wall, logical: 0 } }), 'a', Date.now() - 1000);
+      applier.applyLive(record({ seq: 2, op: 'touch', key, ttlMs: TTL_NEVER, hlc: { wall, logical: 1 } }), 'a', Date.now());
+      await eventually(async () => (await item(memcached.port, key.toString())) !== null, 3000, 'the touched item held');
+      assert.equal((await item(memcached.port, key.toString()))?.ttl, -1);
+    });
+  }
+
+  it('a binary-only key that expired in transit still takes a touch sent after it', async () => {
+    const key = Buffer.from('late binary\0key');
+    const wall = Date.now();
+    applier.applyLive(record({ seq: 1, op: 'set', key, value: Buffer.from('v'), ttlMs: 300, hlc: { wall, logical: 0 } }), 'a', Date.now() - 1000);
+    applier.applyLive(record({ seq: 2, op: 'touch', key, ttlMs: TTL_NEVER, hlc: { wall, logical: 1 } }), 'a', Date.now());
+    const held = async () => (await binaryLocal.quietBatch(binaryFetch(key, 0)))[0]?.value.toString() ?? null;
+    await eventually(async () => (await held()) === 'v', 3000, 'the touched item held');
+    await sleep(2100);
+    assert.equal(await held(), 'v', 'still held after the in-transit deadline');
   });
 });

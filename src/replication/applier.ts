@@ -40,21 +40,26 @@ import type { LocalHistory } from './recorder';
 import { recordFromReadBack } from './recorder';
 
 /**
- * memcached's exptime for a deadline on this node's clock, or null when the
- * item is already dead. Relative, to the nearest second: memcached expires an
- * item T ticks of its once-a-second clock after storing it, just as the
- * original expired T ticks after its write. (Absolute times would be worse:
- * memcached converts them against a wall clock that can sit a second off the
- * monotonic clock it ticks with.)
+ * memcached's exptime for a deadline on this node's clock. Relative, to the
+ * nearest second: memcached expires an item T ticks of its once-a-second
+ * clock after storing it, just as the original expired T ticks after its
+ * write. (Absolute times would be worse: memcached converts them against a
+ * wall clock that can sit a second off the monotonic clock it ticks with.)
+ *
+ * A deadline already past (the item expired in transit) gets the shortest
+ * life memcached has, one tick, not a delete: the origin held the item until
+ * that deadline, so a touch its client made before then may be right behind
+ * on the link, and must find the item here as it found it there.
  */
-export function exptimeFor(deadline: number | null, now: number): number | null {
+export function exptimeFor(deadline: number | null, now: number): number {
   if (deadline === null) return 0;
   const seconds = Math.round((deadline - now) / 1000);
-  if (seconds <= 0) return null;
+  if (seconds <= 0) return SHORTEST_EXPTIME;
   // memcached reads exptime as an int32: a deadline at its very end (2038) can round past it.
   return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.min(Math.round(deadline / 1000), INT32_MAX);
 }
 
+const SHORTEST_EXPTIME = 1;
 const INT32_MAX = 0x7fff_ffff;
 
 /**
@@ -252,16 +257,14 @@ export class Applier {
       if (!read || !unchanged(key, stamp)) return;
       const item = recordFromReadBack(key, [read], stamp, now);
       if (item?.op !== 'set') return;
-      const exptime = exptimeFor(item.expiresAt === 'unchanged' ? null : item.expiresAt, Date.now());
-      if (exptime !== null) this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptime);
+      this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptimeFor(item.expiresAt === 'unchanged' ? null : item.expiresAt, Date.now()));
     });
     // Binary reads answer hits only, each with the opaque it was sent with: its place in `keep`.
     for (const read of binaryReads) {
       const kept = keep[read.header.opaque];
       if (read.header.status !== Status.Success || !kept || !unchanged(kept.key, kept.stamp)) continue;
       const deadline = this.history.expiries.deadlineOf(kept.key);
-      const exptime = deadline === undefined ? null : exptimeFor(deadline, Date.now());
-      if (exptime !== null) this.binaryCommand(batch, binaryStore('add', kept.key, read.value, flagsOf(read), exptime), null);
+      if (deadline !== undefined) this.binaryCommand(batch, binaryStore('add', kept.key, read.value, flagsOf(read), exptimeFor(deadline, Date.now())), null);
     }
     const text = this.textOf(batch);
     if (text.length > 0) void this.local.quietBatch(text).catch(() => {});
@@ -294,6 +297,7 @@ export class Applier {
   private write(batch: Batch, record: RecordFrame, sentAt: number, expiresAt?: number | null): void {
     batch.tickets.push(this.contention.applyStarted(record.key));
     const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
+    // null only for 'unchanged', which only an invalidation carries.
     const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
     if (needsBinary(record.key)) this.writeBinary(batch, record, deadline, exptime);
     else this.writeText(batch, record, deadline, exptime);
@@ -303,19 +307,14 @@ export class Applier {
   private writeText(batch: Batch, record: RecordFrame, deadline: number | null | 'unchanged', exptime: number | null): void {
     switch (record.op) {
       case 'set':
-        // Expired in transit: what the origin holds now is no item at all.
-        if (exptime === null) this.command(batch, metaDelete(record.key, true), record.op);
-        else this.store(batch, record, exptime);
-        break;
       case 'add':
-        // An add only fills a key this node lacks: one that expired on the way fills nothing, and deletes nothing here.
-        if (exptime !== null) this.store(batch, record, exptime);
+        this.store(batch, record, exptime ?? 0);
         break;
       case 'touch':
-        this.command(batch, exptime === null ? metaDelete(record.key, true) : metaTouch(record.key, exptime, true), record.op);
+        this.command(batch, metaTouch(record.key, exptime ?? 0, true), record.op);
         break;
       case 'invalidate':
-        this.command(batch, metaInvalidate(record.key, deadline === 'unchanged' ? null : (exptime ?? -1), true), record.op);
+        this.command(batch, metaInvalidate(record.key, exptime, true), record.op);
         break;
       case 'delete':
       case 'flush':
@@ -334,7 +333,7 @@ export class Applier {
       this.onRefused('memcached has no binary command to invalidate a key no text command can name');
       return;
     }
-    if (exptime === null || record.op === 'delete' || record.op === 'flush') {
+    if (record.op === 'delete' || record.op === 'flush') {
       expiries.forget(key);
       this.binaryCommand(batch, binaryDelete(key), record.op);
       return;
@@ -344,11 +343,11 @@ export class Applier {
       case 'add':
         // An add that finds the key stored leaves that item's expiry as it was.
         if (record.op === 'set' || expiries.deadlineOf(key) === undefined) expiries.note(key, deadline === 'unchanged' ? null : deadline);
-        this.binaryCommand(batch, binaryStore(record.op, key, record.value, record.flags, exptime), record.op);
+        this.binaryCommand(batch, binaryStore(record.op, key, record.value, record.flags, exptime ?? 0), record.op);
         return;
       case 'touch':
         expiries.note(key, deadline === 'unchanged' ? null : deadline);
-        this.binaryCommand(batch, binaryTouch(key, exptime), record.op);
+        this.binaryCommand(batch, binaryTouch(key, exptime ?? 0), record.op);
         return;
     }
   }
