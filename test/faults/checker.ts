@@ -194,8 +194,8 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
     }
     if (!owner) return;
     const attempts = history.attempts.get(key) ?? [];
-    const strict = expectation(attempts, owner.node, history.flushes, history.kills, { lenient: false, lossWindowMs: options.lossWindowMs, now });
-    const lenient = expectation(attempts, owner.node, history.flushes, history.kills, { lenient: true, lossWindowMs: options.lossWindowMs, now });
+    const strict = expectation(attempts, owner.node, history.flushes, history.kills, { lenient: false, lossWindowMs: options.lossWindowMs, now, stops: history.stops });
+    const lenient = expectation(attempts, owner.node, history.flushes, history.kills, { lenient: true, lossWindowMs: options.lossWindowMs, now, stops: history.stops });
     for (const c of lenient.contradictions.slice(0, 1)) {
       verdict.lost.push(
         `[${cls}] ${showKey(key)}: the client was told "${showAttempt(c.attempt, options.origin)}" while the log allowed only ${c.before.slice(0, 4).map((i) => showItem(i, c.attempt.sentAt)).join(' | ')} (a write lost under the client); now both hold ${showHeld(a)}; ${lastOps()}`,
@@ -219,7 +219,7 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
 
   function expected(key: string, owner: Owner | undefined, now: number): string {
     if (!owner) return '';
-    const e = expectation(history.attempts.get(key) ?? [], owner.node, history.flushes, history.kills, { lenient: true, lossWindowMs: options.lossWindowMs, now });
+    const e = expectation(history.attempts.get(key) ?? [], owner.node, history.flushes, history.kills, { lenient: true, lossWindowMs: options.lossWindowMs, now, stops: history.stops });
     const items = e.items.slice(0, 4).map((i) => showItem(i, now));
     return `; expected ${e.indeterminate ? 'anything (indeterminate)' : `one of ${items.join(' | ')}${e.items.length > 4 ? ` (+${e.items.length - 4})` : ''}`} (writer ${owner.writer} on ${owner.node})`;
   }

@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const relay = new Relay(ra);
   const relayPort = await relay.start();
   const nodes = { a: await sidecarNode(rnd, ra, path.join(logDir, 'state-a'), extra), b: await launcherNode(rb, relayPort, path.join(logDir, 'run-b'), extra) } as Record<NodeName, NodeProcs>;
-  const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.output()}\n--- process ended ${new Date().toISOString()}\n`);
+  const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.timedOutput(started)}\n--- process ended ${new Date().toISOString()}\n`);
 
   // Crash watch: a memrepl that exits without being told to is a finding; it is restarted so the run goes on.
   const expectedExits = new Set<Running>();

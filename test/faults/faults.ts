@@ -130,10 +130,12 @@ async function sigstop(ctx: FaultContext, p: NodeProcs, ms: number): Promise<voi
     return; // between two lives
   }
   ctx.stopped.add(pid);
+  const at = Date.now();
   try {
     await sleep(ms);
   } finally {
     resume(ctx.stopped, pid);
+    ctx.history.stops.push({ node: p.name, at, until: Date.now() });
   }
 }
 

@@ -65,6 +65,18 @@ export interface Kill {
   settledAt: number;
 }
 
+/**
+ * A memcached stopped with SIGSTOP. Its clock stands still meanwhile and
+ * catches up at its first tick after SIGCONT, so items due during the stop
+ * live until then, and items stored just after it get deadlines as early as
+ * the stop was long.
+ */
+export interface Stop {
+  node: NodeName;
+  at: number;
+  until: number;
+}
+
 /** Who owns a single-writer key, and what kind of value it holds. */
 export interface Owner {
   category: string;
@@ -93,6 +105,7 @@ export class History {
   readonly cutPieces = new Map<string, Set<string>>();
   readonly flushes: Flush[] = [];
   readonly kills: Kill[] = [];
+  readonly stops: Stop[] = [];
   readonly findings: Finding[] = [];
   /** Replies no rule expected, by category (counted; the first few are kept). */
   readonly oddReplies = new Map<string, { count: number; examples: string[] }>();

@@ -1,7 +1,7 @@
 /** The fault suite's expectation of a single-writer key (model.ts), on hand-written logs. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Attempt, Flush, Kill, Op, Outcome } from './history';
+import type { Attempt, Flush, Kill, Op, Outcome, Stop } from './history';
 import { expectation, matches, type Held, type Item, type ModelOptions } from './model';
 
 const ok: Outcome = { effect: 'applied' };
@@ -14,8 +14,8 @@ function attempt(sentAt: number, op: Op, outcome: Outcome = ok, at = sentAt + 5)
 const set = (value: string, ttl = 0, flags = 0): Op => ({ kind: 'set', value, flags, ttl });
 const append = (piece: string): Op => ({ kind: 'append', piece });
 
-function expect(attempts: Attempt[], now: number, extra: { flushes?: Flush[]; kills?: Kill[]; lenient?: boolean } = {}) {
-  const options: ModelOptions = { lenient: extra.lenient ?? true, lossWindowMs: 1000, now };
+function expect(attempts: Attempt[], now: number, extra: { flushes?: Flush[]; kills?: Kill[]; stops?: Stop[]; lenient?: boolean } = {}) {
+  const options: ModelOptions = { lenient: extra.lenient ?? true, lossWindowMs: 1000, now, stops: extra.stops };
   return expectation(attempts, 'a', extra.flushes ?? [], extra.kills ?? [], options);
 }
 
@@ -52,6 +52,18 @@ describe('fault suite model', () => {
     const counter = [attempt(0, set('1')), attempt(10, { kind: 'incr', delta: 1n }, noReply), attempt(20_000, { kind: 'incr', delta: 1n }, { effect: 'applied', result: 3n })];
     const c = expect(counter, 30_000);
     assert.deepEqual(c.items.map((i) => i?.value), ['3']);
+  });
+
+  it('lets a memcached stopped with SIGSTOP keep its clock still: items due meanwhile live until it ticks again', () => {
+    const stops: Stop[] = [{ node: 'b', at: 1000, until: 8000 }];
+    // Due at 2 s, during the stop; the append that found it ran as the stop ended.
+    const log = [attempt(0, set('a;', 2)), attempt(7000, append('b;'), ok, 8100)];
+    assert.equal(expect(log, 8200).contradictions.length, 1, 'without the stop, the append contradicts the TTL');
+    assert.equal(expect(log, 8200, { stops }).contradictions.length, 0);
+    // Stored as the stop ended, with the clock of its start: due up to 7 s early.
+    const late = [attempt(7500, set('c;', 20), ok, 8100)];
+    assert.ok(!allowed(expect(late, 9000).items, held('c;', 12), 9000));
+    assert.ok(allowed(expect(late, 9000, { stops }).items, held('c;', 12), 9000));
   });
 
   it('reports a reply that contradicts every allowed state', () => {

@@ -12,7 +12,7 @@
  * absent. The set is bounded (MAX_BRANCHES); past it the key is only
  * checked for convergence.
  */
-import type { Attempt, Flush, Kill, Op } from './history';
+import type { Attempt, Flush, Kill, Op, Stop } from './history';
 
 /** memcached's clock ticks once a second and replication re-rounds TTLs: a deadline is known to about this. */
 export const TTL_SLACK_MS = 2000;
@@ -75,7 +75,12 @@ export interface ModelOptions {
   lossWindowMs: number;
   /** When the nodes were read. */
   now: number;
+  /** memcacheds stopped with SIGSTOP (either node: keys live on both). */
+  stops?: readonly Stop[];
 }
+
+/** memcached's clock catches up at its first tick after SIGCONT: within this of it. */
+export const CLOCK_CATCH_UP_MS = 1000;
 
 interface Branch {
   item: Item | null;
@@ -226,7 +231,8 @@ class Replay {
     const inTransit = flush !== null && flush.lagging && attempt.sentAt > flush.localEnd;
     for (const b of pre) {
       const before = b.item;
-      for (const item of transitions(before, attempt)) {
+      for (const next of transitions(before, attempt)) {
+        const item = next === before ? next : this.frozenClocks(next, attempt);
         const rewrote = item !== before && REWRITES.has(attempt.op.kind);
         if (!flush || b.flushed || !rewrote) out.push({ item, flushed: b.flushed });
         // On the other node: a write made after the flush (stamped after it) survives its late arrival...
@@ -250,6 +256,24 @@ class Replay {
     this.branches = this.bounded(unique(out));
     if (flush) this.addFlushedBranch(!inTransit && flush.delayed);
     this.snapshots.push({ time: attempt.at, branches: this.branches });
+  }
+
+  /**
+   * The deadline `attempt` gave an item, as memcacheds stopped by SIGSTOP
+   * keep it (see Stop): an item due during a stop lives until the clock
+   * catches up, and one stored as the stop ends may be due as much earlier
+   * as the stop was long.
+   */
+  private frozenClocks(item: Item | null, attempt: Attempt): Item | null {
+    const expires = item?.expires;
+    if (!item || !expires || expires === 'unknown' || !this.options.stops?.length) return item;
+    let { lo, hi } = expires;
+    for (const stop of this.options.stops) {
+      const caughtUp = stop.until + CLOCK_CATCH_UP_MS;
+      if (lo <= caughtUp && hi >= stop.at) hi = Math.max(hi, caughtUp + TTL_SLACK_MS);
+      if (attempt.sentAt <= caughtUp && attempt.at >= stop.at) lo -= stop.until - stop.at;
+    }
+    return lo === expires.lo && hi === expires.hi ? item : { ...item, expires: { lo, hi } };
   }
 
   /** Items whose deadline has passed at `t` are gone; near it, maybe. */

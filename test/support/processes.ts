@@ -19,6 +19,8 @@ export interface Running {
   child: ChildProcess;
   /** Everything the process wrote to stderr so far. */
   output(): string;
+  /** The same, each line prefixed with the seconds since `origin` (ms since the epoch) when it arrived. */
+  timedOutput(origin: number): string;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -29,8 +31,23 @@ async function launch(command: string, args: string[], port: number): Promise<Ru
   child.unref();
   for (const stream of [child.stdout, child.stderr]) (stream as unknown as { unref(): void }).unref();
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  /** Where each line of `output` starts, and when it arrived. */
+  const lineStarts: Array<[offset: number, at: number]> = [];
+  let atLineStart = true;
+  const take = (chunk: Buffer) => {
+    const now = Date.now();
+    const text = chunk.toString();
+    for (let from = 0; from < text.length; ) {
+      if (atLineStart) lineStarts.push([output.length + from, now]);
+      const newline = text.indexOf('\n', from);
+      atLineStart = newline !== -1;
+      if (newline === -1) break;
+      from = newline + 1;
+    }
+    output += text;
+  };
+  child.stdout!.on('data', take);
+  child.stderr!.on('data', take);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { started.delete(child); resolve(code); }));
   try {
     await Promise.race([waitForPort(port), exited.then((code) => { throw new Error(`${command} exited (${code}): ${output}`); })]);
@@ -42,6 +59,8 @@ async function launch(command: string, args: string[], port: number): Promise<Ru
     port,
     child,
     output: () => output,
+    timedOutput: (origin) =>
+      lineStarts.map(([start, at], i) => `+${((at - origin) / 1000).toFixed(3)}s ${output.slice(start, lineStarts[i + 1]?.[0] ?? output.length)}`).join(''),
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill(signal);
