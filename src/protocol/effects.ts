@@ -30,12 +30,16 @@ export type WriteEffect =
 
 /** Where the proxy reports writes. Replication implements it. */
 export interface WriteSink {
-  /** A request that may write `key` was sent to memcached. */
-  writing(key: Buffer): void;
+  /**
+   * A request that may write `key` is about to go to memcached. A promise
+   * means: send it once the promise resolves (replication has something of
+   * this key in flight that the write must land after).
+   */
+  writing(key: Buffer): Promise<void> | null;
   /** That request's reply is in (or it failed): pairs with writing(). */
   settled(key: Buffer): void;
   /** A write took effect. */
   written(effect: WriteEffect, receivedAt: number): void;
 }
 
-export const discardWrites: WriteSink = { writing() {}, settled() {}, written() {} };
+export const discardWrites: WriteSink = { writing: () => null, settled() {}, written() {} };

@@ -69,6 +69,8 @@ interface Slot<Part> {
   /** Some of this reply already reached the client. */
   started: boolean;
   sentAt: number;
+  /** Held back until replication lets it go (see WriteSink.writing). */
+  waiting: boolean;
 }
 
 export class Session<Request, Part extends { raw: Buffer }> implements UpstreamOwner, SharedTarget<Part> {
@@ -136,14 +138,21 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   private admit(exchange: Exchange<Part>): void {
-    const slot: Slot<Part> = { exchange, done: false, held: [], started: false, sentAt: 0 };
+    const slot: Slot<Part> = { exchange, done: false, held: [], started: false, sentAt: 0, waiting: false };
     this.pending.push(slot);
     if (exchange.closeAfter) this.ending = true;
     if (exchange.upstream === null) {
       this.finish(slot);
       return;
     }
-    if (exchange.writeKey) this.deps.sink.writing(exchange.writeKey);
+    const wait = exchange.writeKey ? this.deps.sink.writing(exchange.writeKey) : null;
+    if (wait) {
+      slot.waiting = true;
+      void wait.then(() => {
+        slot.waiting = false;
+        this.send();
+      });
+    }
     this.queued.push(slot);
     this.send();
   }
@@ -162,6 +171,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   private send(): void {
     while (this.queued.length > 0 && !this.clientGone) {
       const slot = this.queued[0];
+      if (slot.waiting) return; // sent again once let go
       // memcached must find nothing else on the connection (see Exchange.connection): sent once the rest is answered.
       if (slot.exchange.connection === 'own' && this.inFlight.length > 0) return;
       const lane = this.laneFor(slot.exchange);

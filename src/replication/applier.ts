@@ -161,6 +161,7 @@ export class Applier {
       this.metrics.recordsSkipped.labels('conflict').inc();
       return;
     }
+    batch.tickets.push(this.contention.copyStarted(record.key));
     this.write(batch, record, sentAt);
   }
 
@@ -295,7 +296,7 @@ export class Applier {
 
   /** The record's quiet command into the batch, its key counted in flight for Contention. */
   private write(batch: Batch, record: RecordFrame, sentAt: number, expiresAt?: number | null): void {
-    batch.tickets.push(this.contention.applyStarted(record.key));
+    if (record.seq > 0) batch.tickets.push(this.contention.applyStarted(record.key));
     const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
     // null only for 'unchanged', which only an invalidation carries.
     const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
@@ -521,9 +522,12 @@ export class Applier {
    * write of the peer (the peer drops a key its own clients wrote after it
    * read it). So a copy stands unless this node's clients wrote the key after
    * the covered point: that write is here and on its way to the peer, and is
-   * newer. Otherwise add or set decides, in memcached (see replicator.ts).
+   * newer, and so is a client write still on its way to memcached. Otherwise
+   * add or set decides, in memcached (see replicator.ts).
    */
   private copyApplies(record: RecordFrame): boolean {
+    // A client write on its way to memcached is newer still (see Contention).
+    if (this.contention.localInFlight(record.key)) return false;
     const last = this.history.values.lastWriteOf(record.key);
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }

@@ -38,7 +38,7 @@ test('a client write and a record of one key in flight together: one repair once
   }
 });
 
-test('a batch of copies settles at once; the key a client wrote meanwhile is repaired after both', () => {
+test('a batch of live records settles at once; the key a client wrote meanwhile is repaired after both', () => {
   const repaired: string[] = [];
   const c = new Contention((key) => repaired.push(key.toString()));
   const read = Buffer.from(' hot cold ');
@@ -48,11 +48,11 @@ test('a batch of copies settles at once; the key a client wrote meanwhile is rep
   assert.deepEqual(repaired, [], 'the client write is still in flight');
   c.localSettled(k('hot'));
   assert.deepEqual(repaired, ['hot']);
-  // A copy that starts while a client write is in flight is seen too (the key given as a view into a larger read).
+  // A record that starts while a client write is in flight is seen too (the key given as a view into a larger read).
   c.localStarted(k('cold'));
   const late = c.applyStarted(read.subarray(5, 9));
   c.localSettled(k('cold'));
-  assert.deepEqual(repaired, ['hot'], 'the copy is still in flight');
+  assert.deepEqual(repaired, ['hot'], 'the record is still in flight');
   c.appliesSettled([late]);
   assert.deepEqual(repaired, ['hot', 'cold']);
 });
@@ -60,17 +60,42 @@ test('a batch of copies settles at once; the key a client wrote meanwhile is rep
 test('many keys: every overlap is repaired exactly once, after both sides settled (buckets shared by other keys only delay it)', () => {
   const repaired: string[] = [];
   const c = new Contention((key) => repaired.push(key.toString()));
-  // 200k copies in flight cover most of the 65536 buckets, so most client writes share a bucket with some copy.
+  // 200k records in flight cover most of the 65536 buckets, so most client writes share a bucket with some record.
   const tickets: number[] = [];
   for (let i = 0; i < 200_000; i++) tickets.push(c.applyStarted(k(`copy:${i}`)));
   const overlapping = ['copy:7', 'copy:199999'];
   for (const key of overlapping) c.localStarted(k(key));
   for (const key of overlapping) c.localSettled(k(key));
-  assert.deepEqual(repaired, [], 'their copies are still in flight');
+  assert.deepEqual(repaired, [], 'their records are still in flight');
   c.appliesSettled(tickets);
   assert.deepEqual(repaired.sort(), overlapping.slice().sort());
   // Nothing in flight any more: later writes are not repaired.
   c.localStarted(k('copy:7'));
   c.localSettled(k('copy:7'));
   assert.equal(c.repairs, 2);
+});
+
+test("a full copy's record and a client write never overlap: the write waits for the record, the record yields to the write", async () => {
+  const repaired: string[] = [];
+  const c = new Contention((key) => repaired.push(key.toString()), 1);
+  assert.equal(c.localStarted(k('free')), null, 'nothing in flight: the write goes at once');
+  assert.ok(c.localInFlight(k('free')));
+  assert.ok(!c.localInFlight(k('other')));
+  c.localSettled(k('free'));
+  assert.ok(!c.localInFlight(k('free')));
+
+  const ticket = c.copyStarted(k('old'));
+  const wait = c.localStarted(k('old'));
+  assert.ok(wait, 'a copy record of the key is in flight: the write must wait');
+  let released = false;
+  void wait.then(() => (released = true));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(released, false);
+  c.appliesSettled([ticket]);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(released, true);
+  c.localSettled(k('old'));
+  assert.deepEqual(repaired, [], 'the order was forced, so nothing needs repair');
+  assert.equal(c.localStarted(k('old')), null, 'the copy settled: later writes go at once');
+  c.localSettled(k('old'));
 });

@@ -16,6 +16,13 @@
  * needed, or a little later (once the other key's apply settled), never not
  * at all. Client writes in flight are few and keep their exact keys.
  *
+ * A full copy's record is another matter: it is the peer's old state of the
+ * key, and any client write here since the copy began is newer and must end
+ * on top of it (see Applier.copyApplies). A repair would keep whichever
+ * landed last. So the two never overlap: a copy's record is dropped while a
+ * client write of its key is in flight, and a client write waits (see
+ * localStarted) while a copy's record of its bucket is in flight.
+ *
  * Pure bookkeeping: the caller supplies the repair.
  */
 import { keyHash, randomSeed } from './key-hash';
@@ -26,8 +33,11 @@ export class Contention {
   /** Client writes in flight per key (latin1), and per bucket (to skip making a string when none can match). */
   private readonly local = new Map<string, number>();
   private readonly localBuckets = new Int32Array(BUCKETS);
-  /** Peer records in flight per bucket. */
+  /** Peer records in flight per bucket, and full-copy records among them. */
   private readonly applying = new Int32Array(BUCKETS);
+  private readonly copying = new Int32Array(BUCKETS);
+  /** Client writes waiting for a bucket's copy records to settle (see localStarted). */
+  private readonly waiting = new Map<number, Array<() => void>>();
   /** Keys that had a client write and a record in flight together: key → its bucket. */
   private readonly contended = new Map<string, number>();
   repairs = 0;
@@ -38,13 +48,30 @@ export class Contention {
     private readonly seed = randomSeed(),
   ) {}
 
-  /** A client write of `key` was sent to memcached. */
-  localStarted(key: Buffer): void {
+  /**
+   * A client write of `key` is about to go to memcached. Returns a promise
+   * when a full copy's record of its bucket is in flight: send the write
+   * once it resolves (at most one round trip to memcached), so that it lands
+   * after the copy's older state.
+   */
+  localStarted(key: Buffer): Promise<void> | null {
     const bucket = this.bucketOf(key);
     const id = key.toString('latin1');
-    if (this.applying[bucket]! > 0) this.contended.set(id, bucket);
+    if (this.applying[bucket]! > this.copying[bucket]!) this.contended.set(id, bucket);
     this.local.set(id, (this.local.get(id) ?? 0) + 1);
     this.localBuckets[bucket]++;
+    if (this.copying[bucket] === 0) return null;
+    return new Promise((resolve) => {
+      const list = this.waiting.get(bucket);
+      if (list) list.push(resolve);
+      else this.waiting.set(bucket, [resolve]);
+    });
+  }
+
+  /** A client write of `key` is on its way to memcached (a full copy's record of it must not follow). */
+  localInFlight(key: Uint8Array): boolean {
+    const bucket = this.bucketOf(key);
+    return this.localBuckets[bucket]! > 0 && this.local.has(Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1'));
   }
 
   localSettled(key: Buffer): void {
@@ -57,7 +84,10 @@ export class Contention {
     this.tryRepair(id, bucket);
   }
 
-  /** A peer's record for `key` was sent to memcached; pass the ticket to appliesSettled. */
+  /**
+   * A peer's live record for `key` was sent to memcached; pass the ticket to
+   * appliesSettled. (A copy's: copyStarted.)
+   */
   applyStarted(key: Uint8Array): number {
     const bucket = this.bucketOf(key);
     if (this.localBuckets[bucket]! > 0) {
@@ -68,10 +98,29 @@ export class Contention {
     return bucket;
   }
 
+  /** A full copy's record for `key` (not in flight as a client write: see localInFlight) was sent to memcached. */
+  copyStarted(key: Uint8Array): number {
+    const bucket = this.bucketOf(key);
+    this.applying[bucket]++;
+    this.copying[bucket]++;
+    return -1 - bucket;
+  }
+
   /** Peer records reached memcached (the applier settles them a batch at a time). */
   appliesSettled(tickets: readonly number[]): void {
-    for (const ticket of tickets) this.applying[ticket]--;
+    for (const ticket of tickets) {
+      const bucket = ticket < 0 ? -1 - ticket : ticket;
+      this.applying[bucket]--;
+      if (ticket < 0 && --this.copying[bucket]! === 0) this.release(bucket);
+    }
     if (this.contended.size > 0) for (const [id, bucket] of this.contended) this.tryRepair(id, bucket);
+  }
+
+  private release(bucket: number): void {
+    const list = this.waiting.get(bucket);
+    if (!list) return;
+    this.waiting.delete(bucket);
+    for (const resolve of list) resolve();
   }
 
   private tryRepair(id: string, bucket: number): void {
