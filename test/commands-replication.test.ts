@@ -233,6 +233,32 @@ describe('races the link decides', () => {
       await stopAll(a, b);
     }
   });
+
+  it('a flush from the peer does not erase client writes that were on their way to memcached when it arrived', async () => {
+    const { a, b, relay } = await relayedPair();
+    const keys = Array.from({ length: 8 }, (_, i) => `inflight${i}`);
+    const clients = await Promise.all(keys.map(() => RawClient.connect(b.memrepl.port)));
+    try {
+      relay.stall();
+      assert.equal(await ask(a, 'flush_all\r\n'), 'OK\r\n');
+      await sleep(5);
+      // B's memcached stopped: the writes wait in its sockets, and the flush arriving next waits there too.
+      b.memcached.child.kill('SIGSTOP');
+      const stored = keys.map((key, i) => clients[i].request(`set ${key} 0 0 1\r\nw\r\n`));
+      await sleep(50);
+      relay.resume();
+      await sleep(300);
+      b.memcached.child.kill('SIGCONT');
+      assert.deepEqual(await Promise.all(stored), keys.map(() => 'STORED\r\n'));
+      // Written after the flush (on B, after A's flush reached nobody yet): they survive on both.
+      for (const key of keys) await heldOnBoth(a, b, key, true);
+    } finally {
+      b.memcached.child.kill('SIGCONT');
+      for (const client of clients) client.close();
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
 });
 
 describe('partitions', () => {

@@ -85,6 +85,8 @@ interface Batch {
   stream: number;
   /** A flush's batch: the keys read before it, to store back once it settled (see flushKeepingNewer). */
   keep?: Kept[];
+  /** A flush's batch is filled only when its turn comes (see flushKeepingNewer). */
+  prepare?: () => Promise<void>;
 }
 
 /** A key read before a flush, to store back after it unless written again since. */
@@ -104,6 +106,8 @@ export interface Settled {
   lastSeq: number;
 }
 
+/** How long a flush waits for client writes in flight to be answered before it runs anyway (memcached stalled). */
+const QUIET_WAIT_MS = 2000;
 /** A batch goes to memcached at the end of the tick, or once its commands reach this size. */
 const BATCH_BYTES = 64 * 1024;
 /** Flow control: above this many bytes sent to memcached and not answered, the link stops being read; below the second, it is read again. */
@@ -224,20 +228,25 @@ export class Applier {
    * answered, ahead of every later batch, unless written again meanwhile.
    */
   private flushKeepingNewer(batch: Batch, action: Extract<FlushAction, { kind: 'flush' }>): void {
-    const keep: Kept[] = [];
-    this.history.values.forEachNewerThan(action.moment, (key, write) => keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }));
-    // Text keys first: kept in that order, memcached answers their reads in that order.
-    keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
     // In a batch of its own, so that memcached's answers before its sentinels are exactly these reads'.
     const lastSeq = batch.lastSeq;
     batch.lastSeq = 0;
     this.flush();
     const own = this.openBatch();
     own.lastSeq = lastSeq;
-    keep.forEach(({ key }, i) => (needsBinary(key) ? this.binaryCommand(own, binaryFetch(key, i), null) : this.command(own, metaRead(key), null)));
-    this.command(own, flushAll(0, true), 'flush');
-    if (action.reschedule !== null) this.command(own, flushAll(flushExptime(action.reschedule), true), null);
-    if (keep.length > 0) own.keep = keep;
+    // Client writes already on their way to memcached land before the flush and are known as kept keys
+    // once answered; those that come after wait until the kept keys are back (see Contention.holdClientWrites).
+    own.prepare = () =>
+      this.contention.holdClientWrites(QUIET_WAIT_MS).then(() => {
+        const keep: Kept[] = [];
+        this.history.values.forEachNewerThan(action.moment, (key, write) => keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }));
+        // Text keys first: kept in that order, memcached answers their reads in that order.
+        keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
+        keep.forEach(({ key }, i) => (needsBinary(key) ? this.binaryCommand(own, binaryFetch(key, i), null) : this.command(own, metaRead(key), null)));
+        this.command(own, flushAll(0, true), 'flush');
+        if (action.reschedule !== null) this.command(own, flushAll(flushExptime(action.reschedule), true), null);
+        own.keep = keep;
+      });
     this.flush(true);
   }
 
@@ -423,22 +432,33 @@ export class Applier {
     const batch = this.batch;
     if (!batch) return;
     this.batch = null;
-    if (batch.sent.size === 0 && batch.lastSeq === 0) {
+    if (batch.sent.size === 0 && batch.lastSeq === 0 && !batch.prepare) {
       this.onSettled({ copies: batch.copies, lastSeq: 0 });
       return;
     }
-    const text = this.textOf(batch);
-    const bytes = text.length + batch.binary.reduce((sum, packet) => sum + packet.length, 0);
+    let bytes = 0;
+    const commands = (): [Buffer, Buffer[]] => {
+      const text = this.textOf(batch);
+      bytes = text.length + batch.binaryBytes;
+      this.bytesApplying += bytes;
+      return [text, batch.binary];
+    };
     const settled = (): Settled => {
       this.answered(bytes);
       return { copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 };
     };
-    this.bytesApplying += bytes;
     // A flush's kept keys are stored back before the batches after it are sent (its barrier), so
     // that clients here do not see them missing for longer than one round trip to memcached.
-    const keep = batch.keep;
-    const restoreKept = keep ? ([reads, binaryReads]: Answers) => this.restore(keep, [reads.splice(0, keep.filter(({ key }) => !needsBinary(key)).length), binaryReads.splice(0)]) : undefined;
-    const answers = this.send(text, batch.binary, barrier, restoreKept);
+    const restoreKept = ([reads, binaryReads]: Answers) => {
+      const keep = batch.keep;
+      if (keep) this.restore(keep, [reads.splice(0, keep.filter(({ key }) => !needsBinary(key)).length), binaryReads.splice(0)]);
+      if (batch.prepare) this.contention.releaseClientWrites();
+    };
+    const answers = batch.prepare
+      ? this.send(() => batch.prepare!().then(commands), barrier, restoreKept)
+      : this.send(commands(), barrier, batch.keep ? restoreKept : undefined);
+    // A flush that failed still lets the client writes it held go.
+    if (batch.prepare) answers.catch(() => this.contention.releaseClientWrites());
     const settle = () =>
       answers.then(
         ([failures, binaryFailures]) => {
@@ -469,10 +489,15 @@ export class Applier {
    * delayed flush and a cancel need no barrier: memcached flushes what was
    * stored before the moment, whenever the command ran.)
    */
-  private send(text: Buffer, binary: Buffer[], barrier: boolean, beforeRelease?: (answers: Answers) => void): Promise<Answers> {
-    const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
-    const sendBinary = () => (binary.length > 0 || barrier ? this.binaryLocal.quietBatch(Buffer.concat(binary)) : NO_BINARY);
-    const run = (): Promise<Answers> => (barrier ? sendBinary().then(async (packets): Promise<Answers> => [await sendText(), packets]) : Promise.all([sendText(), sendBinary()]));
+  private send(commands: [Buffer, Buffer[]] | (() => Promise<[Buffer, Buffer[]]>), barrier: boolean, beforeRelease?: (answers: Answers) => void): Promise<Answers> {
+    const run = async (): Promise<Answers> => {
+      const [text, binary] = typeof commands === 'function' ? await commands() : commands;
+      const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
+      const sendBinary = () => (binary.length > 0 || barrier ? this.binaryLocal.quietBatch(Buffer.concat(binary)) : NO_BINARY);
+      if (!barrier) return Promise.all([sendText(), sendBinary()]);
+      const packets = await sendBinary();
+      return [await sendText(), packets];
+    };
     const ran = this.barrier ? this.barrier.then(run) : run();
     const answers = beforeRelease ? ran.then((got) => (beforeRelease(got), got)) : ran;
     if (barrier) {

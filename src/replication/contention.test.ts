@@ -99,3 +99,35 @@ test("a full copy's record and a client write never overlap: the write waits for
   assert.equal(c.localStarted(k('old')), null, 'the copy settled: later writes go at once');
   c.localSettled(k('old'));
 });
+
+test('a flush holds client writes: it waits for those in flight, and those that come meanwhile wait for it', async () => {
+  const c = new Contention(() => {}, 1);
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+  assert.equal(c.localStarted(k('before')), null);
+  let quiet = false;
+  void c.holdClientWrites(10_000).then(() => (quiet = true));
+  const during = c.localStarted(k('during'));
+  assert.ok(during, 'a write that comes during the flush waits');
+  let released = false;
+  void during.then(() => (released = true));
+  await tick();
+  assert.equal(quiet, false, 'the write sent before is not answered yet');
+  c.localSettled(k('before'));
+  await tick();
+  assert.equal(quiet, true);
+  assert.equal(released, false);
+  c.releaseClientWrites();
+  await tick();
+  assert.equal(released, true);
+  c.localSettled(k('during'));
+  assert.equal(c.localStarted(k('after')), null, 'released: writes go at once again');
+});
+
+test('a flush waits only so long for writes a stalled memcached does not answer', async () => {
+  const c = new Contention(() => {}, 1);
+  c.localStarted(k('stuck'));
+  const started = Date.now();
+  await c.holdClientWrites(50);
+  assert.ok(Date.now() - started >= 45);
+  c.releaseClientWrites();
+});

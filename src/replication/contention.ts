@@ -23,6 +23,11 @@
  * client write of its key is in flight, and a client write waits (see
  * localStarted) while a copy's record of its bucket is in flight.
  *
+ * An immediate flush from the peer is the same for every key at once: client
+ * writes already on their way must be answered first (they land before it
+ * and the flush keeps them, see Applier.flushKeepingNewer), and the ones that
+ * come meanwhile wait until it ran (see holdClientWrites).
+ *
  * Pure bookkeeping: the caller supplies the repair.
  */
 import { keyHash, randomSeed } from './key-hash';
@@ -38,6 +43,11 @@ export class Contention {
   private readonly copying = new Int32Array(BUCKETS);
   /** Client writes waiting for a bucket's copy records to settle (see localStarted). */
   private readonly waiting = new Map<number, Array<() => void>>();
+  /** Client writes counted (sent, or waiting to be), and those a flush holds back (see holdClientWrites). */
+  private localCount = 0;
+  private holding = false;
+  private held: Array<() => void> = [];
+  private quiet: (() => void) | null = null;
   /** Keys that had a client write and a record in flight together: key → its bucket. */
   private readonly contended = new Map<string, number>();
   repairs = 0;
@@ -60,12 +70,52 @@ export class Contention {
     if (this.applying[bucket]! > this.copying[bucket]!) this.contended.set(id, bucket);
     this.local.set(id, (this.local.get(id) ?? 0) + 1);
     this.localBuckets[bucket]++;
+    this.localCount++;
+    if (this.holding) return new Promise((resolve) => this.held.push(() => resolve(this.copyGate(bucket) ?? undefined)));
+    return this.copyGate(bucket);
+  }
+
+  /** Null, or a promise that resolves once the bucket has no copy record in flight. */
+  private copyGate(bucket: number): Promise<void> | null {
     if (this.copying[bucket] === 0) return null;
     return new Promise((resolve) => {
       const list = this.waiting.get(bucket);
       if (list) list.push(resolve);
       else this.waiting.set(bucket, [resolve]);
     });
+  }
+
+  /**
+   * An immediate flush is about to be applied: from now on client writes
+   * wait (localStarted returns a promise) until releaseClientWrites. The
+   * promise resolves once the writes sent before are answered, or after
+   * `timeoutMs` (a stalled memcached must not stop replication).
+   */
+  holdClientWrites(timeoutMs: number): Promise<void> {
+    this.holding = true;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.quiet = null;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.quiet = done;
+      this.checkQuiet();
+    });
+  }
+
+  /** The flush ran: the client writes it held go. */
+  releaseClientWrites(): void {
+    this.holding = false;
+    const held = this.held;
+    this.held = [];
+    for (const go of held) go();
+  }
+
+  private checkQuiet(): void {
+    // A held write whose client left is settled without being released: hence <=.
+    if (this.quiet && this.localCount - this.held.length <= 0) this.quiet();
   }
 
   /** A client write of `key` is on its way to memcached (a full copy's record of it must not follow). */
@@ -81,7 +131,9 @@ export class Contention {
     if (count === 0) this.local.delete(id);
     else this.local.set(id, count);
     this.localBuckets[bucket]--;
+    this.localCount--;
     this.tryRepair(id, bucket);
+    this.checkQuiet();
   }
 
   /**
