@@ -9,7 +9,7 @@ import { Item, load, readAll, untilSame } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
-import { stat } from './support/replication';
+import { has, relayedPair, stat, write } from './support/replication';
 import { Relay } from './support/relay';
 
 const ITEM_LIMIT = 1024 * 1024;
@@ -112,6 +112,31 @@ describe('full resync', () => {
       const keys = items.map((i) => i.key);
       await untilSame(a.memcached.port, b.memcached.port, keys, 10_000, 'A and B to hold the same items');
     } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('a link cut while a copy still waits for the asker\'s records: the next link\'s copy runs', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      const direct = await RawClient.connect(a.memcached.port);
+      await direct.request('set only-on-a 0 0 1\r\nx\r\n');
+      direct.close();
+      // A cannot apply B's records: a copy to B waits for them before its walk.
+      a.memcached.child.kill('SIGSTOP');
+      await write(b, 'from-b');
+      const port = b.memcached.port;
+      await b.memcached.stop('SIGKILL');
+      b.memcached = await startMemcached([], port);
+      await eventually(async () => (await stat(a, 'copy_sending')) === '1', 10000, 'A to take up the copy B asked for');
+      relay.cutAll();
+      await eventually(async () => (await stat(b, 'peer_up')) === '1' && (await stat(a, 'peer_up')) === '1', 15000, 'the link back');
+      a.memcached.child.kill('SIGCONT');
+      await eventually(async () => has(b.memcached.port, 'only-on-a'), 15000, 'the copy to reach B after the new link');
+      await eventually(async () => has(a.memcached.port, 'from-b'), 5000, "B's write on A");
+    } finally {
+      a.memcached.child.kill('SIGCONT');
       relay.close();
       await stopAll(a, b);
     }

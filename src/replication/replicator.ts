@@ -350,7 +350,10 @@ export class Replicator implements LinkHandler {
     this.active = null;
     this.cursor = null;
     this.holdHistory(true);
+    // Forgotten at once: it may still be waiting for the peer's records before its walk, and the next
+    // link's copy must not take it for one under way.
     this.copy?.abort('replication link closed');
+    this.copy = null;
     // The next link's handshake decides afresh whether a copy is needed.
     this.cancelCopyRetry();
     this.copyAttempt = 0;
@@ -518,7 +521,7 @@ export class Replicator implements LinkHandler {
     this.inbox
       .whenApplied(target, COPY_WAIT_MS)
       .then((caughtUp) => {
-        if (!caughtUp) this.log.warn(`replication: the peer's records up to #${target} did not arrive within ${COPY_WAIT_MS} ms; copying anyway`);
+        if (!caughtUp && this.copy === copy) this.log.warn(`replication: the peer's records up to #${target} did not arrive within ${COPY_WAIT_MS} ms; copying anyway`);
         return copy.run();
       })
       .then(
@@ -541,7 +544,8 @@ export class Replicator implements LinkHandler {
       )
       .finally(() => {
         clearInterval(progress);
-        if (this.copy === copy) this.copy = null;
+        if (this.copy !== copy) return; // stopped, and another may be running now
+        this.copy = null;
         this.metrics.copyInProgress.labels('sending').set(0);
       });
   }
