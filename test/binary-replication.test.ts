@@ -1,6 +1,6 @@
 /**
  * Replication of binary protocol writes between two real memrepl processes,
- * each in front of its own real memcached (DESIGN.md §3; issue 6): every
+ * each in front of its own real memcached (docs/design.md §4; issue 6): every
  * binary write opcode and its quiet twin, failed writes that must not ship,
  * items crossing from a binary client on one node to a text client on the
  * other, and keys the text protocol cannot carry. Replicas are checked on the

@@ -1,5 +1,5 @@
 /**
- * The binary protocol through memrepl (DESIGN.md §2): libmemcached's
+ * The binary protocol through memrepl (docs/design.md §3): libmemcached's
  * conformance tool and a real client behave as against memcached, and the
  * same byte stream sent to a fresh memcached directly and through memrepl
  * gets byte-identical replies — quiet opcodes, NoOp-terminated batches and

@@ -1,5 +1,5 @@
 /**
- * Transparency (DESIGN.md §2): the same byte stream sent to a fresh memcached
+ * Transparency (docs/design.md §3): the same byte stream sent to a fresh memcached
  * directly and to a fresh memcached through memrepl must get byte-identical
  * replies. Hand-written edge cases first, then seeded random streams.
  */

@@ -1,6 +1,6 @@
 /**
  * Replication between two real memrepl processes, each in front of its own
- * real memcached (DESIGN.md §3, §4). Both sides are always checked on the
+ * real memcached (docs/design.md §4 to §10). Both sides are always checked on the
  * memcacheds themselves, not through the proxies.
  */
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 /**
- * Full resync ("marugoto", DESIGN.md §4): a node whose memcached is empty is
+ * Full resync ("marugoto", docs/design.md §11): a node whose memcached is empty is
  * refilled from its peer by walking the peer's cache, while clients keep
  * writing to both nodes. Real memcached and memrepl processes.
  */

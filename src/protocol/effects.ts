@@ -2,7 +2,7 @@
  * The replication seam: what a client write did to the local memcached.
  *
  * The proxy produces these only for writes that took effect (memcached said
- * so). Replication ships *state*, not operations (DESIGN.md §3): an effect either
+ * so). Replication ships *state*, not operations (docs/design.md §4): an effect either
  * carries the resulting item, or says the item must be read back because the
  * reply did not carry it (append, incr, ...).
  */

@@ -4,7 +4,7 @@
  * move past every stamp this node has seen from a peer.
  *
  * Why: two nodes writing the same key at about the same time must both pick the
- * same winner once the records have crossed (DESIGN.md §3 Conflicts). Comparing
+ * same winner once the records have crossed (docs/design.md §7). Comparing
  * stamps makes that deterministic; the HLC makes the winner the write that a
  * human would call "last" whenever the writes were causally ordered (a node
  * that saw the peer's write before writing again always stamps its own write

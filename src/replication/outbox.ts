@@ -1,5 +1,5 @@
 /**
- * The sender's backlog (DESIGN.md §4): every write this node's clients made,
+ * The sender's backlog (docs/design.md §10): every write this node's clients made,
  * in the order memcached applied them, numbered 1, 2, 3 ... per process run,
  * and kept, acknowledged or not, until a byte bound pushes the oldest out.
  *

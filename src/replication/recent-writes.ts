@@ -1,5 +1,5 @@
 /**
- * The bounded conflict map of DESIGN.md §3: keys written recently (by a client
+ * The bounded conflict map of docs/design.md §7: keys written recently (by a client
  * here, or by an applied peer record) and the stamp of their last write.
  *
  * memcached keeps no version per item and the proxy cannot afford one per key,

@@ -2,7 +2,7 @@
  * Turns writes that took effect locally into numbered records in the outbox
  * (the WriteSink the proxy reports to).
  *
- * Records carry state, not operations (DESIGN.md §3): a set carries the item;
+ * Records carry state, not operations (docs/design.md §4): a set carries the item;
  * an append, incr or ma is read back from memcached first, because the reply
  * does not carry the resulting item. Read-backs are asynchronous, so records
  * wait in `queue` and enter the outbox strictly in the order their writes took

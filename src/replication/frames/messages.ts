@@ -143,7 +143,7 @@ export interface RecordFields {
  * A record as the sender holds it: the deadline is absolute on the sender's
  * clock. The serializer turns it into remaining time when the frame is
  * written, so time spent waiting in the backlog is not added to the item's
- * life on the peer (DESIGN.md §3 Expiry) and the two hosts' clocks need not
+ * life on the peer (docs/design.md §6) and the two hosts' clocks need not
  * agree.
  */
 export interface OutgoingRecord extends RecordFields {
