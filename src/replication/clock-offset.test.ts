@@ -26,3 +26,14 @@ test('a clock step is forgotten after two windows', () => {
   // ...until the old minimum rolls out of both windows: then a frame as fast as any is not late at all.
   assert.equal(offset.localTime(6000 - 10_000, 6001), 6001);
 });
+
+test("a new link starts from the last link's estimate: a backlog replayed through full buffers is not taken for clock offset", () => {
+  const first = new ClockOffset();
+  for (let t = 0; t < 1000; t += 250) first.observe(t + 5000, t + 1); // peer 5 s ahead, 1 ms link
+  const second = new ClockOffset();
+  // Every frame on the new link so far sat 3 s in buffers.
+  for (let t = 2000; t < 2500; t += 100) second.observe(t + 5000 - 3000, t + 1);
+  assert.equal(second.localTime(4400, 2401), 2401, 'alone, the queue looks like no delay at all');
+  second.carryOver(first);
+  assert.equal(second.localTime(4400, 2401), -599, 'with the carried-over estimate, the 3 s in buffers show');
+});

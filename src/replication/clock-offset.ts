@@ -27,6 +27,17 @@ export class ClockOffset {
     this.current = Math.min(this.current, arrivedAt - sentAt);
   }
 
+  /**
+   * Starts from what the last link to the same peer had learnt (the hosts'
+   * clocks did not move apart because a link was cut). A new link's first
+   * frames are often a backlog replayed through full buffers: alone, their
+   * minimum would take that queue for clock offset and lengthen every TTL
+   * and flush delay by it. What is carried over ages out like any window.
+   */
+  carryOver(last: ClockOffset): void {
+    this.previous = Math.min(this.previous, last.current, last.previous);
+  }
+
   /** The moment the peer's `sentAt` corresponds to on our clock (never later than `arrivedAt`). */
   localTime(sentAt: number, arrivedAt: number): number {
     const offset = Math.min(this.current, this.previous);

@@ -23,6 +23,7 @@ import { CheckpointFile } from './checkpoint-file';
 import { FullCopy, type FullCopyError } from './full-copy';
 import { RestartWatch } from './restart-watch';
 import { dialReplication, replicationServer, type TlsMaterial } from './transport';
+import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
 import { compareHlc, HybridClock } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
@@ -117,6 +118,9 @@ export class Replicator implements LinkHandler {
   private stopped = false;
   /** Why the peer needs a full copy from us, if it does (shown in stats and /readyz of the peer). */
   private fullResyncReason: string | null = null;
+  /** The last active link's estimate of the peer's clock, for the next link (see ClockOffset.carryOver). */
+  private lastPeerClock: ClockOffset | null = null;
+  private lastPeerNodeId = '';
   private lostWrites = 0;
   /** The full copy this node is sending, if any (one per link at a time). */
   private copy: FullCopy | null = null;
@@ -386,7 +390,10 @@ export class Replicator implements LinkHandler {
       this.active = null;
       current.goodbye('duplicate link (keeping the other one)');
     }
+    if (this.lastPeerClock && this.lastPeerNodeId === hello.nodeId) link.peerClock.carryOver(this.lastPeerClock);
     this.active = link;
+    this.lastPeerClock = link.peerClock;
+    this.lastPeerNodeId = hello.nodeId;
     this.everLinked = true;
     this.dialAttempts = 0;
     this.metrics.peerUp.set(1);
