@@ -16,6 +16,11 @@ export interface HealthChecks {
   notes(): string[];
 }
 
+/** Why this node is not ready (empty when it is): what /readyz and memrepl_ready report. */
+export async function notReadyReasons(health: HealthChecks): Promise<string[]> {
+  return (await health.live()) ? health.notReady() : ['memcached is not answering'];
+}
+
 export function startHttp(port: number, host: string, registry: Registry, health: HealthChecks): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -27,7 +32,7 @@ export function startHttp(port: number, host: string, registry: Registry, health
       if (path === '/metrics') return reply(200, await registry.metrics(), registry.contentType);
       if (path === '/healthz') return (await health.live()) ? reply(200, 'ok\n') : reply(503, 'memcached is not answering\n');
       if (path === '/readyz') {
-        const reasons = (await health.live()) ? await health.notReady() : ['memcached is not answering'];
+        const reasons = await notReadyReasons(health);
         const notes = health.notes().map((note) => `note: ${note}\n`).join('');
         return reasons.length === 0 ? reply(200, `ready\n${notes}`) : reply(503, reasons.join('\n') + '\n' + notes);
       }

@@ -5,9 +5,9 @@
 import type * as http from 'node:http';
 import { Registry } from 'prom-client';
 import { Config, DEFAULT_ITEM_SIZE, DEFAULT_REQS_PER_EVENT, MAX_MULTIGET_LINE } from './config';
-import { startHttp } from './http';
+import { startHttp, type HealthChecks } from './http';
 import type { Logger } from './log';
-import { createProxyMetrics } from './metrics';
+import { createProxyMetrics, registerHealthMetrics, registerReplicationStateMetrics } from './metrics';
 import { discardWrites } from './protocol/effects';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { createReplicationMetrics } from './replication/metrics';
@@ -91,19 +91,22 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const bound = await listener.listen();
   log.info(`server listening on ${bound.address}:${bound.port}, upstream memcached ${formatAddress(address)}`);
 
-  const live = async () => {
-    const ok = await upstream.ask('version', /\r\n$/, 1000).then((reply) => reply.startsWith('VERSION'), () => false);
-    metrics.upstreamUp.set(ok ? 1 : 0);
-    return ok;
+  // One check at a time: a scrape's gauges and a /readyz arriving together share it.
+  let checking: Promise<boolean> | null = null;
+  const live = () =>
+    (checking ??= upstream
+      .ask('version', /\r\n$/, 1000)
+      .then((reply) => reply.startsWith('VERSION'), () => false)
+      .finally(() => (checking = null)));
+  const health: HealthChecks = {
+    live,
+    notReady: async () => replicator?.notReady() ?? [],
+    notes: () => replicator?.notes() ?? [],
   };
+  registerHealthMetrics(registry, health);
+  if (replicator) registerReplicationStateMetrics(registry, () => replicator.stats());
   let httpServer: http.Server | null = null;
-  if (config.metricsPort > 0) {
-    httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, {
-      live,
-      notReady: async () => replicator?.notReady() ?? [],
-      notes: () => replicator?.notes() ?? [],
-    });
-  }
+  if (config.metricsPort > 0) httpServer = await startHttp(config.metricsPort, config.metricsListen, registry, health);
 
   return {
     clientPort: bound.port,

@@ -227,7 +227,7 @@ describe('metrics, health and shutdown', () => {
       assert.match(body, /memrepl_commands_total\{protocol="text",command="get",outcome="miss"\} 1/);
       assert.match(body, /memrepl_current_connections 1/);
       assert.match(body, /memrepl_upstream_request_duration_seconds_bucket/);
-      assert.match(body, /memrepl_process_resident_memory_bytes/);
+      assert.match(body, /^process_resident_memory_bytes /m);
       assert.equal((await httpGet(metricsPort, '/healthz')).status, 200);
       await memcached.stop('SIGKILL');
       assert.equal((await httpGet(metricsPort, '/healthz')).status, 503);

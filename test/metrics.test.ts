@@ -1,0 +1,59 @@
+/**
+ * /metrics as Prometheus and its ecosystem expect it: names that pass
+ * `promtool check metrics`, Node's default metrics under their usual
+ * unprefixed names, and gauges that are true whenever Prometheus scrapes,
+ * with nothing else (no /healthz, no /readyz) ever requested.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, freePort } from './support/ports';
+import { Running, startMemcached, startMemrepl } from './support/processes';
+import { lintMetrics } from './support/promtool';
+
+async function scrape(port: number): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(response.status, 200);
+  return response.text();
+}
+
+/** The value of an unlabelled sample, or undefined when the scrape has none. */
+function sample(exposition: string, name: string): number | undefined {
+  const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(exposition);
+  return match ? Number(match[1]) : undefined;
+}
+
+describe('/metrics names and scrape-time gauges', () => {
+  let memcached: Running;
+  let proxy: Running;
+  let metricsPort: number;
+  before(async () => {
+    memcached = await startMemcached();
+    metricsPort = await freePort();
+    proxy = await startMemrepl(memcached.port, ['--metrics-port', String(metricsPort)]);
+  });
+  after(async () => {
+    await proxy.stop();
+    await memcached.stop();
+  });
+
+  it('passes promtool check metrics', async () => {
+    assert.equal(await lintMetrics(await scrape(metricsPort)), '');
+  });
+
+  it("publishes Node's default metrics unprefixed and memrepl's own with memrepl_", async () => {
+    const body = await scrape(metricsPort);
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_active_handles']) {
+      assert.match(body, new RegExp(`^# TYPE ${name} `, 'm'), name);
+    }
+    assert.doesNotMatch(body, /^memrepl_(process|nodejs)_/m);
+    const names = [...body.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]);
+    assert.deepEqual(names.filter((name) => !/^(memrepl|process|nodejs)_/.test(name)), []);
+  });
+
+  it('memrepl_upstream_up follows memcached with only /metrics scraped', async () => {
+    assert.equal(sample(await scrape(metricsPort), 'memrepl_upstream_up'), 1);
+    await memcached.stop('SIGKILL');
+    let last: number | undefined;
+    await eventually(async () => (last = sample(await scrape(metricsPort), 'memrepl_upstream_up')) === 0, 5000, () => `memrepl_upstream_up to be 0 (last scrape: ${last})`);
+  });
+});
