@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_debian memcached memcached
 need_debian memccapable libmemcached-tools
 need_debian openssl openssl
+need_debian promtool prometheus
 need_node_modules
 build
 # Only *.test.js files: node --test given a directory would also run everything under

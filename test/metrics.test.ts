@@ -50,10 +50,13 @@ describe('/metrics names and scrape-time gauges', () => {
     assert.deepEqual(names.filter((name) => !/^(memrepl|process|nodejs)_/.test(name)), []);
   });
 
-  it('memrepl_upstream_up follows memcached with only /metrics scraped', async () => {
-    assert.equal(sample(await scrape(metricsPort), 'memrepl_upstream_up'), 1);
+  it('memrepl_upstream_up and memrepl_ready follow memcached with only /metrics scraped', async () => {
+    const before = await scrape(metricsPort);
+    assert.equal(sample(before, 'memrepl_upstream_up'), 1);
+    assert.equal(sample(before, 'memrepl_ready'), 1);
     await memcached.stop('SIGKILL');
-    let last: number | undefined;
-    await eventually(async () => (last = sample(await scrape(metricsPort), 'memrepl_upstream_up')) === 0, 5000, () => `memrepl_upstream_up to be 0 (last scrape: ${last})`);
+    let last = '';
+    await eventually(async () => sample((last = await scrape(metricsPort)), 'memrepl_upstream_up') === 0, 5000, () => `memrepl_upstream_up to be 0 (last scrape: ${last})`);
+    assert.equal(sample(last, 'memrepl_ready'), 0);
   });
 });
