@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { load } from './support/bulk';
 import { eventually, freePort } from './support/ports';
-import { Running, startMemcached, startMemrepl } from './support/processes';
+import { Node, Running, startMemcached, startMemrepl, startNode, stopAll } from './support/processes';
 import { lintMetrics } from './support/promtool';
 
 async function scrape(port: number): Promise<string> {
@@ -58,5 +59,36 @@ describe('/metrics names and scrape-time gauges', () => {
     let last = '';
     await eventually(async () => sample((last = await scrape(metricsPort)), 'memrepl_upstream_up') === 0, 5000, () => `memrepl_upstream_up to be 0 (last scrape: ${last})`);
     assert.equal(sample(last, 'memrepl_ready'), 0);
+  });
+});
+
+describe('replication gauges at scrape time', () => {
+  let a: Node;
+  let b: Node;
+  after(() => stopAll(...[a, b].filter(Boolean)));
+
+  it('a full copy shows its progress, and the node receiving it is not ready until it ends', async () => {
+    const replicationPort = await freePort();
+    // 1000 items sent at 200 a second: a copy of some 5 s, long enough to be seen under way.
+    a = await startNode('a', replicationPort, null, ['--resync-rate', '200', '--backlog-size', '4m']);
+    await load(a.memcached.port, Array.from({ length: 1000 }, (_, i) => ({ key: `k${i}`, value: Buffer.from('v'), flags: 0, exptime: 0 })));
+    b = await startNode('b', await freePort(), replicationPort);
+    let seen = '';
+    const during = async () => {
+      const [sender, receiver] = [await scrape(a.metricsPort), await scrape(b.metricsPort)];
+      seen = `${sender}\n${receiver}`;
+      const progress = sample(sender, 'memrepl_resync_progress_items') ?? 0;
+      return /^memrepl_resync_in_progress\{direction="sending"\} 1$/m.test(sender) && progress > 0 && progress < 1000 && sample(receiver, 'memrepl_ready') === 0;
+    };
+    await eventually(during, 10000, () => `a copy under way, with progress, and b not ready:\n${seen}`);
+    const over = async () => {
+      const [sender, receiver] = [await scrape(a.metricsPort), await scrape(b.metricsPort)];
+      seen = `${sender}\n${receiver}`;
+      return /^memrepl_resync_in_progress\{direction="sending"\} 0$/m.test(sender) && sample(sender, 'memrepl_resync_progress_items') === 0 && sample(receiver, 'memrepl_ready') === 1;
+    };
+    await eventually(over, 30000, () => `the copy over and b ready:\n${seen}`);
+    const sender = await scrape(a.metricsPort);
+    assert.equal(sample(sender, 'memrepl_resync_items_sent_total'), 1000);
+    assert.equal(sample(sender, 'memrepl_replication_backlog_max_bytes'), 4 * 1024 * 1024);
   });
 });
