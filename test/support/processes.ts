@@ -24,7 +24,8 @@ export interface Running {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-async function launch(command: string, args: string[], port: number): Promise<Running> {
+/** Starts `command` and resolves once it accepts connections on `port`; killed when the test process exits. */
+export async function launch(command: string, args: string[], port: number): Promise<Running> {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(child);
   // A process a failed test left running must not keep the test file alive: the exit hook above kills it.
