@@ -158,8 +158,8 @@ describe('twemproxy over two memrepl pairs', () => {
     // twemproxy passes that on; with auto_eject_hosts false it never sends these keys elsewhere.
     const seenByHost1 = await getThrough(host1.port, KEYS);
     assert.equal((wrong = wrongReplies(seenByHost1, expectedValues(shard2Keys))).length, 0, `shard2 through host 1 (${summary(wrong)})`);
-    const notErrors = shard1Keys.filter((key) => !/^SERVER_ERROR /.test(errorOf(seenByHost1.get(key))));
-    assert.deepEqual(notErrors.slice(0, 5).map((key) => `${key}: ${JSON.stringify(seenByHost1.get(key))}`), [], 'every shard1 key through host 1 is a SERVER_ERROR');
+    const notErrors = shard1Keys.filter((key) => errorOf(seenByHost1.get(key)) !== 'SERVER_ERROR upstream unavailable');
+    assert.deepEqual(notErrors.slice(0, 5).map((key) => `${key}: ${JSON.stringify(seenByHost1.get(key))}`), [], 'every shard1 key through host 1 is memrepl\'s SERVER_ERROR (the README quotes it)');
   });
 
   it("once a1's memcached is back, b1 refills it and host 1 reads every key again, including the outage's write", async () => {
@@ -188,7 +188,7 @@ describe('twemproxy over two memrepl pairs', () => {
     it("does not cost a1 the key: after the restart both hosts read host 2's write", { todo: 'memrepl: a write refused for a dead memcached must not win over the peer\'s value' }, async () => {
       a1.memcached = await startMemcached([], a1.memcached.port);
       const expected = expectedValues(KEYS, { [shard1Keys[0]]: OUTAGE_VALUE, [refusedKey()]: OUTAGE_VALUE });
-      await readsAll(host1, expected, 10000);
+      await readsAll(host1, expected, 5000);
       await readsAll(host2, expected, 1000);
     });
   });
