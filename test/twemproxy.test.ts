@@ -78,6 +78,14 @@ describe('twemproxy over two memrepl pairs', () => {
   let shard1Keys: string[] = [];
   let shard2Keys: string[] = [];
 
+  /** The shipped config of a host, listening on `port` and pointing each named shard at this test's node. */
+  const hostConfig = (host: 'host1' | 'host2', port: number, nodes: Record<string, Node>) =>
+    withAddresses(shippedConfig(host), `127.0.0.1:${port}`, (name) => {
+      if (!(name in nodes)) throw new Error(`${host}.yml names a shard this test does not run: ${name}`);
+      return `127.0.0.1:${nodes[name].memrepl.port}`;
+    });
+  const host2Config = (port: number) => hostConfig('host2', port, { shard1: b1, shard2: b2 });
+
   before(async () => {
     [a1, b1] = await startShardPair('shard1');
     [a2, b2] = await startShardPair('shard2');
@@ -85,11 +93,6 @@ describe('twemproxy over two memrepl pairs', () => {
     host1 = await startTwemproxy(hostConfig('host1', port1, { shard1: a1, shard2: a2 }), port1);
     host2 = await startTwemproxy(host2Config(port2), port2);
   });
-
-  /** The shipped config of a host, listening on `port` and pointing each named shard at this test's node. */
-  const hostConfig = (host: 'host1' | 'host2', port: number, nodes: Record<string, Node>) =>
-    withAddresses(shippedConfig(host), `127.0.0.1:${port}`, (name) => `127.0.0.1:${nodes[name].memrepl.port}`);
-  const host2Config = (port: number) => hostConfig('host2', port, { shard1: b1, shard2: b2 });
 
   after(async () => {
     await Promise.all([host1?.stop(), host2?.stop()]);
