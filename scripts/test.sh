@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/ensure-deps.sh
 need_debian memcached memcached
+need_debian /usr/sbin/nutcracker nutcracker   # twemproxy; by path: /usr/sbin is not on every user's PATH
 need_debian memccapable libmemcached-tools
 need_debian openssl openssl
 need_debian promtool prometheus
