@@ -142,6 +142,24 @@ describe('full resync', () => {
     }
   });
 
+  it('a write refused while the local memcached is down does not keep the peer\'s value from the copy that refills it', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      const port = a.memcached.port;
+      await a.memcached.stop('SIGKILL');
+      await write(b, 'k');
+      // memrepl A answers SERVER_ERROR: the write may or may not have reached memcached, so it reads the key back, and fails.
+      const client = await RawClient.connect(a.memrepl.port);
+      assert.match(await client.request('set k 0 0 3\r\nnew\r\n'), /^SERVER_ERROR/);
+      client.close();
+      a.memcached = await startMemcached([], port);
+      await eventually(async () => has(a.memcached.port, 'k'), 15000, "B's value of k back on A");
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('memcached -X (dumping disabled) is reported, and the pair still replicates live writes', async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null, [], ['-X']);

@@ -51,6 +51,20 @@ test('keys are bytes: binary keys and keys differing only above 0x7f are distinc
   assert.equal(map.incomingWins(Buffer.from([0x00, 0xef, 0xbf, 0xbd]), st(50)), true);
 });
 
+test('forget drops a key only while its last write is the one stamped so', () => {
+  const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
+  map.note(k('x'), st(1000));
+  map.note(k('y'), st(1000));
+  map.note(k('y'), st(1001));
+  map.forget(k('x'), st(1000));
+  map.forget(k('y'), st(1000)); // y was written again since: that newer write stays
+  assert.equal(map.incomingWins(k('x'), st(1, 0, 'b')), true);
+  assert.deepEqual(lastWrite(map, k('y')), st(1001));
+  assert.equal(map.size, 1);
+  map.note(k('x'), st(1002));
+  assert.deepEqual(lastWrite(map, k('x')), st(1002), 'noted again after being forgotten');
+});
+
 test('note keeps the newer stamp', () => {
   const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
   map.note(k('x'), st(200));

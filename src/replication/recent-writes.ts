@@ -142,15 +142,32 @@ export class RecentWrites {
         return;
       }
       // Newer: the key moves to the back of the FIFO, as a new record.
-      this.unindex(slot);
-      this.fields.setUint16(known + NODE, DEAD, true);
-      this.deadBytes += HEADER + this.keyLength(known);
-      this.live--;
+      this.drop(slot, known);
     }
     // Evict before appending, so that a full ring makes room by dropping its
     // oldest record rather than by growing.
     this.prune(1, HEADER + key.length);
     this.append(key, hash, stamp, node, expiresAt);
+  }
+
+  /**
+   * Forgets the key's write if it is still the one stamped `stamp`: a write
+   * noted before it could be shipped (a read-back) that never was, and must
+   * not keep older records and copies of the key out.
+   */
+  forget(key: Buffer, stamp: Stamp): void {
+    const slot = this.find(key, key.length, this.hash(key, key.length));
+    if (slot < 0) return;
+    const known = this.index[slot]! - 1;
+    if (compareStamps(stamp, this.read(known, this.transient)) === 0) this.drop(slot, known);
+  }
+
+  /** The live record at `known`, indexed at `slot`, becomes dead (freed when it reaches the front). */
+  private drop(slot: number, known: number): void {
+    this.unindex(slot);
+    this.fields.setUint16(known + NODE, DEAD, true);
+    this.deadBytes += HEADER + this.keyLength(known);
+    this.live--;
   }
 
   /**

@@ -93,8 +93,11 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       return;
     }
     const failure = `could not read back ${effect.key.toString('latin1').slice(0, 60)}`;
-    if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure);
-    else this.later(this.local.request(metaRead(effect.key)), (parts) => recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt), failure);
+    // Noted before the read, so that an older record of the key meanwhile loses to it; if nothing can be
+    // shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
+    const unnote = () => this.history.values.forget(effect.key, stamp);
+    if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure, unnote);
+    else this.later(this.local.request(metaRead(effect.key)), (parts) => recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt), failure, unnote);
   }
 
   private noteExpiry(record: NewRecord): void {
@@ -135,17 +138,19 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   }
 
   /** A record that needs a reply from memcached first keeps its place in the order. */
-  private later<Reply>(reply: Promise<Reply>, toRecord: (reply: Reply) => NewRecord | null, failure: string): void {
+  private later<Reply>(reply: Promise<Reply>, toRecord: (reply: Reply) => NewRecord | null, failure: string, failed = () => {}): void {
     const pending: Pending = { record: null, ready: false };
     this.enqueue(pending);
     reply.then(
       (answer) => {
         pending.record = toRecord(answer);
+        if (pending.record === null) failed();
         pending.ready = true;
         this.flush();
       },
       (error: Error) => {
         pending.ready = true;
+        failed();
         this.events.lost(`${failure}: ${error.message}`);
         this.flush();
       },
