@@ -3,13 +3,14 @@
  * configured from the repository's config/twemproxy files; and a text-protocol
  * client for talking through them (twemproxy speaks neither meta nor binary).
  */
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse, stringify } from 'yaml';
 import { RawClient } from './client';
 import { freePort, waitForPort } from './ports';
+import { launch, type Running } from './processes';
 
 export const NUTCRACKER = '/usr/sbin/nutcracker';
 
@@ -76,11 +77,6 @@ export function checkConfig(file: string): string {
   return said;
 }
 
-const started = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of started) child.kill('SIGKILL');
-});
-
 export interface Twemproxy {
   port: number;
   /** nutcracker's log so far (its -o file). */
@@ -98,34 +94,21 @@ export async function startTwemproxy(configText: string, port: number): Promise<
   const [conf, logFile, pidFile] = ['nutcracker.yml', 'nutcracker.log', 'nutcracker.pid'].map((f) => path.join(dir, f));
   fs.writeFileSync(conf, configText);
   const statsPort = await freePort();
-  const child = spawn(NUTCRACKER, ['-c', conf, '-o', logFile, '-p', pidFile, '-s', String(statsPort), '-a', '127.0.0.1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  started.add(child);
-  child.unref();
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  (child.stderr as unknown as { unref(): void }).unref();
-  const exited = new Promise<void>((resolve) => child.once('exit', () => { started.delete(child); resolve(); }));
-  const log = () => stderr + (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '');
+  const log = (running?: Running) => (running?.output() ?? '') + (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '');
+  let running: Running;
   try {
-    await Promise.race([
-      Promise.all([waitForPort(port), waitForPort(statsPort)]),
-      exited.then(() => { throw new Error(`nutcracker exited: ${log()}`); }),
-    ]);
+    running = await launch(NUTCRACKER, ['-c', conf, '-o', logFile, '-p', pidFile, '-s', String(statsPort), '-a', '127.0.0.1'], port);
+    await waitForPort(statsPort);
   } catch (error) {
-    child.kill('SIGKILL');
+    const said = log();
     fs.rmSync(dir, { recursive: true, force: true });
-    throw error;
+    throw new Error(`nutcracker did not start: ${(error as Error).message} ${said}`);
   }
   return {
     port,
-    log,
+    log: () => log(running),
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await running.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
