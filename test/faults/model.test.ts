@@ -66,6 +66,15 @@ describe('fault suite model', () => {
     assert.ok(allowed(expect(late, 9000, { stops }).items, held('c;', 12), 9000));
   });
 
+  it('lets a delayed flush erase what a memcached stopped around its moment stored as it resumed', () => {
+    const stops: Stop[] = [{ node: 'b', at: 1500, until: 6000 }];
+    const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'test', delay: 2, sentAt: 1000, at: 1001, acked: true }];
+    // Stored as the stop ended (before the stale clock ticked again), gone at once after.
+    const log = [attempt(6100, set('x;')), attempt(6300, { kind: 'delete' }, { effect: 'none', because: 'absent' })];
+    assert.equal(expect(log, 9000, { flushes }).contradictions.length, 1, 'without the stop, the flush came long before the set');
+    assert.equal(expect(log, 9000, { flushes, stops }).contradictions.length, 0);
+  });
+
   it('reports a reply that contradicts every allowed state', () => {
     const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
     assert.equal(expect(log, 1000).contradictions.length, 1);

@@ -144,10 +144,13 @@ function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[
     // and the reconciling copies bring back what it erased. Leniently, such a flush may or may not happen.
     const mayBeLost = options.lenient && kills.some((k) => k.node === flush.node && k.at >= flush.at && k.at - flush.at < options.lossWindowMs);
     const end = flush.acked ? flush.at : flush.sentAt + LATE_MS;
-    const [lo, hi] =
+    let [lo, hi] =
       flush.delay > 0
         ? [flush.sentAt + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS, end + flush.delay * 1000 + DELAYED_FLUSH_SLACK_MS]
         : [flush.sentAt - FLUSH_MARGIN_MS, end + FLUSH_MARGIN_MS];
+    // A memcached stopped around a delayed flush's moment stamps what it stores as it resumes with its stale
+    // clock, at or before the moment: those writes go with the flush too (see Stop).
+    if (flush.delay > 0) for (const stop of options.stops ?? []) if (lo <= stop.until + CLOCK_CATCH_UP_MS && hi >= stop.at) hi = Math.max(hi, stop.until + CLOCK_CATCH_UP_MS);
     const lagging = flush.node !== node;
     const certain = flush.acked && !mayBeLost;
     events.push(
