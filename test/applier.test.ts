@@ -28,12 +28,14 @@ describe('applier', () => {
   let local: LocalMemcached;
   let binaryLocal: LocalMemcachedBinary;
   let applier: Applier;
+  let touches: RecentWrites;
   before(async () => {
     memcached = await startMemcached();
     local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
     binaryLocal = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
     const bounds = { maxEntries: 1000, windowMs: 60_000 };
-    const history = { values: new RecentWrites(bounds), touches: new RecentWrites(bounds), flushes: new FlushSchedule(), expiries: new KnownExpiries() };
+    touches = new RecentWrites(bounds);
+    const history = { values: new RecentWrites(bounds), touches, flushes: new FlushSchedule(), expiries: new KnownExpiries() };
     applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b');
   });
   after(async () => {
@@ -50,6 +52,16 @@ describe('applier', () => {
     applier.applyCopy(record({ op: 'add', key: Buffer.from('filled'), value: Buffer.from('peer'), ttlMs: 60_000 }), Date.now());
     await eventually(async () => (await item(memcached.port, 'filled')) !== null, 3000, 'the live add applied');
     assert.equal((await item(memcached.port, 'mine'))?.value, 'kept');
+  });
+
+  it("a copy's item keeps the expiry this node's client gave it by a touch made after the copy was asked for", async () => {
+    applier.copyCovers = { wall: Date.now() - 1000, logical: 0 };
+    touches.note(Buffer.from('slid'), { wall: Date.now(), logical: 0, nodeId: 'b' }, Date.now() + 1000_000);
+    applier.applyCopy(record({ key: Buffer.from('slid'), value: Buffer.from('peer'), ttlMs: 2000 }), Date.now());
+    applier.applyCopy(record({ key: Buffer.from('plain'), value: Buffer.from('peer'), ttlMs: 2000 }), Date.now());
+    await eventually(async () => (await item(memcached.port, 'plain')) !== null && (await item(memcached.port, 'slid')) !== null, 3000, 'both copies applied');
+    assert.ok(((await item(memcached.port, 'slid'))?.ttl ?? 0) > 990, 'the touch\'s expiry, not the copy\'s');
+    assert.ok(((await item(memcached.port, 'plain'))?.ttl ?? 99) <= 3, 'a key not touched takes the copy\'s');
   });
 
   // The origin held these items until their deadline and a client touched them before it:

@@ -166,7 +166,10 @@ export class Applier {
       return;
     }
     batch.tickets.push(this.contention.copyStarted(record.key));
-    this.write(batch, record, sentAt);
+    // A touch by a client here after the covered point is newer than the copy's expiry (and on its way to the peer).
+    const touch = this.history.touches.lastWriteOf(record.key);
+    const ownTouch = touch !== undefined && touch.nodeId === this.nodeId && compareHlc(touch, this.copyCovers) > 0;
+    this.write(batch, record, sentAt, ownTouch ? touch.expiresAt : undefined);
   }
 
   /**
