@@ -118,6 +118,22 @@ describe('flush_all', () => {
     await heldOnBoth(a, b, 'later', true);
   });
 
+  it('a delayed flush reaching a stalled memcached still flushes at its moment, not its delay after the stall', async () => {
+    b.memcached.child.kill('SIGSTOP');
+    try {
+      assert.equal(await ask(a, 'flush_all 3\r\n'), 'OK\r\n');
+      // The record reaches memrepl B, which hands the flush to its memcached: it waits in the socket past its moment.
+      await sleep(4500);
+    } finally {
+      b.memcached.child.kill('SIGCONT');
+    }
+    await sleep(1500); // memcached's clock catches up at its next tick
+    await ask(b, 'set after-stall 0 0 1\r\nx\r\n');
+    // Counted from when memcached ran it, the delay would end about now, and take this write with it.
+    await sleep(2500);
+    await heldOnBoth(a, b, 'after-stall', true);
+  });
+
   it('an absolute time far ahead schedules a flush without stopping replication', async () => {
     const inAnHour = Math.floor(Date.now() / 1000) + 3600;
     assert.equal(await ask(a, `flush_all ${inAnHour}\r\n`), 'OK\r\n');

@@ -564,9 +564,15 @@ export class Applier {
   onRefused: (reason: string) => void = () => {};
 }
 
-/** flush_all's argument for a delay in seconds: relative up to 30 days, else a unix time. */
+/**
+ * flush_all's argument for a flush `seconds` from now: always the unix time
+ * of the moment. A relative delay would count from when memcached runs the
+ * command, which is later if it is stalled (the moment would move, and take
+ * the writes made meanwhile with it); memcached converts an absolute time
+ * against its start time, whenever it runs it.
+ */
 function flushExptime(seconds: number): number {
-  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.round(Date.now() / 1000) + seconds;
+  return Math.round(Date.now() / 1000) + seconds;
 }
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {
