@@ -75,6 +75,15 @@ describe('fault suite model', () => {
     assert.equal(expect(log, 9000, { flushes, stops }).contradictions.length, 0);
   });
 
+  it("lets a delayed flush sent to its own stopped memcached come early by the stop's length", () => {
+    const stops: Stop[] = [{ node: 'a', at: 500, until: 2000 }];
+    // flush_all 4 sent at 1000 and run as the memcached resumed: its clock stood at 500, so the moment is ~3500, not ~5000.
+    const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'test', delay: 4, sentAt: 1000, at: 2000, acked: true }];
+    const log = [attempt(0, set('x;')), attempt(2100, { kind: 'delete' }, { effect: 'none', because: 'absent' })];
+    assert.equal(expect(log, 9000, { flushes }).contradictions.length, 1, 'without the stop, the flush could not have come yet');
+    assert.equal(expect(log, 9000, { flushes, stops }).contradictions.length, 0);
+  });
+
   it('reports a reply that contradicts every allowed state', () => {
     const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
     assert.equal(expect(log, 1000).contradictions.length, 1);

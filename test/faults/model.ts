@@ -150,7 +150,12 @@ function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[
         : [flush.sentAt - FLUSH_MARGIN_MS, end + FLUSH_MARGIN_MS];
     // A memcached stopped around a delayed flush's moment stamps what it stores as it resumes with its stale
     // clock, at or before the moment: those writes go with the flush too (see Stop).
-    if (flush.delay > 0) for (const stop of options.stops ?? []) if (lo <= stop.until + CLOCK_CATCH_UP_MS && hi >= stop.at) hi = Math.max(hi, stop.until + CLOCK_CATCH_UP_MS);
+    // And the client's own memcached, stopped while the command waited for it, counts the delay from its stale
+    // clock when it resumes: from the moment it stopped.
+    for (const stop of flush.delay > 0 ? (options.stops ?? []) : []) {
+      if (lo <= stop.until + CLOCK_CATCH_UP_MS && hi >= stop.at) hi = Math.max(hi, stop.until + CLOCK_CATCH_UP_MS);
+      if (stop.node === flush.node && flush.sentAt <= stop.until + CLOCK_CATCH_UP_MS && end >= stop.at) lo = Math.min(lo, stop.at + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS);
+    }
     const lagging = flush.node !== node;
     const certain = flush.acked && !mayBeLost;
     events.push(
