@@ -27,12 +27,13 @@
  */
 import { Status, type BinaryPacket } from '../protocol/binary/messages';
 import { copyRange } from '../protocol/bytes';
+import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaKey, metaRead, metaTouch, textSafeKey } from '../protocol/text/serializer';
 import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from './binary-keys';
 import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
-import { CANCEL_FLUSH_EXPTIME, RELATIVE_EXPTIME_MAX, type FlushAction, type FlushTiming } from './flush-schedule';
+import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from './flush-schedule';
 import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from './hlc';
 import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';

@@ -48,6 +48,7 @@ import { newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
 import { copyRange } from '../protocol/bytes';
 import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
+import { remainingLifeMs } from '../protocol/text/expiry';
 import { textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
@@ -586,9 +587,7 @@ export class FullCopy {
     if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
     batch.unanswered--;
     this.inFlight--;
-    // memcached counts whole seconds on a clock that ticks once a second: the true
-    // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
-    const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
+    const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, remainingLifeMs(v.ttl));
     this.copyItem(batch.mark, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
   }
 
@@ -755,13 +754,9 @@ function fetchBy(encoded: boolean, key: Buffer, length: number): FetchBy {
   return needsBinary(key.subarray(0, length)) ? 'binary' : 'base64';
 }
 
-/**
- * A record's ttlMs from a walk line's exp (unix seconds on memcached's clock,
- * -1 for never), or null for an item dead by now. memcached's clock ticks
- * once a second: aim at the middle of the second, as for mg's t.
- */
+/** A record's ttlMs from a walk line's exp (unix seconds on memcached's clock, -1 for never), or null for an item dead by now. */
 function ttlFromWalk(exp: number, now: number): number | null {
   if (exp === -1) return TTL_NEVER;
-  const ttlMs = (exp - Math.floor(now / 1000)) * 1000 - 500;
+  const ttlMs = remainingLifeMs(exp - Math.floor(now / 1000));
   return ttlMs > 0 ? ttlMs : null;
 }

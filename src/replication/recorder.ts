@@ -11,11 +11,12 @@
  */
 import { Status, type BinaryPacket } from '../protocol/binary/messages';
 import type { WriteEffect, WriteSink } from '../protocol/effects';
+import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../protocol/text/expiry';
 import { metaRead } from '../protocol/text/serializer';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import { FLUSH_CANCEL, type Expiry } from './frames/messages';
-import { flushTiming, RELATIVE_EXPTIME_MAX, type FlushSchedule, type FlushTiming } from './flush-schedule';
+import { flushTiming, type FlushSchedule, type FlushTiming } from './flush-schedule';
 import type { HybridClock, Stamp } from './hlc';
 import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from './binary-keys';
 import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
@@ -221,9 +222,7 @@ export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp
   let expiresAt: number | null = null;
   for (const token of tokens.slice(2)) {
     if (token[0] === 'f') flags = Number(token.slice(1));
-    // memcached counts whole seconds on a clock that ticks once a second: the true
-    // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
-    if (token[0] === 't') expiresAt = token === 't-1' ? null : now + Number(token.slice(1)) * 1000 - 500;
+    if (token[0] === 't') expiresAt = token === 't-1' ? null : now + remainingLifeMs(Number(token.slice(1)));
   }
   const value = head.raw.subarray(head.raw.length - length - 2, head.raw.length - 2);
   return { ...base, op: 'set', key, flags, value, expiresAt };
