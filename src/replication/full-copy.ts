@@ -49,6 +49,7 @@ import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scann
 import { copyRange } from '../protocol/bytes';
 import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
 import { remainingLifeMs } from '../protocol/text/expiry';
+import { parseMetaHeader } from '../protocol/text/meta-header';
 import { textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
@@ -320,12 +321,13 @@ export class FullCopy {
   /** Stores the mark and reads its CAS, then deletes it; 0 (and says why) if that cannot be done. */
   private async casNow(connection: LocalMemcached): Promise<number> {
     const storeReply = await connection.request(Buffer.concat([Buffer.from('ms '), MARK, Buffer.from(' 1 T10\r\n-\r\n')]));
-    const stored = storeReply[storeReply.length - 1]?.line ?? '';
-    const [reply] = stored === 'HD' ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
+    const storeAnswer = storeReply[storeReply.length - 1];
+    const stored = storeAnswer !== undefined && parseMetaHeader(storeAnswer.raw).status === 'HD';
+    const [reply] = stored ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
     await connection.quietBatch(Buffer.concat([Buffer.from('md '), MARK, Buffer.from(' q\r\n')]));
-    const cas = Number(/ c(\d+)/.exec(reply?.line ?? '')?.[1] ?? 0);
+    const cas = reply ? Math.max(0, parseMetaHeader(reply.raw).cas) : 0;
     if (cas === 0) {
-      const why = stored !== 'HD' ? `memcached refused to store its mark (${stored})` : 'memcached gives items no CAS (-C)';
+      const why = stored ? 'memcached gives items no CAS (-C)' : `memcached refused to store its mark (${storeAnswer?.line ?? ''})`;
       this.log.warn(`replication: the full copy cannot check that it sent everything: ${why}`);
     }
     return cas;
@@ -584,7 +586,7 @@ export class FullCopy {
       [start, end] = [0, key.length];
     }
     // Answered means not missing: an answer without its key or fields is memcached misbehaving; skip it.
-    if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
+    if (end === start || v.flags < 0 || v.ttl === null) return;
     batch.unanswered--;
     this.inFlight--;
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, remainingLifeMs(v.ttl));
