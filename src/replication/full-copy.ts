@@ -50,7 +50,7 @@ import { copyRange } from '../protocol/bytes';
 import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
 import { remainingLifeMs } from '../protocol/text/expiry';
 import { parseMetaHeader } from '../protocol/text/meta-header';
-import { textSafeKey } from '../protocol/text/serializer';
+import { metaDelete, metaSet, textSafeKey } from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
@@ -136,6 +136,8 @@ const BUSY_PATIENCE_MS = 10_000;
 const BUSY_RETRY_MS = 100;
 /** memcached writes metadump lines of at most 4 KiB: a longer one means the stream is broken. */
 const WALK_LINE_MAX = 8 * 1024;
+/** The mark's value: one byte, never read. */
+const MARK_VALUE = Buffer.from('-');
 const MG = Buffer.from('mg ');
 const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
 const MN = Buffer.from('mn\r\n');
@@ -320,11 +322,11 @@ export class FullCopy {
 
   /** Stores the mark and reads its CAS, then deletes it; 0 (and says why) if that cannot be done. */
   private async casNow(connection: LocalMemcached): Promise<number> {
-    const storeReply = await connection.request(Buffer.concat([Buffer.from('ms '), MARK, Buffer.from(' 1 T10\r\n-\r\n')]));
+    const storeReply = await connection.request(metaSet(MARK, MARK_VALUE, { clientFlags: null, exptime: 10, mode: null, quiet: false }));
     const storeAnswer = storeReply[storeReply.length - 1];
     const stored = storeAnswer !== undefined && parseMetaHeader(storeAnswer.raw).status === 'HD';
     const [reply] = stored ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
-    await connection.quietBatch(Buffer.concat([Buffer.from('md '), MARK, Buffer.from(' q\r\n')]));
+    await connection.quietBatch(metaDelete(MARK, true));
     const cas = reply ? Math.max(0, parseMetaHeader(reply.raw).cas) : 0;
     if (cas === 0) {
       const why = stored ? 'memcached gives items no CAS (-C)' : `memcached refused to store its mark (${storeAnswer?.line ?? ''})`;
