@@ -44,13 +44,21 @@
  */
 import type * as net from 'node:net';
 import type { Logger } from '../log';
-import { newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
+import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
-import { copyRange } from '../protocol/bytes';
 import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
 import { remainingLifeMs } from '../protocol/text/expiry';
 import { parseMetaHeader } from '../protocol/text/meta-header';
-import { metaDelete, metaSet, textSafeKey } from '../protocol/text/serializer';
+import {
+  META_FETCH_BYTES_MAX,
+  metaDelete,
+  metaReadCas,
+  metaSet,
+  SENTINEL,
+  textSafeKey,
+  writeMetaFetch,
+  writeMetaFetchBase64,
+} from '../protocol/text/serializer';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
@@ -138,11 +146,6 @@ const BUSY_RETRY_MS = 100;
 const WALK_LINE_MAX = 8 * 1024;
 /** The mark's value: one byte, never read. */
 const MARK_VALUE = Buffer.from('-');
-const MG = Buffer.from('mg ');
-const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
-const MN = Buffer.from('mn\r\n');
-/** An mg line at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
-const MG_LINE_MAX = 400;
 
 /** One batch of fetches: its MN settles what was not answered (gone since the walk). */
 interface FetchBatch {
@@ -325,7 +328,7 @@ export class FullCopy {
     const storeReply = await connection.request(metaSet(MARK, MARK_VALUE, { clientFlags: null, exptime: 10, mode: null, quiet: false }));
     const storeAnswer = storeReply[storeReply.length - 1];
     const stored = storeAnswer !== undefined && parseMetaHeader(storeAnswer.raw).status === 'HD';
-    const [reply] = stored ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
+    const [reply] = stored ? await connection.request(metaReadCas(MARK)) : [];
     await connection.quietBatch(metaDelete(MARK, true));
     const cas = reply ? Math.max(0, parseMetaHeader(reply.raw).cas) : 0;
     if (cas === 0) {
@@ -351,7 +354,7 @@ export class FullCopy {
       // Closed by us after its END (or a BUSY), it is no longer the walker.
       if (this.walker === socket) this.fail('walk_closed', 'memcached closed the walk connection');
     });
-    socket.write(`lru_crawler metadump ${this.walkMode}\r\n`);
+    socket.write(metadumpRequest(this.walkMode));
   }
 
   /** A chunk of the walk: every complete line is taken at once (the walk is never paused, see the header). */
@@ -483,22 +486,19 @@ export class FullCopy {
         binaryBytes += entry.size;
         continue;
       }
-      requests.ensure(MG_LINE_MAX + MN.length);
+      requests.ensure(META_FETCH_BYTES_MAX + SENTINEL.length);
       if (entry.by === 'base64') {
         base64Keys ??= [];
-        const token = entry.buf.toString('base64', entry.start, entry.end);
-        requests.used += requests.buf.write(`mg ${token} b v f t u O${base64Keys.length} q\r\n`, requests.used, 'latin1');
+        requests.used = writeMetaFetchBase64(requests.buf, requests.used, entry.buf, entry.start, entry.end, base64Keys.length);
         base64Keys.push(Buffer.from(entry.buf.subarray(entry.start, entry.end)));
       } else {
-        requests.used = copyRange(MG, 0, MG.length, requests.buf, requests.used);
-        requests.used = copyRange(entry.buf, entry.start, entry.end, requests.buf, requests.used);
-        requests.used = copyRange(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
+        requests.used = writeMetaFetch(requests.buf, requests.used, entry.buf, entry.start, entry.end);
       }
       count++;
       bytes += entry.size;
     }
     if (count > 0) {
-      requests.used += MN.copy(requests.buf, requests.used);
+      requests.used += SENTINEL.copy(requests.buf, requests.used);
       this.batches.push({ unanswered: count, bytes, base64Keys, mark: this.options.localWrites.mark() });
       this.inFlight += count;
       this.inFlightBytes += bytes;

@@ -2,10 +2,17 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import {
+  META_FETCH_BYTES_MAX,
+  META_BASE64_KEY_MAX,
+  metaDelete,
   metaKey,
+  metaRead,
+  metaReadCas,
   metaSet,
   metaSetBytesMax,
   textSafeKey,
+  writeMetaFetch,
+  writeMetaFetchBase64,
   writeMetaSet,
   type MetaSetFields,
 } from './serializer';
@@ -61,4 +68,28 @@ test('property: writeMetaSet writes the ms line of protocol.txt, within metaSetB
       if (textSafeKey(key)) assert.equal(metaSetBytesMax(key, value.length, true), room);
     }),
   );
+});
+
+test('metaRead and metaReadCas: mg with the flags replication reads', () => {
+  assert.equal(latin1(metaRead(Buffer.from('k'))), 'mg k v f t u\r\n');
+  assert.equal(latin1(metaRead(Buffer.from('a b'))), `mg ${Buffer.from('a b').toString('base64')} b v f t u\r\n`);
+  assert.equal(latin1(metaReadCas(Buffer.from('memrepl:copy-mark'))), 'mg memrepl:copy-mark c\r\n');
+  assert.equal(latin1(metaDelete(Buffer.from('memrepl:copy-mark'), true)), 'md memrepl:copy-mark q\r\n');
+});
+
+test('writeMetaFetch and writeMetaFetchBase64: a full copy fetch of part of a buffer, in place', () => {
+  const src = Buffer.from('xxkeyxx');
+  const buf = Buffer.alloc(64, 0x2e);
+  let end = writeMetaFetch(buf, 1, src, 2, 5);
+  assert.equal(latin1(buf.subarray(0, end + 1)), '.mg key v f t u k q\r\n.');
+  buf.fill(0x2e);
+  end = writeMetaFetchBase64(buf, 1, Buffer.from('x a\nb'), 1, 5, 12);
+  assert.equal(latin1(buf.subarray(0, end + 1)), `.mg ${Buffer.from(' a\nb').toString('base64')} b v f t u O12 q\r\n.`);
+});
+
+test('the longest fetches fit META_FETCH_BYTES_MAX', () => {
+  const buf = Buffer.alloc(META_FETCH_BYTES_MAX);
+  assert.ok(writeMetaFetch(buf, 0, Buffer.alloc(250, 0x61), 0, 250) <= META_FETCH_BYTES_MAX);
+  const key = Buffer.alloc(META_BASE64_KEY_MAX, 0x20);
+  assert.ok(writeMetaFetchBase64(buf, 0, key, 0, key.length, 2 ** 32 - 1) <= META_FETCH_BYTES_MAX);
 });

@@ -90,9 +90,43 @@ export function metaTouch(key: Buffer, ttlSeconds: number, quiet = false): Buffe
   return Buffer.from(`${keyed('mg', key)} T${ttlSeconds}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
+/** mg's flags for reading an item to replicate it: value, client flags and remaining TTL, without bumping it in the LRU. */
+const READ_FLAGS = ' v f t u';
+
 /** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
 export function metaRead(key: Buffer): Buffer {
-  return Buffer.from(`${keyed('mg', key)} v f t u${CRLF}`, 'latin1');
+  return Buffer.from(`${keyed('mg', key)}${READ_FLAGS}${CRLF}`, 'latin1');
+}
+
+/** Reads an item's CAS only. */
+export function metaReadCas(key: Buffer): Buffer {
+  return Buffer.from(`${keyed('mg', key)} c${CRLF}`, 'latin1');
+}
+
+const FETCH_HEAD = Buffer.from('mg ', 'latin1');
+const FETCH_TAIL = Buffer.from(`${READ_FLAGS} k q${CRLF}`, 'latin1');
+/** The bytes of a full copy's fetch at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
+export const META_FETCH_BYTES_MAX = 400;
+
+/**
+ * A full copy's fetch of key[start, end), a key memcached's tokenizer keeps
+ * intact, written at buf[at] (room: META_FETCH_BYTES_MAX); returns the offset
+ * after it. `mg <key> v f t u k q`: memcached answers hits only (q), each
+ * naming its key (k).
+ */
+export function writeMetaFetch(buf: Buffer, at: number, key: Buffer, start: number, end: number): number {
+  at = copyRange(FETCH_HEAD, 0, FETCH_HEAD.length, buf, at);
+  at = copyRange(key, start, end, buf, at);
+  return copyRange(FETCH_TAIL, 0, FETCH_TAIL.length, buf, at);
+}
+
+/**
+ * writeMetaFetch for a key that must travel in base64:
+ * `mg <base64> b v f t u O<opaque> q`. Its reply names it by the opaque, not
+ * by k (which would answer the key in base64).
+ */
+export function writeMetaFetchBase64(buf: Buffer, at: number, key: Buffer, start: number, end: number, opaque: number): number {
+  return at + buf.write(`mg ${key.toString('base64', start, end)} b${READ_FLAGS} O${opaque} q${CRLF}`, at, 'latin1');
 }
 
 /** ms's M flag: E stores only a key memcached lacks (add), S any (set). */
