@@ -59,6 +59,7 @@ import {
   writeMetaFetch,
   writeMetaFetchBase64,
 } from '../protocol/text/serializer';
+import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
@@ -313,9 +314,7 @@ export class FullCopy {
   private async begin(): Promise<number> {
     const connection = new LocalMemcached(this.upstream, this.options.connectTimeoutMs);
     try {
-      const parts = await connection.request(Buffer.from('stats\r\n'));
-      const stat = (name: string) => parts.find((p) => p.line.startsWith(`STAT ${name} `))?.line.slice(name.length + 6);
-      const count = Number(stat('curr_items'));
+      const count = Number(parseStats(await connection.request(STATS_REQUEST)).get('curr_items'));
       this.markCas = await this.casNow(connection);
       return Number.isSafeInteger(count) && count >= 0 ? count : FILTER_DEFAULT_KEYS;
     } finally {
