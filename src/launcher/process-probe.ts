@@ -8,6 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { parseStatsText, STATS_REQUEST } from '../protocol/text/stats';
 
 /**
  * Whether `pid` names a running process. A zombie counts as dead: an adopted
@@ -58,12 +59,12 @@ export function statsPid(socketPath: string, timeoutMs: number): Promise<number 
     };
     const timer = setTimeout(() => done(null), timeoutMs);
     socket.setEncoding('latin1');
-    socket.on('connect', () => socket.write('stats\r\n'));
+    socket.on('connect', () => socket.write(STATS_REQUEST));
     socket.on('data', (chunk: string) => {
       reply += chunk;
       if (reply.endsWith('END\r\n') || reply.length > 64 * 1024) {
-        const match = /^STAT pid (\d+)\r$/m.exec(reply);
-        done(match ? Number(match[1]) : null);
+        const pid = parseStatsText(reply).get('pid');
+        done(pid !== undefined && /^\d+$/.test(pid) ? Number(pid) : null);
       }
     });
     socket.on('error', () => done(null));

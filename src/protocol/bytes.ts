@@ -10,3 +10,14 @@ export function copyRange(src: Buffer, start: number, end: number, dst: Buffer, 
   for (let i = start; i < end; i++) dst[at++] = src[i];
   return at;
 }
+
+/** An integer's decimal digits (a minus first if negative) at `at`; returns the offset after them. */
+export function writeDecimal(buf: Buffer, at: number, n: number): number {
+  if (n >= 0 && n < 10) {
+    buf[at] = 0x30 + n;
+    return at + 1;
+  }
+  const digits = String(n);
+  for (let i = 0; i < digits.length; i++) buf[at + i] = digits.charCodeAt(i);
+  return at + digits.length;
+}

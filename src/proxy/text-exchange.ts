@@ -13,6 +13,7 @@ import { parseInt32, parseUint32 } from '../protocol/numbers';
 import type { MetaRequest, TextRequest } from '../protocol/text/messages';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { TextReplyParser } from '../protocol/text/reply-parser';
+import { serializeStats } from '../protocol/text/stats';
 import { RequestParserLimits, TextRequestParser } from '../protocol/text/request-parser';
 import { lineWithout, metaDelete, metaWithoutQuiet, SENTINEL, SENTINEL_REPLY, serverError, TOO_LARGE } from '../protocol/text/serializer';
 import type { Dialect, Exchange, PartVerdict } from './exchange';
@@ -47,8 +48,7 @@ function planProxyStats(request: TextRequest, proxyStats: ProxyStats): Exchange<
   if (request.type !== 'other') return null;
   const words = request.raw.toString('latin1').trim().split(/ +/);
   if (words.length !== 2 || words[0] !== 'stats' || !Object.hasOwn(proxyStats, words[1])) return null;
-  const lines = proxyStats[words[1]]().map(([name, value]) => `STAT ${name} ${value}\r\n`);
-  return exchange('stats', null, { localReply: Buffer.from(lines.join('') + 'END\r\n', 'latin1'), outcome: () => words[1] });
+  return exchange('stats', null, { localReply: serializeStats(proxyStats[words[1]]()), outcome: () => words[1] });
 }
 
 const forwardUntilEnd = (part: ReplyPart): PartVerdict => (part.kind === 'end' ? FORWARD_END : FORWARD_MORE);

@@ -9,6 +9,7 @@
  */
 import * as net from 'node:net';
 import { createPool, Pool } from 'generic-pool';
+import { parseStatsText } from '../protocol/text/stats';
 
 export type UpstreamAddress = { host: string; port: number } | { path: string };
 
@@ -167,13 +168,7 @@ export class Upstream {
 
   /** `stats` or `stats settings` as a map. */
   async stats(kind = ''): Promise<Map<string, string>> {
-    const text = await this.ask(kind ? `stats ${kind}` : 'stats', /(^|\r\n)END\r\n$/);
-    const out = new Map<string, string>();
-    for (const line of text.split('\r\n')) {
-      const [tag, name, ...rest] = line.split(' ');
-      if (tag === 'STAT') out.set(name, rest.join(' '));
-    }
-    return out;
+    return parseStatsText(await this.ask(kind ? `stats ${kind}` : 'stats', /(^|\r\n)END\r\n$/));
   }
 
   async close(): Promise<void> {

@@ -26,13 +26,13 @@
  * by the replication delay and the two hosts' clocks need not agree.
  */
 import { Status, type BinaryPacket } from '../protocol/binary/messages';
-import { copyRange } from '../protocol/bytes';
+import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
 import type { ReplyPart } from '../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaKey, metaRead, metaTouch, textSafeKey } from '../protocol/text/serializer';
+import { flushAll, metaDelete, metaInvalidate, metaRead, metaSet, metaSetBytesMax, metaTouch, textSafeKey, writeMetaSet, type MetaSetFields } from '../protocol/text/serializer';
 import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from './binary-keys';
 import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
-import { CANCEL_FLUSH_EXPTIME, RELATIVE_EXPTIME_MAX, type FlushAction, type FlushTiming } from './flush-schedule';
+import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from './flush-schedule';
 import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from './hlc';
 import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
@@ -113,7 +113,6 @@ const BATCH_BYTES = 64 * 1024;
 /** Flow control: above this many bytes sent to memcached and not answered, the link stops being read; below the second, it is read again. */
 export const APPLYING_PAUSE_ABOVE = 8 * 1024 * 1024;
 const APPLYING_RESUME_BELOW = 2 * 1024 * 1024;
-const CRLF = Buffer.from('\r\n');
 
 export class Applier {
   /**
@@ -365,48 +364,22 @@ export class Applier {
     }
   }
 
-  /** `ms <key> <len> F<flags> T<exptime> M<E|S> q` and the value, written in place (no string per record). */
+  /** A set or an add as a quiet ms, written in place into the batch (no string or buffer per record). */
   private store(batch: Batch, record: Pick<RecordFrame, 'op' | 'key' | 'value' | 'flags'>, exptime: number): void {
     const { key, value } = record;
-    const mode = record.op === 'add' ? 'E' : 'S';
+    const fields = storeFields(record, exptime);
     if (!textSafeKey(key)) {
-      const { token, flag } = metaKey(key);
-      const line = `ms ${token} ${value.length}${flag} F${record.flags} T${exptime} M${mode} q\r\n`;
-      this.command(batch, Buffer.concat([Buffer.from(line, 'latin1'), value, CRLF]), record.op);
+      this.command(batch, metaSet(key, value, fields), record.op);
       return;
     }
     count(batch.sent, record.op);
-    const size = key.length + value.length + 60;
+    const size = metaSetBytesMax(key, value.length, true);
     if (batch.used + size > batch.buf.length) {
       if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
       batch.buf = Buffer.allocUnsafe(Math.max(BATCH_BYTES, size));
       batch.used = 0;
     }
-    const buf = batch.buf;
-    let at = batch.used;
-    buf[at++] = 0x6d; // m
-    buf[at++] = 0x73; // s
-    buf[at++] = 0x20;
-    at = copyRange(key, 0, key.length, buf, at);
-    buf[at++] = 0x20;
-    at = writeDecimal(buf, at, value.length);
-    buf[at++] = 0x20;
-    buf[at++] = 0x46; // F
-    at = writeDecimal(buf, at, record.flags);
-    buf[at++] = 0x20;
-    buf[at++] = 0x54; // T
-    at = writeDecimal(buf, at, exptime);
-    buf[at++] = 0x20;
-    buf[at++] = 0x4d; // M
-    buf[at++] = mode.charCodeAt(0);
-    buf[at++] = 0x20;
-    buf[at++] = 0x71; // q
-    buf[at++] = 0x0d;
-    buf[at++] = 0x0a;
-    at = copyRange(value, 0, value.length, buf, at);
-    buf[at++] = 0x0d;
-    buf[at++] = 0x0a;
-    batch.used = at;
+    batch.used = writeMetaSet(batch.buf, batch.used, key, value, fields);
   }
 
   /** A binary request for the batch's binary connection; `op` null for one that applies no record. */
@@ -579,15 +552,15 @@ function count(map: Map<RecordOp, number>, op: RecordOp): void {
   map.set(op, (map.get(op) ?? 0) + 1);
 }
 
-/** A non-negative integer's decimal digits at `at`; returns the offset after them. */
-function writeDecimal(buf: Buffer, at: number, n: number): number {
-  if (n < 10) {
-    buf[at] = 0x30 + n;
-    return at + 1;
-  }
-  const digits = String(n);
-  for (let i = 0; i < digits.length; i++) buf[at + i] = digits.charCodeAt(i);
-  return at + digits.length;
+/** One object, refilled for every record stored: the applier's hot path allocates nothing per record. */
+const STORE_FIELDS: MetaSetFields = { clientFlags: 0, exptime: 0, mode: 'S', quiet: true };
+
+/** How the applier stores a record: quietly, as a set or an add, with its client flags. */
+function storeFields(record: Pick<RecordFrame, 'op' | 'flags'>, exptime: number): MetaSetFields {
+  STORE_FIELDS.clientFlags = record.flags;
+  STORE_FIELDS.exptime = exptime;
+  STORE_FIELDS.mode = record.op === 'add' ? 'E' : 'S';
+  return STORE_FIELDS;
 }
 
 /** A text answer that means memcached refused the record, as a line for the log; null for one that is fine. */

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FlushSchedule, flushTiming, RELATIVE_EXPTIME_MAX } from './flush-schedule';
+import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
+import { FlushSchedule, flushTiming } from './flush-schedule';
 import type { Stamp } from './hlc';
 
 const st = (wall: number, nodeId = 'a'): Stamp => ({ wall, logical: 0, nodeId });

@@ -17,6 +17,7 @@
  * A record written during a delay is still replicated: each memcached
  * flushes it when the moment comes.
  */
+import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
 import { compareStamps, type Stamp } from './hlc';
 
 /** A flush_all as the recorder normalised it: how long after its command it empties the cache. */
@@ -110,9 +111,6 @@ export class FlushSchedule {
 function after(stamp: Stamp, ms: number): Stamp {
   return { wall: stamp.wall + ms, logical: stamp.logical, nodeId: stamp.nodeId };
 }
-
-/** memcached reads an exptime above this many seconds as a unix timestamp (REALTIME_MAXDELTA). */
-export const RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30;
 
 /**
  * flush_all's argument as memcached reads it, against the unix time now and

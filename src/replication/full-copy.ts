@@ -44,11 +44,22 @@
  */
 import type * as net from 'node:net';
 import type { Logger } from '../log';
-import { newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
+import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
-import { copyRange } from '../protocol/bytes';
 import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
-import { textSafeKey } from '../protocol/text/serializer';
+import { remainingLifeMs } from '../protocol/text/expiry';
+import { parseMetaHeader } from '../protocol/text/meta-header';
+import {
+  META_FETCH_BYTES_MAX,
+  metaDelete,
+  metaReadCas,
+  metaSet,
+  SENTINEL,
+  textSafeKey,
+  writeMetaFetch,
+  writeMetaFetchBase64,
+} from '../protocol/text/serializer';
+import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
 import { writeRecordFrame } from './frames/serializer';
@@ -134,11 +145,8 @@ const BUSY_PATIENCE_MS = 10_000;
 const BUSY_RETRY_MS = 100;
 /** memcached writes metadump lines of at most 4 KiB: a longer one means the stream is broken. */
 const WALK_LINE_MAX = 8 * 1024;
-const MG = Buffer.from('mg ');
-const FETCH_FLAGS = Buffer.from(' v f t u k q\r\n');
-const MN = Buffer.from('mn\r\n');
-/** An mg line at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
-const MG_LINE_MAX = 400;
+/** The mark's value: one byte, never read. */
+const MARK_VALUE = Buffer.from('-');
 
 /** One batch of fetches: its MN settles what was not answered (gone since the walk). */
 interface FetchBatch {
@@ -306,9 +314,7 @@ export class FullCopy {
   private async begin(): Promise<number> {
     const connection = new LocalMemcached(this.upstream, this.options.connectTimeoutMs);
     try {
-      const parts = await connection.request(Buffer.from('stats\r\n'));
-      const stat = (name: string) => parts.find((p) => p.line.startsWith(`STAT ${name} `))?.line.slice(name.length + 6);
-      const count = Number(stat('curr_items'));
+      const count = Number(parseStats(await connection.request(STATS_REQUEST)).get('curr_items'));
       this.markCas = await this.casNow(connection);
       return Number.isSafeInteger(count) && count >= 0 ? count : FILTER_DEFAULT_KEYS;
     } finally {
@@ -318,13 +324,14 @@ export class FullCopy {
 
   /** Stores the mark and reads its CAS, then deletes it; 0 (and says why) if that cannot be done. */
   private async casNow(connection: LocalMemcached): Promise<number> {
-    const storeReply = await connection.request(Buffer.concat([Buffer.from('ms '), MARK, Buffer.from(' 1 T10\r\n-\r\n')]));
-    const stored = storeReply[storeReply.length - 1]?.line ?? '';
-    const [reply] = stored === 'HD' ? await connection.request(Buffer.concat([Buffer.from('mg '), MARK, Buffer.from(' c\r\n')])) : [];
-    await connection.quietBatch(Buffer.concat([Buffer.from('md '), MARK, Buffer.from(' q\r\n')]));
-    const cas = Number(/ c(\d+)/.exec(reply?.line ?? '')?.[1] ?? 0);
+    const storeReply = await connection.request(metaSet(MARK, MARK_VALUE, { clientFlags: null, exptime: 10, mode: null, quiet: false }));
+    const storeAnswer = storeReply[storeReply.length - 1];
+    const stored = storeAnswer !== undefined && parseMetaHeader(storeAnswer.raw).status === 'HD';
+    const [reply] = stored ? await connection.request(metaReadCas(MARK)) : [];
+    await connection.quietBatch(metaDelete(MARK, true));
+    const cas = reply ? Math.max(0, parseMetaHeader(reply.raw).cas) : 0;
     if (cas === 0) {
-      const why = stored !== 'HD' ? `memcached refused to store its mark (${stored})` : 'memcached gives items no CAS (-C)';
+      const why = stored ? 'memcached gives items no CAS (-C)' : `memcached refused to store its mark (${storeAnswer?.line ?? ''})`;
       this.log.warn(`replication: the full copy cannot check that it sent everything: ${why}`);
     }
     return cas;
@@ -346,7 +353,7 @@ export class FullCopy {
       // Closed by us after its END (or a BUSY), it is no longer the walker.
       if (this.walker === socket) this.fail('walk_closed', 'memcached closed the walk connection');
     });
-    socket.write(`lru_crawler metadump ${this.walkMode}\r\n`);
+    socket.write(metadumpRequest(this.walkMode));
   }
 
   /** A chunk of the walk: every complete line is taken at once (the walk is never paused, see the header). */
@@ -478,22 +485,19 @@ export class FullCopy {
         binaryBytes += entry.size;
         continue;
       }
-      requests.ensure(MG_LINE_MAX + MN.length);
+      requests.ensure(META_FETCH_BYTES_MAX + SENTINEL.length);
       if (entry.by === 'base64') {
         base64Keys ??= [];
-        const token = entry.buf.toString('base64', entry.start, entry.end);
-        requests.used += requests.buf.write(`mg ${token} b v f t u O${base64Keys.length} q\r\n`, requests.used, 'latin1');
+        requests.used = writeMetaFetchBase64(requests.buf, requests.used, entry.buf, entry.start, entry.end, base64Keys.length);
         base64Keys.push(Buffer.from(entry.buf.subarray(entry.start, entry.end)));
       } else {
-        requests.used = copyRange(MG, 0, MG.length, requests.buf, requests.used);
-        requests.used = copyRange(entry.buf, entry.start, entry.end, requests.buf, requests.used);
-        requests.used = copyRange(FETCH_FLAGS, 0, FETCH_FLAGS.length, requests.buf, requests.used);
+        requests.used = writeMetaFetch(requests.buf, requests.used, entry.buf, entry.start, entry.end);
       }
       count++;
       bytes += entry.size;
     }
     if (count > 0) {
-      requests.used += MN.copy(requests.buf, requests.used);
+      requests.used += SENTINEL.copy(requests.buf, requests.used);
       this.batches.push({ unanswered: count, bytes, base64Keys, mark: this.options.localWrites.mark() });
       this.inFlight += count;
       this.inFlightBytes += bytes;
@@ -583,12 +587,10 @@ export class FullCopy {
       [start, end] = [0, key.length];
     }
     // Answered means not missing: an answer without its key or fields is memcached misbehaving; skip it.
-    if (end === start || v.flags < 0 || v.ttl === null || v.ttl < -1) return;
+    if (end === start || v.flags < 0 || v.ttl === null) return;
     batch.unanswered--;
     this.inFlight--;
-    // memcached counts whole seconds on a clock that ticks once a second: the true
-    // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
-    const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, v.ttl * 1000 - 500);
+    const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, remainingLifeMs(v.ttl));
     this.copyItem(batch.mark, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
   }
 
@@ -755,13 +757,9 @@ function fetchBy(encoded: boolean, key: Buffer, length: number): FetchBy {
   return needsBinary(key.subarray(0, length)) ? 'binary' : 'base64';
 }
 
-/**
- * A record's ttlMs from a walk line's exp (unix seconds on memcached's clock,
- * -1 for never), or null for an item dead by now. memcached's clock ticks
- * once a second: aim at the middle of the second, as for mg's t.
- */
+/** A record's ttlMs from a walk line's exp (unix seconds on memcached's clock, -1 for never), or null for an item dead by now. */
 function ttlFromWalk(exp: number, now: number): number | null {
   if (exp === -1) return TTL_NEVER;
-  const ttlMs = (exp - Math.floor(now / 1000)) * 1000 - 500;
+  const ttlMs = remainingLifeMs(exp - Math.floor(now / 1000));
   return ttlMs > 0 ? ttlMs : null;
 }

@@ -11,11 +11,13 @@
  */
 import { Status, type BinaryPacket } from '../protocol/binary/messages';
 import type { WriteEffect, WriteSink } from '../protocol/effects';
+import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../protocol/text/expiry';
+import { parseMetaHeader } from '../protocol/text/meta-header';
 import { metaRead } from '../protocol/text/serializer';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import { FLUSH_CANCEL, type Expiry } from './frames/messages';
-import { flushTiming, RELATIVE_EXPTIME_MAX, type FlushSchedule, type FlushTiming } from './flush-schedule';
+import { flushTiming, type FlushSchedule, type FlushTiming } from './flush-schedule';
 import type { HybridClock, Stamp } from './hlc';
 import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from './binary-keys';
 import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
@@ -209,22 +211,15 @@ function flushRecord(stamp: Stamp, timing: FlushTiming, now: number): NewRecord 
   return { ...base, op: 'flush', key: EMPTY, delay: delayMs / 1000, expiresAt: now + delayMs };
 }
 
-/** `mg <key> v f t` answered VA (the item now) or EN (gone since: ship the delete). */
+/** metaRead's mg answered VA (the item now) or EN (gone since: ship the delete). */
 export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, now: number): NewRecord | null {
   const head = parts[parts.length - 1];
+  const header = parseMetaHeader(head.raw);
   const base = baseRecord(stamp);
-  if (head.line === 'EN') return { ...base, op: 'delete', key, expiresAt: null };
-  if (!head.line.startsWith('VA ')) return null;
-  const tokens = head.line.split(' ');
-  const length = Number(tokens[1]);
-  let flags = 0;
-  let expiresAt: number | null = null;
-  for (const token of tokens.slice(2)) {
-    if (token[0] === 'f') flags = Number(token.slice(1));
-    // memcached counts whole seconds on a clock that ticks once a second: the true
-    // remaining life is anywhere in [t-1, t+1); aim at the middle, not the top.
-    if (token[0] === 't') expiresAt = token === 't-1' ? null : now + Number(token.slice(1)) * 1000 - 500;
-  }
+  if (header.status === 'EN') return { ...base, op: 'delete', key, expiresAt: null };
+  if (header.status !== 'VA') return null;
+  const { length, flags, ttl } = header;
+  const expiresAt = ttl === null || ttl === -1 ? null : now + remainingLifeMs(ttl);
   const value = head.raw.subarray(head.raw.length - length - 2, head.raw.length - 2);
   return { ...base, op: 'set', key, flags, value, expiresAt };
 }

@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
+import { parseStats, STATS_SETTINGS_REQUEST } from '../protocol/text/stats';
 import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier, APPLYING_PAUSE_ABOVE } from './applier';
 import { KnownExpiries } from './binary-keys';
@@ -617,8 +618,8 @@ export class Replicator implements LinkHandler {
 
   /** memcached -X refuses lru_crawler metadump: a full copy from this node is impossible; say so once, up front. */
   private async checkDumping(): Promise<void> {
-    const parts = await this.monitorConnection.request(Buffer.from('stats settings\r\n')).catch(() => []);
-    if (parts.some((p) => p.line === 'STAT dump_enabled no')) {
+    const parts = await this.monitorConnection.request(STATS_SETTINGS_REQUEST).catch(() => []);
+    if (parseStats(parts).get('dump_enabled') === 'no') {
       this.copyImpossible = 'memcached was started with -X (dumping disabled), so lru_crawler metadump is refused';
       this.log.warn(`replication: ${this.copyImpossible}: a peer that loses its data cannot be refilled from this node`);
     }

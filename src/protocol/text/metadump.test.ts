@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { newMetadumpLine, percentDecode, scanMetadumpFields, scanMetadumpKey, scanMetadumpLine, type MetadumpLine } from './metadump';
+import { metadumpRequest, newMetadumpLine, percentDecode, scanMetadumpFields, scanMetadumpKey, scanMetadumpLine, type MetadumpLine } from './metadump';
 
 function scan(text: string): MetadumpLine {
   const buf = Buffer.from(`junk${text}\n`, 'latin1');
@@ -75,4 +75,9 @@ test('the key alone first, the other fields only when asked for', () => {
   assert.equal(line.kind, 'end');
   assert.equal(scanMetadumpKey(Buffer.from('BUSY currently processing crawler request\r'), 0, 42, line), false);
   assert.deepEqual([line.kind, line.message], ['error', 'BUSY currently processing crawler request']);
+});
+
+test('metadumpRequest: the walk over the hash table or the LRUs', () => {
+  assert.equal(metadumpRequest('hash').toString('latin1'), 'lru_crawler metadump hash\r\n');
+  assert.equal(metadumpRequest('all').toString('latin1'), 'lru_crawler metadump all\r\n');
 });

@@ -9,6 +9,14 @@
  * Pure: bytes in, fields out.
  */
 
+/**
+ * The walk: `hash` walks memcached's hash table (1.6.9 and later), `all` its
+ * LRUs (which skips items being read at that instant).
+ */
+export function metadumpRequest(walk: 'hash' | 'all'): Buffer {
+  return Buffer.from(`lru_crawler metadump ${walk}\r\n`, 'latin1');
+}
+
 /** One line, as scanMetadumpLine fills it in (one object reused for every line). */
 export interface MetadumpLine {
   kind: 'item' | 'end' | 'error';

@@ -27,3 +27,11 @@ test('frames VALUE, VA and listing parts', () => {
   parser.push(Buffer.from('VALUE k 0 x\r\n'));
   assert.throws(() => parser.next(), /malformed value header/);
 });
+
+test('a VA line without a length memcached could have sent', () => {
+  for (const line of ['VA x', 'VA 3x', 'VA -1', 'VA ']) {
+    const parser = new TextReplyParser();
+    parser.push(Buffer.from(`${line}\r\nabc\r\n`));
+    assert.throws(() => parser.next(), /malformed value header/, line);
+  }
+});

@@ -7,6 +7,7 @@
  * Pure: bytes in, typed reply parts out.
  */
 import { ByteQueue } from '../byte-queue';
+import { metaValueLength } from './meta-header';
 
 export type ReplyPartKind =
   /** `VALUE key flags bytes [cas]` and its data block: more parts follow. */
@@ -48,8 +49,9 @@ export class TextReplyParser {
       return null;
     }
     const head = this.queue.peek(newline + 1);
-    const line = head.toString('latin1', 0, newline > 0 && head[newline - 1] === 0x0d ? newline - 1 : newline);
-    const block = dataBlockLength(line);
+    const lineEnd = newline > 0 && head[newline - 1] === 0x0d ? newline - 1 : newline;
+    const line = head.toString('latin1', 0, lineEnd);
+    const block = dataBlockLength(line, head, lineEnd);
     if (block !== null) {
       const total = newline + 1 + block + 2;
       if (this.queue.length < total) return null;
@@ -68,13 +70,17 @@ function isListing(line: string): boolean {
   return LISTING_PREFIXES.some((p) => line.startsWith(p));
 }
 
-/** Length of the data block announced by a VALUE or VA line, or null if none follows. */
-function dataBlockLength(line: string): number | null {
-  let field: string | undefined;
-  if (line.startsWith('VALUE ')) field = spaceField(line, 3);
-  else if (line.startsWith('VA ')) field = spaceField(line, 1);
-  else return null;
-  const n = field === undefined ? NaN : Number(field);
+/** Length of the data block announced by a VALUE or VA line (`line`, head[0, lineEnd)), or null if none follows. */
+function dataBlockLength(line: string, head: Buffer, lineEnd: number): number | null {
+  let n: number;
+  if (line.startsWith('VALUE ')) {
+    const field = spaceField(line, 3);
+    n = field === undefined ? NaN : Number(field);
+  } else if (line.startsWith('VA ')) {
+    n = metaValueLength(head, 0, lineEnd) ?? NaN;
+  } else {
+    return null;
+  }
   if (!Number.isInteger(n) || n < 0) throw new Error(`upstream sent a malformed value header: ${line.slice(0, 80)}`);
   return n;
 }

@@ -7,9 +7,13 @@
  * bytes would not survive the text tokenizer (keys written through the
  * binary protocol can hold any bytes).
  */
+import { copyRange, writeDecimal } from '../bytes';
 import type { MetaRequest } from './messages';
 
 const CRLF = '\r\n';
+const SPACE = 0x20;
+const CR = 0x0d;
+const LF = 0x0a;
 
 /** Appended after a request memcached might not answer: everything up to its `MN` belongs to the request. */
 export const SENTINEL = Buffer.from('mn\r\n');
@@ -86,9 +90,110 @@ export function metaTouch(key: Buffer, ttlSeconds: number, quiet = false): Buffe
   return Buffer.from(`${keyed('mg', key)} T${ttlSeconds}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
+/** mg's flags for reading an item to replicate it: value, client flags and remaining TTL, without bumping it in the LRU. */
+const READ_FLAGS = ' v f t u';
+
 /** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
 export function metaRead(key: Buffer): Buffer {
-  return Buffer.from(`${keyed('mg', key)} v f t u${CRLF}`, 'latin1');
+  return Buffer.from(`${keyed('mg', key)}${READ_FLAGS}${CRLF}`, 'latin1');
+}
+
+/** Reads an item's CAS only. */
+export function metaReadCas(key: Buffer): Buffer {
+  return Buffer.from(`${keyed('mg', key)} c${CRLF}`, 'latin1');
+}
+
+const FETCH_HEAD = Buffer.from('mg ', 'latin1');
+const FETCH_TAIL = Buffer.from(`${READ_FLAGS} k q${CRLF}`, 'latin1');
+/** The bytes of a full copy's fetch at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
+export const META_FETCH_BYTES_MAX = 400;
+
+/**
+ * A full copy's fetch of key[start, end), a key memcached's tokenizer keeps
+ * intact, written at buf[at] (room: META_FETCH_BYTES_MAX); returns the offset
+ * after it. `mg <key> v f t u k q`: memcached answers hits only (q), each
+ * naming its key (k).
+ */
+export function writeMetaFetch(buf: Buffer, at: number, key: Buffer, start: number, end: number): number {
+  at = copyRange(FETCH_HEAD, 0, FETCH_HEAD.length, buf, at);
+  at = copyRange(key, start, end, buf, at);
+  return copyRange(FETCH_TAIL, 0, FETCH_TAIL.length, buf, at);
+}
+
+/**
+ * writeMetaFetch for a key that must travel in base64:
+ * `mg <base64> b v f t u O<opaque> q`. Its reply names it by the opaque, not
+ * by k (which would answer the key in base64).
+ */
+export function writeMetaFetchBase64(buf: Buffer, at: number, key: Buffer, start: number, end: number, opaque: number): number {
+  return at + buf.write(`mg ${key.toString('base64', start, end)} b${READ_FLAGS} O${opaque} q${CRLF}`, at, 'latin1');
+}
+
+/** ms's M flag: E stores only a key memcached lacks (add), S any (set). */
+export type MetaSetMode = 'E' | 'S';
+
+export interface MetaSetFields {
+  /** F: the client flags; left out when null. */
+  clientFlags: number | null;
+  /** T: the exptime, as memcached reads it. */
+  exptime: number;
+  /** M: left out (memcached's default, set) when null. */
+  mode: MetaSetMode | null;
+  /** q: memcached answers only a failure (replication's batches). */
+  quiet: boolean;
+}
+
+/** The bytes of an ms command at most beyond its key's token and its data block. */
+const META_SET_OVERHEAD_MAX = 60;
+
+/** Room writeMetaSet needs at most; `textSafe`: what textSafeKey(key) says, when the caller knows already. */
+export function metaSetBytesMax(key: Buffer, valueLength: number, textSafe = textSafeKey(key)): number {
+  const token = textSafe ? key.length : Math.ceil(key.length / 3) * 4 + 2;
+  return token + valueLength + META_SET_OVERHEAD_MAX;
+}
+
+/**
+ * `ms <key> <length>[ b][ F<flags>] T<exptime>[ M<mode>][ q]` and the data
+ * block, written at buf[at] (room: metaSetBytesMax); returns the offset after
+ * it. The key goes in base64 (b) when memcached's tokenizer would split it
+ * (see metaKey). Written in place, byte by byte: the applier writes one per
+ * replicated record into its batch, with no string or buffer per record.
+ */
+export function writeMetaSet(buf: Buffer, at: number, key: Buffer, value: Buffer, fields: MetaSetFields): number {
+  const base64 = !textSafeKey(key);
+  buf[at++] = 0x6d; // m
+  buf[at++] = 0x73; // s
+  buf[at++] = SPACE;
+  at = base64 ? at + buf.write(key.toString('base64'), at, 'latin1') : copyRange(key, 0, key.length, buf, at);
+  buf[at++] = SPACE;
+  at = writeDecimal(buf, at, value.length);
+  if (base64) at = writeFlag(buf, at, 0x62); // b
+  if (fields.clientFlags !== null) at = writeDecimal(buf, writeFlag(buf, at, 0x46), fields.clientFlags); // F
+  at = writeDecimal(buf, writeFlag(buf, at, 0x54), fields.exptime); // T
+  if (fields.mode !== null) {
+    at = writeFlag(buf, at, 0x4d); // M
+    buf[at++] = fields.mode.charCodeAt(0);
+  }
+  if (fields.quiet) at = writeFlag(buf, at, 0x71); // q
+  buf[at++] = CR;
+  buf[at++] = LF;
+  at = copyRange(value, 0, value.length, buf, at);
+  buf[at++] = CR;
+  buf[at++] = LF;
+  return at;
+}
+
+/** writeMetaSet into a buffer of its own. */
+export function metaSet(key: Buffer, value: Buffer, fields: MetaSetFields): Buffer {
+  const buf = Buffer.allocUnsafe(metaSetBytesMax(key, value.length));
+  return buf.subarray(0, writeMetaSet(buf, 0, key, value, fields));
+}
+
+/** ` <flag>` at buf[at]; returns the offset after it. */
+function writeFlag(buf: Buffer, at: number, flag: number): number {
+  buf[at] = SPACE;
+  buf[at + 1] = flag;
+  return at + 2;
 }
 
 export function flushAll(delay: number, noreply = false): Buffer {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseStats, startedAt } from './stats';
+import { parseStats, parseStatsText, serializeStats, startedAt } from './stats';
 import type { ReplyPart } from './reply-parser';
 
 const part = (line: string): ReplyPart => ({ kind: line === 'END' ? 'end' : 'listing', raw: Buffer.from(`${line}\r\n`), line });
@@ -15,4 +15,17 @@ test('parseStats reads STAT lines and ignores the rest', () => {
 test('startedAt is time minus uptime, null when either is missing', () => {
   assert.equal(startedAt(parseStats(['STAT uptime 100', 'STAT time 1700000100'].map(part))), 1700000000);
   assert.equal(startedAt(parseStats(['STAT uptime 100'].map(part))), null);
+});
+
+test('parseStatsText reads the same from the reply as text', () => {
+  const text = 'STAT pid 42\r\nSTAT version 1.6.18\r\nSTAT libevent 2.1.12-stable\r\nSTAT verbosity 0 x\r\nEND\r\n';
+  const stats = parseStatsText(text);
+  assert.deepEqual([...stats], [['pid', '42'], ['version', '1.6.18'], ['libevent', '2.1.12-stable'], ['verbosity', '0 x']]);
+});
+
+test('serializeStats writes what parseStats reads, closed by END', () => {
+  const reply = serializeStats([['role', 'active'], ['lag', 3]]);
+  assert.equal(reply.toString('latin1'), 'STAT role active\r\nSTAT lag 3\r\nEND\r\n');
+  assert.deepEqual([...parseStatsText(reply.toString('latin1'))], [['role', 'active'], ['lag', '3']]);
+  assert.equal(serializeStats([]).toString('latin1'), 'END\r\n');
 });
