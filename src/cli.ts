@@ -10,16 +10,25 @@ import * as os from 'node:os';
 import { join as joinPath, resolve as resolvePath } from 'node:path';
 import yargs from 'yargs';
 import { parse as parseYaml } from 'yaml';
+import * as tls from 'node:tls';
 import type { Config } from './config';
-import { createLogger } from './log';
+import { createLogger, type Logger } from './log';
+import { describeReload, planReload } from './reload';
 import { MemcachedLauncher } from './launcher/memcached-launcher';
 import { defaultRunDir, RunDirBusyError } from './launcher/run-dir';
 import { identifierProblem } from './replication/frames/messages';
-import { startServer } from './server';
+import { startServer, type RunningServer } from './server';
 
 const USAGE_ERROR = 2;
 
+/** A usage problem: at start memrepl exits with it; on a reload (SIGHUP) the running config stays. */
+class ConfigError extends Error {}
+
 function fail(message: string): never {
+  throw new ConfigError(message);
+}
+
+function exitWithUsage(message: string): never {
   process.stderr.write(`memrepl: ${message}\nTry 'memrepl --help' for more information.\n`);
   process.exit(USAGE_ERROR);
 }
@@ -36,6 +45,7 @@ function readConfigFile(path: string): Record<string, unknown> {
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) fail(`config file ${path} must hold a mapping of flag names to values`);
     return parsed as Record<string, unknown>;
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     fail(`config file ${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(error as Error).message}`);
   }
 }
@@ -281,21 +291,63 @@ function launcherArgs(args: Record<string, unknown>, config: Config): Config['la
   return { binary: String(args['memcached-binary']), args: [...out, ...passthrough], runDir: runDir ?? defaultRunDir(config.port) };
 }
 
+/** The config as given, with every TLS file checked the way the listeners will load it. */
+function readConfig(argv: string[]): Config {
+  const config = parseArgs(argv);
+  for (const [flags, material] of [
+    ['--tls-cert/--tls-key/--tls-ca', config.clientTls],
+    ['--replication-tls-cert/-key/-ca', config.replicationTls],
+  ] as const) {
+    try {
+      if (material) tls.createSecureContext({ cert: material.cert, key: material.key, ca: material.ca ?? undefined });
+    } catch (error) {
+      fail(`invalid ${flags}: ${(error as Error).message}`);
+    }
+  }
+  return config;
+}
+
+/**
+ * SIGHUP: read the flags, environment, config file, secret and TLS files again,
+ * apply what can change live and say in one line what changed and what needs
+ * a restart. A config that does not parse keeps the running one.
+ */
+function reloadOnHangup(argv: string[], running: Config, server: RunningServer, log: Logger): void {
+  process.on('SIGHUP', () => {
+    try {
+      const plan = planReload(running, readConfig(argv));
+      server.update(plan.config);
+      running = plan.config;
+      log.notice(describeReload(plan));
+    } catch (error) {
+      const reason = error instanceof ConfigError ? error.message : `unexpected ${(error as Error).stack ?? String(error)}`;
+      log.error(`reload failed, still running the previous config: ${reason}`);
+    }
+  });
+}
+
 async function main(): Promise<void> {
-  const config = parseArgs(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  let config: Config;
+  try {
+    config = readConfig(argv);
+  } catch (error) {
+    if (error instanceof ConfigError) exitWithUsage(error.message);
+    throw error;
+  }
   const log = createLogger(config.verbose);
   let launcher: MemcachedLauncher | null = null;
-  let server;
+  let server: RunningServer;
   try {
     if (config.launch) {
       launcher = new MemcachedLauncher({ ...config.launch, restartMinMs: 100, restartMaxMs: 5000 }, log);
       await launcher.start();
-      config.upstream = launcher.socketPath;
     }
-    server = await startServer(config, log);
+    // The config keeps the upstream as given, so a reload compares like with like.
+    server = await startServer(launcher ? { ...config, upstream: launcher.socketPath } : config, log);
   } catch (error) {
     // Another memrepl owns the run dir: a usage problem (pick another dir or port), not a crash.
-    if (error instanceof RunDirBusyError) fail(error.message);
+    if (error instanceof RunDirBusyError) exitWithUsage(error.message);
     process.stderr.write(`memrepl: failed to start: ${(error as Error).message}\n`);
     await launcher?.stop();
     process.exit(1);
@@ -318,6 +370,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  reloadOnHangup(argv, config, server, log);
 }
 
 if (require.main === module) void main();

@@ -7,6 +7,7 @@ import { Registry } from 'prom-client';
 import { Config, DEFAULT_ITEM_SIZE, DEFAULT_REQS_PER_EVENT, MAX_MULTIGET_LINE } from './config';
 import { startHttp, type HealthChecks } from './http';
 import type { Logger } from './log';
+import type { LiveSettings } from './reload';
 import { createProxyMetrics, registerHealthMetrics, registerReplicationStateMetrics } from './metrics';
 import { discardWrites } from './protocol/effects';
 import type { RequestParserLimits } from './protocol/text/request-parser';
@@ -21,6 +22,8 @@ import { SharedUpstream } from './proxy/shared-upstream';
 export interface RunningServer {
   clientPort: number;
   metricsPort: number | null;
+  /** A reload's live settings (see reload.ts); open connections and the link stay up. */
+  update(live: LiveSettings): void;
   stop(): Promise<void>;
 }
 
@@ -111,6 +114,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   return {
     clientPort: bound.port,
     metricsPort: httpServer ? (httpServer.address() as { port: number }).port : null,
+    update(live) {
+      log.setVerbosity(live.verbose);
+      listener.update({ idleTimeoutMs: live.idleTimeoutMs, tls: live.clientTls });
+      replicator?.update({ secret: live.replicationSecret, tls: live.replicationTls, copyRatePerSecond: live.resyncRate });
+    },
     async stop() {
       log.info('shutting down: no new connections, finishing in-flight requests');
       await listener.close(config.shutdownTimeoutMs);

@@ -41,7 +41,7 @@ export class Listener {
   private readonly clients = new Map<net.Socket, Session<any, { raw: Buffer }> | null>();
 
   constructor(
-    private readonly options: ListenerOptions,
+    private options: ListenerOptions,
     private readonly dialects: DialectFactory,
     /**
      * memcached fixes a connection's protocol from its first byte, so text and
@@ -65,6 +65,17 @@ export class Listener {
       : net.createServer({ noDelay: true }, accept);
     // A failed TLS handshake never becomes a session; say why at -vv and move on.
     this.server.on('tlsClientError', (error: Error) => deps.log.debug(`client TLS handshake failed: ${error.message}`));
+  }
+
+  /**
+   * A reload: new connections get the new idle timeout and TLS material (the
+   * certificate rotated); open ones keep theirs. Turning TLS on or off needs a new listener.
+   */
+  update(live: Pick<ListenerOptions, 'idleTimeoutMs' | 'tls'>): void {
+    if (live.tls && this.server instanceof tls.Server) {
+      this.server.setSecureContext({ cert: live.tls.cert, key: live.tls.key, ca: live.tls.ca ?? undefined });
+    }
+    this.options = { ...this.options, idleTimeoutMs: live.idleTimeoutMs, tls: this.server instanceof tls.Server ? live.tls ?? this.options.tls : null };
   }
 
   listen(): Promise<net.AddressInfo> {

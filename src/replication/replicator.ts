@@ -12,6 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
 import { parseStats, STATS_SETTINGS_REQUEST } from '../protocol/text/stats';
@@ -68,6 +69,9 @@ export interface ReplicationOptions {
   /** Directory of this node's replication checkpoint (see checkpoint-file.ts). */
   stateDir: string;
 }
+
+/** The options a reload (SIGHUP) may change: each is read at its next use. */
+export type LiveReplicationOptions = Pick<ReplicationOptions, 'secret' | 'tls' | 'copyRatePerSecond'>;
 
 const COPY_STAMP = { wall: 0, logical: 0 };
 const EMPTY_VALUE = Buffer.alloc(0);
@@ -143,7 +147,7 @@ export class Replicator implements LinkHandler {
   private readonly monitorConnection: LocalMemcached;
 
   constructor(
-    private readonly options: ReplicationOptions,
+    private options: ReplicationOptions,
     private readonly upstream: UpstreamAddress,
     private readonly metrics: ReplicationMetrics,
     private readonly log: Logger,
@@ -196,6 +200,15 @@ export class Replicator implements LinkHandler {
       this.metrics.linkErrors.labels('tls').inc();
       this.log.warn(`replication: refused a TLS connection: ${error.message}`);
     });
+  }
+
+  /**
+   * A reload: the secret and TLS material count from the next handshake (the
+   * link up now stays up), the copy pace from the next copy. Turning TLS on or off needs a restart.
+   */
+  update(live: LiveReplicationOptions): void {
+    if (live.tls && this.server instanceof tls.Server) this.server.setSecureContext({ ...live.tls, minVersion: 'TLSv1.2' });
+    this.options = { ...this.options, ...live, tls: this.server instanceof tls.Server ? live.tls ?? this.options.tls : null };
   }
 
   async start(): Promise<net.AddressInfo> {

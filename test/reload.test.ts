@@ -1,0 +1,92 @@
+/**
+ * SIGHUP reloads the config file without a restart (like memcached's proxy):
+ * live settings change, the rest is reported as needing a restart, open
+ * client connections keep working, and a broken file keeps the running config.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RawClient } from './support/client';
+import { eventually, freePort } from './support/ports';
+import { CLI, launch, type Running, startMemcached } from './support/processes';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-reload-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** Waits for the next line of output matching `pattern` after `from` characters. */
+async function nextLine(proxy: Running, from: number, pattern: RegExp): Promise<string> {
+  let line = '';
+  await eventually(() => (line = proxy.output().slice(from).split('\n').find((l) => pattern.test(l)) ?? '') !== '', 5000, () => `a line matching ${pattern} in: ${proxy.output().slice(from)}`);
+  return line;
+}
+
+async function get(client: RawClient, key: string): Promise<string> {
+  return client.request(`get ${key}\r\n`, 'END\r\n');
+}
+
+describe('reload on SIGHUP', () => {
+  let memcached: Running;
+  let proxy: Running;
+  let file: string;
+  let port: number;
+
+  before(async () => {
+    memcached = await startMemcached();
+    port = await freePort();
+    file = path.join(dir, 'memrepl.yaml');
+    fs.writeFileSync(file, `port: ${port}\nresync-rate: 10000\n`);
+    proxy = await launch(process.execPath, [CLI, '--config', file, '-l', '127.0.0.1', '--upstream', `127.0.0.1:${memcached.port}`, '--metrics-port', '0', '-X', '0'], port);
+  });
+  after(async () => {
+    await proxy.stop();
+    await memcached.stop();
+  });
+
+  it('applies verbosity and resync pace live, reports the port as needing a restart, and keeps serving', async () => {
+    const client = await RawClient.connect(port);
+    assert.equal(await client.request('set k 0 0 2\r\nv1\r\n'), 'STORED\r\n');
+    const otherPort = await freePort();
+    fs.writeFileSync(file, `port: ${otherPort}\nresync-rate: 500\nverbose: 1\n`);
+    const from = proxy.output().length;
+    proxy.child.kill('SIGHUP');
+    const line = await nextLine(proxy, from, /^reload: /);
+    // The default node id and state dir follow the port: a restart would change them too, and the line says so.
+    assert.equal(
+      line,
+      `reload: applied verbose 0 -> 1, resync-rate 10000 -> 500; needs a restart (still running the old value): port ${port} -> ${otherPort}, ` +
+        `node-id ${os.hostname()}:${port} -> ${os.hostname()}:${otherPort}, state-dir ${path.join(os.tmpdir(), `memrepl-${port}`)} -> ${path.join(os.tmpdir(), `memrepl-${otherPort}`)}`,
+    );
+    assert.equal(proxy.output().slice(from).match(/^reload: /gm)?.length, 1, 'one line says it all');
+    assert.equal(await get(client, 'k'), 'VALUE k 0 2\r\nv1\r\nEND\r\n', 'the open connection keeps working');
+    const fresh = await RawClient.connect(port);
+    assert.equal(await get(fresh, 'k'), 'VALUE k 0 2\r\nv1\r\nEND\r\n', 'still serving on the old port');
+    fresh.close();
+    client.close();
+    assert.equal(proxy.child.exitCode, null);
+  });
+
+  it('keeps the running config when the file is broken or holds an invalid value', async () => {
+    const client = await RawClient.connect(port);
+    for (const [text, reason] of [
+      ['port: [unclosed\n', /config file .*memrepl\.yaml is not valid YAML/],
+      [`port: ${port}\nresync-rate: -5\n`, /invalid --resync-rate/],
+    ] as const) {
+      fs.writeFileSync(file, text);
+      const from = proxy.output().length;
+      proxy.child.kill('SIGHUP');
+      const line = await nextLine(proxy, from, /reload/);
+      assert.match(line, /^error: reload failed, still running the previous config: /);
+      assert.match(line, reason);
+      assert.equal(await client.request('set k 0 0 2\r\nv2\r\n'), 'STORED\r\n', 'still serving');
+    }
+    // A good file again: the comparison is with what runs (verbose 1 and resync 500 from the first reload).
+    fs.writeFileSync(file, `port: ${port}\nresync-rate: 500\nverbose: 1\n`);
+    const from = proxy.output().length;
+    proxy.child.kill('SIGHUP');
+    assert.equal(await nextLine(proxy, from, /^reload: /), 'reload: nothing changed');
+    client.close();
+    assert.equal(proxy.child.exitCode, null);
+  });
+});
