@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
-import { CLI, launch, type Running, startMemcached } from './support/processes';
+import { CLI, launch, type Running, startMemcached, startNode, stopAll } from './support/processes';
+import { linked, relayedPair, stat } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-reload-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -88,5 +89,36 @@ describe('reload on SIGHUP', () => {
     assert.equal(await nextLine(proxy, from, /^reload: /), 'reload: nothing changed');
     client.close();
     assert.equal(proxy.child.exitCode, null);
+  });
+});
+
+describe('secret rotation on SIGHUP', () => {
+  it('the link stays up, re-links with the new secret once cut, and a node still on the old one is refused', async () => {
+    const secretFile = path.join(dir, 'secret');
+    fs.writeFileSync(secretFile, 'the first shared secret, S1\n');
+    const oldSecretFile = path.join(dir, 'old-secret');
+    fs.writeFileSync(oldSecretFile, 'the first shared secret, S1\n');
+    const { a, b, relay } = await relayedPair(['--replication-secret-file', secretFile, '-v']);
+    try {
+      fs.writeFileSync(secretFile, 'the second shared secret, S2\n');
+      const from = [a, b].map((n) => n.memrepl.output().length);
+      for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
+      for (const [i, node] of [a, b].entries()) assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), 'reload: applied replication-secret-file (new content)');
+      assert.equal(await stat(a, 'peer_up'), '1', 'the link up stays up');
+      relay.cutAll();
+      // -v: each link A accepts says so; the next one after the cut had to prove S2.
+      await eventually(() => a.memrepl.output().slice(from[0]).includes('replication: accept'), 10000, 'a new link after the cut');
+      await linked(a, b);
+      const stale = await startNode('c', await freePort(), a.replicationPort, ['--replication-secret-file', oldSecretFile]);
+      try {
+        await eventually(() => /authentication failed|shared secret/.test(a.memrepl.output().slice(from[0])), 10000, 'the S1 node refused');
+        assert.equal(await stat(stale, 'peer_up'), '0');
+      } finally {
+        await stopAll(stale);
+      }
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
   });
 });
