@@ -4,9 +4,11 @@
  * client connections keep working, and a broken file keeps the running config.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
@@ -119,6 +121,65 @@ describe('secret rotation on SIGHUP', () => {
     } finally {
       relay.close();
       await stopAll(a, b);
+    }
+  });
+});
+
+describe('certificate rotation on SIGHUP', () => {
+  /** A self-signed certificate for 127.0.0.1 with this common name, written over `cert` and `key`. */
+  function selfSigned(name: string, cert: string, key: string): void {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'pipe' });
+  }
+
+  /** The common name of the certificate a new TLS connection to `port` is shown; the socket is left open. */
+  function connect(port: number): Promise<{ socket: tls.TLSSocket; name: string }> {
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => resolve({ socket, name: String(socket.getPeerCertificate().subject.CN) }));
+      socket.once('error', reject);
+      socket.setTimeout(5000, () => socket.destroy(new Error('TLS connection timed out')));
+    });
+  }
+
+  function ask(socket: tls.TLSSocket, request: string): Promise<string> {
+    return new Promise((resolve) => {
+      let reply = '';
+      const onData = (chunk: Buffer) => {
+        reply += chunk.toString();
+        if (reply.endsWith('\r\n')) {
+          socket.off('data', onData);
+          resolve(reply);
+        }
+      };
+      socket.on('data', onData);
+      socket.write(request);
+    });
+  }
+
+  it('new client connections get the rotated certificate; those already open keep working', async () => {
+    const cert = path.join(dir, 'rotating.pem');
+    const key = path.join(dir, 'rotating.key');
+    selfSigned('first', cert, key);
+    const memcached = await startMemcached();
+    const port = await freePort();
+    const file = path.join(dir, 'tls.yaml');
+    fs.writeFileSync(file, `port: ${port}\n`);
+    const proxy = await launch(process.execPath, [CLI, '--config', file, '-l', '127.0.0.1', '--upstream', `127.0.0.1:${memcached.port}`, '--metrics-port', '0', '-X', '0', '--tls-cert', cert, '--tls-key', key], port);
+    try {
+      const before = await connect(port);
+      assert.equal(before.name, 'first');
+      selfSigned('second', cert, key);
+      const from = proxy.output().length;
+      proxy.child.kill('SIGHUP');
+      await nextLine(proxy, from, /^reload: /);
+      const after = await connect(port);
+      assert.equal(after.name, 'second', 'a new connection is shown the new certificate');
+      assert.equal(await ask(before.socket, 'set r 0 0 1\r\nx\r\n'), 'STORED\r\n', 'the connection made before the rotation still works');
+      assert.equal(await ask(after.socket, 'version\r\n').then((reply) => reply.startsWith('VERSION')), true);
+      before.socket.destroy();
+      after.socket.destroy();
+    } finally {
+      await proxy.stop();
+      await memcached.stop();
     }
   });
 });
