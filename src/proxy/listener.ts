@@ -58,10 +58,7 @@ export class Listener {
     const accept = (socket: net.Socket) => this.accept(socket);
     const secure = options.tls;
     this.server = secure
-      ? tls.createServer(
-          { cert: secure.cert, key: secure.key, ca: secure.ca ?? undefined, requestCert: secure.ca !== null, rejectUnauthorized: secure.ca !== null },
-          accept,
-        )
+      ? tls.createServer({ ...secureContextOf(secure), requestCert: secure.ca !== null, rejectUnauthorized: secure.ca !== null }, accept)
       : net.createServer({ noDelay: true }, accept);
     // A failed TLS handshake never becomes a session; say why at -vv and move on.
     this.server.on('tlsClientError', (error: Error) => deps.log.debug(`client TLS handshake failed: ${error.message}`));
@@ -73,7 +70,7 @@ export class Listener {
    */
   update(live: Pick<ListenerOptions, 'idleTimeoutMs' | 'tls'>): void {
     if (live.tls && this.server instanceof tls.Server) {
-      this.server.setSecureContext({ cert: live.tls.cert, key: live.tls.key, ca: live.tls.ca ?? undefined });
+      this.server.setSecureContext(secureContextOf(live.tls));
     }
     this.options = { ...this.options, idleTimeoutMs: live.idleTimeoutMs, tls: this.server instanceof tls.Server ? live.tls ?? this.options.tls : null };
   }
@@ -145,4 +142,9 @@ export class Listener {
     }
     for (const socket of this.clients.keys()) socket.destroy();
   }
+}
+
+/** The certificate, key and CA (if any) clients are served with: at start and on every reload. */
+function secureContextOf(secure: NonNullable<ListenerOptions['tls']>): tls.SecureContextOptions {
+  return { cert: secure.cert, key: secure.key, ca: secure.ca ?? undefined };
 }

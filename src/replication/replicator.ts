@@ -12,7 +12,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
-import * as tls from 'node:tls';
 import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
 import { parseStats, STATS_SETTINGS_REQUEST } from '../protocol/text/stats';
@@ -24,7 +23,7 @@ import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeRes
 import { CheckpointFile } from './checkpoint-file';
 import { FullCopy, type FullCopyError } from './full-copy';
 import { RestartWatch } from './restart-watch';
-import { dialReplication, replicationServer, type TlsMaterial } from './transport';
+import { dialReplication, renewReplicationTls, replicationServer, type TlsMaterial } from './transport';
 import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
 import { compareHlc, HybridClock } from './hlc';
@@ -207,8 +206,8 @@ export class Replicator implements LinkHandler {
    * link up now stays up), the copy pace from the next copy. Turning TLS on or off needs a restart.
    */
   update(live: LiveReplicationOptions): void {
-    if (live.tls && this.server instanceof tls.Server) this.server.setSecureContext({ ...live.tls, minVersion: 'TLSv1.2' });
-    this.options = { ...this.options, ...live, tls: this.server instanceof tls.Server ? live.tls ?? this.options.tls : null };
+    const tls = live.tls && renewReplicationTls(this.server, live.tls) ? live.tls : this.options.tls;
+    this.options = { ...this.options, ...live, tls };
   }
 
   async start(): Promise<net.AddressInfo> {
