@@ -160,11 +160,13 @@ export class Applier {
     this.clock.observe(record.hlc);
     const batch = this.openBatch();
     batch.copies++;
-    if (!this.copyApplies(record)) {
+    // A client write on its way to memcached is newer still (see Contention).
+    const ticket = this.copyApplies(record) ? this.contention.copyStarted(record.key) : null;
+    if (ticket === null) {
       this.metrics.recordsSkipped.labels('conflict').inc();
       return;
     }
-    batch.tickets.push(this.contention.copyStarted(record.key));
+    batch.tickets.push(ticket);
     // A touch by a client here after the covered point is newer than the copy's expiry (and on its way to the peer).
     const touch = this.history.touches.lastWriteOf(record.key);
     const ownTouch = touch !== undefined && touch.nodeId === this.nodeId && compareHlc(touch, this.copyCovers) > 0;
@@ -523,12 +525,11 @@ export class Applier {
    * write of the peer (the peer drops a key its own clients wrote after it
    * read it). So a copy stands unless this node's clients wrote the key after
    * the covered point: that write is here and on its way to the peer, and is
-   * newer, and so is a client write still on its way to memcached. Otherwise
-   * add or set decides, in memcached (see replicator.ts).
+   * newer (and so is one still on its way to memcached: Contention.copyStarted
+   * refuses the record then). Otherwise add or set decides, in memcached (see
+   * replicator.ts).
    */
   private copyApplies(record: RecordFrame): boolean {
-    // A client write on its way to memcached is newer still (see Contention).
-    if (this.contention.localInFlight(record.key)) return false;
     const last = this.history.values.lastWriteOf(record.key);
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }

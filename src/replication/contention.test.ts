@@ -79,12 +79,15 @@ test("a full copy's record and a client write never overlap: the write waits for
   const repaired: string[] = [];
   const c = new Contention((key) => repaired.push(key.toString()), 1);
   assert.equal(c.localStarted(k('free')), null, 'nothing in flight: the write goes at once');
-  assert.ok(c.localInFlight(k('free')));
-  assert.ok(!c.localInFlight(k('other')));
+  assert.equal(c.copyStarted(k('free')), null, "a client write of the key is on its way: the copy's record is refused");
+  const other = c.copyStarted(k('other'));
+  assert.notEqual(other, null);
   c.localSettled(k('free'));
-  assert.ok(!c.localInFlight(k('free')));
+  const free = c.copyStarted(k('free'));
+  assert.notEqual(free, null, 'the client write was answered: the record goes');
+  c.appliesSettled([other!, free!]);
 
-  const ticket = c.copyStarted(k('old'));
+  const ticket = c.copyStarted(k('old'))!;
   const wait = c.localStarted(k('old'));
   assert.ok(wait, 'a copy record of the key is in flight: the write must wait');
   let released = false;

@@ -118,12 +118,6 @@ export class Contention {
     if (this.quiet && this.localCount - this.held.length <= 0) this.quiet();
   }
 
-  /** A client write of `key` is on its way to memcached (a full copy's record of it must not follow). */
-  localInFlight(key: Uint8Array): boolean {
-    const bucket = this.bucketOf(key);
-    return this.localBuckets[bucket]! > 0 && this.local.has(Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1'));
-  }
-
   localSettled(key: Buffer): void {
     const bucket = this.bucketOf(key);
     const id = key.toString('latin1');
@@ -142,20 +136,30 @@ export class Contention {
    */
   applyStarted(key: Uint8Array): number {
     const bucket = this.bucketOf(key);
-    if (this.localBuckets[bucket]! > 0) {
-      const id = Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
-      if (this.local.has(id)) this.contended.set(id, bucket);
-    }
+    const id = this.localIdIn(bucket, key);
+    if (id !== null) this.contended.set(id, bucket);
     this.applying[bucket]++;
     return bucket;
   }
 
-  /** A full copy's record for `key` (not in flight as a client write: see localInFlight) was sent to memcached. */
-  copyStarted(key: Uint8Array): number {
+  /**
+   * A full copy's record for `key` is about to go to memcached: its ticket
+   * for appliesSettled, or null when a client write of the key is on its way
+   * (newer than the copy: the record must be dropped, not sent).
+   */
+  copyStarted(key: Uint8Array): number | null {
     const bucket = this.bucketOf(key);
+    if (this.localIdIn(bucket, key) !== null) return null;
     this.applying[bucket]++;
     this.copying[bucket]++;
     return -1 - bucket;
+  }
+
+  /** The key as `local` holds it, if a client write of it is in flight (the bucket count spares the string otherwise). */
+  private localIdIn(bucket: number, key: Uint8Array): string | null {
+    if (this.localBuckets[bucket] === 0) return null;
+    const id = Buffer.from(key.buffer, key.byteOffset, key.length).toString('latin1');
+    return this.local.has(id) ? id : null;
   }
 
   /** Peer records reached memcached (the applier settles them a batch at a time). */
