@@ -9,13 +9,20 @@ import * as net from 'node:net';
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const port = FIRST_PORT + Math.floor(Math.random() * (LAST_PORT - FIRST_PORT + 1));
-    if (await bindable(port)) return port;
+    // A port handed out earlier may not be bound yet (a pair picks its ports before starting anything).
+    if (handedOut.has(port)) continue;
+    if (await bindable(port)) {
+      handedOut.add(port);
+      return port;
+    }
   }
   throw new Error(`no free port in ${FIRST_PORT}-${LAST_PORT} after 100 tries`);
 }
 
 const FIRST_PORT = 20000;
 const LAST_PORT = 32000;
+/** Ports this process handed out: never twice (a test file uses a few hundred of the 12,000). */
+const handedOut = new Set<number>();
 
 function bindable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
