@@ -231,6 +231,33 @@ describe('races the link decides', () => {
     }
   });
 
+  it('a gat waiting in a stalled memcached while the peer\'s set of its key arrives: both nodes end with the same item', async () => {
+    // On A, memcached runs the gat first and the peer's set after it: A ends with
+    // the set's "no expiry". The gat's touch is stamped when its reply came, after
+    // the set, so unless A sees that the two crossed, B applies it to the set.
+    const { a, b, relay } = await relayedPair();
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      await ask(a, 'set k 0 0 2\r\nv0\r\nset other 0 0 2\r\nv0\r\n');
+      await converged(a, b, 'k');
+      await converged(a, b, 'other');
+      a.memcached.child.kill('SIGSTOP');
+      const touched = client.request('gat 300 other k\r\n', 'END\r\n');
+      await sleep(50);
+      assert.equal(await ask(b, 'set k 0 0 2\r\nv1\r\n'), 'STORED\r\n');
+      await sleep(200);
+      a.memcached.child.kill('SIGCONT');
+      assert.match(await touched, /VALUE other 0 2\r\nv0\r\nVALUE k 0 2\r\nv0\r\nEND/);
+      const held = await converged(a, b, 'k');
+      assert.equal(held?.value, 'v1');
+    } finally {
+      a.memcached.child.kill('SIGCONT');
+      client.close();
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('a flush that crosses a newer write on the other node keeps that write on both', async () => {
     const { a, b, relay } = await relayedPair();
     try {

@@ -33,7 +33,7 @@ import {
 import { BinaryReplyParser } from '../protocol/binary/reply-parser';
 import { BinaryParserLimits, BinaryRequestParser } from '../protocol/binary/request-parser';
 import { encodeRequest, encodeResponse, errorResponse, withOpcode } from '../protocol/binary/serializer';
-import type { Dialect, Exchange, PartVerdict } from './exchange';
+import { type Dialect, type Exchange, NO_KEYS, type PartVerdict } from './exchange';
 
 const FORWARD_END: PartVerdict = { forward: true, final: true };
 const FORWARD_MORE: PartVerdict = { forward: true, final: false };
@@ -72,7 +72,7 @@ const commandLabel = (opcode: number): string => `binary:${opcodeName(opcode)}`;
 function local(command: string, reply: Buffer | null, closeAfter: boolean, outcome: string): Exchange<BinaryPacket> {
   return {
     command,
-    writeKey: null,
+    writeKeys: NO_KEYS,
     upstream: null,
     localReply: reply,
     closeAfter,
@@ -104,7 +104,7 @@ function planTooLarge(request: TooLargeRequest): Exchange<BinaryPacket> {
   let deleted = false;
   return {
     command,
-    writeKey: key,
+    writeKeys: [key],
     upstream: encodeRequest({ opcode: Opcode.Delete, key, opaque: header.opaque }),
     localReply: reply,
     closeAfter: false,
@@ -137,7 +137,7 @@ function planCommand(request: CommandRequest): Exchange<BinaryPacket> {
   let status: number | null = null;
   return {
     command,
-    writeKey: WRITES.has(opcode) ? Buffer.from(request.key) : null,
+    writeKeys: WRITES.has(opcode) ? [Buffer.from(request.key)] : NO_KEYS,
     upstream: quiet ? withOpcode(request.raw, opcode) : request.raw,
     localReply: null,
     closeAfter: false,

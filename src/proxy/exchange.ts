@@ -10,6 +10,9 @@
  */
 import type { WriteEffect } from '../protocol/effects';
 
+/** writeKeys of a request that writes nothing. */
+export const NO_KEYS: readonly Buffer[] = Object.freeze([]);
+
 export interface PartVerdict {
   /** Send this part to the client. */
   forward: boolean;
@@ -23,10 +26,11 @@ export interface Exchange<Part> {
   /** Metric label: the command name ("get", "ms", "binary:set", ...). */
   command: string;
   /**
-   * The key this request may write, if any: replication watches writes in
-   * flight so a peer's record for the same key cannot race them unseen.
+   * The keys this request may write (a gat touches each key it finds; most
+   * writes have one key, reads none): replication watches writes in flight so
+   * a peer's record for the same key cannot race them unseen.
    */
-  writeKey: Buffer | null;
+  writeKeys: readonly Buffer[];
   onPart(part: Part): PartVerdict;
   /** Written to the client once the reply is complete (or at once when upstream is null). */
   localReply: Buffer | null;

@@ -145,7 +145,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       this.finish(slot);
       return;
     }
-    const wait = exchange.writeKey ? this.deps.sink.writing(exchange.writeKey) : null;
+    const wait = this.writing(exchange.writeKeys);
     if (wait) {
       slot.waiting = true;
       void wait.then(() => {
@@ -340,7 +340,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
       this.deps.sink.written(effect, now);
     }
-    if (exchange.upstream && exchange.writeKey) this.deps.sink.settled(exchange.writeKey);
+    if (exchange.upstream) for (const key of exchange.writeKeys) this.deps.sink.settled(key);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
   }
 
@@ -441,10 +441,17 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * applied is read back, so that the peer gets whatever memcached holds.
    */
   private abandon(slot: Slot<Part>, maybeApplied: boolean): void {
-    const key = slot.exchange.writeKey;
-    if (!key) return;
-    if (maybeApplied) this.deps.sink.written({ kind: 'readback', key }, Date.now());
-    this.deps.sink.settled(key);
+    for (const key of slot.exchange.writeKeys) {
+      if (maybeApplied) this.deps.sink.written({ kind: 'readback', key }, Date.now());
+      this.deps.sink.settled(key);
+    }
+  }
+
+  /** Tells replication which keys the request may write; a promise when it must wait (see WriteSink.writing). */
+  private writing(keys: readonly Buffer[]): Promise<unknown> | null {
+    if (keys.length === 1) return this.deps.sink.writing(keys[0]);
+    const waits = keys.map((key) => this.deps.sink.writing(key)).filter((wait) => wait !== null);
+    return waits.length === 0 ? null : Promise.all(waits);
   }
 
   private onClientClosed(): void {

@@ -16,7 +16,7 @@ import { TextReplyParser } from '../protocol/text/reply-parser';
 import { serializeStats } from '../protocol/text/stats';
 import { RequestParserLimits, TextRequestParser } from '../protocol/text/request-parser';
 import { lineWithout, metaDelete, metaWithoutQuiet, SENTINEL, SENTINEL_REPLY, serverError, TOO_LARGE } from '../protocol/text/serializer';
-import type { Dialect, Exchange, PartVerdict } from './exchange';
+import { type Dialect, type Exchange, NO_KEYS, type PartVerdict } from './exchange';
 
 const FORWARD_END: PartVerdict = { forward: true, final: true };
 const FORWARD_MORE: PartVerdict = { forward: true, final: false };
@@ -65,7 +65,7 @@ function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchan
   return {
     command,
     upstream,
-    writeKey: rest.writeKey ?? null,
+    writeKeys: rest.writeKeys ?? NO_KEYS,
     localReply: rest.localReply ?? null,
     closeAfter: rest.closeAfter ?? false,
     streams: rest.streams ?? false,
@@ -91,7 +91,7 @@ function singleReply(
 ): Exchange<ReplyPart> {
   let status = '';
   return exchange(command, upstream, {
-    writeKey,
+    writeKeys: writeKey ? [writeKey] : NO_KEYS,
     onPart(part) {
       status = statusOf(part.line);
       return silent ? SWALLOW_END : FORWARD_END;
@@ -144,7 +144,7 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
       return singleReply('flush_all', upstream, noreply, null, (status) => (status === 'OK' ? { kind: 'flush', delay } : null));
     }
     case 'retrieval':
-      return planRetrieval(request.command, request.raw, request.exptime);
+      return planRetrieval(request.command, request.raw, request.exptime, request.touches);
     case 'meta':
       return planMeta(request);
     case 'too_large': {
@@ -171,11 +171,12 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
 }
 
 /** get/gets/gat/gats: VALUE parts stream through; gat hits are touches. */
-function planRetrieval(command: string, raw: Buffer, exptime: number | null): Exchange<ReplyPart> {
+function planRetrieval(command: string, raw: Buffer, exptime: number | null, touches: readonly Buffer[]): Exchange<ReplyPart> {
   const touched: Buffer[] = [];
   let hits = 0;
   let status = '';
   return exchange(command, raw, {
+    writeKeys: touches,
     replyItems: tokenCount(raw) - (exptime === null ? 1 : 2),
     onPart(part) {
       if (part.kind === 'value') {
@@ -219,14 +220,14 @@ function planMeta(request: MetaRequest): Exchange<ReplyPart> {
   // reply cannot be predicted from the stripped request: ask memcached itself.
   if (quiet && command === 'ma' && flagValue(flags, 'N') !== undefined) {
     const plan = planSilentMaybe(request.raw, (status) => (status === null || status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null));
-    return { ...plan, writeKey: key };
+    return { ...plan, writeKeys: [key] };
   }
   const upstream = quiet ? metaWithoutQuiet(request) : request.raw;
   const elided = QUIET_ELIDES[command];
   let status = '';
   return exchange(command, upstream, {
     // mg writes only with T (touch) or N (vivify).
-    writeKey: command !== 'mg' || flagValue(flags, 'T') !== undefined || flagValue(flags, 'N') !== undefined ? key : null,
+    writeKeys: command !== 'mg' || flagValue(flags, 'T') !== undefined || flagValue(flags, 'N') !== undefined ? [key] : NO_KEYS,
     onPart(part) {
       status = statusOf(part.line);
       return { forward: !(quiet && elided.has(status)), final: true };

@@ -67,6 +67,8 @@ export interface RetrievalRequest extends Base {
   command: RetrievalCommand;
   /** New expiry for gat/gats, null for plain gets. */
   exptime: number | null;
+  /** The keys a gat/gats may touch (empty for plain gets). */
+  touches: readonly Buffer[];
 }
 
 export interface MetaRequest extends Base {

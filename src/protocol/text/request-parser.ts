@@ -36,6 +36,8 @@ export interface RequestParserLimits {
 
 const STORAGE: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'append', 'prepend', 'cas']);
 const RETRIEVAL: ReadonlySet<string> = new Set(['get', 'gets', 'gat', 'gats', 'bget']);
+/** touches of a plain get. */
+const NO_TOUCHES: readonly Buffer[] = Object.freeze([]);
 
 /** Splits like memcached's tokenize_command: on single spaces, empty tokens dropped. */
 export function tokenize(line: string): string[] {
@@ -143,7 +145,7 @@ export class TextRequestParser {
     // The commonest request, `get <key>` with a single space: the tokenizer
     // would find exactly ['get', key], so skip it (same result, no arrays).
     if (text.startsWith('get ') && text.length > 4 && text.length - 4 <= KEY_MAX_LENGTH && text.indexOf(' ', 4) === -1) {
-      return { type: 'retrieval', raw: line, command: 'get', exptime: null };
+      return { type: 'retrieval', raw: line, command: 'get', exptime: null, touches: NO_TOUCHES };
     }
     const tokens = tokenize(text);
     const ntokens = memcachedTokenCount(tokens);
@@ -165,11 +167,13 @@ export class TextRequestParser {
       if (tokens.slice(gat ? 2 : 1).some((key) => key.length > KEY_MAX_LENGTH) && (!gat || parseInt32(tokens[1]) !== null)) {
         return { type: 'refused', reply: 'CLIENT_ERROR bad command line format\r\n' };
       }
+      const exptime = gat ? parseInt32(tokens[1]) : null;
       return {
         type: 'retrieval',
         raw: line,
         command: command as 'get',
-        exptime: gat ? parseInt32(tokens[1]) : null,
+        exptime,
+        touches: exptime === null ? NO_TOUCHES : tokens.slice(2).map((key) => Buffer.from(key, 'latin1')),
       };
     }
     if (STORAGE.has(command)) {
