@@ -277,6 +277,52 @@ describe('races the link decides', () => {
     }
   });
 
+  it('a client\'s flush_all waiting in a stalled memcached flushes the peer\'s older write that arrives meanwhile, on both nodes', async () => {
+    // A wrote k before it heard of B's flush, so A flushes k when the flush arrives. On B the record
+    // of k reached memrepl while the flush sat unanswered in memcached: applied at once, memcached
+    // would run it after the flush, and B alone would keep k.
+    const { a, b, relay } = await relayedPair();
+    const client = await RawClient.connect(b.memrepl.port);
+    try {
+      b.memcached.child.kill('SIGSTOP');
+      const flushed = client.request('flush_all\r\n');
+      await sleep(50);
+      assert.equal(await ask(a, 'set k 0 0 2\r\nv1\r\n'), 'STORED\r\n');
+      await sleep(200);
+      b.memcached.child.kill('SIGCONT');
+      assert.equal(await flushed, 'OK\r\n');
+      await heldOnBoth(a, b, 'k', false);
+      assert.equal(await ask(a, 'set after 0 0 2\r\nv2\r\n'), 'STORED\r\n');
+      await heldOnBoth(a, b, 'after', true);
+    } finally {
+      b.memcached.child.kill('SIGCONT');
+      client.close();
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('a client\'s flush_all runs after the peer\'s records already on their way to memcached, on both nodes', async () => {
+    const { a, b, relay } = await relayedPair();
+    const client = await RawClient.connect(b.memrepl.port);
+    const keys = Array.from({ length: 20 }, (_, i) => `early${i}`);
+    try {
+      b.memcached.child.kill('SIGSTOP');
+      for (const key of keys) assert.equal(await ask(a, `set ${key} 0 0 1\r\nx\r\n`), 'STORED\r\n');
+      await sleep(200);
+      const flushed = client.request('flush_all\r\n');
+      await sleep(50);
+      b.memcached.child.kill('SIGCONT');
+      assert.equal(await flushed, 'OK\r\n');
+      for (const key of keys) await heldOnBoth(a, b, key, false);
+    } finally {
+      b.memcached.child.kill('SIGCONT');
+      client.close();
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('a flush from the peer does not erase client writes that were on their way to memcached when it arrived', async () => {
     const { a, b, relay } = await relayedPair();
     const keys = Array.from({ length: 8 }, (_, i) => `inflight${i}`);

@@ -38,8 +38,16 @@ export interface WriteSink {
   writing(key: Buffer): Promise<void> | null;
   /** That request's reply is in (or it failed): pairs with writing(). */
   settled(key: Buffer): void;
+  /**
+   * A flush_all is about to go to memcached. A promise means: send it once
+   * the promise resolves (replication orders it with the peer's records and
+   * other clients' writes, which reach memcached on other connections).
+   */
+  flushing(): Promise<void> | null;
+  /** That flush_all's reply is in and its effect reported to written() (or it failed): pairs with flushing(). */
+  flushSettled(): void;
   /** A write took effect. */
   written(effect: WriteEffect, receivedAt: number): void;
 }
 
-export const discardWrites: WriteSink = { writing: () => null, settled() {}, written() {} };
+export const discardWrites: WriteSink = { writing: () => null, settled() {}, flushing: () => null, flushSettled() {}, written() {} };

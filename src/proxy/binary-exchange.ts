@@ -73,6 +73,7 @@ function local(command: string, reply: Buffer | null, closeAfter: boolean, outco
   return {
     command,
     writeKeys: NO_KEYS,
+    flushes: false,
     upstream: null,
     localReply: reply,
     closeAfter,
@@ -105,6 +106,7 @@ function planTooLarge(request: TooLargeRequest): Exchange<BinaryPacket> {
   return {
     command,
     writeKeys: [key],
+    flushes: false,
     upstream: encodeRequest({ opcode: Opcode.Delete, key, opaque: header.opaque }),
     localReply: reply,
     closeAfter: false,
@@ -138,6 +140,7 @@ function planCommand(request: CommandRequest): Exchange<BinaryPacket> {
   return {
     command,
     writeKeys: WRITES.has(opcode) ? [Buffer.from(request.key)] : NO_KEYS,
+    flushes: opcode === Opcode.Flush,
     upstream: quiet ? withOpcode(request.raw, opcode) : request.raw,
     localReply: null,
     closeAfter: false,

@@ -145,7 +145,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       this.finish(slot);
       return;
     }
-    const wait = this.writing(exchange.writeKeys);
+    const wait = exchange.flushes ? this.deps.sink.flushing() : this.writing(exchange.writeKeys);
     if (wait) {
       slot.waiting = true;
       void wait.then(() => {
@@ -340,7 +340,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
       this.deps.sink.written(effect, now);
     }
-    if (exchange.upstream) for (const key of exchange.writeKeys) this.deps.sink.settled(key);
+    if (exchange.upstream) this.settled(exchange);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
   }
 
@@ -441,10 +441,14 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * applied is read back, so that the peer gets whatever memcached holds.
    */
   private abandon(slot: Slot<Part>, maybeApplied: boolean): void {
-    for (const key of slot.exchange.writeKeys) {
-      if (maybeApplied) this.deps.sink.written({ kind: 'readback', key }, Date.now());
-      this.deps.sink.settled(key);
-    }
+    if (maybeApplied) for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now());
+    this.settled(slot.exchange);
+  }
+
+  /** Pairs with the writing()/flushing() of admit. */
+  private settled(exchange: Exchange<Part>): void {
+    for (const key of exchange.writeKeys) this.deps.sink.settled(key);
+    if (exchange.flushes) this.deps.sink.flushSettled();
   }
 
   /** Tells replication which keys the request may write; a promise when it must wait (see WriteSink.writing). */

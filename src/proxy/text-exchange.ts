@@ -66,6 +66,7 @@ function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchan
     command,
     upstream,
     writeKeys: rest.writeKeys ?? NO_KEYS,
+    flushes: rest.flushes ?? false,
     localReply: rest.localReply ?? null,
     closeAfter: rest.closeAfter ?? false,
     streams: rest.streams ?? false,
@@ -141,7 +142,7 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'flush_all': {
       const { delay, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply('flush_all', upstream, noreply, null, (status) => (status === 'OK' ? { kind: 'flush', delay } : null));
+      return { ...singleReply('flush_all', upstream, noreply, null, (status) => (status === 'OK' ? { kind: 'flush', delay } : null)), flushes: true };
     }
     case 'retrieval':
       return planRetrieval(request.command, request.raw, request.exptime, request.touches);

@@ -89,6 +89,16 @@ interface Batch {
   prepare?: () => Promise<void>;
 }
 
+/** A peer's record that arrived while a client's flush_all was in flight (see Applier.pauseForLocalFlush). */
+interface Deferred {
+  record: RecordFrame;
+  origin: string;
+  sentAt: number;
+  stream: number;
+}
+/** Roughly what a deferred record costs beyond its key and value. */
+const DEFERRED_OVERHEAD_BYTES = 200;
+
 /** A key read before a flush, to store back after it unless written again since. */
 interface Kept {
   key: Buffer;
@@ -144,6 +154,10 @@ export class Applier {
   private settling: Promise<void> = Promise.resolve();
   /** An immediate flush in flight: batches judged after it wait until memcached ran it (see send). */
   private barrier: Promise<void> | null = null;
+  /** Clients' own flush_all in flight (see pauseForLocalFlush), and the records that arrived meanwhile. */
+  private pauses = 0;
+  private deferred: Deferred[] = [];
+  private deferredBytes = 0;
   /**
    * A batch settled: memcached stored its records (or refused some, counted
    * and logged), or they all failed to reach it (`error`: the link must
@@ -157,6 +171,7 @@ export class Applier {
    * It stands unless this node's clients wrote the key since (see copyApplies).
    */
   applyCopy(record: RecordFrame, sentAt: number): void {
+    if (this.pauses > 0) return this.defer(record, '', sentAt);
     this.clock.observe(record.hlc);
     const batch = this.openBatch();
     batch.copies++;
@@ -178,6 +193,7 @@ export class Applier {
    * effect here (last writer by hybrid logical clock, ties by node id).
    */
   applyLive(record: RecordFrame, origin: string, sentAt: number): void {
+    if (this.pauses > 0) return this.defer(record, origin, sentAt);
     this.clock.observe(record.hlc);
     const batch = this.openBatch();
     batch.lastSeq = record.seq;
@@ -200,6 +216,48 @@ export class Applier {
     const touch = record.op === 'set' ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
     this.write(batch, record, sentAt, expiresAt);
+  }
+
+  /**
+   * A client's flush_all is about to go to memcached, on a connection the
+   * applier's are not ordered with. Resolves once every batch sent so far
+   * has settled (their records landed before the flush, and are flushed as on
+   * their origin, where they were older than it); records arriving from now
+   * on are not judged until resumeAfterLocalFlush, which comes after the
+   * flush took effect and was noted (see FlushSchedule), so that each is
+   * judged against it and lands after it. Never rejects.
+   */
+  pauseForLocalFlush(): Promise<void> {
+    this.pauses++;
+    this.flush();
+    return this.settling;
+  }
+
+  /** The client's flush ran (or failed): once no other holds it, the records that waited are judged, in order. */
+  resumeAfterLocalFlush(): void {
+    this.pauses = Math.max(0, this.pauses - 1);
+    if (this.pauses > 0) return;
+    const deferred = this.deferred;
+    this.deferred = [];
+    this.answered(this.deferredBytes);
+    this.deferredBytes = 0;
+    for (const { record, origin, sentAt, stream } of deferred) {
+      if (stream !== this.stream) {
+        // The inbox follows another stream since (see newStream): the peer sends these again.
+        if (record.seq === 0) this.onSettled({ copies: 1, lastSeq: 0 });
+        continue;
+      }
+      if (record.seq === 0) this.applyCopy(record, sentAt);
+      else this.applyLive(record, origin, sentAt);
+    }
+  }
+
+  /** Held while a client's flush is in flight; counted as applying, so that the link stops being read if many wait. */
+  private defer(record: RecordFrame, origin: string, sentAt: number): void {
+    this.deferred.push({ record, origin, sentAt, stream: this.stream });
+    const bytes = record.key.length + record.value.length + DEFERRED_OVERHEAD_BYTES;
+    this.deferredBytes += bytes;
+    this.bytesApplying += bytes;
   }
 
   private skipped(): void {
@@ -259,7 +317,7 @@ export class Applier {
    * the flush is newer) and only for keys not written again since it read
    * them. Sent on the same connections, ahead of every batch after the flush.
    */
-  private restore(keep: readonly Kept[], [reads, binaryReads]: Answers): void {
+  private restore(keep: readonly Kept[], [reads, binaryReads]: Answers): Promise<unknown> {
     const batch = this.newBatch();
     const now = this.local.lastReceivedAt;
     const unchanged = (key: Buffer, stamp: Stamp) => {
@@ -280,9 +338,10 @@ export class Applier {
       const deadline = this.history.expiries.deadlineOf(kept.key);
       if (deadline !== undefined) this.binaryCommand(batch, binaryStore('add', kept.key, read.value, flagsOf(read), exptimeFor(deadline, Date.now())), null);
     }
+    // Answered before the flush's batch settles: a client's own flush_all waits for that (see pauseForLocalFlush).
     const text = this.textOf(batch);
-    if (text.length > 0) void this.local.quietBatch(text).catch(() => {});
-    if (batch.binary.length > 0) void this.binaryLocal.quietBatch(Buffer.concat(batch.binary)).catch(() => {});
+    const stored = [text.length > 0 ? this.local.quietBatch(text) : NO_TEXT, batch.binary.length > 0 ? this.binaryLocal.quietBatch(Buffer.concat(batch.binary)) : NO_BINARY];
+    return Promise.all(stored).catch(() => {});
   }
 
   /**
@@ -427,9 +486,11 @@ export class Applier {
     };
     // A flush's kept keys are stored back before the batches after it are sent (its barrier), so
     // that clients here do not see them missing for longer than one round trip to memcached.
-    const restoreKept = ([reads, binaryReads]: Answers) => {
+    const restoreKept = async ([reads, binaryReads]: Answers) => {
       const keep = batch.keep;
-      if (keep) this.restore(keep, [reads.splice(0, keep.filter(({ key }) => !needsBinary(key)).length), binaryReads.splice(0)]);
+      const restored = keep ? this.restore(keep, [reads.splice(0, keep.filter(({ key }) => !needsBinary(key)).length), binaryReads.splice(0)]) : null;
+      // Client writes held go once the kept keys are back: a delete must not land before the add it undoes.
+      await restored;
       if (batch.prepare) this.contention.releaseClientWrites();
     };
     const answers = batch.prepare
@@ -467,7 +528,7 @@ export class Applier {
    * delayed flush and a cancel need no barrier: memcached flushes what was
    * stored before the moment, whenever the command ran.)
    */
-  private send(commands: [Buffer, Buffer[]] | (() => Promise<[Buffer, Buffer[]]>), barrier: boolean, beforeRelease?: (answers: Answers) => void): Promise<Answers> {
+  private send(commands: [Buffer, Buffer[]] | (() => Promise<[Buffer, Buffer[]]>), barrier: boolean, beforeRelease?: (answers: Answers) => Promise<void>): Promise<Answers> {
     const run = async (): Promise<Answers> => {
       const [text, binary] = typeof commands === 'function' ? await commands() : commands;
       const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
@@ -477,7 +538,7 @@ export class Applier {
       return [await sendText(), packets];
     };
     const ran = this.barrier ? this.barrier.then(run) : run();
-    const answers = beforeRelease ? ran.then((got) => (beforeRelease(got), got)) : ran;
+    const answers = beforeRelease ? ran.then(async (got) => (await beforeRelease(got), got)) : ran;
     if (barrier) {
       const done = answers.then(() => {}, () => {});
       this.barrier = done;

@@ -23,10 +23,11 @@
  * client write of its key is in flight, and a client write waits (see
  * localStarted) while a copy's record of its bucket is in flight.
  *
- * An immediate flush from the peer is the same for every key at once: client
+ * An immediate flush is the same for every key at once. From the peer: client
  * writes already on their way must be answered first (they land before it
  * and the flush keeps them, see Applier.flushKeepingNewer), and the ones that
- * come meanwhile wait until it ran (see holdClientWrites).
+ * come meanwhile wait until it ran (see holdClientWrites). A client's own
+ * flush_all waits the same way (see Replicator's sink).
  *
  * Pure bookkeeping: the caller supplies the repair.
  */
@@ -45,9 +46,10 @@ export class Contention {
   private readonly waiting = new Map<number, Array<() => void>>();
   /** Client writes counted (sent, or waiting to be), and those a flush holds back (see holdClientWrites). */
   private localCount = 0;
-  private holding = false;
+  /** Flushes holding client writes back (a peer's and clients' own may overlap). */
+  private holds = 0;
   private held: Array<() => void> = [];
-  private quiet: (() => void) | null = null;
+  private quiet: Array<() => void> = [];
   /** Keys that had a client write and a record in flight together: key → its bucket. */
   private readonly contended = new Map<string, number>();
   repairs = 0;
@@ -71,7 +73,7 @@ export class Contention {
     this.local.set(id, (this.local.get(id) ?? 0) + 1);
     this.localBuckets[bucket]++;
     this.localCount++;
-    if (this.holding) return new Promise((resolve) => this.held.push(() => resolve(this.copyGate(bucket) ?? undefined)));
+    if (this.holds > 0) return new Promise((resolve) => this.held.push(() => resolve(this.copyGate(bucket) ?? undefined)));
     return this.copyGate(bucket);
   }
 
@@ -86,28 +88,31 @@ export class Contention {
   }
 
   /**
-   * An immediate flush is about to be applied: from now on client writes
-   * wait (localStarted returns a promise) until releaseClientWrites. The
-   * promise resolves once the writes sent before are answered, or after
-   * `timeoutMs` (a stalled memcached must not stop replication).
+   * An immediate flush is about to run: from now on client writes wait
+   * (localStarted returns a promise) until releaseClientWrites. The promise
+   * resolves once the writes sent before are answered, or after `timeoutMs`
+   * if given (a stalled memcached must not stop replication).
    */
-  holdClientWrites(timeoutMs: number): Promise<void> {
-    this.holding = true;
+  holdClientWrites(timeoutMs?: number): Promise<void> {
+    this.holds++;
     return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.quiet = null;
+      const timer = timeoutMs === undefined ? null : setTimeout(done, timeoutMs);
+      const quiet = this.quiet;
+      function done(): void {
+        if (timer) clearTimeout(timer);
+        const at = quiet.indexOf(done);
+        if (at >= 0) quiet.splice(at, 1);
         resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.quiet = done;
+      }
+      quiet.push(done);
       this.checkQuiet();
     });
   }
 
-  /** The flush ran: the client writes it held go. */
+  /** A flush ran (or failed): once none holds them, the client writes held go. */
   releaseClientWrites(): void {
-    this.holding = false;
+    this.holds = Math.max(0, this.holds - 1);
+    if (this.holds > 0) return;
     const held = this.held;
     this.held = [];
     for (const go of held) go();
@@ -115,7 +120,7 @@ export class Contention {
 
   private checkQuiet(): void {
     // A held write whose client left is settled without being released: hence <=.
-    if (this.quiet && this.localCount - this.held.length <= 0) this.quiet();
+    if (this.quiet.length > 0 && this.localCount - this.held.length <= 0) for (const done of [...this.quiet]) done();
   }
 
   localSettled(key: Buffer): void {

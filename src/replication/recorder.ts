@@ -62,6 +62,8 @@ export interface LocalHistory {
 
 export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
+  /** Resolves once the last flush reported is noted in history.flushes (or could not be told). */
+  flushNoted: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly outbox: Outbox,
@@ -136,7 +138,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       this.enqueue({ record: settled(flushTiming(exptime, nowSeconds, 0)), ready: true });
       return;
     }
-    this.later(this.local.request(STATS_REQUEST), (parts) => settled(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)), 'could not tell a past flush_all time from a cancel');
+    const stats = this.local.request(STATS_REQUEST);
+    this.flushNoted = stats.then(() => {}, () => {});
+    this.later(stats, (parts) => settled(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)), 'could not tell a past flush_all time from a cancel');
   }
 
   /** A record that needs a reply from memcached first keeps its place in the order. */

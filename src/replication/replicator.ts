@@ -173,12 +173,20 @@ export class Replicator implements LinkHandler {
     });
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
+    const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId);
     this.sink = {
       writing: (key) => contention.localStarted(key),
       settled: (key) => contention.localSettled(key),
+      // A client's flush_all goes to memcached alone: after the other clients' writes and the peer's records
+      // on their way there, before the ones that come meanwhile (which then find it noted as a flush).
+      flushing: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
+      flushSettled: () =>
+        void recorder.flushNoted.then(() => {
+          applier.resumeAfterLocalFlush();
+          contention.releaseClientWrites();
+        }),
       written: (effect, at) => recorder.written(effect, at),
     };
-    const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId);
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.applier = applier;
     const { stateDir: dir, nodeId, cluster } = options;
