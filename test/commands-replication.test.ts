@@ -374,6 +374,30 @@ describe('partitions', () => {
       await stopAll(a, b);
     }
   });
+
+  it('a stall longer than the conflict window, with the link still up, is decided by last writer wins', async () => {
+    const { a, b, relay } = await relayedPair(['--conflict-window', '1']);
+    try {
+      relay.stall();
+      await ask(a, 'set contested 0 0 5\r\nolder\r\n');
+      await sleep(20);
+      await ask(b, 'set contested 0 0 5\r\nnewer\r\n');
+      await sleep(1500); // past the window, short of the link's 5 s silence limit
+      await ask(a, 'set later-a 0 0 1\r\nx\r\n');
+      await ask(b, 'set later-b 0 0 1\r\nx\r\n');
+      await sleep(1000);
+      relay.resume();
+      const held = await converged(a, b, 'contested', 10000);
+      assert.equal(held?.value, 'newer');
+      await heldOnBoth(a, b, 'later-a', true);
+      await heldOnBoth(a, b, 'later-b', true);
+      // The same link throughout: the stall did not take it down.
+      assert.ok(Number(await stat(a, 'link_uptime')) >= 2, `link_uptime ${await stat(a, 'link_uptime')}`);
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
 });
 
 describe('a peer that cannot keep up', () => {

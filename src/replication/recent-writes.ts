@@ -9,10 +9,10 @@
  * record for a key that is not remembered win.
  *
  * Forgetting is only safe once no older record can still arrive. The window
- * bounds that by time (records delayed longer than it, e.g. a backlog replayed
- * after a long partition, fall back to "incoming wins"); the link can forget
- * sooner and more precisely with forgetBefore() when it knows every peer's
- * stream has moved past a time (a PING after the records, a caught-up ACK).
+ * bounds that by time, counted from when the peer acknowledged the write
+ * (see keepFrom): a record the peer made before it had seen a write here is
+ * ahead of that acknowledgement on the link, or just behind it, however long
+ * the link stalled.
  *
  * Layout. The map holds up to a million keys, so it keeps no JS object, string
  * or Map entry per key (a Map<string, Entry> cost ~200 bytes a key, most of
@@ -75,8 +75,9 @@ const MIN_INDEX_SLOTS = 16;
 export class RecentWrites {
   private readonly maxEntries: number;
   private readonly maxBytes: number;
-  /** While held, nothing is forgotten for its age (see hold). */
+  /** While held, nothing is forgotten for its age (see hold); nor is anything stamped from keptFrom on (see keepFrom). */
   private held = false;
+  private keptFrom = Infinity;
   private readonly windowMs: number;
   /** Largest HLC wall seen by note(): the map's notion of "now". */
   private newestWall = 0;
@@ -130,7 +131,7 @@ export class RecentWrites {
     if (stamp.wall > this.newestWall) this.newestWall = stamp.wall;
     // Already outside the window: it would only sit at the back of the FIFO
     // until pruned, and could not be pruned before the younger keys ahead of it.
-    if (!this.held && stamp.wall < this.newestWall - this.windowMs) return;
+    if (!this.held && stamp.wall < this.windowStart()) return;
     if (key.length > MAX_KEY_LENGTH) throw new RangeError(`key of ${key.length} bytes: at most ${MAX_KEY_LENGTH}`);
     const node = this.nodeNumber(stamp.nodeId); // before any change: it can throw
     const hash = this.hash(key, key.length);
@@ -243,6 +244,19 @@ export class RecentWrites {
   }
 
   /**
+   * Entries stamped at or after `wall` (HLC wall time) are not forgotten for
+   * their age: the peer has not acknowledged them for a whole window yet.
+   */
+  keepFrom(wall: number): void {
+    this.keptFrom = wall;
+  }
+
+  /** Entries stamped before this may be forgotten (unless held). */
+  private windowStart(): number {
+    return Math.min(this.newestWall - this.windowMs, this.keptFrom);
+  }
+
+  /**
    * Entries forgotten because of a size bound while still needed (inside the
    * window, or while held): a conflict on them falls back to "incoming wins".
    */
@@ -252,7 +266,7 @@ export class RecentWrites {
 
   /** Forgets what the bounds say to, leaving room for `adding` more keys of `addingBytes` within them. */
   private prune(adding: number, addingBytes = 0): void {
-    const windowStart = this.newestWall - this.windowMs;
+    const windowStart = this.windowStart();
     while (this.live > 0 && (this.live + adding > this.maxEntries || this.usedBytes - this.deadBytes + addingBytes > this.maxBytes)) {
       const oldest = this.front();
       if (this.held || this.fields.getFloat64(oldest + WALL, true) >= windowStart) this.overflowCount++;
