@@ -169,7 +169,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   /** Sends queued requests in order, moving between connections when the old one has answered everything. */
   private send(): void {
-    while (this.queued.length > 0 && !this.clientGone) {
+    while (this.queued.length > 0) {
       const slot = this.queued[0];
       if (slot.waiting) return; // sent again once let go
       // memcached must find nothing else on the connection (see Exchange.connection): sent once the rest is answered.
@@ -199,12 +199,12 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   private connectOwn(): void {
-    if (this.acquiring || this.clientGone) return;
+    if (this.acquiring) return;
     this.acquiring = true;
     this.deps.upstream.acquire().then(
       (connection) => {
         this.acquiring = false;
-        if (this.clientGone) {
+        if (this.clientGone && this.queued.length === 0) {
           this.deps.upstream.release(connection, true);
           return;
         }
@@ -294,8 +294,10 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   private afterReplies(): void {
     if (this.clientGone) {
-      // Its writes in flight are answered and reported: the connection can go back to the pool.
-      if (this.inFlight.length === 0) this.releaseOwn(this.replyParser.buffered === 0);
+      this.deliver();
+      this.send();
+      // Its requests are answered and their writes reported: the connection can go back to the pool.
+      if (this.inFlight.length === 0 && this.queued.length === 0) this.releaseOwn(this.replyParser.buffered === 0);
       return;
     }
     this.deliver();
@@ -458,17 +460,25 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     return waits.length === 0 ? null : Promise.all(waits);
   }
 
+  /**
+   * memcached runs every request a client sent before it hung up (it reads
+   * what arrived to the end before it sees the close), so the proxy sends
+   * the ones still queued too, and reads every reply to learn which writes
+   * took effect; then the connection goes back (afterReplies). Only a stream
+   * (watch) is dropped: nobody would ever end it.
+   */
   private onClientClosed(): void {
     this.clientGone = true;
-    // Never sent: nothing will answer them.
-    for (const slot of this.queued.splice(0)) this.abandon(slot, false);
-    // Requests on the shared connection are still answered there (and their writes reported). On a
-    // connection of its own, memcached runs what it was sent whether the client stays or not: read
-    // the replies to learn which writes took effect, then give the connection back (afterReplies).
-    if (this.lane === 'own' && this.inFlight.length > 0 && !this.streaming && this.own) {
-      this.own.socket.resume();
+    if (this.streaming) {
+      this.releaseOwn(false);
       return;
     }
-    this.releaseOwn(this.lane === 'own' && this.inFlight.length === 0 && !this.streaming && this.replyParser.buffered === 0);
+    for (const slot of this.queued.filter(({ exchange }) => exchange.streams)) {
+      this.queued.splice(this.queued.indexOf(slot), 1);
+      slot.done = true;
+      this.abandon(slot, false);
+    }
+    this.own?.socket.resume(); // paused if the client had stopped reading
+    this.afterReplies();
   }
 }
