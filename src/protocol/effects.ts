@@ -46,8 +46,8 @@ export interface WriteSink {
   flushing(): Promise<void> | null;
   /** That flush_all's reply is in and its effect reported to written() (or it failed): pairs with flushing(). */
   flushSettled(): void;
-  /** A write took effect. */
-  written(effect: WriteEffect, receivedAt: number): void;
+  /** A write took effect; memcached answered `receivedAt`, `answeredInMs` after the request was sent. */
+  written(effect: WriteEffect, receivedAt: number, answeredInMs?: number): void;
 }
 
 export const discardWrites: WriteSink = { writing: () => null, settled() {}, flushing: () => null, flushSettled() {}, written() {} };

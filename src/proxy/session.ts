@@ -340,7 +340,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     const now = Date.now();
     for (const effect of exchange.effects()) {
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
-      this.deps.sink.written(effect, now);
+      this.deps.sink.written(effect, now, performance.now() - slot.sentAt);
     }
     if (exchange.upstream) this.settled(exchange);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());

@@ -32,6 +32,25 @@ export function deadlineOf(exptime: number, now: number): number | null {
   return exptime * 1000;
 }
 
+/**
+ * memcached turns a relative exptime into a deadline on its own clock, which
+ * a timer moves once a second. A memcached that stood still (SIGSTOP, swapped
+ * out, a long pause) runs the requests that waited for it before that timer
+ * catches up, on a clock as old as the pause, so their items expire earlier
+ * than the exptime says. A reply slower than a tick may have met that: its
+ * item is read back, and the peer gets the expiry memcached really holds.
+ */
+const STALE_CLOCK_AFTER_MS = 1000;
+
+function readBackIfRelative(effect: WriteEffect): WriteEffect {
+  // (An invalidation is not: a read back cannot tell that the item is stale.)
+  if (effect.kind !== 'set' && effect.kind !== 'touch') return effect;
+  const { exptime } = effect;
+  // Keys only the binary protocol can name cannot be read back with their expiry (see binary-keys.ts).
+  if (exptime <= 0 || exptime > RELATIVE_EXPTIME_MAX || needsBinary(effect.key)) return effect;
+  return { kind: 'readback', key: effect.key };
+}
+
 interface Pending {
   record: NewRecord | null;
   ready: boolean;
@@ -76,9 +95,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   ) {}
 
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
-  written(effect: WriteEffect, receivedAt: number): void {
+  written(effect: WriteEffect, receivedAt: number, answeredInMs = 0): void {
     try {
-      this.record(effect, receivedAt);
+      this.record(answeredInMs > STALE_CLOCK_AFTER_MS ? readBackIfRelative(effect) : effect, receivedAt);
     } catch (error) {
       this.events.lost(`could not record a ${effect.kind}: ${(error as Error).message}`);
     }

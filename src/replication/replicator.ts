@@ -195,7 +195,7 @@ export class Replicator implements LinkHandler {
           applier.resumeAfterLocalFlush();
           contention.releaseClientWrites();
         }),
-      written: (effect, at) => recorder.written(effect, at),
+      written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.applier = applier;
