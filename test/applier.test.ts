@@ -77,6 +77,20 @@ describe('applier', () => {
     });
   }
 
+  it('a record sent again after its batch failed is applied again, not taken for an older write', async () => {
+    // The first batch never reached memcached (its connection died with it unsent), and the link
+    // reset: the peer sends the record again, with the stamp this node already noted for the key.
+    const hlc = { wall: Date.now(), logical: 0 };
+    const resent = () => record({ seq: 7, key: Buffer.from('resent'), value: Buffer.from('v'), ttlMs: TTL_NEVER, hlc });
+    applier.applyLive(resent(), 'a', Date.now());
+    await eventually(async () => (await item(memcached.port, 'resent')) !== null, 3000, 'the first apply');
+    const client = await RawClient.connect(memcached.port);
+    await client.request('delete resent\r\n');
+    client.close();
+    applier.applyLive(resent(), 'a', Date.now());
+    await eventually(async () => (await item(memcached.port, 'resent')) !== null, 3000, 'the record applied again');
+  });
+
   it('a binary-only key that expired in transit still takes a touch sent after it', async () => {
     const key = Buffer.from('late binary\0key');
     const wall = Date.now();

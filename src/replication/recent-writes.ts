@@ -175,11 +175,13 @@ export class RecentWrites {
    * Should an incoming record with this stamp be applied? Yes if the key was
    * not written recently, or if the record is newer than the last write.
    * Both nodes answer the same way for the same pair of writes, which is what
-   * makes them converge.
+   * makes them converge. The very stamp remembered is the same write sent
+   * again (its first batch failed, maybe before reaching memcached, and the
+   * link was reset): applied again, a state is harmless.
    */
   incomingWins(key: Buffer, stamp: Stamp): boolean {
     const slot = this.find(key, key.length, this.hash(key, key.length));
-    return slot < 0 || compareStamps(stamp, this.read(this.index[slot]! - 1, this.transient)) > 0;
+    return slot < 0 || compareStamps(stamp, this.read(this.index[slot]! - 1, this.transient)) >= 0;
   }
 
   /**
