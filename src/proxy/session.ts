@@ -338,9 +338,10 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     slot.done = true;
     const { exchange } = slot;
     const now = Date.now();
+    const answeredInMs = slot.sentAt > 0 ? performance.now() - slot.sentAt : 0;
     for (const effect of exchange.effects()) {
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
-      this.deps.sink.written(effect, now, performance.now() - slot.sentAt);
+      this.deps.sink.written(effect, now, answeredInMs);
     }
     if (exchange.upstream) this.settled(exchange);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
