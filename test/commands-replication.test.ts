@@ -488,14 +488,13 @@ describe('clients that hang up', () => {
       } finally {
         if (stalled) a.memcached.child.kill('SIGCONT');
       }
+      // memcached runs every request a client sent before it hung up, and so does the proxy: all of them, on both.
       let missing: string[] = [];
       await eventually(async () => {
         const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
-        missing = keys.filter((key) => (onA.get(key) === null) !== (onB.get(key) === null));
+        missing = keys.filter((key) => onA.get(key) === null || onB.get(key) === null);
         return missing.length === 0;
-      }, 10000, () => `round ${round}: B holds every key A holds (${missing.length} differ, e.g. ${missing.slice(0, 3).join(' ')})`);
-      const applied = [...(await readAll(a.memcached.port, keys)).values()].filter((held) => held !== null).length;
-      assert.ok(applied > 0, `round ${round}: memcached A applied some of the writes`);
+      }, 10000, () => `round ${round}: both hold every key (${missing.length} missing, e.g. ${missing.slice(0, 3).join(' ')})`);
     }
   });
 
