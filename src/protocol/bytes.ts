@@ -1,3 +1,6 @@
+/** No keys: what a plain get touches, and a read writes. Shared and frozen, so none is allocated per request. */
+export const NO_KEYS: readonly Buffer[] = Object.freeze([]);
+
 /**
  * Copies src[start, end) to dst at `at` and returns the offset after it. The
  * hot writers (RECORD frames of a copy, the copy's mg lines, the applier's

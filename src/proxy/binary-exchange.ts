@@ -16,6 +16,7 @@
  * memcached would, so the upstream connection never sees a request that
  * makes memcached close it.
  */
+import { NO_KEYS } from '../protocol/bytes';
 import type { WriteEffect } from '../protocol/effects';
 import {
   BinaryPacket,
@@ -33,7 +34,7 @@ import {
 import { BinaryReplyParser } from '../protocol/binary/reply-parser';
 import { BinaryParserLimits, BinaryRequestParser } from '../protocol/binary/request-parser';
 import { encodeRequest, encodeResponse, errorResponse, withOpcode } from '../protocol/binary/serializer';
-import { type Dialect, type Exchange, NO_KEYS, type PartVerdict } from './exchange';
+import type { Dialect, Exchange, PartVerdict } from './exchange';
 
 const FORWARD_END: PartVerdict = { forward: true, final: true };
 const FORWARD_MORE: PartVerdict = { forward: true, final: false };

@@ -10,9 +10,6 @@
  */
 import type { WriteEffect } from '../protocol/effects';
 
-/** writeKeys of a request that writes nothing. */
-export const NO_KEYS: readonly Buffer[] = Object.freeze([]);
-
 export interface PartVerdict {
   /** Send this part to the client. */
   forward: boolean;

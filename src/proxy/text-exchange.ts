@@ -8,6 +8,7 @@
  * memcached itself would have stayed silent (proto_text.c: text noreply
  * silences every reply; meta q silences only the nominal one).
  */
+import { NO_KEYS } from '../protocol/bytes';
 import type { WriteEffect } from '../protocol/effects';
 import { parseInt32, parseUint32 } from '../protocol/numbers';
 import type { MetaRequest, TextRequest } from '../protocol/text/messages';
@@ -16,7 +17,7 @@ import { TextReplyParser } from '../protocol/text/reply-parser';
 import { serializeStats } from '../protocol/text/stats';
 import { RequestParserLimits, TextRequestParser } from '../protocol/text/request-parser';
 import { lineWithout, metaDelete, metaWithoutQuiet, SENTINEL, SENTINEL_REPLY, serverError, TOO_LARGE } from '../protocol/text/serializer';
-import { type Dialect, type Exchange, NO_KEYS, type PartVerdict } from './exchange';
+import type { Dialect, Exchange, PartVerdict } from './exchange';
 
 const FORWARD_END: PartVerdict = { forward: true, final: true };
 const FORWARD_MORE: PartVerdict = { forward: true, final: false };

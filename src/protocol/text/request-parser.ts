@@ -12,6 +12,7 @@
  * Pure: bytes in, typed requests out.
  */
 import { ByteQueue } from '../byte-queue';
+import { NO_KEYS } from '../bytes';
 import { parseInt32, parseUint32, parseUint64 } from '../numbers';
 import type { MetaCommand, MetaRequest, StorageCommand, TextRequest } from './messages';
 import { type ReplyEffect, UnsentReplies } from './unsent-replies';
@@ -36,8 +37,6 @@ export interface RequestParserLimits {
 
 const STORAGE: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'append', 'prepend', 'cas']);
 const RETRIEVAL: ReadonlySet<string> = new Set(['get', 'gets', 'gat', 'gats', 'bget']);
-/** touches of a plain get. */
-const NO_TOUCHES: readonly Buffer[] = Object.freeze([]);
 
 /** Splits like memcached's tokenize_command: on single spaces, empty tokens dropped. */
 export function tokenize(line: string): string[] {
@@ -145,7 +144,7 @@ export class TextRequestParser {
     // The commonest request, `get <key>` with a single space: the tokenizer
     // would find exactly ['get', key], so skip it (same result, no arrays).
     if (text.startsWith('get ') && text.length > 4 && text.length - 4 <= KEY_MAX_LENGTH && text.indexOf(' ', 4) === -1) {
-      return { type: 'retrieval', raw: line, command: 'get', exptime: null, touches: NO_TOUCHES };
+      return { type: 'retrieval', raw: line, command: 'get', exptime: null, touches: NO_KEYS };
     }
     const tokens = tokenize(text);
     const ntokens = memcachedTokenCount(tokens);
@@ -173,7 +172,7 @@ export class TextRequestParser {
         raw: line,
         command: command as 'get',
         exptime,
-        touches: exptime === null ? NO_TOUCHES : tokens.slice(2).map((key) => Buffer.from(key, 'latin1')),
+        touches: exptime === null ? NO_KEYS : tokens.slice(2).map((key) => Buffer.from(key, 'latin1')),
       };
     }
     if (STORAGE.has(command)) {
