@@ -175,8 +175,8 @@ export class Replicator implements LinkHandler {
     const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, this.readbackBinaryConnection, {
       appended: () => {
         this.schedulePump();
-        // Unacknowledged records now: their writes stay remembered until acknowledged a window ago.
-        this.forgetAcknowledged(Date.now());
+        // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
+        if (this.ackMarks.length === 0) this.forgetAcknowledged(Date.now());
       },
       lost: (reason) => this.writeLost(reason),
       expiryUnknown: (key) => this.expiryUnknown(key),
