@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
-import { RawClient } from './support/client';
+import { clientLoops } from './support/client';
 import { eventually, sleep } from './support/ports';
 import { Node, startPair, stopAll } from './support/processes';
 import { startPrometheus, type PrometheusServer } from './support/prometheus';
@@ -66,36 +66,25 @@ function metricNames(text: string): string[] {
 }
 
 /** Writes, hits, misses and deletes on both nodes until stopped: enough for every rate and histogram. */
-function startLoad(nodes: Node[]): { stop(): Promise<void> } {
-  let running = true;
-  const loops = nodes.map(async (node, n) => {
-    const client = await RawClient.connect(node.memrepl.port);
-    try {
-      for (let i = 0; running; i++) {
-        const key = `load-${n}-${i % 50}`;
-        await client.request(`set ${key} 0 0 5\r\nvalue\r\n`);
-        await client.request(`get ${key}\r\n`, 'END\r\n');
-        await client.request(`get absent-${i}\r\n`, 'END\r\n');
-        if (i % 5 === 0) await client.request(`delete ${key}\r\n`);
-        await sleep(20);
-      }
-    } finally {
-      client.close();
-    }
-  });
-  return {
-    async stop() {
-      running = false;
-      await Promise.all(loops);
+function startLoad(nodes: Node[]): { stop(): Promise<number> } {
+  return clientLoops(
+    nodes.map((node) => node.memrepl.port),
+    async (client, n, i) => {
+      const key = `load-${n}-${i % 50}`;
+      await client.request(`set ${key} 0 0 5\r\nvalue\r\n`);
+      await client.request(`get ${key}\r\n`, 'END\r\n');
+      await client.request(`get absent-${i}\r\n`, 'END\r\n');
+      if (i % 5 === 0) await client.request(`delete ${key}\r\n`);
+      await sleep(20);
     },
-  };
+  );
 }
 
 describe('dashboard and alerts against a real Prometheus scraping a real pair', () => {
   let a: Node;
   let b: Node;
   let prometheus: PrometheusServer;
-  let load: { stop(): Promise<void> };
+  let load: { stop(): Promise<number> };
   before(async () => {
     [a, b] = await startPair();
     await linked(a, b);

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Item, load, readAll } from './support/bulk';
-import { RawClient } from './support/client';
+import { clientLoops, RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
 import { stat } from './support/replication';
@@ -34,27 +34,10 @@ function items(count: number, prefix: string): Item[] {
  * skipped by `lru_crawler metadump all`.
  */
 function hotReaders(port: number, keys: string[], clients: number): { stop(): Promise<number> } {
-  let running = true;
-  let rounds = 0;
   const request = `get ${keys.join(' ')}\r\n`;
-  const loops = Array.from({ length: clients }, async () => {
-    const client = await RawClient.connect(port);
-    try {
-      while (running) {
-        await client.request(request, 'END\r\n', 5000);
-        rounds++;
-      }
-    } finally {
-      client.close();
-    }
+  return clientLoops(Array<number>(clients).fill(port), async (client) => {
+    await client.request(request, 'END\r\n', 5000);
   });
-  return {
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-      return rounds;
-    },
-  };
 }
 
 /** Keys of `expected` that the memcached on `port` lacks or holds with another value. */

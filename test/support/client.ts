@@ -95,3 +95,30 @@ export class RawClient {
     this.socket.destroy();
   }
 }
+
+/**
+ * One client per port, each running `round` over and over until stop(),
+ * which resolves with the rounds run in all (background load for a test).
+ */
+export function clientLoops(ports: number[], round: (client: RawClient, clientIndex: number, roundIndex: number) => Promise<void>): { stop(): Promise<number> } {
+  let running = true;
+  let rounds = 0;
+  const loops = ports.map(async (port, n) => {
+    const client = await RawClient.connect(port);
+    try {
+      for (let i = 0; running; i++) {
+        await round(client, n, i);
+        rounds++;
+      }
+    } finally {
+      client.close();
+    }
+  });
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return rounds;
+    },
+  };
+}
