@@ -37,18 +37,22 @@ export function deadlineOf(exptime: number, now: number): number | null {
  * a timer moves once a second. A memcached that stood still (SIGSTOP, swapped
  * out, a long pause) runs the requests that waited for it before that timer
  * catches up, on a clock as old as the pause, so their items expire earlier
- * than the exptime says. A reply slower than a tick may have met that: its
- * item is read back, and the peer gets the expiry memcached really holds.
+ * than the exptime says. A reply slower than a tick may have met that: the
+ * write ships as usual, and once memcached's clock has ticked again its item
+ * is read back and shipped too, with the expiry memcached really holds. (Read
+ * at once, it could still be read on the stale clock.)
  */
 const STALE_CLOCK_AFTER_MS = 1000;
+const READ_AFTER_TICK_MS = 1100;
 
-function readBackIfRelative(effect: WriteEffect): WriteEffect {
+/** The key of a set or touch with a relative expiry that a text command can read back, else null. */
+function relativeExpiryKey(effect: WriteEffect): Buffer | null {
   // (An invalidation is not: a read back cannot tell that the item is stale.)
-  if (effect.kind !== 'set' && effect.kind !== 'touch') return effect;
+  if (effect.kind !== 'set' && effect.kind !== 'touch') return null;
   const { exptime } = effect;
   // Keys only the binary protocol can name cannot be read back with their expiry (see binary-keys.ts).
-  if (exptime <= 0 || exptime > RELATIVE_EXPTIME_MAX || needsBinary(effect.key)) return effect;
-  return { kind: 'readback', key: effect.key };
+  if (exptime <= 0 || exptime > RELATIVE_EXPTIME_MAX || needsBinary(effect.key)) return null;
+  return effect.key;
 }
 
 interface Pending {
@@ -97,7 +101,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
   written(effect: WriteEffect, receivedAt: number, answeredInMs = 0): void {
     try {
-      this.record(answeredInMs > STALE_CLOCK_AFTER_MS ? readBackIfRelative(effect) : effect, receivedAt);
+      this.record(effect, receivedAt);
+      const stale = answeredInMs > STALE_CLOCK_AFTER_MS ? relativeExpiryKey(effect) : null;
+      if (stale) setTimeout(() => this.written({ kind: 'readback', key: stale }, Date.now()), READ_AFTER_TICK_MS).unref();
     } catch (error) {
       this.events.lost(`could not record a ${effect.kind}: ${(error as Error).message}`);
     }
