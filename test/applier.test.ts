@@ -35,7 +35,7 @@ describe('applier', () => {
     binaryLocal = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
     const bounds = { maxEntries: 1000, windowMs: 60_000 };
     touches = new RecentWrites(bounds);
-    const history = { values: new RecentWrites(bounds), touches, flushes: new FlushSchedule(), expiries: new KnownExpiries() };
+    const history = { values: new RecentWrites(bounds), touches, flushes: new FlushSchedule(), nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
     applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b');
   });
   after(async () => {

@@ -134,6 +134,38 @@ describe('flush_all', () => {
     await heldOnBoth(a, b, 'after-stall', true);
   });
 
+  it('writes around a delayed flush\'s moment end the same on both nodes, even when one memcached stood still across it', async () => {
+    // memcached flushes at a tick of its own one-second clock, and a memcached
+    // that stood still runs the requests that waited on a clock as old as the
+    // pause: B's memcached stores, before the moment, writes sent after it.
+    assert.equal(await ask(b, 'flush_all 3\r\n'), 'OK\r\n');
+    const moment = Date.now() + 3000;
+    await sleep(500);
+    b.memcached.child.kill('SIGSTOP');
+    const waiting = await RawClient.connect(b.memrepl.port);
+    try {
+      await sleep(500);
+      waiting.send('set edge-b1 0 0 1\r\nx\r\n'); // sent before the moment, run after it
+      await sleep(500);
+      await ask(a, 'set edge-a1 0 0 1\r\nx\r\n'); // before the moment: flushed on A
+      await sleep(moment + 500 - Date.now());
+      await ask(a, 'set edge-a2 0 0 1\r\nx\r\n'); // after it: kept on A
+      waiting.send('set edge-b2 0 0 1\r\nx\r\n'); // sent after the moment, run on B's stale clock
+      await sleep(1000);
+    } finally {
+      b.memcached.child.kill('SIGCONT');
+    }
+    await waiting.read((bytes) => bytes.toString().split('STORED').length === 3, 10000);
+    waiting.close();
+    await sleep(3000); // both clocks are past the moment, and anything read back after a tick has landed
+    for (const key of ['edge-b1', 'edge-a1', 'edge-a2', 'edge-b2']) {
+      const [onA, onB] = [await has(a.memcached.port, key), await has(b.memcached.port, key)];
+      assert.equal(onA, onB, `${key}: A ${onA ? 'holds' : 'lost'} it, B ${onB ? 'holds' : 'lost'} it`);
+    }
+    assert.equal(await has(a.memcached.port, 'edge-a1'), false, 'a write before the moment is flushed');
+    assert.equal(await has(a.memcached.port, 'edge-a2'), true, 'a write on a running memcached after the moment is kept');
+  });
+
   it('an absolute time far ahead schedules a flush without stopping replication', async () => {
     const inAnHour = Math.floor(Date.now() / 1000) + 3600;
     assert.equal(await ask(a, `flush_all ${inAnHour}\r\n`), 'OK\r\n');

@@ -26,41 +26,19 @@
  * by the replication delay and the two hosts' clocks need not agree.
  */
 import { Status, type BinaryPacket } from '../protocol/binary/messages';
-import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
+import { exptimeFor } from '../protocol/text/expiry';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaRead, metaSet, metaSetBytesMax, metaTouch, textSafeKey, writeMetaSet, type MetaSetFields } from '../protocol/text/serializer';
 import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from './binary-keys';
 import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from './frames/messages';
 import type { Contention } from './contention';
+import type { Stored } from './flush-edge';
 import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from './flush-schedule';
 import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from './hlc';
 import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import type { LocalHistory } from './recorder';
 import { recordFromReadBack } from './recorder';
-
-/**
- * memcached's exptime for a deadline on this node's clock. Relative, to the
- * nearest second: memcached expires an item T ticks of its once-a-second
- * clock after storing it, just as the original expired T ticks after its
- * write. (Absolute times would be worse: memcached converts them against a
- * wall clock that can sit a second off the monotonic clock it ticks with.)
- *
- * A deadline already past (the item expired in transit) gets the shortest
- * life memcached has, one tick, not a delete: the origin held the item until
- * that deadline, so a touch its client made before then may be right behind
- * on the link, and must find the item here as it found it there.
- */
-export function exptimeFor(deadline: number | null, now: number): number {
-  if (deadline === null) return 0;
-  const seconds = Math.round((deadline - now) / 1000);
-  if (seconds <= 0) return SHORTEST_EXPTIME;
-  // memcached reads exptime as an int32: a deadline at its very end (2038) can round past it.
-  return seconds <= RELATIVE_EXPTIME_MAX ? seconds : Math.min(Math.round(deadline / 1000), INT32_MAX);
-}
-
-const SHORTEST_EXPTIME = 1;
-const INT32_MAX = 0x7fff_ffff;
 
 /**
  * Records on their way to memcached as one batch of quiet commands.
@@ -87,6 +65,8 @@ interface Batch {
   keep?: Kept[];
   /** A flush's batch is filled only when its turn comes (see flushKeepingNewer). */
   prepare?: () => Promise<void>;
+  /** Writes to report once answered, while a delayed flush's moment is near (see flush-edge.ts). */
+  nearFlush?: Array<{ key: Buffer; stamp: Stamp; stored: Stored | null }>;
 }
 
 /** A peer's record that arrived while a client's flush_all was in flight (see Applier.pauseForLocalFlush). */
@@ -216,6 +196,12 @@ export class Applier {
     const touch = record.op === 'set' ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
     this.write(batch, record, sentAt, expiresAt);
+    if (this.history.nearFlush.armed) {
+      const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
+      // Copies: the record's bytes are views of the link's chunks, kept here for seconds.
+      const stored = record.op === 'set' && deadline !== 'unchanged' ? { value: Buffer.from(record.value), flags: record.flags, expiresAt: deadline } : null;
+      (batch.nearFlush ??= []).push({ key: Buffer.from(record.key), stamp, stored });
+    }
   }
 
   /**
@@ -229,6 +215,11 @@ export class Applier {
    */
   pauseForLocalFlush(): Promise<void> {
     this.pauses++;
+    return this.idle();
+  }
+
+  /** Resolves once every record judged so far is answered by memcached (or failed). Never rejects. */
+  idle(): Promise<void> {
     this.flush();
     return this.settling;
   }
@@ -502,6 +493,7 @@ export class Applier {
       answers.then(
         ([failures, binaryFailures]) => {
           this.contention.appliesSettled(batch.tickets);
+          for (const { key, stamp, stored } of batch.nearFlush ?? []) this.history.nearFlush.answered(key, stamp, stored);
           this.countOutcomes(batch.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
           this.onSettled(settled());
         },

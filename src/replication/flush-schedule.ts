@@ -46,13 +46,16 @@ export class FlushSchedule {
   private floor: Stamp | null = null;
   private pending: Pending | null = null;
 
-  constructor(private readonly wallClock: () => number = Date.now) {}
+  constructor(
+    private readonly wallClock: () => number = Date.now,
+    /** The moment memcached will flush at was scheduled, or replaced (null: none is, the flush was cancelled or ran now). */
+    private readonly onPending: (at: Stamp | null) => void = () => {},
+  ) {}
 
   /** A client's flush_all took effect here (its command is the newest this node knows). */
   local(command: Stamp, timing: FlushTiming): void {
     if (timing.kind === 'now') this.flushed(command);
-    if (timing.kind === 'delayed') this.pending = { command, at: after(command, timing.delayMs) };
-    else this.pending = null;
+    this.setPending(timing.kind === 'delayed' ? { command, at: after(command, timing.delayMs) } : null);
   }
 
   /**
@@ -63,12 +66,12 @@ export class FlushSchedule {
     const supersededBy = this.newerPending(command);
     if (timing.kind === 'cancel') {
       if (supersededBy) return { kind: 'skip' };
-      this.pending = null;
+      this.setPending(null);
       return { kind: 'cancel' };
     }
     if (timing.kind === 'delayed' && remainingMs > 0) {
       if (supersededBy) return { kind: 'skip' };
-      this.pending = { command, at: after(command, timing.delayMs) };
+      this.setPending({ command, at: after(command, timing.delayMs) });
       return { kind: 'schedule', seconds: Math.max(1, Math.round(remainingMs / 1000)) };
     }
     const moment = timing.kind === 'delayed' ? after(command, timing.delayMs) : command;
@@ -77,7 +80,7 @@ export class FlushSchedule {
     this.floor = moment;
     // memcached's flush_all replaces what it had scheduled: put back a newer schedule.
     const reschedule = supersededBy ? Math.max(1, Math.round((supersededBy.at.wall - this.wallClock()) / 1000)) : null;
-    if (!supersededBy) this.pending = null;
+    if (!supersededBy) this.setPending(null);
     return { kind: 'flush', moment, reschedule };
   }
 
@@ -91,6 +94,11 @@ export class FlushSchedule {
   get state(): { floor: Stamp | null; pendingAt: Stamp | null } {
     this.promoteDue();
     return { floor: this.floor, pendingAt: this.pending?.at ?? null };
+  }
+
+  private setPending(pending: Pending | null): void {
+    this.pending = pending;
+    this.onPending(pending?.at ?? null);
   }
 
   private newerPending(command: Stamp): Pending | null {

@@ -17,6 +17,7 @@ import { metaRead } from '../protocol/text/serializer';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import { FLUSH_CANCEL, type Expiry } from './frames/messages';
+import type { FlushEdge, Stored } from './flush-edge';
 import { flushTiming, type FlushSchedule, type FlushTiming } from './flush-schedule';
 import type { HybridClock, Stamp } from './hlc';
 import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from './binary-keys';
@@ -79,6 +80,8 @@ export interface LocalHistory {
   /** Touches (touch, gat, mg T): they change only the expiry, never the value. */
   touches: RecentWrites;
   flushes: FlushSchedule;
+  /** Writes answered around a delayed flush's moment, checked once memcached's clock is past it (see flush-edge.ts). */
+  nearFlush: Pick<FlushEdge, 'armed' | 'answered'>;
   /** Expiries of the keys only the binary protocol can name (its replies do not tell them). */
   expiries: KnownExpiries;
 }
@@ -114,6 +117,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
     if (effect.kind === 'touch') this.history.touches.note(effect.key, stamp, deadlineOf(effect.exptime, receivedAt));
     else this.history.values.note(effect.key, stamp);
+    if (this.history.nearFlush.armed && effect.kind !== 'touch') this.history.nearFlush.answered(effect.key, stamp, storedBy(effect, receivedAt));
     const binary = needsBinary(effect.key);
     if (effect.kind !== 'readback') {
       const record = recordOf(effect, stamp, receivedAt);
@@ -204,6 +208,11 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     }
     if (appended) this.events.appended();
   }
+}
+
+/** What a write stored, for a check around a flush's moment to store back (see flush-edge.ts). */
+function storedBy(effect: WriteEffect, now: number): Stored | null {
+  return effect.kind === 'set' ? { value: effect.value, flags: effect.flags, expiresAt: deadlineOf(effect.exptime, now) } : null;
 }
 
 function baseRecord(stamp: Stamp): Pick<NewRecord, 'hlc' | 'flags' | 'value' | 'delay'> {

@@ -33,6 +33,7 @@ import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
 import { RecentWrites } from './recent-writes';
+import { FlushEdge } from './flush-edge';
 import { FlushSchedule } from './flush-schedule';
 import type { LocalHistory } from './recorder';
 import { Recorder } from './recorder';
@@ -98,6 +99,7 @@ export class Replicator implements LinkHandler {
   private readonly clock: HybridClock;
   private readonly outbox: Outbox;
   private readonly history: LocalHistory;
+  private readonly flushEdge: FlushEdge;
   private readonly contention: Contention;
   private readonly inbox: Inbox;
   private readonly applier: Applier;
@@ -160,15 +162,25 @@ export class Replicator implements LinkHandler {
     this.clock = new HybridClock(options.nodeId);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
     const windowMs = options.conflictWindowMs;
+    const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
+    this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
+    this.flushEdge = new FlushEdge(this.applierConnection, values, () => this.applier.idle(), {
+      checked: ({ read, deleted, storedBack, unnoted }) => {
+        if (deleted + storedBack + unnoted > 0) {
+          this.log.info(`replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`);
+        }
+      },
+      failed: (reason) => this.log.warn(`replication: ${reason}`),
+    });
     this.history = {
-      values: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values }),
+      values,
       touches: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.touches }),
-      flushes: new FlushSchedule(),
+      flushes: new FlushSchedule(Date.now, (at) => this.flushEdge.scheduled(at)),
+      nearFlush: this.flushEdge,
       expiries: new KnownExpiries(),
     };
     // No peer has seen anything yet: remember every write until one has (see holdHistory).
     this.holdHistory(true);
-    this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.applierBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
     this.readbackBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
@@ -867,6 +879,7 @@ export class Replicator implements LinkHandler {
     }
     this.copy?.abort('shutting down');
     this.restartWatch.stop();
+    this.flushEdge.stop();
     this.inbox.saveCheckpoint();
     this.inbox.stop();
     for (const link of [...this.links]) link.goodbye('shutting down');

@@ -75,6 +75,8 @@ test('metaRead and metaReadCas: mg with the flags replication reads', () => {
   assert.equal(latin1(metaRead(Buffer.from('a b'))), `mg ${Buffer.from('a b').toString('base64')} b v f t u\r\n`);
   assert.equal(latin1(metaReadCas(Buffer.from('memrepl:copy-mark'))), 'mg memrepl:copy-mark c\r\n');
   assert.equal(latin1(metaDelete(Buffer.from('memrepl:copy-mark'), true)), 'md memrepl:copy-mark q\r\n');
+  assert.equal(latin1(metaRead(Buffer.from('k'), { cas: true })), 'mg k v f t u c\r\n');
+  assert.equal(latin1(metaDelete(Buffer.from('k'), true, 42)), 'md k C42 q\r\n');
 });
 
 test('writeMetaFetch and writeMetaFetchBase64: a full copy fetch of part of a buffer, in place', () => {

@@ -77,9 +77,12 @@ function keyed(command: string, key: Buffer): string {
   return `${command} ${token}${flag}`;
 }
 
-/** `quiet`: with memcached's q flag, so only a failure answers (replication's batches). */
-export function metaDelete(key: Buffer, quiet = false): Buffer {
-  return Buffer.from(`${keyed('md', key)}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
+/**
+ * `quiet`: with memcached's q flag, so only a failure answers (replication's
+ * batches). `cas`: only if the item still has this CAS (else EX).
+ */
+export function metaDelete(key: Buffer, quiet = false, cas: number | null = null): Buffer {
+  return Buffer.from(`${keyed('md', key)}${cas === null ? '' : ` C${cas}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
 export function metaInvalidate(key: Buffer, ttlSeconds: number | null, quiet = false): Buffer {
@@ -93,9 +96,9 @@ export function metaTouch(key: Buffer, ttlSeconds: number, quiet = false): Buffe
 /** mg's flags for reading an item to replicate it: value, client flags and remaining TTL, without bumping it in the LRU. */
 const READ_FLAGS = ' v f t u';
 
-/** Reads an item's value, client flags and remaining TTL without bumping it in the LRU. */
-export function metaRead(key: Buffer): Buffer {
-  return Buffer.from(`${keyed('mg', key)}${READ_FLAGS}${CRLF}`, 'latin1');
+/** Reads an item's value, client flags and remaining TTL (and `cas`: its CAS) without bumping it in the LRU. */
+export function metaRead(key: Buffer, { cas = false } = {}): Buffer {
+  return Buffer.from(`${keyed('mg', key)}${READ_FLAGS}${cas ? ' c' : ''}${CRLF}`, 'latin1');
 }
 
 /** Reads an item's CAS only. */

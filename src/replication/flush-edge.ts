@@ -1,0 +1,184 @@
+/**
+ * Writes around a delayed flush's moment, made to end as the pair agrees.
+ *
+ * Both nodes know the moment of a scheduled flush_all as one HLC stamp (see
+ * flush-schedule.ts), and agree that a write stamped before it is flushed
+ * and one stamped after it stays. memcached does not flush at that stamp:
+ * it flushes at a tick of its own one-second clock, up to two seconds before
+ * it (the moment in whole seconds, less one: proto_text.c, items.c
+ * item_is_flushed), and a memcached that stood still (SIGSTOP, a long pause)
+ * runs the requests that waited on a clock as old as the pause, so it stores
+ * before the moment, and flushes, writes made well after it. Each node then
+ * holds a different subset of the writes made around the moment.
+ *
+ * So while a moment is near, each node notes the keys whose writes memcached
+ * answered, its clients' and the peer's alike. Once memcached's own clock
+ * (`stats` time) is past the moment, it reads each back and puts it where the
+ * stamps say: an item stamped before the moment and still held is deleted
+ * (only if unchanged since the read: a CAS-conditional delete), one stamped
+ * after it and flushed is stored back (only if no newer write came since:
+ * an add). Both nodes do it with the same stamps, so they end the same.
+ *
+ * Keys only the binary protocol can name are not checked (binary reads tell
+ * no CAS or expiry); a write read back as a changed state (an append) is
+ * deleted if it should be gone, but not stored back if it should stay.
+ */
+import { exptimeFor } from '../protocol/text/expiry';
+import { parseMetaHeader } from '../protocol/text/meta-header';
+import { metaDelete, metaRead, metaSet } from '../protocol/text/serializer';
+import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
+import { needsBinary } from './binary-keys';
+import { compareStamps, type Stamp } from './hlc';
+import type { LocalMemcached } from './local-memcached';
+import type { RecentWrites } from './recent-writes';
+
+/** What a write stored, to store it back if memcached flushed it after its moment. */
+export interface Stored {
+  value: Buffer;
+  flags: number;
+  /** Its deadline on this node's clock (ms), null for none. */
+  expiresAt: number | null;
+}
+
+interface Noted {
+  stamp: Stamp;
+  /** null: a delete, or a state this node did not see whole. */
+  stored: Stored | null;
+}
+
+/** memcached's flush can come this long before the moment's stamp (whole seconds, less one tick; rounding of a peer's delay). */
+const EARLIEST_FLUSH_MS = 3000;
+/** Writes answered this long after memcached's clock was seen past the moment are still checked (other threads, replies in flight). */
+const GRACE_MS = 500;
+/** How often memcached's clock is asked, and for how long at most, before giving up (memcached stalled for good). */
+const CLOCK_POLL_MS = 300;
+const CLOCK_WAIT_MAX_MS = 120_000;
+/** Past this many keys noted for one moment, the rest are not checked (and that is logged). */
+const NOTED_MAX = 500_000;
+
+export interface FlushEdgeEvents {
+  /** The check of a moment is done: how many keys it read, deleted and stored back, and how many it could not note. */
+  checked(counts: { read: number; deleted: number; storedBack: number; unnoted: number }): void;
+  failed(reason: string): void;
+}
+
+export class FlushEdge {
+  private moment: Stamp | null = null;
+  private noted = new Map<string, Noted>();
+  private unnoted = 0;
+  /** memcached's clock was seen past the moment at this time (0: not yet); writes answered after GRACE_MS are not noted. */
+  private pastAt = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly local: LocalMemcached,
+    private readonly values: RecentWrites,
+    /** Resolves once the applier's batches judged so far are answered. */
+    private readonly applierIdle: () => Promise<void>,
+    private readonly events: FlushEdgeEvents,
+    private readonly wallClock: () => number = Date.now,
+  ) {}
+
+  /** The moment of memcached's scheduled flush (see FlushSchedule's onPending); null: none any more. */
+  scheduled(at: Stamp | null): void {
+    this.clear();
+    this.moment = at;
+    if (at === null) return;
+    this.timer = setTimeout(() => void this.check(at), Math.max(0, at.wall - this.wallClock())).unref();
+  }
+
+  /** Whether writes judged now may need noting once answered (a moment is scheduled). */
+  get armed(): boolean {
+    return this.moment !== null;
+  }
+
+  /** memcached answered a write of `key` stamped `stamp` (see the class comment). */
+  answered(key: Buffer, stamp: Stamp, stored: Stored | null): void {
+    const moment = this.moment;
+    if (moment === null || needsBinary(key)) return;
+    const now = this.wallClock();
+    if (now < moment.wall - EARLIEST_FLUSH_MS || (this.pastAt > 0 && now > this.pastAt + GRACE_MS)) return;
+    const id = key.toString('latin1');
+    const before = this.noted.get(id);
+    if (before && compareStamps(before.stamp, stamp) > 0) return;
+    if (!before && this.noted.size >= NOTED_MAX) {
+      this.unnoted++;
+      return;
+    }
+    this.noted.set(id, { stamp, stored });
+  }
+
+  stop(): void {
+    this.clear();
+    this.moment = null;
+  }
+
+  private clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.noted = new Map();
+    this.unnoted = 0;
+    this.pastAt = 0;
+  }
+
+  private async check(moment: Stamp): Promise<void> {
+    const current = () => this.moment === moment;
+    try {
+      if (!(await this.clockPast(moment, current))) return;
+      this.pastAt = this.wallClock();
+      await new Promise((resolve) => setTimeout(resolve, GRACE_MS).unref());
+      await this.applierIdle();
+      if (!current()) return;
+      const noted = this.noted;
+      const unnoted = this.unnoted;
+      this.stop();
+      this.events.checked({ ...(await this.putInPlace(moment, noted)), unnoted });
+    } catch (error) {
+      if (current()) this.stop();
+      this.events.failed(`could not check the writes around a delayed flush_all's moment: ${(error as Error).message}`);
+    }
+  }
+
+  /** Waits until memcached's own clock is a whole tick past the moment; false if the moment was replaced meanwhile, or it never got there. */
+  private async clockPast(moment: Stamp, current: () => boolean): Promise<boolean> {
+    const giveUpAt = this.wallClock() + CLOCK_WAIT_MAX_MS;
+    const pastSecond = Math.ceil(moment.wall / 1000) + 1;
+    while (current()) {
+      const time = Number(parseStats(await this.local.request(STATS_REQUEST)).get('time'));
+      if (time >= pastSecond) return current();
+      if (this.wallClock() > giveUpAt) throw new Error(`memcached's clock did not pass it in ${CLOCK_WAIT_MAX_MS / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, CLOCK_POLL_MS).unref());
+    }
+    return false;
+  }
+
+  private async putInPlace(moment: Stamp, noted: Map<string, Noted>): Promise<{ read: number; deleted: number; storedBack: number }> {
+    const keys = [...noted.keys()].map((id) => Buffer.from(id, 'latin1'));
+    const replies = await Promise.all(keys.map((key) => this.local.request(metaRead(key, { cas: true }))));
+    const fixes: Buffer[] = [];
+    let deleted = 0;
+    let storedBack = 0;
+    const now = this.wallClock();
+    keys.forEach((key, i) => {
+      const { stamp, stored } = noted.get(key.toString('latin1'))!;
+      // A newer write of the key than the one noted decides on its own.
+      const last = this.values.lastWriteOf(key);
+      if (last !== undefined && compareStamps(last, stamp) > 0) return;
+      const header = parseMetaHeader(replies[i][replies[i].length - 1].raw);
+      const flushedByStamp = compareStamps(stamp, moment) <= 0;
+      if (flushedByStamp && header.status === 'VA' && header.cas > 0) {
+        fixes.push(metaDelete(key, true, header.cas));
+        deleted++;
+      } else if (!flushedByStamp && header.status === 'EN' && stored !== null) {
+        const exptime = exptimeFor(stored.expiresAt, now);
+        // Expired meanwhile on its own: nothing to store back.
+        if (stored.expiresAt !== null && stored.expiresAt <= now) return;
+        fixes.push(metaSet(key, stored.value, { clientFlags: stored.flags, exptime, mode: 'E', quiet: true }));
+        storedBack++;
+      }
+    });
+    if (fixes.length > 0) await this.local.quietBatch(Buffer.concat(fixes));
+    return { read: keys.length, deleted, storedBack };
+  }
+}
+

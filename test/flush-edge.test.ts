@@ -1,0 +1,69 @@
+/**
+ * FlushEdge against a real memcached: the writes answered around a delayed
+ * flush's moment end where their stamps say, whatever memcached's
+ * one-second clock did with them.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { FlushEdge } from '../src/replication/flush-edge';
+import type { Stamp } from '../src/replication/hlc';
+import { LocalMemcached } from '../src/replication/local-memcached';
+import { RecentWrites } from '../src/replication/recent-writes';
+import { RawClient } from './support/client';
+import { eventually } from './support/ports';
+import { type Running, startMemcached } from './support/processes';
+import { item } from './support/replication';
+
+describe('flush edge', () => {
+  let memcached: Running;
+  let local: LocalMemcached;
+  before(async () => {
+    memcached = await startMemcached();
+    local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
+  });
+  after(async () => {
+    local.close();
+    await memcached.stop();
+  });
+
+  it('deletes what is stamped before the moment, stores back what is stamped after it, and leaves keys written again since alone', async () => {
+    const client = await RawClient.connect(memcached.port);
+    await client.request('set early 0 0 5\r\nearly\r\nset rewritten 0 0 3\r\nnew\r\n');
+    client.close();
+    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
+    const checks: Array<{ read: number; deleted: number; storedBack: number; unnoted: number }> = [];
+    const edge = new FlushEdge(local, values, () => Promise.resolve(), { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    // A moment already past: memcached's clock is beyond it, so the check runs at once.
+    const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
+    const at = (ms: number): Stamp => ({ wall: moment.wall + ms, logical: 0, nodeId: 'a' });
+    edge.scheduled(moment);
+    assert.equal(edge.armed, true);
+    edge.answered(Buffer.from('early'), at(-100), null); // memcached kept it: its clock had not reached the moment
+    edge.answered(Buffer.from('late'), at(100), { value: Buffer.from('late'), flags: 7, expiresAt: Date.now() + 100_000 }); // flushed on a stale clock
+    edge.answered(Buffer.from('rewritten'), at(-200), null);
+    values.note(Buffer.from('rewritten'), at(300)); // a newer write decides on its own
+    await eventually(async () => checks.length === 1, 5000, 'the check');
+    assert.deepEqual(checks[0], { read: 3, deleted: 1, storedBack: 1, unnoted: 0 });
+    assert.equal(await item(memcached.port, 'early'), null);
+    const late = await item(memcached.port, 'late');
+    assert.equal(late?.value, 'late');
+    assert.equal(late?.flags, 7);
+    assert.ok(late && late.ttl > 95 && late.ttl <= 100, `ttl ${late?.ttl}`);
+    assert.equal((await item(memcached.port, 'rewritten'))?.value, 'new');
+    assert.equal(edge.armed, false, 'one check per moment');
+  });
+
+  it('forgets what it noted when the flush is replaced or cancelled before its moment', async () => {
+    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
+    const checks: unknown[] = [];
+    const edge = new FlushEdge(local, values, () => Promise.resolve(), { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    const moment: Stamp = { wall: Date.now() + 1000, logical: 0, nodeId: 'a' };
+    edge.scheduled(moment);
+    edge.answered(Buffer.from('noted'), moment, null);
+    edge.scheduled(null);
+    assert.equal(edge.armed, false);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.deepEqual(checks, []);
+    edge.stop();
+  });
+});
