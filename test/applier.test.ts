@@ -29,13 +29,15 @@ describe('applier', () => {
   let binaryLocal: LocalMemcachedBinary;
   let applier: Applier;
   let touches: RecentWrites;
+  let flushes: FlushSchedule;
   before(async () => {
     memcached = await startMemcached();
     local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
     binaryLocal = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
     const bounds = { maxEntries: 1000, windowMs: 60_000 };
     touches = new RecentWrites(bounds);
-    const history = { values: new RecentWrites(bounds), touches, flushes: new FlushSchedule(), nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
+    flushes = new FlushSchedule();
+    const history = { values: new RecentWrites(bounds), touches, flushes, nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
     applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b');
   });
   after(async () => {
@@ -100,5 +102,15 @@ describe('applier', () => {
     await eventually(async () => (await held()) === 'v', 3000, 'the touched item held');
     await sleep(2100);
     assert.equal(await held(), 'v', 'still held after the in-transit deadline');
+  });
+
+  // Last: the flush stays noted for the applier of this file.
+  it("a copy's item read before a flush this node has passed goes with the flush; one read after it stands", async () => {
+    const moment = Date.now();
+    flushes.local({ wall: moment, logical: 0, nodeId: 'b' }, { kind: 'now' });
+    applier.applyCopy(record({ key: Buffer.from('read-before'), value: Buffer.from('old'), hlc: { wall: moment - 50, logical: 0 } }), Date.now());
+    applier.applyCopy(record({ key: Buffer.from('read-after'), value: Buffer.from('new'), hlc: { wall: moment + 50, logical: 0 } }), Date.now());
+    await eventually(async () => (await item(memcached.port, 'read-after')) !== null, 3000, 'the copy read after the flush applied');
+    assert.equal(await item(memcached.port, 'read-before'), null);
   });
 });

@@ -160,7 +160,7 @@ async function copyOut(
     },
   } as unknown as Link;
   let log = '';
-  const copy = new FullCopy({ host: '127.0.0.1', port }, link, { wall: 0, logical: 0 }, {
+  const copy = new FullCopy({ host: '127.0.0.1', port }, link, {
     mode: 'set',
     ratePerSecond: 0,
     connectTimeoutMs: 2000,

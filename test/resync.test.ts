@@ -97,6 +97,42 @@ describe('full resync', () => {
     }
   });
 
+  for (const proxyToo of [false, true]) {
+  it(`a memcached restarted while a delayed flush_all is scheduled gets it back${proxyToo ? ', its memrepl restarted too' : ''}: what the copy refills before the moment goes at the moment on both`, async () => {
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const b = await startNode('b', await freePort(), ra);
+    try {
+      await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
+      const items = population(200);
+      await load(a.memrepl.port, items);
+      const keys = items.map((i) => i.key);
+      await untilSame(a.memcached.port, b.memcached.port, keys, 15000, 'B to follow');
+      const client = await RawClient.connect(a.memrepl.port);
+      assert.equal(await client.request('flush_all 5\r\n'), 'OK\r\n');
+      client.close();
+      const moment = Date.now() + 5000;
+      await eventually(async () => (await stat(a, 'acked_seq')) === (await stat(a, 'last_seq')), 3000, 'B to have the flush');
+      // memcached's schedule dies with it; memrepl A still knows it (in memory, or in its state dir).
+      const copies = proxyToo ? 0 : Number(await stat(a, 'copies_received'));
+      const port = a.memcached.port;
+      if (proxyToo) await a.memrepl.stop('SIGKILL');
+      await a.memcached.stop('SIGKILL');
+      a.memcached = await startMemcached([], port);
+      if (proxyToo) await a.restartProxy();
+      await eventually(async () => Number(await stat(a, 'copies_received')) > copies, 4000, 'A refilled before the moment');
+      assert.equal(await has(a.memcached.port, keys[0]), true, 'the copy brought the items back');
+      await sleep(moment + 2500 - Date.now());
+      for (const key of keys.slice(0, 20)) {
+        assert.equal(await has(b.memcached.port, key), false, `${key} flushed on B`);
+        assert.equal(await has(a.memcached.port, key), false, `${key} flushed on A`);
+      }
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+  }
+
   it('a link cut in the middle of a copy: the copy completes after reconnecting', async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null);

@@ -155,17 +155,20 @@ export class Applier {
     this.clock.observe(record.hlc);
     const batch = this.openBatch();
     batch.copies++;
+    // Stamped with when the peer's memcached answered it (0 from a memrepl before that): read before a flush's
+    // moment this node has passed, it went with the flush there.
+    const read: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: '' };
+    if (read.wall > 0 && this.history.flushes.erases(read)) return this.skipped();
     // A client write on its way to memcached is newer still (see Contention).
     const ticket = this.copyApplies(record) ? this.contention.copyStarted(record.key) : null;
-    if (ticket === null) {
-      this.metrics.recordsSkipped.labels('conflict').inc();
-      return;
-    }
+    if (ticket === null) return this.skipped();
     batch.tickets.push(ticket);
     // A touch by a client here after the covered point is newer than the copy's expiry (and on its way to the peer).
     const touch = this.history.touches.lastWriteOf(record.key);
     const ownTouch = touch !== undefined && touch.nodeId === this.nodeId && compareHlc(touch, this.copyCovers) > 0;
-    this.write(batch, record, sentAt, ownTouch ? touch.expiresAt : undefined);
+    const expiresAt = ownTouch ? touch.expiresAt : undefined;
+    this.write(batch, record, sentAt, expiresAt);
+    if (read.wall > 0) this.noteNearFlush(batch, record, read, sentAt, expiresAt);
   }
 
   /**
@@ -196,12 +199,17 @@ export class Applier {
     const touch = record.op === 'set' ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
     this.write(batch, record, sentAt, expiresAt);
-    if (this.history.nearFlush.armed) {
-      const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
-      // Copies: the record's bytes are views of the link's chunks, kept here for seconds.
-      const stored = record.op === 'set' && deadline !== 'unchanged' ? { value: Buffer.from(record.value), flags: record.flags, expiresAt: deadline } : null;
-      (batch.nearFlush ??= []).push({ key: Buffer.from(record.key), stamp, stored });
-    }
+    this.noteNearFlush(batch, record, stamp, sentAt, expiresAt);
+  }
+
+  /** While a delayed flush's moment is near, the write is reported to history.nearFlush once answered (see flush-edge.ts). */
+  private noteNearFlush(batch: Batch, record: RecordFrame, stamp: Stamp, sentAt: number, expiresAt: number | null | undefined): void {
+    if (!this.history.nearFlush.armed) return;
+    const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
+    const stores = (record.op === 'set' || record.op === 'add') && deadline !== 'unchanged';
+    // Copies: the record's bytes are views of the link's chunks, kept here for seconds.
+    const stored = stores ? { value: Buffer.from(record.value), flags: record.flags, expiresAt: deadline } : null;
+    (batch.nearFlush ??= []).push({ key: Buffer.from(record.key), stamp, stored });
   }
 
   /**
@@ -253,6 +261,17 @@ export class Applier {
 
   private skipped(): void {
     this.metrics.recordsSkipped.labels('conflict').inc();
+  }
+
+  /**
+   * This node's memcached restarted: the delayed flush it had scheduled (this
+   * node's clients' or the peer's) died with it. Schedule it again, at its
+   * moment, ahead of the full copy that refills it: the copy's items are
+   * stored before the moment, and go at it, as on the peer.
+   */
+  rescheduleFlush(at: Stamp): Promise<void> {
+    const seconds = Math.max(1, Math.round((at.wall - Date.now()) / 1000));
+    return this.local.quietBatch(flushAll(flushExptime(seconds), true)).then(() => {});
   }
 
   /** The peer's flush_all, run the way memcached would have run it here (see flush-schedule.ts). */

@@ -54,9 +54,14 @@ interface Saved {
 
 /** The checkpoint's file for a node: its id in the name, so nodes sharing a state dir never share a file. */
 export function checkpointPath(dir: string, nodeId: string): string {
+  return stateFilePath(dir, nodeId, 'checkpoint');
+}
+
+/** A node's file of some `kind` in the state dir: its id, encoded for a file name (hashed if long). */
+export function stateFilePath(dir: string, nodeId: string, kind: string): string {
   const encoded = encodeURIComponent(nodeId);
   const name = encoded.length <= 200 ? encoded : createHash('sha256').update(nodeId).digest('hex');
-  return path.join(path.resolve(dir), `checkpoint-${name}.json`);
+  return path.join(path.resolve(dir), `${kind}-${name}.json`);
 }
 
 export class CheckpointFile {

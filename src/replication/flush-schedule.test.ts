@@ -55,3 +55,18 @@ test('a due flush from the peer flushes now, keeps what came after it, and puts 
   assert.equal(flushes.erases(st(8001)), false);
   assert.deepEqual(flushes.incoming(st(7000, 'b'), { kind: 'now' }, 0), { kind: 'skip' }, 'older than a flush already done');
 });
+
+test('every change of the scheduled flush is told (to keep it across restarts), and a kept one is restored while its moment is ahead', () => {
+  let now = 1000;
+  const told: Array<number | null> = [];
+  const flushes = new FlushSchedule(() => now, (pending) => told.push(pending?.at.wall ?? null));
+  flushes.local(st(1000), { kind: 'delayed', delayMs: 5000 });
+  flushes.incoming(st(1100, 'b'), { kind: 'cancel' }, 0);
+  assert.deepEqual(told, [6000, null]);
+  const restarted = new FlushSchedule(() => now, (pending) => told.push(pending?.at.wall ?? null));
+  assert.equal(restarted.restore({ command: st(1000), at: st(6000) }), true);
+  assert.equal(restarted.state.pendingAt?.wall, 6000);
+  now = 6001;
+  assert.equal(restarted.erases(st(5000, 'b')), true, 'flushes at its moment as if never forgotten');
+  assert.equal(new FlushSchedule(() => now).restore({ command: st(1000), at: st(6000) }), false, 'its moment is past');
+});

@@ -37,19 +37,20 @@ export type FlushAction =
    */
   | { kind: 'flush'; moment: Stamp; reschedule: number | null };
 
-interface Pending {
+/** A delayed flush memcached has scheduled: the command that scheduled it, and its moment. */
+export interface PendingFlush {
   command: Stamp;
   at: Stamp;
 }
 
 export class FlushSchedule {
   private floor: Stamp | null = null;
-  private pending: Pending | null = null;
+  private pending: PendingFlush | null = null;
 
   constructor(
     private readonly wallClock: () => number = Date.now,
-    /** The moment memcached will flush at was scheduled, or replaced (null: none is, the flush was cancelled or ran now). */
-    private readonly onPending: (at: Stamp | null) => void = () => {},
+    /** memcached's scheduled flush was set, or replaced (null: none is, it was cancelled or a flush ran now). */
+    private readonly onPending: (pending: PendingFlush | null) => void = () => {},
   ) {}
 
   /** A client's flush_all took effect here (its command is the newest this node knows). */
@@ -84,6 +85,16 @@ export class FlushSchedule {
     return { kind: 'flush', moment, reschedule };
   }
 
+  /**
+   * A restarted memrepl's memory of the flush its memcached has scheduled
+   * (see PendingFlushFile); ignored once its moment has passed.
+   */
+  restore(pending: PendingFlush): boolean {
+    if (pending.at.wall <= this.wallClock() || this.newerPending(pending.command)) return false;
+    this.setPending(pending);
+    return true;
+  }
+
   /** Was a record with this stamp written before a flush that has emptied this cache? */
   erases(stamp: Stamp): boolean {
     this.promoteDue();
@@ -96,12 +107,12 @@ export class FlushSchedule {
     return { floor: this.floor, pendingAt: this.pending?.at ?? null };
   }
 
-  private setPending(pending: Pending | null): void {
+  private setPending(pending: PendingFlush | null): void {
     this.pending = pending;
-    this.onPending(pending?.at ?? null);
+    this.onPending(pending);
   }
 
-  private newerPending(command: Stamp): Pending | null {
+  private newerPending(command: Stamp): PendingFlush | null {
     return this.pending !== null && compareStamps(this.pending.command, command) > 0 ? this.pending : null;
   }
 

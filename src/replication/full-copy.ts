@@ -265,8 +265,6 @@ export class FullCopy {
   constructor(
     private readonly upstream: UpstreamAddress,
     private readonly link: Link,
-    /** Stamp of every copy: older than any write the receiver remembers. */
-    private readonly stamp: Hlc,
     private readonly options: FullCopyOptions,
     private readonly log: Logger,
   ) {
@@ -611,8 +609,10 @@ export class FullCopy {
     }
     const frames = this.frames;
     frames.ensure(size);
+    // Stamped with when memcached answered it: the receiver judges it against a delayed flush's moment by that
+    // (an item read before the moment goes with the flush, as here). Not against writes: see Applier.copyApplies.
     frames.used = writeRecordFrame(
-      frames.buf, frames.used, 0, this.stamp.wall, this.stamp.logical, this.opCode, flags, ttlMs, 0, now,
+      frames.buf, frames.used, 0, now, 0, this.opCode, flags, ttlMs, 0, now,
       key, start, end, value, valueStart, valueEnd,
     );
     this.progress.items++;

@@ -26,7 +26,7 @@ import { RestartWatch } from './restart-watch';
 import { dialReplication, renewReplicationTls, replicationServer, type TlsMaterial } from './transport';
 import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
-import { compareHlc, HybridClock } from './hlc';
+import { compareHlc, HybridClock, type Stamp } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
 import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
@@ -35,6 +35,7 @@ import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
 import { RecentWrites } from './recent-writes';
 import { FlushEdge } from './flush-edge';
 import { FlushSchedule } from './flush-schedule';
+import { PendingFlushFile } from './pending-flush-file';
 import type { LocalHistory } from './recorder';
 import { Recorder } from './recorder';
 
@@ -73,7 +74,6 @@ export interface ReplicationOptions {
 /** The options a reload (SIGHUP) may change: each is read at its next use. */
 export type LiveReplicationOptions = Pick<ReplicationOptions, 'secret' | 'tls' | 'copyRatePerSecond'>;
 
-const COPY_STAMP = { wall: 0, logical: 0 };
 const EMPTY_VALUE = Buffer.alloc(0);
 /** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
 const COPY_WAIT_MS = 30_000;
@@ -100,6 +100,7 @@ export class Replicator implements LinkHandler {
   private readonly outbox: Outbox;
   private readonly history: LocalHistory;
   private readonly flushEdge: FlushEdge;
+  private readonly pendingFlushFile: PendingFlushFile;
   private readonly contention: Contention;
   private readonly inbox: Inbox;
   private readonly applier: Applier;
@@ -163,6 +164,7 @@ export class Replicator implements LinkHandler {
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
     const windowMs = options.conflictWindowMs;
     const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
+    this.pendingFlushFile = new PendingFlushFile(options.stateDir, options.nodeId, log);
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.flushEdge = new FlushEdge(this.applierConnection, values, () => this.applier.idle(), {
       checked: ({ read, deleted, storedBack, unnoted }) => {
@@ -175,7 +177,10 @@ export class Replicator implements LinkHandler {
     this.history = {
       values,
       touches: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.touches }),
-      flushes: new FlushSchedule(Date.now, (at) => this.flushEdge.scheduled(at)),
+      flushes: new FlushSchedule(Date.now, (pending) => {
+        this.flushEdge.scheduled(pending?.at ?? null);
+        this.pendingFlushFile.save(pending);
+      }),
       nearFlush: this.flushEdge,
       expiries: new KnownExpiries(),
     };
@@ -243,6 +248,7 @@ export class Replicator implements LinkHandler {
   async start(): Promise<net.AddressInfo> {
     // The checkpoint holds only for the memcached it names: see which one is running first.
     await this.restartWatch.check();
+    this.restorePendingFlush();
     this.inbox.loadCheckpoint();
     // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
     if (this.inbox.position === null) this.inbox.forget();
@@ -540,8 +546,6 @@ export class Replicator implements LinkHandler {
     const copy = new FullCopy(
       this.upstream,
       link,
-      // Copies are judged by who wrote a key last, not by time (see Applier.copyApplies).
-      COPY_STAMP,
       {
         mode,
         ratePerSecond: this.options.copyRatePerSecond,
@@ -641,11 +645,33 @@ export class Replicator implements LinkHandler {
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
   private memcachedRestarted(before: string, after: string): void {
     this.log.warn(`replication: local memcached restarted (pid ${before} -> ${after}); asking the peer for a full copy`);
+    const pending = this.history.flushes.state.pendingAt;
+    if (pending) this.rescheduleFlush(pending);
     this.inbox.forget();
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position), with the same mark
     this.markCopyCoverage();
     this.active.write(serializeFullResyncRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
+  }
+
+  /**
+   * A flush_all memcached had scheduled when an earlier run of memrepl
+   * stopped: known again, and given again to memcached (a no-op if it kept
+   * it; it may have restarted too).
+   */
+  private restorePendingFlush(): void {
+    const pending = this.pendingFlushFile.load();
+    if (pending && this.history.flushes.restore(pending)) this.rescheduleFlush(pending.at);
+    else if (pending) this.pendingFlushFile.save(null);
+  }
+
+  /** Gives memcached again a delayed flush it lost (see Applier.rescheduleFlush). */
+  private rescheduleFlush(at: Stamp): void {
+    const when = new Date(at.wall).toISOString();
+    this.applier.rescheduleFlush(at).then(
+      () => this.log.info(`replication: scheduled again on memcached the flush_all due at ${when}`),
+      (error: Error) => this.log.warn(`replication: could not schedule again on memcached the flush_all due at ${when}: ${error.message}`),
+    );
   }
 
   /**
