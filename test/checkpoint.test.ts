@@ -75,10 +75,38 @@ describe('the replication checkpoint is out of clients\' reach', () => {
       assert.equal(await send(b, 'flush_all\r\n'), 'OK\r\n');
       await eventually(async () => !(await has(a.memcached.port, 'before')), 5000, 'the flush on A');
       await sleep(100);
-      assert.deepEqual(fs.readdirSync(stateDir).sort(), ['checkpoint-a.json', 'checkpoint-b.json']);
+      // Each node's checkpoint, and what it knows of the flush (flush-schedule-file.ts).
+      assert.deepEqual(fs.readdirSync(stateDir).sort(), ['checkpoint-a.json', 'checkpoint-b.json', 'flush-schedule-a.json', 'flush-schedule-b.json']);
       await restartBWhileAWrites(a, b, 200);
       await resumedPartially(a, 200, 1);
       await eventually(() => has(b.memcached.port, 'k199'), 10000, 'A\'s writes on B');
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
+  it('a restarted proxy still knows the last flush_all: the peer\'s records from before it, sent again, stay flushed', async () => {
+    const stateDir = path.join(scratch, 'resent');
+    const [a, b] = await startPair(['-v', '--state-dir', stateDir]);
+    try {
+      await linked(a, b);
+      await oneRecordApplied(a, b);
+      const checkpointOfB = path.join(stateDir, 'checkpoint-b.json');
+      const before = fs.readFileSync(checkpointOfB, 'utf8');
+      await send(a, 'set gone 0 0 1\r\nx\r\n');
+      await eventually(() => has(b.memcached.port, 'gone'), 5000, '"gone" on B');
+      assert.equal(await send(b, 'flush_all\r\n'), 'OK\r\n');
+      await eventually(async () => !(await has(a.memcached.port, 'gone')), 5000, 'the flush on A');
+      await sleep(100);
+      // B's proxy dies, and its checkpoint says A's set of "gone" was never applied: A sends it again.
+      await b.memrepl.stop('SIGKILL');
+      fs.writeFileSync(checkpointOfB, before);
+      await b.restartProxy();
+      await linked(a, b);
+      await resumedPartially(a, 1, 1);
+      await sleep(500);
+      assert.equal(await has(b.memcached.port, 'gone'), false, 'B applied again a write from before its flush');
+      assert.equal(await has(a.memcached.port, 'gone'), false);
     } finally {
       await stopAll(a, b);
     }

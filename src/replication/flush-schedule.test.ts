@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
-import { FlushSchedule, flushTiming } from './flush-schedule';
+import { FlushSchedule, flushTiming, type FlushMemory } from './flush-schedule';
 import type { Stamp } from './hlc';
 
 const st = (wall: number, nodeId = 'a'): Stamp => ({ wall, logical: 0, nodeId });
@@ -56,17 +56,22 @@ test('a due flush from the peer flushes now, keeps what came after it, and puts 
   assert.deepEqual(flushes.incoming(st(7000, 'b'), { kind: 'now' }, 0), { kind: 'skip' }, 'older than a flush already done');
 });
 
-test('every change of the scheduled flush is told (to keep it across restarts), and a kept one is restored while its moment is ahead', () => {
+test('every change is told (to keep it across restarts), and what a restarted memrepl kept is restored', () => {
   let now = 1000;
-  const told: Array<number | null> = [];
-  const flushes = new FlushSchedule(() => now, (pending) => told.push(pending?.at.wall ?? null));
+  const pendings: Array<number | null> = [];
+  const floors: Array<number | null> = [];
+  const events = { pending: (at: Stamp | null) => pendings.push(at?.wall ?? null), changed: ({ floor }: FlushMemory) => floors.push(floor?.wall ?? null) };
+  const flushes = new FlushSchedule(() => now, events);
   flushes.local(st(1000), { kind: 'delayed', delayMs: 5000 });
   flushes.incoming(st(1100, 'b'), { kind: 'cancel' }, 0);
-  assert.deepEqual(told, [6000, null]);
-  const restarted = new FlushSchedule(() => now, (pending) => told.push(pending?.at.wall ?? null));
-  assert.equal(restarted.restore({ command: st(1000), at: st(6000) }), true);
-  assert.equal(restarted.state.pendingAt?.wall, 6000);
-  now = 6001;
+  flushes.local(st(1200), { kind: 'now' });
+  assert.deepEqual(pendings, [6000, null, null]);
+  assert.equal(floors.at(-1), 1200);
+  const restarted = new FlushSchedule(() => now);
+  assert.deepEqual(restarted.restore({ floor: st(1200), pending: { command: st(1300), at: st(6300) } }), { command: st(1300), at: st(6300) });
+  assert.equal(restarted.erases(st(1100, 'b')), true, 'a record resent from before the last flush stays flushed');
+  assert.equal(restarted.erases(st(5000, 'b')), false);
+  now = 6301;
   assert.equal(restarted.erases(st(5000, 'b')), true, 'flushes at its moment as if never forgotten');
-  assert.equal(new FlushSchedule(() => now).restore({ command: st(1000), at: st(6000) }), false, 'its moment is past');
+  assert.equal(new FlushSchedule(() => now).restore({ floor: null, pending: { command: st(1000), at: st(6000) } }), null, 'its moment is past');
 });

@@ -43,14 +43,28 @@ export interface PendingFlush {
   at: Stamp;
 }
 
+/** What a restarted memrepl must know again (see FlushScheduleFile): the floor and the flush scheduled. */
+export interface FlushMemory {
+  floor: Stamp | null;
+  pending: PendingFlush | null;
+}
+
+export interface FlushScheduleEvents {
+  /** memcached's scheduled flush was set or replaced (null: none is, it was cancelled or a flush ran now). */
+  pending(at: Stamp | null): void;
+  /** The floor or the flush scheduled changed. */
+  changed(memory: FlushMemory): void;
+}
+
+const NO_EVENTS: FlushScheduleEvents = { pending() {}, changed() {} };
+
 export class FlushSchedule {
   private floor: Stamp | null = null;
   private pending: PendingFlush | null = null;
 
   constructor(
     private readonly wallClock: () => number = Date.now,
-    /** memcached's scheduled flush was set, or replaced (null: none is, it was cancelled or a flush ran now). */
-    private readonly onPending: (pending: PendingFlush | null) => void = () => {},
+    private readonly events: FlushScheduleEvents = NO_EVENTS,
   ) {}
 
   /** A client's flush_all took effect here (its command is the newest this node knows). */
@@ -78,7 +92,7 @@ export class FlushSchedule {
     const moment = timing.kind === 'delayed' ? after(command, timing.delayMs) : command;
     this.promoteDue();
     if (this.floor !== null && compareStamps(moment, this.floor) <= 0) return { kind: 'skip' };
-    this.floor = moment;
+    this.flushed(moment);
     // memcached's flush_all replaces what it had scheduled: put back a newer schedule.
     const reschedule = supersededBy ? Math.max(1, Math.round((supersededBy.at.wall - this.wallClock()) / 1000)) : null;
     if (!supersededBy) this.setPending(null);
@@ -86,13 +100,15 @@ export class FlushSchedule {
   }
 
   /**
-   * A restarted memrepl's memory of the flush its memcached has scheduled
-   * (see PendingFlushFile); ignored once its moment has passed.
+   * What an earlier run of memrepl knew (see FlushScheduleFile). Returns the
+   * flush still to come that it restored (memcached may have lost it), if any.
    */
-  restore(pending: PendingFlush): boolean {
-    if (pending.at.wall <= this.wallClock() || this.newerPending(pending.command)) return false;
+  restore(memory: FlushMemory): PendingFlush | null {
+    if (memory.floor) this.flushed(memory.floor);
+    const { pending } = memory;
+    if (!pending || pending.at.wall <= this.wallClock() || this.newerPending(pending.command)) return null;
     this.setPending(pending);
-    return true;
+    return pending;
   }
 
   /** Was a record with this stamp written before a flush that has emptied this cache? */
@@ -109,21 +125,26 @@ export class FlushSchedule {
 
   private setPending(pending: PendingFlush | null): void {
     this.pending = pending;
-    this.onPending(pending);
+    this.events.pending(pending?.at ?? null);
+    this.events.changed({ floor: this.floor, pending });
   }
 
   private newerPending(command: Stamp): PendingFlush | null {
     return this.pending !== null && compareStamps(this.pending.command, command) > 0 ? this.pending : null;
   }
 
+  /** The scheduled flush's moment has come: memcached has flushed (not a change of schedule for events.pending). */
   private promoteDue(): void {
     if (this.pending === null || this.pending.at.wall > this.wallClock()) return;
-    this.flushed(this.pending.at);
+    const { at } = this.pending;
     this.pending = null;
+    this.flushed(at);
   }
 
   private flushed(moment: Stamp): void {
-    if (this.floor === null || compareStamps(moment, this.floor) > 0) this.floor = moment;
+    if (this.floor !== null && compareStamps(moment, this.floor) <= 0) return;
+    this.floor = moment;
+    this.events.changed({ floor: moment, pending: this.pending });
   }
 }
 

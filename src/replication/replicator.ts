@@ -35,7 +35,7 @@ import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
 import { RecentWrites } from './recent-writes';
 import { FlushEdge } from './flush-edge';
 import { FlushSchedule } from './flush-schedule';
-import { PendingFlushFile } from './pending-flush-file';
+import { FlushScheduleFile } from './flush-schedule-file';
 import type { LocalHistory } from './recorder';
 import { Recorder } from './recorder';
 
@@ -100,7 +100,7 @@ export class Replicator implements LinkHandler {
   private readonly outbox: Outbox;
   private readonly history: LocalHistory;
   private readonly flushEdge: FlushEdge;
-  private readonly pendingFlushFile: PendingFlushFile;
+  private readonly flushScheduleFile: FlushScheduleFile;
   private readonly contention: Contention;
   private readonly inbox: Inbox;
   private readonly applier: Applier;
@@ -164,7 +164,7 @@ export class Replicator implements LinkHandler {
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
     const windowMs = options.conflictWindowMs;
     const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
-    this.pendingFlushFile = new PendingFlushFile(options.stateDir, options.nodeId, log);
+    this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.flushEdge = new FlushEdge(this.applierConnection, values, () => this.applier.idle(), {
       checked: ({ read, deleted, storedBack, unnoted }) => {
@@ -177,9 +177,9 @@ export class Replicator implements LinkHandler {
     this.history = {
       values,
       touches: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.touches }),
-      flushes: new FlushSchedule(Date.now, (pending) => {
-        this.flushEdge.scheduled(pending?.at ?? null);
-        this.pendingFlushFile.save(pending);
+      flushes: new FlushSchedule(Date.now, {
+        pending: (at) => this.flushEdge.scheduled(at),
+        changed: (memory) => this.flushScheduleFile.save(memory),
       }),
       nearFlush: this.flushEdge,
       expiries: new KnownExpiries(),
@@ -248,7 +248,7 @@ export class Replicator implements LinkHandler {
   async start(): Promise<net.AddressInfo> {
     // The checkpoint holds only for the memcached it names: see which one is running first.
     await this.restartWatch.check();
-    this.restorePendingFlush();
+    this.restoreFlushSchedule();
     this.inbox.loadCheckpoint();
     // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
     if (this.inbox.position === null) this.inbox.forget();
@@ -655,14 +655,14 @@ export class Replicator implements LinkHandler {
   }
 
   /**
-   * A flush_all memcached had scheduled when an earlier run of memrepl
-   * stopped: known again, and given again to memcached (a no-op if it kept
-   * it; it may have restarted too).
+   * What an earlier run of memrepl knew of flush_all: known again, and a
+   * flush memcached had scheduled given to it again (a no-op if it kept it;
+   * it may have restarted too).
    */
-  private restorePendingFlush(): void {
-    const pending = this.pendingFlushFile.load();
-    if (pending && this.history.flushes.restore(pending)) this.rescheduleFlush(pending.at);
-    else if (pending) this.pendingFlushFile.save(null);
+  private restoreFlushSchedule(): void {
+    const memory = this.flushScheduleFile.load();
+    const pending = memory ? this.history.flushes.restore(memory) : null;
+    if (pending) this.rescheduleFlush(pending.at);
   }
 
   /** Gives memcached again a delayed flush it lost (see Applier.rescheduleFlush). */
