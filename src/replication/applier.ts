@@ -270,8 +270,7 @@ export class Applier {
    * stored before the moment, and go at it, as on the peer.
    */
   rescheduleFlush(at: Stamp): Promise<void> {
-    const seconds = Math.max(1, Math.round((at.wall - Date.now()) / 1000));
-    return this.local.quietBatch(flushAll(flushExptime(seconds), true)).then(() => {});
+    return this.local.quietBatch(flushAll(flushExptime(at), true)).then(() => {});
   }
 
   /** The peer's flush_all, run the way memcached would have run it here (see flush-schedule.ts). */
@@ -286,7 +285,7 @@ export class Applier {
       case 'cancel':
         return this.command(batch, flushAll(CANCEL_FLUSH_EXPTIME, true), 'flush');
       case 'schedule':
-        return this.command(batch, flushAll(flushExptime(action.seconds), true), 'flush');
+        return this.command(batch, flushAll(flushExptime(action.at), true), 'flush');
       case 'flush':
         return this.flushKeepingNewer(batch, action);
     }
@@ -611,14 +610,17 @@ export class Applier {
 }
 
 /**
- * flush_all's argument for a flush `seconds` from now: always the unix time
- * of the moment. A relative delay would count from when memcached runs the
- * command, which is later if it is stalled (the moment would move, and take
- * the writes made meanwhile with it); memcached converts an absolute time
- * against its start time, whenever it runs it.
+ * flush_all's argument for a flush at the moment `at`: always a unix time. A
+ * relative delay would count from when memcached runs the command, which is
+ * later if it is stalled (the moment would move, and take the writes made
+ * meanwhile with it); memcached converts an absolute time against its start
+ * time, whenever it runs it. Rounded down: memcached flushes what it stored up
+ * to a second before that time, so its moment falls within the second before
+ * the stamp's, never after it (a write stamped after the moment is never
+ * flushed here, on a running memcached; see flush-edge.ts for those before it).
  */
-function flushExptime(seconds: number): number {
-  return Math.round(Date.now() / 1000) + seconds;
+function flushExptime(at: Stamp): number {
+  return Math.floor(at.wall / 1000);
 }
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {

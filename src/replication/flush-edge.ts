@@ -6,7 +6,8 @@
  * and one stamped after it stays. memcached does not flush at that stamp:
  * it flushes at a tick of its own one-second clock, up to two seconds before
  * it (the moment in whole seconds, less one: proto_text.c, items.c
- * item_is_flushed), and a memcached that stood still (SIGSTOP, a long pause)
+ * item_is_flushed; never after it: see the applier's flushExptime). And a
+ * memcached that stood still (SIGSTOP, a long pause)
  * runs the requests that waited on a clock as old as the pause, so it stores
  * before the moment, and flushes, writes made well after it. Each node then
  * holds a different subset of the writes made around the moment.
@@ -17,7 +18,8 @@
  * stamps say: an item stamped before the moment and still held is deleted
  * (only if unchanged since the read: a CAS-conditional delete), one stamped
  * after it and flushed is stored back (only if no newer write came since:
- * an add). Both nodes do it with the same stamps, so they end the same.
+ * an add; only a stalled memcached flushes those). Both nodes do it with the
+ * same stamps, so they end the same.
  *
  * Keys only the binary protocol can name are not checked (binary reads tell
  * no CAS or expiry); a write read back as a changed state (an append) is
@@ -46,10 +48,10 @@ interface Noted {
   stored: Stored | null;
 }
 
-/** memcached's flush can come this long before the moment's stamp (whole seconds, less one tick; rounding of a peer's delay). */
+/** memcached's flush comes up to two seconds before the moment's stamp (whole seconds, less one tick); and a margin. */
 const EARLIEST_FLUSH_MS = 3000;
 /** Writes answered this long after memcached's clock was seen past the moment are still checked (other threads, replies in flight). */
-const GRACE_MS = 500;
+const GRACE_MS = 200;
 /** How often memcached's clock is asked, and for how long at most, before giving up (memcached stalled for good). */
 const CLOCK_POLL_MS = 300;
 const CLOCK_WAIT_MAX_MS = 120_000;
@@ -139,10 +141,14 @@ export class FlushEdge {
     }
   }
 
-  /** Waits until memcached's own clock is a whole tick past the moment; false if the moment was replaced meanwhile, or it never got there. */
+  /**
+   * Waits until memcached's own clock (stats `time`) is a whole second past
+   * the moment's second: it has flushed, and stores anything after with a
+   * later time. false if the moment was replaced meanwhile.
+   */
   private async clockPast(moment: Stamp, current: () => boolean): Promise<boolean> {
     const giveUpAt = this.wallClock() + CLOCK_WAIT_MAX_MS;
-    const pastSecond = Math.ceil(moment.wall / 1000) + 1;
+    const pastSecond = Math.floor(moment.wall / 1000) + 1;
     while (current()) {
       const time = Number(parseStats(await this.local.request(STATS_REQUEST)).get('time'));
       if (time >= pastSecond) return current();

@@ -26,16 +26,16 @@ export type FlushTiming = { kind: 'now' } | { kind: 'delayed'; delayMs: number }
 /** What the applier does with a peer's flush. */
 export type FlushAction =
   | { kind: 'skip' }
-  /** Schedule memcached's own delayed flush, this many seconds on. */
-  | { kind: 'schedule'; seconds: number }
+  /** Schedule memcached's own delayed flush, at this moment. */
+  | { kind: 'schedule'; at: Stamp }
   /** Cancel the scheduled flush without flushing anything. */
   | { kind: 'cancel' }
   /**
    * Flush now, but keep the writes stamped after `moment` (they reached this
    * node after the flush happened on its origin, where they survive), then
-   * schedule `reschedule` seconds on again if a newer delayed flush was pending.
+   * schedule again the newer delayed flush that was pending, at its moment `reschedule`.
    */
-  | { kind: 'flush'; moment: Stamp; reschedule: number | null };
+  | { kind: 'flush'; moment: Stamp; reschedule: Stamp | null };
 
 /** A delayed flush memcached has scheduled: the command that scheduled it, and its moment. */
 export interface PendingFlush {
@@ -86,15 +86,16 @@ export class FlushSchedule {
     }
     if (timing.kind === 'delayed' && remainingMs > 0) {
       if (supersededBy) return { kind: 'skip' };
-      this.setPending({ command, at: after(command, timing.delayMs) });
-      return { kind: 'schedule', seconds: Math.max(1, Math.round(remainingMs / 1000)) };
+      const at = after(command, timing.delayMs);
+      this.setPending({ command, at });
+      return { kind: 'schedule', at };
     }
     const moment = timing.kind === 'delayed' ? after(command, timing.delayMs) : command;
     this.promoteDue();
     if (this.floor !== null && compareStamps(moment, this.floor) <= 0) return { kind: 'skip' };
     this.flushed(moment);
     // memcached's flush_all replaces what it had scheduled: put back a newer schedule.
-    const reschedule = supersededBy ? Math.max(1, Math.round((supersededBy.at.wall - this.wallClock()) / 1000)) : null;
+    const reschedule = supersededBy ? supersededBy.at : null;
     if (!supersededBy) this.setPending(null);
     return { kind: 'flush', moment, reschedule };
   }

@@ -21,6 +21,12 @@ export const FLUSH_MARGIN_MS = 50;
 /** A delayed flush erases what was stored before its deadline, give or take memcached's one-second clock. */
 export const DELAYED_FLUSH_SLACK_MS = 2500;
 /**
+ * memrepl puts the writes made around a delayed flush's moment where their
+ * stamps say once memcached's own clock is past it (flush-edge.ts): until
+ * then a key written near the moment may still be deleted, or stored back.
+ */
+export const FLUSH_EDGE_MS = 2000;
+/**
  * How late a flush may reach the other node (a stalled link, a stopped
  * memcached): until then that node's clients may still see what it erases.
  */
@@ -146,14 +152,14 @@ function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[
     const end = flush.acked ? flush.at : flush.sentAt + LATE_MS;
     let [lo, hi] =
       flush.delay > 0
-        ? [flush.sentAt + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS, end + flush.delay * 1000 + DELAYED_FLUSH_SLACK_MS]
+        ? [flush.sentAt + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS, end + flush.delay * 1000 + DELAYED_FLUSH_SLACK_MS + FLUSH_EDGE_MS]
         : [flush.sentAt - FLUSH_MARGIN_MS, end + FLUSH_MARGIN_MS];
     // A memcached stopped around a delayed flush's moment stamps what it stores as it resumes with its stale
     // clock, at or before the moment: those writes go with the flush too (see Stop).
     // And the client's own memcached, stopped while the command waited for it, counts the delay from its stale
     // clock when it resumes: from the moment it stopped.
     for (const stop of flush.delay > 0 ? (options.stops ?? []) : []) {
-      if (lo <= stop.until + CLOCK_CATCH_UP_MS && hi >= stop.at) hi = Math.max(hi, stop.until + CLOCK_CATCH_UP_MS);
+      if (lo <= stop.until + CLOCK_CATCH_UP_MS && hi >= stop.at) hi = Math.max(hi, stop.until + CLOCK_CATCH_UP_MS + FLUSH_EDGE_MS);
       if (stop.node === flush.node && flush.sentAt <= stop.until + CLOCK_CATCH_UP_MS && end >= stop.at) lo = Math.min(lo, stop.at + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS);
     }
     const lagging = flush.node !== node;
