@@ -8,15 +8,21 @@
  */
 import { copyRange } from '../../protocol/bytes';
 import {
+  FRAME_AT,
   FRAME_HEADER_BYTES,
   FrameType,
+  HELLO_AT,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
+  RECORD_AFTER_KEY_AT,
+  RECORD_AFTER_VALUE_AT,
+  RECORD_AT,
   RECORD_FIXED_BYTES,
   RECORD_KEY_MAX_LENGTH,
   RECORD_OP_CODES,
   recordFrameBytes,
   ttlFromExpiresAt,
+  U64_PAYLOAD_BYTES,
   type FullResyncRequest,
   type Hello,
   type OutgoingRecord,
@@ -49,8 +55,8 @@ function checkU32(name: string, value: number): void {
 
 function frame(type: number, payloadLength: number): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadLength);
-  buf.writeUInt32BE(payloadLength + 1, 0);
-  buf[4] = type;
+  buf.writeUInt32BE(payloadLength + 1, FRAME_AT.length);
+  buf[FRAME_AT.type] = type;
   return buf;
 }
 
@@ -81,11 +87,10 @@ export function serializeHello(hello: Hello): Buffer {
     lastSeq: hello.lastSeq,
     maxFrameBytes: hello.maxFrameBytes,
   })), 'utf8');
-  const buf = frame(FrameType.hello, PROTOCOL_MAGIC.length + 2 + json.length);
-  let at = FRAME_HEADER_BYTES;
-  at += PROTOCOL_MAGIC.copy(buf, at);
-  buf.writeUInt16BE(PROTOCOL_VERSION, at);
-  json.copy(buf, at + 2);
+  const buf = frame(FrameType.hello, HELLO_AT.body + json.length);
+  PROTOCOL_MAGIC.copy(buf, FRAME_HEADER_BYTES + HELLO_AT.magic);
+  buf.writeUInt16BE(PROTOCOL_VERSION, FRAME_HEADER_BYTES + HELLO_AT.version);
+  json.copy(buf, FRAME_HEADER_BYTES + HELLO_AT.body);
   return buf;
 }
 
@@ -136,22 +141,22 @@ export function writeRecordFrame(
   const keyLength = keyEnd - keyStart;
   const valueLength = valueEnd - valueStart;
   if (keyLength > RECORD_KEY_MAX_LENGTH) throw new RangeError(`record key is ${keyLength} bytes, the limit is ${RECORD_KEY_MAX_LENGTH}`);
-  buf.writeUInt32BE(RECORD_FIXED_BYTES + keyLength + valueLength + 1, at);
-  buf[at + 4] = FrameType.record;
-  at += FRAME_HEADER_BYTES;
-  writeU64(buf, seq, at); at += 8;
-  writeU64(buf, wall, at); at += 8;
-  buf.writeUInt32BE(logical, at); at += 4;
-  buf[at] = opCode; at += 1;
-  buf.writeUInt16BE(keyLength, at); at += 2;
-  at = copyRange(keySource, keyStart, keyEnd, buf, at);
-  buf.writeUInt32BE(flags, at); at += 4;
-  writeI64(buf, ttlMs, at); at += 8;
-  buf.writeUInt32BE(valueLength, at); at += 4;
-  at = copyRange(valueSource, valueStart, valueEnd, buf, at);
-  buf.writeUInt32BE(delay, at); at += 4;
-  writeU64(buf, sentAt, at); at += 8;
-  return at;
+  buf.writeUInt32BE(RECORD_FIXED_BYTES + keyLength + valueLength + 1, at + FRAME_AT.length);
+  buf[at + FRAME_AT.type] = FrameType.record;
+  const payload = at + FRAME_HEADER_BYTES;
+  writeU64(buf, seq, payload + RECORD_AT.seq);
+  writeU64(buf, wall, payload + RECORD_AT.wall);
+  buf.writeUInt32BE(logical, payload + RECORD_AT.logical);
+  buf[payload + RECORD_AT.op] = opCode;
+  buf.writeUInt16BE(keyLength, payload + RECORD_AT.keyLength);
+  const afterKey = copyRange(keySource, keyStart, keyEnd, buf, payload + RECORD_AT.key);
+  buf.writeUInt32BE(flags, afterKey + RECORD_AFTER_KEY_AT.flags);
+  writeI64(buf, ttlMs, afterKey + RECORD_AFTER_KEY_AT.ttlMs);
+  buf.writeUInt32BE(valueLength, afterKey + RECORD_AFTER_KEY_AT.valueLength);
+  const afterValue = copyRange(valueSource, valueStart, valueEnd, buf, afterKey + RECORD_AFTER_KEY_AT.value);
+  buf.writeUInt32BE(delay, afterValue + RECORD_AFTER_VALUE_AT.delay);
+  writeU64(buf, sentAt, afterValue + RECORD_AFTER_VALUE_AT.sentAt);
+  return afterValue + RECORD_AFTER_VALUE_AT.end;
 }
 
 /**
@@ -176,14 +181,14 @@ export function serializeRecords(records: readonly OutgoingRecord[], now: number
 
 export function serializeAck(seq: number): Buffer {
   checkU64('ack seq', seq);
-  const buf = frame(FrameType.ack, 8);
+  const buf = frame(FrameType.ack, U64_PAYLOAD_BYTES);
   writeU64(buf, seq, FRAME_HEADER_BYTES);
   return buf;
 }
 
 export function serializePing(time: number): Buffer {
   checkU64('ping time', time);
-  const buf = frame(FrameType.ping, 8);
+  const buf = frame(FrameType.ping, U64_PAYLOAD_BYTES);
   writeU64(buf, time, FRAME_HEADER_BYTES);
   return buf;
 }
