@@ -62,7 +62,7 @@ import {
 import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
 import { connect, type UpstreamAddress } from '../proxy/upstream';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
-import { writeRecordFrame } from './frames/serializer';
+import { newRecordFrameFields, releaseRecordFrameFields, writeRecordFrame, type RecordFrameFields } from './frames/serializer';
 import type { Hlc } from './hlc';
 import { KeyFilter } from './key-filter';
 import { keyHash, randomSeed } from './key-hash';
@@ -258,7 +258,8 @@ export class FullCopy {
   private lastRefill = Date.now();
   private waitTimer: NodeJS.Timeout | null = null;
   private finished = false;
-  private readonly opCode: number;
+  /** One object, refilled for every item copied: a copy allocates nothing per item for its frames. */
+  private readonly frameFields: RecordFrameFields = newRecordFrameFields();
   private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: FullCopyError) => void };
   private readonly done: Promise<FullCopyProgress>;
 
@@ -268,7 +269,11 @@ export class FullCopy {
     private readonly options: FullCopyOptions,
     private readonly log: Logger,
   ) {
-    this.opCode = RECORD_OP_CODES[options.mode];
+    // Copies are outside the numbered stream (seq 0) and are no flushes (delay 0); each item fills in the rest.
+    this.frameFields.seq = 0;
+    this.frameFields.logical = 0;
+    this.frameFields.delay = 0;
+    this.frameFields.opCode = RECORD_OP_CODES[options.mode];
     this.spoolMaxBytes = options.spoolMaxBytes ?? SPOOL_MAX_BYTES;
     this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
     // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
@@ -611,10 +616,19 @@ export class FullCopy {
     frames.ensure(size);
     // Stamped with when memcached answered it: the receiver judges it against a delayed flush's moment by that
     // (an item read before the moment goes with the flush, as here). Not against writes: see Applier.copyApplies.
-    frames.used = writeRecordFrame(
-      frames.buf, frames.used, 0, now, 0, this.opCode, flags, ttlMs, 0, now,
-      key, start, end, value, valueStart, valueEnd,
-    );
+    const fields = this.frameFields;
+    fields.wall = now;
+    fields.flags = flags;
+    fields.ttlMs = ttlMs;
+    fields.sentAt = now;
+    fields.keySource = key;
+    fields.keyStart = start;
+    fields.keyEnd = end;
+    fields.valueSource = value;
+    fields.valueStart = valueStart;
+    fields.valueEnd = valueEnd;
+    frames.used = writeRecordFrame(frames.buf, frames.used, fields);
+    releaseRecordFrameFields(fields); // not to keep the reply chunk alive
     this.progress.items++;
     this.progress.bytes += size;
   }

@@ -19,8 +19,14 @@ import type { Hlc } from '../hlc';
 export const PROTOCOL_MAGIC = Buffer.from('MREP', 'latin1');
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * Where the header's fields sit from the frame's start. The u32 length counts
+ * the bytes after itself (the type byte and the payload), so a whole frame is
+ * FRAME_AT.type + length bytes.
+ */
+export const FRAME_AT = { length: 0, type: 4, payload: 5 } as const;
 /** Bytes before the payload: the u32 length and the u8 type. */
-export const FRAME_HEADER_BYTES = 5;
+export const FRAME_HEADER_BYTES = FRAME_AT.payload;
 
 export const FrameType = {
   hello: 0x48, // 'H'
@@ -87,6 +93,12 @@ export function identifierProblem(value: string): string | null {
 
 /** A HELLO nonce (32 random bytes) or an AUTH proof (an HMAC-SHA256) on the wire: 64 lowercase hex digits. */
 export const HEX_256_BITS = /^[0-9a-f]{64}$/;
+
+/**
+ * Where a HELLO payload's fields sit: the magic, the u16 version, then the
+ * JSON body (the Hello fields) up to the frame's end.
+ */
+export const HELLO_AT = { magic: 0, version: PROTOCOL_MAGIC.length, body: PROTOCOL_MAGIC.length + 2 } as const;
 
 export interface HelloFrame extends Hello {
   type: 'hello';
@@ -186,8 +198,27 @@ export function expiresAtFromTtl(ttlMs: number, now: number): Expiry {
   return now + ttlMs;
 }
 
-/** Fixed part of a RECORD payload: seq 8, wall 8, logical 4, op 1, key length 2, flags 4, ttl 8, value length 4, delay 4, sentAt 8. */
-export const RECORD_FIXED_BYTES = 8 + 8 + 4 + 1 + 2 + 4 + 8 + 4 + 4 + 8;
+/**
+ * The RECORD payload, big-endian (its layout is written down here only; the
+ * parser and the serializer both take it from these three objects):
+ *
+ *     seq u64 | wall u64 | logical u32 | op u8 | keyLength u16 | key
+ *     | flags u32 | ttlMs i64 | valueLength u32 | value
+ *     | delay u32 | sentAt u64
+ *
+ * The key and the value vary in length, so the fields come as three runs,
+ * each counted from where its run starts: the payload's start (RECORD_AT),
+ * the key's end (RECORD_AFTER_KEY_AT), the value's end (RECORD_AFTER_VALUE_AT).
+ * The last member of each run is where what follows it begins.
+ */
+export const RECORD_AT = { seq: 0, wall: 8, logical: 16, op: 20, keyLength: 21, key: 23 } as const;
+/** From the key's end: the fields between the key and the value, then the value. */
+export const RECORD_AFTER_KEY_AT = { flags: 0, ttlMs: 4, valueLength: 12, value: 16 } as const;
+/** From the value's end: the fields after the value, then the payload's end. */
+export const RECORD_AFTER_VALUE_AT = { delay: 0, sentAt: 4, end: 12 } as const;
+
+/** Fixed part of a RECORD payload: everything but the key and the value (51 bytes). */
+export const RECORD_FIXED_BYTES = RECORD_AT.key + RECORD_AFTER_KEY_AT.value + RECORD_AFTER_VALUE_AT.end;
 
 /** Size of a RECORD frame on the wire, header included (what the outbox counts). */
 export function recordFrameBytes(keyLength: number, valueLength: number): number {
@@ -195,6 +226,9 @@ export function recordFrameBytes(keyLength: number, valueLength: number): number
 }
 
 // ---------------------------------------------------------------- control frames
+
+/** ACK and PING payloads: one u64 (the ACK's seq, the PING's time) at offset 0. */
+export const U64_PAYLOAD_BYTES = 8;
 
 export interface AckFrame {
   type: 'ack';

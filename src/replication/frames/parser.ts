@@ -9,16 +9,23 @@
  * the parser keeps throwing it and the link should close.
  */
 import {
+  FRAME_AT,
+  FRAME_HEADER_BYTES,
   FrameError,
   FrameType,
+  HELLO_AT,
   HEX_256_BITS,
   identifierProblem,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
+  RECORD_AFTER_KEY_AT,
+  RECORD_AFTER_VALUE_AT,
+  RECORD_AT,
   RECORD_FIXED_BYTES,
   RECORD_KEY_MAX_LENGTH,
   RECORD_OPS,
   TTL_UNCHANGED,
+  U64_PAYLOAD_BYTES,
   type Frame,
   type FullResyncRequestFrame,
   type HelloFrame,
@@ -34,6 +41,9 @@ export interface FrameParserOptions {
    */
   maxFrameBytes: number;
 }
+
+/** The header's u32 length: a frame is these bytes plus the length they announce. */
+const LENGTH_BYTES = FRAME_AT.type;
 
 const TWO_32 = 0x1_0000_0000;
 /** The high u32 of a u64 must stay below this for the value to be a safe integer (< 2^53). */
@@ -100,24 +110,24 @@ export class FrameParser {
   }
 
   private read(): Frame | null {
-    if (this.length < 4) return null;
+    if (this.length < LENGTH_BYTES) return null;
     // A frame usually lies within one chunk: read it in place (a RECORD's key
     // and value are then views of that chunk, and nothing is copied).
-    if (this.chunks[0].length - this.pos < 4) this.join(4);
+    if (this.chunks[0].length - this.pos < LENGTH_BYTES) this.join(LENGTH_BYTES);
     const head = this.chunks[0];
-    const length = head.readUInt32BE(this.pos);
+    const length = head.readUInt32BE(this.pos + FRAME_AT.length);
     if (length === 0) throw malformed('frame length 0 (every frame has a type byte)');
     if (length - 1 > this.maxFrameBytes) {
       throw new FrameError('too-large', `frame of ${length - 1} bytes exceeds the limit of ${this.maxFrameBytes}`);
     }
-    if (this.length < 4 + length) return null;
-    if (head.length - this.pos < 4 + length) this.join(4 + length);
+    if (this.length < LENGTH_BYTES + length) return null;
+    if (head.length - this.pos < LENGTH_BYTES + length) this.join(LENGTH_BYTES + length);
     const buf = this.chunks[0];
-    const start = this.pos + 5;
-    const end = this.pos + 4 + length;
-    const type = buf[start - 1];
+    const start = this.pos + FRAME_HEADER_BYTES;
+    const end = this.pos + LENGTH_BYTES + length;
+    const type = buf[this.pos + FRAME_AT.type];
     this.pos = end;
-    this.length -= 4 + length;
+    this.length -= LENGTH_BYTES + length;
     if (this.pos === buf.length) {
       this.chunks.shift();
       this.pos = 0;
@@ -180,7 +190,7 @@ function readU64(what: string, buf: Buffer, offset: number): number {
 }
 
 function decodeU64Payload(frame: string, payload: Buffer): number {
-  if (payload.length !== 8) throw malformed(`${frame} payload is ${payload.length} bytes, expected 8`);
+  if (payload.length !== U64_PAYLOAD_BYTES) throw malformed(`${frame} payload is ${payload.length} bytes, expected ${U64_PAYLOAD_BYTES}`);
   return readU64(`${frame} value`, payload, 0);
 }
 
@@ -194,46 +204,50 @@ function decodeRecordAt(buf: Buffer, start: number, end: number): RecordFrame {
   if (length < RECORD_FIXED_BYTES) {
     throw malformed(`RECORD payload is ${length} bytes, shorter than its fixed fields (${RECORD_FIXED_BYTES})`);
   }
-  const seq = readU64('RECORD seq', buf, start);
-  const wall = readU64('RECORD hlc wall', buf, start + 8);
-  const logical = buf.readUInt32BE(start + 16);
-  const op = RECORD_OPS[buf[start + 20]];
-  if (op === undefined) throw malformed(`RECORD op ${buf[start + 20]} is unknown`);
-  const keyLength = buf.readUInt16BE(start + 21);
+  const seq = readU64('RECORD seq', buf, start + RECORD_AT.seq);
+  const wall = readU64('RECORD hlc wall', buf, start + RECORD_AT.wall);
+  const logical = buf.readUInt32BE(start + RECORD_AT.logical);
+  const opCode = buf[start + RECORD_AT.op];
+  const op = RECORD_OPS[opCode];
+  if (op === undefined) throw malformed(`RECORD op ${opCode} is unknown`);
+  const keyLength = buf.readUInt16BE(start + RECORD_AT.keyLength);
   if (keyLength > RECORD_KEY_MAX_LENGTH) throw malformed(`RECORD key of ${keyLength} bytes exceeds ${RECORD_KEY_MAX_LENGTH}`);
   // Check before reading past the key: the value length sits after it.
   if (length < RECORD_FIXED_BYTES + keyLength) {
     throw malformed(`RECORD key of ${keyLength} bytes does not fit its ${length}-byte payload`);
   }
+  const keyStart = start + RECORD_AT.key;
+  const afterKey = keyStart + keyLength;
   // Lengths first: when they are off, every field after the key is misread,
   // and "lengths do not add up" is the message that points at the cause.
-  const valueLength = buf.readUInt32BE(start + 23 + keyLength + 4 + 8);
+  const valueLength = buf.readUInt32BE(afterKey + RECORD_AFTER_KEY_AT.valueLength);
   if (length !== RECORD_FIXED_BYTES + keyLength + valueLength) {
     throw malformed(`RECORD lengths (key ${keyLength}, value ${valueLength}) do not add up to its ${length}-byte payload`);
   }
-  let at = start + 23;
-  const key = buf.subarray(at, at + keyLength); at += keyLength;
-  const flags = buf.readUInt32BE(at); at += 4;
-  const ttlHigh = buf.readInt32BE(at);
+  const key = buf.subarray(keyStart, afterKey);
+  const flags = buf.readUInt32BE(afterKey + RECORD_AFTER_KEY_AT.flags);
+  const ttlAt = afterKey + RECORD_AFTER_KEY_AT.ttlMs;
+  const ttlHigh = buf.readInt32BE(ttlAt);
   if (ttlHigh >= SAFE_HIGH_LIMIT || ttlHigh < -1) throw malformed('RECORD ttl out of range');
-  const ttlMs = ttlHigh * TWO_32 + buf.readUInt32BE(at + 4); at += 8;
+  const ttlMs = ttlHigh * TWO_32 + buf.readUInt32BE(ttlAt + 4);
   if (ttlMs < TTL_UNCHANGED) throw malformed(`RECORD ttl ${ttlMs} is negative (only -1 never and -2 unchanged are defined)`);
-  at += 4; // value length, checked above
-  const value = buf.subarray(at, at + valueLength); at += valueLength;
-  const delay = buf.readUInt32BE(at); at += 4;
-  const sentAt = readU64('RECORD sentAt', buf, at);
+  const valueStart = afterKey + RECORD_AFTER_KEY_AT.value;
+  const afterValue = valueStart + valueLength;
+  const value = buf.subarray(valueStart, afterValue);
+  const delay = buf.readUInt32BE(afterValue + RECORD_AFTER_VALUE_AT.delay);
+  const sentAt = readU64('RECORD sentAt', buf, afterValue + RECORD_AFTER_VALUE_AT.sentAt);
   return { type: 'record', seq, hlc: { wall, logical }, op, key, flags, ttlMs, value, delay, sentAt };
 }
 
 // ---------------------------------------------------------------- handshake and JSON frames
 
 function decodeHello(payload: Buffer): HelloFrame {
-  const magicLength = PROTOCOL_MAGIC.length;
-  if (payload.length < magicLength || !payload.subarray(0, magicLength).equals(PROTOCOL_MAGIC)) {
+  const magicEnd = HELLO_AT.magic + PROTOCOL_MAGIC.length;
+  if (payload.length < magicEnd || !payload.subarray(HELLO_AT.magic, magicEnd).equals(PROTOCOL_MAGIC)) {
     throw new FrameError('bad-magic', 'peer is not a memrepl replication node (bad HELLO magic)');
   }
-  if (payload.length < magicLength + 2) throw malformed('HELLO ends before its protocol version');
-  const version = payload.readUInt16BE(magicLength);
+  if (payload.length < HELLO_AT.body) throw malformed('HELLO ends before its protocol version');
+  const version = payload.readUInt16BE(HELLO_AT.version);
   if (version !== PROTOCOL_VERSION) {
     throw new FrameError(
       'unsupported-version',
@@ -241,7 +255,7 @@ function decodeHello(payload: Buffer): HelloFrame {
       version,
     );
   }
-  const body = json('HELLO', payload.subarray(magicLength + 2));
+  const body = json('HELLO', payload.subarray(HELLO_AT.body));
   const hello: HelloFrame = {
     type: 'hello',
     version,

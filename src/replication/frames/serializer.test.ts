@@ -136,7 +136,10 @@ test('writeRecordFrame from ranges of other buffers is the frame serializeRecord
   const expected = serializeRecord(record({ op: 'add', seq: 0, expiresAt: now + 1500, value: Buffer.from('value bytes') }), now);
   const reply = Buffer.from('VA 11 kfoo\r\nvalue bytes\r\n');
   const buf = Buffer.alloc(expected.length + 4);
-  const end = writeRecordFrame(buf, 2, 0, 1_700_000_000_000, 3, RECORD_OP_CODES.add, 0xdeadbeef, 1500, 0, now, reply, 7, 10, reply, 12, 23);
+  const end = writeRecordFrame(buf, 2, {
+    seq: 0, wall: 1_700_000_000_000, logical: 3, opCode: RECORD_OP_CODES.add, flags: 0xdeadbeef, ttlMs: 1500, delay: 0, sentAt: now,
+    keySource: reply, keyStart: 7, keyEnd: 10, valueSource: reply, valueStart: 12, valueEnd: 23,
+  });
   assert.equal(end, 2 + expected.length);
   assert.deepEqual(buf.subarray(2, end), expected);
 });

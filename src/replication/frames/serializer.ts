@@ -8,15 +8,21 @@
  */
 import { copyRange } from '../../protocol/bytes';
 import {
+  FRAME_AT,
   FRAME_HEADER_BYTES,
   FrameType,
+  HELLO_AT,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
+  RECORD_AFTER_KEY_AT,
+  RECORD_AFTER_VALUE_AT,
+  RECORD_AT,
   RECORD_FIXED_BYTES,
   RECORD_KEY_MAX_LENGTH,
   RECORD_OP_CODES,
   recordFrameBytes,
   ttlFromExpiresAt,
+  U64_PAYLOAD_BYTES,
   type FullResyncRequest,
   type Hello,
   type OutgoingRecord,
@@ -49,8 +55,8 @@ function checkU32(name: string, value: number): void {
 
 function frame(type: number, payloadLength: number): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadLength);
-  buf.writeUInt32BE(payloadLength + 1, 0);
-  buf[4] = type;
+  buf.writeUInt32BE(payloadLength + 1, FRAME_AT.length);
+  buf[FRAME_AT.type] = type;
   return buf;
 }
 
@@ -81,13 +87,70 @@ export function serializeHello(hello: Hello): Buffer {
     lastSeq: hello.lastSeq,
     maxFrameBytes: hello.maxFrameBytes,
   })), 'utf8');
-  const buf = frame(FrameType.hello, PROTOCOL_MAGIC.length + 2 + json.length);
-  let at = FRAME_HEADER_BYTES;
-  at += PROTOCOL_MAGIC.copy(buf, at);
-  buf.writeUInt16BE(PROTOCOL_VERSION, at);
-  json.copy(buf, at + 2);
+  const buf = frame(FrameType.hello, HELLO_AT.body + json.length);
+  PROTOCOL_MAGIC.copy(buf, FRAME_HEADER_BYTES + HELLO_AT.magic);
+  buf.writeUInt16BE(PROTOCOL_VERSION, FRAME_HEADER_BYTES + HELLO_AT.version);
+  json.copy(buf, FRAME_HEADER_BYTES + HELLO_AT.body);
   return buf;
 }
+
+/**
+ * The fields of a RECORD frame as writeRecordFrame takes them: the numbers as
+ * they go on the wire, the key and the value as ranges of other buffers (a
+ * full copy writes them straight from memcached's reply, without a Buffer per
+ * item). Mutable on purpose: a writer of one frame per item refills one such
+ * object (see newRecordFrameFields) instead of allocating one per frame.
+ */
+export interface RecordFrameFields {
+  /** Per origin run; 0 outside the numbered stream (full copies). */
+  seq: number;
+  /** The record's hlc. */
+  wall: number;
+  logical: number;
+  /** RECORD_OP_CODES[op]. */
+  opCode: number;
+  flags: number;
+  /** Remaining life, or TTL_NEVER / TTL_UNCHANGED (see ttlFromExpiresAt). */
+  ttlMs: number;
+  /** Flushes only; 0 otherwise. */
+  delay: number;
+  /** The sender's clock when the frame is written. */
+  sentAt: number;
+  /** The key is keySource[keyStart, keyEnd). */
+  keySource: Buffer;
+  keyStart: number;
+  keyEnd: number;
+  /** The value is valueSource[valueStart, valueEnd). */
+  valueSource: Buffer;
+  valueStart: number;
+  valueEnd: number;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A RecordFrameFields to refill for each frame: zeros, an empty key and value. */
+export function newRecordFrameFields(): RecordFrameFields {
+  return {
+    seq: 0, wall: 0, logical: 0, opCode: 0, flags: 0, ttlMs: 0, delay: 0, sentAt: 0,
+    keySource: EMPTY, keyStart: 0, keyEnd: 0,
+    valueSource: EMPTY, valueStart: 0, valueEnd: 0,
+  };
+}
+
+/**
+ * Drops a RecordFrameFields' references to the buffers its key and value
+ * came from, once the frame is written: a kept object would otherwise keep a
+ * whole socket read or backlog slab alive until its next frame.
+ */
+export function releaseRecordFrameFields(fields: RecordFrameFields): void {
+  fields.keySource = EMPTY;
+  fields.keyStart = fields.keyEnd = 0;
+  fields.valueSource = EMPTY;
+  fields.valueStart = fields.valueEnd = 0;
+}
+
+/** One object, refilled for every record written: serializing a record allocates nothing but its frame. */
+const RECORD_FIELDS = newRecordFrameFields();
 
 /** Writes one RECORD frame at `offset`; returns the offset after it. */
 function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: number): number {
@@ -105,53 +168,52 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   const ttl = ttlFromExpiresAt(record.expiresAt, now);
   if (!Number.isSafeInteger(ttl)) throw new RangeError(`expiresAt ${String(record.expiresAt)} at now=${now} gives no valid ttl`);
 
-  return writeRecordFrame(buf, offset, record.seq, record.hlc.wall, record.hlc.logical, op, record.flags, ttl, record.delay, now, key, 0, key.length, value, 0, value.length);
+  const fields = RECORD_FIELDS;
+  fields.seq = record.seq;
+  fields.wall = record.hlc.wall;
+  fields.logical = record.hlc.logical;
+  fields.opCode = op;
+  fields.flags = record.flags;
+  fields.ttlMs = ttl;
+  fields.delay = record.delay;
+  fields.sentAt = now;
+  fields.keySource = key;
+  fields.keyStart = 0;
+  fields.keyEnd = key.length;
+  fields.valueSource = value;
+  fields.valueStart = 0;
+  fields.valueEnd = value.length;
+  const end = writeRecordFrame(buf, offset, fields);
+  releaseRecordFrameFields(fields);
+  return end;
 }
 
 /**
- * Writes one RECORD frame at `at` from its fields, the key and the value
- * being ranges of other buffers (a full copy writes them straight from
- * memcached's reply, without a Buffer or an object per item). Returns the
- * offset after it. The caller checks the values (see writeRecord); only the
- * key length, which would corrupt the framing, is checked here.
+ * Writes one RECORD frame at `at` from its fields (the key and the value
+ * being ranges of other buffers) and returns the offset after it. The caller
+ * checks the values (see writeRecord); only the key length, which would
+ * corrupt the framing, is checked here.
  */
-export function writeRecordFrame(
-  buf: Buffer,
-  at: number,
-  seq: number,
-  wall: number,
-  logical: number,
-  opCode: number,
-  flags: number,
-  ttlMs: number,
-  delay: number,
-  sentAt: number,
-  keySource: Buffer,
-  keyStart: number,
-  keyEnd: number,
-  valueSource: Buffer,
-  valueStart: number,
-  valueEnd: number,
-): number {
-  const keyLength = keyEnd - keyStart;
-  const valueLength = valueEnd - valueStart;
+export function writeRecordFrame(buf: Buffer, at: number, fields: Readonly<RecordFrameFields>): number {
+  const keyLength = fields.keyEnd - fields.keyStart;
+  const valueLength = fields.valueEnd - fields.valueStart;
   if (keyLength > RECORD_KEY_MAX_LENGTH) throw new RangeError(`record key is ${keyLength} bytes, the limit is ${RECORD_KEY_MAX_LENGTH}`);
-  buf.writeUInt32BE(RECORD_FIXED_BYTES + keyLength + valueLength + 1, at);
-  buf[at + 4] = FrameType.record;
-  at += FRAME_HEADER_BYTES;
-  writeU64(buf, seq, at); at += 8;
-  writeU64(buf, wall, at); at += 8;
-  buf.writeUInt32BE(logical, at); at += 4;
-  buf[at] = opCode; at += 1;
-  buf.writeUInt16BE(keyLength, at); at += 2;
-  at = copyRange(keySource, keyStart, keyEnd, buf, at);
-  buf.writeUInt32BE(flags, at); at += 4;
-  writeI64(buf, ttlMs, at); at += 8;
-  buf.writeUInt32BE(valueLength, at); at += 4;
-  at = copyRange(valueSource, valueStart, valueEnd, buf, at);
-  buf.writeUInt32BE(delay, at); at += 4;
-  writeU64(buf, sentAt, at); at += 8;
-  return at;
+  buf.writeUInt32BE(RECORD_FIXED_BYTES + keyLength + valueLength + 1, at + FRAME_AT.length);
+  buf[at + FRAME_AT.type] = FrameType.record;
+  const payload = at + FRAME_HEADER_BYTES;
+  writeU64(buf, fields.seq, payload + RECORD_AT.seq);
+  writeU64(buf, fields.wall, payload + RECORD_AT.wall);
+  buf.writeUInt32BE(fields.logical, payload + RECORD_AT.logical);
+  buf[payload + RECORD_AT.op] = fields.opCode;
+  buf.writeUInt16BE(keyLength, payload + RECORD_AT.keyLength);
+  const afterKey = copyRange(fields.keySource, fields.keyStart, fields.keyEnd, buf, payload + RECORD_AT.key);
+  buf.writeUInt32BE(fields.flags, afterKey + RECORD_AFTER_KEY_AT.flags);
+  writeI64(buf, fields.ttlMs, afterKey + RECORD_AFTER_KEY_AT.ttlMs);
+  buf.writeUInt32BE(valueLength, afterKey + RECORD_AFTER_KEY_AT.valueLength);
+  const afterValue = copyRange(fields.valueSource, fields.valueStart, fields.valueEnd, buf, afterKey + RECORD_AFTER_KEY_AT.value);
+  buf.writeUInt32BE(fields.delay, afterValue + RECORD_AFTER_VALUE_AT.delay);
+  writeU64(buf, fields.sentAt, afterValue + RECORD_AFTER_VALUE_AT.sentAt);
+  return afterValue + RECORD_AFTER_VALUE_AT.end;
 }
 
 /**
@@ -176,14 +238,14 @@ export function serializeRecords(records: readonly OutgoingRecord[], now: number
 
 export function serializeAck(seq: number): Buffer {
   checkU64('ack seq', seq);
-  const buf = frame(FrameType.ack, 8);
+  const buf = frame(FrameType.ack, U64_PAYLOAD_BYTES);
   writeU64(buf, seq, FRAME_HEADER_BYTES);
   return buf;
 }
 
 export function serializePing(time: number): Buffer {
   checkU64('ping time', time);
-  const buf = frame(FrameType.ping, 8);
+  const buf = frame(FrameType.ping, U64_PAYLOAD_BYTES);
   writeU64(buf, time, FRAME_HEADER_BYTES);
   return buf;
 }
