@@ -14,19 +14,18 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../protocol/effects';
-import { parseStats, STATS_SETTINGS_REQUEST } from '../protocol/text/stats';
 import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
 import { Applier, APPLYING_PAUSE_ABOVE } from './applier';
 import { KnownExpiries } from './binary-keys';
 import type { Frame, Hello } from './frames/messages';
-import { serializeAck, serializeFullResyncRequest, serializeRecord, serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
+import { serializeAck, serializeFullResyncRequest, serializeRecord } from './frames/serializer';
 import { CheckpointFile } from './checkpoint-file';
-import { FullCopy, type FullCopyError } from './full-copy';
+import { CopySender } from './copy-sender';
 import { RestartWatch } from './restart-watch';
 import { dialReplication, renewReplicationTls, replicationServer, type TlsMaterial } from './transport';
 import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
-import { compareHlc, HybridClock, type Stamp } from './hlc';
+import { HybridClock, type Stamp } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
 import { Link, type LinkHandler } from './link';
 import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
@@ -75,8 +74,6 @@ export interface ReplicationOptions {
 export type LiveReplicationOptions = Pick<ReplicationOptions, 'secret' | 'tls' | 'copyRatePerSecond'>;
 
 const EMPTY_VALUE = Buffer.alloc(0);
-/** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
-const COPY_WAIT_MS = 30_000;
 /** How often to look again whether the peer's backlog has been applied (see releaseHistoryWhenCaughtUp). */
 const CATCH_UP_WAIT_MS = 10_000;
 /** Acknowledgements closer than this share one mark (see forgetAcknowledged). */
@@ -89,9 +86,6 @@ const CONFLICT_MAP_BOUNDS = {
   values: { maxEntries: 1_000_000, maxBytes: 64 * 1024 * 1024 },
   touches: { maxEntries: 1_000_000, maxBytes: 32 * 1024 * 1024 },
 };
-/** A failed copy is tried again after this long, doubling per failure up to the cap. */
-const COPY_RETRY_MIN_MS = 500;
-const COPY_RETRY_MAX_MS = 30_000;
 
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
@@ -103,6 +97,7 @@ export class Replicator implements LinkHandler {
   private readonly flushScheduleFile: FlushScheduleFile;
   private readonly contention: Contention;
   private readonly inbox: Inbox;
+  private readonly copySender: CopySender;
   private readonly applier: Applier;
   /** Where the peer's stream ended when it last said (HELLO or request): a copy to it waits until that is applied here. */
   private peerLastSeq = 0;
@@ -129,25 +124,11 @@ export class Replicator implements LinkHandler {
   private dialAttempts = 0;
   private dialTimer: NodeJS.Timeout | null = null;
   private stopped = false;
-  /** Why the peer needs a full copy from us, if it does (shown in stats and /readyz of the peer). */
-  private fullResyncReason: string | null = null;
   /** The last active link's estimate of the peer's clock, for the next link (see ClockOffset.carryOver). */
   private lastPeerClock: ClockOffset | null = null;
   private lastPeerNodeId = '';
   private lostWrites = 0;
-  /** The full copy this node is sending, if any (one per link at a time). */
-  private copy: FullCopy | null = null;
-  /** Why a copy cannot be made from this node (memcached refuses the walk), if so. */
-  private copyImpossible: string | null = null;
   private copiesReceived = 0;
-  /** The current copy's attempt (1 = first; 0 = none running or pending). */
-  private copyAttempt = 0;
-  /** A failed copy's next attempt, if one is pending, and when it runs. */
-  private copyRetry: NodeJS.Timeout | null = null;
-  private copyRetryAt = 0;
-  private copyFailures = 0;
-  /** `reason: message` of the last failed copy, until a copy completes. */
-  private lastCopyFailure: string | null = null;
   /** What the peer last said of the copy it is sending us (its RESYNC_BEGIN reason), while it lasts. */
   private incomingCopyStatus = '';
   private everLinked = false;
@@ -156,7 +137,7 @@ export class Replicator implements LinkHandler {
 
   constructor(
     private options: ReplicationOptions,
-    private readonly upstream: UpstreamAddress,
+    upstream: UpstreamAddress,
     private readonly metrics: ReplicationMetrics,
     private readonly log: Logger,
   ) {
@@ -215,6 +196,16 @@ export class Replicator implements LinkHandler {
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
+    this.copySender = new CopySender({
+      upstream,
+      options: () => this.options,
+      clock: this.clock,
+      values,
+      whenApplied: (seq, timeoutMs) => this.inbox.whenApplied(seq, timeoutMs),
+      isActive: (link) => link === this.active,
+      metrics,
+      log,
+    });
     this.applier = applier;
     const { stateDir: dir, nodeId, cluster } = options;
     const memcached = () => this.restartWatch.current;
@@ -252,7 +243,7 @@ export class Replicator implements LinkHandler {
     this.inbox.loadCheckpoint();
     // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
     if (this.inbox.position === null) this.inbox.forget();
-    await this.checkDumping();
+    await this.copySender.checkDumping(this.monitorConnection);
     this.restartWatch.start();
     const address = await new Promise<net.AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
@@ -371,10 +362,7 @@ export class Replicator implements LinkHandler {
       case 'fullResyncRequest':
         if (link !== this.active) return;
         // A copy already under way went partly into the memcached the peer just lost: start over.
-        if (this.copy) {
-          this.copy.abort('the peer asked for a new copy');
-          this.copy = null;
-        }
+        this.copySender.abort('the peer asked for a new copy');
         this.peerLastSeq = frame.lastSeq ?? 0;
         this.needFullResync(`the peer asked for one: ${frame.reason}`);
         return;
@@ -386,7 +374,7 @@ export class Replicator implements LinkHandler {
   writable(link: Link): void {
     if (link !== this.active) return;
     this.pump();
-    this.copy?.writable();
+    this.copySender.writable();
   }
 
   closed(link: Link, reason: string, error: boolean): void {
@@ -403,13 +391,7 @@ export class Replicator implements LinkHandler {
     this.active = null;
     this.cursor = null;
     this.holdHistory(true);
-    // Forgotten at once: it may still be waiting for the peer's records before its walk, and the next
-    // link's copy must not take it for one under way.
-    this.copy?.abort('replication link closed');
-    this.copy = null;
-    // The next link's handshake decides afresh whether a copy is needed.
-    this.cancelCopyRetry();
-    this.copyAttempt = 0;
+    this.copySender.linkClosed();
     this.incomingCopyStatus = '';
     this.metrics.peerUp.set(0);
     this.metrics.copyInProgress.labels('receiving').set(0);
@@ -524,122 +506,7 @@ export class Replicator implements LinkHandler {
   }
 
   private needFullResync(reason: string, overwrite = false): void {
-    this.fullResyncReason = reason;
-    this.metrics.resyncs.labels('full_needed').inc();
-    this.log.info(`replication: full resync needed: ${reason}`);
-    this.startCopy(reason, this.copyMode(overwrite));
-  }
-
-  /** Starts a full copy to the peer on the active link, unless one is already running. */
-  private startCopy(reason: string, mode: 'add' | 'set', attempt = 1): void {
-    const link = this.active;
-    if (!link || this.copy) return;
-    this.cancelCopyRetry();
-    if (this.copyImpossible) {
-      this.log.warn(`replication: cannot send a full copy: ${this.copyImpossible}; only the backlog replicates`);
-      return;
-    }
-    this.copyAttempt = attempt;
-    link.write(serializeResyncBegin({ reason: attempt === 1 ? reason : `${reason} (attempt ${attempt}; the last failed: ${this.lastCopyFailure})` }));
-    this.log.info('replication: marugoto copying');
-    const startedAt = Date.now();
-    const copy = new FullCopy(
-      this.upstream,
-      link,
-      {
-        mode,
-        ratePerSecond: this.options.copyRatePerSecond,
-        connectTimeoutMs: this.options.connectTimeoutMs,
-        maxInFlight: 512,
-        maxInFlightBytes: 16 * 1024 * 1024,
-        peerMaxFrameBytes: link.peer?.maxFrameBytes ?? Infinity,
-        localWrites: {
-          // Local stamps come from clock.now(), strictly after clock.last: a write stamped after the mark came after it.
-          mark: () => this.clock.last,
-          writtenSince: (key, start, end, mark) => {
-            const clock = this.clock.last;
-            if (clock.wall === mark.wall && clock.logical === mark.logical) return false; // nothing written at all since
-            const last = this.history.values.lastWriteOf(key.subarray(start, end));
-            return last !== undefined && last.nodeId === this.options.nodeId && compareHlc(last, mark) > 0;
-          },
-        },
-      },
-      this.log,
-    );
-    this.copy = copy;
-    this.metrics.copyInProgress.labels('sending').set(1);
-    const progress = setInterval(() => this.log.info(`replication: marugoto ${copy.progress.items}`), 5000);
-    progress.unref();
-    // The peer's records sent before it asked must be in our memcached before the walk reads it (see Applier.copyCovers).
-    const target = this.peerLastSeq;
-    this.inbox
-      .whenApplied(target, COPY_WAIT_MS)
-      .then((caughtUp) => {
-        if (!caughtUp && this.copy === copy) this.log.warn(`replication: the peer's records up to #${target} did not arrive within ${COPY_WAIT_MS} ms; copying anyway`);
-        return copy.run();
-      })
-      .then(
-        ({ items, bytes, walks, repaired }) => {
-          link.write(serializeResyncEnd({ items }));
-          this.fullResyncReason = null;
-          this.copyAttempt = 0;
-          this.lastCopyFailure = null;
-          this.metrics.resyncs.labels('full').inc();
-          this.metrics.copyItems.inc(items);
-          this.metrics.copyBytes.inc(bytes);
-          this.metrics.copyDuration.set((Date.now() - startedAt) / 1000);
-          this.log.info(`replication: marugoto ${items} (${walks} walks${repaired > 0 ? `, ${repaired} items sent after a check found them missing` : ''})`);
-          this.log.info('replication: marugoto owari');
-        },
-        (error: FullCopyError) => {
-          this.metrics.copyItems.inc(copy.progress.items);
-          this.copyFailed(link, error, copy.progress.items, attempt, () => this.startCopy(reason, mode, attempt + 1));
-        },
-      )
-      .finally(() => {
-        clearInterval(progress);
-        if (this.copy !== copy) return; // stopped, and another may be running now
-        this.copy = null;
-        this.metrics.copyInProgress.labels('sending').set(0);
-      });
-  }
-
-  /**
-   * A copy stopped before its end. Stopped on purpose (link closed, a new
-   * request, shutdown): whoever stopped it starts the next one. Impossible
-   * (memcached -X): said once, never retried. Anything else, with the link
-   * still up: counted, told to the peer (its /readyz shows it), and tried
-   * again after a backoff, or the peer would wait for it forever.
-   */
-  private copyFailed(link: Link, error: FullCopyError, items: number, attempt: number, retry: () => void): void {
-    const stopped = `replication: full copy stopped after ${items} items`;
-    if (error.reason === 'aborted') return this.log.info(`${stopped}: ${error.message}`);
-    if (error.reason === 'dump_disabled') {
-      this.copyImpossible = error.message;
-      return this.log.warn(`${stopped}: ${error.message}`);
-    }
-    this.copyFailures++;
-    this.metrics.copyFailures.labels(error.reason).inc();
-    this.lastCopyFailure = `${error.reason}: ${error.message}`;
-    if (link !== this.active || !link.open) {
-      this.copyAttempt = 0;
-      return this.log.warn(`${stopped} (${this.lastCopyFailure}); it starts over when the link is back`);
-    }
-    const delay = Math.min(COPY_RETRY_MAX_MS, COPY_RETRY_MIN_MS * 2 ** Math.min(attempt - 1, 16));
-    const failed = `attempt ${attempt} failed (${this.lastCopyFailure}); retrying in ${delay / 1000} s`;
-    this.log.warn(`${stopped}: ${failed}`);
-    link.write(serializeResyncBegin({ reason: `the sender's full copy ${failed}` }));
-    this.copyRetryAt = Date.now() + delay;
-    this.copyRetry = setTimeout(() => {
-      this.copyRetry = null;
-      retry();
-    }, delay);
-    this.copyRetry.unref();
-  }
-
-  private cancelCopyRetry(): void {
-    if (this.copyRetry) clearTimeout(this.copyRetry);
-    this.copyRetry = null;
+    this.copySender.need(this.active, reason, this.copyMode(overwrite), this.peerLastSeq);
   }
 
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
@@ -682,15 +549,6 @@ export class Replicator implements LinkHandler {
    */
   private markCopyCoverage(): void {
     this.applier.copyCovers = this.outbox.get(this.outbox.lastSeq)?.hlc ?? { wall: 0, logical: 0 };
-  }
-
-  /** memcached -X refuses lru_crawler metadump: a full copy from this node is impossible; say so once, up front. */
-  private async checkDumping(): Promise<void> {
-    const parts = await this.monitorConnection.request(STATS_SETTINGS_REQUEST).catch(() => []);
-    if (parseStats(parts).get('dump_enabled') === 'no') {
-      this.copyImpossible = 'memcached was started with -X (dumping disabled), so lru_crawler metadump is refused';
-      this.log.warn(`replication: ${this.copyImpossible}: a peer that loses its data cannot be refilled from this node`);
-    }
   }
 
   // ------------------------------------------------------------ sending
@@ -839,22 +697,13 @@ export class Replicator implements LinkHandler {
 
   /** Things an operator should know that do not make the node unready. */
   notes(): string[] {
-    const notes: string[] = [];
-    if (this.copyImpossible) notes.push(`full copy from this node impossible: ${this.copyImpossible}`);
-    if (this.copyAttempt > 0 && this.lastCopyFailure) {
-      const next = this.copyRetry ? `retrying in ${this.copyRetryInMs() / 1000} s` : `attempt ${this.copyAttempt} running`;
-      notes.push(`full copy to the peer failing (${this.lastCopyFailure}); ${next}`);
-    }
-    return notes;
-  }
-
-  private copyRetryInMs(): number {
-    return this.copyRetry ? Math.max(0, this.copyRetryAt - Date.now()) : 0;
+    return this.copySender.notes();
   }
 
   /** `stats replication`, in memcached's STAT format. */
   stats(): Array<[string, string | number]> {
     const peer = this.active?.peer;
+    const copy = this.copySender;
     return [
       ['node_id', this.options.nodeId],
       ['cluster', this.options.cluster],
@@ -873,20 +722,20 @@ export class Replicator implements LinkHandler {
       ['backlog_max_bytes', this.options.backlogBytes],
       ['backlog_oldest_seq', this.outbox.oldestSeq],
       ['applied_seq', this.inbox.position?.seq ?? 0],
-      ['full_resync_needed', this.fullResyncReason ?? ''],
+      ['full_resync_needed', copy.neededBecause ?? ''],
       ['writes_lost', this.lostWrites],
       ['conflict_repairs', this.contention.repairs],
       ['conflict_map_overflows', this.overflowed()],
-      ['copy_sending', this.copy ? 1 : 0],
-      ['copy_sent_items', this.copy?.progress.items ?? 0],
-      ['copy_attempt', this.copyAttempt],
-      ['copy_failures', this.copyFailures],
-      ['copy_last_failure', this.lastCopyFailure ?? ''],
-      ['copy_retry_in_ms', this.copyRetryInMs()],
+      ['copy_sending', copy.running ? 1 : 0],
+      ['copy_sent_items', copy.sentItems],
+      ['copy_attempt', copy.attempt],
+      ['copy_failures', copy.failures],
+      ['copy_last_failure', copy.lastFailure ?? ''],
+      ['copy_retry_in_ms', copy.retryInMs],
       ['copy_receiving', this.inbox.copyInProgress ? 1 : 0],
       ['copy_receiving_status', this.inbox.copyInProgress ? this.incomingCopyStatus : ''],
       ['copies_received', this.copiesReceived],
-      ['copy_impossible', this.copyImpossible ?? ''],
+      ['copy_impossible', copy.impossible ?? ''],
     ];
   }
 
@@ -896,14 +745,13 @@ export class Replicator implements LinkHandler {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
     if (this.dialTimer) clearTimeout(this.dialTimer);
-    this.cancelCopyRetry();
     this.server.close();
     const deadline = Date.now() + timeoutMs;
     while (this.active && this.outbox.unacknowledged > 0 && Date.now() < deadline) {
       this.pump();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    this.copy?.abort('shutting down');
+    this.copySender.stop();
     this.restartWatch.stop();
     this.flushEdge.stop();
     this.inbox.saveCheckpoint();
