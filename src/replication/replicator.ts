@@ -22,7 +22,8 @@ import { serializeAck, serializeFullResyncRequest, serializeRecord } from './fra
 import { CheckpointFile } from './checkpoint-file';
 import { CopySender } from './copy-sender';
 import { RestartWatch } from './restart-watch';
-import { dialReplication, renewReplicationTls, replicationServer, type TlsMaterial } from './transport';
+import { renewReplicationTls, replicationServer, type TlsMaterial } from './transport';
+import { PeerDialer } from './peer-dialer';
 import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
 import { HybridClock, type Stamp } from './hlc';
@@ -120,9 +121,7 @@ export class Replicator implements LinkHandler {
   private lastTooLargeLog = 0;
   private lastExpiryUnknownLog = 0;
   private ackScheduled = false;
-  private dialing = false;
-  private dialAttempts = 0;
-  private dialTimer: NodeJS.Timeout | null = null;
+  private readonly dialer: PeerDialer;
   private stopped = false;
   /** The last active link's estimate of the peer's clock, for the next link (see ClockOffset.carryOver). */
   private lastPeerClock: ClockOffset | null = null;
@@ -196,6 +195,7 @@ export class Replicator implements LinkHandler {
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
     applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
+    this.dialer = new PeerDialer(() => this.options, () => this.active !== null, (socket, label) => this.adoptSocket(socket, true, label), log);
     this.copySender = new CopySender({
       upstream,
       options: () => this.options,
@@ -254,7 +254,7 @@ export class Replicator implements LinkHandler {
     });
     this.server.on('error', (error) => this.log.error(`replication listener: ${error.message}`));
     this.log.info('replication: listen');
-    this.dial();
+    this.dialer.dial();
     return address;
   }
 
@@ -289,38 +289,6 @@ export class Replicator implements LinkHandler {
       lastSeq: this.outbox.lastSeq,
       maxFrameBytes: this.options.maxFrameBytes(),
     };
-  }
-
-  private dial(): void {
-    const peer = this.options.peer;
-    if (!peer || this.stopped || this.dialing || this.active || this.dialTimer) return;
-    this.dialing = true;
-    dialReplication(peer, this.options.connectTimeoutMs, this.options.tls).then(
-      (socket) => {
-        this.dialing = false;
-        if (this.stopped) return socket.destroy();
-        this.log.info(`replication: connect (peer=${formatAddress(peer)})`);
-        this.adoptSocket(socket, true, formatAddress(peer));
-      },
-      (error: Error) => {
-        this.dialing = false;
-        this.log.debug(`replication: cannot connect to ${formatAddress(peer)}: ${error.message}`);
-        this.redialLater();
-      },
-    );
-  }
-
-  /** Capped exponential backoff with jitter, so two nodes do not retry in lockstep. */
-  private redialLater(): void {
-    if (!this.options.peer || this.stopped || this.dialTimer) return;
-    const { backoffMinMs, backoffMaxMs } = this.options;
-    const base = Math.min(backoffMaxMs, backoffMinMs * 2 ** Math.min(this.dialAttempts, 20));
-    this.dialAttempts++;
-    this.dialTimer = setTimeout(() => {
-      this.dialTimer = null;
-      this.dial();
-    }, base / 2 + Math.random() * (base / 2));
-    this.dialTimer.unref();
   }
 
   // ------------------------------------------------------------ LinkHandler
@@ -385,7 +353,7 @@ export class Replicator implements LinkHandler {
     const say = error && label !== 'connection' ? this.log.warn : this.log.info;
     say(`replication: close (peer=${link.label}: ${reason})`);
     if (link !== this.active) {
-      if (link.dialled && !this.active) this.redialLater();
+      if (link.dialled && !this.active) this.dialer.later();
       return;
     }
     this.active = null;
@@ -395,7 +363,7 @@ export class Replicator implements LinkHandler {
     this.incomingCopyStatus = '';
     this.metrics.peerUp.set(0);
     this.metrics.copyInProgress.labels('receiving').set(0);
-    this.redialLater();
+    this.dialer.later();
   }
 
   /** Flow control of the peer's records: more in flight to memcached than it should hold. */
@@ -426,7 +394,7 @@ export class Replicator implements LinkHandler {
     this.lastPeerClock = link.peerClock;
     this.lastPeerNodeId = hello.nodeId;
     this.everLinked = true;
-    this.dialAttempts = 0;
+    this.dialer.succeeded();
     this.metrics.peerUp.set(1);
     const peerRestarted = this.inbox.followedRun !== null && this.inbox.followedRun !== hello.runId;
     this.inbox.peerRun(hello.runId);
@@ -744,7 +712,7 @@ export class Replicator implements LinkHandler {
   /** Stops accepting, gives the peer up to `timeoutMs` to acknowledge what we sent, then closes. */
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
-    if (this.dialTimer) clearTimeout(this.dialTimer);
+    this.dialer.stop();
     this.server.close();
     const deadline = Date.now() + timeoutMs;
     while (this.active && this.outbox.unacknowledged > 0 && Date.now() < deadline) {
