@@ -167,7 +167,7 @@ async function copyOut(
     maxInFlight: 512,
     maxInFlightBytes: 16 * 1024 * 1024,
     peerMaxFrameBytes: Infinity,
-    localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false },
+    localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf: () => undefined },
     ...options,
   }, createLogger(1, (line) => (log += line)));
   const [progress] = await Promise.all([copy.run(), during(copy)]);
@@ -192,6 +192,22 @@ describe('FullCopy against memcached', () => {
       const again = [...sent.values()].filter((n) => n > 1).length;
       assert.ok(again < data.length / 4, `${again} keys sent twice`);
       assert.ok(!sent.has('memrepl:copy-mark'), 'the mark is not copied');
+    } finally {
+      await memcached.stop();
+    }
+  });
+
+  it('each record carries the stamp of the key\'s last write the sender remembers, else when memcached answered it', async () => {
+    const memcached = await startMemcached();
+    try {
+      await load(memcached.port, items(20, 'st'));
+      const remembered = { wall: 1_700_000_000_000, logical: 7 };
+      const before = Date.now();
+      const stampOf = (key: Buffer, start: number, end: number) => (key.toString('latin1', start, end) === 'st:3' ? remembered : undefined);
+      const { records } = await copyOut(memcached.port, { localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf } });
+      assert.deepEqual(records.get('st:3')?.hlc, remembered);
+      const read = records.get('st:4')!.hlc;
+      assert.ok(read.wall >= before && read.wall <= Date.now() && read.logical === 0, `read at ${read.wall}`);
     } finally {
       await memcached.stop();
     }
@@ -263,6 +279,7 @@ describe('FullCopy against memcached', () => {
       const localWrites = {
         mark: () => ({ wall: ++clock, logical: 0 }),
         writtenSince: (key: Buffer, start: number, end: number, mark: { wall: number }) => (written.get(key.toString('latin1', start, end)) ?? 0) > mark.wall,
+        stampOf: () => undefined,
       };
       // Paced: the fetches take about two seconds after the walk.
       const { records, progress } = await copyOut(memcached.port, { ratePerSecond: 50, localWrites }, async (copy) => {

@@ -207,6 +207,7 @@ export class CopySender {
             const last = values.lastWriteOf(key.subarray(start, end));
             return last !== undefined && last.nodeId === options.nodeId && compareHlc(last, mark) > 0;
           },
+          stampOf: (key, start, end) => values.lastWriteOf(key.subarray(start, end)),
         },
       },
       this.deps.log,

@@ -92,7 +92,12 @@ export interface FullCopyOptions {
    * connections), and a copy arriving after it would put the older value
    * back on the peer.
    */
-  localWrites: { mark(): Hlc; writtenSince(key: Buffer, start: number, end: number, mark: Hlc): boolean };
+  localWrites: {
+    mark(): Hlc;
+    writtenSince(key: Buffer, start: number, end: number, mark: Hlc): boolean;
+    /** The stamp of the last write of the key this node remembers (its clients' or the peer's), if any. */
+    stampOf(key: Buffer, start: number, end: number): Readonly<Hlc> | undefined;
+  };
   /** Keys spooled between the walk and the fetches, in bytes at most (tests make it small). */
   spoolMaxBytes?: number;
 }
@@ -271,7 +276,6 @@ export class FullCopy {
   ) {
     // Copies are outside the numbered stream (seq 0) and are no flushes (delay 0); each item fills in the rest.
     this.frameFields.seq = 0;
-    this.frameFields.logical = 0;
     this.frameFields.delay = 0;
     this.frameFields.opCode = RECORD_OP_CODES[options.mode];
     this.spoolMaxBytes = options.spoolMaxBytes ?? SPOOL_MAX_BYTES;
@@ -614,10 +618,13 @@ export class FullCopy {
     }
     const frames = this.frames;
     frames.ensure(size);
-    // Stamped with when memcached answered it: the receiver judges it against a delayed flush's moment by that
-    // (an item read before the moment goes with the flush, as here). Not against writes: see Applier.copyApplies.
+    // Stamped with its last write this node remembers, else with when memcached answered it (written before that):
+    // the receiver judges it against a flush's moment by that, not by when it was read (an item read after the
+    // moment may still be one this node's flush edge is about to delete). Not against writes: see Applier.copyApplies.
     const fields = this.frameFields;
-    fields.wall = now;
+    const written = this.options.localWrites.stampOf(key, start, end);
+    fields.wall = written ? written.wall : now;
+    fields.logical = written ? written.logical : 0;
     fields.flags = flags;
     fields.ttlMs = ttlMs;
     fields.sentAt = now;

@@ -24,6 +24,7 @@ import { CopySender } from './copy-sender';
 import { RestartWatch } from './restart-watch';
 import { renewReplicationTls, replicationServer, type TlsMaterial } from './transport';
 import { PeerDialer } from './peer-dialer';
+import { AcknowledgedWindow } from './acknowledged-window';
 import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
 import { HybridClock, type Stamp } from './hlc';
@@ -77,8 +78,6 @@ export type LiveReplicationOptions = Pick<ReplicationOptions, 'secret' | 'tls' |
 const EMPTY_VALUE = Buffer.alloc(0);
 /** How often to look again whether the peer's backlog has been applied (see releaseHistoryWhenCaughtUp). */
 const CATCH_UP_WAIT_MS = 10_000;
-/** Acknowledgements closer than this share one mark (see forgetAcknowledged). */
-const ACK_MARK_MS = 100;
 /**
  * Size bounds of the conflict maps (recent-writes.ts), in keys and bytes: 64 MiB
  * holds a million keys of 40 bytes. Past them, the oldest entries go first.
@@ -104,10 +103,7 @@ export class Replicator implements LinkHandler {
   private peerLastSeq = 0;
   private historyHeld = false;
   private overflowedWhenHeld = 0;
-  /** The peer's acknowledgements of the last conflict window: [arrival, HLC wall of the record acked], oldest first (see forgetAcknowledged). */
-  private readonly ackMarks: Array<[at: number, wall: number]> = [];
-  /** The wall of the newest record acknowledged a whole window ago. */
-  private acknowledgedLongAgo = -Infinity;
+  private readonly acknowledgedWindow: AcknowledgedWindow;
   private readonly applierConnection: LocalMemcached;
   private readonly readbackConnection: LocalMemcached;
   /** The same two, in binary, for keys no text command can name (see binary-keys.ts). */
@@ -143,6 +139,7 @@ export class Replicator implements LinkHandler {
     this.clock = new HybridClock(options.nodeId);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
     const windowMs = options.conflictWindowMs;
+    this.acknowledgedWindow = new AcknowledgedWindow(windowMs);
     const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
     this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
@@ -173,7 +170,7 @@ export class Replicator implements LinkHandler {
       appended: () => {
         this.schedulePump();
         // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
-        if (this.ackMarks.length === 0) this.forgetAcknowledged(Date.now());
+        if (this.acknowledgedWindow.empty) this.forgetAcknowledged(Date.now());
       },
       lost: (reason) => this.writeLost(reason),
       expiryUnknown: (key) => this.expiryUnknown(key),
@@ -599,26 +596,13 @@ export class Replicator implements LinkHandler {
     this.metrics.recordsAcked.inc(seq - before);
     this.outbox.acknowledge(seq);
     this.updateBacklogGauges();
-    const wall = this.outbox.get(seq)?.hlc.wall;
-    const last = this.ackMarks[this.ackMarks.length - 1];
-    // One mark per ACK_MARK_MS: a later arrival for a mark only makes its writes remembered longer.
-    if (last && now - last[0] < ACK_MARK_MS) last[0] = now;
-    else this.ackMarks.push([now, 0]);
-    if (wall !== undefined) this.ackMarks[this.ackMarks.length - 1][1] = wall;
+    this.acknowledgedWindow.acknowledged(now, this.outbox.get(seq)?.hlc.wall);
     this.forgetAcknowledged(now);
   }
 
-  /**
-   * The conflict maps forget a write here once the peer acknowledged it a
-   * whole window ago, not once it is a window old: a record the peer made
-   * before it had seen the write travels ahead of (or just behind) that
-   * acknowledgement, so however long the link stalled, it arrives while the
-   * write is remembered. With nothing unacknowledged and no recent
-   * acknowledgement, only the window's age counts.
-   */
+  /** The conflict maps forget what the peer acknowledged a whole window ago (see AcknowledgedWindow). */
   private forgetAcknowledged(now: number): void {
-    while (this.ackMarks.length > 0 && this.ackMarks[0][0] <= now - this.options.conflictWindowMs) this.acknowledgedLongAgo = this.ackMarks.shift()![1];
-    const keepFrom = this.ackMarks.length === 0 && this.outbox.unacknowledged === 0 ? Infinity : this.acknowledgedLongAgo;
+    const keepFrom = this.acknowledgedWindow.keepFrom(now, this.outbox.unacknowledged);
     this.history.values.keepFrom(keepFrom);
     this.history.touches.keepFrom(keepFrom);
   }
