@@ -118,7 +118,7 @@ export function renderMarkdown(r: Report): string {
     out.push(`Only part of the bench ran (BENCH_ONLY=${r.parts.join(',')}).`, '');
   } else {
     renderThroughput(r, out);
-    renderSetPairs(r.sets, out);
+    renderSetPairs(r.sets, e, out);
   }
   if (r.parts.includes('resync')) renderResync(r.resync, out);
   return out.join('\n');
@@ -214,7 +214,7 @@ const REPCACHED_BUILD = [
   'make                                # the binary: /work/repcached-build/src/memcached',
 ];
 
-function renderSetPairs(sp: SetPairsReport | null, out: string[]): void {
+function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]): void {
   out.push('## memrepl pair vs repcached pair (100% sets)', '');
   if (!sp) {
     out.push('Not run.', '');
@@ -233,6 +233,11 @@ function renderSetPairs(sp: SetPairsReport | null, out: string[]): void {
   } else {
     out.push(`repcached: \`${rc.bin}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`, '');
   }
+  out.push(
+    `Measured ${e.date.slice(0, 10)} by \`${e.command}\` (the run at the top of this file; load average at its start ${e.loadAverage}) ` +
+      `on ${e.cpu.split(' ×')[0]} CPUs that other test runs may have been using: indicative figures.`,
+    '',
+  );
 
   const find = (pair: PairKind, clients: number) => sp.runs.find((x) => x.pair === pair && x.clients === clients);
   const other = (run: SetRun) => find(run.pair === 'memrepl' ? 'repcached' : 'memrepl', run.clients);
