@@ -37,8 +37,8 @@ export interface LoadResult {
 }
 
 /** memcaslap's -F file: key and value size distributions, and the get/set mix. */
-export function writeWorkload(dir: string, w: Workload): string {
-  const file = path.join(dir, 'memcaslap.cfg');
+export function writeWorkload(dir: string, w: Workload, name = 'memcaslap.cfg'): string {
+  const file = path.join(dir, name);
   fs.writeFileSync(
     file,
     [

@@ -6,6 +6,7 @@
 import type { LoadResult } from './memcaslap';
 import type { PacedResult } from './paced-load';
 import type { CopyRun, ResyncReport } from './resync';
+import type { PairKind, SetPairsReport, SetRun } from './set-pairs';
 
 export type TargetId = 'a' | 'b' | 'c' | 'd';
 export type Protocol = 'text' | 'binary';
@@ -15,6 +16,11 @@ export const TARGET_NAMES: Record<TargetId, string> = {
   b: '(b) twemproxy → memcached',
   c: '(c) memrepl → memcached',
   d: '(d) memrepl pair, replicating',
+};
+
+export const PAIR_NAMES: Record<PairKind, string> = {
+  memrepl: 'memrepl pair (2 × memcached + 2 × memrepl)',
+  repcached: 'repcached pair (2 × repcached)',
 };
 
 export interface Run {
@@ -51,6 +57,8 @@ export interface Environment {
   node: string;
   memcached: string;
   nutcracker: string;
+  /** REPCACHED_BIN's version, or why there is none. */
+  repcached: string;
   memcaslap: string;
   settings: string;
 }
@@ -64,6 +72,8 @@ export interface Report {
   runs: Run[];
   rss: RssRow[];
   lag: LagReport;
+  /** 100% sets, memrepl pair against repcached pair (part of the throughput part). */
+  sets: SetPairsReport | null;
   resync: ResyncReport | null;
 }
 
@@ -100,6 +110,7 @@ export function renderMarkdown(r: Report): string {
   out.push(`| Node | ${e.node} |`);
   out.push(`| memcached | ${e.memcached} |`);
   out.push(`| twemproxy | ${e.nutcracker} |`);
+  out.push(`| repcached | ${e.repcached} |`);
   out.push(`| Load generator | ${e.memcaslap} |`);
   out.push(`| Settings | ${e.settings} |`);
   out.push('');
@@ -107,6 +118,7 @@ export function renderMarkdown(r: Report): string {
     out.push(`Only part of the bench ran (BENCH_ONLY=${r.parts.join(',')}).`, '');
   } else {
     renderThroughput(r, out);
+    renderSetPairs(r.sets, e, out);
   }
   if (r.parts.includes('resync')) renderResync(r.resync, out);
   return out.join('\n');
@@ -189,6 +201,150 @@ function renderThroughput(r: Report, out: string[]): void {
   out.push('- (d) sends all load to node A; node B applies A\'s records to its own memcached on the same machine, so replication\'s CPU cost is included.');
   out.push('');
 }
+
+/** How to build the repcached the comparison runs against: printed in the report so it survives every regeneration. */
+const REPCACHED_BUILD = [
+  '# memcached 1.4.13 with the repcached 2.3.1 patch applied (repcached-2.3.1-1.4.13.patch), as one tree',
+  'git clone https://github.com/kspe/repcached /work/repcached-build/src',
+  'apt-get update && apt-get install -y libevent-dev build-essential autoconf automake',
+  'cd /work/repcached-build/src',
+  'make distclean                      # the repository ships another machine\'s configure output',
+  './configure --enable-replication CFLAGS="-O2 -fcommon"   # -fcommon for 2012 C sources (GCC 12 also builds it without)',
+  "sed -i 's/ -Werror//' Makefile doc/Makefile              # today's glibc deprecates sigignore()",
+  'make                                # the binary: /work/repcached-build/src/memcached',
+];
+
+function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]): void {
+  out.push('## memrepl pair vs repcached pair (100% sets)', '');
+  if (!sp) {
+    out.push('Not run.', '');
+    return;
+  }
+  const rc = sp.repcached;
+  out.push(
+    `memcaslap on node A's client port, text protocol, 100% sets (${sp.keyBytes}-byte keys, ${sp.valueBytes}-byte values), ` +
+      `${sp.clientCounts.join(' and ')} connections (\`-c\`) on ${sp.threads} thread${sp.threads === 1 ? '' : 's'}, ${sp.warmup} s warm-up then ${sp.seconds} s measured; ` +
+      'every row on a fresh pair, memrepl and repcached alternating, in the same run as the rows above. ' +
+      "Node B replicates A's sets: for the memrepl pair B's memrepl applies them to B's memcached, for the repcached pair B's repcached applies them itself.",
+    '',
+  );
+  if ('unavailable' in rc) {
+    out.push(`**repcached pair not measured** (${rc.unavailable}): build it as below and run \`REPCACHED_BIN=/work/repcached-build/src/memcached npm run bench\`.`, '');
+  } else {
+    out.push(`repcached: \`${rc.bin}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`, '');
+  }
+  out.push(
+    `Measured ${e.date.slice(0, 10)} by \`${e.command}\` (the run at the top of this file; load average at its start ${e.loadAverage}) ` +
+      `on ${e.cpu.split(' ×')[0]} CPUs that other test runs may have been using: indicative figures.`,
+    '',
+  );
+
+  const find = (pair: PairKind, clients: number) => sp.runs.find((x) => x.pair === pair && x.clients === clients);
+  const other = (run: SetRun) => find(run.pair === 'memrepl' ? 'repcached' : 'memrepl', run.clients);
+  // A row whose node B did not get every set is no fair base: it did less work per set.
+  const versus = (run: SetRun, value: (x: SetRun) => number | undefined) => {
+    if (run.pair !== 'memrepl') return '';
+    const rep = other(run);
+    if (!rep) return '—';
+    const incomplete = [run, rep].filter((x) => x.result && !x.caughtUp).map((x) => x.pair);
+    return `${ratio(value(run), value(rep))}${incomplete.length > 0 ? ` (${incomplete.join(', ')}: B did not get every set)` : ''}`;
+  };
+  const tps = (x: SetRun) => x.result?.tps;
+  const cpuTotal = (x: SetRun) =>
+    x.processes.length > 0 && x.processes.every((p) => p.cpuSeconds !== null) ? x.processes.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
+  const perSet = (x: SetRun, seconds: number | undefined) => (seconds !== undefined && x.result && x.result.ops > 0 ? (seconds * 1e6) / x.result.ops : undefined);
+  const side = (x: SetRun, suffix: string) => {
+    const procs = x.processes.filter((p) => p.role.endsWith(suffix));
+    return procs.length > 0 && procs.every((p) => p.cpuSeconds !== null) ? procs.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
+  };
+  const rows = sp.clientCounts.flatMap((c) => (['memrepl', 'repcached'] as PairKind[]).map((p) => find(p, c)).filter((x): x is SetRun => x !== undefined));
+
+  out.push('### Throughput', '');
+  out.push(
+    'Latency per set as memcaslap sees it, in µs (p50/p99 from its log2 histogram, approximate). "Stored on A / applied on B": increase of `total_items` ' +
+      "on node A's memcached (repcached) and on node B's over the measured window, B counted once it had caught up.",
+    '',
+  );
+  out.push('| Pair | connections | sets/s | memrepl / repcached | avg µs | p50 µs | p99 µs | max µs | stored on A | applied on B | B caught up after load end |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  for (const run of rows) {
+    const res = run.result;
+    if (!res) {
+      out.push(`| ${PAIR_NAMES[run.pair]} | ${run.clients} | ${run.note ?? 'no result'} | | | | | | | | |`);
+      continue;
+    }
+    const l = res.latencyUs;
+    out.push(
+      `| ${PAIR_NAMES[run.pair]} | ${run.clients} | ${fmtInt(res.tps)} | ${versus(run, tps)} | ${l ? fmtInt(l.avg) : '—'} | ${l ? fmtInt(l.p50) : '—'} | ` +
+        `${l ? fmtInt(l.p99) : '—'} | ${l ? fmtInt(l.max) : '—'} | ${run.setsA === null ? '—' : fmtInt(run.setsA)} | ${run.setsB === null ? '—' : fmtInt(run.setsB)} | ` +
+        `${run.drainMs === null ? '—' : run.caughtUp ? `${fmtInt(run.drainMs)} ms` : `**no** (stopped after ${fmtInt(run.drainMs)} ms)`} |`,
+    );
+  }
+  if ('unavailable' in rc) out.push(`| ${PAIR_NAMES.repcached} | | not measured: ${rc.unavailable} | | | | | | | | |`);
+  out.push('');
+
+  out.push('### CPU per replicated set (whole pair)', '');
+  out.push(
+    "User + system CPU time (`/proc/<pid>/stat` utime + stime, 10 ms ticks) of every process of the pair, from the moment node B had applied the warm-up's sets " +
+      "to the moment it had applied the measured run's, divided by the sets memcaslap completed. The load generator's own CPU is not in it. " +
+      'Node A side: memcached-a + memrepl-a, or repcached-a; node B side likewise.',
+    '',
+  );
+  out.push('| Pair | connections | CPU s, whole pair | CPU µs per set | memrepl / repcached | node A side µs/set | node B side µs/set | by process: CPU s, peak RSS MiB |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---|');
+  for (const run of rows) {
+    if (!run.result || run.processes.length === 0) {
+      out.push(`| ${PAIR_NAMES[run.pair]} | ${run.clients} | ${run.note ?? 'no result'} | | | | | |`);
+      continue;
+    }
+    const total = cpuTotal(run);
+    const usPerSet = (x: SetRun) => perSet(x, cpuTotal(x));
+    const byProcess = run.processes
+      .map((p) => `${p.role} ${p.cpuSeconds === null ? '—' : fmt(p.cpuSeconds, 2)} s, ${mib(p.peakRssKiB)}`)
+      .join('; ');
+    out.push(
+      `| ${PAIR_NAMES[run.pair]} | ${run.clients} | ${total === undefined ? '—' : fmt(total, 2)} | ${fmtOpt1(usPerSet(run))}${run.caughtUp ? '' : ' (B short)'} | ${versus(run, usPerSet)} | ` +
+        `${fmtOpt1(perSet(run, side(run, '-a')))} | ${fmtOpt1(perSet(run, side(run, '-b')))} | ${byProcess} |`,
+    );
+  }
+  out.push('');
+
+  const notes = rows.filter((x) => x.note && x.result);
+  if (notes.length > 0) {
+    out.push('Trouble seen in these rows:', '');
+    for (const x of notes) out.push(`- ${PAIR_NAMES[x.pair]}, ${x.clients} connections: ${x.note}`);
+    out.push('');
+  }
+
+  out.push('### Notes (memrepl vs repcached)', '');
+  out.push(
+    "- Figures from a shared machine (see the CPU count and the load average at the start in the table at the top; other test runs may have been running) are indicative: " +
+      'compare the two pairs within one run, not across runs.',
+  );
+  out.push(
+    '- repcached is memcached 1.4.13 with the replication patch; the memrepl pair runs the stock memcached in the table at the top. ' +
+      "Both run memcached's default 4 worker threads; memrepl is one Node.js event loop per node.",
+  );
+  out.push(
+    "- repcached ships each write from its main thread through an in-memory queue (8192 entries by default, `-q`) to its peer, and the peer applies it on its own main thread; " +
+      "when the queue is full it drops the link (and prints `replication: can't create Q_ITEM`). \"Applied on B\" and the check after each row (a write through A read back from B) show whether that happened.",
+  );
+  out.push(
+    "- memrepl does more per set than repcached: node A's memrepl records each write (with what conflict resolution and resync need), frames it and waits for node B's acknowledgement, " +
+      "and node B's memrepl applies it through B's memcached (another process, another loopback round trip). The CPU rows say what that costs.",
+  );
+  out.push('');
+
+  out.push('### Building repcached for this comparison', '');
+  out.push(
+    'Not part of this repository (nothing of repcached is copied into it); build it aside and point the bench at the binary. ' +
+      'Without `REPCACHED_BIN` (or with a path that is not a repcached binary) the bench prints one line saying so and skips the repcached rows; the memrepl rows still run.',
+    '',
+  );
+  out.push('```sh', ...REPCACHED_BUILD, '', 'REPCACHED_BIN=/work/repcached-build/src/memcached npm run bench', '```', '');
+}
+
+const fmtOpt1 = (n: number | undefined) => (n === undefined ? '—' : fmt(n, 1));
 
 /** Targets of the full copy (issue 5). */
 export const RESYNC_TARGET_ITEMS_PER_S = 200_000;

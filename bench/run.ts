@@ -1,8 +1,10 @@
 /**
  * `npm run bench`: memcached direct, twemproxy, memrepl and a replicating
  * memrepl pair under the same memcaslap load, in one run, as ratios; then
- * replication lag at half of the pair's saturation throughput. Writes
- * docs/bench.md (or $BENCH_OUT) and prints the same text.
+ * replication lag at half of the pair's saturation throughput; then 100%
+ * sets through a memrepl pair and a repcached pair side by side (throughput
+ * and whole-pair CPU per set). Writes docs/bench.md (or $BENCH_OUT) and
+ * prints the same text.
  *
  * Environment overrides (all optional):
  *   BENCH_SECONDS         measured seconds per run (10)
@@ -11,7 +13,10 @@
  *   BENCH_THREADS         memcaslap threads (half the CPUs, at least 1)
  *   BENCH_CONCURRENCY     memcaslap concurrent connections (32)
  *   BENCH_OUT             report path (docs/bench.md)
- *   BENCH_ONLY            run one part: 'throughput' (targets a-d and the lag run) or
+ *   BENCH_SET_CLIENTS     memcaslap connections for the 100% set rows, comma-separated (4,32)
+ *   REPCACHED_BIN         a repcached 2.3.1 build's memcached binary, for the repcached
+ *                         pair rows; without it those rows are skipped (one line says so)
+ *   BENCH_ONLY            run one part: 'throughput' (targets a-d, the lag run and the set rows) or
  *                         'resync' (the full copy). A partial run prints its report but
  *                         writes it only to an explicit BENCH_OUT, so the committed
  *                         docs/bench.md keeps every section.
@@ -29,12 +34,13 @@ import type { PacedOptions, PacedResult } from './paced-load';
 import { killAllNow, runBounded, stopAll } from './procs';
 import { Environment, LagReport, Part, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
 import { ResyncReport, runResync } from './resync';
+import { findRepcached, REPCACHED_HINT, RepcachedInfo, runSetPairs, SetPairsReport } from './set-pairs';
 import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, replicatedPair, stopTarget, Target, twemproxy } from './targets';
 
 const ROOT = path.join(__dirname, '..', '..');
 const ENV_KEYS = [
   'BENCH_SECONDS', 'BENCH_WARMUP_SECONDS', 'BENCH_LAG_SECONDS', 'BENCH_THREADS', 'BENCH_CONCURRENCY', 'BENCH_OUT',
-  'BENCH_ONLY', 'BENCH_RESYNC_ITEMS', 'BENCH_RESYNC_SEGMENT_SECONDS', 'BENCH_RESYNC_CPU_PROF',
+  'BENCH_ONLY', 'BENCH_RESYNC_ITEMS', 'BENCH_RESYNC_SEGMENT_SECONDS', 'BENCH_RESYNC_CPU_PROF', 'BENCH_SET_CLIENTS', 'REPCACHED_BIN',
 ];
 const PARTS: Part[] = ['throughput', 'resync'];
 
@@ -55,6 +61,16 @@ function envInt(name: string, fallback: number): number {
   return n;
 }
 
+function envIntList(name: string, fallback: number[]): number[] {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const list = raw.split(',').map((x) => Number(x.trim()));
+  if (list.length === 0 || !list.every((n) => Number.isInteger(n) && n > 0)) {
+    throw new Error(`${name} must be comma-separated positive integers, got ${JSON.stringify(raw)}`);
+  }
+  return list;
+}
+
 const settings = (() => {
   const seconds = envInt('BENCH_SECONDS', 10);
   return {
@@ -64,6 +80,7 @@ const settings = (() => {
     // The load generator shares the machine with the target: leave it half the CPUs.
     threads: envInt('BENCH_THREADS', Math.max(1, Math.floor(os.cpus().length / 2))),
     concurrency: envInt('BENCH_CONCURRENCY', 32),
+    setClients: envIntList('BENCH_SET_CLIENTS', [4, 32]),
     parts: parts(),
     /** A partial run (BENCH_ONLY) writes only where BENCH_OUT says. */
     out: process.env.BENCH_OUT ? path.resolve(ROOT, process.env.BENCH_OUT) : process.env.BENCH_ONLY ? null : path.join(ROOT, 'docs/bench.md'),
@@ -106,7 +123,7 @@ function versionOf(command: string, args: string[]): string {
   return `${res.stdout ?? ''}${res.stderr ?? ''}`.trim().split('\n')[0] || 'unknown';
 }
 
-function describeEnvironment(): Environment {
+function describeEnvironment(repcached: RepcachedInfo): Environment {
   const cpus = os.cpus();
   const overrides = ENV_KEYS.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`);
   let commit = 'unknown';
@@ -128,11 +145,18 @@ function describeEnvironment(): Environment {
     node: process.version,
     memcached: versionOf('memcached', ['-V']),
     nutcracker: versionOf('nutcracker', ['-V']),
+    repcached: 'bin' in repcached ? `${repcached.version} (${repcached.bin})` : `not measured: ${repcached.unavailable}`,
     memcaslap: `${versionOf('memcaslap', ['-V'])} (libmemcached-tools)`,
     settings: [
       `memcaslap -T ${s.threads} -c ${s.concurrency}; ` +
         `${s.workload.keyBytes}-byte keys, ${s.workload.valueBytes}-byte values, ${100 - s.workload.setRatio * 100}% get / ${s.workload.setRatio * 100}% set`,
-      ...(s.parts.includes('throughput') ? [`${s.seconds} s measured per run after ${s.warmup} s warm-up`, `lag run ${s.lagSeconds} s`] : []),
+      ...(s.parts.includes('throughput')
+        ? [
+            `${s.seconds} s measured per run after ${s.warmup} s warm-up`,
+            `lag run ${s.lagSeconds} s`,
+            `pairs under 100% sets: memcaslap -c ${s.setClients.join(' and -c ')}, same keys and values`,
+          ]
+        : []),
       ...(s.parts.includes('resync')
         ? [`full resync of ${s.resyncItems.toLocaleString('en-US')} items, client load around it in ${s.resyncSegmentSeconds} s memcaslap runs`]
         : []),
@@ -246,11 +270,17 @@ function removeWorkDir(): void {
 
 async function main(): Promise<void> {
   preflight();
-  const env = describeEnvironment();
+  // Told at the start, not minutes later when the rows come: the run goes on without them.
+  const repcached = findRepcached();
+  if ('unavailable' in repcached && settings.parts.includes('throughput')) {
+    process.stderr.write(`bench: repcached pair rows skipped (${repcached.unavailable}): ${REPCACHED_HINT}\n`);
+  }
+  const env = describeEnvironment(repcached);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-bench-'));
   workDir = work;
   const into: Collected = { runs: [], rss: [], lag: {} };
   let resync: ResyncReport | null = null;
+  let sets: SetPairsReport | null = null;
   let ok = true;
   try {
     const cfg = writeWorkload(work, settings.workload);
@@ -266,6 +296,18 @@ async function main(): Promise<void> {
         } catch (error) {
           into.lag.unavailable = `lag run failed: ${(error as Error).message}`;
         }
+      });
+      // Like (d): a pair that cannot start or replicate is reported in its row, not fatal; repcached may not be built.
+      sets = await runSetPairs({
+        repcached,
+        cfg: writeWorkload(work, { ...settings.workload, setRatio: 1 }, 'memcaslap-sets.cfg'),
+        clientCounts: settings.setClients,
+        seconds: settings.seconds,
+        warmup: settings.warmup,
+        threads: settings.threads,
+        keyBytes: settings.workload.keyBytes,
+        valueBytes: settings.workload.valueBytes,
+        log,
       });
     }
     if (settings.parts.includes('resync')) {
@@ -291,7 +333,7 @@ async function main(): Promise<void> {
   }
   // Keep the table's order stable: by target, text before binary.
   into.runs.sort((x, y) => x.target.localeCompare(y.target) || (x.protocol === 'text' ? -1 : 1) - (y.protocol === 'text' ? -1 : 1));
-  const markdown = renderMarkdown({ env, parts: settings.parts, runs: into.runs, rss: into.rss, lag: into.lag, resync });
+  const markdown = renderMarkdown({ env, parts: settings.parts, runs: into.runs, rss: into.rss, lag: into.lag, sets, resync });
   process.stdout.write(`${markdown}\n`);
   if (settings.out) {
     fs.mkdirSync(path.dirname(settings.out), { recursive: true });

@@ -1,8 +1,10 @@
 /**
  * What the bench points its load at: memcached alone, twemproxy (nutcracker)
- * in front of memcached, memrepl in front of memcached, and a replicated
- * memrepl pair. Each target gets fresh processes on fresh loopback ports so
- * one run's cache contents or memory growth do not leak into the next.
+ * in front of memcached, memrepl in front of memcached, a replicated memrepl
+ * pair, and (when REPCACHED_BIN names a build) a repcached pair, the patched
+ * memcached that memrepl replaces. Each target gets fresh processes on fresh
+ * loopback ports so one run's cache contents or memory growth do not leak
+ * into the next.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -27,8 +29,10 @@ export interface Target {
   roles: Role[];
   /** Node A's metrics port when the target is memrepl. */
   metricsPort?: number;
-  /** For the replicated pair: B's memcached, to watch records arrive. */
+  /** For the replicated pairs: B's memcached, to watch records arrive. */
   peerMemcachedPort?: number;
+  /** For the replicated pairs: A's memcached (the one behind clientPort), for its stats. */
+  memcachedPort?: number;
 }
 
 export async function stopTarget(target: Target): Promise<void> {
@@ -161,6 +165,7 @@ export async function replicatedPair(): Promise<Target> {
     target.clientPort = a.port;
     target.metricsPort = a.metricsPort;
     target.peerMemcachedPort = mcB.port;
+    target.memcachedPort = mcA.port;
     await checkReplication(a.port, mcB.port, 15000);
   } catch (error) {
     await stopTarget(target);
@@ -169,8 +174,45 @@ export async function replicatedPair(): Promise<Target> {
   return target;
 }
 
+/**
+ * Two repcached 2.3.1 processes (memcached 1.4.13 with the replication patch)
+ * replicating to each other on loopback. repcached uses -X both as the port
+ * it listens on for its peer and as the port it dials: a node started with
+ * `-x <peer>` connects to <peer>:<-X>, and only when that fails listens on -X
+ * itself; a listening node stops listening once its peer is connected
+ * (memcached.c: replication_init, conn_rep_listen). So on one host both get
+ * the same -X: A listens on it, B dials it, and no second port is needed.
+ * Load goes to A, like the memrepl pair; replication is master/master over
+ * that one connection. Throws when the pair does not replicate.
+ */
+export async function repcachedPair(bin: string): Promise<Target> {
+  const target: Target = { clientPort: 0, roles: [] };
+  try {
+    const user = process.getuid?.() === 0 ? ['-u', 'root'] : [];
+    const common = ['-l', '127.0.0.1', '-U', '0', '-m', String(MEMCACHED_MEMORY_MB), ...user];
+    const portA = await freePort();
+    const portB = await freePort();
+    const replPort = await freePort();
+    const a = spawnTracked('repcached-a', bin, [...common, '-p', String(portA), '-X', String(replPort)]);
+    target.roles.push({ role: 'repcached-a', proc: a });
+    // A opens its client port after its replication listener, so B finds A listening.
+    await waitForPort(a, portA);
+    const b = spawnTracked('repcached-b', bin, [...common, '-p', String(portB), '-x', '127.0.0.1', '-X', String(replPort)]);
+    target.roles.push({ role: 'repcached-b', proc: b });
+    await waitForPort(b, portB);
+    target.clientPort = portA;
+    target.memcachedPort = portA;
+    target.peerMemcachedPort = portB;
+    await checkReplication(portA, portB, 15000);
+  } catch (error) {
+    await stopTarget(target);
+    throw error;
+  }
+  return target;
+}
+
 /** A write through A must show up in B's memcached (read directly, not via B's proxy). */
-async function checkReplication(clientPort: number, peerMemcachedPort: number, timeoutMs: number): Promise<void> {
+export async function checkReplication(clientPort: number, peerMemcachedPort: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const key = `memrepl-bench-probe-${process.pid}-${Date.now()}`;
   const value = `probe-${Math.random().toString(36).slice(2)}`;
