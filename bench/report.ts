@@ -205,13 +205,13 @@ function renderThroughput(r: Report, out: string[]): void {
 /** How to build the repcached the comparison runs against: printed in the report so it survives every regeneration. */
 const REPCACHED_BUILD = [
   '# memcached 1.4.13 with the repcached 2.3.1 patch applied (repcached-2.3.1-1.4.13.patch), as one tree',
-  'git clone https://github.com/kspe/repcached /work/repcached-build/src',
+  'git clone https://github.com/kspe/repcached $HOME/repcached',
   'apt-get update && apt-get install -y libevent-dev build-essential autoconf automake',
-  'cd /work/repcached-build/src',
+  'cd $HOME/repcached',
   'make distclean                      # the repository ships another machine\'s configure output',
   './configure --enable-replication CFLAGS="-O2 -fcommon"   # -fcommon for 2012 C sources (GCC 12 also builds it without)',
   "sed -i 's/ -Werror//' Makefile doc/Makefile              # today's glibc deprecates sigignore()",
-  'make                                # the binary: /work/repcached-build/src/memcached',
+  'make                                # the binary: $HOME/repcached/memcached',
 ];
 
 function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]): void {
@@ -229,7 +229,7 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
     '',
   );
   if ('unavailable' in rc) {
-    out.push(`**repcached pair not measured** (${rc.unavailable}): build it as below and run \`REPCACHED_BIN=/work/repcached-build/src/memcached npm run bench\`.`, '');
+    out.push(`**repcached pair not measured** (${rc.unavailable}): build it as below and run \`REPCACHED_BIN=$HOME/repcached/memcached npm run bench\`.`, '');
   } else {
     out.push(`repcached: \`${rc.bin}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`, '');
   }
@@ -341,7 +341,7 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
       'Without `REPCACHED_BIN` (or with a path that is not a repcached binary) the bench prints one line saying so and skips the repcached rows; the memrepl rows still run.',
     '',
   );
-  out.push('```sh', ...REPCACHED_BUILD, '', 'REPCACHED_BIN=/work/repcached-build/src/memcached npm run bench', '```', '');
+  out.push('```sh', ...REPCACHED_BUILD, '', 'REPCACHED_BIN=$HOME/repcached/memcached npm run bench', '```', '');
 }
 
 const fmtOpt1 = (n: number | undefined) => (n === undefined ? '—' : fmt(n, 1));
