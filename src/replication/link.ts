@@ -37,11 +37,34 @@ export interface LinkAuth {
 /** A peer's HELLO that can take part in an authenticated handshake. */
 type ProvableHello = HelloFrame & { nonce: string };
 
+/** Why a link closed, as a bounded metric label; the reason's words are for the log. */
+export type LinkCloseCode =
+  | 'connection' // the socket closed or failed
+  | 'auth_failed'
+  | 'bad_frame'
+  | 'cluster_mismatch'
+  | 'own_id' // the peer has this node's id
+  | 'handshake_timeout'
+  | 'peer_silent'
+  | 'out_of_sequence'
+  | 'apply_failed' // a record could not be applied here
+  | 'internal_error'
+  | 'duplicate' // both nodes dialled: one link is kept
+  | 'peer_goodbye' // the peer closed on purpose and said why
+  | 'shutdown';
+
+/** Closes that are part of normal operation, not errors of the link. */
+const ROUTINE_CLOSES: ReadonlySet<LinkCloseCode> = new Set(['duplicate', 'peer_goodbye', 'shutdown']);
+
+export function isLinkError(code: LinkCloseCode): boolean {
+  return !ROUTINE_CLOSES.has(code);
+}
+
 export interface LinkHandler {
   frame(link: Link, frame: Frame): void;
   /** The socket can take more bytes again. */
   writable(link: Link): void;
-  closed(link: Link, reason: string, error: boolean): void;
+  closed(link: Link, code: LinkCloseCode, reason: string): void;
 }
 
 export class Link {
@@ -74,8 +97,8 @@ export class Link {
     socket.setNoDelay(true);
     socket.on('data', (chunk) => this.receive(chunk));
     socket.on('drain', () => handler.writable(this));
-    socket.on('error', (error) => this.close(error.message, true));
-    socket.on('close', () => this.close('connection closed by peer', true));
+    socket.on('error', (error) => this.close('connection', error.message));
+    socket.on('close', () => this.close('connection', 'connection closed by peer'));
     const startedAt = Date.now();
     this.timer = setInterval(() => this.tick(startedAt), timings.pingIntervalMs);
     this.timer.unref();
@@ -118,7 +141,7 @@ export class Link {
   }
 
   /** Says goodbye (so the peer logs why) and closes. */
-  goodbye(reason: string, error = false): void {
+  goodbye(code: LinkCloseCode, reason: string): void {
     if (this.closing) return;
     this.socket.write(serializeGoodbye({ reason }));
     // Half-close, and read (and drop) whatever the peer still sends until it closes too: a socket destroyed
@@ -126,19 +149,19 @@ export class Link {
     this.socket.end();
     this.socket.resume();
     setTimeout(() => this.socket.destroy(), GOODBYE_LINGER_MS).unref();
-    this.finishClose(reason, error);
+    this.finishClose(code, reason);
   }
 
-  close(reason: string, error: boolean): void {
+  close(code: LinkCloseCode, reason: string): void {
     if (this.closing) return;
     this.socket.destroy();
-    this.finishClose(reason, error);
+    this.finishClose(code, reason);
   }
 
-  private finishClose(reason: string, error: boolean): void {
+  private finishClose(code: LinkCloseCode, reason: string): void {
     this.closing = true;
     clearInterval(this.timer);
-    this.handler.closed(this, reason, error);
+    this.handler.closed(this, code, reason);
   }
 
   private receive(chunk: Buffer): void {
@@ -157,8 +180,8 @@ export class Link {
         this.handler.frame(this, frame);
       }
     } catch (error) {
-      const reason = error instanceof FrameError ? `bad frame from peer: ${error.message}` : `replication error: ${(error as Error).message}`;
-      this.goodbye(reason, true);
+      if (error instanceof FrameError) this.goodbye('bad_frame', `bad frame from peer: ${error.message}`);
+      else this.goodbye('internal_error', `replication error: ${(error as Error).message}`);
     }
   }
 
@@ -238,7 +261,7 @@ export class Link {
   private beforeOpen(frame: Frame): void {
     if (!this.unproven) throw new FrameError('malformed', `expected HELLO first, got ${frame.type}`);
     // A peer refusing our proof says why; its words are quoted (and cut short), as it has proved nothing.
-    if (frame.type === 'goodbye') return this.close(`authentication failed: the peer refused: ${JSON.stringify(frame.reason.slice(0, 200))}`, true);
+    if (frame.type === 'goodbye') return this.close('auth_failed', `authentication failed: the peer refused: ${JSON.stringify(frame.reason.slice(0, 200))}`);
     this.authFailed('the peer sent data before proving the shared secret');
   }
 
@@ -249,17 +272,17 @@ export class Link {
   }
 
   private authFailed(reason: string): void {
-    this.goodbye(reason, true);
+    this.goodbye('auth_failed', reason);
   }
 
   private tick(startedAt: number): void {
     const now = Date.now();
     if (this.peer === null && now - startedAt > this.timings.handshakeTimeoutMs) {
-      this.goodbye('handshake timed out', true);
+      this.goodbye('handshake_timeout', 'handshake timed out');
       return;
     }
     if (!this.readingPaused && now - this.lastHeard > this.timings.idleTimeoutMs) {
-      this.close(`peer silent for ${now - this.lastHeard} ms`, true);
+      this.close('peer_silent', `peer silent for ${now - this.lastHeard} ms`);
       return;
     }
     if (this.peer !== null && !this.congested) this.write(serializePing(now));

@@ -29,7 +29,7 @@ import type { ClockOffset } from './clock-offset';
 import { Contention } from './contention';
 import { HybridClock, type Stamp } from './hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './inbox';
-import { Link, type LinkHandler } from './link';
+import { isLinkError, Link, type LinkCloseCode, type LinkHandler } from './link';
 import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import { Outbox, type OutboxCursor, type OutboxRecord } from './outbox';
@@ -208,7 +208,7 @@ export class Replicator implements LinkHandler {
     const memcached = () => this.restartWatch.current;
     this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached }, log), metrics);
     this.inbox.onApplied = () => this.scheduleAck();
-    this.inbox.onFailure = (reason) => this.active?.close(`could not apply a record: ${reason}`, true);
+    this.inbox.onFailure = (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`);
     this.inbox.onCopyDrained = () => this.resumeLinkIfDrained();
     applier.onDrained = () => this.resumeLinkIfDrained();
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
@@ -298,7 +298,7 @@ export class Replicator implements LinkHandler {
         if (link !== this.active) return;
         // Expiry counts from when the peer sent the record, on our clock: time spent in transit is not added to the item's life.
         if (!this.inbox.receive(frame, link.peer!.nodeId, link.peerClock.localTime(frame.sentAt, Date.now()))) {
-          link.goodbye(`record ${frame.seq} out of sequence`, true);
+          link.goodbye('out_of_sequence', `record ${frame.seq} out of sequence`);
         }
         if (this.applyingTooMuch()) link.pauseReading();
         return;
@@ -306,7 +306,7 @@ export class Replicator implements LinkHandler {
         if (link === this.active) this.acknowledged(frame.seq);
         return;
       case 'goodbye':
-        link.close(`peer said goodbye: ${frame.reason}`, false);
+        link.close('peer_goodbye', `peer said goodbye: ${frame.reason}`);
         return;
       case 'resyncBegin':
         if (link !== this.active) return;
@@ -342,12 +342,12 @@ export class Replicator implements LinkHandler {
     this.copySender.writable();
   }
 
-  closed(link: Link, reason: string, error: boolean): void {
+  closed(link: Link, code: LinkCloseCode, reason: string): void {
     this.links.delete(link);
-    const label = reasonLabel(reason);
-    if (error) this.metrics.linkErrors.labels(label).inc();
+    const error = isLinkError(code);
+    if (error) this.metrics.linkErrors.labels(code).inc();
     // A dropped connection is routine (restarts); a peer breaking the protocol is worth a warning at any verbosity.
-    const say = error && label !== 'connection' ? this.log.warn : this.log.info;
+    const say = error && code !== 'connection' ? this.log.warn : this.log.info;
     say(`replication: close (peer=${link.label}: ${reason})`);
     if (link !== this.active) {
       if (link.dialled && !this.active) this.dialer.later();
@@ -374,17 +374,17 @@ export class Replicator implements LinkHandler {
 
   private handshake(link: Link, hello: Hello): void {
     const { cluster, nodeId } = this.options;
-    if (hello.cluster !== cluster) return link.goodbye(`cluster mismatch: peer is in "${hello.cluster}", this node in "${cluster}"`, true);
-    if (hello.nodeId === nodeId) return link.goodbye(`peer has this node's own id "${nodeId}" (a node dialling itself, or two nodes with one --node-id)`, true);
+    if (hello.cluster !== cluster) return link.goodbye('cluster_mismatch', `cluster mismatch: peer is in "${hello.cluster}", this node in "${cluster}"`);
+    if (hello.nodeId === nodeId) return link.goodbye('own_id', `peer has this node's own id "${nodeId}" (a node dialling itself, or two nodes with one --node-id)`);
 
     const current = this.active;
     if (current && current.open) {
       // Both nodes dialled each other: both keep the link dialled by the smaller node id.
       const dialler = (l: Link) => (l.dialled ? nodeId : l.peer!.nodeId);
       const keepNew = dialler(link) === dialler(current) ? true : dialler(link) < dialler(current);
-      if (!keepNew) return link.goodbye('duplicate link (keeping the other one)');
+      if (!keepNew) return link.goodbye('duplicate', 'duplicate link (keeping the other one)');
       this.active = null;
-      current.goodbye('duplicate link (keeping the other one)');
+      current.goodbye('duplicate', 'duplicate link (keeping the other one)');
     }
     if (this.lastPeerClock && this.lastPeerNodeId === hello.nodeId) link.peerClock.carryOver(this.lastPeerClock);
     this.active = link;
@@ -708,23 +708,11 @@ export class Replicator implements LinkHandler {
     this.flushEdge.stop();
     this.inbox.saveCheckpoint();
     this.inbox.stop();
-    for (const link of [...this.links]) link.goodbye('shutting down');
+    for (const link of [...this.links]) link.goodbye('shutdown', 'shutting down');
     this.applierConnection.close();
     this.readbackConnection.close();
     this.applierBinaryConnection.close();
     this.readbackBinaryConnection.close();
     this.monitorConnection.close();
   }
-}
-
-/** A bounded metric label for a link-closing reason. */
-function reasonLabel(reason: string): string {
-  if (reason.startsWith('authentication') || reason.includes('shared secret') || reason.includes('no nonce')) return 'auth_failed';
-  if (reason.startsWith('bad frame')) return 'bad_frame';
-  if (reason.startsWith('cluster mismatch')) return 'cluster_mismatch';
-  if (reason.startsWith('handshake')) return 'handshake_timeout';
-  if (reason.startsWith('peer silent')) return 'peer_silent';
-  if (reason.startsWith('could not apply')) return 'apply_failed';
-  if (reason.includes('out of sequence')) return 'out_of_sequence';
-  return 'connection';
 }
