@@ -44,7 +44,7 @@
  */
 import type * as net from 'node:net';
 import type { Logger } from '../log';
-import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey } from '../protocol/text/metadump';
+import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey, walkRefusal } from '../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
 import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
 import { remainingLifeMs } from '../protocol/text/expiry';
@@ -659,31 +659,29 @@ export class FullCopy {
   }
 
   private walkRefused(message: string): void {
-    if (message.startsWith('BUSY')) {
-      this.busySince ||= Date.now();
-      if (Date.now() - this.busySince >= BUSY_PATIENCE_MS) {
-        return this.fail('crawler_busy', `memcached's LRU crawler stayed busy with another walk for ${BUSY_PATIENCE_MS / 1000} s`);
-      }
-      // The crawler is still finishing another walk (ours, or an operator's): try again shortly.
-      return this.walkAgain(BUSY_RETRY_MS);
+    switch (walkRefusal(message)) {
+      case 'busy':
+        this.busySince ||= Date.now();
+        if (Date.now() - this.busySince >= BUSY_PATIENCE_MS) {
+          return this.fail('crawler_busy', `memcached's LRU crawler stayed busy with another walk for ${BUSY_PATIENCE_MS / 1000} s`);
+        }
+        // The crawler is still finishing another walk (ours, or an operator's): try again shortly.
+        return this.walkAgain(BUSY_RETRY_MS);
+      case 'not_started':
+        // Nothing to crawl: the walk lists nothing.
+        this.walkEnded();
+        return this.drive();
+      case 'bad_class':
+        if (this.walkMode !== 'hash') break;
+        this.walkMode = 'all';
+        this.log.warn(
+          'replication: memcached refuses lru_crawler metadump hash (it needs memcached 1.6.9 or later); walking its LRUs instead ' +
+            '(metadump all), which skips items being read at that instant: under read load the copy may miss some',
+        );
+        return this.walkAgain(0);
+      case 'not_allowed':
+        return this.fail('dump_disabled', `memcached refused the walk: ${message} (memcached was started with -X: dumping disabled)`);
     }
-    if (message.startsWith('NOTSTARTED')) {
-      // Nothing to crawl: the walk lists nothing.
-      this.walkEnded();
-      return this.drive();
-    }
-    if (message.startsWith('BADCLASS') && this.walkMode === 'hash') {
-      this.walkMode = 'all';
-      this.log.warn(
-        'replication: memcached refuses lru_crawler metadump hash (it needs memcached 1.6.9 or later); walking its LRUs instead ' +
-          '(metadump all), which skips items being read at that instant: under read load the copy may miss some',
-      );
-      return this.walkAgain(0);
-    }
-    if (message.includes('not allowed')) {
-      return this.fail('dump_disabled', `memcached refused the walk: ${message} (memcached was started with -X: dumping disabled)`);
-    }
-    if (message.startsWith('undecodable')) return this.fail('bad_walk_line', message);
     this.fail('walk_refused', `memcached refused the walk: ${message}`);
   }
 

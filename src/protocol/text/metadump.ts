@@ -35,6 +35,23 @@ export interface MetadumpLine {
   message: string;
 }
 
+/**
+ * What an error line of a walk means (memcached's proto_text.c,
+ * process_lru_crawler_command): `BUSY` another walk is running (try again),
+ * `NOTSTARTED` nothing to crawl, `BADCLASS` this memcached does not know the
+ * walk asked for (`hash` needs 1.6.9), `... not allowed` memcached runs with
+ * -X (dumping disabled, for good); anything else is some other refusal.
+ */
+export type WalkRefusal = 'busy' | 'not_started' | 'bad_class' | 'not_allowed' | 'other';
+
+export function walkRefusal(message: string): WalkRefusal {
+  if (message.startsWith('BUSY')) return 'busy';
+  if (message.startsWith('NOTSTARTED')) return 'not_started';
+  if (message.startsWith('BADCLASS')) return 'bad_class';
+  if (message.includes('not allowed')) return 'not_allowed';
+  return 'other';
+}
+
 export function newMetadumpLine(): MetadumpLine {
   return { kind: 'end', keyStart: 0, keyEnd: 0, encoded: false, size: 0, cas: 0, exp: -1, message: '' };
 }
