@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Frame, HelloFrame } from '../src/replication/frames/messages';
 import { FrameParser } from '../src/replication/frames/parser';
-import { serialize } from '../src/replication/frames/serializer';
+import { serializeAuth, serializeHello, serializeRecord } from '../src/replication/frames/serializer';
 import { newNonce, proof, verify } from '../src/replication/link-auth';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemrepl, startNode, stopAll } from './support/processes';
@@ -93,8 +93,8 @@ async function handshake(port: number, send: (theirs: HelloFrame, ourNonce: stri
   }
 }
 
-const attackerHello = (nodeId: string, nonce: string) => serialize.hello({ cluster: 'memrepl', nodeId, runId: 'r', lastApplied: null, nonce, time: Date.now() });
-const evilRecord = serialize.record(
+const attackerHello = (nodeId: string, nonce: string) => serializeHello({ cluster: 'memrepl', nodeId, runId: 'r', lastApplied: null, nonce, time: Date.now() });
+const evilRecord = serializeRecord(
   { seq: 1, hlc: { wall: Date.now() + 1e9, logical: 0 }, op: 'set', key: Buffer.from('evil'), flags: 0, value: Buffer.from('pwned'), delay: 0, expiresAt: null },
   Date.now(),
 );
@@ -142,7 +142,7 @@ describe('an authenticated pair', () => {
       const theirs = await link.first('hello', 2000);
       assert.ok(theirs?.nonce, 'the node greets with a nonce');
       const nonce = newNonce();
-      link.send(attackerHello('mallory', nonce), serialize.auth({ proof: diallerProof(theirs, nonce) }));
+      link.send(attackerHello('mallory', nonce), serializeAuth({ proof: diallerProof(theirs, nonce) }));
       const answer = await link.first('auth', 2000);
       assert.ok(answer, 'the node proves itself to a dialler that proved the secret');
       const statement = { role: 'acceptor' as const, cluster: 'memrepl', prover: { nodeId: 'a', nonce: theirs.nonce }, verifier: { nodeId: 'mallory', nonce } };
@@ -158,7 +158,7 @@ describe('an authenticated pair', () => {
     const recordedNonce = newNonce();
     const replayed = await handshake(a.replicationPort, (theirs, nonce) => [
       attackerHello('mallory', nonce),
-      serialize.auth({ proof: diallerProof(theirs, nonce, recordedNonce) }),
+      serializeAuth({ proof: diallerProof(theirs, nonce, recordedNonce) }),
       evilRecord,
     ]);
     assert.ok(replayed.some((f) => f.type === 'goodbye' && /authentication failed/.test(f.reason)));
@@ -209,7 +209,7 @@ async function attack(node: Node, attempts: Attempt[], oracle: (crafted: string)
     assert.ok(targetHello?.nonce, 'the node greets with a nonce');
     const { proof: signed, nodeNonce } = await oracle(crafted(targetHello.nonce));
     if (signed !== null) harvested++;
-    target.send(attackerHello(claim, nodeNonce), serialize.auth({ proof: signed ?? '0'.repeat(64) }), evilRecord);
+    target.send(attackerHello(claim, nodeNonce), serializeAuth({ proof: signed ?? '0'.repeat(64) }), evilRecord);
     await target.first('goodbye', 2000);
   }
   return { targets, harvested };

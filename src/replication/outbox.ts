@@ -7,7 +7,7 @@
  * its memcached), or whose link drops after it applied but before our ACK
  * arrived, tells us in its HELLO the last record it applied; if that record
  * is still here we send only the rest (partial resync) instead of copying the
- * whole cache. When it is not here any more, recordsAfter() says 'gap' and
+ * whole cache. When it is not here any more, cursor() says 'gap' and
  * the link must do a full resync: nothing a client was told is stored may
  * vanish from the stream silently.
  *
@@ -97,7 +97,7 @@ export class Outbox {
    * The peer applied everything up to `seq` (cumulative; a stale or repeated
    * ACK is ignored). With several peers, pass the lowest of their ACKs: this
    * only feeds metrics and droppedUnacknowledged, each link keeps its own
-   * position (a cursor, or the seq it passes to recordsAfter).
+   * position (a cursor).
    */
   acknowledge(seq: number): void {
     checkSeq(seq);
@@ -142,25 +142,9 @@ export class Outbox {
   }
 
   /**
-   * Everything after `seq` (the peer's last applied record of this run, 0 for
-   * none), oldest first, or 'gap' if part of it was dropped and only a full
-   * resync can bring the peer up to date. A seq beyond lastSeq is also a
-   * 'gap': the peer claims records this run never wrote, so its state cannot
-   * be trusted. `limit` caps how many are returned (decoding is O(returned)),
-   * so a send loop can page through a deep backlog.
-   */
-  recordsAfter(seq: number, limit = Infinity): OutboxRecord[] | 'gap' {
-    checkSeq(seq);
-    if (seq > this.lastSeq || seq < this.firstSeq - 1) return 'gap';
-    const out: OutboxRecord[] = [];
-    for (let s = seq + 1; s <= this.lastSeq && out.length < limit; s++) out.push(this.held.read(s));
-    return out;
-  }
-
-  /**
    * A reader positioned after `seq`, for a live link: next() hands out one
-   * record at a time in O(1), however deep the backlog. 'gap' as for
-   * recordsAfter.
+   * record at a time in O(1), however deep the backlog. 'gap' when the
+   * records after `afterSeq` are no longer all here (or `afterSeq` is not yet).
    */
   cursor(afterSeq: number): OutboxCursor | 'gap' {
     checkSeq(afterSeq);

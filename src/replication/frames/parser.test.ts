@@ -14,7 +14,7 @@ import {
   type RecordFrame,
 } from './messages';
 import { FrameParser } from './parser';
-import { newRecordFrameFields, serialize, writeRecordFrame } from './serializer';
+import { newRecordFrameFields, serializeAck, serializeAuth, serializeFullResyncRequest, serializeGoodbye, serializeHello, serializePing, serializeRecord, serializeResyncBegin, serializeResyncEnd, writeRecordFrame } from './serializer';
 
 const MAX = 64 * 1024;
 
@@ -99,21 +99,21 @@ const helloArb: fc.Arbitrary<Hello> = fc.record(
 
 /** Any frame, with the bytes the serializer makes of it and the frame the parser should return. */
 const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
-  fc.tuple(recordArb, nowArb).map(([r, now]) => ({ bytes: serialize.record(r, now), expected: received(r, now) })),
-  helloArb.map((h) => ({ bytes: serialize.hello(h), expected: { type: 'hello' as const, version: 1, ...h } })),
-  fc.maxSafeNat().map((seq) => ({ bytes: serialize.ack(seq), expected: { type: 'ack' as const, seq } })),
-  fc.maxSafeNat().map((time) => ({ bytes: serialize.ping(time), expected: { type: 'ping' as const, time } })),
+  fc.tuple(recordArb, nowArb).map(([r, now]) => ({ bytes: serializeRecord(r, now), expected: received(r, now) })),
+  helloArb.map((h) => ({ bytes: serializeHello(h), expected: { type: 'hello' as const, version: 1, ...h } })),
+  fc.maxSafeNat().map((seq) => ({ bytes: serializeAck(seq), expected: { type: 'ack' as const, seq } })),
+  fc.maxSafeNat().map((time) => ({ bytes: serializePing(time), expected: { type: 'ping' as const, time } })),
   fc.record({ reason: fc.string(), items: fc.maxSafeNat() }, { requiredKeys: [] }).map((info) => ({
-    bytes: serialize.resyncBegin(info), expected: { type: 'resyncBegin' as const, ...info },
+    bytes: serializeResyncBegin(info), expected: { type: 'resyncBegin' as const, ...info },
   })),
   fc.record({ reason: fc.string(), items: fc.maxSafeNat() }, { requiredKeys: [] }).map((info) => ({
-    bytes: serialize.resyncEnd(info), expected: { type: 'resyncEnd' as const, ...info },
+    bytes: serializeResyncEnd(info), expected: { type: 'resyncEnd' as const, ...info },
   })),
   fc.record({ reason: fc.fullUnicodeString(), lastSeq: fc.maxSafeNat() }, { requiredKeys: ['reason'] }).map((request) => ({
-    bytes: serialize.fullResyncRequest(request), expected: { type: 'fullResyncRequest' as const, ...request },
+    bytes: serializeFullResyncRequest(request), expected: { type: 'fullResyncRequest' as const, ...request },
   })),
-  fc.fullUnicodeString().map((reason) => ({ bytes: serialize.goodbye({ reason }), expected: { type: 'goodbye' as const, reason } })),
-  hex256Arb.map((proof) => ({ bytes: serialize.auth({ proof }), expected: { type: 'auth' as const, proof } })),
+  fc.fullUnicodeString().map((reason) => ({ bytes: serializeGoodbye({ reason }), expected: { type: 'goodbye' as const, reason } })),
+  hex256Arb.map((proof) => ({ bytes: serializeAuth({ proof }), expected: { type: 'auth' as const, proof } })),
 );
 
 function received(r: OutgoingRecord, now: number): RecordFrame {
@@ -126,7 +126,7 @@ function received(r: OutgoingRecord, now: number): RecordFrame {
 test('property: every RECORD round-trips, with the remaining ttl', () => {
   fc.assert(
     fc.property(recordArb, nowArb, (r, now) => {
-      const frame = parseOne(serialize.record(r, now));
+      const frame = parseOne(serializeRecord(r, now));
       assert.deepEqual(frame, received(r, now));
       if (frame.type === 'record' && typeof r.expiresAt === 'number') {
         assert.equal(frame.ttlMs, Math.max(0, r.expiresAt - now));
@@ -226,16 +226,16 @@ test('property: a stream cut into arbitrary chunks parses the same', () => {
 
 test('one frame of every type, split at every byte boundary, and byte by byte', () => {
   const frames: Buffer[] = [
-    serialize.hello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'ab'.repeat(32), wantsFullResync: true }),
-    serialize.record({ seq: 1, hlc: { wall: 5, logical: 6 }, op: 'set', key: Buffer.from([0, 1, 0xff]), flags: 9, value: Buffer.from('v\r\nalue'), delay: 0, expiresAt: 1000 }, 400),
-    serialize.record({ seq: 0, hlc: { wall: 5, logical: 7 }, op: 'flush', key: Buffer.alloc(0), flags: 0, value: Buffer.alloc(0), delay: 30, expiresAt: null }, 400),
-    serialize.ack(1),
-    serialize.ping(123456789),
-    serialize.resyncBegin({ reason: 'peer restarted', items: 10 }),
-    serialize.resyncEnd({ items: 10 }),
-    serialize.fullResyncRequest({ reason: 'memcached restarted' }),
-    serialize.goodbye({ reason: 'shutdown' }),
-    serialize.auth({ proof: 'cd'.repeat(32) }),
+    serializeHello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'ab'.repeat(32), wantsFullResync: true }),
+    serializeRecord({ seq: 1, hlc: { wall: 5, logical: 6 }, op: 'set', key: Buffer.from([0, 1, 0xff]), flags: 9, value: Buffer.from('v\r\nalue'), delay: 0, expiresAt: 1000 }, 400),
+    serializeRecord({ seq: 0, hlc: { wall: 5, logical: 7 }, op: 'flush', key: Buffer.alloc(0), flags: 0, value: Buffer.alloc(0), delay: 30, expiresAt: null }, 400),
+    serializeAck(1),
+    serializePing(123456789),
+    serializeResyncBegin({ reason: 'peer restarted', items: 10 }),
+    serializeResyncEnd({ items: 10 }),
+    serializeFullResyncRequest({ reason: 'memcached restarted' }),
+    serializeGoodbye({ reason: 'shutdown' }),
+    serializeAuth({ proof: 'cd'.repeat(32) }),
   ];
   const stream = Buffer.concat(frames);
   const whole = parseAll(stream);
@@ -267,7 +267,7 @@ test('an oversized length is refused from the 4-byte header alone', () => {
 
 test('a payload of exactly maxFrameBytes is accepted', () => {
   const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(100), delay: 0, expiresAt: null };
-  const buf = serialize.record(r, 0);
+  const buf = serializeRecord(r, 0);
   const payload = buf.length - 5;
   assert.equal(parseAll(buf, payload).length, 1);
   expectFrameError(buf, 'too-large', payload - 1);
@@ -276,7 +276,7 @@ test('a payload of exactly maxFrameBytes is accepted', () => {
 test('while a frame trickles in, the parser never holds more than maxFrameBytes + 5 bytes', () => {
   const maxFrameBytes = 300;
   const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(maxFrameBytes - RECORD_FIXED_BYTES - 1), delay: 0, expiresAt: null };
-  const frame = serialize.record(r, 0);
+  const frame = serializeRecord(r, 0);
   assert.equal(frame.length, maxFrameBytes + 5);
   const parser = new FrameParser({ maxFrameBytes });
   let got = 0;
@@ -291,7 +291,7 @@ test('while a frame trickles in, the parser never holds more than maxFrameBytes 
 // ---------------------------------------------------------------- errors
 
 test('HELLO with another version names the version', () => {
-  const hello = serialize.hello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: null });
+  const hello = serializeHello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: null });
   hello.writeUInt16BE(2, 9);
   const err = expectFrameError(hello, 'unsupported-version');
   assert.equal(err.peerVersion, 2);
@@ -299,7 +299,7 @@ test('HELLO with another version names the version', () => {
 });
 
 test('HELLO with a wrong magic says the peer is not memrepl', () => {
-  const hello = serialize.hello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: null });
+  const hello = serializeHello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: null });
   hello.write('MREQ', 5, 'latin1');
   assert.match(expectFrameError(hello, 'bad-magic').message, /not a memrepl/);
   expectFrameError(rawFrame(0x48, Buffer.from('MR')), 'bad-magic');
@@ -356,7 +356,7 @@ test('a FrameError message holds no line break from the peer (it is logged befor
 
 test('RECORD whose inner lengths do not add up', () => {
   const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('key'), flags: 0, value: Buffer.from('value'), delay: 0, expiresAt: null };
-  const good = serialize.record(r, 0);
+  const good = serializeRecord(r, 0);
   const payload = (): Buffer => Buffer.from(good.subarray(5));
   const keyLengthAt = 21;
   const valueLengthAt = 23 + 3 + 4 + 8;

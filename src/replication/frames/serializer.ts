@@ -276,17 +276,3 @@ export function serializeGoodbye(goodbye: { reason: string }): Buffer {
 export function serializeAuth(auth: { proof: string }): Buffer {
   return jsonFrame(FrameType.auth, { proof: auth.proof });
 }
-
-/** The serializers under one name, as pg-protocol exports them. */
-export const serialize = {
-  hello: serializeHello,
-  record: serializeRecord,
-  records: serializeRecords,
-  ack: serializeAck,
-  ping: serializePing,
-  resyncBegin: serializeResyncBegin,
-  resyncEnd: serializeResyncEnd,
-  fullResyncRequest: serializeFullResyncRequest,
-  goodbye: serializeGoodbye,
-  auth: serializeAuth,
-} as const;
