@@ -38,7 +38,11 @@ describe('applier', () => {
     touches = new RecentWrites(bounds);
     flushes = new FlushSchedule();
     const history = { values: new RecentWrites(bounds), touches, flushes, nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
-    applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b');
+    applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b', {
+      settled() {},
+      drained() {},
+      refused() {},
+    });
   });
   after(async () => {
     local.close();

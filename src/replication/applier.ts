@@ -90,10 +90,24 @@ type Answers = [text: ReplyPart[], binary: BinaryPacket[]];
 const NO_TEXT: Promise<ReplyPart[]> = Promise.resolve([]);
 const NO_BINARY: Promise<BinaryPacket[]> = Promise.resolve([]);
 
-/** What a batch settled: see Applier.onSettled. */
+/** What a batch settled: see ApplierEvents.settled. */
 export interface Settled {
   copies: number;
   lastSeq: number;
+}
+
+export interface ApplierEvents {
+  /**
+   * A batch settled: memcached stored its records (or refused some, counted
+   * and logged), or they all failed to reach it (`error`: the link must
+   * reset). Batches settle in the order they were sent, so `lastSeq` is the
+   * live stream's applied position.
+   */
+  settled(settled: Settled, error?: Error): void;
+  /** bytesApplying fell below the resume mark: the link may be read again. */
+  drained(): void;
+  /** memcached refused a record (the node logs it). */
+  refused(reason: string): void;
 }
 
 /** How long a flush waits for client writes in flight to be answered before it runs anyway (memcached stalled). */
@@ -122,14 +136,13 @@ export class Applier {
     private readonly contention: Contention,
     private readonly metrics: ReplicationMetrics,
     private readonly nodeId: string,
+    private readonly events: ApplierEvents,
   ) {}
 
   private batch: Batch | null = null;
   private stream = 0;
   /** Bytes of commands sent to memcached and not answered yet (see APPLYING_PAUSE_ABOVE). */
   bytesApplying = 0;
-  /** bytesApplying fell below the resume mark. */
-  onDrained: () => void = () => {};
   /** Batches settle one after the other, in the order they were sent. */
   private settling: Promise<void> = Promise.resolve();
   /** An immediate flush in flight: batches judged after it wait until memcached ran it (see send). */
@@ -138,13 +151,6 @@ export class Applier {
   private pauses = 0;
   private deferred: Deferred[] = [];
   private deferredBytes = 0;
-  /**
-   * A batch settled: memcached stored its records (or refused some, counted
-   * and logged), or they all failed to reach it (`error`: the link must
-   * reset). Batches settle in the order they were sent, so `lastSeq` is the
-   * live stream's applied position.
-   */
-  onSettled: (settled: Settled, error?: Error) => void = () => {};
 
   /**
    * A full copy's record (seq 0): the peer's state of a key when it read it.
@@ -243,7 +249,7 @@ export class Applier {
     for (const { record, origin, sentAt, stream } of deferred) {
       if (stream !== this.stream) {
         // The inbox follows another stream since (see newStream): the peer sends these again.
-        if (record.seq === 0) this.onSettled({ copies: 1, lastSeq: 0 });
+        if (record.seq === 0) this.events.settled({ copies: 1, lastSeq: 0 });
         continue;
       }
       if (record.seq === 0) this.applyCopy(record, sentAt);
@@ -412,7 +418,7 @@ export class Applier {
     if (record.op === 'invalidate') {
       // Only meta commands invalidate, and none can name this key: no memrepl sends this.
       this.metrics.recordsSkipped.labels('refused').inc();
-      this.onRefused('memcached has no binary command to invalidate a key no text command can name');
+      this.events.refused('memcached has no binary command to invalidate a key no text command can name');
       return;
     }
     if (record.op === 'delete' || record.op === 'flush') {
@@ -479,7 +485,7 @@ export class Applier {
     if (!batch) return;
     this.batch = null;
     if (batch.sent.size === 0 && batch.lastSeq === 0 && !batch.prepare) {
-      this.onSettled({ copies: batch.copies, lastSeq: 0 });
+      this.events.settled({ copies: batch.copies, lastSeq: 0 });
       return;
     }
     let bytes = 0;
@@ -513,11 +519,11 @@ export class Applier {
           this.contention.appliesSettled(batch.tickets);
           for (const { key, stamp, stored } of batch.nearFlush ?? []) this.history.nearFlush.answered(key, stamp, stored);
           this.countOutcomes(batch.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
-          this.onSettled(settled());
+          this.events.settled(settled());
         },
         (error: Error) => {
           this.contention.appliesSettled(batch.tickets);
-          this.onSettled(settled(), error);
+          this.events.settled(settled(), error);
         },
       );
     this.settling = this.settling.then(settle, settle);
@@ -562,7 +568,7 @@ export class Applier {
   private answered(bytes: number): void {
     const before = this.bytesApplying;
     this.bytesApplying -= bytes;
-    if (before > APPLYING_RESUME_BELOW && this.bytesApplying <= APPLYING_RESUME_BELOW) this.onDrained();
+    if (before > APPLYING_RESUME_BELOW && this.bytesApplying <= APPLYING_RESUME_BELOW) this.events.drained();
   }
 
   /**
@@ -578,7 +584,7 @@ export class Applier {
     for (const refusal of refusals) {
       if (refusal === null) continue;
       refused++;
-      this.onRefused(`memcached refused a replicated record: ${refusal}`);
+      this.events.refused(`memcached refused a replicated record: ${refusal}`);
     }
     if (refused > 0) this.metrics.recordsSkipped.labels('refused').inc(refused);
     // Refusals are not told apart by op: count them against the largest first.
@@ -605,8 +611,6 @@ export class Applier {
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 
-  /** Reports a refused record (the node logs it). */
-  onRefused: (reason: string) => void = () => {};
 }
 
 /**

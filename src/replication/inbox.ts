@@ -37,6 +37,15 @@ export interface CheckpointStore {
   clear(): void;
 }
 
+export interface InboxEvents {
+  /** The applied position advanced (send an ACK). */
+  applied(seq: number): void;
+  /** Few enough copy records are in flight to read more from the link. */
+  copyDrained(): void;
+  /** A record could not be applied: the link must be reset. */
+  failed(reason: string): void;
+}
+
 export class Inbox {
   /** The peer run we are following, and the last seq applied / received from it. */
   private runId: string | null = null;
@@ -51,25 +60,18 @@ export class Inbox {
   /** whenApplied callers, resolved as the position moves. */
   private readonly waiters = new Set<{ seq: number; done(reached: boolean): void }>();
 
-  /** Called when the applied position advanced (send an ACK). */
-  onApplied: (seq: number) => void = () => {};
   /** Copy records sent to memcached and not answered yet. */
   copiesApplying = 0;
-  /** Called when few enough copy records are in flight to read more from the link. */
-  onCopyDrained: () => void = () => {};
-  /** Called when a record could not be applied; the link must be reset. */
-  onFailure: (reason: string) => void = () => {};
 
   constructor(
     private readonly applier: Applier,
     private readonly checkpoints: CheckpointStore,
     private readonly metrics: ReplicationMetrics,
-  ) {
-    applier.onSettled = (settled, error) => this.settled(settled, error);
-  }
+    private readonly events: InboxEvents,
+  ) {}
 
-  /** A batch of records reached memcached (they settle in the order they arrived), or failed to. */
-  private settled({ copies, lastSeq }: Settled, error?: Error): void {
+  /** A batch of records reached memcached (they settle in the order they arrived), or failed to (see ApplierEvents.settled). */
+  settled({ copies, lastSeq }: Settled, error?: Error): void {
     const before = this.copiesApplying;
     this.copiesApplying -= copies;
     if (error) {
@@ -78,14 +80,14 @@ export class Inbox {
       // succeed and claim records past the ones that just failed.
       this.received = this.applied;
       this.applier.newStream();
-      this.onFailure(error.message);
+      this.events.failed(error.message);
     } else if (lastSeq > this.applied) {
       this.applied = lastSeq;
-      this.onApplied(lastSeq);
+      this.events.applied(lastSeq);
       this.scheduleCheckpoint();
       this.wakeWaiters();
     }
-    if (before > COPY_RESUME_BELOW && this.copiesApplying <= COPY_RESUME_BELOW) this.onCopyDrained();
+    if (before > COPY_RESUME_BELOW && this.copiesApplying <= COPY_RESUME_BELOW) this.events.copyDrained();
   }
 
   /** Resumes from the checkpoint a previous run of this proxy saved, if it still holds. */

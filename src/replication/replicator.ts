@@ -177,7 +177,11 @@ export class Replicator implements LinkHandler {
     });
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
-    const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId);
+    const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId, {
+      settled: (settled, error) => this.inbox.settled(settled, error),
+      drained: () => this.resumeLinkIfDrained(),
+      refused: (reason) => this.log.warn(`replication: ${reason}`),
+    });
     this.sink = {
       writing: (key) => contention.localStarted(key),
       settled: (key) => contention.localSettled(key),
@@ -191,7 +195,6 @@ export class Replicator implements LinkHandler {
         }),
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
-    applier.onRefused = (reason) => this.log.warn(`replication: ${reason}`);
     this.dialer = new PeerDialer(() => this.options, () => this.active !== null, (socket, label) => this.adoptSocket(socket, true, label), log);
     this.copySender = new CopySender({
       upstream,
@@ -206,11 +209,11 @@ export class Replicator implements LinkHandler {
     this.applier = applier;
     const { stateDir: dir, nodeId, cluster } = options;
     const memcached = () => this.restartWatch.current;
-    this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached }, log), metrics);
-    this.inbox.onApplied = () => this.scheduleAck();
-    this.inbox.onFailure = (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`);
-    this.inbox.onCopyDrained = () => this.resumeLinkIfDrained();
-    applier.onDrained = () => this.resumeLinkIfDrained();
+    this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached }, log), metrics, {
+      applied: () => this.scheduleAck(),
+      failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
+      copyDrained: () => this.resumeLinkIfDrained(),
+    });
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
