@@ -166,6 +166,25 @@ describe('flush_all', () => {
     assert.equal(await has(a.memcached.port, 'edge-a2'), true, 'a write on a running memcached after the moment is kept');
   });
 
+  it("writes made just after a delayed flush's moment are never flushed, on the flushing node or its peer", async () => {
+    assert.equal(await ask(a, 'flush_all 2\r\n'), 'OK\r\n');
+    const moment = Date.now() + 2000;
+    const keys: string[] = [];
+    // Spread over a second after the moment: whatever the phase of each memcached's one-second clock.
+    for (const offset of [5, 25, 50, 250, 450, 650, 850]) {
+      await sleep(moment + offset - Date.now());
+      const key = `just-after-${offset}`;
+      await ask(keys.length % 2 === 0 ? a : b, `set ${key} 0 0 1\r\nx\r\n`);
+      keys.push(key);
+    }
+    const seenGone: string[] = [];
+    while (Date.now() < moment + 3500) {
+      for (const key of keys) for (const node of [a, b]) if (!(await has(node.memcached.port, key))) seenGone.push(`${key} on ${node === a ? 'A' : 'B'}`);
+      await sleep(100);
+    }
+    assert.deepEqual([...new Set(seenGone)], []);
+  });
+
   it('an absolute time far ahead schedules a flush without stopping replication', async () => {
     const inAnHour = Math.floor(Date.now() / 1000) + 3600;
     assert.equal(await ask(a, `flush_all ${inAnHour}\r\n`), 'OK\r\n');

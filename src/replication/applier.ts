@@ -618,13 +618,15 @@ export class Applier {
  * relative delay would count from when memcached runs the command, which is
  * later if it is stalled (the moment would move, and take the writes made
  * meanwhile with it); memcached converts an absolute time against its start
- * time, whenever it runs it. Rounded down: memcached flushes what it stored up
- * to a second before that time, so its moment falls within the second before
- * the stamp's, never after it (a write stamped after the moment is never
- * flushed here, on a running memcached; see flush-edge.ts for those before it).
+ * time, whenever it runs it. A second before the moment's second: memcached
+ * flushes what it stored at a time of its one-second clock before the one
+ * given, and that clock lags the wall clock by up to a second, so `T` flushes
+ * writes made up to T+1 s: T = the moment's second less one keeps every
+ * write stamped after the moment (see flush-edge.ts for those before it
+ * that memcached keeps). A client's own `flush_all N` falls there too.
  */
 function flushExptime(at: Stamp): number {
-  return Math.floor(at.wall / 1000);
+  return Math.floor(at.wall / 1000) - 1;
 }
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {
