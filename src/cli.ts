@@ -16,7 +16,7 @@ import { createLogger, type Logger } from './log';
 import { describeReload, planReload } from './reload';
 import { MemcachedLauncher } from './launcher/memcached-launcher';
 import { defaultRunDir, RunDirBusyError } from './launcher/run-dir';
-import { identifierProblem } from './replication/frames/messages';
+import { identifierProblem } from './replication/link/frames/messages';
 import { startServer, type RunningServer } from './server';
 
 const USAGE_ERROR = 2;

@@ -4,16 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Applier } from '../src/replication/applier';
+import { Applier } from '../src/replication/apply/applier';
 import { binaryFetch, KnownExpiries } from '../src/replication/binary-keys';
-import { Contention } from '../src/replication/contention';
-import { FlushSchedule } from '../src/replication/flush-schedule';
-import { TTL_NEVER, type RecordFrame } from '../src/replication/frames/messages';
-import { HybridClock } from '../src/replication/hlc';
+import { Contention } from '../src/replication/apply/contention';
+import { FlushSchedule } from '../src/replication/flush/flush-schedule';
+import { TTL_NEVER, type RecordFrame } from '../src/replication/link/frames/messages';
+import { HybridClock } from '../src/replication/conflict/hlc';
 import { LocalMemcached, LocalMemcachedBinary } from '../src/replication/local-memcached';
 import { createReplicationMetrics } from '../src/replication/metrics';
 import { Registry } from 'prom-client';
-import { RecentWrites } from '../src/replication/recent-writes';
+import { RecentWrites } from '../src/replication/conflict/recent-writes';
 import { RawClient } from './support/client';
 import { eventually, sleep } from './support/ports';
 import { type Running, startMemcached } from './support/processes';

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { FlushEdge } from '../src/replication/flush-edge';
-import type { Stamp } from '../src/replication/hlc';
+import { FlushEdge } from '../src/replication/flush/flush-edge';
+import type { Stamp } from '../src/replication/conflict/hlc';
 import { LocalMemcached } from '../src/replication/local-memcached';
-import { RecentWrites } from '../src/replication/recent-writes';
+import { RecentWrites } from '../src/replication/conflict/recent-writes';
 import { RawClient } from './support/client';
 import { eventually } from './support/ports';
 import { type Running, startMemcached } from './support/processes';

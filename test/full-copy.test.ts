@@ -12,12 +12,12 @@ import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
 import { stat } from './support/replication';
 import { createLogger } from '../src/log';
-import { FullCopy, type FullCopyOptions, type FullCopyProgress } from '../src/replication/full-copy';
-import { FrameParser } from '../src/replication/frames/parser';
-import type { Link } from '../src/replication/link';
+import { FullCopy, type FullCopyOptions, type FullCopyProgress } from '../src/replication/copy/full-copy';
+import { FrameParser } from '../src/replication/link/frames/parser';
+import type { Link } from '../src/replication/link/link';
 import { binaryStore } from '../src/replication/binary-keys';
 import { LocalMemcachedBinary } from '../src/replication/local-memcached';
-import { TTL_NEVER, type RecordFrame } from '../src/replication/frames/messages';
+import { TTL_NEVER, type RecordFrame } from '../src/replication/link/frames/messages';
 
 function items(count: number, prefix: string): Item[] {
   return Array.from({ length: count }, (_, i) => ({

@@ -184,7 +184,7 @@ describe('twemproxy over two memrepl pairs', () => {
 
     // Fails today, on memrepl's side (a plain pair shows it too, without twemproxy): a1
     // cannot tell whether the refused write took effect, so it notes it in its history
-    // of local writes as newer than b1's value (src/replication/recorder.ts, a
+    // of local writes as newer than b1's value (src/replication/send/recorder.ts, a
     // `readback`), and when b1 refills its restarted memcached it drops b1's value of
     // that key as older. The pair stays split (a1 without the key, b1 with it) until
     // the key is written again.

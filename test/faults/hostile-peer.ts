@@ -18,8 +18,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
-import { FrameType, type Hello, type OutgoingRecord } from '../../src/replication/frames/messages';
-import { serializeAck, serializeFullResyncRequest, serializeHello, serializeRecord, serializeResyncEnd } from '../../src/replication/frames/serializer';
+import { FrameType, type Hello, type OutgoingRecord } from '../../src/replication/link/frames/messages';
+import { serializeAck, serializeFullResyncRequest, serializeHello, serializeRecord, serializeResyncEnd } from '../../src/replication/link/frames/serializer';
 import { RawClient } from '../support/client';
 import { sleep } from '../support/ports';
 import type { History } from './history';

@@ -9,11 +9,11 @@
  * changes, once or twice per flush_all.
  */
 import * as fs from 'node:fs';
-import type { Logger } from '../log';
-import { writeFileAtomically } from '../launcher/run-dir';
-import { stateFilePath } from './checkpoint-file';
+import type { Logger } from '../../log';
+import { writeFileAtomically } from '../../launcher/run-dir';
+import { stateFilePath } from '../apply/checkpoint-file';
 import type { FlushMemory } from './flush-schedule';
-import type { Stamp } from './hlc';
+import type { Stamp } from '../conflict/hlc';
 
 export class FlushScheduleFile {
   readonly file: string;

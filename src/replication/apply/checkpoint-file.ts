@@ -20,10 +20,10 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { makePrivateDir, writeFileAtomically } from '../launcher/run-dir';
-import type { Logger } from '../log';
+import { makePrivateDir, writeFileAtomically } from '../../launcher/run-dir';
+import type { Logger } from '../../log';
 import type { StreamPosition } from './inbox';
-import type { MemcachedIdentity } from './restart-watch';
+import type { MemcachedIdentity } from '../restart-watch';
 
 const FORMAT = 'memrepl-checkpoint/1';
 /** A checkpoint is a few hundred bytes: anything much larger is not one. */

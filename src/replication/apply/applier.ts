@@ -25,20 +25,20 @@
  * deadline is computed on this node's clock at arrival, so it does not grow
  * by the replication delay and the two hosts' clocks need not agree.
  */
-import { Status, type BinaryPacket } from '../protocol/binary/messages';
-import { exptimeFor } from '../protocol/text/expiry';
-import type { ReplyPart } from '../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaRead, metaSet, metaSetBytesMax, metaTouch, textSafeKey, writeMetaSet, type MetaSetFields } from '../protocol/text/serializer';
-import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from './binary-keys';
-import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from './frames/messages';
+import { Status, type BinaryPacket } from '../../protocol/binary/messages';
+import { exptimeFor } from '../../protocol/text/expiry';
+import type { ReplyPart } from '../../protocol/text/reply-parser';
+import { flushAll, metaDelete, metaInvalidate, metaRead, metaSet, metaSetBytesMax, metaTouch, textSafeKey, writeMetaSet, type MetaSetFields } from '../../protocol/text/serializer';
+import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from '../binary-keys';
+import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from '../link/frames/messages';
 import type { Contention } from './contention';
-import type { Stored } from './flush-edge';
-import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from './flush-schedule';
-import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from './hlc';
-import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
-import type { ReplicationMetrics } from './metrics';
-import type { LocalHistory } from './recorder';
-import { recordFromReadBack } from './recorder';
+import type { Stored } from '../flush/flush-edge';
+import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from '../flush/flush-schedule';
+import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from '../conflict/hlc';
+import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
+import type { ReplicationMetrics } from '../metrics';
+import type { LocalHistory } from '../send/recorder';
+import { recordFromReadBack } from '../send/recorder';
 
 /**
  * Records on their way to memcached as one batch of quiet commands.

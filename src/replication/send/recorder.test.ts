@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { TextReplyParser, type ReplyPart } from '../protocol/text/reply-parser';
+import { TextReplyParser, type ReplyPart } from '../../protocol/text/reply-parser';
 import { recordFromReadBack } from './recorder';
 
 const stamp = { wall: 1000, logical: 2, nodeId: 'a' };

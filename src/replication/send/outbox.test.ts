@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FrameParser } from './frames/parser';
-import { serializeRecord, serializeRecords } from './frames/serializer';
+import { FrameParser } from '../link/frames/parser';
+import { serializeRecord, serializeRecords } from '../link/frames/serializer';
 import { Outbox, type NewRecord, type OutboxRecord } from './outbox';
-import { RECORD_FIXED_BYTES } from './frames/messages';
+import { RECORD_FIXED_BYTES } from '../link/frames/messages';
 
 /** What a link's cursor placed after `seq` hands out (at most `limit`), or 'gap'. */
 function after(outbox: Outbox, seq: number, limit = Infinity): OutboxRecord[] | 'gap' {

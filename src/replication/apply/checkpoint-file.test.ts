@@ -3,9 +3,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { createLogger } from '../log';
+import { createLogger } from '../../log';
 import { CheckpointFile, checkpointPath, type CheckpointFileOptions } from './checkpoint-file';
-import type { MemcachedIdentity } from './restart-watch';
+import type { MemcachedIdentity } from '../restart-watch';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-checkpoint-unit-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

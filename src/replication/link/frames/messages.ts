@@ -14,7 +14,7 @@
  * version, so a peer that is not memrepl, or speaks another version, is named
  * as such instead of failing somewhere in the middle of a record.
  */
-import type { Hlc } from '../hlc';
+import type { Hlc } from '../../conflict/hlc';
 
 export const PROTOCOL_MAGIC = Buffer.from('MREP', 'latin1');
 export const PROTOCOL_VERSION = 1;

@@ -5,16 +5,16 @@
  * copy itself (walk, fetch, frames) is full-copy.ts; the replicator decides
  * when a copy is needed and tells this.
  */
-import type { Logger } from '../log';
-import { parseStats, STATS_SETTINGS_REQUEST } from '../protocol/text/stats';
-import type { UpstreamAddress } from '../proxy/upstream';
-import { serializeResyncBegin, serializeResyncEnd } from './frames/serializer';
+import type { Logger } from '../../log';
+import { parseStats, STATS_SETTINGS_REQUEST } from '../../protocol/text/stats';
+import type { UpstreamAddress } from '../../proxy/upstream';
+import { serializeResyncBegin, serializeResyncEnd } from '../link/frames/serializer';
 import { FullCopy, type FullCopyError } from './full-copy';
-import { compareHlc, type HybridClock } from './hlc';
-import type { Link } from './link';
-import type { LocalMemcached } from './local-memcached';
-import type { ReplicationMetrics } from './metrics';
-import type { RecentWrites } from './recent-writes';
+import { compareHlc, type HybridClock } from '../conflict/hlc';
+import type { Link } from '../link/link';
+import type { LocalMemcached } from '../local-memcached';
+import type { ReplicationMetrics } from '../metrics';
+import type { RecentWrites } from '../conflict/recent-writes';
 
 /** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
 const COPY_WAIT_MS = 30_000;

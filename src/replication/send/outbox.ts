@@ -17,7 +17,7 @@
  *
  * Pure: no sockets, no timers (the clock is injected, for appendedAt).
  */
-import { RECORD_OPS, recordFrameBytes, type OutgoingRecord } from './frames/messages';
+import { RECORD_OPS, recordFrameBytes, type OutgoingRecord } from '../link/frames/messages';
 
 /** What the write path appends: a record without its number. */
 export type NewRecord = Omit<OutgoingRecord, 'seq'>;

@@ -31,7 +31,7 @@
  *
  * Pure bookkeeping: the caller supplies the repair.
  */
-import { keyHash, randomSeed } from './key-hash';
+import { keyHash, randomSeed } from '../conflict/key-hash';
 
 const BUCKETS = 1 << 16;
 

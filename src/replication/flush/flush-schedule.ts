@@ -17,8 +17,8 @@
  * A record written during a delay is still replicated: each memcached
  * flushes it when the moment comes.
  */
-import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
-import { compareStamps, type Stamp } from './hlc';
+import { RELATIVE_EXPTIME_MAX } from '../../protocol/text/expiry';
+import { compareStamps, type Stamp } from '../conflict/hlc';
 
 /** A flush_all as the recorder normalised it: how long after its command it empties the cache. */
 export type FlushTiming = { kind: 'now' } | { kind: 'delayed'; delayMs: number } | { kind: 'cancel' };

@@ -9,9 +9,9 @@
  * memcached that restarted empty voids the checkpoint and so asks for a full
  * copy, as it must.
  */
-import type { RecordFrame } from './frames/messages';
+import type { RecordFrame } from '../link/frames/messages';
 import type { Applier, Settled } from './applier';
-import type { ReplicationMetrics } from './metrics';
+import type { ReplicationMetrics } from '../metrics';
 
 const CHECKPOINT_EVERY_MS = 10;
 /**

@@ -25,14 +25,14 @@
  * no CAS or expiry); a write read back as a changed state (an append) is
  * deleted if it should be gone, but not stored back if it should stay.
  */
-import { exptimeFor } from '../protocol/text/expiry';
-import { parseMetaHeader } from '../protocol/text/meta-header';
-import { metaDelete, metaRead, metaSet } from '../protocol/text/serializer';
-import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
-import { needsBinary } from './binary-keys';
-import { compareStamps, type Stamp } from './hlc';
-import type { LocalMemcached } from './local-memcached';
-import type { RecentWrites } from './recent-writes';
+import { exptimeFor } from '../../protocol/text/expiry';
+import { parseMetaHeader } from '../../protocol/text/meta-header';
+import { metaDelete, metaRead, metaSet } from '../../protocol/text/serializer';
+import { parseStats, STATS_REQUEST } from '../../protocol/text/stats';
+import { needsBinary } from '../binary-keys';
+import { compareStamps, type Stamp } from '../conflict/hlc';
+import type { LocalMemcached } from '../local-memcached';
+import type { RecentWrites } from '../conflict/recent-writes';
 
 /** What a write stored, to store it back if memcached flushed it after its moment. */
 export interface Stored {

@@ -4,8 +4,8 @@
  * retry in lockstep. The node given no -x never dials; it waits for the peer.
  */
 import type * as net from 'node:net';
-import type { Logger } from '../log';
-import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
+import type { Logger } from '../../log';
+import { formatAddress, type UpstreamAddress } from '../../proxy/upstream';
 import { dialReplication, type TlsMaterial } from './transport';
 
 export interface PeerDialerOptions {

@@ -6,7 +6,7 @@
  * throw RangeError/TypeError rather than FrameError: the peer must never see a
  * frame its parser would refuse.
  */
-import { copyRange } from '../../protocol/bytes';
+import { copyRange } from '../../../protocol/bytes';
 import {
   FRAME_AT,
   FRAME_HEADER_BYTES,

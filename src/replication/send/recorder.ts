@@ -9,21 +9,21 @@
  * effect. A read-back that lands after a later write of the same key simply
  * ships the newer state in the older slot: state records converge anyway.
  */
-import { Status, type BinaryPacket } from '../protocol/binary/messages';
-import type { WriteEffect, WriteSink } from '../protocol/effects';
-import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../protocol/text/expiry';
-import { parseMetaHeader } from '../protocol/text/meta-header';
-import { metaRead } from '../protocol/text/serializer';
-import type { ReplyPart } from '../protocol/text/reply-parser';
-import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
-import { FLUSH_CANCEL, type Expiry } from './frames/messages';
-import type { FlushEdge, Stored } from './flush-edge';
-import { flushTiming, type FlushSchedule, type FlushTiming } from './flush-schedule';
-import type { HybridClock, Stamp } from './hlc';
-import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from './binary-keys';
-import type { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
+import { Status, type BinaryPacket } from '../../protocol/binary/messages';
+import type { WriteEffect, WriteSink } from '../../protocol/effects';
+import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../../protocol/text/expiry';
+import { parseMetaHeader } from '../../protocol/text/meta-header';
+import { metaRead } from '../../protocol/text/serializer';
+import type { ReplyPart } from '../../protocol/text/reply-parser';
+import { parseStats, startedAt, STATS_REQUEST } from '../../protocol/text/stats';
+import { FLUSH_CANCEL, type Expiry } from '../link/frames/messages';
+import type { FlushEdge, Stored } from '../flush/flush-edge';
+import { flushTiming, type FlushSchedule, type FlushTiming } from '../flush/flush-schedule';
+import type { HybridClock, Stamp } from '../conflict/hlc';
+import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from '../binary-keys';
+import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { NewRecord, Outbox } from './outbox';
-import type { RecentWrites } from './recent-writes';
+import type { RecentWrites } from '../conflict/recent-writes';
 
 /** An exptime as memcached reads it, as an absolute deadline on this node's clock (ms). */
 export function deadlineOf(exptime: number, now: number): number | null {

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RELATIVE_EXPTIME_MAX } from '../protocol/text/expiry';
+import { RELATIVE_EXPTIME_MAX } from '../../protocol/text/expiry';
 import { FlushSchedule, flushTiming, type FlushMemory } from './flush-schedule';
-import type { Stamp } from './hlc';
+import type { Stamp } from '../conflict/hlc';
 
 const st = (wall: number, nodeId = 'a'): Stamp => ({ wall, logical: 0, nodeId });
 

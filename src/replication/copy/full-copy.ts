@@ -43,12 +43,12 @@
  * retries and metrics.
  */
 import type * as net from 'node:net';
-import type { Logger } from '../log';
-import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey, walkRefusal } from '../protocol/text/metadump';
-import { MetaGetScanner, newFetchedValue } from '../protocol/text/meta-get-scanner';
-import { Opcode, Status, type BinaryPacket } from '../protocol/binary/messages';
-import { remainingLifeMs } from '../protocol/text/expiry';
-import { parseMetaHeader } from '../protocol/text/meta-header';
+import type { Logger } from '../../log';
+import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey, walkRefusal } from '../../protocol/text/metadump';
+import { MetaGetScanner, newFetchedValue } from '../../protocol/text/meta-get-scanner';
+import { Opcode, Status, type BinaryPacket } from '../../protocol/binary/messages';
+import { remainingLifeMs } from '../../protocol/text/expiry';
+import { parseMetaHeader } from '../../protocol/text/meta-header';
 import {
   META_FETCH_BYTES_MAX,
   metaDelete,
@@ -58,18 +58,18 @@ import {
   textSafeKey,
   writeMetaFetch,
   writeMetaFetchBase64,
-} from '../protocol/text/serializer';
-import { parseStats, STATS_REQUEST } from '../protocol/text/stats';
-import { connect, type UpstreamAddress } from '../proxy/upstream';
-import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from './frames/messages';
-import { newRecordFrameFields, releaseRecordFrameFields, writeRecordFrame, type RecordFrameFields } from './frames/serializer';
-import type { Hlc } from './hlc';
+} from '../../protocol/text/serializer';
+import { parseStats, STATS_REQUEST } from '../../protocol/text/stats';
+import { connect, type UpstreamAddress } from '../../proxy/upstream';
+import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from '../link/frames/messages';
+import { newRecordFrameFields, releaseRecordFrameFields, writeRecordFrame, type RecordFrameFields } from '../link/frames/serializer';
+import type { Hlc } from '../conflict/hlc';
 import { KeyFilter } from './key-filter';
-import { keyHash, randomSeed } from './key-hash';
-import { binaryFetch, flagsOf, needsBinary } from './binary-keys';
+import { keyHash, randomSeed } from '../conflict/key-hash';
+import { binaryFetch, flagsOf, needsBinary } from '../binary-keys';
 import { type FetchBy, KeySpool, newSpooledKey } from './key-spool';
-import type { Link } from './link';
-import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
+import type { Link } from '../link/link';
+import { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 
 export interface FullCopyOptions {
   /**
