@@ -9,7 +9,7 @@ import { startHttp, type HealthChecks } from './http';
 import type { Logger } from './log';
 import type { LiveSettings } from './reload';
 import { createProxyMetrics, registerHealthMetrics, registerReplicationStateMetrics } from './metrics';
-import { discardWrites } from './protocol/effects';
+import { discardWrites } from './proxy/write-sink';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { createReplicationMetrics } from './replication/metrics';
 import { Replicator } from './replication/replicator';

@@ -17,7 +17,7 @@
  * makes memcached close it.
  */
 import { NO_KEYS } from '../protocol/bytes';
-import type { WriteEffect } from '../protocol/effects';
+import type { WriteEffect } from './write-sink';
 import {
   BinaryPacket,
   BinaryRequest,

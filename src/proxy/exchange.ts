@@ -8,7 +8,7 @@
  * while the proxy still learns the outcome. When the last part arrived, the
  * session writes `localReply` (if any) and hands `effects()` to replication.
  */
-import type { WriteEffect } from '../protocol/effects';
+import type { WriteEffect } from './write-sink';
 
 export interface PartVerdict {
   /** Send this part to the client. */

@@ -28,7 +28,7 @@
  * stalled.
  */
 import type * as net from 'node:net';
-import type { WriteSink } from '../protocol/effects';
+import type { WriteSink } from './write-sink';
 import type { Logger } from '../log';
 import type { ProxyMetrics } from '../metrics';
 import type { Dialect, Exchange } from './exchange';

@@ -9,7 +9,7 @@
  * silences every reply; meta q silences only the nominal one).
  */
 import { NO_KEYS } from '../protocol/bytes';
-import type { WriteEffect } from '../protocol/effects';
+import type { WriteEffect } from './write-sink';
 import { parseInt32, parseUint32 } from '../protocol/numbers';
 import type { MetaRequest, TextRequest } from '../protocol/text/messages';
 import type { ReplyPart } from '../protocol/text/reply-parser';

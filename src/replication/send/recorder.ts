@@ -10,7 +10,7 @@
  * ships the newer state in the older slot: state records converge anyway.
  */
 import { Status, type BinaryPacket } from '../../protocol/binary/messages';
-import type { WriteEffect, WriteSink } from '../../protocol/effects';
+import type { WriteEffect, WriteSink } from '../../proxy/write-sink';
 import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../../protocol/text/expiry';
 import { parseMetaHeader } from '../../protocol/text/meta-header';
 import { metaRead } from '../../protocol/text/serializer';

@@ -1,5 +1,7 @@
 /**
- * The replication seam: what a client write did to the local memcached.
+ * The replication seam: what a client write did to the local memcached. The
+ * proxy reports to a WriteSink; replication is one (its recorder), and a
+ * proxy without a peer discards.
  *
  * The proxy produces these only for writes that took effect (memcached said
  * so). Replication ships *state*, not operations (docs/design.md §4): an effect either
