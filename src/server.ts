@@ -16,7 +16,8 @@ import { Replicator } from './replication/replicator';
 import { Listener } from './proxy/listener';
 import { textDialect, type ProxyStats } from './proxy/text-exchange';
 import { binaryDialect } from './proxy/binary-exchange';
-import { formatAddress, parseAddress, Upstream } from './proxy/upstream';
+import { Upstream } from './proxy/upstream';
+import { formatAddress, parseAddress } from './sockets';
 import { SharedUpstream } from './proxy/shared-upstream';
 
 export interface RunningServer {

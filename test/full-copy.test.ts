@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Item, load, readAll } from './support/bulk';
 import { clientLoops, RawClient } from './support/client';
-import { eventually, freePort, sleep } from './support/ports';
+import { eventually, freePort } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
 import { stat } from './support/replication';
 import { createLogger } from '../src/log';

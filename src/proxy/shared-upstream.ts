@@ -14,7 +14,7 @@
  */
 import * as net from 'node:net';
 import type { Logger } from '../log';
-import { formatAddress, UpstreamAddress } from './upstream';
+import { formatAddress, UpstreamAddress } from '../sockets';
 
 /** A session as a shared connection sees it. */
 export interface SharedTarget<Part> {

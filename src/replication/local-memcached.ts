@@ -23,7 +23,7 @@ import { BinaryReplyParser } from '../protocol/binary/reply-parser';
 import { encodeRequest } from '../protocol/binary/serializer';
 import { TextReplyParser, type ReplyPart } from '../protocol/text/reply-parser';
 import { SENTINEL, SENTINEL_REPLY } from '../protocol/text/serializer';
-import { connect, type UpstreamAddress } from '../proxy/upstream';
+import { connect, type UpstreamAddress } from '../sockets';
 
 /** How replies of one protocol are framed and where a reply, or a quiet batch, ends. */
 interface Framing<Part> {

@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../proxy/write-sink';
-import { formatAddress, type UpstreamAddress } from '../proxy/upstream';
+import { formatAddress, type UpstreamAddress } from '../sockets';
 import { Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
 import { KnownExpiries } from './binary-keys';
 import type { Frame, Hello } from './link/frames/messages';

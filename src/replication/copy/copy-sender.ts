@@ -7,7 +7,7 @@
  */
 import type { Logger } from '../../log';
 import { parseStats, STATS_SETTINGS_REQUEST } from '../../protocol/text/stats';
-import type { UpstreamAddress } from '../../proxy/upstream';
+import type { UpstreamAddress } from '../../sockets';
 import { serializeResyncBegin, serializeResyncEnd } from '../link/frames/serializer';
 import { FullCopy, type FullCopyError } from './full-copy';
 import { compareHlc, type HybridClock } from '../conflict/hlc';

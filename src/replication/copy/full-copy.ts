@@ -60,7 +60,7 @@ import {
   writeMetaFetchBase64,
 } from '../../protocol/text/serializer';
 import { parseStats, STATS_REQUEST } from '../../protocol/text/stats';
-import { connect, type UpstreamAddress } from '../../proxy/upstream';
+import { connect, type UpstreamAddress } from '../../sockets';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from '../link/frames/messages';
 import { newRecordFrameFields, releaseRecordFrameFields, writeRecordFrame, type RecordFrameFields } from '../link/frames/serializer';
 import type { Hlc } from '../conflict/hlc';

@@ -5,7 +5,7 @@
  */
 import type * as net from 'node:net';
 import type { Logger } from '../../log';
-import { formatAddress, type UpstreamAddress } from '../../proxy/upstream';
+import { formatAddress, type UpstreamAddress } from '../../sockets';
 import { dialReplication, type TlsMaterial } from './transport';
 
 export interface PeerDialerOptions {

@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { connect, formatAddress, socketReady, type UpstreamAddress } from '../../proxy/upstream';
+import { connect, formatAddress, socketReady, type UpstreamAddress } from '../../sockets';
 
 export interface TlsMaterial {
   cert: Buffer;
