@@ -18,13 +18,14 @@ import { formatAddress, type UpstreamAddress } from '../sockets';
 import { Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
 import { KnownExpiries } from './binary-keys';
 import type { Frame, Hello } from './link/frames/messages';
-import { serializeAck, serializeFullResyncRequest, serializeRecord } from './link/frames/serializer';
+import { serializeAck, serializeFullResyncRequest } from './link/frames/serializer';
 import { CheckpointFile } from './apply/checkpoint-file';
 import { CopySender } from './copy/copy-sender';
 import { RestartWatch } from './restart-watch';
 import { renewReplicationTls, replicationServer, type TlsMaterial } from './link/transport';
 import { PeerDialer } from './link/peer-dialer';
 import { AcknowledgedWindow } from './send/acknowledged-window';
+import { StreamSender } from './send/stream-sender';
 import type { ClockOffset } from './link/clock-offset';
 import { Contention } from './apply/contention';
 import { HybridClock, type Stamp } from './conflict/hlc';
@@ -32,7 +33,7 @@ import { COPY_PAUSE_ABOVE, Inbox } from './apply/inbox';
 import { isLinkError, Link, type LinkCloseCode, type LinkHandler } from './link/link';
 import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
-import { Outbox, type OutboxCursor, type OutboxRecord } from './send/outbox';
+import { Outbox } from './send/outbox';
 import { RecentWrites } from './conflict/recent-writes';
 import { FlushEdge } from './flush/flush-edge';
 import { FlushSchedule } from './flush/flush-schedule';
@@ -75,7 +76,6 @@ export interface ReplicationOptions {
 /** The options a reload (SIGHUP) may change: each is read at its next use. */
 export type LiveReplicationOptions = Pick<ReplicationOptions, 'secret' | 'tls' | 'copyRatePerSecond'>;
 
-const EMPTY_VALUE = Buffer.alloc(0);
 /** How often to look again whether the peer's backlog has been applied (see releaseHistoryWhenCaughtUp). */
 const CATCH_UP_WAIT_MS = 10_000;
 /**
@@ -112,9 +112,7 @@ export class Replicator implements LinkHandler {
   private readonly server: net.Server;
   private readonly links = new Set<Link>();
   private active: Link | null = null;
-  private cursor: OutboxCursor | null = null;
-  private pumpScheduled = false;
-  private lastTooLargeLog = 0;
+  private readonly sender: StreamSender;
   private lastExpiryUnknownLog = 0;
   private ackScheduled = false;
   private readonly dialer: PeerDialer;
@@ -168,7 +166,7 @@ export class Replicator implements LinkHandler {
     this.readbackBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
     const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, this.readbackBinaryConnection, {
       appended: () => {
-        this.schedulePump();
+        this.sender.schedule();
         // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
         if (this.acknowledgedWindow.empty) this.forgetAcknowledged(Date.now());
       },
@@ -195,6 +193,7 @@ export class Replicator implements LinkHandler {
         }),
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
+    this.sender = new StreamSender(this.outbox, () => this.active, () => this.needFullResync('the peer fell further behind than the backlog holds', true), metrics, log);
     this.dialer = new PeerDialer(() => this.options, () => this.active !== null, (socket, label) => this.adoptSocket(socket, true, label), log);
     this.copySender = new CopySender({
       upstream,
@@ -341,7 +340,7 @@ export class Replicator implements LinkHandler {
 
   writable(link: Link): void {
     if (link !== this.active) return;
-    this.pump();
+    this.sender.pump();
     this.copySender.writable();
   }
 
@@ -357,7 +356,7 @@ export class Replicator implements LinkHandler {
       return;
     }
     this.active = null;
-    this.cursor = null;
+    this.sender.stop();
     this.holdHistory(true);
     this.copySender.linkClosed();
     this.incomingCopyStatus = '';
@@ -452,15 +451,13 @@ export class Replicator implements LinkHandler {
   private startStream(hello: Hello): void {
     const last = hello.lastApplied;
     if (last && last.runId === this.runId) {
-      const cursor = this.outbox.cursor(last.seq);
-      if (cursor !== 'gap') {
-        this.cursor = cursor;
-        if (cursor.pending > 0) {
+      if (this.sender.startAfter(last.seq)) {
+        const pending = this.sender.pending;
+        if (pending > 0) {
           this.metrics.resyncs.labels('partial').inc();
-          this.log.info(`replication: partial resync (${cursor.pending} records after #${last.seq})`);
+          this.log.info(`replication: partial resync (${pending} records after #${last.seq})`);
         }
         if (last.seq > 0) this.outbox.acknowledge(last.seq);
-        this.schedulePump();
         return;
       }
       this.needFullResync(`the peer applied up to #${last.seq}, older than the backlog holds (#${this.outbox.oldestSeq})`, true);
@@ -468,9 +465,7 @@ export class Replicator implements LinkHandler {
       this.needFullResync(last ? 'the peer followed an earlier run of this node' : 'the peer has applied nothing from this node');
     }
     // Send what this run still holds; the copy covers the rest.
-    const cursor = this.outbox.cursor(this.outbox.oldestSeq - 1);
-    this.cursor = cursor === 'gap' ? null : cursor;
-    this.schedulePump();
+    this.sender.startAfter(this.outbox.oldestSeq - 1);
   }
 
   private needFullResync(reason: string, overwrite = false): void {
@@ -521,58 +516,6 @@ export class Replicator implements LinkHandler {
 
   // ------------------------------------------------------------ sending
 
-  private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.pump();
-    });
-  }
-
-  /** Sends records from the cursor until caught up or the socket pushes back. */
-  private pump(): void {
-    const link = this.active;
-    const cursor = this.cursor;
-    this.updateBacklogGauges();
-    if (!link || !cursor) return;
-    const now = Date.now();
-    const peerLimit = link.peer?.maxFrameBytes ?? Infinity;
-    let sent = 0;
-    link.socket.cork();
-    while (!link.congested) {
-      const record = cursor.next();
-      if (record === null) break;
-      if (record === 'gap') {
-        this.needFullResync('the peer fell further behind than the backlog holds', true);
-        this.cursor = this.outbox.cursor(this.outbox.oldestSeq - 1) as OutboxCursor;
-        break;
-      }
-      link.write(serializeRecord(record.bytes > peerLimit ? this.tooLargeForPeer(record, peerLimit) : record, now));
-      sent++;
-    }
-    link.socket.uncork();
-    this.metrics.recordsSent.inc(sent);
-  }
-
-  /**
-   * A record whose frame the peer would refuse (its memcached runs with a
-   * smaller -I): it would reset the link and come again forever. The peer
-   * gets a delete of the key in its place, which is what its memcached does
-   * with a set it cannot hold, and the stream keeps its numbering.
-   */
-  private tooLargeForPeer(record: OutboxRecord, peerLimit: number): OutboxRecord {
-    this.metrics.recordsSkipped.labels('too_large_for_peer').inc();
-    const now = Date.now();
-    if (now - this.lastTooLargeLog >= 10_000) {
-      this.lastTooLargeLog = now;
-      this.log.warn(
-        `replication: ${record.op} of ${record.value.length} bytes under "${record.key.toString('latin1').slice(0, 60)}" is larger than the peer accepts (${peerLimit}-byte frames); the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="too_large_for_peer"})`,
-      );
-    }
-    return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
-  }
-
   /**
    * A key no text command can name was read back (append, incr) but this
    * node does not know its expiry: the peer deletes the key rather than hold
@@ -598,7 +541,7 @@ export class Replicator implements LinkHandler {
     }
     this.metrics.recordsAcked.inc(seq - before);
     this.outbox.acknowledge(seq);
-    this.updateBacklogGauges();
+    this.sender.updateGauges();
     this.acknowledgedWindow.acknowledged(now, this.outbox.get(seq)?.hlc.wall);
     this.forgetAcknowledged(now);
   }
@@ -620,11 +563,6 @@ export class Replicator implements LinkHandler {
     });
   }
 
-  private updateBacklogGauges(): void {
-    this.metrics.backlogBytes.set(this.outbox.bytes);
-    this.metrics.backlogRecords.set(this.outbox.length);
-    this.metrics.unackedRecords.set(this.outbox.unacknowledged);
-  }
 
   private writeLost(reason: string): void {
     this.lostWrites++;
@@ -703,7 +641,7 @@ export class Replicator implements LinkHandler {
     this.server.close();
     const deadline = Date.now() + timeoutMs;
     while (this.active && this.outbox.unacknowledged > 0 && Date.now() < deadline) {
-      this.pump();
+      this.sender.pump();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     this.copySender.stop();

@@ -1,0 +1,109 @@
+/**
+ * Sending this node's numbered records to the peer on the active link: from
+ * where the peer said it stands, as soon as they are appended, while the
+ * socket takes them (one cork per burst). A record larger than the peer
+ * accepts goes as a delete of its key, so the stream keeps its numbering.
+ */
+import type { Logger } from '../../log';
+import { serializeRecord } from '../link/frames/serializer';
+import type { Link } from '../link/link';
+import type { ReplicationMetrics } from '../metrics';
+import type { Outbox, OutboxCursor, OutboxRecord } from './outbox';
+
+/** A warning repeated for every record would flood the log: at most one per this long. */
+const WARN_EVERY_MS = 10_000;
+const EMPTY_VALUE = Buffer.alloc(0);
+
+export class StreamSender {
+  private cursor: OutboxCursor | null = null;
+  private scheduled = false;
+  private lastTooLargeLog = 0;
+
+  constructor(
+    private readonly outbox: Outbox,
+    /** The link records go to, if one is up. */
+    private readonly link: () => Link | null,
+    /** The peer fell further behind than the backlog holds: only a full copy can bring it up to date. */
+    private readonly fellBehind: () => void,
+    private readonly metrics: ReplicationMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Sends what follows record `seq` from now on; false if the backlog no longer holds all of it (a gap). */
+  startAfter(seq: number): boolean {
+    const cursor = this.outbox.cursor(seq);
+    this.cursor = cursor === 'gap' ? null : cursor;
+    this.schedule();
+    return cursor !== 'gap';
+  }
+
+  /** Records waiting to be sent (after startAfter). */
+  get pending(): number {
+    return this.cursor?.pending ?? 0;
+  }
+
+  /** The link closed: nothing is sent until the next startAfter. */
+  stop(): void {
+    this.cursor = null;
+  }
+
+  /** Sends soon (once per turn of the event loop, however many records were appended in it). */
+  schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump();
+    });
+  }
+
+  /** Sends records from the cursor until caught up or the socket pushes back. */
+  pump(): void {
+    const link = this.link();
+    const cursor = this.cursor;
+    this.updateGauges();
+    if (!link || !cursor) return;
+    const now = Date.now();
+    const peerLimit = link.peer?.maxFrameBytes ?? Infinity;
+    let sent = 0;
+    link.socket.cork();
+    while (!link.congested) {
+      const record = cursor.next();
+      if (record === null) break;
+      if (record === 'gap') {
+        this.fellBehind();
+        this.cursor = this.outbox.cursor(this.outbox.oldestSeq - 1) as OutboxCursor;
+        break;
+      }
+      link.write(serializeRecord(record.bytes > peerLimit ? this.tooLargeForPeer(record, peerLimit) : record, now));
+      sent++;
+    }
+    link.socket.uncork();
+    this.metrics.recordsSent.inc(sent);
+  }
+
+  /** The backlog's gauges, as they stand (after appends, sends and acknowledgements). */
+  updateGauges(): void {
+    this.metrics.backlogBytes.set(this.outbox.bytes);
+    this.metrics.backlogRecords.set(this.outbox.length);
+    this.metrics.unackedRecords.set(this.outbox.unacknowledged);
+  }
+
+  /**
+   * A record whose frame the peer would refuse (its memcached runs with a
+   * smaller -I): it would reset the link and come again forever. The peer
+   * gets a delete of the key in its place, which is what its memcached does
+   * with a set it cannot hold.
+   */
+  private tooLargeForPeer(record: OutboxRecord, peerLimit: number): OutboxRecord {
+    this.metrics.recordsSkipped.labels('too_large_for_peer').inc();
+    const now = Date.now();
+    if (now - this.lastTooLargeLog >= WARN_EVERY_MS) {
+      this.lastTooLargeLog = now;
+      this.log.warn(
+        `replication: ${record.op} of ${record.value.length} bytes under "${record.key.toString('latin1').slice(0, 60)}" is larger than the peer accepts (${peerLimit}-byte frames); the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="too_large_for_peer"})`,
+      );
+    }
+    return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
+  }
+}
