@@ -34,6 +34,7 @@ import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from 
 import type { Contention } from './contention';
 import type { Stored } from '../flush/flush-edge';
 import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from '../flush/flush-schedule';
+import { flushTimeFor, memcachedClockEpoch } from '../flush/memcached-clock';
 import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from '../conflict/hlc';
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { ReplicationMetrics } from '../metrics';
@@ -112,6 +113,8 @@ export interface ApplierEvents {
 
 /** How long a flush waits for client writes in flight to be answered before it runs anyway (memcached stalled). */
 const QUIET_WAIT_MS = 2000;
+/** A measured phase of memcached's clock is trusted this long (its timer drifts a little every tick). */
+const CLOCK_EPOCH_FRESH_MS = 60_000;
 /** A batch goes to memcached at the end of the tick, or once its commands reach this size. */
 const BATCH_BYTES = 64 * 1024;
 /** Flow control: above this many bytes sent to memcached and not answered, the link stops being read; below the second, it is read again. */
@@ -150,6 +153,8 @@ export class Applier {
   /** Clients' own flush_all in flight (see pauseForLocalFlush), and the records that arrived meanwhile. */
   private pauses = 0;
   private deferred: Deferred[] = [];
+  /** memcached's clock phase as last measured, for a delayed flush given in a batch (see scheduleFlush). */
+  private clockEpoch: { epoch: number | null; measuredAt: number } | null = null;
   private deferredBytes = 0;
 
   /**
@@ -276,7 +281,27 @@ export class Applier {
    * stored before the moment, and go at it, as on the peer.
    */
   rescheduleFlush(at: Stamp): Promise<void> {
-    return this.local.quietBatch(flushAll(flushExptime(at), true)).then(() => {});
+    return this.scheduleFlush(at);
+  }
+
+  /**
+   * Gives memcached a delayed flush at `at`, once its clock's phase is known
+   * (see memcached-clock.ts), unless another command replaced it meanwhile.
+   * Sent on the applier's connection, outside the batches: a delayed flush
+   * cuts by the time items were stored, not by the order of commands.
+   */
+  private scheduleFlush(at: Stamp): Promise<void> {
+    return memcachedClockEpoch(this.local).then((epoch) => {
+      this.clockEpoch = { epoch, measuredAt: Date.now() };
+      if (this.history.flushes.state.pendingAt !== at) return;
+      return this.local.quietBatch(flushAll(flushTimeFor(at.wall, epoch), true)).then(() => {});
+    });
+  }
+
+  /** The last measured phase of memcached's clock, if recent enough to trust (it drifts). */
+  private recentClockEpoch(): number | null {
+    const known = this.clockEpoch;
+    return known && Date.now() - known.measuredAt < CLOCK_EPOCH_FRESH_MS ? known.epoch : null;
   }
 
   /** The peer's flush_all, run the way memcached would have run it here (see flush-schedule.ts). */
@@ -291,7 +316,9 @@ export class Applier {
       case 'cancel':
         return this.command(batch, flushAll(CANCEL_FLUSH_EXPTIME, true), 'flush');
       case 'schedule':
-        return this.command(batch, flushAll(flushExptime(action.at), true), 'flush');
+        this.metrics.recordsApplied.labels('flush').inc();
+        this.scheduleFlush(action.at).catch((error: Error) => this.events.refused(`could not schedule the peer's delayed flush_all: ${error.message}`));
+        return;
       case 'flush':
         return this.flushKeepingNewer(batch, action);
     }
@@ -321,7 +348,8 @@ export class Applier {
         keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
         keep.forEach(({ key }, i) => (needsBinary(key) ? this.binaryCommand(own, binaryFetch(key, i), null) : this.command(own, metaRead(key), null)));
         this.command(own, flushAll(0, true), 'flush');
-        if (action.reschedule !== null) this.command(own, flushAll(flushExptime(action.reschedule), true), null);
+        // After the flush now, in the same batch: sent apart, it could reach memcached first and be undone by it.
+        if (action.reschedule !== null) this.command(own, flushAll(flushTimeFor(action.reschedule.wall, this.recentClockEpoch()), true), null);
         own.keep = keep;
       });
     this.flush(true);
@@ -611,22 +639,6 @@ export class Applier {
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
   }
 
-}
-
-/**
- * flush_all's argument for a flush at the moment `at`: always a unix time. A
- * relative delay would count from when memcached runs the command, which is
- * later if it is stalled (the moment would move, and take the writes made
- * meanwhile with it); memcached converts an absolute time against its start
- * time, whenever it runs it. A second before the moment's second: memcached
- * flushes what it stored at a time of its one-second clock before the one
- * given, and that clock lags the wall clock by up to a second, so `T` flushes
- * writes made up to T+1 s: T = the moment's second less one keeps every
- * write stamped after the moment (see flush-edge.ts for those before it
- * that memcached keeps). A client's own `flush_all N` falls there too.
- */
-function flushExptime(at: Stamp): number {
-  return Math.floor(at.wall / 1000) - 1;
 }
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {

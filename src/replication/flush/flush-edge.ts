@@ -6,7 +6,7 @@
  * and one stamped after it stays. memcached does not flush at that stamp:
  * it flushes at a tick of its own one-second clock, up to two seconds before
  * it (the moment in whole seconds, less one: proto_text.c, items.c
- * item_is_flushed; never after it: see the applier's flushExptime). And a
+ * item_is_flushed; never after it: see memcached-clock.ts). And a
  * memcached that stood still (SIGSTOP, a long pause)
  * runs the requests that waited on a clock as old as the pause, so it stores
  * before the moment, and flushes, writes made well after it. Each node then
