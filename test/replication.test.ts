@@ -279,6 +279,8 @@ describe('records the peer cannot store', () => {
     a = await startNode('a', ra, null, [], ['-I', '2m']);
     b = await startNode('b', rb, ra);
     await linked(a, b);
+    // The first copies over: one still walking would send 'mid' again, and B would refuse it twice.
+    for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
   });
   after(() => stopAll(a, b));
 
