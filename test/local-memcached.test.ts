@@ -26,7 +26,7 @@ describe('local memcached connections', () => {
         await assert.rejects(reply, /closed/);
         await assert.rejects(connection.request(Buffer.from('version\r\n')), /closed/);
       }
-      await eventually(async () => (await currConnections(admin)) === before, 2000, 'memcached to see both connections closed');
+      await eventually(async () => (await currConnections(admin)) === before, 5000, 'memcached to see both connections closed');
     } finally {
       admin.close();
       await memcached.stop();
