@@ -56,6 +56,9 @@ export interface FlushScheduleEvents {
   changed(memory: FlushMemory): void;
 }
 
+/** How long before its moment memcached may already show a scheduled flush done (its cut, and a margin). */
+const CUT_LEAD_MS = 1100;
+
 const NO_EVENTS: FlushScheduleEvents = { pending() {}, changed() {} };
 
 export class FlushSchedule {
@@ -112,10 +115,18 @@ export class FlushSchedule {
     return pending;
   }
 
-  /** Was a record with this stamp written before a flush that has emptied this cache? */
+  /**
+   * Was a record with this stamp written before a flush that has emptied
+   * this cache, or before the scheduled one, which memcached may already
+   * show done (it cuts within the second before the moment, see
+   * memcached-clock.ts)? Applied now, such a record would show, for a
+   * moment, an item its origin's clients already see gone.
+   */
   erases(stamp: Stamp): boolean {
     this.promoteDue();
-    return this.floor !== null && compareStamps(stamp, this.floor) <= 0;
+    if (this.floor !== null && compareStamps(stamp, this.floor) <= 0) return true;
+    const pending = this.pending;
+    return pending !== null && this.wallClock() >= pending.at.wall - CUT_LEAD_MS && compareStamps(stamp, pending.at) <= 0;
   }
 
   /** For stats and tests. */
