@@ -14,6 +14,7 @@
  *
  * Pure: bytes in, answers out.
  */
+import { keyHash } from '../conflict/key-hash';
 
 /** Bits per expected key, at least. */
 const BITS_PER_KEY = 20;
@@ -60,27 +61,17 @@ export class KeyFilter {
 }
 
 const pair: [number, number] = [0, 0];
+/** The seeds of the two hashes: any two different ones make them independent enough for double hashing. */
+const SEED_1 = 0;
+const SEED_2 = 0x9e3779b9;
 
 /**
- * Two independent 32-bit hashes in one pass (FNV-1a, and a second
- * multiply-xor lane); the filter probes h1 + i*h2 (double hashing). h2 is
- * odd so the probes of one key never collapse onto one bit.
+ * Two independent 32-bit hashes (keyHash from two seeds); the filter probes
+ * h1 + i*h2 (double hashing). h2 is odd so the probes of one key never
+ * collapse onto one bit.
  */
 function hashPair(buf: Buffer, start: number, end: number): [number, number] {
-  let a = 0x811c9dc5;
-  let b = 0x9e3779b9;
-  for (let i = start; i < end; i++) {
-    const c = buf[i];
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
-    b ^= b >>> 15;
-  }
-  a ^= a >>> 16;
-  a = Math.imul(a, 0x85ebca6b);
-  a ^= a >>> 13;
-  b = Math.imul(b ^ (b >>> 16), 0xc2b2ae35);
-  b ^= b >>> 16;
-  pair[0] = a;
-  pair[1] = b | 1;
+  pair[0] = keyHash(buf, end - start, SEED_1, start);
+  pair[1] = keyHash(buf, end - start, SEED_2, start) | 1;
   return pair;
 }
