@@ -66,4 +66,18 @@ describe('flush edge', () => {
     assert.deepEqual(checks, []);
     edge.stop();
   });
+
+  it('a moment weeks away (past what a timer takes) is not checked at once', async () => {
+    const checks: unknown[] = [];
+    const failures: string[] = [];
+    let asked = 0;
+    // Counts what the edge asks memcached: its clock, once the check starts.
+    const counting = { request: (bytes: Buffer) => (asked++, local.request(bytes)) } as unknown as LocalMemcached;
+    const edge = new FlushEdge(counting, new RecentWrites({ maxEntries: 10, windowMs: 60_000 }), () => Promise.resolve(), { checked: (c) => checks.push(c), failed: (r) => failures.push(r) });
+    edge.scheduled({ wall: Date.now() + 29 * 24 * 3600 * 1000, logical: 0, nodeId: 'a' });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(edge.armed, true);
+    assert.deepEqual([asked, checks, failures], [0, [], []]);
+    edge.stop();
+  });
 });

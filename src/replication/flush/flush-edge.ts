@@ -55,6 +55,8 @@ const GRACE_MS = 200;
 /** How often memcached's clock is asked, and for how long at most, before giving up (memcached stalled for good). */
 const CLOCK_POLL_MS = 300;
 const CLOCK_WAIT_MAX_MS = 120_000;
+/** The longest delay setTimeout takes (a longer one fires at once). */
+const TIMER_MAX_MS = 0x7fff_ffff;
 /** Past this many keys noted for one moment, the rest are not checked (and that is logged). */
 const NOTED_MAX = 500_000;
 
@@ -81,12 +83,17 @@ export class FlushEdge {
     private readonly wallClock: () => number = Date.now,
   ) {}
 
-  /** The moment of memcached's scheduled flush (see FlushSchedule's onPending); null: none any more. */
+  /** The moment of memcached's scheduled flush (see FlushScheduleEvents.pending); null: none any more. */
   scheduled(at: Stamp | null): void {
     this.clear();
     this.moment = at;
-    if (at === null) return;
-    this.timer = setTimeout(() => void this.check(at), Math.max(0, at.wall - this.wallClock())).unref();
+    if (at !== null) this.checkAt(at);
+  }
+
+  /** Checks at the moment; a moment days away (flush_all takes up to 30, or a unix time) waits in steps a timer can take. */
+  private checkAt(at: Stamp): void {
+    const delay = Math.max(0, at.wall - this.wallClock());
+    this.timer = setTimeout(() => (delay > TIMER_MAX_MS ? this.checkAt(at) : void this.check(at)), Math.min(delay, TIMER_MAX_MS)).unref();
   }
 
   /** Whether writes judged now may need noting once answered (a moment is scheduled). */
