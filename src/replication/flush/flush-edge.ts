@@ -50,6 +50,8 @@ interface Noted {
 
 /** memcached's flush comes up to two seconds before the moment's stamp (whole seconds, less one tick); and a margin. */
 const EARLIEST_FLUSH_MS = 3000;
+/** Writes judged this long before the earliest flush are collected too (they may be answered within it). */
+const ARM_LEAD_MS = 1000;
 /** Writes answered this long after memcached's clock was seen past the moment are still checked (other threads, replies in flight). */
 const GRACE_MS = 200;
 /** How often memcached's clock is asked, and for how long at most, before giving up (memcached stalled for good). */
@@ -96,9 +98,14 @@ export class FlushEdge {
     this.timer = setTimeout(() => (delay > TIMER_MAX_MS ? this.checkAt(at) : void this.check(at)), Math.min(delay, TIMER_MAX_MS)).unref();
   }
 
-  /** Whether writes judged now may need noting once answered (a moment is scheduled). */
+  /**
+   * Whether writes judged now may need noting once answered: a moment is
+   * near (a write judged earlier is stamped well before it, and flushed
+   * however memcached's clock stood when it ran it). A flush scheduled days
+   * ahead costs nothing per write until then.
+   */
   get armed(): boolean {
-    return this.moment !== null;
+    return this.moment !== null && this.wallClock() >= this.moment.wall - EARLIEST_FLUSH_MS - ARM_LEAD_MS;
   }
 
   /** memcached answered a write of `key` stamped `stamp` (see the class comment). */
