@@ -108,6 +108,16 @@ describe('applier', () => {
     assert.equal(await held(), 'v', 'still held after the in-transit deadline');
   });
 
+  it("the peer's delayed flush comes due while memcached's clock is measured: memcached still gets it", async () => {
+    const client = await RawClient.connect(memcached.port);
+    await client.request('set before-short-flush 0 0 1\r\nx\r\n');
+    client.close();
+    // flush_all 1 on the peer, 700 ms ago: 300 ms left, less than measuring memcached's clock can take.
+    const command = Date.now() - 700;
+    applier.applyLive(record({ seq: 1, op: 'flush', key: Buffer.alloc(0), delay: 1, ttlMs: 300, hlc: { wall: command, logical: 0 } }), 'a', Date.now());
+    await eventually(async () => (await item(memcached.port, 'before-short-flush')) === null, 4000, 'the flush to take effect');
+  });
+
   // Last: the flush stays noted for the applier of this file.
   it("a copy's item read before a flush this node has passed goes with the flush; one read after it stands", async () => {
     const moment = Date.now();

@@ -293,7 +293,9 @@ export class Applier {
   private scheduleFlush(at: Stamp): Promise<void> {
     return memcachedClockEpoch(this.local).then((epoch) => {
       this.clockEpoch = { epoch, measuredAt: Date.now() };
-      if (this.history.flushes.state.pendingAt !== at) return;
+      // Replaced or cancelled meanwhile: not sent. Come due meanwhile (a short delay): sent all the same.
+      const { pendingAt, floor } = this.history.flushes.state;
+      if (pendingAt !== at && floor !== at) return;
       return this.local.quietBatch(flushAll(flushTimeFor(at.wall, epoch), true)).then(() => {});
     });
   }
