@@ -1,16 +1,19 @@
 /**
  * FlushEdge against a real memcached: the writes answered around a delayed
  * flush's moment end where their stamps say, whatever memcached's
- * one-second clock did with them.
+ * one-second clock did with them; and that clock's phase, as measured to
+ * schedule a flush (memcached-clock.ts).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { parseStats, STATS_REQUEST } from '../src/protocol/text/stats';
 import { FlushEdge } from '../src/replication/flush/flush-edge';
+import { memcachedClockEpoch } from '../src/replication/flush/memcached-clock';
 import type { Stamp } from '../src/replication/conflict/hlc';
 import { LocalMemcached } from '../src/replication/local-memcached';
 import { RecentWrites } from '../src/replication/conflict/recent-writes';
 import { RawClient } from './support/client';
-import { eventually } from './support/ports';
+import { eventually, sleep } from './support/ports';
 import { type Running, startMemcached } from './support/processes';
 import { item } from './support/replication';
 
@@ -80,5 +83,24 @@ describe('flush edge', () => {
     assert.equal(edge.armed, false, 'nothing to note for weeks');
     assert.deepEqual([asked, checks, failures], [0, [], []]);
     edge.stop();
+  });
+
+  it('the measured epoch tells what stats time reads, away from its ticks', async () => {
+    const epoch = await memcachedClockEpoch(local);
+    assert.notEqual(epoch, null);
+    let compared = 0;
+    for (let i = 0; i < 30; i++) {
+      const sentAt = Date.now();
+      const time = Number(parseStats(await local.request(STATS_REQUEST)).get('time'));
+      const at = Date.now();
+      // Only where the whole round trip is well inside one second of the predicted clock.
+      const [from, to] = [Math.floor((sentAt - 40 - epoch!) / 1000), Math.floor((at + 40 - epoch!) / 1000)];
+      if (from === to) {
+        assert.equal(time, from, `at ${at}: predicted ${from}, memcached says ${time}`);
+        compared++;
+      }
+      await sleep(70);
+    }
+    assert.ok(compared >= 15, `${compared} readings compared`);
   });
 });
