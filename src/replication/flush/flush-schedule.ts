@@ -129,7 +129,7 @@ export class FlushSchedule {
     return pending !== null && this.wallClock() >= pending.at.wall - CUT_LEAD_MS && compareStamps(stamp, pending.at) <= 0;
   }
 
-  /** For stats and tests. */
+  /** The newest flush done (a due one counts as done) and the moment still scheduled, if any. */
   get state(): { floor: Stamp | null; pendingAt: Stamp | null } {
     this.promoteDue();
     return { floor: this.floor, pendingAt: this.pending?.at ?? null };
