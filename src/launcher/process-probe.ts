@@ -6,6 +6,7 @@
  * Linux-specific where it reads /proc; elsewhere a process is never verifiable,
  * so nothing is adopted or killed there.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { parseStatsText, STATS_REQUEST } from '../protocol/text/stats';
@@ -72,7 +73,6 @@ export function statsPid(socketPath: string, timeoutMs: number): Promise<number 
   });
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Polls until `pid` is gone or `timeoutMs` passed; whether it is gone. */
 export async function waitForExit(pid: number, timeoutMs: number, pollMs = 50): Promise<boolean> {

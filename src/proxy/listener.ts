@@ -4,6 +4,7 @@
  * (0x80 is the binary protocol's magic, as memcached auto-negotiates) and
  * hands the connection to a session.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Logger } from '../log';
@@ -138,7 +139,7 @@ export class Listener {
     while (Date.now() < deadline) {
       for (const [socket, session] of this.clients) if (!session?.busy) socket.end();
       if (this.clients.size === 0) return;
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20);
     }
     for (const socket of this.clients.keys()) socket.destroy();
   }

@@ -10,6 +10,7 @@
  * fell further behind than the backlog holds) only a full copy can make it
  * whole: that is never silently skipped.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
@@ -495,10 +496,14 @@ export class Replicator implements LinkHandler {
     if (pending) this.rescheduleFlush(pending.at);
   }
 
-  /** Gives memcached again a delayed flush it lost (see Applier.rescheduleFlush). */
+  /**
+   * Gives memcached again a delayed flush it lost by restarting, ahead of the
+   * full copy that refills it: the copy's items are stored before the moment,
+   * and go at it, as on the peer.
+   */
   private rescheduleFlush(at: Stamp): void {
     const when = new Date(at.wall).toISOString();
-    this.applier.rescheduleFlush(at).then(
+    this.applier.scheduleFlush(at).then(
       () => this.log.info(`replication: scheduled again on memcached the flush_all due at ${when}`),
       (error: Error) => this.log.warn(`replication: could not schedule again on memcached the flush_all due at ${when}: ${error.message}`),
     );
@@ -642,7 +647,7 @@ export class Replicator implements LinkHandler {
     const deadline = Date.now() + timeoutMs;
     while (this.active && this.outbox.unacknowledged > 0 && Date.now() < deadline) {
       this.sender.pump();
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
     this.copySender.stop();
     this.restartWatch.stop();

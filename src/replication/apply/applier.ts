@@ -30,7 +30,7 @@ import { exptimeFor } from '../../protocol/text/expiry';
 import type { ReplyPart } from '../../protocol/text/reply-parser';
 import { flushAll, metaDelete, metaInvalidate, metaRead, metaSet, metaSetBytesMax, metaTouch, textSafeKey, writeMetaSet, type MetaSetFields } from '../../protocol/text/serializer';
 import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from '../binary-keys';
-import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame, type RecordOp } from '../link/frames/messages';
+import { expiresAtFromTtl, FLUSH_CANCEL, type Expiry, type RecordFrame, type RecordOp } from '../link/frames/messages';
 import type { Contention } from './contention';
 import type { Stored } from '../flush/flush-edge';
 import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from '../flush/flush-schedule';
@@ -153,9 +153,9 @@ export class Applier {
   /** Clients' own flush_all in flight (see pauseForLocalFlush), and the records that arrived meanwhile. */
   private pauses = 0;
   private deferred: Deferred[] = [];
+  private deferredBytes = 0;
   /** memcached's clock phase as last measured, for a delayed flush given in a batch (see scheduleFlush). */
   private clockEpoch: { epoch: number | null; measuredAt: number } | null = null;
-  private deferredBytes = 0;
 
   /**
    * A full copy's record (seq 0): the peer's state of a key when it read it.
@@ -166,8 +166,8 @@ export class Applier {
     this.clock.observe(record.hlc);
     const batch = this.openBatch();
     batch.copies++;
-    // Stamped with when the peer's memcached answered it (0 from a memrepl before that): read before a flush's
-    // moment this node has passed, it went with the flush there.
+    // Stamped with the key's last write the peer remembers, else when its memcached answered (0 from a memrepl
+    // before that): written before a flush's moment this node has passed, it went with the flush there.
     const read: Stamp = { wall: record.hlc.wall, logical: record.hlc.logical, nodeId: '' };
     if (read.wall > 0 && this.history.flushes.erases(read)) return this.skipped();
     // A client write on its way to memcached is newer still (see Contention).
@@ -177,9 +177,8 @@ export class Applier {
     // A touch by a client here after the covered point is newer than the copy's expiry (and on its way to the peer).
     const touch = this.history.touches.lastWriteOf(record.key);
     const ownTouch = touch !== undefined && touch.nodeId === this.nodeId && compareHlc(touch, this.copyCovers) > 0;
-    const expiresAt = ownTouch ? touch.expiresAt : undefined;
-    this.write(batch, record, sentAt, expiresAt);
-    if (read.wall > 0) this.noteNearFlush(batch, record, read, sentAt, expiresAt);
+    const deadline = this.write(batch, record, sentAt, ownTouch ? touch.expiresAt : undefined);
+    if (read.wall > 0) this.noteNearFlush(batch, record, read, deadline);
   }
 
   /**
@@ -209,14 +208,13 @@ export class Applier {
     // A newer touch of the key here (or from the peer) keeps its expiry over the older value's.
     const touch = record.op === 'set' ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
-    this.write(batch, record, sentAt, expiresAt);
-    this.noteNearFlush(batch, record, stamp, sentAt, expiresAt);
+    const deadline = this.write(batch, record, sentAt, expiresAt);
+    this.noteNearFlush(batch, record, stamp, deadline);
   }
 
   /** While a delayed flush's moment is near, the write is reported to history.nearFlush once answered (see flush-edge.ts). */
-  private noteNearFlush(batch: Batch, record: RecordFrame, stamp: Stamp, sentAt: number, expiresAt: number | null | undefined): void {
+  private noteNearFlush(batch: Batch, record: RecordFrame, stamp: Stamp, deadline: Expiry): void {
     if (!this.history.nearFlush.armed) return;
-    const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
     const stores = (record.op === 'set' || record.op === 'add') && deadline !== 'unchanged';
     // Copies: the record's bytes are views of the link's chunks, kept here for seconds.
     const stored = stores ? { value: Buffer.from(record.value), flags: record.flags, expiresAt: deadline } : null;
@@ -275,22 +273,13 @@ export class Applier {
   }
 
   /**
-   * This node's memcached restarted: the delayed flush it had scheduled (this
-   * node's clients' or the peer's) died with it. Schedule it again, at its
-   * moment, ahead of the full copy that refills it: the copy's items are
-   * stored before the moment, and go at it, as on the peer.
-   */
-  rescheduleFlush(at: Stamp): Promise<void> {
-    return this.scheduleFlush(at);
-  }
-
-  /**
    * Gives memcached a delayed flush at `at`, once its clock's phase is known
-   * (see memcached-clock.ts), unless another command replaced it meanwhile.
-   * Sent on the applier's connection, outside the batches: a delayed flush
-   * cuts by the time items were stored, not by the order of commands.
+   * (see memcached-clock.ts), unless another command replaced it meanwhile:
+   * the peer's, or one memcached lost by restarting. Sent on the applier's
+   * connection, outside the batches: a delayed flush cuts by the time items
+   * were stored, not by the order of commands.
    */
-  private scheduleFlush(at: Stamp): Promise<void> {
+  scheduleFlush(at: Stamp): Promise<void> {
     return memcachedClockEpoch(this.local).then((epoch) => {
       this.clockEpoch = { epoch, measuredAt: Date.now() };
       // Replaced or cancelled meanwhile: not sent. Come due meanwhile (a short delay): sent all the same.
@@ -412,7 +401,8 @@ export class Applier {
   }
 
   /** The record's quiet command into the batch, its key counted in flight for Contention. */
-  private write(batch: Batch, record: RecordFrame, sentAt: number, expiresAt?: number | null): void {
+  /** Returns the deadline it gave the item. */
+  private write(batch: Batch, record: RecordFrame, sentAt: number, expiresAt?: number | null): Expiry {
     if (record.seq > 0) batch.tickets.push(this.contention.applyStarted(record.key));
     const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
     // null only for 'unchanged', which only an invalidation carries.
@@ -420,6 +410,7 @@ export class Applier {
     if (needsBinary(record.key)) this.writeBinary(batch, record, deadline, exptime);
     else this.writeText(batch, record, deadline, exptime);
     if (batch.full.length * BATCH_BYTES + batch.used + batch.binaryBytes >= BATCH_BYTES) this.flush();
+    return deadline;
   }
 
   private writeText(batch: Batch, record: RecordFrame, deadline: number | null | 'unchanged', exptime: number | null): void {

@@ -25,6 +25,7 @@
  * no CAS or expiry); a write read back as a changed state (an append) is
  * deleted if it should be gone, but not stored back if it should stay.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { exptimeFor } from '../../protocol/text/expiry';
 import { parseMetaHeader } from '../../protocol/text/meta-header';
 import { metaDelete, metaRead, metaSet } from '../../protocol/text/serializer';
@@ -142,7 +143,7 @@ export class FlushEdge {
     try {
       if (!(await this.clockPast(moment, current))) return;
       this.pastAt = this.wallClock();
-      await new Promise((resolve) => setTimeout(resolve, GRACE_MS).unref());
+      await sleep(GRACE_MS, undefined, { ref: false });
       await this.applierIdle();
       if (!current()) return;
       const noted = this.noted;
@@ -167,20 +168,19 @@ export class FlushEdge {
       const time = Number(parseStats(await this.local.request(STATS_REQUEST)).get('time'));
       if (time >= pastSecond) return current();
       if (this.wallClock() > giveUpAt) throw new Error(`memcached's clock did not pass it in ${CLOCK_WAIT_MAX_MS / 1000} s`);
-      await new Promise((resolve) => setTimeout(resolve, CLOCK_POLL_MS).unref());
+      await sleep(CLOCK_POLL_MS, undefined, { ref: false });
     }
     return false;
   }
 
   private async putInPlace(moment: Stamp, noted: Map<string, Noted>): Promise<{ read: number; deleted: number; storedBack: number }> {
-    const keys = [...noted.keys()].map((id) => Buffer.from(id, 'latin1'));
-    const replies = await Promise.all(keys.map((key) => this.local.request(metaRead(key, { cas: true }))));
+    const writes = [...noted].map(([id, write]) => ({ key: Buffer.from(id, 'latin1'), ...write }));
+    const replies = await Promise.all(writes.map(({ key }) => this.local.request(metaRead(key, { cas: true }))));
     const fixes: Buffer[] = [];
     let deleted = 0;
     let storedBack = 0;
     const now = this.wallClock();
-    keys.forEach((key, i) => {
-      const { stamp, stored } = noted.get(key.toString('latin1'))!;
+    writes.forEach(({ key, stamp, stored }, i) => {
       // A newer write of the key than the one noted decides on its own.
       const last = this.values.lastWriteOf(key);
       if (last !== undefined && compareStamps(last, stamp) > 0) return;
@@ -190,15 +190,14 @@ export class FlushEdge {
         fixes.push(metaDelete(key, true, header.cas));
         deleted++;
       } else if (!flushedByStamp && header.status === 'EN' && stored !== null) {
-        const exptime = exptimeFor(stored.expiresAt, now);
         // Expired meanwhile on its own: nothing to store back.
         if (stored.expiresAt !== null && stored.expiresAt <= now) return;
-        fixes.push(metaSet(key, stored.value, { clientFlags: stored.flags, exptime, mode: 'E', quiet: true }));
+        fixes.push(metaSet(key, stored.value, { clientFlags: stored.flags, exptime: exptimeFor(stored.expiresAt, now), mode: 'E', quiet: true }));
         storedBack++;
       }
     });
     if (fixes.length > 0) await this.local.quietBatch(Buffer.concat(fixes));
-    return { read: keys.length, deleted, storedBack };
+    return { read: writes.length, deleted, storedBack };
   }
 }
 

@@ -13,6 +13,7 @@
  * is measured by watching `stats` time change, right before scheduling (the
  * phase drifts as memcached's timer is re-armed every tick).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseStats, STATS_REQUEST } from '../../protocol/text/stats';
 import type { LocalMemcached } from '../local-memcached';
 
@@ -37,7 +38,7 @@ export async function memcachedClockEpoch(local: LocalMemcached, now: () => numb
     // It ticked between the last answer and this one: take the middle.
     if (before && time > before.time) return (before.at + at) / 2 - time * 1000;
     before = { time, at };
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await sleep(POLL_MS);
   }
   return null;
 }
