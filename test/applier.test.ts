@@ -29,6 +29,7 @@ describe('applier', () => {
   let binaryLocal: LocalMemcachedBinary;
   let applier: Applier;
   let touches: RecentWrites;
+  let values: RecentWrites;
   let flushes: FlushSchedule;
   before(async () => {
     memcached = await startMemcached();
@@ -37,7 +38,8 @@ describe('applier', () => {
     const bounds = { maxEntries: 1000, windowMs: 60_000 };
     touches = new RecentWrites(bounds);
     flushes = new FlushSchedule();
-    const history = { values: new RecentWrites(bounds), touches, flushes, nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
+    values = new RecentWrites(bounds);
+    const history = { values, touches, flushes, nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
     applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b', {
       settled() {},
       drained() {},
@@ -68,6 +70,21 @@ describe('applier', () => {
     await eventually(async () => (await item(memcached.port, 'plain')) !== null && (await item(memcached.port, 'slid')) !== null, 3000, 'both copies applied');
     assert.ok(((await item(memcached.port, 'slid'))?.ttl ?? 0) > 990, 'the touch\'s expiry, not the copy\'s');
     assert.ok(((await item(memcached.port, 'plain'))?.ttl ?? 99) <= 3, 'a key not touched takes the copy\'s');
+  });
+
+  it("a set-mode copy of the very write this node already holds keeps the item and its CAS unique; a lost one is filled in", async () => {
+    const client = await RawClient.connect(memcached.port);
+    await client.request('set held 0 0 4\r\nsame\r\n');
+    const casOf = async () => /^VALUE held 0 4 (\d+)/.exec(await client.request('gets held\r\n', 'END\r\n'))?.[1];
+    const before = await casOf();
+    const stamp = { wall: Date.now() - 5000, logical: 3 };
+    values.note(Buffer.from('held'), { ...stamp, nodeId: 'a' });
+    values.note(Buffer.from('lost'), { ...stamp, nodeId: 'a' });
+    applier.applyCopy(record({ key: Buffer.from('held'), value: Buffer.from('same'), hlc: stamp }), Date.now());
+    applier.applyCopy(record({ key: Buffer.from('lost'), value: Buffer.from('back'), hlc: stamp }), Date.now());
+    await eventually(async () => (await item(memcached.port, 'lost'))?.value === 'back', 3000, 'the missing item filled in');
+    assert.equal(await casOf(), before, 'no new CAS unique for a write nobody made');
+    client.close();
   });
 
   // The origin held these items until their deadline and a client touched them before it:

@@ -177,7 +177,7 @@ export class Applier {
     // A touch by a client here after the covered point is newer than the copy's expiry (and on its way to the peer).
     const touch = this.history.touches.lastWriteOf(record.key);
     const ownTouch = touch !== undefined && touch.nodeId === this.nodeId && compareHlc(touch, this.copyCovers) > 0;
-    const deadline = this.write(batch, record, sentAt, ownTouch ? touch.expiresAt : undefined);
+    const deadline = this.write(batch, this.sameWriteAdds(record), sentAt, ownTouch ? touch.expiresAt : undefined);
     if (read.wall > 0) this.noteNearFlush(batch, record, read, deadline);
   }
 
@@ -630,6 +630,20 @@ export class Applier {
   private copyApplies(record: RecordFrame): boolean {
     const last = this.history.values.lastWriteOf(record.key);
     return !last || last.nodeId !== this.nodeId || compareHlc(last, this.copyCovers) <= 0;
+  }
+
+  /**
+   * A copy's item stamped with the very write this node last noted for the key
+   * is that write, already here: a set would store the same bytes again and
+   * give them a new CAS unique, failing a client's gets/cas in between for a
+   * write nobody made. An add keeps the item (and fills it in if memcached
+   * lost it since).
+   */
+  private sameWriteAdds(record: RecordFrame): RecordFrame {
+    if (record.op !== 'set') return record;
+    const last = this.history.values.lastWriteOf(record.key);
+    if (!last || last.wall !== record.hlc.wall || last.logical !== record.hlc.logical) return record;
+    return { ...record, op: 'add' };
   }
 
 }
