@@ -179,7 +179,7 @@ async function main(): Promise<void> {
     // One JSON document written a key at a time: a long run's history is larger than V8's longest string.
     const out = fs.openSync(path.join(logDir, 'history.json'), 'w');
     try {
-      fs.writeSync(out, `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"attempts":{`);
+      fs.writeSync(out, `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"stops":${JSON.stringify(h.stops)},"attempts":{`);
       let first = true;
       for (const [key, attempts] of h.attempts) {
         fs.writeSync(out, `${first ? '' : ','}\n${JSON.stringify(key)}:${JSON.stringify(attempts, replacer)}`);

@@ -84,6 +84,20 @@ describe('fault suite model', () => {
     assert.equal(expect(log, 9000, { flushes, stops }).contradictions.length, 0);
   });
 
+  it('lets a write without a reply take effect after a flush, until its stopped memcached has resumed', () => {
+    // The write waited in memcached a, stopped twice in a row for 14 s in all; b flushed meanwhile.
+    const stops: Stop[] = [
+      { node: 'a', at: 900, until: 7000 },
+      { node: 'a', at: 7200, until: 14_000 },
+    ];
+    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 12_000, at: 12_005, acked: true }];
+    // The delete comes once the flush has surely crossed to a.
+    const log = [attempt(0, set('a;')), attempt(1000, set('late;'), noReply), attempt(23_000, { kind: 'delete' })];
+    assert.equal(expect(log, 30_000, { flushes, stops }).contradictions.length, 0, 'applied as memcached resumed, after the flush');
+    // Without the stops it had to be done 10 s after it was sent, before the flush, which erased it.
+    assert.equal(expect(log, 30_000, { flushes }).contradictions.length, 1);
+  });
+
   it('reports a reply that contradicts every allowed state', () => {
     const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
     assert.equal(expect(log, 1000).contradictions.length, 1);

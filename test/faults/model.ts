@@ -119,8 +119,9 @@ export function expectation(attempts: readonly Attempt[], node: string, flushes:
   };
   for (const attempt of attempts) {
     advance(attempt.sentAt);
-    // A flush starting while the op was in flight may come before it as well.
-    while (next < events.length && events[next].kind === 'flush-start' && events[next].time <= attempt.at) replay.event(events[next++]);
+    // A flush starting while the op was in flight (or, without a reply, could still take effect) may come before it as well.
+    const effectEnd = effectEndOf(attempt, options.stops);
+    while (next < events.length && events[next].kind === 'flush-start' && events[next].time <= effectEnd) replay.event(events[next++]);
     replay.attempt(attempt);
     if (replay.failed) break;
   }
@@ -245,7 +246,7 @@ class Replay {
     const inTransit = flush !== null && flush.lagging && attempt.sentAt > flush.localEnd;
     for (const b of pre) {
       const before = b.item;
-      for (const next of transitions(before, attempt)) {
+      for (const next of transitions(before, attempt, this.options.stops)) {
         const item = next === before ? next : this.frozenClocks(next, attempt);
         const rewrote = item !== before && REWRITES.has(attempt.op.kind);
         if (!flush || b.flushed || !rewrote) out.push({ item, flushed: b.flushed });
@@ -322,10 +323,26 @@ class Replay {
   }
 }
 
+/**
+ * The latest moment `attempt` may take effect: its reply, or for a write
+ * without one LATE_MS after it was sent, or later while its node's memcached
+ * was stopped (SIGSTOP) in between: memcached runs what it had buffered, and
+ * the proxy sends what it had queued, once it resumes (stops may follow each
+ * other closer than LATE_MS apart).
+ */
+export function effectEndOf(attempt: Attempt, stops: readonly Stop[] = []): number {
+  if (attempt.outcome.effect !== 'unknown') return attempt.at;
+  let end = attempt.sentAt + LATE_MS;
+  for (const stop of [...stops].sort((x, y) => x.at - y.at)) {
+    if (stop.node === attempt.node && stop.at <= end && stop.until >= attempt.sentAt) end = Math.max(end, stop.until + CLOCK_CATCH_UP_MS);
+  }
+  return end;
+}
+
 /** The states `item` may be in after `attempt`, given what its reply said. */
-export function transitions(item: Item | null, attempt: Attempt): Array<Item | null> {
+export function transitions(item: Item | null, attempt: Attempt, stops?: readonly Stop[]): Array<Item | null> {
   const { outcome } = attempt;
-  const effectEnd = outcome.effect === 'unknown' ? attempt.sentAt + LATE_MS : attempt.at;
+  const effectEnd = effectEndOf(attempt, stops);
   const effects = effectsOf(item, attempt.op, attempt.sentAt, effectEnd);
   switch (outcome.effect) {
     case 'unknown':
