@@ -167,7 +167,7 @@ async function copyOut(
     maxInFlight: 512,
     maxInFlightBytes: 16 * 1024 * 1024,
     peerMaxFrameBytes: Infinity,
-    localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf: () => undefined },
+    localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf: () => undefined, survivorStamp: () => ({ wall: 1, logical: 0 }) },
     ...options,
   }, createLogger(1, (line) => (log += line)));
   const [progress] = await Promise.all([copy.run(), during(copy)]);
@@ -197,17 +197,18 @@ describe('FullCopy against memcached', () => {
     }
   });
 
-  it('each record carries the stamp of the key\'s last write the sender remembers, else when memcached answered it', async () => {
+  it("each record carries the stamp of the key's last write the sender remembers, else the survivor stamp as its fetch left", async () => {
     const memcached = await startMemcached();
     try {
       await load(memcached.port, items(20, 'st'));
       const remembered = { wall: 1_700_000_000_000, logical: 7 };
-      const before = Date.now();
       const stampOf = (key: Buffer, start: number, end: number) => (key.toString('latin1', start, end) === 'st:3' ? remembered : undefined);
-      const { records } = await copyOut(memcached.port, { localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf } });
+      let asked = 0;
+      const survivorStamp = () => ({ wall: 1_600_000_000_000 + asked++, logical: 3 });
+      const { records } = await copyOut(memcached.port, { localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf, survivorStamp } });
       assert.deepEqual(records.get('st:3')?.hlc, remembered);
-      const read = records.get('st:4')!.hlc;
-      assert.ok(read.wall >= before && read.wall <= Date.now() && read.logical === 0, `read at ${read.wall}`);
+      const stamp = records.get('st:4')!.hlc;
+      assert.ok(asked > 0 && stamp.logical === 3 && stamp.wall >= 1_600_000_000_000 && stamp.wall < 1_600_000_000_000 + asked, JSON.stringify(stamp));
     } finally {
       await memcached.stop();
     }
@@ -280,6 +281,7 @@ describe('FullCopy against memcached', () => {
         mark: () => ({ wall: ++clock, logical: 0 }),
         writtenSince: (key: Buffer, start: number, end: number, mark: { wall: number }) => (written.get(key.toString('latin1', start, end)) ?? 0) > mark.wall,
         stampOf: () => undefined,
+        survivorStamp: () => ({ wall: 1, logical: 0 }),
       };
       // Paced: the fetches take about two seconds after the walk.
       const { records, progress } = await copyOut(memcached.port, { ratePerSecond: 50, localWrites }, async (copy) => {

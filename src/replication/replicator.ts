@@ -201,6 +201,7 @@ export class Replicator implements LinkHandler {
       options: () => this.options,
       clock: this.clock,
       values,
+      flushes: this.history.flushes,
       whenApplied: (seq, timeoutMs) => this.inbox.whenApplied(seq, timeoutMs),
       isActive: (link) => link === this.active,
       metrics,

@@ -66,6 +66,8 @@ interface Batch {
   keep?: Kept[];
   /** A flush's batch is filled only when its turn comes (see flushKeepingNewer). */
   prepare?: () => Promise<void>;
+  /** A flush's batch: its moment, told to history.flushes once memcached answered (see FlushSchedule.survivorStamp). */
+  flushes?: Stamp;
   /** Writes to report once answered, while a delayed flush's moment is near (see flush-edge.ts). */
   nearFlush?: Array<{ key: Buffer; stamp: Stamp; stored: Stored | null }>;
 }
@@ -342,6 +344,7 @@ export class Applier {
         // After the flush now, in the same batch: sent apart, it could reach memcached first and be undone by it.
         if (action.reschedule !== null) this.command(own, flushAll(flushTimeFor(action.reschedule.wall, this.recentClockEpoch()), true), null);
         own.keep = keep;
+        own.flushes = action.moment;
       });
     this.flush(true);
   }
@@ -523,6 +526,7 @@ export class Applier {
     // A flush's kept keys are stored back before the batches after it are sent (its barrier), so
     // that clients here do not see them missing for longer than one round trip to memcached.
     const restoreKept = async ([reads, binaryReads]: Answers) => {
+      if (batch.flushes) this.history.flushes.ran(batch.flushes);
       const keep = batch.keep;
       const restored = keep ? this.restore(keep, [reads.splice(0, keep.filter(({ key }) => !needsBinary(key)).length), binaryReads.splice(0)]) : null;
       // Client writes held go once the kept keys are back: a delete must not land before the add it undoes.

@@ -14,6 +14,7 @@ import { compareHlc, type HybridClock } from '../conflict/hlc';
 import type { Link } from '../link/link';
 import type { LocalMemcached } from '../local-memcached';
 import type { ReplicationMetrics } from '../metrics';
+import type { FlushSchedule } from '../flush/flush-schedule';
 import type { RecentWrites } from '../conflict/recent-writes';
 
 /** How long a copy waits for the peer's records sent before it asked (they normally take milliseconds). */
@@ -40,6 +41,8 @@ export interface CopySenderDeps {
   clock: HybridClock;
   /** This node's writes, to leave out the keys written since the copy read them (the live record is newer). */
   values: RecentWrites;
+  /** What this node knows of flush_all: a copy's item stamps (see FlushSchedule.survivorStamp). */
+  flushes: FlushSchedule;
   /** Resolves once the peer's records up to `seq` are applied here (or after `timeoutMs`: false). */
   whenApplied(seq: number, timeoutMs: number): Promise<boolean>;
   /** Whether `link` is still the one records go to. */
@@ -186,7 +189,7 @@ export class CopySender {
   }
 
   private newCopy(link: Link, mode: 'add' | 'set'): FullCopy {
-    const { clock, values } = this.deps;
+    const { clock, values, flushes } = this.deps;
     const options = this.deps.options();
     return new FullCopy(
       this.deps.upstream,
@@ -208,6 +211,7 @@ export class CopySender {
             return last !== undefined && last.nodeId === options.nodeId && compareHlc(last, mark) > 0;
           },
           stampOf: (key, start, end) => values.lastWriteOf(key.subarray(start, end)),
+          survivorStamp: () => flushes.survivorStamp(),
         },
       },
       this.deps.log,

@@ -97,6 +97,8 @@ export interface FullCopyOptions {
     writtenSince(key: Buffer, start: number, end: number, mark: Hlc): boolean;
     /** The stamp of the last write of the key this node remembers (its clients' or the peer's), if any. */
     stampOf(key: Buffer, start: number, end: number): Readonly<Hlc> | undefined;
+    /** The stamp of an item whose last write is not remembered, as of a fetch leaving (see FlushSchedule.survivorStamp). */
+    survivorStamp(): Hlc;
   };
   /** Keys spooled between the walk and the fetches, in bytes at most (tests make it small). */
   spoolMaxBytes?: number;
@@ -159,8 +161,9 @@ interface FetchBatch {
   bytes: number;
   /** Keys sent in base64 (bytes the text protocol cannot carry), by the opaque their reply names. */
   base64Keys: Buffer[] | null;
-  /** localWrites.mark() when the batch left. */
+  /** localWrites.mark() and localWrites.survivorStamp() when the batch left. */
   mark: Hlc;
+  survivor: Hlc;
 }
 
 /** A key no text command can name, fetched in binary, and its expiry as the walk read it (unix seconds, -1 never). */
@@ -505,7 +508,7 @@ export class FullCopy {
     }
     if (count > 0) {
       requests.used += SENTINEL.copy(requests.buf, requests.used);
-      this.batches.push({ unanswered: count, bytes, base64Keys, mark: this.options.localWrites.mark() });
+      this.batches.push({ unanswered: count, bytes, base64Keys, mark: this.options.localWrites.mark(), survivor: this.options.localWrites.survivorStamp() });
       this.inFlight += count;
       this.inFlightBytes += bytes;
       fetcher.write(requests.take()!);
@@ -522,18 +525,19 @@ export class FullCopy {
    */
   private fetchBinary(fetches: BinaryFetch[], bytes: number): void {
     const mark = this.walkMark;
+    const survivor = this.options.localWrites.survivorStamp();
     this.inFlight += fetches.length;
     this.inFlightBytes += bytes;
     const requests = Buffer.concat(fetches.map(({ key }, i) => binaryFetch(key, i)));
     const fetcher = this.binaryFetcher!;
     fetcher.quietBatch(requests).then(
-      (hits) => this.binaryFetched(fetches, bytes, mark, hits, fetcher.lastReceivedAt),
+      (hits) => this.binaryFetched(fetches, bytes, mark, survivor, hits, fetcher.lastReceivedAt),
       (error: Error) => this.fail('fetch_failed', `fetching items for the copy in binary: ${error.message}`),
     );
   }
 
   /** A binary batch's hits as frames; what it did not answer is gone since the walk saw it, as on the text path. */
-  private binaryFetched(fetches: BinaryFetch[], bytes: number, mark: Hlc, hits: BinaryPacket[], now: number): void {
+  private binaryFetched(fetches: BinaryFetch[], bytes: number, mark: Hlc, survivor: Hlc, hits: BinaryPacket[], now: number): void {
     if (this.finished) return;
     let answered = 0;
     for (const hit of hits) {
@@ -547,7 +551,7 @@ export class FullCopy {
         this.accounted!.add(fetch.key, 0, fetch.key.length);
         this.progress.skipped++;
       } else {
-        this.copyItem(mark, fetch.key, 0, fetch.key.length, flagsOf(hit), ttlMs, now, hit.value, 0, hit.value.length);
+        this.copyItem(mark, survivor, fetch.key, 0, fetch.key.length, flagsOf(hit), ttlMs, now, hit.value, 0, hit.value.length);
       }
     }
     this.inFlight -= fetches.length;
@@ -598,14 +602,15 @@ export class FullCopy {
     batch.unanswered--;
     this.inFlight--;
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, remainingLifeMs(v.ttl));
-    this.copyItem(batch.mark, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
+    this.copyItem(batch.mark, batch.survivor, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
   }
 
   /**
    * A fetched item, accounted for, as a RECORD frame for the link; unless a
    * local write since `mark` supersedes it or the peer could not hold it.
+   * `survivor`: its stamp if its last write is not remembered, as of the fetch leaving.
    */
-  private copyItem(mark: Hlc, key: Buffer, start: number, end: number, flags: number, ttlMs: number, now: number, value: Buffer, valueStart: number, valueEnd: number): void {
+  private copyItem(mark: Hlc, survivor: Hlc, key: Buffer, start: number, end: number, flags: number, ttlMs: number, now: number, value: Buffer, valueStart: number, valueEnd: number): void {
     this.accounted!.add(key, start, end);
     if (this.options.localWrites.writtenSince(key, start, end, mark)) {
       this.progress.skipped++; // the live record carries the newer state
@@ -618,13 +623,14 @@ export class FullCopy {
     }
     const frames = this.frames;
     frames.ensure(size);
-    // Stamped with its last write this node remembers, else with when memcached answered it (written before that):
-    // the receiver judges it against a flush's moment by that, not by when it was read (an item read after the
-    // moment may still be one this node's flush edge is about to delete). Not against writes: see Applier.copyApplies.
+    // Stamped with its last write this node remembers, else as having outlived the newest flush memcached had run
+    // here when it was fetched (FlushSchedule.survivorStamp): the receiver judges it against a flush's moment by
+    // that, not by when it was read (an item read after the moment may still be one this node's flush edge is about
+    // to delete, or one of this node's flush has yet to reach). Not against writes: see Applier.copyApplies.
     const fields = this.frameFields;
-    const written = this.options.localWrites.stampOf(key, start, end);
-    fields.wall = written ? written.wall : now;
-    fields.logical = written ? written.logical : 0;
+    const stamp = this.options.localWrites.stampOf(key, start, end) ?? survivor;
+    fields.wall = stamp.wall;
+    fields.logical = stamp.logical;
     fields.flags = flags;
     fields.ttlMs = ttlMs;
     fields.sentAt = now;

@@ -85,3 +85,22 @@ test('in the last second before a scheduled flush, a record stamped before its m
   assert.equal(flushes.erases(st(1500, 'b')), true);
   assert.equal(flushes.erases(st(6001, 'b')), false, 'stamped after the moment');
 });
+
+test("a copy's item not remembered is stamped just after the newest flush memcached has surely run here", () => {
+  let now = 10_000;
+  const flushes = new FlushSchedule(() => now);
+  assert.deepEqual(flushes.survivorStamp(), { wall: 1, logical: 0 }, 'none yet: older than any flush the peer knows');
+  // The peer's flush: judged at once, but run only once memcached answered it.
+  const action = flushes.incoming(st(9000, 'b'), { kind: 'now' }, 0);
+  assert.equal(action.kind, 'flush');
+  assert.deepEqual(flushes.survivorStamp(), { wall: 1, logical: 0 }, 'read before memcached ran it: the item goes with it on the peer');
+  flushes.ran(st(9000, 'b'));
+  assert.deepEqual(flushes.survivorStamp(), { wall: 9000, logical: 1 });
+  assert.equal(flushes.erases({ ...flushes.survivorStamp(), nodeId: '' }), false, 'it outlived the flush: the peer keeps it');
+  // A delayed one counts once memcached's one-second clock has surely passed its moment.
+  flushes.local(st(10_000), { kind: 'delayed', delayMs: 1000 });
+  now = 11_500;
+  assert.deepEqual(flushes.survivorStamp(), { wall: 9000, logical: 1 });
+  now = 13_000;
+  assert.deepEqual(flushes.survivorStamp(), { wall: 11_000, logical: 1 });
+});

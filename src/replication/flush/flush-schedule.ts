@@ -18,7 +18,7 @@
  * flushes it when the moment comes.
  */
 import { RELATIVE_EXPTIME_MAX } from '../../protocol/text/expiry';
-import { compareStamps, type Stamp } from '../conflict/hlc';
+import { compareStamps, type Hlc, type Stamp } from '../conflict/hlc';
 
 /** A flush_all as the recorder normalised it: how long after its command it empties the cache. */
 export type FlushTiming = { kind: 'now' } | { kind: 'delayed'; delayMs: number } | { kind: 'cancel' };
@@ -58,12 +58,17 @@ export interface FlushScheduleEvents {
 
 /** How long before its moment memcached may already show a scheduled flush done (its cut, and a margin). */
 const CUT_LEAD_MS = 1100;
+/** How long after its moment memcached has surely run a scheduled flush (its one-second clock, and a margin). */
+const CUT_LAG_MS = 2000;
 
 const NO_EVENTS: FlushScheduleEvents = { pending() {}, changed() {} };
 
 export class FlushSchedule {
   private floor: Stamp | null = null;
   private pending: PendingFlush | null = null;
+  /** The newest flush memcached answered here (see ran), and the newest scheduled one that came due. */
+  private newestRan: Stamp | null = null;
+  private newestDue: Stamp | null = null;
 
   constructor(
     private readonly wallClock: () => number = Date.now,
@@ -72,7 +77,10 @@ export class FlushSchedule {
 
   /** A client's flush_all took effect here (its command is the newest this node knows). */
   local(command: Stamp, timing: FlushTiming): void {
-    if (timing.kind === 'now') this.flushed(command);
+    if (timing.kind === 'now') {
+      this.flushed(command);
+      this.ran(command);
+    }
     this.setPending(timing.kind === 'delayed' ? { command, at: after(command, timing.delayMs) } : null);
   }
 
@@ -108,7 +116,10 @@ export class FlushSchedule {
    * flush still to come that it restored (memcached may have lost it), if any.
    */
   restore(memory: FlushMemory): PendingFlush | null {
-    if (memory.floor) this.flushed(memory.floor);
+    if (memory.floor) {
+      this.flushed(memory.floor);
+      this.ran(memory.floor);
+    }
     const { pending } = memory;
     if (!pending || pending.at.wall <= this.wallClock() || this.newerPending(pending.command)) return null;
     this.setPending(pending);
@@ -127,6 +138,29 @@ export class FlushSchedule {
     if (this.floor !== null && compareStamps(stamp, this.floor) <= 0) return true;
     const pending = this.pending;
     return pending !== null && this.wallClock() >= pending.at.wall - CUT_LEAD_MS && compareStamps(stamp, pending.at) <= 0;
+  }
+
+  /** memcached answered the flush_all of this moment (the peer's, as the applier sent it): it has run. */
+  ran(moment: Stamp): void {
+    if (this.newestRan === null || compareStamps(moment, this.newestRan) > 0) this.newestRan = moment;
+  }
+
+  /**
+   * Just after the newest flush memcached has surely run here. A full copy
+   * stamps with it an item whose last write this node no longer remembers:
+   * the item outlived that flush here, and goes on the peer with any later
+   * flush the peer has run and this node not yet (as it will here once this
+   * node runs it). Stamped when it was read instead, such an item read before
+   * this node ran the peer's newest flush came back on the peer for good.
+   * With no flush ever run here: the oldest stamp that is not 0 (0 marks a
+   * copy from a memrepl that did not stamp them, see Applier.applyCopy).
+   */
+  survivorStamp(): Hlc {
+    this.promoteDue();
+    let newest = this.newestRan;
+    const due = this.newestDue;
+    if (due !== null && this.wallClock() >= due.wall + CUT_LAG_MS && (newest === null || compareStamps(due, newest) > 0)) newest = due;
+    return newest === null ? { wall: 1, logical: 0 } : { wall: newest.wall, logical: newest.logical + 1 };
   }
 
   /** The newest flush done (a due one counts as done) and the moment still scheduled, if any. */
@@ -150,6 +184,7 @@ export class FlushSchedule {
     if (this.pending === null || this.pending.at.wall > this.wallClock()) return;
     const { at } = this.pending;
     this.pending = null;
+    this.newestDue = at;
     this.flushed(at);
   }
 
