@@ -27,7 +27,8 @@ import { renewReplicationTls, replicationServer, type TlsMaterial } from './link
 import { PeerDialer } from './link/peer-dialer';
 import { AcknowledgedWindow } from './send/acknowledged-window';
 import { StreamSender } from './send/stream-sender';
-import type { ClockOffset } from './link/clock-offset';
+import { PeerLinks } from './link/peer-links';
+import { IncomingCopy } from './copy/incoming-copy';
 import { Contention } from './apply/contention';
 import { HybridClock, type Stamp } from './conflict/hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './apply/inbox';
@@ -111,21 +112,14 @@ export class Replicator implements LinkHandler {
   private readonly applierBinaryConnection: LocalMemcachedBinary;
   private readonly readbackBinaryConnection: LocalMemcachedBinary;
   private readonly server: net.Server;
-  private readonly links = new Set<Link>();
-  private active: Link | null = null;
+  private readonly links: PeerLinks;
+  private readonly incomingCopy: IncomingCopy;
   private readonly sender: StreamSender;
   private lastExpiryUnknownLog = 0;
   private ackScheduled = false;
   private readonly dialer: PeerDialer;
   private stopped = false;
-  /** The last active link's estimate of the peer's clock, for the next link (see ClockOffset.carryOver). */
-  private lastPeerClock: ClockOffset | null = null;
-  private lastPeerNodeId = '';
   private lostWrites = 0;
-  private copiesReceived = 0;
-  /** What the peer last said of the copy it is sending us (its RESYNC_BEGIN reason), while it lasts. */
-  private incomingCopyStatus = '';
-  private everLinked = false;
   private readonly restartWatch: RestartWatch;
   private readonly monitorConnection: LocalMemcached;
 
@@ -136,6 +130,7 @@ export class Replicator implements LinkHandler {
     private readonly log: Logger,
   ) {
     this.clock = new HybridClock(options.nodeId);
+    this.links = new PeerLinks(options);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
     const windowMs = options.conflictWindowMs;
     this.acknowledgedWindow = new AcknowledgedWindow(windowMs);
@@ -215,6 +210,7 @@ export class Replicator implements LinkHandler {
       failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
       copyDrained: () => this.resumeLinkIfDrained(),
     });
+    this.incomingCopy = new IncomingCopy(this.inbox, metrics, log);
     this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
     this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
@@ -260,6 +256,10 @@ export class Replicator implements LinkHandler {
   }
 
   // ------------------------------------------------------------ connections
+
+  private get active(): Link | null {
+    return this.links.active;
+  }
 
   private accept(socket: net.Socket): void {
     if (this.stopped) {
@@ -313,20 +313,10 @@ export class Replicator implements LinkHandler {
         link.close('peer_goodbye', `peer said goodbye: ${frame.reason}`);
         return;
       case 'resyncBegin':
-        if (link !== this.active) return;
-        this.inbox.copyStarted();
-        this.incomingCopyStatus = frame.reason ?? '';
-        this.metrics.copyInProgress.labels('receiving').set(1);
-        this.log.info(`replication: marugoto start (${frame.reason ?? 'full copy'})`);
+        if (link === this.active) this.incomingCopy.began(frame.reason);
         return;
       case 'resyncEnd':
-        if (link !== this.active) return;
-        this.inbox.copyFinished();
-        this.incomingCopyStatus = '';
-        this.copiesReceived++;
-        this.metrics.copyInProgress.labels('receiving').set(0);
-        this.log.info(`replication: marugoto ${frame.items ?? 0}`);
-        this.log.info('replication: marugoto owari');
+        if (link === this.active) this.incomingCopy.ended(frame.items);
         return;
       case 'fullResyncRequest':
         if (link !== this.active) return;
@@ -347,23 +337,21 @@ export class Replicator implements LinkHandler {
   }
 
   closed(link: Link, code: LinkCloseCode, reason: string): void {
-    this.links.delete(link);
+    const wasActive = this.links.closed(link);
     const error = isLinkError(code);
     if (error) this.metrics.linkErrors.labels(code).inc();
     // A dropped connection is routine (restarts); a peer breaking the protocol is worth a warning at any verbosity.
     const say = error && code !== 'connection' ? this.log.warn : this.log.info;
     say(`replication: close (peer=${link.label}: ${reason})`);
-    if (link !== this.active) {
+    if (!wasActive) {
       if (link.dialled && !this.active) this.dialer.later();
       return;
     }
-    this.active = null;
     this.sender.stop();
     this.holdHistory(true);
     this.copySender.linkClosed();
-    this.incomingCopyStatus = '';
+    this.incomingCopy.linkClosed();
     this.metrics.peerUp.set(0);
-    this.metrics.copyInProgress.labels('receiving').set(0);
     this.dialer.later();
   }
 
@@ -377,24 +365,7 @@ export class Replicator implements LinkHandler {
   }
 
   private handshake(link: Link, hello: Hello): void {
-    const { cluster, nodeId } = this.options;
-    if (hello.cluster !== cluster) return link.goodbye('cluster_mismatch', `cluster mismatch: peer is in "${hello.cluster}", this node in "${cluster}"`);
-    if (hello.nodeId === nodeId) return link.goodbye('own_id', `peer has this node's own id "${nodeId}" (a node dialling itself, or two nodes with one --node-id)`);
-
-    const current = this.active;
-    if (current && current.open) {
-      // Both nodes dialled each other: both keep the link dialled by the smaller node id.
-      const dialler = (l: Link) => (l.dialled ? nodeId : l.peer!.nodeId);
-      const keepNew = dialler(link) === dialler(current) ? true : dialler(link) < dialler(current);
-      if (!keepNew) return link.goodbye('duplicate', 'duplicate link (keeping the other one)');
-      this.active = null;
-      current.goodbye('duplicate', 'duplicate link (keeping the other one)');
-    }
-    if (this.lastPeerClock && this.lastPeerNodeId === hello.nodeId) link.peerClock.carryOver(this.lastPeerClock);
-    this.active = link;
-    this.lastPeerClock = link.peerClock;
-    this.lastPeerNodeId = hello.nodeId;
-    this.everLinked = true;
+    if (!this.links.elect(link, hello)) return;
     this.dialer.succeeded();
     this.metrics.peerUp.set(1);
     const peerRestarted = this.inbox.followedRun !== null && this.inbox.followedRun !== hello.runId;
@@ -538,16 +509,8 @@ export class Replicator implements LinkHandler {
   }
 
   private acknowledged(seq: number): void {
-    const before = this.outbox.acknowledgedSeq;
-    if (seq <= before || seq > this.outbox.lastSeq) return;
     const now = Date.now();
-    for (let s = before + 1; s <= seq; s++) {
-      const appendedAt = this.outbox.appendedAt(s);
-      if (appendedAt !== undefined) this.metrics.lag.observe((now - appendedAt) / 1000);
-    }
-    this.metrics.recordsAcked.inc(seq - before);
-    this.outbox.acknowledge(seq);
-    this.sender.updateGauges();
+    if (!this.sender.acknowledged(seq, now)) return;
     this.acknowledgedWindow.acknowledged(now, this.outbox.get(seq)?.hlc.wall);
     this.forgetAcknowledged(now);
   }
@@ -586,9 +549,9 @@ export class Replicator implements LinkHandler {
   notReady(): string[] {
     const reasons: string[] = [];
     if (this.options.peer && !this.active) reasons.push(`replication link to ${formatAddress(this.options.peer)} is down`);
-    const expectsPeer = this.options.peer !== null || this.everLinked;
-    if (expectsPeer && this.inbox.copyInProgress && !this.options.readyBeforeCopy) {
-      const said = this.incomingCopyStatus ? ` (the peer: ${this.incomingCopyStatus})` : '';
+    const expectsPeer = this.options.peer !== null || this.links.everLinked;
+    if (expectsPeer && this.incomingCopy.inProgress && !this.options.readyBeforeCopy) {
+      const said = this.incomingCopy.status ? ` (the peer: ${this.incomingCopy.status})` : '';
       reasons.push(`waiting for a full copy from the peer (this memcached is cold)${said}; --ready-before-copy to serve anyway`);
     }
     return reasons;
@@ -609,7 +572,7 @@ export class Replicator implements LinkHandler {
       ['run_id', this.runId],
       ['peer', this.options.peer ? formatAddress(this.options.peer) : this.active?.label ?? ''],
       ['peer_up', this.active ? 1 : 0],
-      ['links', this.links.size],
+      ['links', this.links.count],
       ['peer_node_id', peer?.nodeId ?? ''],
       ['peer_run_id', peer?.runId ?? ''],
       ['link_uptime', this.active ? Math.floor((Date.now() - this.active.openedAt) / 1000) : 0],
@@ -631,9 +594,9 @@ export class Replicator implements LinkHandler {
       ['copy_failures', copy.failures],
       ['copy_last_failure', copy.lastFailure ?? ''],
       ['copy_retry_in_ms', copy.retryInMs],
-      ['copy_receiving', this.inbox.copyInProgress ? 1 : 0],
-      ['copy_receiving_status', this.inbox.copyInProgress ? this.incomingCopyStatus : ''],
-      ['copies_received', this.copiesReceived],
+      ['copy_receiving', this.incomingCopy.inProgress ? 1 : 0],
+      ['copy_receiving_status', this.incomingCopy.status],
+      ['copies_received', this.incomingCopy.received],
       ['copy_impossible', copy.impossible ?? ''],
     ];
   }
@@ -655,7 +618,7 @@ export class Replicator implements LinkHandler {
     this.flushEdge.stop();
     this.inbox.saveCheckpoint();
     this.inbox.stop();
-    for (const link of [...this.links]) link.goodbye('shutdown', 'shutting down');
+    this.links.goodbyeAll('shutting down');
     this.applierConnection.close();
     this.readbackConnection.close();
     this.applierBinaryConnection.close();

@@ -83,6 +83,23 @@ export class StreamSender {
   }
 
   /** The backlog's gauges, as they stand (after appends, sends and acknowledgements). */
+  /**
+   * The peer applied our records up to `seq`: their lag is measured, the
+   * backlog may drop them. False if that acknowledges nothing new.
+   */
+  acknowledged(seq: number, now: number): boolean {
+    const before = this.outbox.acknowledgedSeq;
+    if (seq <= before || seq > this.outbox.lastSeq) return false;
+    for (let s = before + 1; s <= seq; s++) {
+      const appendedAt = this.outbox.appendedAt(s);
+      if (appendedAt !== undefined) this.metrics.lag.observe((now - appendedAt) / 1000);
+    }
+    this.metrics.recordsAcked.inc(seq - before);
+    this.outbox.acknowledge(seq);
+    this.updateGauges();
+    return true;
+  }
+
   updateGauges(): void {
     this.metrics.backlogBytes.set(this.outbox.bytes);
     this.metrics.backlogRecords.set(this.outbox.length);
