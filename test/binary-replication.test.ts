@@ -687,7 +687,7 @@ async function copySigns(node: Node): Promise<Record<string, string>> {
   return {
     writes_lost: await stat(node, 'writes_lost'),
     copies_received: await stat(node, 'copies_received'),
-    full_resync_needed: await stat(node, 'full_resync_needed'),
+    full_copy_needed: await stat(node, 'full_copy_needed'),
     full_needed: await metric(node, 'memrepl_replication_resyncs_total{kind="full_needed"}'),
     records_lost: await metric(node, 'memrepl_replication_records_lost_total'),
   };

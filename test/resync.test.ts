@@ -1,5 +1,5 @@
 /**
- * Full resync ("marugoto", docs/design.md §11): a node whose memcached is empty is
+ * Full copy ("marugoto", docs/design.md §11): a node whose memcached is empty is
  * refilled from its peer by walking the peer's cache, while clients keep
  * writing to both nodes. Real memcached and memrepl processes.
  */
@@ -30,7 +30,7 @@ async function readyz(node: Node): Promise<{ status: number; body: string }> {
   return { status: response.status, body: await response.text() };
 }
 
-describe('full resync', () => {
+describe('full copy', () => {
   it('an empty node gets every item of its peer while clients write to both', async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null);

@@ -169,7 +169,7 @@ describe('an authenticated pair', () => {
 });
 
 /** Frames only an open link carries: one of them reaching the attacker means it got in. */
-const OPEN_LINK_FRAMES = new Set<Frame['type']>(['record', 'resyncBegin', 'resyncEnd', 'ping', 'ack', 'fullResyncRequest']);
+const OPEN_LINK_FRAMES = new Set<Frame['type']>(['record', 'resyncBegin', 'resyncEnd', 'ping', 'ack', 'fullCopyRequest']);
 
 /** What an attacker got the node to sign: its proof (null if it signed nothing) and the nonce the node used with it. */
 interface Harvest {

@@ -21,7 +21,7 @@ export function createReplicationMetrics(registry: Registry) {
     }),
     recordsLost: new Counter({
       name: 'memrepl_replication_records_lost_total',
-      help: 'Local writes that could not be turned into records (memcached unreachable for the read-back); a full resync repairs them.',
+      help: 'Local writes that could not be turned into records (memcached unreachable for the read-back); a full copy repairs them.',
       registers,
     }),
     backlogBytes: new Gauge({ name: 'memrepl_replication_backlog_bytes', help: 'Bytes of records held in the backlog.', registers }),

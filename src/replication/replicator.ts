@@ -19,7 +19,7 @@ import { formatAddress, type UpstreamAddress } from '../sockets';
 import { Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
 import { KnownExpiries } from './binary-keys';
 import type { Frame, Hello } from './link/frames/messages';
-import { serializeAck, serializeFullResyncRequest } from './link/frames/serializer';
+import { serializeAck, serializeFullCopyRequest } from './link/frames/serializer';
 import { CheckpointFile } from './apply/checkpoint-file';
 import { CopySender } from './copy/copy-sender';
 import { RestartWatch } from './restart-watch';
@@ -189,7 +189,7 @@ export class Replicator implements LinkHandler {
         }),
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
-    this.sender = new StreamSender(this.outbox, () => this.active, () => this.needFullResync('the peer fell further behind than the backlog holds', true), metrics, log);
+    this.sender = new StreamSender(this.outbox, () => this.active, () => this.needFullCopy('the peer fell further behind than the backlog holds', true), metrics, log);
     this.dialer = new PeerDialer(() => this.options, () => this.active !== null, (socket, label) => this.adoptSocket(socket, true, label), log);
     this.copySender = new CopySender({
       upstream,
@@ -318,12 +318,12 @@ export class Replicator implements LinkHandler {
       case 'resyncEnd':
         if (link === this.active) this.incomingCopy.ended(frame.items);
         return;
-      case 'fullResyncRequest':
+      case 'fullCopyRequest':
         if (link !== this.active) return;
         // A copy already under way went partly into the memcached the peer just lost: start over.
         this.copySender.abort('the peer asked for a new copy');
         this.peerLastSeq = frame.lastSeq ?? 0;
-        this.needFullResync(`the peer asked for one: ${frame.reason}`);
+        this.needFullCopy(`the peer asked for one: ${frame.reason}`);
         return;
       case 'ping':
         return;
@@ -377,8 +377,8 @@ export class Replicator implements LinkHandler {
     // The peer's proxy restarted: what it acknowledged but had not shipped (writes, deletes) exists on its side only,
     // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
     // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode).
-    if (peerRestarted) this.needFullResync('the peer restarted: reconciling');
-    else if (this.overflowed() > this.overflowedWhenHeld) this.needFullResync('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
+    if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
+    else if (this.overflowed() > this.overflowedWhenHeld) this.needFullCopy('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
   }
 
   /**
@@ -433,15 +433,15 @@ export class Replicator implements LinkHandler {
         if (last.seq > 0) this.outbox.acknowledge(last.seq);
         return;
       }
-      this.needFullResync(`the peer applied up to #${last.seq}, older than the backlog holds (#${this.outbox.oldestSeq})`, true);
+      this.needFullCopy(`the peer applied up to #${last.seq}, older than the backlog holds (#${this.outbox.oldestSeq})`, true);
     } else {
-      this.needFullResync(last ? 'the peer followed an earlier run of this node' : 'the peer has applied nothing from this node');
+      this.needFullCopy(last ? 'the peer followed an earlier run of this node' : 'the peer has applied nothing from this node');
     }
     // Send what this run still holds; the copy covers the rest.
     this.sender.startAfter(this.outbox.oldestSeq - 1);
   }
 
-  private needFullResync(reason: string, overwrite = false): void {
+  private needFullCopy(reason: string, overwrite = false): void {
     this.copySender.need(this.active, reason, this.copyMode(overwrite), this.peerLastSeq);
   }
 
@@ -454,7 +454,7 @@ export class Replicator implements LinkHandler {
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position), with the same mark
     this.markCopyCoverage();
-    this.active.write(serializeFullResyncRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
+    this.active.write(serializeFullCopyRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
   }
 
   /**
@@ -536,7 +536,7 @@ export class Replicator implements LinkHandler {
   private writeLost(reason: string): void {
     this.lostWrites++;
     this.metrics.recordsLost.inc();
-    this.needFullResync(`a write could not be replicated: ${reason}`);
+    this.needFullCopy(`a write could not be replicated: ${reason}`);
   }
 
   // ------------------------------------------------------------ operators' view
@@ -584,7 +584,7 @@ export class Replicator implements LinkHandler {
       ['backlog_max_bytes', this.options.backlogBytes],
       ['backlog_oldest_seq', this.outbox.oldestSeq],
       ['applied_seq', this.inbox.position?.seq ?? 0],
-      ['full_resync_needed', copy.neededBecause ?? ''],
+      ['full_copy_needed', copy.neededBecause ?? ''],
       ['writes_lost', this.lostWrites],
       ['conflict_repairs', this.contention.repairs],
       ['conflict_map_overflows', this.overflowed()],

@@ -19,7 +19,7 @@
 import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import { FrameType, type Hello, type OutgoingRecord } from '../../src/replication/link/frames/messages';
-import { serializeAck, serializeFullResyncRequest, serializeHello, serializeRecord, serializeResyncEnd } from '../../src/replication/link/frames/serializer';
+import { serializeAck, serializeFullCopyRequest, serializeHello, serializeRecord, serializeResyncEnd } from '../../src/replication/link/frames/serializer';
 import { RawClient } from '../support/client';
 import { sleep } from '../support/ports';
 import type { History } from './history';
@@ -87,7 +87,7 @@ function bytesOf(variant: HostileVariant, target: NodeProcs, rnd: () => number):
         ...records('range', 3, { flags: 0xffffffff, expiresAt: Date.now() + 2 ** 40 }),
         ...records('range', 1, { seq: MAX_SEQ }),
         serializeAck(MAX_SEQ),
-        serializeFullResyncRequest({ reason: 'hostile', lastSeq: MAX_SEQ }),
+        serializeFullCopyRequest({ reason: 'hostile', lastSeq: MAX_SEQ }),
         serializeResyncEnd({ items: MAX_SEQ }),
       ]);
   }

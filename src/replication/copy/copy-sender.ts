@@ -89,7 +89,7 @@ export class CopySender {
   need(link: Link | null, reason: string, mode: 'add' | 'set', peerLastSeq: number): void {
     this.neededBecause = reason;
     this.deps.metrics.resyncs.labels('full_needed').inc();
-    this.deps.log.info(`replication: full resync needed: ${reason}`);
+    this.deps.log.info(`replication: full copy needed: ${reason}`);
     if (link) this.start(link, reason, mode, peerLastSeq, 1);
   }
 

@@ -1,5 +1,5 @@
 /**
- * Full resync, repcached's "marugoto": copy every item of the local memcached
+ * Full copy, repcached's "marugoto": copy every item of the local memcached
  * to a peer that lost its data, without stopping traffic.
  *
  * The walk is `lru_crawler metadump hash` on a connection of its own

@@ -86,7 +86,7 @@ test('the byte bound drops the oldest records, acknowledged or not, and a cursor
   assert.equal(outbox.get(2), undefined);
   // A peer claiming records this run never wrote.
   assert.equal(after(outbox, 6), 'gap');
-  // Unacknowledged records pushed out are counted: the link must plan a full resync.
+  // Unacknowledged records pushed out are counted: the link must plan a full copy.
   for (let i = 6; i <= 9; i++) outbox.append(rec(`k${i}`));
   assert.equal(outbox.droppedUnacknowledged, 3); // 4, 5, 6
 });

@@ -8,7 +8,7 @@
  * arrived, tells us in its HELLO the last record it applied; if that record
  * is still here we send only the rest (partial resync) instead of copying the
  * whole cache. When it is not here any more, cursor() says 'gap' and
- * the link must do a full resync: nothing a client was told is stored may
+ * the link must do a full copy: nothing a client was told is stored may
  * vanish from the stream silently.
  *
  * Records hold their expiry as an absolute deadline on this node's clock; the
@@ -187,7 +187,7 @@ export class OutboxCursor {
   /**
    * The next record, null when caught up, or 'gap' when the byte bound
    * dropped the next record before it was read (the peer fell too far
-   * behind: full resync).
+   * behind: full copy).
    */
   next(): OutboxRecord | null | 'gap' {
     if (this.last >= this.outbox.lastSeq) return null;

@@ -64,7 +64,7 @@ interface Pending {
 export interface RecorderEvents {
   /** Records were appended to the outbox. */
   appended(): void;
-  /** A write took effect but its state could not be read: only a full resync can repair the peer. */
+  /** A write took effect but its state could not be read: only a full copy can repair the peer. */
   lost(reason: string): void;
   /**
    * A key only the binary protocol can name was read back but its expiry is

@@ -35,7 +35,7 @@ export const FrameType = {
   ping: 0x50, // 'P'
   resyncBegin: 0x42, // 'B'
   resyncEnd: 0x45, // 'E'
-  fullResyncRequest: 0x46, // 'F'
+  fullCopyRequest: 0x46, // 'F'
   goodbye: 0x47, // 'G'
   auth: 0x55, // 'U'
 } as const;
@@ -56,8 +56,6 @@ export interface Hello {
   lastApplied: { runId: string; seq: number } | null;
   /** Challenge for the shared-secret proof (HEX_256_BITS). */
   nonce?: string;
-  /** This node lost its data (its memcached restarted) and wants everything. */
-  wantsFullResync?: boolean;
   /** The sender's wall clock (ms): the first sample of the peer's clock offset, before any record can be late. */
   time?: number;
   /**
@@ -132,7 +130,7 @@ export type Expiry = number | null | 'unchanged';
 
 /** What every record has, whichever side of the wire it is on. */
 export interface RecordFields {
-  /** Per origin run, from 1; 0 = outside the numbered stream (full resync copies). */
+  /** Per origin run, from 1; 0 = outside the numbered stream (full copy copies). */
   seq: number;
   /** The origin's clock when the write took effect; with the origin's node id it decides conflicts. */
   hlc: Hlc;
@@ -251,14 +249,14 @@ export interface ResyncInfo {
 export interface ResyncBeginFrame extends ResyncInfo { type: 'resyncBegin' }
 export interface ResyncEndFrame extends ResyncInfo { type: 'resyncEnd' }
 
-export interface FullResyncRequest {
+export interface FullCopyRequest {
   reason: string;
   /** As Hello.lastSeq: the requester's newest record when it asked. */
   lastSeq?: number;
 }
 
-export interface FullResyncRequestFrame extends FullResyncRequest {
-  type: 'fullResyncRequest';
+export interface FullCopyRequestFrame extends FullCopyRequest {
+  type: 'fullCopyRequest';
 }
 
 export interface GoodbyeFrame {
@@ -280,7 +278,7 @@ export type Frame =
   | PingFrame
   | ResyncBeginFrame
   | ResyncEndFrame
-  | FullResyncRequestFrame
+  | FullCopyRequestFrame
   | GoodbyeFrame
   | AuthFrame;
 

@@ -14,7 +14,7 @@ import {
   type RecordFrame,
 } from './messages';
 import { FrameParser } from './parser';
-import { newRecordFrameFields, serializeAck, serializeAuth, serializeFullResyncRequest, serializeGoodbye, serializeHello, serializePing, serializeRecord, serializeResyncBegin, serializeResyncEnd, writeRecordFrame } from './serializer';
+import { newRecordFrameFields, serializeAck, serializeAuth, serializeFullCopyRequest, serializeGoodbye, serializeHello, serializePing, serializeRecord, serializeResyncBegin, serializeResyncEnd, writeRecordFrame } from './serializer';
 
 const MAX = 64 * 1024;
 
@@ -89,7 +89,6 @@ const helloArb: fc.Arbitrary<Hello> = fc.record(
     runId: identifierArb,
     lastApplied: fc.option(fc.record({ runId: identifierArb, seq: fc.maxSafeNat() }), { nil: null }),
     nonce: hex256Arb,
-    wantsFullResync: fc.boolean(),
     time: fc.maxSafeNat(),
     lastSeq: fc.maxSafeNat(),
     maxFrameBytes: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
@@ -110,7 +109,7 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
     bytes: serializeResyncEnd(info), expected: { type: 'resyncEnd' as const, ...info },
   })),
   fc.record({ reason: fc.fullUnicodeString(), lastSeq: fc.maxSafeNat() }, { requiredKeys: ['reason'] }).map((request) => ({
-    bytes: serializeFullResyncRequest(request), expected: { type: 'fullResyncRequest' as const, ...request },
+    bytes: serializeFullCopyRequest(request), expected: { type: 'fullCopyRequest' as const, ...request },
   })),
   fc.fullUnicodeString().map((reason) => ({ bytes: serializeGoodbye({ reason }), expected: { type: 'goodbye' as const, reason } })),
   hex256Arb.map((proof) => ({ bytes: serializeAuth({ proof }), expected: { type: 'auth' as const, proof } })),
@@ -226,21 +225,21 @@ test('property: a stream cut into arbitrary chunks parses the same', () => {
 
 test('one frame of every type, split at every byte boundary, and byte by byte', () => {
   const frames: Buffer[] = [
-    serializeHello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'ab'.repeat(32), wantsFullResync: true }),
+    serializeHello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'ab'.repeat(32) }),
     serializeRecord({ seq: 1, hlc: { wall: 5, logical: 6 }, op: 'set', key: Buffer.from([0, 1, 0xff]), flags: 9, value: Buffer.from('v\r\nalue'), delay: 0, expiresAt: 1000 }, 400),
     serializeRecord({ seq: 0, hlc: { wall: 5, logical: 7 }, op: 'flush', key: Buffer.alloc(0), flags: 0, value: Buffer.alloc(0), delay: 30, expiresAt: null }, 400),
     serializeAck(1),
     serializePing(123456789),
     serializeResyncBegin({ reason: 'peer restarted', items: 10 }),
     serializeResyncEnd({ items: 10 }),
-    serializeFullResyncRequest({ reason: 'memcached restarted' }),
+    serializeFullCopyRequest({ reason: 'memcached restarted' }),
     serializeGoodbye({ reason: 'shutdown' }),
     serializeAuth({ proof: 'cd'.repeat(32) }),
   ];
   const stream = Buffer.concat(frames);
   const whole = parseAll(stream);
   assert.equal(whole.length, frames.length);
-  assert.deepEqual(whole.map((f) => f.type), ['hello', 'record', 'record', 'ack', 'ping', 'resyncBegin', 'resyncEnd', 'fullResyncRequest', 'goodbye', 'auth']);
+  assert.deepEqual(whole.map((f) => f.type), ['hello', 'record', 'record', 'ack', 'ping', 'resyncBegin', 'resyncEnd', 'fullCopyRequest', 'goodbye', 'auth']);
   for (let i = 0; i <= stream.length; i++) {
     assert.deepEqual(parseAll([stream.subarray(0, i), stream.subarray(i)]), whole, `split at ${i}`);
   }
@@ -317,7 +316,7 @@ test('malformed frames are FrameErrors with a clear message', () => {
     [rawFrame(0x47, Buffer.from('{"reason":')), /not UTF-8 JSON/],
     [rawFrame(0x47, Buffer.from('["x"]')), /not a JSON object/],
     [rawFrame(0x47, Buffer.from([0x7b, 0xff, 0x7d])), /not UTF-8 JSON/],
-    [rawFrame(0x46, Buffer.from('{}')), /FULL_RESYNC_REQUEST reason/],
+    [rawFrame(0x46, Buffer.from('{}')), /FULL_COPY_REQUEST reason/],
     [rawFrame(0x42, Buffer.from('{"items":-1}')), /items/],
     [rawFrame(0x45, Buffer.from('{"reason":[]}')), /reason/],
     [rawFrame(0x52, Buffer.alloc(42)), /shorter than its fixed fields/],
@@ -327,7 +326,6 @@ test('malformed frames are FrameErrors with a clear message', () => {
     [hello('{"cluster":"c","nodeId":"n"}'), /HELLO runId/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":{"runId":"x","seq":-3}}'), /lastApplied.seq/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":5}'), /lastApplied is not an object/],
-    [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":null,"wantsFullResync":"yes"}'), /wantsFullResync/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","nonce":7}'), /nonce/],
     // Identifiers and nonces are bound into the handshake's proofs and logged: strictly formed or refused.
     [hello('{"cluster":"c","nodeId":"n","runId":"r","nonce":"abc"}'), /HELLO nonce is not 64 lowercase hex digits/],

@@ -27,7 +27,7 @@ import {
   TTL_UNCHANGED,
   U64_PAYLOAD_BYTES,
   type Frame,
-  type FullResyncRequestFrame,
+  type FullCopyRequestFrame,
   type HelloFrame,
   type RecordFrame,
   type ResyncInfo,
@@ -159,11 +159,11 @@ export function decodeFrame(type: number, payload: Buffer): Frame {
     case FrameType.hello: return decodeHello(payload);
     case FrameType.resyncBegin: return { type: 'resyncBegin', ...resyncInfo(json('RESYNC_BEGIN', payload)) };
     case FrameType.resyncEnd: return { type: 'resyncEnd', ...resyncInfo(json('RESYNC_END', payload)) };
-    case FrameType.fullResyncRequest: {
-      const body = json('FULL_RESYNC_REQUEST', payload);
-      const request: FullResyncRequestFrame = { type: 'fullResyncRequest', reason: requiredString('FULL_RESYNC_REQUEST', body, 'reason') };
+    case FrameType.fullCopyRequest: {
+      const body = json('FULL_COPY_REQUEST', payload);
+      const request: FullCopyRequestFrame = { type: 'fullCopyRequest', reason: requiredString('FULL_COPY_REQUEST', body, 'reason') };
       if (body.lastSeq !== undefined) {
-        if (!isCount(body.lastSeq)) throw malformed('FULL_RESYNC_REQUEST lastSeq is not a non-negative integer');
+        if (!isCount(body.lastSeq)) throw malformed('FULL_COPY_REQUEST lastSeq is not a non-negative integer');
         request.lastSeq = body.lastSeq;
       }
       return request;
@@ -266,11 +266,6 @@ function decodeHello(payload: Buffer): HelloFrame {
   };
   const nonce = optionalString('HELLO', body, 'nonce');
   if (nonce !== undefined) hello.nonce = hex256('HELLO nonce', nonce);
-  const wants = body.wantsFullResync;
-  if (wants !== undefined) {
-    if (typeof wants !== 'boolean') throw malformed('HELLO wantsFullResync is not a boolean');
-    hello.wantsFullResync = wants;
-  }
   const time = body.time;
   if (time !== undefined) {
     if (typeof time !== 'number' || !Number.isSafeInteger(time) || time < 0) throw malformed('HELLO time is not a timestamp');

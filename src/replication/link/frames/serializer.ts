@@ -23,7 +23,7 @@ import {
   recordFrameBytes,
   ttlFromExpiresAt,
   U64_PAYLOAD_BYTES,
-  type FullResyncRequest,
+  type FullCopyRequest,
   type Hello,
   type OutgoingRecord,
   type ResyncInfo,
@@ -82,7 +82,6 @@ export function serializeHello(hello: Hello): Buffer {
     runId: hello.runId,
     lastApplied: hello.lastApplied === null ? null : { runId: hello.lastApplied.runId, seq: hello.lastApplied.seq },
     nonce: hello.nonce,
-    wantsFullResync: hello.wantsFullResync,
     time: hello.time,
     lastSeq: hello.lastSeq,
     maxFrameBytes: hello.maxFrameBytes,
@@ -264,9 +263,9 @@ export function serializeResyncEnd(info: ResyncInfo = {}): Buffer {
   return jsonFrame(FrameType.resyncEnd, defined({ reason: info.reason, items: info.items }));
 }
 
-export function serializeFullResyncRequest(request: FullResyncRequest): Buffer {
+export function serializeFullCopyRequest(request: FullCopyRequest): Buffer {
   if (request.lastSeq !== undefined) checkU64('lastSeq', request.lastSeq);
-  return jsonFrame(FrameType.fullResyncRequest, defined({ reason: request.reason, lastSeq: request.lastSeq }));
+  return jsonFrame(FrameType.fullCopyRequest, defined({ reason: request.reason, lastSeq: request.lastSeq }));
 }
 
 export function serializeGoodbye(goodbye: { reason: string }): Buffer {
