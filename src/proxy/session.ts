@@ -58,6 +58,8 @@ export interface SessionDeps<Part = { raw: Buffer }> {
  * memcached's item size limit).
  */
 export const SHARED_REPLY_ITEMS = 16;
+/** Gathered reply bytes up to this are copied into one buffer for one write; more go corked, uncopied. */
+const GATHER_COPY_MAX = 16 * 1024;
 
 type Lane = 'shared' | 'own';
 
@@ -91,7 +93,15 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   private readingPaused = false;
   /** The client's socket refused more (write returned false) and has not drained yet. */
   private clientBlocked = false;
-  private clientCorked = false;
+  /**
+   * Reply bytes gathered while one read of memcached's replies is handed out,
+   * written at its end in one write (see flushClient): a get's reply is three
+   * parts, and one write of their few hundred bytes costs less than a corked
+   * stream's writev of three.
+   */
+  private gathering = false;
+  private gathered: Buffer[] = [];
+  private gatheredBytes = 0;
   private ending = false;
   private streaming = false;
   private clientGone = false;
@@ -226,20 +236,17 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   /** SharedTarget: a reply part from the shared connection. */
   sharedPart(part: Part): boolean {
-    if (!this.clientCorked) {
-      this.clientCorked = true;
-      this.client.cork();
-    }
+    this.gathering = true;
     return this.takePart(part);
   }
 
   /** SharedTarget: the end of one read from the shared connection. */
   sharedFlush(): void {
-    if (this.clientCorked) {
-      this.clientCorked = false;
-      this.client.uncork();
+    try {
+      this.afterReplies();
+    } finally {
+      this.flushClient();
     }
-    this.afterReplies();
   }
 
   /** SharedTarget: the shared connection died with requests of this session on it. */
@@ -256,7 +263,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       return;
     }
     this.replyParser.push(chunk);
-    this.client.cork();
+    this.gathering = true;
     try {
       let part: Part | null;
       while (!this.streaming && (part = this.nextPart()) !== null) {
@@ -266,10 +273,10 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
         }
         this.takePart(part);
       }
+      this.afterReplies();
     } finally {
-      this.client.uncork();
+      this.flushClient();
     }
-    this.afterReplies();
   }
 
   /** Hands a part to the oldest request in flight; true when that request's reply is complete. */
@@ -325,6 +332,31 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   private writeClient(bytes: Buffer): void {
     if (this.clientGone) return;
+    if (this.gathering) {
+      this.gathered.push(bytes);
+      this.gatheredBytes += bytes.length;
+      return;
+    }
+    this.writeNow(bytes);
+  }
+
+  /** Writes what was gathered, in one write unless it is large (then corked: no copy of big values). */
+  private flushClient(): void {
+    this.gathering = false;
+    const parts = this.gathered;
+    if (parts.length === 0) return;
+    const bytes = this.gatheredBytes;
+    this.gathered = [];
+    this.gatheredBytes = 0;
+    if (this.clientGone) return;
+    if (parts.length === 1) return this.writeNow(parts[0]);
+    if (bytes <= GATHER_COPY_MAX) return this.writeNow(Buffer.concat(parts, bytes));
+    this.client.cork();
+    for (const part of parts) this.writeNow(part);
+    this.client.uncork();
+  }
+
+  private writeNow(bytes: Buffer): void {
     if (this.client.write(bytes)) return;
     // The client is not keeping up: read no more of its requests until it drains, and
     // (on a connection of its own) let memcached hold the rest of the replies.
@@ -358,6 +390,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       this.pending.shift();
       if (head.exchange.localReply) this.writeClient(head.exchange.localReply);
       if (head.exchange.closeAfter) {
+        this.flushClient();
         this.client.end();
         return;
       }
