@@ -56,7 +56,13 @@
  *    writer sends the next only once the last one's moment has surely
  *    passed; the model follows one pending flush at a time. A flush without
  *    a reply, or acknowledged less than the loss window before a kill on its
- *    node (rule 3), may or may not happen.
+ *    node (rule 3), may or may not happen. Two things memrepl does around a
+ *    flush show to clients and are allowed: a key it flushes and stores back
+ *    (a newer write kept through the other node's flush, or a write a
+ *    stopped memcached's stale clock flushed although it came after a
+ *    delayed flush's moment, see flush-edge.ts) may be seen absent for a
+ *    moment before it is back, and gets a new CAS unique, so a gets/cas
+ *    across it may be refused although nobody wrote the key.
  *
  * 5. Shared keys: only convergence (rule 1), and no value nobody wrote: the
  *    value must split into pieces (each ending with ';') that some client

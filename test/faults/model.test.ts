@@ -98,6 +98,30 @@ describe('fault suite model', () => {
     assert.equal(expect(log, 30_000, { flushes }).contradictions.length, 1);
   });
 
+  it("lets memrepl's flush edge store back what a stopped memcached's stale clock flushed although it was written after the moment", () => {
+    // b's delayed flush is due at 4000; a's memcached is stopped from 1000 to 6000 and stamps the set made as it resumes with its stale clock.
+    const stops: Stop[] = [{ node: 'a', at: 1000, until: 6000 }];
+    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 3, sentAt: 1000, at: 1005, acked: true }];
+    const log = [
+      attempt(6100, set('after;')),
+      // memcached's clock ticks: the item is gone...
+      attempt(6400, { kind: 'touch', ttl: 0 }, { effect: 'none', because: 'absent' }),
+      // ... then the flush edge, seeing it stamped after the moment, stores it back.
+      attempt(6600, { kind: 'replace', value: 'r;', flags: 0, ttl: 0 }),
+    ];
+    assert.equal(expect(log, 20_000, { flushes, stops }).contradictions.length, 0);
+    // Past the edge's window nothing comes back.
+    const late = [attempt(6100, set('after;')), attempt(6400, { kind: 'touch', ttl: 0 }, { effect: 'none', because: 'absent' }), attempt(15_000, { kind: 'replace', value: 'r;', flags: 0, ttl: 0 })];
+    assert.equal(expect(late, 20_000, { flushes, stops }).contradictions.length, 1);
+  });
+
+  it("lets a cas be refused while the other node's flush is stored back around its key here, and only then", () => {
+    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1005, acked: true }];
+    const cas = (at: number) => attempt(at, { kind: 'cas', value: 'c;', flags: 0, ttl: 0 }, { effect: 'none', because: 'present' });
+    assert.equal(expect([attempt(1500, set('a;')), cas(2000)], 20_000, { flushes }).contradictions.length, 0);
+    assert.equal(expect([attempt(1500, set('a;')), cas(2000)], 20_000).contradictions.length, 1, 'no flush: nothing changed the CAS unique');
+  });
+
   it('reports a reply that contradicts every allowed state', () => {
     const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
     assert.equal(expect(log, 1000).contradictions.length, 1);

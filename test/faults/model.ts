@@ -92,6 +92,12 @@ interface Branch {
   item: Item | null;
   /** The pending flush already happened on this branch. */
   flushed: boolean;
+  /**
+   * What a pending delayed flush erased on this branch, and memrepl's flush
+   * edge may still store back (see FLUSH_EDGE_MS): memcached flushed it on
+   * its own clock, but its stamp says it was written after the moment.
+   */
+  ghost?: Item;
 }
 
 interface Window {
@@ -217,6 +223,12 @@ class Replay {
     this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !certain ? b.item : null, flushed: false })));
   }
 
+  /** A branch's states before an op at `t`: its item, or what a pending delayed flush's edge may have stored back by then. */
+  private statesOf(b: Branch, t: number): Array<Item | null> {
+    const flush = this.pendingFlush;
+    return b.ghost !== undefined && flush?.delayed && t <= flush.localEnd ? [b.item, b.ghost] : [b.item];
+  }
+
   /**
    * A kill on the writer's node: what it acknowledged in the loss window may
    * not have left, so the key may revert to its state at any point of the
@@ -244,12 +256,19 @@ class Replay {
     let out: Branch[] = [];
     const flush = this.pendingFlush;
     const inTransit = flush !== null && flush.lagging && attempt.sentAt > flush.localEnd;
+    // The other node's flush runs here as flush_all then a store back of the keys written after it
+    // (Applier.flushKeepingNewer), and a delayed one's edge stores back too (flush-edge.ts): those items get a new
+    // CAS unique, so a gets/cas across that is refused although nobody wrote the key.
+    const outcome = attempt.outcome;
+    const casRefusedByStoreBack = flush !== null && (flush.lagging || flush.delayed) && attempt.op.kind === 'cas' && outcome.effect === 'none' && outcome.because === 'present';
     for (const b of pre) {
-      const before = b.item;
-      for (const next of transitions(before, attempt, this.options.stops)) {
+      if (casRefusedByStoreBack && b.item !== null) out.push(b);
+      for (const before of this.statesOf(b, attempt.sentAt)) for (const next of transitions(before, attempt, this.options.stops)) {
         const item = next === before ? next : this.frozenClocks(next, attempt);
         const rewrote = item !== before && REWRITES.has(attempt.op.kind);
-        if (!flush || b.flushed || !rewrote) out.push({ item, flushed: b.flushed });
+        // An op that found the ghost's branch empty and left it so: the edge may still store the ghost back.
+        const ghost = before === b.item && item === before ? b.ghost : undefined;
+        if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
         // On the other node: a write made after the flush (stamped after it) survives its late arrival...
         else if (inTransit) out.push({ item, flushed: true });
         // ... and one made about the same time may be stamped either side of it.
@@ -313,7 +332,10 @@ class Replay {
    * vanishes too.
    */
   private addFlushedBranch(again: boolean): void {
-    if (again || this.branches.some((b) => !b.flushed)) this.branches = unique([...this.branches, { item: null, flushed: true }]);
+    if (!again && !this.branches.some((b) => !b.flushed)) return;
+    // A delayed flush's edge may store back what memcached's clock erased: the erased item stays a ghost until the flush is over.
+    const erased = again ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: b.item! })) : [];
+    this.branches = unique([...this.branches, { item: null, flushed: true }, ...erased]);
   }
 
   private bounded(branches: Branch[]): Branch[] {
@@ -446,7 +468,8 @@ function implied(attempt: Attempt): Array<Item | null> {
 function unique(branches: Branch[]): Branch[] {
   const seen = new Map<string, Branch>();
   for (const b of branches) {
-    const id = `${b.flushed ? 1 : 0}${b.item === null ? '-' : JSON.stringify([b.item.value, b.item.flags, b.item.expires])}`;
+    const show = (item: Item | null | undefined) => (item === undefined ? '' : item === null ? '-' : JSON.stringify([item.value, item.flags, item.expires]));
+    const id = `${b.flushed ? 1 : 0}${show(b.item)}|${show(b.ghost)}`;
     if (!seen.has(id)) seen.set(id, b);
   }
   return [...seen.values()];
