@@ -27,7 +27,9 @@
  *    without a reply (timeout, closed connection, noreply pipeline, a whole
  *    request closed before its reply) may or may not have taken effect, up
  *    to LATE_MS after it was sent (its writer leaves the key alone that
- *    long). TTLs expire within TTL_SLACK_MS of their deadline. A request
+ *    long). TTLs expire within TTL_SLACK_MS of their deadline (and within
+ *    that slack an item gone on one node may come back from the other,
+ *    whose memcached rounds its clock apart). A request
  *    cut mid-way is not in the log at all: it must never take effect. The
  *    value both nodes hold must be one the log allows; if not, the key is
  *    LOST. An acknowledged reply that no allowed state explains (outside a

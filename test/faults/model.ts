@@ -93,11 +93,15 @@ interface Branch {
   /** The pending flush already happened on this branch. */
   flushed: boolean;
   /**
-   * What a pending delayed flush erased on this branch, and memrepl's flush
-   * edge may still store back (see FLUSH_EDGE_MS): memcached flushed it on
-   * its own clock, but its stamp says it was written after the moment.
+   * An item gone on this branch that may still come back until `ghostUntil`:
+   * one a delayed flush erased on memcached's own clock and memrepl's flush
+   * edge may store back (its stamp says it came after the moment, see
+   * FLUSH_EDGE_MS); or one that expired near its deadline on this node's
+   * memcached while the other's, whose clock rounds apart, still holds it
+   * and may copy it back for what is left of the slack.
    */
   ghost?: Item;
+  ghostUntil?: number;
 }
 
 interface Window {
@@ -225,8 +229,7 @@ class Replay {
 
   /** A branch's states before an op at `t`: its item, or what a pending delayed flush's edge may have stored back by then. */
   private statesOf(b: Branch, t: number): Array<Item | null> {
-    const flush = this.pendingFlush;
-    return b.ghost !== undefined && flush?.delayed && t <= flush.localEnd ? [b.item, b.ghost] : [b.item];
+    return b.ghost !== undefined && t <= b.ghostUntil! ? [b.item, b.ghost] : [b.item];
   }
 
   /**
@@ -268,7 +271,7 @@ class Replay {
         const rewrote = item !== before && REWRITES.has(attempt.op.kind);
         // An op that found the ghost's branch empty and left it so: the edge may still store the ghost back.
         const ghost = before === b.item && item === before ? b.ghost : undefined;
-        if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
+        if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost, ghostUntil: b.ghostUntil });
         // On the other node: a write made after the flush (stamped after it) survives its late arrival...
         else if (inTransit) out.push({ item, flushed: true });
         // ... and one made about the same time may be stamped either side of it.
@@ -317,8 +320,11 @@ class Replay {
       const expires = b.item?.expires;
       if (!b.item || expires === null || expires === undefined) out.push(b);
       else if (expires === 'unknown' || t >= expires.lo) {
-        if (expires === 'unknown' || t <= expires.hi) out.push(b);
-        out.push({ item: null, flushed: b.flushed });
+        if (expires === 'unknown' || t <= expires.hi) {
+          out.push(b);
+          // Expired here near its deadline, it may still come back from the other node until the slack is over.
+          out.push({ item: null, flushed: b.flushed, ghost: b.item, ghostUntil: expires === 'unknown' ? t : expires.hi });
+        } else out.push({ item: null, flushed: b.flushed });
       } else out.push(b);
     }
     this.branches = this.bounded(unique(out));
@@ -334,7 +340,8 @@ class Replay {
   private addFlushedBranch(again: boolean): void {
     if (!again && !this.branches.some((b) => !b.flushed)) return;
     // A delayed flush's edge may store back what memcached's clock erased: the erased item stays a ghost until the flush is over.
-    const erased = again ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: b.item! })) : [];
+    const until = this.pendingFlush?.localEnd ?? 0;
+    const erased = again ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: b.item!, ghostUntil: until })) : [];
     this.branches = unique([...this.branches, { item: null, flushed: true }, ...erased]);
   }
 
@@ -469,7 +476,7 @@ function unique(branches: Branch[]): Branch[] {
   const seen = new Map<string, Branch>();
   for (const b of branches) {
     const show = (item: Item | null | undefined) => (item === undefined ? '' : item === null ? '-' : JSON.stringify([item.value, item.flags, item.expires]));
-    const id = `${b.flushed ? 1 : 0}${show(b.item)}|${show(b.ghost)}`;
+    const id = `${b.flushed ? 1 : 0}${show(b.item)}|${show(b.ghost)}${b.ghostUntil ?? ''}`;
     if (!seen.has(id)) seen.set(id, b);
   }
   return [...seen.values()];
