@@ -242,11 +242,8 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   /** SharedTarget: the end of one read from the shared connection. */
   sharedFlush(): void {
-    try {
-      this.afterReplies();
-    } finally {
-      this.flushClient();
-    }
+    this.flushClient();
+    this.afterReplies();
   }
 
   /** SharedTarget: the shared connection died with requests of this session on it. */
@@ -273,10 +270,10 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
         }
         this.takePart(part);
       }
-      this.afterReplies();
     } finally {
       this.flushClient();
     }
+    this.afterReplies();
   }
 
   /** Hands a part to the oldest request in flight; true when that request's reply is complete. */
