@@ -362,7 +362,7 @@ function complete(run: CopyRun | null): boolean | undefined {
 }
 
 function renderResync(rs: ResyncReport | null, out: string[]): void {
-  out.push('## Full resync (marugoto)', '');
+  out.push('## Full copy (marugoto)', '');
   if (!rs) {
     out.push('Not run.', '');
     return;
@@ -454,7 +454,7 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
   );
   out.push('');
 
-  out.push('### Targets (full resync)', '');
+  out.push('### Targets (full copy)', '');
   out.push('| Target | Measured | Verdict |', '|---|---|---|');
   const idleRate = rs.idle ? rateOf(rs.idle.itemsSent, rs.idle.linkedToDoneMs) : undefined;
   out.push(
@@ -473,7 +473,7 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
   }
   out.push('');
 
-  out.push('### Notes (full resync)', '');
+  out.push('### Notes (full copy)', '');
   out.push('- All four processes, and the load generator in the loaded run, share the machine\'s CPUs: B applying the copy competes with A sending it.');
   out.push(
     "- Items/s counts the items A's metric says it sent (`memrepl_resync_items_sent_total`); under load that includes the keys memcaslap had written. " +

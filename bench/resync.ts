@@ -1,5 +1,5 @@
 /**
- * Full resync ("marugoto") benchmark: node A's memcached holds `items` items,
+ * Full copy ("marugoto") benchmark: node A's memcached holds `items` items,
  * an empty node B links to A and A copies everything, unpaced
  * (`--resync-rate 0` on both nodes).
  *

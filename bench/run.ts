@@ -158,7 +158,7 @@ function describeEnvironment(repcached: RepcachedInfo): Environment {
           ]
         : []),
       ...(s.parts.includes('resync')
-        ? [`full resync of ${s.resyncItems.toLocaleString('en-US')} items, client load around it in ${s.resyncSegmentSeconds} s memcaslap runs`]
+        ? [`full copy of ${s.resyncItems.toLocaleString('en-US')} items, client load around it in ${s.resyncSegmentSeconds} s memcaslap runs`]
         : []),
     ].join('; '),
   };
