@@ -174,3 +174,9 @@ export async function runBounded(
   running.delete(proc);
   return { status, stdout, stderr };
 }
+
+/** A path as the report shows it: under the home directory as $HOME/..., so that it names no one machine's directories. */
+export function shownPath(value: string): string {
+  const home = process.env.HOME;
+  return home && value.startsWith(`${home}/`) ? `$HOME${value.slice(home.length)}` : value;
+}

@@ -7,6 +7,7 @@ import type { LoadResult } from './memcaslap';
 import type { PacedResult } from './paced-load';
 import type { CopyRun, ResyncReport } from './resync';
 import type { PairKind, SetPairsReport, SetRun } from './set-pairs';
+import { shownPath } from './procs';
 
 export type TargetId = 'a' | 'b' | 'c' | 'd';
 export type Protocol = 'text' | 'binary';
@@ -231,7 +232,7 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
   if ('unavailable' in rc) {
     out.push(`**repcached pair not measured** (${rc.unavailable}): build it as below and run \`REPCACHED_BIN=$HOME/repcached/memcached npm run bench\`.`, '');
   } else {
-    out.push(`repcached: \`${rc.bin}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`, '');
+    out.push(`repcached: \`${shownPath(rc.bin)}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`, '');
   }
   out.push(
     `Measured ${e.date.slice(0, 10)} by \`${e.command}\` (the run at the top of this file; load average at its start ${e.loadAverage}) ` +

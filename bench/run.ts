@@ -31,7 +31,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LoadOptions, runMemcaslap, writeWorkload } from './memcaslap';
 import type { PacedOptions, PacedResult } from './paced-load';
-import { killAllNow, runBounded, stopAll } from './procs';
+import { killAllNow, runBounded, shownPath, stopAll } from './procs';
 import { Environment, LagReport, Part, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
 import { ResyncReport, runResync } from './resync';
 import { findRepcached, REPCACHED_HINT, RepcachedInfo, runSetPairs, SetPairsReport } from './set-pairs';
@@ -125,7 +125,7 @@ function versionOf(command: string, args: string[]): string {
 
 function describeEnvironment(repcached: RepcachedInfo): Environment {
   const cpus = os.cpus();
-  const overrides = ENV_KEYS.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${process.env[k]}`);
+  const overrides = ENV_KEYS.filter((k) => process.env[k] !== undefined).map((k) => `${k}=${shownPath(process.env[k]!)}`);
   let commit = 'unknown';
   try {
     commit = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', timeout: 5000 }).trim();
@@ -145,7 +145,7 @@ function describeEnvironment(repcached: RepcachedInfo): Environment {
     node: process.version,
     memcached: versionOf('memcached', ['-V']),
     nutcracker: versionOf('nutcracker', ['-V']),
-    repcached: 'bin' in repcached ? `${repcached.version} (${repcached.bin})` : `not measured: ${repcached.unavailable}`,
+    repcached: 'bin' in repcached ? `${repcached.version} (${shownPath(repcached.bin)})` : `not measured: ${repcached.unavailable}`,
     memcaslap: `${versionOf('memcaslap', ['-V'])} (libmemcached-tools)`,
     settings: [
       `memcaslap -T ${s.threads} -c ${s.concurrency}; ` +
