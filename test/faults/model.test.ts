@@ -64,6 +64,11 @@ describe('fault suite model', () => {
     const late = [attempt(7500, set('c;', 20), ok, 8100)];
     assert.ok(!allowed(expect(late, 9000).items, held('c;', 12), 9000));
     assert.ok(allowed(expect(late, 9000, { stops }).items, held('c;', 12), 9000));
+    // Written on a before b's memcached stopped; its record waited there and a copy brought b's deadline back.
+    const early = [attempt(500, set('d;', 30), ok, 510)];
+    const otherStop: Stop[] = [{ node: 'b', at: 1000, until: 6000 }];
+    assert.ok(!allowed(expect(early, 9000).items, held('d;', 16), 9000));
+    assert.ok(allowed(expect(early, 9000, { stops: otherStop }).items, held('d;', 16), 9000));
   });
 
   it('lets a delayed flush erase what a memcached stopped around its moment stored as it resumed', () => {

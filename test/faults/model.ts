@@ -299,7 +299,9 @@ class Replay {
    * The deadline `attempt` gave an item, as memcacheds stopped by SIGSTOP
    * keep it (see Stop): an item due during a stop lives until the clock
    * catches up, and one stored as the stop ends may be due as much earlier
-   * as the stop was long.
+   * as the stop was long. On the other node the item is stored when its
+   * record arrives (up to FLUSH_TRANSIT_MS later), and a copy may bring that
+   * deadline back to the writer's node.
    */
   private frozenClocks(item: Item | null, attempt: Attempt): Item | null {
     const expires = item?.expires;
@@ -308,7 +310,8 @@ class Replay {
     for (const stop of this.options.stops) {
       const caughtUp = stop.until + CLOCK_CATCH_UP_MS;
       if (lo <= caughtUp && hi >= stop.at) hi = Math.max(hi, caughtUp + TTL_SLACK_MS);
-      if (attempt.sentAt <= caughtUp && attempt.at >= stop.at) lo -= stop.until - stop.at;
+      const stored = stop.node === attempt.node ? attempt.at : attempt.at + FLUSH_TRANSIT_MS;
+      if (attempt.sentAt <= caughtUp && stored >= stop.at) lo -= stop.until - stop.at;
     }
     return lo === expires.lo && hi === expires.hi ? item : { ...item, expires: { lo, hi } };
   }
