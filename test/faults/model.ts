@@ -121,7 +121,7 @@ const U64 = 1n << 64n;
  * to the key's own writes; a flush's node matters to the flush).
  */
 export function expectation(attempts: readonly Attempt[], node: string, flushes: readonly Flush[], kills: readonly Kill[], options: ModelOptions): Expectation {
-  const replay = new Replay(options);
+  const replay = new Replay(options, kills);
   const events = timeline(flushes, node, kills, options);
   let next = 0;
   const advance = (to: number) => {
@@ -197,7 +197,16 @@ class Replay {
   private readonly snapshots: Array<{ time: number; branches: Branch[] }> = [{ time: -Infinity, branches: this.branches }];
   private readonly windows: Window[] = [];
 
-  constructor(private readonly options: ModelOptions) {}
+  constructor(
+    private readonly options: ModelOptions,
+    /** Kills of either node: copies run from each until the pair settled. */
+    private readonly kills: readonly Kill[] = [],
+  ) {}
+
+  /** Whether a full copy may have run between `from` and `to` (they run after kills, until the pair settled). */
+  private copyMayRun(from: number, to: number): boolean {
+    return this.kills.some((k) => k.at <= to && k.settledAt >= from);
+  }
 
   items(): Array<Item | null> {
     return unique(this.branches).map((b) => b.item);
@@ -325,8 +334,9 @@ class Replay {
       else if (expires === 'unknown' || t >= expires.lo) {
         if (expires === 'unknown' || t <= expires.hi) {
           out.push(b);
-          // Expired here near its deadline, it may still come back from the other node until the slack is over.
-          out.push({ item: null, flushed: b.flushed, ghost: b.item, ghostUntil: expires === 'unknown' ? t : expires.hi });
+          // Expired here near its deadline, it may still come back from the other node (a copy) until the slack is over.
+          if (expires !== 'unknown' && this.copyMayRun(expires.lo, expires.hi)) out.push({ item: null, flushed: b.flushed, ghost: b.item, ghostUntil: expires.hi });
+          else out.push({ item: null, flushed: b.flushed });
         } else out.push({ item: null, flushed: b.flushed });
       } else out.push(b);
     }
