@@ -8,7 +8,8 @@ import { Config, DEFAULT_ITEM_SIZE, DEFAULT_REQS_PER_EVENT, MAX_MULTIGET_LINE } 
 import { startHttp, type HealthChecks } from './http';
 import type { Logger } from './log';
 import type { LiveSettings } from './reload';
-import { createProxyMetrics, registerHealthMetrics, registerReplicationStateMetrics } from './metrics';
+import { registerDefaultMetrics, registerHealthMetrics, registerReplicationStateMetrics } from './metrics';
+import { createProxyMetrics } from './proxy/metrics';
 import { discardWrites } from './proxy/write-sink';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { createReplicationMetrics } from './replication/metrics';
@@ -30,6 +31,7 @@ export interface RunningServer {
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const registry = new Registry();
+  registerDefaultMetrics(registry);
   const metrics = createProxyMetrics(registry);
   const upstreamOptions = {
     maxConnections: config.maxConnections,

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Logger } from '../log';
-import type { ProxyMetrics } from '../metrics';
+import type { ProxyMetrics } from './metrics';
 import type { Dialect } from './exchange';
 import { Session, SessionDeps } from './session';
 import type { SharedUpstream } from './shared-upstream';

@@ -30,7 +30,7 @@
 import type * as net from 'node:net';
 import type { WriteSink } from './write-sink';
 import type { Logger } from '../log';
-import type { ProxyMetrics } from '../metrics';
+import type { ProxyMetrics } from './metrics';
 import type { Dialect, Exchange } from './exchange';
 import type { SharedConnection, SharedTarget } from './shared-upstream';
 import type { Upstream, UpstreamConnection, UpstreamOwner } from './upstream';
