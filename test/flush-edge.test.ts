@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { parseStats, STATS_REQUEST } from '../src/protocol/text/stats';
-import { FlushEdge } from '../src/replication/flush/flush-edge';
+import { Contention } from '../src/replication/apply/contention';
+import { FlushEdge, type FlushEdgeWrites } from '../src/replication/flush/flush-edge';
 import { memcachedClockEpoch } from '../src/replication/flush/memcached-clock';
 import type { Stamp } from '../src/replication/conflict/hlc';
 import { LocalMemcached } from '../src/replication/local-memcached';
@@ -16,6 +17,9 @@ import { RawClient } from './support/client';
 import { eventually, sleep } from './support/ports';
 import { type Running, startMemcached } from './support/processes';
 import { item } from './support/replication';
+
+/** Nothing on other connections to wait for. */
+const QUIET: FlushEdgeWrites = { applierIdle: () => Promise.resolve(), holdClientWrites: () => Promise.resolve(), releaseClientWrites() {} };
 
 describe('flush edge', () => {
   let memcached: Running;
@@ -35,7 +39,7 @@ describe('flush edge', () => {
     client.close();
     const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
     const checks: Array<{ read: number; deleted: number; storedBack: number; unnoted: number }> = [];
-    const edge = new FlushEdge(local, values, () => Promise.resolve(), { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    const edge = new FlushEdge(local, values, QUIET, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
     // A moment already past: memcached's clock is beyond it, so the check runs at once.
     const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
     const at = (ms: number): Stamp => ({ wall: moment.wall + ms, logical: 0, nodeId: 'a' });
@@ -56,10 +60,35 @@ describe('flush edge', () => {
     assert.equal(edge.armed, false, 'one check per moment');
   });
 
+  it("does not store back a key a client deletes while it checks: it waits for the client's write in flight", async () => {
+    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
+    const contention = new Contention(() => {});
+    const writes: FlushEdgeWrites = {
+      applierIdle: () => Promise.resolve(),
+      holdClientWrites: (timeoutMs) => contention.holdClientWrites(timeoutMs),
+      releaseClientWrites: () => contention.releaseClientWrites(),
+    };
+    const checks: Array<{ storedBack: number }> = [];
+    const edge = new FlushEdge(local, values, writes, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
+    const key = Buffer.from('deleted-meanwhile');
+    edge.scheduled(moment);
+    // Written after the moment and flushed on a stale clock: a candidate to store back...
+    edge.answered(key, { ...moment, wall: moment.wall + 100 }, { value: Buffer.from('v'), flags: 0, expiresAt: null });
+    // ... but a client's delete of it is in flight, answered (and noted) only once the edge has looked.
+    assert.equal(contention.localStarted(key), null);
+    await sleep(600);
+    values.note(key, { ...moment, wall: moment.wall + 200 });
+    contention.localSettled(key);
+    await eventually(async () => checks.length === 1, 5000, 'the check');
+    assert.equal(checks[0].storedBack, 0);
+    assert.equal(await item(memcached.port, 'deleted-meanwhile'), null);
+  });
+
   it('forgets what it noted when the flush is replaced or cancelled before its moment', async () => {
     const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
     const checks: unknown[] = [];
-    const edge = new FlushEdge(local, values, () => Promise.resolve(), { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    const edge = new FlushEdge(local, values, QUIET, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
     const moment: Stamp = { wall: Date.now() + 1000, logical: 0, nodeId: 'a' };
     edge.scheduled(moment);
     assert.equal(edge.armed, true, 'a second ahead: writes are noted');
@@ -77,7 +106,7 @@ describe('flush edge', () => {
     let asked = 0;
     // Counts what the edge asks memcached: its clock, once the check starts.
     const counting = { request: (bytes: Buffer) => (asked++, local.request(bytes)) } as unknown as LocalMemcached;
-    const edge = new FlushEdge(counting, new RecentWrites({ maxEntries: 10, windowMs: 60_000 }), () => Promise.resolve(), { checked: (c) => checks.push(c), failed: (r) => failures.push(r) });
+    const edge = new FlushEdge(counting, new RecentWrites({ maxEntries: 10, windowMs: 60_000 }), QUIET, { checked: (c) => checks.push(c), failed: (r) => failures.push(r) });
     edge.scheduled({ wall: Date.now() + 29 * 24 * 3600 * 1000, logical: 0, nodeId: 'a' });
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(edge.armed, false, 'nothing to note for weeks');

@@ -137,7 +137,12 @@ export class Replicator implements LinkHandler {
     const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
     this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
     this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
-    this.flushEdge = new FlushEdge(this.applierConnection, values, () => this.applier.idle(), {
+    const edgeWrites = {
+      applierIdle: () => this.applier.idle(),
+      holdClientWrites: (timeoutMs: number) => this.contention.holdClientWrites(timeoutMs),
+      releaseClientWrites: () => this.contention.releaseClientWrites(),
+    };
+    this.flushEdge = new FlushEdge(this.applierConnection, values, edgeWrites, {
       checked: ({ read, deleted, storedBack, unnoted }) => {
         if (deleted + storedBack + unnoted > 0) {
           this.log.info(`replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`);

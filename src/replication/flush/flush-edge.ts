@@ -62,6 +62,22 @@ const CLOCK_WAIT_MAX_MS = 120_000;
 const TIMER_MAX_MS = 0x7fff_ffff;
 /** Past this many keys noted for one moment, the rest are not checked (and that is logged). */
 const NOTED_MAX = 500_000;
+/** How long putting writes in place waits for client writes in flight (a stalled memcached must not stop it), as the applier's flush does. */
+const CLIENT_WRITES_WAIT_MS = 2000;
+
+/** What the edge waits for before it reads and fixes keys: writes on other connections that could race it. */
+export interface FlushEdgeWrites {
+  /** Resolves once the applier's batches judged so far are answered. */
+  applierIdle(): Promise<void>;
+  /**
+   * Resolves once the client writes in flight are answered (and noted), and
+   * holds new ones back until releaseClientWrites (Contention.holdClientWrites):
+   * a client's delete answered between the edge's read and its store back
+   * would otherwise be undone by it.
+   */
+  holdClientWrites(timeoutMs: number): Promise<void>;
+  releaseClientWrites(): void;
+}
 
 export interface FlushEdgeEvents {
   /** The check of a moment is done: how many keys it read, deleted and stored back, and how many it could not note. */
@@ -80,8 +96,7 @@ export class FlushEdge {
   constructor(
     private readonly local: LocalMemcached,
     private readonly values: RecentWrites,
-    /** Resolves once the applier's batches judged so far are answered. */
-    private readonly applierIdle: () => Promise<void>,
+    private readonly writes: FlushEdgeWrites,
     private readonly events: FlushEdgeEvents,
     private readonly wallClock: () => number = Date.now,
   ) {}
@@ -144,7 +159,7 @@ export class FlushEdge {
       if (!(await this.clockPast(moment, current))) return;
       this.pastAt = this.wallClock();
       await sleep(GRACE_MS, undefined, { ref: false });
-      await this.applierIdle();
+      await this.writes.applierIdle();
       if (!current()) return;
       const noted = this.noted;
       const unnoted = this.unnoted;
@@ -174,6 +189,15 @@ export class FlushEdge {
   }
 
   private async putInPlace(moment: Stamp, noted: Map<string, Noted>): Promise<{ read: number; deleted: number; storedBack: number }> {
+    await this.writes.holdClientWrites(CLIENT_WRITES_WAIT_MS);
+    try {
+      return await this.readAndFix(moment, noted);
+    } finally {
+      this.writes.releaseClientWrites();
+    }
+  }
+
+  private async readAndFix(moment: Stamp, noted: Map<string, Noted>): Promise<{ read: number; deleted: number; storedBack: number }> {
     const writes = [...noted].map(([id, write]) => ({ key: Buffer.from(id, 'latin1'), ...write }));
     const replies = await Promise.all(writes.map(({ key }) => this.local.request(metaRead(key, { cas: true }))));
     const fixes: Buffer[] = [];
