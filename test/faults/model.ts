@@ -93,15 +93,14 @@ interface Branch {
   /** The pending flush already happened on this branch. */
   flushed: boolean;
   /**
-   * An item gone on this branch that may still come back until `ghostUntil`:
+   * An item gone on this branch that may still come back until `until`:
    * one a delayed flush erased on memcached's own clock and memrepl's flush
    * edge may store back (its stamp says it came after the moment, see
    * FLUSH_EDGE_MS); or one that expired near its deadline on this node's
    * memcached while the other's, whose clock rounds apart, still holds it
    * and may copy it back for what is left of the slack.
    */
-  ghost?: Item;
-  ghostUntil?: number;
+  ghost?: { item: Item; until: number };
 }
 
 interface Window {
@@ -236,9 +235,9 @@ class Replay {
     this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !certain ? b.item : null, flushed: false })));
   }
 
-  /** A branch's states before an op at `t`: its item, or what a pending delayed flush's edge may have stored back by then. */
+  /** A branch's states before an op at `t`: its item, or its ghost if that may have come back by then. */
   private statesOf(b: Branch, t: number): Array<Item | null> {
-    return b.ghost !== undefined && t <= b.ghostUntil! ? [b.item, b.ghost] : [b.item];
+    return b.ghost !== undefined && t <= b.ghost.until ? [b.item, b.ghost.item] : [b.item];
   }
 
   /**
@@ -262,6 +261,7 @@ class Replay {
 
   attempt(attempt: Attempt): void {
     this.expire(attempt.sentAt);
+    const effectEnd = effectEndOf(attempt, this.options.stops);
     const window = this.windows.find((w) => attempt.sentAt >= w.from && attempt.sentAt <= w.to);
     let pre = this.branches;
     if (window) pre = unique([...pre, ...window.restorable, { item: null, flushed: false }]);
@@ -275,12 +275,12 @@ class Replay {
     const casRefusedByStoreBack = flush !== null && (flush.lagging || flush.delayed) && attempt.op.kind === 'cas' && outcome.effect === 'none' && outcome.because === 'present';
     for (const b of pre) {
       if (casRefusedByStoreBack && b.item !== null) out.push(b);
-      for (const before of this.statesOf(b, attempt.sentAt)) for (const next of transitions(before, attempt, this.options.stops)) {
+      for (const before of this.statesOf(b, attempt.sentAt)) for (const next of transitions(before, attempt, effectEnd)) {
         const item = next === before ? next : this.frozenClocks(next, attempt);
         const rewrote = item !== before && REWRITES.has(attempt.op.kind);
-        // An op that found the ghost's branch empty and left it so: the edge may still store the ghost back.
+        // An op that found the ghost's branch empty and left it so: the ghost may still come back.
         const ghost = before === b.item && item === before ? b.ghost : undefined;
-        if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost, ghostUntil: b.ghostUntil });
+        if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
         // On the other node: a write made after the flush (stamped after it) survives its late arrival...
         else if (inTransit) out.push({ item, flushed: true });
         // ... and one made about the same time may be stamped either side of it.
@@ -335,7 +335,7 @@ class Replay {
         if (expires === 'unknown' || t <= expires.hi) {
           out.push(b);
           // Expired here near its deadline, it may still come back from the other node (a copy) until the slack is over.
-          if (expires !== 'unknown' && this.copyMayRun(expires.lo, expires.hi)) out.push({ item: null, flushed: b.flushed, ghost: b.item, ghostUntil: expires.hi });
+          if (expires !== 'unknown' && this.copyMayRun(expires.lo, expires.hi)) out.push({ item: null, flushed: b.flushed, ghost: { item: b.item, until: expires.hi } });
           else out.push({ item: null, flushed: b.flushed });
         } else out.push({ item: null, flushed: b.flushed });
       } else out.push(b);
@@ -354,7 +354,7 @@ class Replay {
     if (!again && !this.branches.some((b) => !b.flushed)) return;
     // A delayed flush's edge may store back what memcached's clock erased: the erased item stays a ghost until the flush is over.
     const until = this.pendingFlush?.localEnd ?? 0;
-    const erased = again ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: b.item!, ghostUntil: until })) : [];
+    const erased = again ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: { item: b.item!, until } })) : [];
     this.branches = unique([...this.branches, { item: null, flushed: true }, ...erased]);
   }
 
@@ -381,10 +381,9 @@ export function effectEndOf(attempt: Attempt, stops: readonly Stop[] = []): numb
   return end;
 }
 
-/** The states `item` may be in after `attempt`, given what its reply said. */
-export function transitions(item: Item | null, attempt: Attempt, stops?: readonly Stop[]): Array<Item | null> {
+/** The states `item` may be in after `attempt`, given what its reply said (`effectEnd`: see effectEndOf). */
+export function transitions(item: Item | null, attempt: Attempt, effectEnd = effectEndOf(attempt)): Array<Item | null> {
   const { outcome } = attempt;
-  const effectEnd = effectEndOf(attempt, stops);
   const effects = effectsOf(item, attempt.op, attempt.sentAt, effectEnd);
   switch (outcome.effect) {
     case 'unknown':
@@ -489,7 +488,7 @@ function unique(branches: Branch[]): Branch[] {
   const seen = new Map<string, Branch>();
   for (const b of branches) {
     const show = (item: Item | null | undefined) => (item === undefined ? '' : item === null ? '-' : JSON.stringify([item.value, item.flags, item.expires]));
-    const id = `${b.flushed ? 1 : 0}${show(b.item)}|${show(b.ghost)}${b.ghostUntil ?? ''}`;
+    const id = `${b.flushed ? 1 : 0}${show(b.item)}|${show(b.ghost?.item)}${b.ghost?.until ?? ''}`;
     if (!seen.has(id)) seen.set(id, b);
   }
   return [...seen.values()];
