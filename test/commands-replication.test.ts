@@ -283,6 +283,56 @@ describe('races the link decides', () => {
     }
   });
 
+  it('an invalidation (md I) on one node never keeps the other\'s older value: both end with its value, stale', async () => {
+    // B's set is older than A's invalidation, so A keeps its own value (stale) and
+    // drops the set; B must then hold A's value too, not mark its own one stale.
+    const { a, b, relay } = await relayedPair();
+    try {
+      await ask(a, 'set inv 5 0 2\r\nv0\r\nset inv-ttl 5 0 2\r\nv0\r\n');
+      await converged(a, b, 'inv');
+      await converged(a, b, 'inv-ttl');
+      relay.stall();
+      await ask(b, 'set inv 6 0 2\r\nv1\r\nset inv-ttl 6 0 2\r\nv1\r\n');
+      await sleep(5);
+      assert.equal(await ask(a, 'md inv I\r\n'), 'HD\r\n');
+      assert.equal(await ask(a, 'md inv-ttl I T700\r\n'), 'HD\r\n');
+      relay.resume();
+      const held = await converged(a, b, 'inv');
+      assert.deepEqual(held && { value: held.value, flags: held.flags, stale: held.stale, ttl: held.ttl }, { value: 'v0', flags: 5, stale: true, ttl: -1 });
+      const timed = await converged(a, b, 'inv-ttl');
+      assert.equal(timed?.value, 'v0');
+      assert.equal(timed?.stale, true);
+      assert.ok(timed && timed.ttl > 690, `ttl ${timed?.ttl}`);
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
+  it('the first client read of an invalidated item wins its recache token, on both nodes (replication reads it without taking the token)', async () => {
+    const { a, b, relay } = await relayedPair();
+    try {
+      await ask(a, 'set tok 0 0 2\r\nv0\r\n');
+      await converged(a, b, 'tok');
+      assert.equal(await ask(a, 'md tok I\r\n'), 'HD\r\n');
+      // Records reach B in order: once a later write is there, A has read the item back and B has marked it.
+      await ask(a, 'set after-tok 0 0 1\r\nx\r\n');
+      await heldOnBoth(a, b, 'after-tok', true);
+      for (const node of [a, b]) {
+        const client = await RawClient.connect(node.memrepl.port);
+        try {
+          assert.match(await client.request('mg tok v\r\n', '\r\nv0\r\n'), /^VA 2 .*\bW\b/, 'the first read wins');
+          assert.match(await client.request('mg tok v\r\n', '\r\nv0\r\n'), /^VA 2 .*\bZ\b/, 'the second sees the token taken');
+        } finally {
+          client.close();
+        }
+      }
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('a gat waiting in a stalled memcached while the peer\'s set of its key arrives: both nodes end with the same item', async () => {
     // On A, memcached runs the gat first and the peer's set after it: A ends with
     // the set's "no expiry". The gat's touch is stamped when its reply came, after

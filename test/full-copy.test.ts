@@ -214,6 +214,21 @@ describe('FullCopy against memcached', () => {
     }
   });
 
+  it('a stale item (md … I) is sent as an invalidate in a set-mode copy, as a plain add in an add-mode one', async () => {
+    const memcached = await startMemcached();
+    try {
+      const client = await RawClient.connect(memcached.port);
+      assert.equal(await client.request('ms fresh 1\r\nx\r\nms stale 1\r\ny\r\nmd stale I\r\n'), 'HD\r\nHD\r\nHD\r\n');
+      client.close();
+      const set = await copyOut(memcached.port);
+      assert.deepEqual([set.records.get('fresh')?.op, set.records.get('stale')?.op, set.records.get('stale')?.value.toString()], ['set', 'invalidate', 'y']);
+      const add = await copyOut(memcached.port, { mode: 'add' });
+      assert.deepEqual([add.records.get('fresh')?.op, add.records.get('stale')?.op], ['add', 'add']);
+    } finally {
+      await memcached.stop();
+    }
+  });
+
   it('keys the text protocol cannot carry (spaces, NUL, %) are walked, fetched in base64, and sent as their bytes', async () => {
     const memcached = await startMemcached();
     try {

@@ -279,8 +279,8 @@ function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer
     case 'md':
       if (status === 'NF') return { kind: 'delete', key, missed: true };
       if (status !== 'HD') return null;
-      if (flagValue(flags, 'I') !== undefined) return ttl !== undefined && exptime === null ? { kind: 'readback', key } : { kind: 'invalidate', key, exptime };
-      return { kind: 'delete', key };
+      // An invalidation keeps the item, marked stale: the peer needs this node's value with the mark (not its own value marked).
+      return flagValue(flags, 'I') !== undefined ? { kind: 'readback', key } : { kind: 'delete', key };
     case 'ma':
       return status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null;
     default:

@@ -15,7 +15,10 @@ export type Exptime = number;
 export type WriteEffect =
   /** The item now holds exactly this. */
   | { kind: 'set'; key: Buffer; value: Buffer; flags: number; exptime: Exptime }
-  /** The item changed in a way the reply does not show (append, incr, ma ...): read it back. */
+  /**
+   * The item changed in a way the reply does not show (append, incr, ma, md I
+   * ...): read it back, with whether an md I left it stale.
+   */
   | { kind: 'readback'; key: Buffer }
   /** Only the expiry changed (touch, gat, mg T). */
   | { kind: 'touch'; key: Buffer; exptime: Exptime }
@@ -26,8 +29,6 @@ export type WriteEffect =
    * over the peer's value either way (a logged-out session must not come back).
    */
   | { kind: 'delete'; key: Buffer; missed?: boolean }
-  /** md with I: the item stays but is marked stale; optional new TTL. */
-  | { kind: 'invalidate'; key: Buffer; exptime: Exptime | null }
   | { kind: 'flush'; delay: number };
 
 /** Where the proxy reports writes. Replication implements it. */

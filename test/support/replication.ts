@@ -53,7 +53,8 @@ export async function write(node: Node, key: string): Promise<void> {
 }
 
 /** An item as memcached holds it: value, client flags and remaining TTL (-1 = never), or null. */
-export async function item(port: number, key: string): Promise<{ value: string; flags: number; ttl: number } | null> {
+/** The item as memcached holds it; `stale` when an `md … I` marked it (memcached then answers mg with X). */
+export async function item(port: number, key: string): Promise<{ value: string; flags: number; ttl: number; stale: boolean } | null> {
   const client = await RawClient.connect(port);
   try {
     client.send(`mg ${key} v f t\r\n`);
@@ -65,7 +66,7 @@ export async function item(port: number, key: string): Promise<{ value: string; 
     const reply = (await client.read(complete, 3000)).toString('latin1');
     if (reply.startsWith('EN')) return null;
     const [head, value] = reply.split('\r\n');
-    return { value, flags: Number(/ f(\d+)/.exec(head)![1]), ttl: Number(/ t(-?\d+)/.exec(head)![1]) };
+    return { value, flags: Number(/ f(\d+)/.exec(head)![1]), ttl: Number(/ t(-?\d+)/.exec(head)![1]), stale: / X\b/.test(head) };
   } finally {
     client.close();
   }
@@ -79,7 +80,7 @@ export async function converged(a: Node, b: Node, key: string, timeoutMs = 5000)
       const [x, y] = await Promise.all([item(a.memcached.port, key), item(b.memcached.port, key)]);
       last = [x, y];
       if (x === null || y === null) return x === y;
-      return x.value === y.value && x.flags === y.flags && Math.abs(x.ttl - y.ttl) <= 1;
+      return x.value === y.value && x.flags === y.flags && x.stale === y.stale && Math.abs(x.ttl - y.ttl) <= 1;
     },
     timeoutMs,
     () => `"${key}" to converge (last: ${JSON.stringify(last)})`,

@@ -28,6 +28,13 @@ test('VA with the flags a read asks for, as memcached 1.6 answers them', () => {
   assert.deepEqual(scan(line), header({ status: 'VA', length: 1, ttl: -1, ...keyIn(line, 'cGxhaW4='), keyBase64: true, opaque: 7 }));
 });
 
+test('a stale item: X, and W for the read that won its recache token (Z for the later ones)', () => {
+  assert.deepEqual(scan('VA 2 f0 t-1 c9 X W'), header({ status: 'VA', length: 2, ttl: -1, cas: 9, stale: true, won: true }));
+  assert.deepEqual(scan('VA 2 f0 t-1 c9 Z X'), header({ status: 'VA', length: 2, ttl: -1, cas: 9, stale: true }));
+  // A flag with a token is not the bare flag.
+  assert.deepEqual(scan('HD Xy Wz'), header({ status: 'HD' }));
+});
+
 test('the other statuses, with or without flags', () => {
   assert.deepEqual(scan('HD c42'), header({ status: 'HD', cas: 42 }));
   assert.deepEqual(scan('HD'), header({ status: 'HD' }));
@@ -86,6 +93,8 @@ test('property: the fields a split on spaces reads from any VA line memcached ca
         if (token[0] === 'O') expected.opaque = Number(value);
         if (token[0] === 'k') [expected.keyStart, expected.keyEnd] = [at + 2, at + 1 + token.length];
         if (token === 'b') expected.keyBase64 = true;
+        if (token === 'X') expected.stale = true;
+        if (token === 'W') expected.won = true;
         at += 1 + token.length;
       }
       assert.deepEqual(scan(line), expected);

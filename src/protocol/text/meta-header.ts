@@ -30,10 +30,14 @@ export interface MetaHeader {
   keyEnd: number;
   /** The `b` flag: the key was stored in base64 (meta `b`), and `k` returns it so. */
   keyBase64: boolean;
+  /** `X`: an `md … I` marked the item stale (it is still served). */
+  stale: boolean;
+  /** `W`: this read won the item's recache token (memcached gives it to the first read of a stale item). */
+  won: boolean;
 }
 
 export function newMetaHeader(): MetaHeader {
-  return { status: null, length: -1, flags: 0, ttl: null, cas: 0, opaque: -1, keyStart: 0, keyEnd: 0, keyBase64: false };
+  return { status: null, length: -1, flags: 0, ttl: null, cas: 0, opaque: -1, keyStart: 0, keyEnd: 0, keyBase64: false, stale: false, won: false };
 }
 
 const SPACE = 0x20;
@@ -50,6 +54,7 @@ export function scanMetaHeader(buf: Buffer, start: number, end: number, out: Met
   out.opaque = -1;
   out.keyStart = out.keyEnd = 0;
   out.keyBase64 = false;
+  out.stale = out.won = false;
   if (out.status === null) return;
   let at = start + 2;
   if (out.status === 'VA') {
@@ -120,8 +125,11 @@ function scanFlags(buf: Buffer, at: number, end: number, out: MetaHeader): void 
       out.cas = unsigned(buf, tokenStart, at);
     } else if (flag === 0x4f /* O */) {
       out.opaque = unsigned(buf, tokenStart, at);
-    } else if (flag === 0x62 /* b */ && at === tokenStart) {
-      out.keyBase64 = true;
+    } else if (at === tokenStart) {
+      // Flags without a token.
+      if (flag === 0x62 /* b */) out.keyBase64 = true;
+      else if (flag === 0x58 /* X */) out.stale = true;
+      else if (flag === 0x57 /* W */) out.won = true;
     }
   }
 }

@@ -5,6 +5,7 @@ import {
   META_FETCH_BYTES_MAX,
   META_BASE64_KEY_MAX,
   metaDelete,
+  metaInvalidate,
   metaKey,
   metaRead,
   metaReadCas,
@@ -77,6 +78,8 @@ test('metaRead and metaReadCas: mg with the flags replication reads', () => {
   assert.equal(latin1(metaDelete(Buffer.from('memrepl:copy-mark'), true)), 'md memrepl:copy-mark q\r\n');
   assert.equal(latin1(metaRead(Buffer.from('k'), { cas: true })), 'mg k v f t u c\r\n');
   assert.equal(latin1(metaDelete(Buffer.from('k'), true, 42)), 'md k C42 q\r\n');
+  assert.equal(latin1(metaInvalidate(Buffer.from('k'), true)), 'md k I q\r\n');
+  assert.equal(latin1(metaInvalidate(Buffer.from('a b'), false, 7)), `md ${Buffer.from('a b').toString('base64')} b I C7\r\n`);
 });
 
 test('writeMetaFetch and writeMetaFetchBase64: a full copy fetch of part of a buffer, in place', () => {

@@ -85,8 +85,9 @@ export function metaDelete(key: Buffer, quiet = false, cas: number | null = null
   return Buffer.from(`${keyed('md', key)}${cas === null ? '' : ` C${cas}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
-export function metaInvalidate(key: Buffer, ttlSeconds: number | null, quiet = false): Buffer {
-  return Buffer.from(`${keyed('md', key)} I${ttlSeconds === null ? '' : ` T${ttlSeconds}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
+/** Marks the item stale, keeping its value and TTL; `quiet` and `cas` as for metaDelete. */
+export function metaInvalidate(key: Buffer, quiet = false, cas: number | null = null): Buffer {
+  return Buffer.from(`${keyed('md', key)} I${cas === null ? '' : ` C${cas}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
 export function metaTouch(key: Buffer, ttlSeconds: number, quiet = false): Buffer {

@@ -199,8 +199,7 @@ export class Applier {
     if (record.op === 'touch') {
       // A touch changes only the expiry: it loses to any newer write of the key, value or expiry.
       if (!values.incomingWins(record.key, stamp) || !touches.incomingWins(record.key, stamp)) return this.skipped();
-      // A touch always carries a TTL (never 'unchanged').
-      const deadline = expiresAtFromTtl(record.ttlMs, sentAt) as number | null;
+      const deadline = expiresAtFromTtl(record.ttlMs, sentAt);
       touches.note(record.key, stamp, deadline);
       this.write(batch, record, sentAt, deadline);
       return;
@@ -208,7 +207,7 @@ export class Applier {
     if (!values.incomingWins(record.key, stamp)) return this.skipped();
     values.note(record.key, stamp);
     // A newer touch of the key here (or from the peer) keeps its expiry over the older value's.
-    const touch = record.op === 'set' ? touches.lastWriteOf(record.key) : undefined;
+    const touch = carriesItem(record.op) ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
     const deadline = this.write(batch, record, sentAt, expiresAt);
     this.noteNearFlush(batch, record, stamp, deadline);
@@ -217,7 +216,7 @@ export class Applier {
   /** While a delayed flush's moment is near, the write is reported to history.nearFlush once answered (see flush-edge.ts). */
   private noteNearFlush(batch: Batch, record: RecordFrame, stamp: Stamp, deadline: Expiry): void {
     if (!this.history.nearFlush.armed) return;
-    const stores = (record.op === 'set' || record.op === 'add') && deadline !== 'unchanged';
+    const stores = carriesItem(record.op) || record.op === 'add';
     // Copies: the record's bytes are views of the link's chunks, kept here for seconds.
     const stored = stores ? { value: Buffer.from(record.value), flags: record.flags, expiresAt: deadline } : null;
     (batch.nearFlush ??= []).push({ key: Buffer.from(record.key), stamp, stored });
@@ -365,8 +364,10 @@ export class Applier {
       const read = reads[i];
       if (!read || !unchanged(key, stamp)) return;
       const item = recordFromReadBack(key, [read], stamp, now);
-      if (item?.op !== 'set') return;
-      this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptimeFor(item.expiresAt === 'unchanged' ? null : item.expiresAt, Date.now()));
+      if (item?.op !== 'set' && item?.op !== 'invalidate') return;
+      this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptimeFor(item.expiresAt, Date.now()));
+      // Stale before the flush, stale after it (client writes wait until the kept keys are back: the mark is the add's).
+      if (item.op === 'invalidate') this.command(batch, metaInvalidate(key, true), null);
     });
     // Binary reads answer hits only, each with the opaque it was sent with: its place in `keep`.
     for (const read of binaryReads) {
@@ -408,25 +409,26 @@ export class Applier {
   private write(batch: Batch, record: RecordFrame, sentAt: number, expiresAt?: number | null): Expiry {
     if (record.seq > 0) batch.tickets.push(this.contention.applyStarted(record.key));
     const deadline = expiresAt !== undefined ? expiresAt : expiresAtFromTtl(record.ttlMs, sentAt);
-    // null only for 'unchanged', which only an invalidation carries.
-    const exptime = deadline === 'unchanged' ? null : exptimeFor(deadline, Date.now());
+    const exptime = exptimeFor(deadline, Date.now());
     if (needsBinary(record.key)) this.writeBinary(batch, record, deadline, exptime);
-    else this.writeText(batch, record, deadline, exptime);
+    else this.writeText(batch, record, exptime);
     if (batch.full.length * BATCH_BYTES + batch.used + batch.binaryBytes >= BATCH_BYTES) this.flush();
     return deadline;
   }
 
-  private writeText(batch: Batch, record: RecordFrame, deadline: number | null | 'unchanged', exptime: number | null): void {
+  private writeText(batch: Batch, record: RecordFrame, exptime: number): void {
     switch (record.op) {
       case 'set':
       case 'add':
-        this.store(batch, record, exptime ?? 0);
+        this.store(batch, record, exptime);
         break;
       case 'touch':
-        this.command(batch, metaTouch(record.key, exptime ?? 0, true), record.op);
+        this.command(batch, metaTouch(record.key, exptime, true), record.op);
         break;
       case 'invalidate':
-        this.command(batch, metaInvalidate(record.key, exptime, true), record.op);
+        // The item as the peer holds it, then the mark: the peer's value, not this node's one, is stale.
+        this.store(batch, record, exptime);
+        this.command(batch, metaInvalidate(record.key, true), null);
         break;
       case 'delete':
       case 'flush':
@@ -436,7 +438,7 @@ export class Applier {
   }
 
   /** The binary twin of writeText, remembering the expiry it writes (the binary protocol cannot read it back). */
-  private writeBinary(batch: Batch, record: RecordFrame, deadline: number | null | 'unchanged', exptime: number | null): void {
+  private writeBinary(batch: Batch, record: RecordFrame, deadline: number | null, exptime: number): void {
     const { key } = record;
     const { expiries } = this.history;
     if (record.op === 'invalidate') {
@@ -454,12 +456,12 @@ export class Applier {
       case 'set':
       case 'add':
         // An add that finds the key stored leaves that item's expiry as it was.
-        if (record.op === 'set' || expiries.deadlineOf(key) === undefined) expiries.note(key, deadline === 'unchanged' ? null : deadline);
-        this.binaryCommand(batch, binaryStore(record.op, key, record.value, record.flags, exptime ?? 0), record.op);
+        if (record.op === 'set' || expiries.deadlineOf(key) === undefined) expiries.note(key, deadline);
+        this.binaryCommand(batch, binaryStore(record.op, key, record.value, record.flags, exptime), record.op);
         return;
       case 'touch':
-        expiries.note(key, deadline === 'unchanged' ? null : deadline);
-        this.binaryCommand(batch, binaryTouch(key, exptime ?? 0), record.op);
+        expiries.note(key, deadline);
+        this.binaryCommand(batch, binaryTouch(key, exptime), record.op);
         return;
     }
   }
@@ -650,6 +652,11 @@ export class Applier {
     return { ...record, op: 'add' };
   }
 
+}
+
+/** A record with the item whole (an add's may not be stored). */
+function carriesItem(op: RecordOp): boolean {
+  return op === 'set' || op === 'invalidate';
 }
 
 function count(map: Map<RecordOp, number>, op: RecordOp): void {

@@ -268,6 +268,8 @@ export class FullCopy {
   private finished = false;
   /** One object, refilled for every item copied: a copy allocates nothing per item for its frames. */
   private readonly frameFields: RecordFrameFields = newRecordFrameFields();
+  /** The op of every item this copy sends (its mode), but a stale one's in a set-mode copy. */
+  private readonly modeOpCode: number;
   private settle!: { resolve: (p: FullCopyProgress) => void; reject: (e: FullCopyError) => void };
   private readonly done: Promise<FullCopyProgress>;
 
@@ -280,7 +282,7 @@ export class FullCopy {
     // Copies are outside the numbered stream (seq 0) and are no flushes (delay 0); each item fills in the rest.
     this.frameFields.seq = 0;
     this.frameFields.delay = 0;
-    this.frameFields.opCode = RECORD_OP_CODES[options.mode];
+    this.modeOpCode = RECORD_OP_CODES[options.mode];
     this.spoolMaxBytes = options.spoolMaxBytes ?? SPOOL_MAX_BYTES;
     this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
     // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
@@ -551,6 +553,7 @@ export class FullCopy {
         this.accounted!.add(fetch.key, 0, fetch.key.length);
         this.progress.skipped++;
       } else {
+        this.frameFields.opCode = this.modeOpCode;
         this.copyItem(mark, survivor, fetch.key, 0, fetch.key.length, flagsOf(hit), ttlMs, now, hit.value, 0, hit.value.length);
       }
     }
@@ -602,6 +605,8 @@ export class FullCopy {
     batch.unanswered--;
     this.inFlight--;
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, remainingLifeMs(v.ttl));
+    // A set-mode copy carries a stale item's mark; an add-mode one leaves the receiver's item as it is, mark and all.
+    this.frameFields.opCode = v.stale && this.options.mode === 'set' ? RECORD_OP_CODES.invalidate : this.modeOpCode;
     this.copyItem(batch.mark, batch.survivor, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
   }
 

@@ -217,7 +217,6 @@ const HELD_FIELDS_BYTES = 44;
 
 const EXPIRY_AT = 0;
 const EXPIRY_NEVER = 1;
-const EXPIRY_UNCHANGED = 2;
 
 /**
  * The records themselves, as bytes. A backlog of JS objects (one per record,
@@ -263,14 +262,14 @@ class Slabs {
     const expiry = record.expiresAt;
     slab.writeDoubleLE(record.hlc.wall, at + AT.wall);
     slab.writeDoubleLE(appendedAt, at + AT.appendedAt);
-    slab.writeDoubleLE(typeof expiry === 'number' ? expiry : 0, at + AT.expiresAt);
+    slab.writeDoubleLE(expiry ?? 0, at + AT.expiresAt);
     slab.writeUInt32LE(record.hlc.logical, at + AT.logical);
     slab.writeUInt32LE(record.flags, at + AT.flags);
     slab.writeUInt32LE(record.delay, at + AT.delay);
     slab.writeUInt32LE(value.length, at + AT.valueLength);
     slab.writeUInt16LE(key.length, at + AT.keyLength);
     slab[at + AT.op] = RECORD_OPS.indexOf(record.op);
-    slab[at + AT.expiryKind] = expiry === null ? EXPIRY_NEVER : expiry === 'unchanged' ? EXPIRY_UNCHANGED : EXPIRY_AT;
+    slab[at + AT.expiryKind] = expiry === null ? EXPIRY_NEVER : EXPIRY_AT;
     key.copy(slab, at + HELD_FIELDS_BYTES);
     value.copy(slab, at + HELD_FIELDS_BYTES + key.length);
   }
@@ -289,7 +288,7 @@ class Slabs {
       flags: slab.readUInt32LE(at + AT.flags),
       value: slab.subarray(keyStart + keyLength, keyStart + keyLength + valueLength),
       delay: slab.readUInt32LE(at + AT.delay),
-      expiresAt: kind === EXPIRY_NEVER ? null : kind === EXPIRY_UNCHANGED ? 'unchanged' : slab.readDoubleLE(at + AT.expiresAt),
+      expiresAt: kind === EXPIRY_NEVER ? null : slab.readDoubleLE(at + AT.expiresAt),
       appendedAt: slab.readDoubleLE(at + AT.appendedAt),
       bytes: recordFrameBytes(keyLength, valueLength),
     };

@@ -30,3 +30,8 @@ test('an item that never expires, a miss, and an error', () => {
   assert.deepEqual([gone?.op, gone?.expiresAt], ['delete', null]);
   assert.equal(recordFromReadBack(key, reply('SERVER_ERROR out of memory\r\n'), stamp, now), null);
 });
+
+test('a stale item (md … I) ships whole as an invalidate, so the peer marks this value, not its own', () => {
+  const record = recordFromReadBack(key, reply('VA 2 f3 t50 c9 X W\r\nv0\r\n'), stamp, now);
+  assert.deepEqual([record?.op, record?.value.toString(), record?.flags, record?.expiresAt], ['invalidate', 'v0', 3, now + 49_500]);
+});

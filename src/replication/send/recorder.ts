@@ -13,10 +13,10 @@ import { Status, type BinaryPacket } from '../../protocol/binary/messages';
 import type { WriteEffect, WriteSink } from '../../proxy/write-sink';
 import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../../protocol/text/expiry';
 import { parseMetaHeader } from '../../protocol/text/meta-header';
-import { metaRead } from '../../protocol/text/serializer';
+import { metaInvalidate, metaRead } from '../../protocol/text/serializer';
 import type { ReplyPart } from '../../protocol/text/reply-parser';
 import { parseStats, startedAt, STATS_REQUEST } from '../../protocol/text/stats';
-import { FLUSH_CANCEL, type Expiry } from '../link/frames/messages';
+import { FLUSH_CANCEL } from '../link/frames/messages';
 import type { FlushEdge, Stored } from '../flush/flush-edge';
 import { flushTiming, type FlushSchedule, type FlushTiming } from '../flush/flush-schedule';
 import type { HybridClock, Stamp } from '../conflict/hlc';
@@ -48,7 +48,6 @@ const READ_AFTER_TICK_MS = 1100;
 
 /** The key of a set or touch with a relative expiry that a text command can read back, else null. */
 function relativeExpiryKey(effect: WriteEffect): Buffer | null {
-  // (An invalidation is not: a read back cannot tell that the item is stale.)
   if (effect.kind !== 'set' && effect.kind !== 'touch') return null;
   const { exptime } = effect;
   // Keys only the binary protocol can name cannot be read back with their expiry (see binary-keys.ts).
@@ -130,13 +129,29 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     // shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
     const unnote = () => this.history.values.forget(effect.key, stamp);
     if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure, unnote);
-    else this.later(this.local.request(metaRead(effect.key)), (parts) => recordFromReadBack(effect.key, parts, stamp, this.local.lastReceivedAt), failure, unnote);
+    else this.later(this.local.request(metaRead(effect.key, { cas: true })), (parts) => this.fromReadBack(effect.key, parts, stamp), failure, unnote);
+  }
+
+  private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp): NewRecord | null {
+    const header = parseMetaHeader(parts[parts.length - 1].raw);
+    // memcached gives a stale item's recache token to the first read, and this one was no client's.
+    if (header.won) this.giveBackToken(key, header.cas);
+    return recordFromReadBack(key, parts, stamp, this.local.lastReceivedAt);
+  }
+
+  /**
+   * An `md … I` again clears the token for the next client's read. Only if
+   * the item is still the one read (its CAS): a client's new value since is
+   * no longer stale, and must not become so.
+   */
+  private giveBackToken(key: Buffer, cas: number): void {
+    this.local.request(metaInvalidate(key, false, cas)).catch(() => {});
   }
 
   private noteExpiry(record: NewRecord): void {
     const { expiries } = this.history;
-    if (record.op === 'delete' || record.op === 'invalidate') expiries.forget(record.key);
-    else if (record.expiresAt !== 'unchanged') expiries.note(record.key, record.expiresAt);
+    if (record.op === 'delete') expiries.forget(record.key);
+    else expiries.note(record.key, record.expiresAt);
   }
 
   /** GetK answered the item (its expiry as last written here) or a miss (gone since: ship the delete). */
@@ -230,10 +245,6 @@ function recordOf(effect: Exclude<WriteEffect, { kind: 'readback' | 'flush' }>, 
       return { ...base, op: 'touch', key: effect.key, expiresAt: deadlineOf(effect.exptime, now) };
     case 'delete':
       return { ...base, op: 'delete', key: effect.key, expiresAt: null };
-    case 'invalidate': {
-      const expiresAt: Expiry = effect.exptime === null ? 'unchanged' : deadlineOf(effect.exptime, now);
-      return { ...base, op: 'invalidate', key: effect.key, expiresAt };
-    }
   }
 }
 
@@ -249,7 +260,7 @@ function flushRecord(stamp: Stamp, timing: FlushTiming, now: number): NewRecord 
   return { ...base, op: 'flush', key: EMPTY, delay: delayMs / 1000, expiresAt: now + delayMs };
 }
 
-/** metaRead's mg answered VA (the item now) or EN (gone since: ship the delete). */
+/** metaRead's mg answered VA (the item now: a set, or an invalidate if it is stale) or EN (gone since: ship the delete). */
 export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, now: number): NewRecord | null {
   const head = parts[parts.length - 1];
   const header = parseMetaHeader(head.raw);
@@ -259,5 +270,5 @@ export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp
   const { length, flags, ttl } = header;
   const expiresAt = ttl === null || ttl === -1 ? null : now + remainingLifeMs(ttl);
   const value = head.raw.subarray(head.raw.length - length - 2, head.raw.length - 2);
-  return { ...base, op: 'set', key, flags, value, expiresAt };
+  return { ...base, op: header.stale ? 'invalidate' : 'set', key, flags, value, expiresAt };
 }

@@ -17,7 +17,11 @@
 import type { Hlc } from '../../conflict/hlc';
 
 export const PROTOCOL_MAGIC = Buffer.from('MREP', 'latin1');
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2: an invalidate record carries the stale item whole (value, flags,
+ * expiry), no longer only the mark; a version 1 peer would mark its own value.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /**
  * Where the header's fields sit from the frame's start. The u32 length counts
@@ -119,14 +123,8 @@ export const FLUSH_CANCEL = 0xffff_ffff;
 
 /** ttlMs on the wire: the item never expires. */
 export const TTL_NEVER = -1;
-/** ttlMs on the wire: leave the expiry as it is (md with I but without T). */
-export const TTL_UNCHANGED = -2;
-
-/**
- * An item's expiry on the sender's clock: an absolute deadline in ms since the
- * epoch, null for never, or 'unchanged' (invalidate without a new TTL).
- */
-export type Expiry = number | null | 'unchanged';
+/** An item's expiry on the sender's clock: an absolute deadline in ms since the epoch, null for never. */
+export type Expiry = number | null;
 
 /** What every record has, whichever side of the wire it is on. */
 export interface RecordFields {
@@ -134,12 +132,13 @@ export interface RecordFields {
   seq: number;
   /** The origin's clock when the write took effect; with the origin's node id it decides conflicts. */
   hlc: Hlc;
+  /** invalidate: the item as set, then marked stale (md … I): the whole item, as a set carries it. */
   op: RecordOp;
   /** Empty for flush. Any bytes, up to 250. */
   key: Buffer;
-  /** set/add only. */
+  /** set/add/invalidate only. */
   flags: number;
-  /** set/add only; empty otherwise. */
+  /** set/add/invalidate only; empty otherwise. */
   value: Buffer;
   /**
    * flush only: seconds from the flush's command to the moment it empties the
@@ -165,7 +164,7 @@ export interface RecordFrame extends RecordFields {
   type: 'record';
   /**
    * Milliseconds the item had left when the frame was written; 0 = it had
-   * already expired; TTL_NEVER; TTL_UNCHANGED. See expiresAtFromTtl.
+   * already expired; TTL_NEVER. See expiresAtFromTtl.
    */
   ttlMs: number;
   /**
@@ -180,7 +179,6 @@ export interface RecordFrame extends RecordFields {
 /** Remaining life to write on the wire for a deadline on the sender's clock. */
 export function ttlFromExpiresAt(expiresAt: Expiry, now: number): number {
   if (expiresAt === null) return TTL_NEVER;
-  if (expiresAt === 'unchanged') return TTL_UNCHANGED;
   return Math.max(0, Math.ceil(expiresAt - now));
 }
 
@@ -192,7 +190,6 @@ export function ttlFromExpiresAt(expiresAt: Expiry, now: number): number {
  */
 export function expiresAtFromTtl(ttlMs: number, now: number): Expiry {
   if (ttlMs === TTL_NEVER) return null;
-  if (ttlMs === TTL_UNCHANGED) return 'unchanged';
   return now + ttlMs;
 }
 

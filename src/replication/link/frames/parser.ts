@@ -24,7 +24,7 @@ import {
   RECORD_FIXED_BYTES,
   RECORD_KEY_MAX_LENGTH,
   RECORD_OPS,
-  TTL_UNCHANGED,
+  TTL_NEVER,
   U64_PAYLOAD_BYTES,
   type Frame,
   type FullCopyRequestFrame,
@@ -230,7 +230,7 @@ function decodeRecordAt(buf: Buffer, start: number, end: number): RecordFrame {
   const ttlHigh = buf.readInt32BE(ttlAt);
   if (ttlHigh >= SAFE_HIGH_LIMIT || ttlHigh < -1) throw malformed('RECORD ttl out of range');
   const ttlMs = ttlHigh * TWO_32 + buf.readUInt32BE(ttlAt + 4);
-  if (ttlMs < TTL_UNCHANGED) throw malformed(`RECORD ttl ${ttlMs} is negative (only -1 never and -2 unchanged are defined)`);
+  if (ttlMs < TTL_NEVER) throw malformed(`RECORD ttl ${ttlMs} is negative (only -1, never, is defined)`);
   const valueStart = afterKey + RECORD_AFTER_KEY_AT.value;
   const afterValue = valueStart + valueLength;
   const value = buf.subarray(valueStart, afterValue);

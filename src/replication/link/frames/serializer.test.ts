@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   expiresAtFromTtl,
+  PROTOCOL_VERSION,
   RECORD_OP_CODES,
   recordFrameBytes,
   TTL_NEVER,
-  TTL_UNCHANGED,
   ttlFromExpiresAt,
   type OutgoingRecord,
 } from './messages';
@@ -66,12 +66,10 @@ test('ttl on the wire is what is left of the deadline at the moment of writing',
   assert.equal(ttlAt(appended + 90_000), 0);
 });
 
-test('ttl sentinels: never and unchanged', () => {
+test('ttl sentinel: never', () => {
   const ttlOf = (buf: Buffer): bigint => buf.readBigInt64BE(5 + 27 + 3);
   assert.equal(ttlOf(serializeRecord(record({ expiresAt: null }), 5)), -1n);
-  assert.equal(ttlOf(serializeRecord(record({ op: 'invalidate', expiresAt: 'unchanged' }), 5)), -2n);
   assert.equal(ttlFromExpiresAt(null, 123), TTL_NEVER);
-  assert.equal(ttlFromExpiresAt('unchanged', 123), TTL_UNCHANGED);
   assert.equal(ttlFromExpiresAt(1000.2, 500), 501); // rounds up: never expire early
 });
 
@@ -82,7 +80,6 @@ test('the receiver turns remaining time into a deadline on its own clock', () =>
   const ttl = ttlFromExpiresAt(senderNow + 5_000, senderNow);
   assert.equal(expiresAtFromTtl(ttl, receiverNow), receiverNow + 5_000);
   assert.equal(expiresAtFromTtl(TTL_NEVER, receiverNow), null);
-  assert.equal(expiresAtFromTtl(TTL_UNCHANGED, receiverNow), 'unchanged');
   assert.equal(expiresAtFromTtl(0, receiverNow), receiverNow);
 });
 
@@ -105,7 +102,7 @@ test('HELLO starts with magic and version, then JSON without absent fields', () 
   const buf = serializeHello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: null });
   assert.equal(buf.readUInt32BE(0), buf.length - 4);
   assert.equal(buf.toString('latin1', 4, 9), 'HMREP');
-  assert.equal(buf.readUInt16BE(9), 1);
+  assert.equal(buf.readUInt16BE(9), PROTOCOL_VERSION);
   assert.equal(buf.toString('utf8', 11), '{"cluster":"c","nodeId":"n","runId":"r","lastApplied":null}');
 });
 

@@ -109,7 +109,7 @@ export interface RecordFrameFields {
   /** RECORD_OP_CODES[op]. */
   opCode: number;
   flags: number;
-  /** Remaining life, or TTL_NEVER / TTL_UNCHANGED (see ttlFromExpiresAt). */
+  /** Remaining life, or TTL_NEVER (see ttlFromExpiresAt). */
   ttlMs: number;
   /** Flushes only; 0 otherwise. */
   delay: number;
