@@ -358,10 +358,16 @@ class Replay {
     this.branches = unique([...this.branches, { item: null, flushed: true }, ...erased]);
   }
 
+  /**
+   * Past MAX_BRANCHES the item is anything, but whether the pending flush may
+   * already have happened is kept: a later op that finds the key gone tells
+   * that it has, and what it writes then must outlive the flush's end.
+   */
   private bounded(branches: Branch[]): Branch[] {
     if (branches.length <= MAX_BRANCHES) return branches;
     this.indeterminate = true;
-    return [{ item: ANY, flushed: false }, { item: null, flushed: false }];
+    const flushed = [...new Set(branches.map((b) => b.flushed))];
+    return flushed.flatMap((f) => [{ item: ANY, flushed: f }, { item: null, flushed: f }]);
   }
 }
 
