@@ -330,15 +330,15 @@ class Replay {
     const out: Branch[] = [];
     for (const b of this.branches) {
       const expires = b.item?.expires;
-      if (!b.item || expires === null || expires === undefined) out.push(b);
-      else if (expires === 'unknown' || t >= expires.lo) {
-        if (expires === 'unknown' || t <= expires.hi) {
-          out.push(b);
-          // Expired here near its deadline, it may still come back from the other node (a copy) until the slack is over.
-          if (expires !== 'unknown' && this.copyMayRun(expires.lo, expires.hi)) out.push({ item: null, flushed: b.flushed, ghost: { item: b.item, until: expires.hi } });
-          else out.push({ item: null, flushed: b.flushed });
-        } else out.push({ item: null, flushed: b.flushed });
-      } else out.push(b);
+      if (!b.item || expires === null || expires === undefined || (expires !== 'unknown' && t < expires.lo)) {
+        out.push(b);
+        continue;
+      }
+      if (expires === 'unknown' || t <= expires.hi) out.push(b);
+      // Expired here near its deadline, it may still come back from the other node (a copy) until the slack is over,
+      // and one more: the copy reads what is left there on a clock that may lag as much again.
+      const until = expires !== 'unknown' && this.copyMayRun(expires.lo, expires.hi) ? expires.hi + TTL_SLACK_MS : -Infinity;
+      out.push(t <= until ? { item: null, flushed: b.flushed, ghost: { item: b.item, until } } : { item: null, flushed: b.flushed });
     }
     this.branches = this.bounded(unique(out));
   }
