@@ -25,7 +25,8 @@ export interface Running {
 }
 
 /** Starts `command` and resolves once it accepts connections on `port`; killed when the test process exits. */
-export async function launch(command: string, args: string[], port: number): Promise<Running> {
+/** Starts `command` and waits (up to `readyMs`) until something listens on `port`. */
+export async function launch(command: string, args: string[], port: number, readyMs = 5000): Promise<Running> {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   started.add(child);
   // A process a failed test left running must not keep the test file alive: the exit hook above kills it.
@@ -51,7 +52,7 @@ export async function launch(command: string, args: string[], port: number): Pro
   child.stderr!.on('data', take);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { started.delete(child); resolve(code); }));
   try {
-    await Promise.race([waitForPort(port), exited.then((code) => { throw new Error(`${command} exited (${code}): ${output}`); })]);
+    await Promise.race([waitForPort(port, readyMs), exited.then((code) => { throw new Error(`${command} exited (${code}): ${output}`); })]);
   } catch (error) {
     child.kill('SIGKILL');
     throw error;

@@ -30,6 +30,8 @@ export async function startPrometheus(config: string, timeoutMs = 20000): Promis
       'prometheus',
       [`--config.file=${configFile}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`],
       port,
+      // Prometheus opens its storage before it listens: seconds on a loaded machine.
+      timeoutMs,
     );
   } catch (error) {
     fs.rmSync(dir, { recursive: true, force: true });
