@@ -41,7 +41,7 @@ describe('applier', () => {
     values = new RecentWrites(bounds);
     const history = { values, touches, flushes, nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
     applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b', {
-      settled() {},
+      batchAnswered() {},
       drained() {},
       refused() {},
     });

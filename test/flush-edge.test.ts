@@ -79,7 +79,7 @@ describe('flush edge', () => {
     assert.equal(contention.localStarted(key), null);
     await sleep(600);
     values.note(key, { ...moment, wall: moment.wall + 200 });
-    contention.localSettled(key);
+    contention.localEnded(key);
     await eventually(async () => checks.length === 1, 5000, 'the check');
     assert.equal(checks[0].storedBack, 0);
     assert.equal(await item(memcached.port, 'deleted-meanwhile'), null);

@@ -372,7 +372,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
       this.deps.sink.written(effect, now, answeredInMs);
     }
-    if (exchange.upstream) this.settled(exchange);
+    if (exchange.upstream) this.ended(exchange);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
   }
 
@@ -475,13 +475,13 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    */
   private abandon(slot: Slot<Part>, maybeApplied: boolean): void {
     if (maybeApplied) for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now());
-    this.settled(slot.exchange);
+    this.ended(slot.exchange);
   }
 
   /** Pairs with the writing()/flushing() of admit. */
-  private settled(exchange: Exchange<Part>): void {
-    for (const key of exchange.writeKeys) this.deps.sink.settled(key);
-    if (exchange.flushes) this.deps.sink.flushSettled();
+  private ended(exchange: Exchange<Part>): void {
+    for (const key of exchange.writeKeys) this.deps.sink.writeEnded(key);
+    if (exchange.flushes) this.deps.sink.flushEnded();
   }
 
   /** Tells replication which keys the request may write; a promise when it must wait (see WriteSink.writing). */

@@ -40,7 +40,7 @@ export interface WriteSink {
    */
   writing(key: Buffer): Promise<void> | null;
   /** That request's reply is in (or it failed): pairs with writing(). */
-  settled(key: Buffer): void;
+  writeEnded(key: Buffer): void;
   /**
    * A flush_all is about to go to memcached. A promise means: send it once
    * the promise resolves (replication orders it with the peer's records and
@@ -48,9 +48,9 @@ export interface WriteSink {
    */
   flushing(): Promise<void> | null;
   /** That flush_all's reply is in and its effect reported to written() (or it failed): pairs with flushing(). */
-  flushSettled(): void;
+  flushEnded(): void;
   /** A write took effect; memcached answered `receivedAt`, `answeredInMs` after the request was sent. */
   written(effect: WriteEffect, receivedAt: number, answeredInMs?: number): void;
 }
 
-export const discardWrites: WriteSink = { writing: () => null, settled() {}, flushing: () => null, flushSettled() {}, written() {} };
+export const discardWrites: WriteSink = { writing: () => null, writeEnded() {}, flushing: () => null, flushEnded() {}, written() {} };

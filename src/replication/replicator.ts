@@ -177,17 +177,17 @@ export class Replicator implements LinkHandler {
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
     const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId, {
-      settled: (settled, error) => this.inbox.settled(settled, error),
+      batchAnswered: (answered, error) => this.inbox.batchAnswered(answered, error),
       drained: () => this.resumeLinkIfDrained(),
       refused: (reason) => this.log.warn(`replication: ${reason}`),
     });
     this.sink = {
       writing: (key) => contention.localStarted(key),
-      settled: (key) => contention.localSettled(key),
+      writeEnded: (key) => contention.localEnded(key),
       // A client's flush_all goes to memcached alone: after the other clients' writes and the peer's records
       // on their way there, before the ones that come meanwhile (which then find it noted as a flush).
       flushing: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
-      flushSettled: () =>
+      flushEnded: () =>
         void recorder.flushNoted.then(() => {
           applier.resumeAfterLocalFlush();
           contention.releaseClientWrites();

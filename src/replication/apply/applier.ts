@@ -62,7 +62,7 @@ interface Batch {
   sent: Map<RecordOp, number>;
   /** The live stream its records belong to (see newStream). */
   stream: number;
-  /** A flush's batch: the keys read before it, to store back once it settled (see flushKeepingNewer). */
+  /** A flush's batch: the keys read before it, to store back once memcached answered it (see flushKeepingNewer). */
   keep?: Kept[];
   /** A flush's batch is filled only when its turn comes (see flushKeepingNewer). */
   prepare?: () => Promise<void>;
@@ -93,20 +93,20 @@ type Answers = [text: ReplyPart[], binary: BinaryPacket[]];
 const NO_TEXT: Promise<ReplyPart[]> = Promise.resolve([]);
 const NO_BINARY: Promise<BinaryPacket[]> = Promise.resolve([]);
 
-/** What a batch settled: see ApplierEvents.settled. */
-export interface Settled {
+/** What a batch did once memcached answered it: see ApplierEvents.batchAnswered. */
+export interface BatchAnswered {
   copies: number;
   lastSeq: number;
 }
 
 export interface ApplierEvents {
   /**
-   * A batch settled: memcached stored its records (or refused some, counted
+   * memcached answered a batch: it stored its records (or refused some, counted
    * and logged), or they all failed to reach it (`error`: the link must
-   * reset). Batches settle in the order they were sent, so `lastSeq` is the
+   * reset). Batches are answered in the order they were sent, so `lastSeq` is the
    * live stream's applied position.
    */
-  settled(settled: Settled, error?: Error): void;
+  batchAnswered(answered: BatchAnswered, error?: Error): void;
   /** bytesApplying fell below the resume mark: the link may be read again. */
   drained(): void;
   /** memcached refused a record (the node logs it). */
@@ -225,7 +225,7 @@ export class Applier {
   /**
    * A client's flush_all is about to go to memcached, on a connection the
    * applier's are not ordered with. Resolves once every batch sent so far
-   * has settled (their records landed before the flush, and are flushed as on
+   * been answered (their records landed before the flush, and are flushed as on
    * their origin, where they were older than it); records arriving from now
    * on are not judged until resumeAfterLocalFlush, which comes after the
    * flush took effect and was noted (see FlushSchedule), so that each is
@@ -253,7 +253,7 @@ export class Applier {
     for (const { record, origin, sentAt, stream } of deferred) {
       if (stream !== this.stream) {
         // The inbox follows another stream since (see newStream): the peer sends these again.
-        if (record.seq === 0) this.events.settled({ copies: 1, lastSeq: 0 });
+        if (record.seq === 0) this.events.batchAnswered({ copies: 1, lastSeq: 0 });
         continue;
       }
       if (record.seq === 0) this.applyCopy(record, sentAt);
@@ -511,7 +511,7 @@ export class Applier {
     if (!batch) return;
     this.batch = null;
     if (batch.sent.size === 0 && batch.lastSeq === 0 && !batch.prepare) {
-      this.events.settled({ copies: batch.copies, lastSeq: 0 });
+      this.events.batchAnswered({ copies: batch.copies, lastSeq: 0 });
       return;
     }
     let bytes = 0;
@@ -521,7 +521,7 @@ export class Applier {
       this.bytesApplying += bytes;
       return [text, batch.binary];
     };
-    const settled = (): Settled => {
+    const answered = (): BatchAnswered => {
       this.answered(bytes);
       return { copies: batch.copies, lastSeq: batch.stream === this.stream ? batch.lastSeq : 0 };
     };
@@ -543,14 +543,14 @@ export class Applier {
     const settle = () =>
       answers.then(
         ([failures, binaryFailures]) => {
-          this.contention.appliesSettled(batch.tickets);
+          this.contention.appliesEnded(batch.tickets);
           for (const { key, stamp, stored } of batch.nearFlush ?? []) this.history.nearFlush.answered(key, stamp, stored);
           this.countOutcomes(batch.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
-          this.events.settled(settled());
+          this.events.batchAnswered(answered());
         },
         (error: Error) => {
-          this.contention.appliesSettled(batch.tickets);
-          this.events.settled(settled(), error);
+          this.contention.appliesEnded(batch.tickets);
+          this.events.batchAnswered(answered(), error);
         },
       );
     this.settling = this.settling.then(settle, settle);

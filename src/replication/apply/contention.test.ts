@@ -9,17 +9,17 @@ test('no overlap, no repair', () => {
   // A fixed seed: with a random one, 'b' and 'c' would share a bucket once in 65536 runs (a needless repair).
   const c = new Contention((key) => repaired.push(key.toString()), 1);
   c.localStarted(k('a'));
-  c.localSettled(k('a'));
-  c.appliesSettled([c.applyStarted(k('a'))]);
+  c.localEnded(k('a'));
+  c.appliesEnded([c.applyStarted(k('a'))]);
   const b = c.applyStarted(k('b'));
   c.localStarted(k('c'));
-  c.appliesSettled([b]);
-  c.localSettled(k('c'));
+  c.appliesEnded([b]);
+  c.localEnded(k('c'));
   assert.deepEqual(repaired, []);
   assert.equal(c.repairs, 0);
 });
 
-test('a client write and a record of one key in flight together: one repair once both settled', () => {
+test('a client write and a record of one key in flight together: one repair once both ended', () => {
   for (const order of [['local', 'apply'], ['apply', 'local']]) {
     const repaired: string[] = [];
     const c = new Contention((key) => repaired.push(key.toString()));
@@ -29,10 +29,10 @@ test('a client write and a record of one key in flight together: one repair once
       else ticket = c.applyStarted(k('x'));
     }
     c.localStarted(k('x')); // a second client write, still in flight
-    c.appliesSettled([ticket]);
-    c.localSettled(k('x'));
+    c.appliesEnded([ticket]);
+    c.localEnded(k('x'));
     assert.deepEqual(repaired, []);
-    c.localSettled(k('x'));
+    c.localEnded(k('x'));
     assert.deepEqual(repaired, ['x']);
     assert.equal(c.repairs, 1);
   }
@@ -44,20 +44,20 @@ test('a batch of live records settles at once; the key a client wrote meanwhile 
   const read = Buffer.from(' hot cold ');
   const tickets = [c.applyStarted(read.subarray(1, 4)), c.applyStarted(read.subarray(5, 9))];
   c.localStarted(k('hot'));
-  c.appliesSettled(tickets);
+  c.appliesEnded(tickets);
   assert.deepEqual(repaired, [], 'the client write is still in flight');
-  c.localSettled(k('hot'));
+  c.localEnded(k('hot'));
   assert.deepEqual(repaired, ['hot']);
   // A record that starts while a client write is in flight is seen too (the key given as a view into a larger read).
   c.localStarted(k('cold'));
   const late = c.applyStarted(read.subarray(5, 9));
-  c.localSettled(k('cold'));
+  c.localEnded(k('cold'));
   assert.deepEqual(repaired, ['hot'], 'the record is still in flight');
-  c.appliesSettled([late]);
+  c.appliesEnded([late]);
   assert.deepEqual(repaired, ['hot', 'cold']);
 });
 
-test('many keys: every overlap is repaired exactly once, after both sides settled (buckets shared by other keys only delay it)', () => {
+test('many keys: every overlap is repaired exactly once, after both sides ended (buckets shared by other keys only delay it)', () => {
   const repaired: string[] = [];
   const c = new Contention((key) => repaired.push(key.toString()));
   // 200k records in flight cover most of the 65536 buckets, so most client writes share a bucket with some record.
@@ -65,13 +65,13 @@ test('many keys: every overlap is repaired exactly once, after both sides settle
   for (let i = 0; i < 200_000; i++) tickets.push(c.applyStarted(k(`copy:${i}`)));
   const overlapping = ['copy:7', 'copy:199999'];
   for (const key of overlapping) c.localStarted(k(key));
-  for (const key of overlapping) c.localSettled(k(key));
+  for (const key of overlapping) c.localEnded(k(key));
   assert.deepEqual(repaired, [], 'their records are still in flight');
-  c.appliesSettled(tickets);
+  c.appliesEnded(tickets);
   assert.deepEqual(repaired.sort(), overlapping.slice().sort());
   // Nothing in flight any more: later writes are not repaired.
   c.localStarted(k('copy:7'));
-  c.localSettled(k('copy:7'));
+  c.localEnded(k('copy:7'));
   assert.equal(c.repairs, 2);
 });
 
@@ -82,10 +82,10 @@ test("a full copy's record and a client write never overlap: the write waits for
   assert.equal(c.copyStarted(k('free')), null, "a client write of the key is on its way: the copy's record is refused");
   const other = c.copyStarted(k('other'));
   assert.notEqual(other, null);
-  c.localSettled(k('free'));
+  c.localEnded(k('free'));
   const free = c.copyStarted(k('free'));
   assert.notEqual(free, null, 'the client write was answered: the record goes');
-  c.appliesSettled([other!, free!]);
+  c.appliesEnded([other!, free!]);
 
   const ticket = c.copyStarted(k('old'))!;
   const wait = c.localStarted(k('old'));
@@ -94,13 +94,13 @@ test("a full copy's record and a client write never overlap: the write waits for
   void wait.then(() => (released = true));
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(released, false);
-  c.appliesSettled([ticket]);
+  c.appliesEnded([ticket]);
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(released, true);
-  c.localSettled(k('old'));
+  c.localEnded(k('old'));
   assert.deepEqual(repaired, [], 'the order was forced, so nothing needs repair');
-  assert.equal(c.localStarted(k('old')), null, 'the copy settled: later writes go at once');
-  c.localSettled(k('old'));
+  assert.equal(c.localStarted(k('old')), null, 'the copy ended: later writes go at once');
+  c.localEnded(k('old'));
 });
 
 test('a flush holds client writes: it waits for those in flight, and those that come meanwhile wait for it', async () => {
@@ -115,14 +115,14 @@ test('a flush holds client writes: it waits for those in flight, and those that 
   void during.then(() => (released = true));
   await tick();
   assert.equal(quiet, false, 'the write sent before is not answered yet');
-  c.localSettled(k('before'));
+  c.localEnded(k('before'));
   await tick();
   assert.equal(quiet, true);
   assert.equal(released, false);
   c.releaseClientWrites();
   await tick();
   assert.equal(released, true);
-  c.localSettled(k('during'));
+  c.localEnded(k('during'));
   assert.equal(c.localStarted(k('after')), null, 'released: writes go at once again');
 });
 

@@ -5,7 +5,7 @@
  * connections; when both are in flight at once, the order memcached applies
  * them in is not the order of their clocks, and the two nodes could each keep
  * the other's value. So whenever the two overlap for a key, once both have
- * settled the key is read back and shipped again as a fresh local write:
+ * ended the key is read back and shipped again as a fresh local write:
  * whatever this memcached ended with wins on both nodes.
  *
  * Applies in flight are counted per hash bucket, not per key: a full copy
@@ -13,7 +13,7 @@
  * and a Map entry for each (the Map growing and shrinking as batches come and
  * go) was most of what the receiving node's heap promoted during a copy. A
  * bucket shared by two keys can only make a repair happen when none was
- * needed, or a little later (once the other key's apply settled), never not
+ * needed, or a little later (once the other key's apply ended), never not
  * at all. Client writes in flight are few and keep their exact keys.
  *
  * A full copy's record is another matter: it is the peer's old state of the
@@ -119,11 +119,11 @@ export class Contention {
   }
 
   private checkQuiet(): void {
-    // A held write whose client left is settled without being released: hence <=.
+    // A held write whose client left is ended without being released: hence <=.
     if (this.quiet.length > 0 && this.localCount - this.held.length <= 0) for (const done of [...this.quiet]) done();
   }
 
-  localSettled(key: Buffer): void {
+  localEnded(key: Buffer): void {
     const bucket = this.bucketOf(key);
     const id = key.toString('latin1');
     const count = (this.local.get(id) ?? 1) - 1;
@@ -137,7 +137,7 @@ export class Contention {
 
   /**
    * A peer's live record for `key` was sent to memcached; pass the ticket to
-   * appliesSettled. (A copy's: copyStarted.)
+   * appliesEnded. (A copy's: copyStarted.)
    */
   applyStarted(key: Uint8Array): number {
     const bucket = this.bucketOf(key);
@@ -149,7 +149,7 @@ export class Contention {
 
   /**
    * A full copy's record for `key` is about to go to memcached: its ticket
-   * for appliesSettled, or null when a client write of the key is on its way
+   * for appliesEnded, or null when a client write of the key is on its way
    * (newer than the copy: the record must be dropped, not sent).
    */
   copyStarted(key: Uint8Array): number | null {
@@ -168,7 +168,7 @@ export class Contention {
   }
 
   /** Peer records reached memcached (the applier settles them a batch at a time). */
-  appliesSettled(tickets: readonly number[]): void {
+  appliesEnded(tickets: readonly number[]): void {
     for (const ticket of tickets) {
       const bucket = ticket < 0 ? -1 - ticket : ticket;
       this.applying[bucket]--;

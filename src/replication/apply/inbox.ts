@@ -10,7 +10,7 @@
  * copy, as it must.
  */
 import type { RecordFrame } from '../link/frames/messages';
-import type { Applier, Settled } from './applier';
+import type { Applier, BatchAnswered } from './applier';
 import type { ReplicationMetrics } from '../metrics';
 
 const CHECKPOINT_EVERY_MS = 10;
@@ -70,8 +70,8 @@ export class Inbox {
     private readonly events: InboxEvents,
   ) {}
 
-  /** A batch of records reached memcached (they settle in the order they arrived), or failed to (see ApplierEvents.settled). */
-  settled({ copies, lastSeq }: Settled, error?: Error): void {
+  /** A batch of records reached memcached (in the order they arrived), or failed to (see ApplierEvents.batchAnswered). */
+  batchAnswered({ copies, lastSeq }: BatchAnswered, error?: Error): void {
     const before = this.copiesApplying;
     this.copiesApplying -= copies;
     if (error) {

@@ -174,17 +174,17 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    */
   private recordFlush(exptime: number, stamp: Stamp, receivedAt: number): void {
     const nowSeconds = Math.floor(receivedAt / 1000);
-    const settled = (timing: FlushTiming): NewRecord => {
+    const noted = (timing: FlushTiming): NewRecord => {
       this.history.flushes.local(stamp, timing);
       return flushRecord(stamp, timing, receivedAt);
     };
     if (exptime <= RELATIVE_EXPTIME_MAX || exptime > nowSeconds) {
-      this.enqueue({ record: settled(flushTiming(exptime, nowSeconds, 0)), ready: true });
+      this.enqueue({ record: noted(flushTiming(exptime, nowSeconds, 0)), ready: true });
       return;
     }
     const stats = this.local.request(STATS_REQUEST);
     this.flushNoted = stats.then(() => {}, () => {});
-    this.later(stats, (parts) => settled(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)), 'could not tell a past flush_all time from a cancel');
+    this.later(stats, (parts) => noted(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)), 'could not tell a past flush_all time from a cancel');
   }
 
   /** A record that needs a reply from memcached first keeps its place in the order. */
