@@ -1,7 +1,9 @@
 /**
  * A FIFO of received bytes that avoids copying: chunks are kept as they came
  * off the socket and only joined when a caller takes a whole message.
- * Shared by every parser that reads a stream (text, binary, replication).
+ * Every parser that takes whole messages from a stream reads through it (text
+ * and binary requests and replies, the replication link's frames); readers
+ * that scan a bulk stream in place use TailCarry.
  */
 export class ByteQueue {
   private chunks: Buffer[] = [];

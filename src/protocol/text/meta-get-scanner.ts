@@ -10,6 +10,7 @@
  *
  * Pure: bytes in, fields out.
  */
+import { TailCarry } from '../tail-carry';
 import { newMetaHeader, scanMetaHeader, type MetaHeader } from './meta-header';
 
 export interface FetchedValue extends MetaHeader {
@@ -34,23 +35,21 @@ const CR = 0x0d;
 export const SCAN_LINE_MAX = 64 * 1024;
 
 export class MetaGetScanner {
-  private buf: Buffer = EMPTY;
-  private pos = 0;
+  private readonly reader = new TailCarry();
 
   /** Adds bytes from the socket. Only an incomplete reply is carried over (copied) into the next chunk. */
   push(chunk: Buffer): void {
-    this.buf = this.pos >= this.buf.length ? chunk : Buffer.concat([this.buf.subarray(this.pos), chunk]);
-    this.pos = 0;
+    this.reader.push(chunk);
   }
 
   get buffered(): number {
-    return this.buf.length - this.pos;
+    return this.reader.buffered;
   }
 
   /** The next complete reply into `out`, or null until more bytes arrive. Throws on bytes memcached could not have sent. */
   next(out: FetchedValue): ScanKind | null {
-    const buf = this.buf;
-    const start = this.pos;
+    const reader = this.reader;
+    const { buf, pos: start } = reader;
     const newline = buf.indexOf(LF, start);
     if (newline === -1) {
       if (buf.length - start > SCAN_LINE_MAX) throw new Error('memcached reply line too long');
@@ -59,12 +58,12 @@ export class MetaGetScanner {
     const end = newline > start && buf[newline - 1] === CR ? newline - 1 : newline;
     scanMetaHeader(buf, start, end, out);
     if (out.status === 'MN') {
-      this.pos = newline + 1;
+      reader.pos = newline + 1;
       return 'sentinel';
     }
     if (out.status !== 'VA') {
       out.line = buf.toString('latin1', start, end);
-      this.pos = newline + 1;
+      reader.pos = newline + 1;
       return 'other';
     }
     if (out.length < 0) throw new Error(`malformed VA line: ${buf.toString('latin1', start, Math.min(end, start + 100))}`);
@@ -75,7 +74,7 @@ export class MetaGetScanner {
     out.buf = buf;
     out.valueStart = valueStart;
     out.valueEnd = valueEnd;
-    this.pos = valueEnd + 2;
+    reader.pos = valueEnd + 2;
     return 'value';
   }
 }

@@ -46,6 +46,7 @@ import type * as net from 'node:net';
 import type { Logger } from '../../log';
 import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey, walkRefusal } from '../../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../../protocol/text/meta-get-scanner';
+import { TailCarry } from '../../protocol/tail-carry';
 import { Opcode, Status, type BinaryPacket } from '../../protocol/binary/messages';
 import { remainingLifeMs } from '../../protocol/text/expiry';
 import { parseMetaHeader } from '../../protocol/text/meta-header';
@@ -177,7 +178,7 @@ type Pass = RangePass | { kind: 'check'; round: number; found: number };
 
 /**
  * Keys whose hash is in [lo, hi). hi shrinks when the spool fills. Until the
- * range is settled (shrunk once, or sized from an earlier walk) nothing is
+ * range is sized (shrunk once, or sized from an earlier walk) nothing is
  * fetched: a key fetched and then dropped from the range is sent again by the
  * next walk.
  */
@@ -185,7 +186,7 @@ interface RangePass {
   kind: 'range';
   lo: number;
   hi: number;
-  settled: boolean;
+  sized: boolean;
   /** Items the walk listed so far, in the range or not. */
   listed: number;
   /** Spool bytes of the keys it took in the range. */
@@ -195,8 +196,8 @@ interface RangePass {
 /** The part of the spool a range is sized to fill, so that an estimate a little short does not overflow it. */
 const RANGE_FILL = 0.7;
 
-function rangePass(lo: number, hi: number, settled: boolean): RangePass {
-  return { kind: 'range', lo, hi, settled, listed: 0, bytes: 0 };
+function rangePass(lo: number, hi: number, sized: boolean): RangePass {
+  return { kind: 'range', lo, hi, sized, listed: 0, bytes: 0 };
 }
 
 /**
@@ -232,7 +233,7 @@ export class FullCopy {
   readonly progress: FullCopyProgress = { items: 0, bytes: 0, skipped: 0, walks: 0, repaired: 0 };
   private walker: net.Socket | null = null;
   /** The start of a walk line whose end has not arrived yet. */
-  private walkCarry: Buffer | null = null;
+  private readonly walkReader = new TailCarry();
   private readonly line = newMetadumpLine();
   private keyScratch = Buffer.allocUnsafe(256);
   private walkDone = false;
@@ -354,7 +355,7 @@ export class FullCopy {
     const socket = await connect(this.upstream, this.options.connectTimeoutMs);
     if (this.finished) return void socket.destroy();
     this.walker = socket;
-    this.walkCarry = null;
+    this.walkReader.clear();
     this.walkDone = false;
     this.walkMark = this.options.localWrites.mark();
     socket.on('data', (chunk: Buffer) => {
@@ -370,28 +371,15 @@ export class FullCopy {
 
   /** A chunk of the walk: every complete line is taken at once (the walk is never paused, see the header). */
   private walkData(chunk: Buffer): void {
-    let pos = 0;
-    const carry = this.walkCarry;
-    if (carry) {
-      const newline = chunk.indexOf(0x0a);
-      if (newline === -1) {
-        this.walkCarry = Buffer.concat([carry, chunk]);
-        if (this.walkCarry.length > WALK_LINE_MAX) this.fail('bad_walk_line', 'a metadump line without its end');
-        return;
-      }
-      const joined = Buffer.concat([carry, chunk.subarray(0, newline)]);
-      this.walkCarry = null;
-      if (!this.walkLine(joined, 0, joined.length)) return;
-      pos = newline + 1;
+    const walk = this.walkReader;
+    walk.push(chunk);
+    const { buf } = walk;
+    for (let newline = buf.indexOf(0x0a, walk.pos); newline !== -1; newline = buf.indexOf(0x0a, walk.pos)) {
+      const start = walk.pos;
+      walk.pos = newline + 1;
+      if (!this.walkLine(buf, start, newline)) return;
     }
-    for (let newline = chunk.indexOf(0x0a, pos); newline !== -1; newline = chunk.indexOf(0x0a, pos)) {
-      if (!this.walkLine(chunk, pos, newline)) return;
-      pos = newline + 1;
-    }
-    if (pos < chunk.length) {
-      if (chunk.length - pos > WALK_LINE_MAX) return this.fail('bad_walk_line', 'a metadump line without its end');
-      this.walkCarry = Buffer.from(chunk.subarray(pos));
-    }
+    if (walk.buffered > WALK_LINE_MAX) return this.fail('bad_walk_line', 'a metadump line without its end');
     this.drive();
   }
 
@@ -453,7 +441,7 @@ export class FullCopy {
       if (this.spool.bytes <= this.spoolMaxBytes || hi - pass.lo <= 1) break;
       hi = pass.lo + Math.floor((hi - pass.lo) / 2);
     }
-    pass.settled = true;
+    pass.sized = true;
   }
 
   /** A check: an item older than the copy that the copy did not account for was missed; send it now. */
@@ -480,7 +468,7 @@ export class FullCopy {
     const fetcher = this.fetcher;
     if (this.finished || !fetcher) return;
     const { maxInFlight, maxInFlightBytes } = this.options;
-    if (this.pass.kind === 'range' && !this.pass.settled && !this.walkDone) return;
+    if (this.pass.kind === 'range' && !this.pass.sized && !this.walkDone) return;
     const requests = this.requests;
     const entry = this.spooled;
     let count = 0;
@@ -665,7 +653,7 @@ export class FullCopy {
     this.progress.walks++;
     const walker = this.walker;
     this.walker = null;
-    this.walkCarry = null;
+    this.walkReader.clear();
     walker?.destroy();
   }
 

@@ -8,6 +8,7 @@
  * silently wrong value. After a FrameError the stream has lost its framing;
  * the parser keeps throwing it and the link should close.
  */
+import { ByteQueue } from '../../../protocol/byte-queue';
 import {
   FRAME_AT,
   FRAME_HEADER_BYTES,
@@ -56,10 +57,8 @@ function malformed(message: string): FrameError {
 }
 
 export class FrameParser {
-  /** Bytes received and not yet returned: chunks as they came, reading from `pos` in the first. */
-  private chunks: Buffer[] = [];
-  private pos = 0;
-  private length = 0;
+  /** Bytes received and not yet returned as frames. */
+  private queue = new ByteQueue();
   private readonly maxFrameBytes: number;
   private failure: FrameError | null = null;
 
@@ -77,14 +76,13 @@ export class FrameParser {
    * refused as soon as its 4 bytes arrive).
    */
   push(chunk: Buffer): void {
-    if (this.failure || chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.length += chunk.length;
+    if (this.failure) return;
+    this.queue.push(chunk);
   }
 
   /** Bytes received but not yet returned as frames. */
   get buffered(): number {
-    return this.length;
+    return this.queue.length;
   }
 
   /**
@@ -101,52 +99,24 @@ export class FrameParser {
     } catch (err) {
       if (err instanceof FrameError) {
         this.failure = err;
-        this.chunks = [];
-        this.pos = 0;
-        this.length = 0;
+        this.queue = new ByteQueue();
       }
       throw err;
     }
   }
 
   private read(): Frame | null {
-    if (this.length < LENGTH_BYTES) return null;
-    // A frame usually lies within one chunk: read it in place (a RECORD's key
-    // and value are then views of that chunk, and nothing is copied).
-    if (this.chunks[0].length - this.pos < LENGTH_BYTES) this.join(LENGTH_BYTES);
-    const head = this.chunks[0];
-    const length = head.readUInt32BE(this.pos + FRAME_AT.length);
+    if (this.queue.length < LENGTH_BYTES) return null;
+    const length = this.queue.peek(LENGTH_BYTES).readUInt32BE(FRAME_AT.length);
     if (length === 0) throw malformed('frame length 0 (every frame has a type byte)');
     if (length - 1 > this.maxFrameBytes) {
       throw new FrameError('too-large', `frame of ${length - 1} bytes exceeds the limit of ${this.maxFrameBytes}`);
     }
-    if (this.length < LENGTH_BYTES + length) return null;
-    if (head.length - this.pos < LENGTH_BYTES + length) this.join(LENGTH_BYTES + length);
-    const buf = this.chunks[0];
-    const start = this.pos + FRAME_HEADER_BYTES;
-    const end = this.pos + LENGTH_BYTES + length;
-    const type = buf[this.pos + FRAME_AT.type];
-    this.pos = end;
-    this.length -= LENGTH_BYTES + length;
-    if (this.pos === buf.length) {
-      this.chunks.shift();
-      this.pos = 0;
-    }
-    return type === FrameType.record ? decodeRecordAt(buf, start, end) : decodeFrame(type, buf.subarray(start, end));
-  }
-
-  /** Makes the first chunk hold at least `n` bytes from `pos` (joining chunks; n <= length). */
-  private join(n: number): void {
-    const parts: Buffer[] = [];
-    let have = 0;
-    while (have < n) {
-      const chunk = this.chunks.shift()!;
-      const part = parts.length === 0 ? chunk.subarray(this.pos) : chunk;
-      parts.push(part);
-      have += part.length;
-    }
-    this.chunks.unshift(Buffer.concat(parts, have));
-    this.pos = 0;
+    if (this.queue.length < LENGTH_BYTES + length) return null;
+    // A frame usually lies within one chunk: then it is a view of that chunk (a RECORD's key and value too), not a copy.
+    const frame = this.queue.take(LENGTH_BYTES + length);
+    const type = frame[FRAME_AT.type];
+    return type === FrameType.record ? decodeRecordAt(frame, FRAME_HEADER_BYTES, frame.length) : decodeFrame(type, frame.subarray(FRAME_HEADER_BYTES));
   }
 }
 
