@@ -87,6 +87,19 @@ describe('applier', () => {
     client.close();
   });
 
+  it('a set-mode copy of the very invalidation this node already holds keeps the item, its mark and its expiry', async () => {
+    // Seed 3, 600 s: the copy's expiry, read back twice on its way, was 2 s short of the one this node held.
+    const client = await RawClient.connect(memcached.port);
+    assert.equal(await client.request('ms stale-held 4 T300\r\nsame\r\nmd stale-held I\r\n'), 'HD\r\nHD\r\n');
+    client.close();
+    const stamp = { wall: Date.now() - 5000, logical: 4 };
+    values.note(Buffer.from('stale-held'), { ...stamp, nodeId: 'a' });
+    applier.applyCopy(record({ op: 'invalidate', key: Buffer.from('stale-held'), value: Buffer.from('same'), ttlMs: 5000, hlc: stamp }), Date.now());
+    await applier.idle();
+    const held = await item(memcached.port, 'stale-held');
+    assert.ok(held && held.stale && held.ttl > 290, JSON.stringify(held));
+  });
+
   // The origin held these items until their deadline and a client touched them before it:
   // the touch is behind them on the link, and must find them here too.
   for (const op of ['set', 'add'] as const) {

@@ -643,10 +643,12 @@ export class Applier {
    * is that write, already here: a set would store the same bytes again and
    * give them a new CAS unique, failing a client's gets/cas in between for a
    * write nobody made. An add keeps the item (and fills it in if memcached
-   * lost it since).
+   * lost it since), with the expiry it has here: the copy's was read back on
+   * each node on its way, a second or two short. An invalidation's too keeps
+   * its mark (one filled in comes back unmarked).
    */
   private sameWriteAdds(record: RecordFrame): RecordFrame {
-    if (record.op !== 'set') return record;
+    if (!carriesItem(record.op)) return record;
     const last = this.history.values.lastWriteOf(record.key);
     if (!last || last.wall !== record.hlc.wall || last.logical !== record.hlc.logical) return record;
     return { ...record, op: 'add' };
