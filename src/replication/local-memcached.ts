@@ -215,3 +215,38 @@ export class LocalMemcachedBinary extends MemcachedConnection<BinaryPacket> {
     super(BINARY, address, connectTimeoutMs);
   }
 }
+
+/**
+ * Replication's own connections to the local memcached, one per job so that
+ * each keeps its order whatever the others wait for: applying the peer's
+ * records, reading back local writes (each in text and in binary), and
+ * watching memcached (restarts, stats, the copy's checks).
+ */
+export class LocalConnections {
+  readonly applier: LocalMemcached;
+  readonly readback: LocalMemcached;
+  readonly applierBinary: LocalMemcachedBinary;
+  readonly readbackBinary: LocalMemcachedBinary;
+  readonly monitor: LocalMemcached;
+
+  constructor(address: UpstreamAddress, connectTimeoutMs: number) {
+    this.applier = new LocalMemcached(address, connectTimeoutMs);
+    this.readback = new LocalMemcached(address, connectTimeoutMs);
+    this.applierBinary = new LocalMemcachedBinary(address, connectTimeoutMs);
+    this.readbackBinary = new LocalMemcachedBinary(address, connectTimeoutMs);
+    this.monitor = new LocalMemcached(address, connectTimeoutMs);
+  }
+
+  private get all(): Array<{ onDisconnect: (reason: string) => void; close(): void }> {
+    return [this.applier, this.readback, this.applierBinary, this.readbackBinary, this.monitor];
+  }
+
+  /** Called when any of them drops (memcached may have restarted). */
+  set onDisconnect(handler: (reason: string) => void) {
+    for (const connection of this.all) connection.onDisconnect = handler;
+  }
+
+  close(): void {
+    for (const connection of this.all) connection.close();
+  }
+}

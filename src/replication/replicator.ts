@@ -33,7 +33,7 @@ import { Contention } from './apply/contention';
 import { HybridClock, type Stamp } from './conflict/hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './apply/inbox';
 import { isLinkError, Link, type LinkCloseCode, type LinkHandler } from './link/link';
-import { LocalMemcached, LocalMemcachedBinary } from './local-memcached';
+import { LocalConnections } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import { Outbox } from './send/outbox';
 import { RecentWrites } from './conflict/recent-writes';
@@ -106,11 +106,7 @@ export class Replicator implements LinkHandler {
   private historyHeld = false;
   private overflowedWhenHeld = 0;
   private readonly acknowledgedWindow: AcknowledgedWindow;
-  private readonly applierConnection: LocalMemcached;
-  private readonly readbackConnection: LocalMemcached;
-  /** The same two, in binary, for keys no text command can name (see binary-keys.ts). */
-  private readonly applierBinaryConnection: LocalMemcachedBinary;
-  private readonly readbackBinaryConnection: LocalMemcachedBinary;
+  private readonly memcached: LocalConnections;
   private readonly server: net.Server;
   private readonly links: PeerLinks;
   private readonly incomingCopy: IncomingCopy;
@@ -121,7 +117,6 @@ export class Replicator implements LinkHandler {
   private stopped = false;
   private lostWrites = 0;
   private readonly restartWatch: RestartWatch;
-  private readonly monitorConnection: LocalMemcached;
 
   constructor(
     private options: ReplicationOptions,
@@ -136,13 +131,13 @@ export class Replicator implements LinkHandler {
     this.acknowledgedWindow = new AcknowledgedWindow(windowMs);
     const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
     this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
-    this.applierConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
+    const memcached = (this.memcached = new LocalConnections(upstream, options.connectTimeoutMs));
     const edgeWrites = {
       applierIdle: () => this.applier.idle(),
       holdClientWrites: (timeoutMs: number) => this.contention.holdClientWrites(timeoutMs),
       releaseClientWrites: () => this.contention.releaseClientWrites(),
     };
-    this.flushEdge = new FlushEdge(this.applierConnection, values, edgeWrites, {
+    this.flushEdge = new FlushEdge(memcached.applier, values, edgeWrites, {
       checked: ({ read, deleted, storedBack, unnoted }) => {
         if (deleted + storedBack + unnoted > 0) {
           this.log.info(`replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`);
@@ -162,10 +157,7 @@ export class Replicator implements LinkHandler {
     };
     // No peer has seen anything yet: remember every write until one has (see holdHistory).
     this.holdHistory(true);
-    this.readbackConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
-    this.applierBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
-    this.readbackBinaryConnection = new LocalMemcachedBinary(upstream, options.connectTimeoutMs);
-    const recorder = new Recorder(this.outbox, this.clock, this.history, this.readbackConnection, this.readbackBinaryConnection, {
+    const recorder = new Recorder(this.outbox, this.clock, this.history, memcached.readback, memcached.readbackBinary, {
       appended: () => {
         this.sender.schedule();
         // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
@@ -176,7 +168,7 @@ export class Replicator implements LinkHandler {
     });
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     const contention = this.contention;
-    const applier = new Applier(this.applierConnection, this.applierBinaryConnection, this.clock, this.history, contention, metrics, options.nodeId, {
+    const applier = new Applier(memcached.applier, memcached.applierBinary, this.clock, this.history, contention, metrics, options.nodeId, {
       batchAnswered: (answered, error) => this.inbox.batchAnswered(answered, error),
       drained: () => this.resumeLinkIfDrained(),
       refused: (reason) => this.log.warn(`replication: ${reason}`),
@@ -209,20 +201,17 @@ export class Replicator implements LinkHandler {
     });
     this.applier = applier;
     const { stateDir: dir, nodeId, cluster } = options;
-    const memcached = () => this.restartWatch.current;
-    this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached }, log), metrics, {
+    const running = () => this.restartWatch.current;
+    this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached: running }, log), metrics, {
       applied: () => this.scheduleAck(),
       failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
       copyDrained: () => this.resumeLinkIfDrained(),
     });
     this.incomingCopy = new IncomingCopy(this.inbox, metrics, log);
-    this.monitorConnection = new LocalMemcached(upstream, options.connectTimeoutMs);
-    this.restartWatch = new RestartWatch(this.monitorConnection, (before, after) => this.memcachedRestarted(before.pid, after.pid));
+    this.restartWatch = new RestartWatch(memcached.monitor, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
     // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
-    for (const connection of [this.applierConnection, this.readbackConnection, this.applierBinaryConnection, this.readbackBinaryConnection, this.monitorConnection]) {
-      connection.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
-    }
+    memcached.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
     this.server = replicationServer(options.tls, (socket) => this.accept(socket), (error) => {
       this.metrics.linkErrors.labels('tls').inc();
       this.log.warn(`replication: refused a TLS connection: ${error.message}`);
@@ -245,7 +234,7 @@ export class Replicator implements LinkHandler {
     this.inbox.loadCheckpoint();
     // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
     if (this.inbox.position === null) this.inbox.forget();
-    await this.copySender.checkDumping(this.monitorConnection);
+    await this.copySender.checkDumping(this.memcached.monitor);
     this.restartWatch.start();
     const address = await new Promise<net.AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
@@ -624,10 +613,6 @@ export class Replicator implements LinkHandler {
     this.inbox.saveCheckpoint();
     this.inbox.stop();
     this.links.goodbyeAll('shutting down');
-    this.applierConnection.close();
-    this.readbackConnection.close();
-    this.applierBinaryConnection.close();
-    this.readbackBinaryConnection.close();
-    this.monitorConnection.close();
+    this.memcached.close();
   }
 }
