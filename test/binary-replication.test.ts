@@ -15,7 +15,7 @@ import { RawClient } from './support/client';
 import { percentDecode } from '../src/protocol/text/metadump';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startNode, startPair, stopAll } from './support/processes';
-import { linked, relayedPair, stat } from './support/replication';
+import { linked, stat, withRelayedPair } from './support/replication';
 
 // ------------------------------------------------------------------ binary packets
 
@@ -795,8 +795,7 @@ describe('keys of 187 to 250 bytes that no text command can name', () => {
 });
 describe('a flush crossing a write of a key no text command can name', () => {
   it('keeps that write on both nodes, with its flags and expiry', async () => {
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b, relay }) => {
       const [doomed, survivor] = [LONG_KEYS[0][1], LONG_KEYS[1][1]];
       await withBinary(a.memrepl.port, (client) => client.ok(store(Opcode.Set, doomed, 'x', 0, 0)));
       await binaryReadBack(b.memcached.port, doomed, bytes('x'), 0, 'the first Set on B');
@@ -813,10 +812,7 @@ describe('a flush crossing a write of a key no text command can name', () => {
         await binaryReadBack(node.memcached.port, survivor, bytes('y'), 6, 'the key written after the flush');
       }
       await sameTtl(b, a, survivor, 700, 'the key written after the flush');
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 });
 

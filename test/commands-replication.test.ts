@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, sleep } from './support/ports';
 import { type Node, rssKb, type Running, startMemcached, startPair, stopAll } from './support/processes';
-import { converged, has, item, linked, relayedPair, stat } from './support/replication';
+import { converged, has, item, linked, relayedPair, stat, withRelayedPair } from './support/replication';
 import { readAll } from './support/bulk';
 
 /** Sends one request through a node's proxy and returns its reply line. */
@@ -240,8 +240,7 @@ describe('flush_all', () => {
 
 describe('races the link decides', () => {
   it('a touch on one node never undoes a set on the other: both end with the new value and the touch\'s expiry', async () => {
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set session 0 0 2\r\nv0\r\n');
       await converged(a, b, 'session');
       relay.stall();
@@ -252,15 +251,11 @@ describe('races the link decides', () => {
       const held = await converged(a, b, 'session');
       assert.equal(held?.value, 'v1');
       assert.ok(held && held.ttl > 990, `ttl ${held?.ttl}`);
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('gat and mg T race a set the same way', async () => {
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set g 0 0 2\r\nv0\r\nset m 0 0 2\r\nv0\r\n');
       await converged(a, b, 'g');
       await converged(a, b, 'm');
@@ -277,17 +272,13 @@ describe('races the link decides', () => {
         assert.equal(held?.value, 'v1', key);
         assert.ok(held && held.ttl > 490, `${key} ttl ${held?.ttl}`);
       }
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('an invalidation (md I) on one node never keeps the other\'s older value: both end with its value, stale', async () => {
     // B's set is older than A's invalidation, so A keeps its own value (stale) and
     // drops the set; B must then hold A's value too, not mark its own one stale.
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set inv 5 0 2\r\nv0\r\nset inv-ttl 5 0 2\r\nv0\r\n');
       await converged(a, b, 'inv');
       await converged(a, b, 'inv-ttl');
@@ -303,10 +294,7 @@ describe('races the link decides', () => {
       assert.equal(timed?.value, 'v0');
       assert.equal(timed?.stale, true);
       assert.ok(timed && timed.ttl > 690, `ttl ${timed?.ttl}`);
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('the first client read of an invalidated item wins its recache token, on both nodes (replication reads it without taking the token)', async () => {
@@ -388,8 +376,7 @@ describe('races the link decides', () => {
   });
 
   it('a flush that crosses a newer write on the other node keeps that write on both', async () => {
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set doomed 0 0 1\r\nx\r\n');
       await converged(a, b, 'doomed');
       relay.stall();
@@ -400,10 +387,7 @@ describe('races the link decides', () => {
       await heldOnBoth(a, b, 'doomed', false);
       await heldOnBoth(a, b, 'survivor', true);
       assert.deepEqual(await item(b.memcached.port, 'survivor'), await item(a.memcached.port, 'survivor'));
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('a client\'s flush_all waiting in a stalled memcached flushes the peer\'s older write that arrives meanwhile, on both nodes', async () => {
@@ -481,8 +465,7 @@ describe('races the link decides', () => {
 
 describe('partitions', () => {
   it('a partition longer than the conflict window is still decided by last writer wins', async () => {
-    const { a, b, relay } = await relayedPair(['--conflict-window', '1']);
-    try {
+    await withRelayedPair(['--conflict-window', '1'], async ({ a, b, relay }) => {
       relay.stall();
       // The link dies of silence (5 s without a frame) and cannot come back through the stalled relay.
       await eventually(async () => (await stat(a, 'peer_up')) === '0' && (await stat(b, 'peer_up')) === '0', 20000, 'link down');
@@ -498,15 +481,11 @@ describe('partitions', () => {
       assert.equal(held?.value, 'newer');
       await heldOnBoth(a, b, 'later-a', true);
       await heldOnBoth(a, b, 'later-b', true);
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('a stall longer than the conflict window, with the link still up, is decided by last writer wins', async () => {
-    const { a, b, relay } = await relayedPair(['--conflict-window', '1']);
-    try {
+    await withRelayedPair(['--conflict-window', '1'], async ({ a, b, relay }) => {
       relay.stall();
       await ask(a, 'set contested 0 0 5\r\nolder\r\n');
       await sleep(20);
@@ -522,10 +501,7 @@ describe('partitions', () => {
       await heldOnBoth(a, b, 'later-b', true);
       // The same link throughout: the stall did not take it down.
       assert.ok(Number(await stat(a, 'link_uptime')) >= 2, `link_uptime ${await stat(a, 'link_uptime')}`);
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 });
 

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
 import { CLI, launch, type Running, startMemcached, startNode, stopAll } from './support/processes';
-import { linked, relayedPair, stat } from './support/replication';
+import { linked, stat, withRelayedPair } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-reload-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -100,8 +100,7 @@ describe('secret rotation on SIGHUP', () => {
     fs.writeFileSync(secretFile, 'the first shared secret, S1\n');
     const oldSecretFile = path.join(dir, 'old-secret');
     fs.writeFileSync(oldSecretFile, 'the first shared secret, S1\n');
-    const { a, b, relay } = await relayedPair(['--replication-secret-file', secretFile, '-v']);
-    try {
+    await withRelayedPair(['--replication-secret-file', secretFile, '-v'], async ({ a, b, relay }) => {
       fs.writeFileSync(secretFile, 'the second shared secret, S2\n');
       const from = [a, b].map((n) => n.memrepl.output().length);
       for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
@@ -118,10 +117,7 @@ describe('secret rotation on SIGHUP', () => {
       } finally {
         await stopAll(stale);
       }
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 });
 

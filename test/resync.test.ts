@@ -9,7 +9,7 @@ import { Item, load, readAll, untilSame } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
-import { has, relayedPair, stat, write } from './support/replication';
+import { has, relayedPair, stat, write, withRelayedPair } from './support/replication';
 import { Relay } from './support/relay';
 
 const ITEM_LIMIT = 1024 * 1024;
@@ -178,8 +178,7 @@ describe('full copy', () => {
   });
 
   it('a write refused while the local memcached is down does not keep the peer\'s value from the copy that refills it', async () => {
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b, relay }) => {
       const port = a.memcached.port;
       await a.memcached.stop('SIGKILL');
       await write(b, 'k');
@@ -189,10 +188,7 @@ describe('full copy', () => {
       client.close();
       a.memcached = await startMemcached([], port);
       await eventually(async () => has(a.memcached.port, 'k'), 15000, "B's value of k back on A");
-    } finally {
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('memcached -X (dumping disabled) is reported, and the pair still replicates live writes', async () => {

@@ -1,7 +1,7 @@
 /** What tests ask a running memrepl node about its replication. */
 import { RawClient } from './client';
 import { eventually, freePort } from './ports';
-import { type Node, startNode } from './processes';
+import { type Node, startNode, stopAll } from './processes';
 import { Relay } from './relay';
 
 /** One line of `stats replication` on the node's client port ('' if absent). */
@@ -30,6 +30,17 @@ export async function relayedPair(extraArgs: string[] = []): Promise<{ a: Node; 
   // The first full copies (each node has applied nothing from the other) must be over, or a cut link restarts them.
   for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
   return { a, b, relay };
+}
+
+/** Runs `body` against a fresh relayed pair, then closes the relay and stops both nodes whatever happened. */
+export async function withRelayedPair(extraArgs: string[], body: (pair: { a: Node; b: Node; relay: Relay }) => Promise<void>): Promise<void> {
+  const pair = await relayedPair(extraArgs);
+  try {
+    await body(pair);
+  } finally {
+    pair.relay.close();
+    await stopAll(pair.a, pair.b);
+  }
 }
 
 /** Whether a memcached (or memrepl) on `port` holds `key`. */
