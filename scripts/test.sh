@@ -11,6 +11,8 @@ need_debian openssl openssl
 need_debian promtool prometheus
 need_node_modules
 build
+# Lint and formatting (eslint, prettier; `npm run format` fixes the latter): the full run only.
+if [ $# -eq 0 ]; then npm run --silent lint; fi
 # Only *.test.js files: node --test given a directory would also run everything under
 # test/ (helpers, and the long fault-injection suite, which has its own npm script).
 if [ $# -gt 0 ]; then exec node --test --test-concurrency=2 --test-timeout=600000 "$@"; fi

@@ -180,7 +180,7 @@ describe('binary protocol through memrepl: clients', () => {
   });
   after(() => rig?.stop());
 
-  it('memccapable -b passes through memrepl exactly as against memcached', async (t) => {
+  it('memccapable -b passes through memrepl exactly as against memcached', async () => {
     const capable = (port: number) =>
       new Promise<string>((resolve) => {
         execFile('memccapable', ['-h', '127.0.0.1', '-p', String(port), '-b', '-t', '5'], { timeout: 60000 }, (error, stdout, stderr) => {
@@ -193,7 +193,7 @@ describe('binary protocol through memrepl: clients', () => {
     assert.equal(actual, expected);
   });
 
-  it('memjs: every operation behaves as against memcached', async (t) => {
+  it('memjs: every operation behaves as against memcached', async () => {
     const scenario = async (port: number): Promise<unknown[]> => {
       const client = memjs.Client.create(`127.0.0.1:${port}`, { retries: 0, timeout: 3, logger: { log() {} } });
       const results: unknown[] = [];
@@ -290,7 +290,7 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
   after(() => rig?.stop());
 
   for (const [name, stream] of CASES) {
-    it(name, async (t) => {
+    it(name, async () => {
       const expected = await run(rig.direct.port, stream, false);
       const actual = await run(rig.proxy.port, stream, false);
       assert.ok(endsWith(expected, MARKER_REPLY), 'memcached answered the whole stream');
@@ -299,7 +299,7 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
   }
 
   for (const [name, request] of CLOSING) {
-    it(`closes like memcached: ${name}`, async (t) => {
+    it(`closes like memcached: ${name}`, async () => {
       // The NoOp makes memcached write its queued replies before the request
       // that closes the connection; without it, memcached would drop replies
       // still queued from the same read (a timing accident not worth copying).
@@ -311,7 +311,7 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
     });
   }
 
-  it('pipelined, split at arbitrary byte boundaries', async (t) => {
+  it('pipelined, split at arbitrary byte boundaries', async () => {
     const stream = Buffer.concat(CASES.slice(0, 11).map(([, s]) => s));
     for (const size of [1, 2, 3, 7, 24, 25, 64]) {
       const chunks = Array.from({ length: Math.ceil(stream.length / size) }, () => size);
@@ -322,7 +322,7 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
     }
   });
 
-  it('random request streams (seeded)', async (t) => {
+  it('random request streams (seeded)', async () => {
     // memcached rewrites a counter in place (padding it with spaces when it
     // got shorter) only if nothing else holds the item; a get or touch reply
     // not yet written does. Whether it was written depends on how the stream

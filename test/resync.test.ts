@@ -178,7 +178,7 @@ describe('full copy', () => {
   });
 
   it('a write refused while the local memcached is down does not keep the peer\'s value from the copy that refills it', async () => {
-    await withRelayedPair([], async ({ a, b, relay }) => {
+    await withRelayedPair([], async ({ a, b }) => {
       const port = a.memcached.port;
       await a.memcached.stop('SIGKILL');
       await write(b, 'k');

@@ -41,7 +41,8 @@ export class KeyFilter {
   }
 
   add(buf: Buffer, start = 0, end = buf.length): void {
-    let [h1, h2] = hashPair(buf, start, end);
+    const [first, h2] = hashPair(buf, start, end);
+    let h1 = first;
     for (let i = 0; i < this.hashes; i++) {
       const bit = h1 & this.mask;
       this.words[bit >>> 5] |= 1 << (bit & 31);
@@ -50,7 +51,8 @@ export class KeyFilter {
   }
 
   mayHave(buf: Buffer, start = 0, end = buf.length): boolean {
-    let [h1, h2] = hashPair(buf, start, end);
+    const [first, h2] = hashPair(buf, start, end);
+    let h1 = first;
     for (let i = 0; i < this.hashes; i++) {
       const bit = h1 & this.mask;
       if ((this.words[bit >>> 5] & (1 << (bit & 31))) === 0) return false;
