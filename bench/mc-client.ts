@@ -31,9 +31,18 @@ export class McConnection {
   static connect(port: number, timeoutMs = 3000): Promise<McConnection> {
     return new Promise((resolve, reject) => {
       const socket = net.connect(port, '127.0.0.1');
-      const timer = setTimeout(() => { socket.destroy(); reject(new Error(`connect to 127.0.0.1:${port} timed out`)); }, timeoutMs);
-      socket.once('error', (error) => { clearTimeout(timer); reject(error); });
-      socket.once('connect', () => { clearTimeout(timer); resolve(new McConnection(socket)); });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`connect to 127.0.0.1:${port} timed out`));
+      }, timeoutMs);
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve(new McConnection(socket));
+      });
     });
   }
 

@@ -60,13 +60,19 @@ export function writeWorkload(dir: string, w: Workload, name = 'memcaslap.cfg'):
 
 export async function runMemcaslap(cfg: string, o: LoadOptions): Promise<LoadResult> {
   const args = [
-    '-s', `127.0.0.1:${o.port}`,
-    '-F', cfg,
-    '-t', `${o.seconds}s`,
-    '-T', String(o.threads),
-    '-c', String(o.concurrency),
+    '-s',
+    `127.0.0.1:${o.port}`,
+    '-F',
+    cfg,
+    '-t',
+    `${o.seconds}s`,
+    '-T',
+    String(o.threads),
+    '-c',
+    String(o.concurrency),
     // One statistics dump at the end: without -S memcaslap takes no timestamps at all.
-    '-S', `${o.seconds}s`,
+    '-S',
+    `${o.seconds}s`,
     ...(o.binary ? ['-B'] : []),
   ];
   // memcaslap stops by itself after -t; the extra time covers start-up and a
@@ -136,7 +142,10 @@ function parseLatency(out: string, kind: string): Pick<LoadResult, 'latencyUs' |
   for (const row of block.slice(block.indexOf('Log2 Dist:')).split('\n').slice(1)) {
     const m = /^\s*(\d+):((?:\s+\d+)+)\s*$/.exec(row);
     if (!m) continue;
-    m[2].trim().split(/\s+/).forEach((count, i) => dist.set(Number(m[1]) + i, Number(count)));
+    m[2]
+      .trim()
+      .split(/\s+/)
+      .forEach((count, i) => dist.set(Number(m[1]) + i, Number(count)));
   }
   const min = field('Min');
   const max = field('Max');

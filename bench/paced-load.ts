@@ -61,7 +61,15 @@ async function main(): Promise<void> {
   const before = readHistogram(await fetchMetrics(o.metricsPort), LAG_METRIC);
 
   const result: PacedResult = {
-    sent: 0, completed: 0, errors: 0, shed: 0, achievedRate: 0, probes: 0, probeTimeouts: 0, probeLagMs: null, lagMetricMs: null,
+    sent: 0,
+    completed: 0,
+    errors: 0,
+    shed: 0,
+    achievedRate: 0,
+    probes: 0,
+    probeTimeouts: 0,
+    probeLagMs: null,
+    lagMetricMs: null,
   };
   const start = process.hrtime.bigint();
   const elapsedS = () => Number(process.hrtime.bigint() - start) / 1e9;

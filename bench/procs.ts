@@ -129,12 +129,19 @@ export async function waitForPort(proc: Proc, port: number, timeoutMs = 10000): 
     if (gone !== null) throw new Error(`${proc.name} ${gone} before listening on ${port}: ${proc.output().trim().slice(-2000)}`);
     const ok = await new Promise<boolean>((resolve) => {
       const socket = net.connect(port, '127.0.0.1');
-      socket.setTimeout(1000, () => { socket.destroy(); resolve(false); });
-      socket.once('connect', () => { socket.destroy(); resolve(true); });
+      socket.setTimeout(1000, () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
       socket.once('error', () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > deadline) throw new Error(`${proc.name}: nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-2000)}`);
+    if (Date.now() > deadline)
+      throw new Error(`${proc.name}: nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms: ${proc.output().trim().slice(-2000)}`);
     await sleep(50);
   }
 }

@@ -80,8 +80,7 @@ export interface Report {
 
 const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
 const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '—');
-const ratio = (x: number | undefined, base: number | undefined) =>
-  x !== undefined && base !== undefined && base > 0 ? `${(x / base).toFixed(2)}×` : '—';
+const ratio = (x: number | undefined, base: number | undefined) => (x !== undefined && base !== undefined && base > 0 ? `${(x / base).toFixed(2)}×` : '—');
 
 function tpsOf(runs: Run[], target: TargetId, protocol: Protocol): number | undefined {
   return runs.find((r) => r.target === target && r.protocol === protocol)?.result?.tps;
@@ -159,7 +158,9 @@ function renderThroughput(r: Report, out: string[]): void {
     );
     out.push('| Source | samples | p50 ms | p99 ms |', '|---|---:|---:|---:|');
     if (lag.metric) {
-      out.push(`| node A \`memrepl_replication_lag_seconds\` (write → peer's ack) | ${fmtInt(lag.metric.samples)} | ${fmt(lag.metric.p50, 2)} | ${fmt(lag.metric.p99, 2)} |`);
+      out.push(
+        `| node A \`memrepl_replication_lag_seconds\` (write → peer's ack) | ${fmtInt(lag.metric.samples)} | ${fmt(lag.metric.p50, 2)} | ${fmt(lag.metric.p99, 2)} |`,
+      );
     } else {
       out.push('| node A `memrepl_replication_lag_seconds` | absent from /metrics | | |');
     }
@@ -189,7 +190,9 @@ function renderThroughput(r: Report, out: string[]): void {
   out.push(
     `| replication costs < 15% of client throughput (text, d vs c) | ${cost === undefined ? '—' : `d/c = ${ratio(d, c)}: ${cost >= 0 ? `${fmt(cost * 100)}% lower` : `no cost measurable (${fmt(-cost * 100)}% higher, noise)`}`} | ${verdict(cost === undefined ? undefined : cost < 0.15)} |`,
   );
-  out.push(`| replication lag p99 < 5 ms at half saturation (node A's histogram) | ${p99 === undefined ? '—' : `${fmt(p99, 2)} ms`} | ${verdict(p99 === undefined ? undefined : p99 < 5)} |`);
+  out.push(
+    `| replication lag p99 < 5 ms at half saturation (node A's histogram) | ${p99 === undefined ? '—' : `${fmt(p99, 2)} ms`} | ${verdict(p99 === undefined ? undefined : p99 < 5)} |`,
+  );
   out.push('');
 
   out.push('## Notes', '');
@@ -197,9 +200,11 @@ function renderThroughput(r: Report, out: string[]): void {
   out.push(
     '- memcaslap `--tps` does not throttle (it computes ops per µs in integer arithmetic, which rounds to 0), so the fixed-rate load for the lag comes from bench/paced-load.ts in its own process.',
   );
-  out.push('- (c) runs with `-X 0` (replication off): the plain proxy. (d) is node A of a pair (`-X <port>`, B started with `-x 127.0.0.1:<A\'s port>`), checked to replicate before it is measured.');
+  out.push(
+    "- (c) runs with `-X 0` (replication off): the plain proxy. (d) is node A of a pair (`-X <port>`, B started with `-x 127.0.0.1:<A's port>`), checked to replicate before it is measured.",
+  );
   out.push('- memrepl and twemproxy are single-threaded, memcached runs 4 worker threads; memcaslap runs with the thread count shown above on the same CPUs.');
-  out.push('- (d) sends all load to node A; node B applies A\'s records to its own memcached on the same machine, so replication\'s CPU cost is included.');
+  out.push("- (d) sends all load to node A; node B applies A's records to its own memcached on the same machine, so replication's CPU cost is included.");
   out.push('');
 }
 
@@ -209,7 +214,7 @@ const REPCACHED_BUILD = [
   'git clone https://github.com/kspe/repcached $HOME/repcached',
   'apt-get update && apt-get install -y libevent-dev build-essential autoconf automake',
   'cd $HOME/repcached',
-  'make distclean                      # the repository ships another machine\'s configure output',
+  "make distclean                      # the repository ships another machine's configure output",
   './configure --enable-replication CFLAGS="-O2 -fcommon"   # -fcommon for 2012 C sources (GCC 12 also builds it without)',
   "sed -i 's/ -Werror//' Makefile doc/Makefile              # today's glibc deprecates sigignore()",
   'make                                # the binary: $HOME/repcached/memcached',
@@ -232,7 +237,10 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
   if ('unavailable' in rc) {
     out.push(`**repcached pair not measured** (${rc.unavailable}): build it as below and run \`REPCACHED_BIN=$HOME/repcached/memcached npm run bench\`.`, '');
   } else {
-    out.push(`repcached: \`${shownPath(rc.bin)}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`, '');
+    out.push(
+      `repcached: \`${shownPath(rc.bin)}\` (${rc.version}), started as A \`-l 127.0.0.1 -p <a> -X <r>\` and B \`-l 127.0.0.1 -p <b> -x 127.0.0.1 -X <r>\`.`,
+      '',
+    );
   }
   out.push(
     `Measured ${e.date.slice(0, 10)} by \`${e.command}\` (the run at the top of this file; load average at its start ${e.loadAverage}) ` +
@@ -253,7 +261,8 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
   const tps = (x: SetRun) => x.result?.tps;
   const cpuTotal = (x: SetRun) =>
     x.processes.length > 0 && x.processes.every((p) => p.cpuSeconds !== null) ? x.processes.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
-  const perSet = (x: SetRun, seconds: number | undefined) => (seconds !== undefined && x.result && x.result.ops > 0 ? (seconds * 1e6) / x.result.ops : undefined);
+  const perSet = (x: SetRun, seconds: number | undefined) =>
+    seconds !== undefined && x.result && x.result.ops > 0 ? (seconds * 1e6) / x.result.ops : undefined;
   const side = (x: SetRun, suffix: string) => {
     const procs = x.processes.filter((p) => p.role.endsWith(suffix));
     return procs.length > 0 && procs.every((p) => p.cpuSeconds !== null) ? procs.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
@@ -266,7 +275,9 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
       "on node A's memcached (repcached) and on node B's over the measured window, B counted once it had caught up.",
     '',
   );
-  out.push('| Pair | connections | sets/s | memrepl / repcached | avg µs | p50 µs | p99 µs | max µs | stored on A | applied on B | B caught up after load end |');
+  out.push(
+    '| Pair | connections | sets/s | memrepl / repcached | avg µs | p50 µs | p99 µs | max µs | stored on A | applied on B | B caught up after load end |',
+  );
   out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const run of rows) {
     const res = run.result;
@@ -291,7 +302,9 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
       'Node A side: memcached-a + memrepl-a, or repcached-a; node B side likewise.',
     '',
   );
-  out.push('| Pair | connections | CPU s, whole pair | CPU µs per set | memrepl / repcached | node A side µs/set | node B side µs/set | by process: CPU s, peak RSS MiB |');
+  out.push(
+    '| Pair | connections | CPU s, whole pair | CPU µs per set | memrepl / repcached | node A side µs/set | node B side µs/set | by process: CPU s, peak RSS MiB |',
+  );
   out.push('|---|---:|---:|---:|---:|---:|---:|---|');
   for (const run of rows) {
     if (!run.result || run.processes.length === 0) {
@@ -300,9 +313,7 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
     }
     const total = cpuTotal(run);
     const usPerSet = (x: SetRun) => perSet(x, cpuTotal(x));
-    const byProcess = run.processes
-      .map((p) => `${p.role} ${p.cpuSeconds === null ? '—' : fmt(p.cpuSeconds, 2)} s, ${mib(p.peakRssKiB)}`)
-      .join('; ');
+    const byProcess = run.processes.map((p) => `${p.role} ${p.cpuSeconds === null ? '—' : fmt(p.cpuSeconds, 2)} s, ${mib(p.peakRssKiB)}`).join('; ');
     out.push(
       `| ${PAIR_NAMES[run.pair]} | ${run.clients} | ${total === undefined ? '—' : fmt(total, 2)} | ${fmtOpt1(usPerSet(run))}${run.caughtUp ? '' : ' (B short)'} | ${versus(run, usPerSet)} | ` +
         `${fmtOpt1(perSet(run, side(run, '-a')))} | ${fmtOpt1(perSet(run, side(run, '-b')))} | ${byProcess} |`,
@@ -319,7 +330,7 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
 
   out.push('### Notes (memrepl vs repcached)', '');
   out.push(
-    "- Figures from a shared machine (see the CPU count and the load average at the start in the table at the top; other test runs may have been running) are indicative: " +
+    '- Figures from a shared machine (see the CPU count and the load average at the start in the table at the top; other test runs may have been running) are indicative: ' +
       'compare the two pairs within one run, not across runs.',
   );
   out.push(
@@ -327,8 +338,8 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
       "Both run memcached's default 4 worker threads; memrepl is one Node.js event loop per node.",
   );
   out.push(
-    "- repcached ships each write from its main thread through an in-memory queue (8192 entries by default, `-q`) to its peer, and the peer applies it on its own main thread; " +
-      "when the queue is full it drops the link (and prints `replication: can't create Q_ITEM`). \"Applied on B\" and the check after each row (a write through A read back from B) show whether that happened.",
+    '- repcached ships each write from its main thread through an in-memory queue (8192 entries by default, `-q`) to its peer, and the peer applies it on its own main thread; ' +
+      'when the queue is full it drops the link (and prints `replication: can\'t create Q_ITEM`). "Applied on B" and the check after each row (a write through A read back from B) show whether that happened.',
   );
   out.push(
     "- memrepl does more per set than repcached: node A's memrepl records each write (with what conflict resolution and resync need), frames it and waits for node B's acknowledgement, " +
@@ -385,7 +396,7 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
     ['under client load on A', rs.loaded],
   ];
   out.push(
-    '| Copy | items sent (A) | B linked → copies_received 1 | items/s | A\'s metric | items/s (A\'s metric) | B linked → all on B\'s memcached | curr_items A / B | sample read back from B |',
+    "| Copy | items sent (A) | B linked → copies_received 1 | items/s | A's metric | items/s (A's metric) | B linked → all on B's memcached | curr_items A / B | sample read back from B |",
     '|---|---:|---:|---:|---:|---:|---:|---:|---|',
   );
   for (const [label, run] of rows) {
@@ -444,7 +455,7 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
 
   out.push('### Peak memory and CPU during the copies', '');
   out.push(
-    'Peak RSS is VmHWM in MiB; CPU is user + system time between B linking and `copies_received 1`, in % of one core (memrepl is single-threaded: near 100% means its event loop is the limit; V8\'s GC threads can add a little over 100%).',
+    "Peak RSS is VmHWM in MiB; CPU is user + system time between B linking and `copies_received 1`, in % of one core (memrepl is single-threaded: near 100% means its event loop is the limit; V8's GC threads can add a little over 100%).",
     '',
   );
   out.push('| Process | peak RSS, idle copy | peak RSS, copy under load | CPU, idle copy | CPU, copy under load |', '|---|---:|---:|---:|---:|');
@@ -470,12 +481,14 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
       `${verdict(worstBytes === undefined ? undefined : worstBytes < RESYNC_TARGET_RSS_BYTES)} |`,
   );
   for (const [label, run] of rows) {
-    out.push(`| copy complete, ${label} (curr_items equal within memrepl's own ${OWN_KEYS_SLACK} keys; sample matches) | ${run?.aItems != null && run.bItems != null ? `A ${fmtInt(run.aItems)}, B ${fmtInt(run.bItems)}` : '—'} | ${verdict(complete(run))} |`);
+    out.push(
+      `| copy complete, ${label} (curr_items equal within memrepl's own ${OWN_KEYS_SLACK} keys; sample matches) | ${run?.aItems != null && run.bItems != null ? `A ${fmtInt(run.aItems)}, B ${fmtInt(run.bItems)}` : '—'} | ${verdict(complete(run))} |`,
+    );
   }
   out.push('');
 
   out.push('### Notes (full copy)', '');
-  out.push('- All four processes, and the load generator in the loaded run, share the machine\'s CPUs: B applying the copy competes with A sending it.');
+  out.push("- All four processes, and the load generator in the loaded run, share the machine's CPUs: B applying the copy competes with A sending it.");
   out.push(
     "- Items/s counts the items A's metric says it sent (`memrepl_resync_items_sent_total`); under load that includes the keys memcaslap had written. " +
       "`copies_received 1` arrives when the copy's end frame does; the last items may still be on their way into B's memcached, hence the separate \"all on B's memcached\" time (idle copy).",
@@ -483,7 +496,9 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
   out.push(
     `- Peak RSS: ${rs.rssReset ? "node A's VmHWM was reset (clear_refs) between the two copies, so each column is that copy's own peak" : "node A's figure for the loaded copy also covers the idle copy (VmHWM could not be reset)"}; B is a fresh pair of processes in each copy.`,
   );
-  out.push("- The copy runs twice over memcached's LRU (lru_crawler metadump; the second pass sends only what the first missed), so the crawler's time is included.");
+  out.push(
+    "- The copy runs twice over memcached's LRU (lru_crawler metadump; the second pass sends only what the first missed), so the crawler's time is included.",
+  );
   if (rs.cpuProfDir) out.push(`- memrepl ran under \`node --cpu-prof\` (profiles in ${rs.cpuProfDir}), which slows it.`);
   out.push('');
 }

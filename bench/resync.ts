@@ -124,7 +124,14 @@ const resyncFlags = (i: number) => i % 65536;
 
 export async function runResync(s: ResyncSettings): Promise<ResyncReport> {
   const report: ResyncReport = {
-    items: s.items, keyBytes: s.keyBytes, valueBytes: s.valueBytes, fillSeconds: null, idle: null, loaded: null, load: null, rssReset: false,
+    items: s.items,
+    keyBytes: s.keyBytes,
+    valueBytes: s.valueBytes,
+    fillSeconds: null,
+    idle: null,
+    loaded: null,
+    load: null,
+    rssReset: false,
     cpuProfDir: s.cpuProfDir,
   };
   const started: Proc[] = [];
@@ -201,7 +208,7 @@ function describeRun(r: CopyRun, items: number): string {
 }
 
 /** Pipelined quiet `ms` straight into memcached: a few batches in flight on each of a few connections. */
-export async function fill(port: number, s: Pick<ResyncSettings, "items" | "keyBytes" | "valueBytes">): Promise<void> {
+export async function fill(port: number, s: Pick<ResyncSettings, 'items' | 'keyBytes' | 'valueBytes'>): Promise<void> {
   const conns = await Promise.all(Array.from({ length: FILL_CONNECTIONS }, () => McConnection.connect(port)));
   const deadline = Date.now() + 60_000 + s.items / 10;
   try {
@@ -335,7 +342,10 @@ async function verify(a: Node, b: Node, s: ResyncSettings, run: CopyRun, settleM
           const ok = reply.kind === 'value' && reply.data.equals(expected) && reply.flags === resyncFlags(i);
           if (!ok) {
             sample.wrong++;
-            if (sample.examples.length < 3) sample.examples.push(`${key}: ${reply.kind === 'value' ? `${reply.data.length} bytes, flags ${reply.flags}` : reply.kind === 'miss' ? 'absent' : reply.line}`);
+            if (sample.examples.length < 3)
+              sample.examples.push(
+                `${key}: ${reply.kind === 'value' ? `${reply.data.length} bytes, flags ${reply.flags}` : reply.kind === 'miss' ? 'absent' : reply.line}`,
+              );
           }
         }),
       );
@@ -362,15 +372,7 @@ async function segmentsUntil(a: Node, s: ResyncSettings, stop: () => boolean, in
   }
 }
 
-async function loadedCopy(
-  a: Node,
-  b1: Node,
-  replA: number,
-  s: ResyncSettings,
-  nodeArgs: string[],
-  started: Proc[],
-  report: ResyncReport,
-): Promise<void> {
+async function loadedCopy(a: Node, b1: Node, replA: number, s: ResyncSettings, nodeArgs: string[], started: Proc[], report: ResyncReport): Promise<void> {
   const run = report.loaded!;
   s.log(`resync: under load: warm-up and ${s.beforeSegments} × ${s.segmentSeconds} s with B linked`);
   // Warm-up: memcaslap's keys exist and the pair is replicating them.

@@ -39,8 +39,18 @@ import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, replicatedPair, stopTar
 
 const ROOT = path.join(__dirname, '..', '..');
 const ENV_KEYS = [
-  'BENCH_SECONDS', 'BENCH_WARMUP_SECONDS', 'BENCH_LAG_SECONDS', 'BENCH_THREADS', 'BENCH_CONCURRENCY', 'BENCH_OUT',
-  'BENCH_ONLY', 'BENCH_RESYNC_ITEMS', 'BENCH_RESYNC_SEGMENT_SECONDS', 'BENCH_RESYNC_CPU_PROF', 'BENCH_SET_CLIENTS', 'REPCACHED_BIN',
+  'BENCH_SECONDS',
+  'BENCH_WARMUP_SECONDS',
+  'BENCH_LAG_SECONDS',
+  'BENCH_THREADS',
+  'BENCH_CONCURRENCY',
+  'BENCH_OUT',
+  'BENCH_ONLY',
+  'BENCH_RESYNC_ITEMS',
+  'BENCH_RESYNC_SEGMENT_SECONDS',
+  'BENCH_RESYNC_CPU_PROF',
+  'BENCH_SET_CLIENTS',
+  'REPCACHED_BIN',
 ];
 const PARTS: Part[] = ['throughput', 'resync'];
 
@@ -141,7 +151,10 @@ function describeEnvironment(repcached: RepcachedInfo): Environment {
     commit,
     cpu: `${cpus.length} × ${cpus[0]?.model ?? 'unknown'}`,
     kernel: `${os.type()} ${os.release()} ${os.arch()}`,
-    loadAverage: os.loadavg().map((n) => n.toFixed(2)).join(' / '),
+    loadAverage: os
+      .loadavg()
+      .map((n) => n.toFixed(2))
+      .join(' / '),
     node: process.version,
     memcached: versionOf('memcached', ['-V']),
     nutcracker: versionOf('nutcracker', ['-V']),
@@ -249,7 +262,12 @@ async function measureLag(target: Target, into: Collected): Promise<void> {
     probeIntervalMs: 10,
   };
   log(`d: lag run at ${rate} req/s for ${settings.lagSeconds} s`);
-  const run = await runBounded('paced-load', process.execPath, [path.join(__dirname, 'paced-load.js'), JSON.stringify(options)], (settings.lagSeconds + 90) * 1000);
+  const run = await runBounded(
+    'paced-load',
+    process.execPath,
+    [path.join(__dirname, 'paced-load.js'), JSON.stringify(options)],
+    (settings.lagSeconds + 90) * 1000,
+  );
   const line = run.stdout.trim().split('\n').pop() ?? '';
   if (!line.startsWith('{')) {
     into.lag.unavailable = `paced load failed (${run.status}): ${run.stderr.trim().slice(-500)}`;

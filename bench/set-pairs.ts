@@ -40,7 +40,10 @@ export function findRepcached(): RepcachedInfo {
   }
   // memcached 1.4.13 has no -V; -h prints "memcached 1.4.13" and "repcached 2.3.1" first.
   const res = spawnSync(bin, ['-h'], { encoding: 'utf8', timeout: 5000 });
-  const head = `${res.stdout ?? ''}${res.stderr ?? ''}`.split('\n').slice(0, 2).map((l) => l.trim());
+  const head = `${res.stdout ?? ''}${res.stderr ?? ''}`
+    .split('\n')
+    .slice(0, 2)
+    .map((l) => l.trim());
   const repcached = head.find((l) => l.startsWith('repcached'));
   if (!repcached) return { unavailable: `REPCACHED_BIN=${raw} is not repcached (-h says ${JSON.stringify(head.join(' / '))})` };
   return { bin, version: head.join(' + ') };
@@ -150,7 +153,13 @@ async function drain(target: Target, gap: number): Promise<{ ms: number; caughtU
 function repcachedComplaints(target: Target): string[] {
   return target.roles
     .filter((r) => r.role.startsWith('repcached'))
-    .flatMap((r) => r.proc.output().split('\n').filter((l) => /replication/i.test(l)).map((l) => `${r.role}: ${l.trim()}`));
+    .flatMap((r) =>
+      r.proc
+        .output()
+        .split('\n')
+        .filter((l) => /replication/i.test(l))
+        .map((l) => `${r.role}: ${l.trim()}`),
+    );
 }
 
 async function measureRow(pair: PairKind, start: () => Promise<Target>, clients: number, s: SetPairsSettings): Promise<SetRun> {
@@ -196,7 +205,8 @@ async function measureRow(pair: PairKind, start: () => Promise<Target>, clients:
       return { role: r.role, cpuSeconds: t0 === null || t1 === null ? null : (t1 - t0) / CLOCK_TICKS_PER_SECOND, peakRssKiB: rss[i]?.kib ?? null };
     });
     const notes: string[] = [];
-    if (!drained.caughtUp) notes.push(`node B stopped ${run.setsA - run.setsB} sets short of node A (or did not catch up within ${DRAIN_DEADLINE_MS / 1000} s)`);
+    if (!drained.caughtUp)
+      notes.push(`node B stopped ${run.setsA - run.setsB} sets short of node A (or did not catch up within ${DRAIN_DEADLINE_MS / 1000} s)`);
     try {
       await checkReplication(target.clientPort, target.peerMemcachedPort!, 5000);
     } catch (error) {

@@ -85,9 +85,22 @@ export async function twemproxy(workDir: string): Promise<Target> {
   );
   // Its stats port binds 0.0.0.0:22222 by default: keep it on loopback and free.
   const proc = spawnTracked('nutcracker', 'nutcracker', [
-    '-c', conf, '-s', String(statsPort), '-a', '127.0.0.1', '-o', path.join(workDir, `nutcracker-${port}.log`),
+    '-c',
+    conf,
+    '-s',
+    String(statsPort),
+    '-a',
+    '127.0.0.1',
+    '-o',
+    path.join(workDir, `nutcracker-${port}.log`),
   ]);
-  const target: Target = { clientPort: port, roles: [{ role: 'memcached', proc: mc.proc }, { role: 'nutcracker', proc }] };
+  const target: Target = {
+    clientPort: port,
+    roles: [
+      { role: 'memcached', proc: mc.proc },
+      { role: 'nutcracker', proc },
+    ],
+  };
   try {
     await waitForPort(proc, port);
   } catch (error) {
@@ -111,11 +124,16 @@ export async function startMemrepl(opts: MemreplOptions): Promise<{ port: number
   const proc = spawnTracked(opts.name, process.execPath, [
     ...(opts.nodeArgs ?? []),
     MEMREPL_CLI,
-    '-l', '127.0.0.1',
-    '-p', String(port),
-    '--upstream', `127.0.0.1:${opts.upstreamPort}`,
-    '--metrics-port', String(metricsPort),
-    '--metrics-listen', '127.0.0.1',
+    '-l',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '--upstream',
+    `127.0.0.1:${opts.upstreamPort}`,
+    '--metrics-port',
+    String(metricsPort),
+    '--metrics-listen',
+    '127.0.0.1',
     ...(opts.extraArgs ?? []),
   ]);
   await waitForPort(proc, port);

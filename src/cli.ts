@@ -116,7 +116,12 @@ export function parseArgs(argv: string[]): Config {
       describe: 'Seconds a client connection may sit idle (no request outstanding) before it is closed, like memcached -o idle_timeout; 0 = never',
     })
     .option('peer', { alias: 'x', type: 'string', describe: 'Peer memrepl to dial for replication, HOST[:PORT] (repcached -x; port defaults to 11212)' })
-    .option('replication-port', { alias: 'X', type: 'number', default: 11212, describe: 'TCP port replication listens on (repcached -X; 0 turns replication off)' })
+    .option('replication-port', {
+      alias: 'X',
+      type: 'number',
+      default: 11212,
+      describe: 'TCP port replication listens on (repcached -X; 0 turns replication off)',
+    })
     .option('node-id', { type: 'string', describe: "This node's name in the pair (default: hostname:port)" })
     .option('cluster', { type: 'string', default: 'memrepl', describe: 'Cluster name; nodes of different clusters refuse to link' })
     .option('replication-secret-file', {
@@ -151,7 +156,11 @@ export function parseArgs(argv: string[]): Config {
       type: 'string',
       describe: "memcached's item size limit (k/m suffixes; default: read from memcached). With --spawn-memcached, also passed to it",
     })
-    .option('spawn-memcached', { type: 'boolean', default: false, describe: 'Launcher mode: start and supervise a stock memcached on a private unix socket (repcached-style single process)' })
+    .option('spawn-memcached', {
+      type: 'boolean',
+      default: false,
+      describe: 'Launcher mode: start and supervise a stock memcached on a private unix socket (repcached-style single process)',
+    })
     .option('run-dir', {
       type: 'string',
       describe:
@@ -170,7 +179,12 @@ export function parseArgs(argv: string[]): Config {
     .option('disable-evictions', { alias: 'M', type: 'boolean', describe: "With --spawn-memcached: memcached's -M" })
     .option('slab-factor', { alias: 'f', type: 'number', describe: "With --spawn-memcached: memcached's -f" })
     .option('slab-min-size', { alias: 'n', type: 'number', describe: "With --spawn-memcached: memcached's -n" })
-    .option('extended', { alias: 'o', type: 'string', array: true, describe: "With --spawn-memcached: memcached's -o (repeatable); anything after -- goes to memcached as is" })
+    .option('extended', {
+      alias: 'o',
+      type: 'string',
+      array: true,
+      describe: "With --spawn-memcached: memcached's -o (repeatable); anything after -- goes to memcached as is",
+    })
     .option('upstream-timeout', { type: 'number', default: 5000, describe: 'ms a request may wait on a silent memcached before clients get SERVER_ERROR' })
     .option('connect-timeout', { type: 'number', default: 1000, describe: 'ms to connect to memcached before clients get SERVER_ERROR' })
     .option('shutdown-timeout', { type: 'number', default: 5000, describe: 'ms to finish in-flight requests on SIGTERM/SIGINT' })
@@ -203,7 +217,8 @@ export function parseArgs(argv: string[]): Config {
     idleTimeoutMs: args['idle-timeout'] * 1000,
     peer: args.peer,
     replicationPort: args['replication-port'],
-    maxItemSize: args['max-item-size'] === undefined ? undefined : parseSize(args['max-item-size']) ?? fail(`invalid --max-item-size: ${args['max-item-size']}`),
+    maxItemSize:
+      args['max-item-size'] === undefined ? undefined : (parseSize(args['max-item-size']) ?? fail(`invalid --max-item-size: ${args['max-item-size']}`)),
     upstreamTimeoutMs: args['upstream-timeout'],
     connectTimeoutMs: args['connect-timeout'],
     shutdownTimeoutMs: args['shutdown-timeout'],
@@ -222,7 +237,10 @@ export function parseArgs(argv: string[]): Config {
     clientTls: readClientTls(args['tls-cert'], args['tls-key'], args['tls-ca']),
   };
   // Peers refuse a HELLO with any other id or cluster name (they are bound into the handshake's proofs): say so now.
-  for (const [flag, value] of [['node-id', config.nodeId], ['cluster', config.cluster]] as const) {
+  for (const [flag, value] of [
+    ['node-id', config.nodeId],
+    ['cluster', config.cluster],
+  ] as const) {
     const problem = identifierProblem(value);
     const hint = flag === 'node-id' && args['node-id'] === undefined ? ' (it defaults to hostname:port: give --node-id)' : '';
     if (problem !== null) fail(`invalid --${flag} ${JSON.stringify(value)}: ${problem}${hint}`);
@@ -361,12 +379,12 @@ async function main(): Promise<void> {
       .stop()
       .then(() => launcher?.stop())
       .then(
-      () => process.exit(0),
-      (error: Error) => {
-        log.error(`shutdown: ${error.message}`);
-        process.exit(1);
-      },
-    );
+        () => process.exit(0),
+        (error: Error) => {
+          log.error(`shutdown: ${error.message}`);
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -33,7 +33,10 @@ export function startHttp(port: number, host: string, registry: Registry, health
       if (path === '/healthz') return (await health.live()) ? reply(200, 'ok\n') : reply(503, 'memcached is not answering\n');
       if (path === '/readyz') {
         const reasons = await notReadyReasons(health);
-        const notes = health.notes().map((note) => `note: ${note}\n`).join('');
+        const notes = health
+          .notes()
+          .map((note) => `note: ${note}\n`)
+          .join('');
         return reasons.length === 0 ? reply(200, `ready\n${notes}`) : reply(503, reasons.join('\n') + '\n' + notes);
       }
       reply(404, 'not found: try /metrics, /healthz or /readyz\n');

@@ -26,7 +26,6 @@ export function registerDefaultMetrics(registry: Registry): void {
   for (const name of MISNAMED_DEFAULT_GAUGES) registry.removeSingleMetric(name);
 }
 
-
 /**
  * Health as gauges, checked when scraped (the same checks as /healthz and
  * /readyz), so they are true for a Prometheus that requests nothing else.

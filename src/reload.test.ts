@@ -41,8 +41,14 @@ test('an identical re-read changes nothing', () => {
 
 test('live settings are applied, the rest is kept and reported as needing a restart', () => {
   const plan = planReload(running, { ...running, verbose: 2, resyncRate: 500, idleTimeoutMs: 30_000, port: 11300, nodeId: 'b' });
-  assert.deepEqual(plan.applied.map((c) => c.flag), ['verbose', 'idle-timeout', 'resync-rate']);
-  assert.deepEqual(plan.needsRestart.map((c) => c.flag), ['port', 'node-id']);
+  assert.deepEqual(
+    plan.applied.map((c) => c.flag),
+    ['verbose', 'idle-timeout', 'resync-rate'],
+  );
+  assert.deepEqual(
+    plan.needsRestart.map((c) => c.flag),
+    ['port', 'node-id'],
+  );
   assert.equal(plan.config.verbose, 2);
   assert.equal(plan.config.resyncRate, 500);
   assert.equal(plan.config.port, 11211, 'the port keeps running as it was');
@@ -55,9 +61,16 @@ test('live settings are applied, the rest is kept and reported as needing a rest
 });
 
 test('rotated secret and certificates change live and never show in the log line', () => {
-  const reread = { ...running, replicationSecret: Buffer.from('the second long shared secret'), clientTls: { cert: Buffer.from('cert2'), key: Buffer.from('key2'), ca: null } };
+  const reread = {
+    ...running,
+    replicationSecret: Buffer.from('the second long shared secret'),
+    clientTls: { cert: Buffer.from('cert2'), key: Buffer.from('key2'), ca: null },
+  };
   const plan = planReload(running, reread);
-  assert.deepEqual(plan.applied.map((c) => c.flag), ['replication-secret-file', 'tls-cert/tls-key/tls-ca']);
+  assert.deepEqual(
+    plan.applied.map((c) => c.flag),
+    ['replication-secret-file', 'tls-cert/tls-key/tls-ca'],
+  );
   assert.equal(plan.config.replicationSecret, reread.replicationSecret);
   assert.equal(plan.config.clientTls, reread.clientTls);
   const line = describeReload(plan);
@@ -67,17 +80,29 @@ test('rotated secret and certificates change live and never show in the log line
 
 test('turning TLS on or off, or client certificates, needs a restart', () => {
   const off = planReload(running, { ...running, clientTls: null });
-  assert.deepEqual(off.needsRestart.map((c) => c.detail), ['tls-cert/tls-key/tls-ca on -> off']);
+  assert.deepEqual(
+    off.needsRestart.map((c) => c.detail),
+    ['tls-cert/tls-key/tls-ca on -> off'],
+  );
   assert.equal(off.config.clientTls, running.clientTls);
   const withCa = planReload(running, { ...running, clientTls: { ...running.clientTls!, ca: Buffer.from('ca') } });
-  assert.deepEqual(withCa.needsRestart.map((c) => c.flag), ['tls-cert/tls-key/tls-ca']);
+  assert.deepEqual(
+    withCa.needsRestart.map((c) => c.flag),
+    ['tls-cert/tls-key/tls-ca'],
+  );
   const replicationOn = planReload(running, { ...running, replicationTls: { cert: Buffer.from('c'), key: Buffer.from('k'), ca: Buffer.from('a') } });
-  assert.deepEqual(replicationOn.needsRestart.map((c) => c.flag), ['replication-tls-cert/key/ca']);
+  assert.deepEqual(
+    replicationOn.needsRestart.map((c) => c.flag),
+    ['replication-tls-cert/key/ca'],
+  );
 });
 
 test('structured settings compare by value', () => {
   const launching = { ...running, launch: { binary: 'memcached', args: ['-m', '64'], runDir: '/run/m' } };
   assert.deepEqual(planReload(launching, { ...launching, launch: { binary: 'memcached', args: ['-m', '64'], runDir: '/run/m' } }).needsRestart, []);
   const bigger = planReload(launching, { ...launching, launch: { binary: 'memcached', args: ['-m', '128'], runDir: '/run/m' } });
-  assert.deepEqual(bigger.needsRestart.map((c) => c.flag), ['spawn-memcached and its memcached flags']);
+  assert.deepEqual(
+    bigger.needsRestart.map((c) => c.flag),
+    ['spawn-memcached and its memcached flags'],
+  );
 });

@@ -102,7 +102,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const live = () =>
     (checking ??= upstream
       .ask('version', /\r\n$/, 1000)
-      .then((reply) => reply.startsWith('VERSION'), () => false)
+      .then(
+        (reply) => reply.startsWith('VERSION'),
+        () => false,
+      )
       .finally(() => (checking = null)));
   const health: HealthChecks = {
     live,

@@ -20,7 +20,19 @@ import { type Running, startMemcached } from './support/processes';
 import { item } from './support/replication';
 
 function record(fields: Partial<RecordFrame>): RecordFrame {
-  return { type: 'record', seq: 0, hlc: { wall: Date.now(), logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(0), delay: 0, ttlMs: -1, sentAt: Date.now(), ...fields };
+  return {
+    type: 'record',
+    seq: 0,
+    hlc: { wall: Date.now(), logical: 0 },
+    op: 'set',
+    key: Buffer.from('k'),
+    flags: 0,
+    value: Buffer.alloc(0),
+    delay: 0,
+    ttlMs: -1,
+    sentAt: Date.now(),
+    ...fields,
+  };
 }
 
 describe('applier', () => {
@@ -52,7 +64,7 @@ describe('applier', () => {
     await memcached.stop();
   });
 
-  it('an add-mode copy of an item that expired on the way leaves this node\'s own value alone', async () => {
+  it("an add-mode copy of an item that expired on the way leaves this node's own value alone", async () => {
     const client = await RawClient.connect(memcached.port);
     await client.request('set mine 0 0 4\r\nkept\r\n');
     client.close();
@@ -68,11 +80,11 @@ describe('applier', () => {
     applier.applyCopy(record({ key: Buffer.from('slid'), value: Buffer.from('peer'), ttlMs: 2000 }), Date.now());
     applier.applyCopy(record({ key: Buffer.from('plain'), value: Buffer.from('peer'), ttlMs: 2000 }), Date.now());
     await eventually(async () => (await item(memcached.port, 'plain')) !== null && (await item(memcached.port, 'slid')) !== null, 3000, 'both copies applied');
-    assert.ok(((await item(memcached.port, 'slid'))?.ttl ?? 0) > 990, 'the touch\'s expiry, not the copy\'s');
-    assert.ok(((await item(memcached.port, 'plain'))?.ttl ?? 99) <= 3, 'a key not touched takes the copy\'s');
+    assert.ok(((await item(memcached.port, 'slid'))?.ttl ?? 0) > 990, "the touch's expiry, not the copy's");
+    assert.ok(((await item(memcached.port, 'plain'))?.ttl ?? 99) <= 3, "a key not touched takes the copy's");
   });
 
-  it("a set-mode copy of the very write this node already holds keeps the item and its CAS unique; a lost one is filled in", async () => {
+  it('a set-mode copy of the very write this node already holds keeps the item and its CAS unique; a lost one is filled in', async () => {
     const client = await RawClient.connect(memcached.port);
     await client.request('set held 0 0 4\r\nsame\r\n');
     const casOf = async () => /^VALUE held 0 4 (\d+)/.exec(await client.request('gets held\r\n', 'END\r\n'))?.[1];

@@ -166,8 +166,6 @@ async function converged(a: Node, b: Node, key: Buffer, timeoutMs = 5000): Promi
   return item(a.memcached.port, key);
 }
 
-
-
 /** A text `get` through a proxy: value and flags, or null. */
 async function textGet(port: number, key: string): Promise<{ value: Buffer; flags: number } | null> {
   const client = await RawClient.connect(port);
@@ -206,15 +204,29 @@ interface WriteCase {
   expect: { value: string; flags: number; ttl: number } | null;
 }
 
-const SET_X = (flags = 0, exptime = 0) => (k: Buffer) => [store(Opcode.Set, k, 'x', flags, exptime)];
+const SET_X =
+  (flags = 0, exptime = 0) =>
+  (k: Buffer) => [store(Opcode.Set, k, 'x', flags, exptime)];
 const SET_COUNTER = (k: Buffer) => [store(Opcode.Set, k, '10', 3, 0)];
 const SET_ABC = (k: Buffer) => [store(Opcode.Set, k, 'abc', 5, 400)];
 
 const WRITES: WriteCase[] = [
   { name: 'Set', write: (k) => store(Opcode.Set, k, 'hello', 7, 300), replies: 1, expect: { value: 'hello', flags: 7, ttl: 300 } },
   { name: 'SetQ', write: (k) => store(Opcode.SetQ, k, 'hello', 8, 301), replies: 0, expect: { value: 'hello', flags: 8, ttl: 301 } },
-  { name: 'Set with a matching CAS', setup: SET_X(), write: (k, cas) => store(Opcode.Set, k, 'cas!', 3, 200, cas), replies: 1, expect: { value: 'cas!', flags: 3, ttl: 200 } },
-  { name: 'SetQ with a matching CAS', setup: SET_X(), write: (k, cas) => store(Opcode.SetQ, k, 'cas!', 4, 201, cas), replies: 0, expect: { value: 'cas!', flags: 4, ttl: 201 } },
+  {
+    name: 'Set with a matching CAS',
+    setup: SET_X(),
+    write: (k, cas) => store(Opcode.Set, k, 'cas!', 3, 200, cas),
+    replies: 1,
+    expect: { value: 'cas!', flags: 3, ttl: 200 },
+  },
+  {
+    name: 'SetQ with a matching CAS',
+    setup: SET_X(),
+    write: (k, cas) => store(Opcode.SetQ, k, 'cas!', 4, 201, cas),
+    replies: 0,
+    expect: { value: 'cas!', flags: 4, ttl: 201 },
+  },
   { name: 'Add', write: (k) => store(Opcode.Add, k, 'new', 1, 0), replies: 1, expect: { value: 'new', flags: 1, ttl: -1 } },
   { name: 'AddQ', write: (k) => store(Opcode.AddQ, k, 'new', 2, 100), replies: 0, expect: { value: 'new', flags: 2, ttl: 100 } },
   { name: 'Replace', setup: SET_X(), write: (k) => store(Opcode.Replace, k, 'rep', 2, 60), replies: 1, expect: { value: 'rep', flags: 2, ttl: 60 } },
@@ -225,11 +237,26 @@ const WRITES: WriteCase[] = [
   { name: 'PrependQ', setup: SET_ABC, write: (k) => concat(Opcode.PrependQ, k, 'xyz'), replies: 0, expect: { value: 'xyzabc', flags: 5, ttl: 400 } },
   { name: 'Increment', setup: SET_COUNTER, write: (k) => arith(Opcode.Increment, k, 5n, 0n, 0), replies: 1, expect: { value: '15', flags: 3, ttl: -1 } },
   { name: 'IncrementQ', setup: SET_COUNTER, write: (k) => arith(Opcode.IncrementQ, k, 5n, 0n, 0), replies: 0, expect: { value: '15', flags: 3, ttl: -1 } },
-  { name: 'Increment of a miss with an initial value', write: (k) => arith(Opcode.Increment, k, 5n, 42n, 300), replies: 1, expect: { value: '42', flags: 0, ttl: 300 } },
-  { name: 'IncrementQ of a miss with an initial value', write: (k) => arith(Opcode.IncrementQ, k, 5n, 43n, 301), replies: 0, expect: { value: '43', flags: 0, ttl: 301 } },
+  {
+    name: 'Increment of a miss with an initial value',
+    write: (k) => arith(Opcode.Increment, k, 5n, 42n, 300),
+    replies: 1,
+    expect: { value: '42', flags: 0, ttl: 300 },
+  },
+  {
+    name: 'IncrementQ of a miss with an initial value',
+    write: (k) => arith(Opcode.IncrementQ, k, 5n, 43n, 301),
+    replies: 0,
+    expect: { value: '43', flags: 0, ttl: 301 },
+  },
   { name: 'Decrement', setup: SET_COUNTER, write: (k) => arith(Opcode.Decrement, k, 3n, 0n, 0), replies: 1, expect: { value: '7', flags: 3, ttl: -1 } },
   { name: 'DecrementQ', setup: SET_COUNTER, write: (k) => arith(Opcode.DecrementQ, k, 3n, 0n, 0), replies: 0, expect: { value: '7', flags: 3, ttl: -1 } },
-  { name: 'Decrement of a miss with an initial value', write: (k) => arith(Opcode.Decrement, k, 5n, 44n, 302), replies: 1, expect: { value: '44', flags: 0, ttl: 302 } },
+  {
+    name: 'Decrement of a miss with an initial value',
+    write: (k) => arith(Opcode.Decrement, k, 5n, 44n, 302),
+    replies: 1,
+    expect: { value: '44', flags: 0, ttl: 302 },
+  },
   { name: 'Touch', setup: SET_X(6), write: (k) => touch(Opcode.Touch, k, 500), replies: 1, expect: { value: 'x', flags: 6, ttl: 500 } },
   { name: 'GAT', setup: SET_X(6), write: (k) => touch(Opcode.GAT, k, 700), replies: 1, expect: { value: 'x', flags: 6, ttl: 700 } },
   { name: 'GATQ', setup: SET_X(6), write: (k) => touch(Opcode.GATQ, k, 701), replies: 1, expect: { value: 'x', flags: 6, ttl: 701 } },
@@ -251,7 +278,10 @@ describe('binary writes replicate, both directions', () => {
   after(() => stopAll(a, b));
 
   for (const c of WRITES) {
-    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+    for (const [from, to] of [
+      ['A', 'B'],
+      ['B', 'A'],
+    ] as const) {
       it(`${c.name}: ${from} → ${to}`, async () => {
         const [writer, peer] = from === 'A' ? [a, b] : [b, a];
         const key = bytes(`bin_${c.name.replace(/ /g, '_')}_${from}`);
@@ -343,7 +373,10 @@ describe('binary writes replicate, both directions', () => {
     ['FlushQ', req({ opcode: Opcode.FlushQ }), 0],
   ];
   for (const [name, flush, replyCount] of FLUSHES) {
-    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+    for (const [from, to] of [
+      ['A', 'B'],
+      ['B', 'A'],
+    ] as const) {
       it(`${name}: ${from} → ${to}`, async () => {
         const [writer, peer] = from === 'A' ? [a, b] : [b, a];
         const keys = [bytes('flush1'), bytes('flush2')];
@@ -527,7 +560,10 @@ describe('keys the text protocol cannot carry: stored items', () => {
   });
 
   for (const [name, key] of KEYS) {
-    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+    for (const [from, to] of [
+      ['A', 'B'],
+      ['B', 'A'],
+    ] as const) {
       it(`${name}: Set, Append, Touch on ${from}, read with binary GetK on ${to}`, async () => {
         const [writer, peer] = from === 'A' ? [a, b] : [b, a];
         const value = Buffer.concat([bytes(`${from}:v\0\r\n`), key]);
@@ -576,7 +612,10 @@ describe('keys the text protocol cannot carry: touches and deletes', () => {
   };
 
   for (const [name, key] of KEYS) {
-    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+    for (const [from, to] of [
+      ['A', 'B'],
+      ['B', 'A'],
+    ] as const) {
       it(`${name}: Touch, GATQ and DeleteQ on ${from} reach ${to}`, async () => {
         const [writer, peer] = from === 'A' ? [a, b] : [b, a];
         const value = Buffer.concat([bytes('v\0\r\n'), key]);
@@ -701,7 +740,8 @@ describe('keys of 187 to 250 bytes that no text command can name', () => {
     [a, b] = await startPair();
     await linked(a, b);
     // The pair's first copies (each node started empty) are over before the baseline is taken.
-    for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_receiving')) === '0' && (await stat(node, 'copy_sending')) === '0', 10000, 'first copies');
+    for (const node of [a, b])
+      await eventually(async () => (await stat(node, 'copy_receiving')) === '0' && (await stat(node, 'copy_sending')) === '0', 10000, 'first copies');
     baseline = [await copySigns(a), await copySigns(b)];
   });
   after(() => stopAll(a, b));
@@ -718,7 +758,10 @@ describe('keys of 187 to 250 bytes that no text command can name', () => {
   });
 
   for (const [name, key] of LONG_KEYS) {
-    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+    for (const [from, to] of [
+      ['A', 'B'],
+      ['B', 'A'],
+    ] as const) {
       it(`${name}: Set, Append, Touch, GAT and Delete on ${from} reach ${to}, without a full copy`, async () => {
         const [writer, peer] = from === 'A' ? [a, b] : [b, a];
         const value = Buffer.concat([bytes(`${from}:v\0\r\n`), key]);
@@ -782,7 +825,12 @@ describe('keys of 187 to 250 bytes that no text command can name', () => {
       await client.ok(store(Opcode.Set, earlier, 'old', 0, 0));
       await binaryReadBack(b.memcached.port, earlier, bytes('old'), 0, 'the first Set on B');
       // One pipeline: the flush reaches B between writes that take the binary path there.
-      await client.ok(store(Opcode.Set, third, 'doomed', 0, 0), req({ opcode: Opcode.Flush }), store(Opcode.Set, later, 'new', 4, 0), store(Opcode.Set, text, 'text', 5, 0));
+      await client.ok(
+        store(Opcode.Set, third, 'doomed', 0, 0),
+        req({ opcode: Opcode.Flush }),
+        store(Opcode.Set, later, 'new', 4, 0),
+        store(Opcode.Set, text, 'text', 5, 0),
+      );
     });
     await binaryReadBack(b.memcached.port, later, bytes('new'), 4, 'the Set after the flush on B');
     await binaryReadBack(b.memcached.port, text, bytes('text'), 5, 'the short key after the flush on B');
@@ -823,8 +871,14 @@ describe('a full copy carries keys no text command can name', () => {
     let b: Node | null = null;
     try {
       // Written to A's memcached directly: only the copy can bring them to B.
-      const items = [...LONG_KEYS, ['186 bytes with spaces', bytes(`long key ${'k'.repeat(177)}`)] as [string, Buffer], ['plain', bytes('plain key')] as [string, Buffer]];
-      await withBinary(a.memcached.port, (client) => client.ok(...items.map(([, key], i) => store(Opcode.Set, key, Buffer.concat([bytes(`v${i}\0`), key]), 10 + i, i === 0 ? 0 : 600 + i * 60))));
+      const items = [
+        ...LONG_KEYS,
+        ['186 bytes with spaces', bytes(`long key ${'k'.repeat(177)}`)] as [string, Buffer],
+        ['plain', bytes('plain key')] as [string, Buffer],
+      ];
+      await withBinary(a.memcached.port, (client) =>
+        client.ok(...items.map(([, key], i) => store(Opcode.Set, key, Buffer.concat([bytes(`v${i}\0`), key]), 10 + i, i === 0 ? 0 : 600 + i * 60))),
+      );
       b = await startNode('b', await freePort(), ra);
       await eventually(async () => Number(await stat(b!, 'copies_received')) >= 1, 20000, 'the copy to B');
       for (const [i, [name, key]] of items.entries()) {

@@ -54,7 +54,6 @@ async function run(port: number, stream: Buffer, closes: boolean, chunkSizes: nu
   }
 }
 
-
 function endsWith(bytes: Buffer, tail: Buffer): boolean {
   return bytes.length >= tail.length && bytes.subarray(bytes.length - tail.length).equals(tail);
 }
@@ -72,7 +71,12 @@ function describePackets(bytes: Buffer): string[] {
       `op=${bytes[at + 1].toString(16)} status=${bytes.readUInt16BE(at + 6).toString(16)} opaque=${bytes.readUInt32BE(at + 12).toString(16)} ` +
         `cas=${bytes.readBigUInt64BE(at + 16)} extras=${body.subarray(0, extrasLength).toString('hex')} ` +
         `key=${JSON.stringify(body.subarray(extrasLength, extrasLength + keyLength).toString('latin1'))} ` +
-        `value=${JSON.stringify(body.subarray(extrasLength + keyLength).toString('latin1').slice(0, 80))}`,
+        `value=${JSON.stringify(
+          body
+            .subarray(extrasLength + keyLength)
+            .toString('latin1')
+            .slice(0, 80),
+        )}`,
     );
     at = end;
   }
@@ -89,72 +93,176 @@ const KEY_2MB_VALUE = Buffer.alloc(2 * 1024 * 1024, 0x76);
 
 /** Streams that leave the connection open; each is answered fully before the marker. */
 const CASES: Array<[string, Buffer]> = [
-  ['storage and retrieval', Buffer.concat([
-    set(Opcode.Set, 'a', 'abc', 1, 5, 0), get(Opcode.Get, 'a', 2), get(Opcode.GetK, 'a', 3), get(Opcode.Get, 'missing', 4), get(Opcode.GetK, 'missing', 5),
-    set(Opcode.Add, 'a', 'x', 6), set(Opcode.Replace, 'zz', 'x', 7), set(Opcode.Replace, 'a', 'replaced', 8, 0xffffffff),
-    req({ opcode: Opcode.Append, key: b('a'), value: b('-tail'), opaque: 9 }), req({ opcode: Opcode.Prepend, key: b('a'), value: b('head-'), opaque: 10 }),
-    req({ opcode: Opcode.Append, key: b('nope'), value: b('x'), opaque: 11 }), get(Opcode.GetK, 'a', 12),
-    req({ opcode: Opcode.Delete, key: b('a'), opaque: 13 }), req({ opcode: Opcode.Delete, key: b('a'), opaque: 14 }),
-  ])],
-  ['a quiet multi-get batch ended by NoOp', Buffer.concat([
-    set(Opcode.SetQ, 'q1', 'one', 1), set(Opcode.SetQ, 'q2', 'two', 2),
-    get(Opcode.GetQ, 'q1', 3), get(Opcode.GetQ, 'nope', 4), get(Opcode.GetKQ, 'q2', 5), get(Opcode.GetKQ, 'nope2', 6), noop(7),
-    get(Opcode.GetKQ, 'nope3', 8), noop(9),
-  ])],
-  ['quiet writes stay silent on success and always report errors', Buffer.concat([
-    set(Opcode.SetQ, 'w', '1', 1), set(Opcode.AddQ, 'w', 'x', 2), set(Opcode.ReplaceQ, 'nope', 'x', 3), set(Opcode.ReplaceQ, 'w', '5', 4),
-    req({ opcode: Opcode.AppendQ, key: b('w'), value: b('0'), opaque: 5 }), req({ opcode: Opcode.PrependQ, key: b('nope'), value: b('x'), opaque: 6 }),
-    arith(Opcode.IncrementQ, 'w', 1n, 0n, 0, 7), set(Opcode.SetQ, 'text', 'abc', 8), arith(Opcode.DecrementQ, 'text', 1n, 0n, 0, 9),
-    req({ opcode: Opcode.DeleteQ, key: b('w'), opaque: 10 }), req({ opcode: Opcode.DeleteQ, key: b('w'), opaque: 11 }), noop(12),
-  ])],
-  ['cas mismatches', Buffer.concat([
-    set(Opcode.Set, 'c', 'v', 1), set(Opcode.Set, 'c', 'w', 2, 0, 0, 999999n), set(Opcode.SetQ, 'c', 'w', 3, 0, 0, 999999n),
-    set(Opcode.Replace, 'nope', 'w', 4, 0, 0, 5n), req({ opcode: Opcode.Delete, key: b('c'), cas: 999999n, opaque: 5 }),
-    arith(Opcode.Increment, 'c', 1n, 0n, 0, 6), get(Opcode.Get, 'c', 7),
-  ])],
-  ['arithmetic', Buffer.concat([
-    arith(Opcode.Increment, 'n', 5n, 10n, 0, 1), arith(Opcode.Increment, 'n', 5n, 10n, 0, 2), arith(Opcode.Decrement, 'n', 100n, 0n, 0, 3),
-    arith(Opcode.Increment, 'n', 0xffffffffffffffffn, 0n, 0, 4), arith(Opcode.Increment, 'n', 2n, 0n, 0, 5),
-    arith(Opcode.Increment, 'none', 1n, 0n, 0xffffffff, 6), arith(Opcode.IncrementQ, 'none2', 1n, 0n, 0xffffffff, 7), get(Opcode.Get, 'n', 8),
-  ])],
-  ['touch and get-and-touch', Buffer.concat([
-    set(Opcode.Set, 't', 'value', 1, 77, 0), touch(Opcode.Touch, 't', 1000, 2), touch(Opcode.Touch, 'nope', 1000, 3),
-    touch(Opcode.GAT, 't', 0, 4), touch(Opcode.GATK, 't', 0xffffffff, 5), touch(Opcode.GATQ, 'nope', 10, 6), touch(Opcode.GATKQ, 't', 0, 7),
-    touch(Opcode.GATKQ, 'nope', 0, 8), noop(9), touch(Opcode.GAT, 't', 2592001, 10), get(Opcode.Get, 't', 11),
-  ])],
-  ['flush', Buffer.concat([
-    set(Opcode.Set, 'f', 'x', 1), req({ opcode: Opcode.FlushQ, opaque: 2 }), get(Opcode.GetQ, 'f', 3), noop(4), set(Opcode.Set, 'f', 'y', 5),
-    req({ opcode: Opcode.Flush, extras: expiryExtras(0), opaque: 6 }), get(Opcode.Get, 'f', 7),
-  ])],
-  ['stats without volatile values, version, NoOp', Buffer.concat([
-    req({ opcode: Opcode.Stat, key: b('reset'), opaque: 1 }), req({ opcode: Opcode.Stat, key: b('bogus'), opaque: 2 }),
-    req({ opcode: Opcode.Stat, key: b('detail off'), opaque: 3 }), req({ opcode: Opcode.Version, opaque: 4 }), noop(5),
-  ])],
-  ['SASL without SASL is an unknown command', Buffer.concat([
-    req({ opcode: Opcode.SASLListMechs, opaque: 1 }), req({ opcode: Opcode.SASLAuth, key: b('PLAIN'), value: b('\0u\0p'), opaque: 2 }),
-    req({ opcode: Opcode.SASLStep, key: b('PLAIN'), value: b('x'), opaque: 3 }), noop(4),
-  ])],
-  ['unknown opcodes, and memcached swallowing their body after extras and key', Buffer.concat([
-    req({ opcode: Opcode.Verbosity, opaque: 1 }), req({ opcode: 0x42, value: b('0123456789'), opaque: 2 }), req({ opcode: 0x30, opaque: 3 }),
-    // Verbosity with 4 bytes of extras: memcached discards 4 more bytes after them.
-    req({ opcode: Opcode.Verbosity, extras: expiryExtras(1), opaque: 4 }), b('JUNK'), noop(5),
-  ])],
-  ['Stat and Touch read nothing past the key', Buffer.concat([
-    set(Opcode.Set, 'p', 'x', 1),
-    req({ opcode: Opcode.Touch, key: b('p'), extras: expiryExtras(0), totalBodyLength: 5 + HEADER_LENGTH, opaque: 2 }), noop(3),
-    req({ opcode: Opcode.Stat, key: b('reset'), totalBodyLength: 5 + HEADER_LENGTH, opaque: 4 }), noop(5),
-  ])],
-  ['values over the item limit are refused; a refused Set drops the old item', Buffer.concat([
-    set(Opcode.Set, 'big', 'old', 1), set(Opcode.SetQ, 'big', KEY_2MB_VALUE, 2), get(Opcode.Get, 'big', 3),
-    set(Opcode.Set, 'big2', 'old', 4), set(Opcode.Add, 'big2', KEY_2MB_VALUE, 5), req({ opcode: Opcode.AppendQ, key: b('big2'), value: KEY_2MB_VALUE, opaque: 6 }),
-    get(Opcode.Get, 'big2', 7),
-    // Under the proxy's limit but over memcached's once item overhead is added: memcached refuses it itself.
-    set(Opcode.Set, 'big2', Buffer.alloc(1024 * 1024 - 8, 0x77), 8), get(Opcode.Get, 'big2', 9),
-  ])],
-  ['binary keys', Buffer.concat([
-    set(Opcode.Set, 'key with spaces\r\n', 'v', 1), set(Opcode.Set, '\0\xff\x80', 'w', 2), get(Opcode.GetK, 'key with spaces\r\n', 3),
-    get(Opcode.GetK, '\0\xff\x80', 4), set(Opcode.Set, 'k'.repeat(250), 'long', 5), get(Opcode.GetK, 'k'.repeat(250), 6),
-  ])],
+  [
+    'storage and retrieval',
+    Buffer.concat([
+      set(Opcode.Set, 'a', 'abc', 1, 5, 0),
+      get(Opcode.Get, 'a', 2),
+      get(Opcode.GetK, 'a', 3),
+      get(Opcode.Get, 'missing', 4),
+      get(Opcode.GetK, 'missing', 5),
+      set(Opcode.Add, 'a', 'x', 6),
+      set(Opcode.Replace, 'zz', 'x', 7),
+      set(Opcode.Replace, 'a', 'replaced', 8, 0xffffffff),
+      req({ opcode: Opcode.Append, key: b('a'), value: b('-tail'), opaque: 9 }),
+      req({ opcode: Opcode.Prepend, key: b('a'), value: b('head-'), opaque: 10 }),
+      req({ opcode: Opcode.Append, key: b('nope'), value: b('x'), opaque: 11 }),
+      get(Opcode.GetK, 'a', 12),
+      req({ opcode: Opcode.Delete, key: b('a'), opaque: 13 }),
+      req({ opcode: Opcode.Delete, key: b('a'), opaque: 14 }),
+    ]),
+  ],
+  [
+    'a quiet multi-get batch ended by NoOp',
+    Buffer.concat([
+      set(Opcode.SetQ, 'q1', 'one', 1),
+      set(Opcode.SetQ, 'q2', 'two', 2),
+      get(Opcode.GetQ, 'q1', 3),
+      get(Opcode.GetQ, 'nope', 4),
+      get(Opcode.GetKQ, 'q2', 5),
+      get(Opcode.GetKQ, 'nope2', 6),
+      noop(7),
+      get(Opcode.GetKQ, 'nope3', 8),
+      noop(9),
+    ]),
+  ],
+  [
+    'quiet writes stay silent on success and always report errors',
+    Buffer.concat([
+      set(Opcode.SetQ, 'w', '1', 1),
+      set(Opcode.AddQ, 'w', 'x', 2),
+      set(Opcode.ReplaceQ, 'nope', 'x', 3),
+      set(Opcode.ReplaceQ, 'w', '5', 4),
+      req({ opcode: Opcode.AppendQ, key: b('w'), value: b('0'), opaque: 5 }),
+      req({ opcode: Opcode.PrependQ, key: b('nope'), value: b('x'), opaque: 6 }),
+      arith(Opcode.IncrementQ, 'w', 1n, 0n, 0, 7),
+      set(Opcode.SetQ, 'text', 'abc', 8),
+      arith(Opcode.DecrementQ, 'text', 1n, 0n, 0, 9),
+      req({ opcode: Opcode.DeleteQ, key: b('w'), opaque: 10 }),
+      req({ opcode: Opcode.DeleteQ, key: b('w'), opaque: 11 }),
+      noop(12),
+    ]),
+  ],
+  [
+    'cas mismatches',
+    Buffer.concat([
+      set(Opcode.Set, 'c', 'v', 1),
+      set(Opcode.Set, 'c', 'w', 2, 0, 0, 999999n),
+      set(Opcode.SetQ, 'c', 'w', 3, 0, 0, 999999n),
+      set(Opcode.Replace, 'nope', 'w', 4, 0, 0, 5n),
+      req({ opcode: Opcode.Delete, key: b('c'), cas: 999999n, opaque: 5 }),
+      arith(Opcode.Increment, 'c', 1n, 0n, 0, 6),
+      get(Opcode.Get, 'c', 7),
+    ]),
+  ],
+  [
+    'arithmetic',
+    Buffer.concat([
+      arith(Opcode.Increment, 'n', 5n, 10n, 0, 1),
+      arith(Opcode.Increment, 'n', 5n, 10n, 0, 2),
+      arith(Opcode.Decrement, 'n', 100n, 0n, 0, 3),
+      arith(Opcode.Increment, 'n', 0xffffffffffffffffn, 0n, 0, 4),
+      arith(Opcode.Increment, 'n', 2n, 0n, 0, 5),
+      arith(Opcode.Increment, 'none', 1n, 0n, 0xffffffff, 6),
+      arith(Opcode.IncrementQ, 'none2', 1n, 0n, 0xffffffff, 7),
+      get(Opcode.Get, 'n', 8),
+    ]),
+  ],
+  [
+    'touch and get-and-touch',
+    Buffer.concat([
+      set(Opcode.Set, 't', 'value', 1, 77, 0),
+      touch(Opcode.Touch, 't', 1000, 2),
+      touch(Opcode.Touch, 'nope', 1000, 3),
+      touch(Opcode.GAT, 't', 0, 4),
+      touch(Opcode.GATK, 't', 0xffffffff, 5),
+      touch(Opcode.GATQ, 'nope', 10, 6),
+      touch(Opcode.GATKQ, 't', 0, 7),
+      touch(Opcode.GATKQ, 'nope', 0, 8),
+      noop(9),
+      touch(Opcode.GAT, 't', 2592001, 10),
+      get(Opcode.Get, 't', 11),
+    ]),
+  ],
+  [
+    'flush',
+    Buffer.concat([
+      set(Opcode.Set, 'f', 'x', 1),
+      req({ opcode: Opcode.FlushQ, opaque: 2 }),
+      get(Opcode.GetQ, 'f', 3),
+      noop(4),
+      set(Opcode.Set, 'f', 'y', 5),
+      req({ opcode: Opcode.Flush, extras: expiryExtras(0), opaque: 6 }),
+      get(Opcode.Get, 'f', 7),
+    ]),
+  ],
+  [
+    'stats without volatile values, version, NoOp',
+    Buffer.concat([
+      req({ opcode: Opcode.Stat, key: b('reset'), opaque: 1 }),
+      req({ opcode: Opcode.Stat, key: b('bogus'), opaque: 2 }),
+      req({ opcode: Opcode.Stat, key: b('detail off'), opaque: 3 }),
+      req({ opcode: Opcode.Version, opaque: 4 }),
+      noop(5),
+    ]),
+  ],
+  [
+    'SASL without SASL is an unknown command',
+    Buffer.concat([
+      req({ opcode: Opcode.SASLListMechs, opaque: 1 }),
+      req({ opcode: Opcode.SASLAuth, key: b('PLAIN'), value: b('\0u\0p'), opaque: 2 }),
+      req({ opcode: Opcode.SASLStep, key: b('PLAIN'), value: b('x'), opaque: 3 }),
+      noop(4),
+    ]),
+  ],
+  [
+    'unknown opcodes, and memcached swallowing their body after extras and key',
+    Buffer.concat([
+      req({ opcode: Opcode.Verbosity, opaque: 1 }),
+      req({ opcode: 0x42, value: b('0123456789'), opaque: 2 }),
+      req({ opcode: 0x30, opaque: 3 }),
+      // Verbosity with 4 bytes of extras: memcached discards 4 more bytes after them.
+      req({ opcode: Opcode.Verbosity, extras: expiryExtras(1), opaque: 4 }),
+      b('JUNK'),
+      noop(5),
+    ]),
+  ],
+  [
+    'Stat and Touch read nothing past the key',
+    Buffer.concat([
+      set(Opcode.Set, 'p', 'x', 1),
+      req({ opcode: Opcode.Touch, key: b('p'), extras: expiryExtras(0), totalBodyLength: 5 + HEADER_LENGTH, opaque: 2 }),
+      noop(3),
+      req({ opcode: Opcode.Stat, key: b('reset'), totalBodyLength: 5 + HEADER_LENGTH, opaque: 4 }),
+      noop(5),
+    ]),
+  ],
+  [
+    'values over the item limit are refused; a refused Set drops the old item',
+    Buffer.concat([
+      set(Opcode.Set, 'big', 'old', 1),
+      set(Opcode.SetQ, 'big', KEY_2MB_VALUE, 2),
+      get(Opcode.Get, 'big', 3),
+      set(Opcode.Set, 'big2', 'old', 4),
+      set(Opcode.Add, 'big2', KEY_2MB_VALUE, 5),
+      req({ opcode: Opcode.AppendQ, key: b('big2'), value: KEY_2MB_VALUE, opaque: 6 }),
+      get(Opcode.Get, 'big2', 7),
+      // Under the proxy's limit but over memcached's once item overhead is added: memcached refuses it itself.
+      set(Opcode.Set, 'big2', Buffer.alloc(1024 * 1024 - 8, 0x77), 8),
+      get(Opcode.Get, 'big2', 9),
+    ]),
+  ],
+  [
+    'binary keys',
+    Buffer.concat([
+      set(Opcode.Set, 'key with spaces\r\n', 'v', 1),
+      set(Opcode.Set, '\0\xff\x80', 'w', 2),
+      get(Opcode.GetK, 'key with spaces\r\n', 3),
+      get(Opcode.GetK, '\0\xff\x80', 4),
+      set(Opcode.Set, 'k'.repeat(250), 'long', 5),
+      get(Opcode.GetK, 'k'.repeat(250), 6),
+    ]),
+  ],
 ];
 
 /** Streams after which memcached closes the connection (each starts with a flush-forcing NoOp, see below). */
@@ -167,10 +275,14 @@ const CLOSING: Array<[string, Buffer]> = [
   ['a NoOp with a body', req({ opcode: Opcode.NoOp, value: b('v'), opaque: 1 })],
   ['quit', req({ opcode: Opcode.Quit, opaque: 1 })],
   ['quiet quit', req({ opcode: Opcode.QuitQ, opaque: 1 })],
-  ['extras and key that cannot fit memcached\'s read buffer', Buffer.concat([
-    // memcached closes once more than its 16 KiB read buffer's worth has arrived.
-    encodeRequest({ opcode: Opcode.Get, keyLength: 0xffff, totalBodyLength: 0xffff }), Buffer.alloc(READ_BUFFER_SIZE - HEADER_LENGTH + 1, 0x61),
-  ])],
+  [
+    "extras and key that cannot fit memcached's read buffer",
+    Buffer.concat([
+      // memcached closes once more than its 16 KiB read buffer's worth has arrived.
+      encodeRequest({ opcode: Opcode.Get, keyLength: 0xffff, totalBodyLength: 0xffff }),
+      Buffer.alloc(READ_BUFFER_SIZE - HEADER_LENGTH + 1, 0x61),
+    ]),
+  ],
 ];
 
 describe('binary protocol through memrepl: clients', () => {
@@ -338,33 +450,64 @@ describe('binary protocol through memrepl is byte-for-byte transparent', () => {
 
     const request: fc.Arbitrary<Buffer> = fc.oneof(
       fc.tuple(pick(Opcode.Get, Opcode.GetQ, Opcode.GetK, Opcode.GetKQ), readKey, opaque).map(([op, k, o]) => get(op, k, o)),
-      fc.tuple(pick(Opcode.Set, Opcode.SetQ, Opcode.Add, Opcode.AddQ, Opcode.Replace, Opcode.ReplaceQ), key, value, opaque, fc.integer({ min: 0, max: 0xffffffff }), exptime, cas)
+      fc
+        .tuple(
+          pick(Opcode.Set, Opcode.SetQ, Opcode.Add, Opcode.AddQ, Opcode.Replace, Opcode.ReplaceQ),
+          key,
+          value,
+          opaque,
+          fc.integer({ min: 0, max: 0xffffffff }),
+          exptime,
+          cas,
+        )
         .map(([op, k, v, o, f, e, c]) => set(op, k, v, o, f, e, c)),
-      fc.tuple(pick(Opcode.Append, Opcode.AppendQ, Opcode.Prepend, Opcode.PrependQ), key, value, opaque, cas)
+      fc
+        .tuple(pick(Opcode.Append, Opcode.AppendQ, Opcode.Prepend, Opcode.PrependQ), key, value, opaque, cas)
         .map(([op, k, v, o, c]) => req({ opcode: op, key: b(k), value: b(v), opaque: o, cas: c })),
       fc.tuple(pick(Opcode.Delete, Opcode.DeleteQ), key, opaque, cas).map(([op, k, o, c]) => req({ opcode: op, key: b(k), opaque: o, cas: c })),
-      fc.tuple(pick(Opcode.Increment, Opcode.IncrementQ, Opcode.Decrement, Opcode.DecrementQ), counterKey, fc.bigUintN(64), fc.bigUintN(64), exptime, opaque)
+      fc
+        .tuple(pick(Opcode.Increment, Opcode.IncrementQ, Opcode.Decrement, Opcode.DecrementQ), counterKey, fc.bigUintN(64), fc.bigUintN(64), exptime, opaque)
         .map(([op, k, d, i, e, o]) => arith(op, k, d, i, e, o)),
       fc.tuple(pick(Opcode.Touch, Opcode.GAT, Opcode.GATQ, Opcode.GATK, Opcode.GATKQ), readKey, exptime, opaque).map(([op, k, e, o]) => touch(op, k, e, o)),
-      fc.tuple(fc.array(readKey, { minLength: 1, maxLength: 5 }), opaque).map(([ks, o]) => Buffer.concat([...ks.map((k, i) => get(Opcode.GetKQ, k, o + i)), noop(o)])),
-      fc.tuple(pick(Opcode.Flush, Opcode.FlushQ), fc.boolean(), opaque).map(([op, delay, o]) => req({ opcode: op, extras: delay ? expiryExtras(0) : undefined, opaque: o })),
+      fc
+        .tuple(fc.array(readKey, { minLength: 1, maxLength: 5 }), opaque)
+        .map(([ks, o]) => Buffer.concat([...ks.map((k, i) => get(Opcode.GetKQ, k, o + i)), noop(o)])),
+      fc
+        .tuple(pick(Opcode.Flush, Opcode.FlushQ), fc.boolean(), opaque)
+        .map(([op, delay, o]) => req({ opcode: op, extras: delay ? expiryExtras(0) : undefined, opaque: o })),
       fc.tuple(fc.constantFrom('reset', 'bogus', 'detail off'), opaque).map(([k, o]) => req({ opcode: Opcode.Stat, key: b(k), opaque: o })),
-      fc.tuple(pick(Opcode.NoOp, Opcode.Version, Opcode.SASLListMechs, Opcode.Verbosity, 0x25, 0x42, 0xff), opaque).map(([op, o]) => req({ opcode: op, opaque: o })),
+      fc
+        .tuple(pick(Opcode.NoOp, Opcode.Version, Opcode.SASLListMechs, Opcode.Verbosity, 0x25, 0x42, 0xff), opaque)
+        .map(([op, o]) => req({ opcode: op, opaque: o })),
       // Bodies memcached does not read: the extra bytes are a whole NoOp.
-      fc.tuple(readKey, opaque).map(([k, o]) => Buffer.concat([req({ opcode: Opcode.Touch, key: b(k), extras: expiryExtras(0), totalBodyLength: 4 + b(k).length + HEADER_LENGTH, opaque: o }), noop(o)])),
+      fc
+        .tuple(readKey, opaque)
+        .map(([k, o]) =>
+          Buffer.concat([
+            req({ opcode: Opcode.Touch, key: b(k), extras: expiryExtras(0), totalBodyLength: 4 + b(k).length + HEADER_LENGTH, opaque: o }),
+            noop(o),
+          ]),
+        ),
       // An unknown opcode's over-swallow, padded so the stream stays in step.
-      fc.tuple(fc.integer({ min: 0, max: 8 }), opaque).map(([n, o]) => Buffer.concat([req({ opcode: 0x42, extras: Buffer.alloc(n), value: b('v'), opaque: o }), Buffer.alloc(n, 0x2e)])),
+      fc
+        .tuple(fc.integer({ min: 0, max: 8 }), opaque)
+        .map(([n, o]) => Buffer.concat([req({ opcode: 0x42, extras: Buffer.alloc(n), value: b('v'), opaque: o }), Buffer.alloc(n, 0x2e)])),
     );
     const terminal = fc.option(fc.constantFrom(...CLOSING.map(([, r]) => r)), { freq: 4 });
 
     await fc.assert(
-      fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 25 }), terminal, fc.array(fc.integer({ min: 1, max: 40 }), { maxLength: 30 }), async (requests, last, chunks) => {
-        const closes = last !== null;
-        const stream = Buffer.concat([...requests, ...(closes ? [noop(1), last] : [])]);
-        const expected = await run(rig.direct.port, stream, closes);
-        const actual = await run(rig.proxy.port, stream, closes, chunks);
-        assertSameReplies(actual, expected, `stream: ${stream.toString('hex').slice(0, 2000)}`);
-      }),
+      fc.asyncProperty(
+        fc.array(request, { minLength: 1, maxLength: 25 }),
+        terminal,
+        fc.array(fc.integer({ min: 1, max: 40 }), { maxLength: 30 }),
+        async (requests, last, chunks) => {
+          const closes = last !== null;
+          const stream = Buffer.concat([...requests, ...(closes ? [noop(1), last] : [])]);
+          const expected = await run(rig.direct.port, stream, closes);
+          const actual = await run(rig.proxy.port, stream, closes, chunks);
+          assertSameReplies(actual, expected, `stream: ${stream.toString('hex').slice(0, 2000)}`);
+        },
+      ),
       { seed: 6, numRuns: 150 },
     );
   });

@@ -55,7 +55,11 @@ async function restartBWhileAWrites(a: Node, b: Node, writes: number): Promise<v
 /** A logged that it resumed B from the backlog: B's HELLO named the record it had really applied. */
 async function resumedPartially(a: Node, writes: number, after: number): Promise<void> {
   const line = `partial resync (${writes} records after #${after})`;
-  await eventually(() => a.memrepl.output().includes(line), 10000, () => `A to log "${line}"; A's log:\n${a.memrepl.output().slice(-2000)}`);
+  await eventually(
+    () => a.memrepl.output().includes(line),
+    10000,
+    () => `A to log "${line}"; A's log:\n${a.memrepl.output().slice(-2000)}`,
+  );
 }
 
 /** One write on A, replicated to B, and time for B to save where it stands. */
@@ -65,8 +69,8 @@ async function oneRecordApplied(a: Node, b: Node): Promise<void> {
   await sleep(100);
 }
 
-describe('the replication checkpoint is out of clients\' reach', () => {
-  it('survives a client\'s flush_all: the restarted proxy resumes from the backlog (two nodes, one state dir, one file each)', async () => {
+describe("the replication checkpoint is out of clients' reach", () => {
+  it("survives a client's flush_all: the restarted proxy resumes from the backlog (two nodes, one state dir, one file each)", async () => {
     const stateDir = path.join(scratch, 'shared');
     const [a, b] = await startPair(['-v', '--state-dir', stateDir]);
     try {
@@ -79,13 +83,13 @@ describe('the replication checkpoint is out of clients\' reach', () => {
       assert.deepEqual(fs.readdirSync(stateDir).sort(), ['checkpoint-a.json', 'checkpoint-b.json', 'flush-schedule-a.json', 'flush-schedule-b.json']);
       await restartBWhileAWrites(a, b, 200);
       await resumedPartially(a, 200, 1);
-      await eventually(() => has(b.memcached.port, 'k199'), 10000, 'A\'s writes on B');
+      await eventually(() => has(b.memcached.port, 'k199'), 10000, "A's writes on B");
     } finally {
       await stopAll(a, b);
     }
   });
 
-  it('a restarted proxy still knows the last flush_all: the peer\'s records from before it, sent again, stay flushed', async () => {
+  it("a restarted proxy still knows the last flush_all: the peer's records from before it, sent again, stay flushed", async () => {
     const stateDir = path.join(scratch, 'resent');
     const [a, b] = await startPair(['-v', '--state-dir', stateDir]);
     try {
@@ -126,7 +130,7 @@ describe('the replication checkpoint is out of clients\' reach', () => {
         await sleep(100);
         await restartBWhileAWrites(a, b, 200);
         await resumedPartially(a, 200, 1);
-        await eventually(() => has(b.memcached.port, 'k199'), 10000, 'A\'s writes on B');
+        await eventually(() => has(b.memcached.port, 'k199'), 10000, "A's writes on B");
       } finally {
         await stopAll(a, b);
       }
@@ -177,7 +181,7 @@ describe('the replication checkpoint is out of clients\' reach', () => {
       b = await startMemrepl(0, flags, port);
       assert.match(b.output(), /launcher: adopted memcached pid \d+ from an earlier run/);
       await resumedPartially(a, 50, 1);
-      await eventually(() => has(b.port, 'k49'), 10000, 'A\'s writes on B');
+      await eventually(() => has(b.port, 'k49'), 10000, "A's writes on B");
     } finally {
       await b.stop();
       await stopAll(a);

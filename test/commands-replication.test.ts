@@ -25,7 +25,11 @@ async function ask(node: Node, request: string): Promise<string> {
 
 /** Waits until `key` is held (or not) by both memcacheds. */
 async function heldOnBoth(a: Node, b: Node, key: string, held: boolean, timeoutMs = 5000): Promise<void> {
-  await eventually(async () => (await has(a.memcached.port, key)) === held && (await has(b.memcached.port, key)) === held, timeoutMs, `${key} ${held ? 'held' : 'gone'} on both`);
+  await eventually(
+    async () => (await has(a.memcached.port, key)) === held && (await has(b.memcached.port, key)) === held,
+    timeoutMs,
+    `${key} ${held ? 'held' : 'gone'} on both`,
+  );
 }
 
 describe('flush_all', () => {
@@ -43,7 +47,22 @@ describe('flush_all', () => {
   });
 
   it('answers every numeric form of its delay as memcached does, and keeps replicating', async () => {
-    const delays = ['-1', '-0', '-2147483648', '2147483647', '2147483648', '4294967295', '18446744073709551615', '99999999999999999999999', '2592000', '2592001', 'abc', '1.5', '+5', ''];
+    const delays = [
+      '-1',
+      '-0',
+      '-2147483648',
+      '2147483647',
+      '2147483648',
+      '4294967295',
+      '18446744073709551615',
+      '99999999999999999999999',
+      '2592000',
+      '2592001',
+      'abc',
+      '1.5',
+      '+5',
+      '',
+    ];
     const proxy = await RawClient.connect(a.memrepl.port);
     const memcached = await RawClient.connect(direct.port);
     try {
@@ -64,7 +83,24 @@ describe('flush_all', () => {
   });
 
   it('every numeric field of every write command, fuzzed, answers as memcached does and the pair keeps replicating', async () => {
-    const numbers = ['-1', '0', '1', '2147483647', '2147483648', '4294967295', '4294967296', '18446744073709551615', '18446744073709551616', '99999999999999999999999', '2592000', '2592001', '-2147483649', 'abc', '0x10', ''];
+    const numbers = [
+      '-1',
+      '0',
+      '1',
+      '2147483647',
+      '2147483648',
+      '4294967295',
+      '4294967296',
+      '18446744073709551615',
+      '18446744073709551616',
+      '99999999999999999999999',
+      '2592000',
+      '2592001',
+      '-2147483649',
+      'abc',
+      '0x10',
+      '',
+    ];
     const requests = numbers.flatMap((n, i) => [
       `set fz${i} ${n} 0 1\r\nx\r\n`,
       `set fz${i} 0 ${n} 1\r\nx\r\n`,
@@ -135,7 +171,7 @@ describe('flush_all', () => {
     await heldOnBoth(a, b, 'after-stall', true);
   });
 
-  it('writes around a delayed flush\'s moment end the same on both nodes, even when one memcached stood still across it', async () => {
+  it("writes around a delayed flush's moment end the same on both nodes, even when one memcached stood still across it", async () => {
     // memcached flushes at a tick of its own one-second clock, and a memcached
     // that stood still runs the requests that waited on a clock as old as the
     // pause: B's memcached stores, before the moment, writes sent after it.
@@ -239,7 +275,7 @@ describe('flush_all', () => {
 });
 
 describe('races the link decides', () => {
-  it('a touch on one node never undoes a set on the other: both end with the new value and the touch\'s expiry', async () => {
+  it("a touch on one node never undoes a set on the other: both end with the new value and the touch's expiry", async () => {
     await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set session 0 0 2\r\nv0\r\n');
       await converged(a, b, 'session');
@@ -275,7 +311,7 @@ describe('races the link decides', () => {
     });
   });
 
-  it('an invalidation (md I) on one node never keeps the other\'s older value: both end with its value, stale', async () => {
+  it("an invalidation (md I) on one node never keeps the other's older value: both end with its value, stale", async () => {
     // B's set is older than A's invalidation, so A keeps its own value (stale) and
     // drops the set; B must then hold A's value too, not mark its own one stale.
     await withRelayedPair([], async ({ a, b, relay }) => {
@@ -321,7 +357,7 @@ describe('races the link decides', () => {
     }
   });
 
-  it('a gat waiting in a stalled memcached while the peer\'s set of its key arrives: both nodes end with the same item', async () => {
+  it("a gat waiting in a stalled memcached while the peer's set of its key arrives: both nodes end with the same item", async () => {
     // On A, memcached runs the gat first and the peer's set after it: A ends with
     // the set's "no expiry". The gat's touch is stamped when its reply came, after
     // the set, so unless A sees that the two crossed, B applies it to the set.
@@ -359,7 +395,10 @@ describe('races the link decides', () => {
       for (let round = 0; round < 3; round++) {
         a.memcached.child.kill('SIGSTOP');
         const clients = await Promise.all([RawClient.connect(a.memrepl.port), RawClient.connect(a.memrepl.port)]);
-        const replies = Promise.all([clients[0].request(`set stale${round} 0 1000 1\r\nx\r\n`, '\r\n', 8000), clients[1].request('touch touched 2000\r\n', '\r\n', 8000)]);
+        const replies = Promise.all([
+          clients[0].request(`set stale${round} 0 1000 1\r\nx\r\n`, '\r\n', 8000),
+          clients[1].request('touch touched 2000\r\n', '\r\n', 8000),
+        ]);
         await sleep(3000);
         a.memcached.child.kill('SIGCONT');
         assert.deepEqual(await replies, ['STORED\r\n', 'TOUCHED\r\n']);
@@ -390,7 +429,7 @@ describe('races the link decides', () => {
     });
   });
 
-  it('a client\'s flush_all waiting in a stalled memcached flushes the peer\'s older write that arrives meanwhile, on both nodes', async () => {
+  it("a client's flush_all waiting in a stalled memcached flushes the peer's older write that arrives meanwhile, on both nodes", async () => {
     // A wrote k before it heard of B's flush, so A flushes k when the flush arrives. On B the record
     // of k reached memrepl while the flush sat unanswered in memcached: applied at once, memcached
     // would run it after the flush, and B alone would keep k.
@@ -415,7 +454,7 @@ describe('races the link decides', () => {
     }
   });
 
-  it('a client\'s flush_all runs after the peer\'s records already on their way to memcached, on both nodes', async () => {
+  it("a client's flush_all runs after the peer's records already on their way to memcached, on both nodes", async () => {
     const { a, b, relay } = await relayedPair();
     const client = await RawClient.connect(b.memrepl.port);
     const keys = Array.from({ length: 20 }, (_, i) => `early${i}`);
@@ -451,7 +490,10 @@ describe('races the link decides', () => {
       relay.resume();
       await sleep(300);
       b.memcached.child.kill('SIGCONT');
-      assert.deepEqual(await Promise.all(stored), keys.map(() => 'STORED\r\n'));
+      assert.deepEqual(
+        await Promise.all(stored),
+        keys.map(() => 'STORED\r\n'),
+      );
       // Written after the flush (on B, after A's flush reached nobody yet): they survive on both.
       for (const key of keys) await heldOnBoth(a, b, key, true);
     } finally {
@@ -506,7 +548,7 @@ describe('partitions', () => {
 });
 
 describe('a peer that cannot keep up', () => {
-  it('a stalled peer memcached holds its proxy\'s memory bounded; the pair converges once it runs again', async () => {
+  it("a stalled peer memcached holds its proxy's memory bounded; the pair converges once it runs again", async () => {
     const [a, b] = await startPair();
     try {
       await linked(a, b);
@@ -527,10 +569,14 @@ describe('a peer that cannot keep up', () => {
       const grown = (rssKb(b.memrepl.child.pid!) - before) / 1024;
       b.memcached.child.kill('SIGCONT');
       assert.ok(grown < 64, `B's proxy grew by ${grown.toFixed(0)} MiB while its memcached was stopped`);
-      await eventually(async () => {
-        const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
-        return keys.every((key) => (onA.get(key) === null) === (onB.get(key) === null));
-      }, 60000, 'B holds what A holds');
+      await eventually(
+        async () => {
+          const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
+          return keys.every((key) => (onA.get(key) === null) === (onB.get(key) === null));
+        },
+        60000,
+        'B holds what A holds',
+      );
     } finally {
       b.memcached.child.kill('SIGCONT');
       await stopAll(a, b);
@@ -568,11 +614,15 @@ describe('clients that hang up', () => {
       }
       // memcached runs every request a client sent before it hung up, and so does the proxy: all of them, on both.
       let missing: string[] = [];
-      await eventually(async () => {
-        const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
-        missing = keys.filter((key) => onA.get(key) === null || onB.get(key) === null);
-        return missing.length === 0;
-      }, 10000, () => `round ${round}: both hold every key (${missing.length} missing, e.g. ${missing.slice(0, 3).join(' ')})`);
+      await eventually(
+        async () => {
+          const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
+          missing = keys.filter((key) => onA.get(key) === null || onB.get(key) === null);
+          return missing.length === 0;
+        },
+        10000,
+        () => `round ${round}: both hold every key (${missing.length} missing, e.g. ${missing.slice(0, 3).join(' ')})`,
+      );
     }
   });
 
@@ -592,10 +642,14 @@ describe('clients that hang up', () => {
     }
     for (const node of [a, b]) {
       let held = 0;
-      await eventually(async () => {
-        held = [...(await readAll(node.memcached.port, keys)).values()].filter((value) => value !== null).length;
-        return held === keys.length;
-      }, 5000, () => `${node === a ? 'A' : 'B'} holds all ${keys.length} keys (holds ${held})`);
+      await eventually(
+        async () => {
+          held = [...(await readAll(node.memcached.port, keys)).values()].filter((value) => value !== null).length;
+          return held === keys.length;
+        },
+        5000,
+        () => `${node === a ? 'A' : 'B'} holds all ${keys.length} keys (holds ${held})`,
+      );
     }
   });
 });

@@ -37,8 +37,9 @@ function prometheusConfig(a: Node, b: Node): string {
   const config = YAML.parse(fs.readFileSync(path.join(CONFIG, 'prometheus.yml'), 'utf8'));
   config.global = { ...config.global, scrape_interval: SCRAPE_INTERVAL, evaluation_interval: SCRAPE_INTERVAL };
   config.rule_files = (config.rule_files as string[]).map((file) => path.join(CONFIG, file));
-  const job = (config.scrape_configs as Array<{ job_name: string; static_configs: Array<{ targets: string[]; labels: Record<string, string> }> }>)
-    .find((scrape) => scrape.job_name === 'memrepl');
+  const job = (config.scrape_configs as Array<{ job_name: string; static_configs: Array<{ targets: string[]; labels: Record<string, string> }> }>).find(
+    (scrape) => scrape.job_name === 'memrepl',
+  );
   assert.ok(job, 'config/prometheus.yml has a memrepl job');
   assert.equal(job.static_configs.length, 2, 'config/prometheus.yml scrapes the two nodes of a pair');
   job.static_configs.forEach((target, i) => (target.targets = [`127.0.0.1:${[a, b][i].metricsPort}`]));
@@ -98,18 +99,29 @@ describe('dashboard and alerts against a real Prometheus scraping a real pair', 
   });
 
   it("every node's scrape passes promtool check metrics, and names every metric the dashboard and alerts use", async () => {
-    const names = metricNames(panelQueries().map((q) => q.expr).join('\n') + fs.readFileSync(path.join(CONFIG, 'alerts.yml'), 'utf8'));
+    const names = metricNames(
+      panelQueries()
+        .map((q) => q.expr)
+        .join('\n') + fs.readFileSync(path.join(CONFIG, 'alerts.yml'), 'utf8'),
+    );
     for (const node of [a, b]) {
       const scrape = await (await fetch(`http://127.0.0.1:${node.metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
       assert.equal(await lintMetrics(scrape), '');
       const exported = new Set([...scrape.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
-      assert.deepEqual(names.filter((name) => !exported.has(name)), [], 'metrics used but not exported');
+      assert.deepEqual(
+        names.filter((name) => !exported.has(name)),
+        [],
+        'metrics used but not exported',
+      );
     }
   });
 
   it("the dashboard's variables list the pair and its nodes", async () => {
     const variables = dashboard.templating.list.filter((variable) => variable.type === 'query');
-    assert.deepEqual(variables.map((v) => v.name), ['pair', 'node']);
+    assert.deepEqual(
+      variables.map((v) => v.name),
+      ['pair', 'node'],
+    );
     const expected: Record<string, string[]> = { pair: ['pair-1'], node: ['node-a', 'node-b'] };
     for (const variable of variables) {
       const query = typeof variable.query === 'string' ? variable.query : variable.query.query;
@@ -160,6 +172,10 @@ describe('dashboard and alerts against a real Prometheus scraping a real pair', 
     );
     for (const rule of loaded) assert.equal(rule.health, 'ok', `${rule.name}: ${rule.lastError}`);
     let alerts: Array<{ metric: Record<string, string> }> = [];
-    await eventually(async () => (alerts = await prometheus.query('ALERTS')).length === 0, 20000, () => `no alert, but: ${JSON.stringify(alerts.map((x) => x.metric))}`);
+    await eventually(
+      async () => (alerts = await prometheus.query('ALERTS')).length === 0,
+      20000,
+      () => `no alert, but: ${JSON.stringify(alerts.map((x) => x.metric))}`,
+    );
   });
 });

@@ -106,7 +106,10 @@ describe('flush edge', () => {
     let asked = 0;
     // Counts what the edge asks memcached: its clock, once the check starts.
     const counting = { request: (bytes: Buffer) => (asked++, local.request(bytes)) } as unknown as LocalMemcached;
-    const edge = new FlushEdge(counting, new RecentWrites({ maxEntries: 10, windowMs: 60_000 }), QUIET, { checked: (c) => checks.push(c), failed: (r) => failures.push(r) });
+    const edge = new FlushEdge(counting, new RecentWrites({ maxEntries: 10, windowMs: 60_000 }), QUIET, {
+      checked: (c) => checks.push(c),
+      failed: (r) => failures.push(r),
+    });
     edge.scheduled({ wall: Date.now() + 29 * 24 * 3600 * 1000, logical: 0, nodeId: 'a' });
     await new Promise((resolve) => setTimeout(resolve, 500));
     assert.equal(edge.armed, false, 'nothing to note for weeks');

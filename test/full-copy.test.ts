@@ -42,7 +42,10 @@ function hotReaders(port: number, keys: string[], clients: number): { stop(): Pr
 
 /** Keys of `expected` that the memcached on `port` lacks or holds with another value. */
 async function missing(port: number, expected: Item[]): Promise<string[]> {
-  const held = await readAll(port, expected.map((i) => i.key));
+  const held = await readAll(
+    port,
+    expected.map((i) => i.key),
+  );
   return expected.filter((i) => !held.get(i.key)?.value.equals(i.value)).map((i) => i.key);
 }
 
@@ -66,7 +69,11 @@ describe('full copy', () => {
     const all = [...hot, ...items(20, 'cold')];
     await load(a.memcached.port, all);
     const b = await startNode('b', await freePort(), ra);
-    const readers = hotReaders(a.memcached.port, hot.map((i) => i.key), 4);
+    const readers = hotReaders(
+      a.memcached.port,
+      hot.map((i) => i.key),
+      4,
+    );
     try {
       await eventually(async () => (await stat(b, 'copies_received')) === '1', 20000, 'the first copy');
       await eventually(async () => (await missing(b.memcached.port, all)).length === 0, 5000, 'the first copy to be applied');
@@ -77,8 +84,10 @@ describe('full copy', () => {
         b.memcached = await startMemcached([], port);
         await eventually(async () => (await stat(b, 'copies_received')) === String(round), 20000, `copy ${round}`);
         let lost: string[] = [];
-        await eventually(async () => (lost = await missing(b.memcached.port, all)).length === 0, 5000, () =>
-          `copy ${round} to hold every key (missing ${lost.length}: ${lost.slice(0, 5).join(' ')}...)`,
+        await eventually(
+          async () => (lost = await missing(b.memcached.port, all)).length === 0,
+          5000,
+          () => `copy ${round} to hold every key (missing ${lost.length}: ${lost.slice(0, 5).join(' ')}...)`,
         );
       }
       assert.ok((await readers.stop()) > 100, 'the readers kept reading during the copies');
@@ -117,7 +126,11 @@ describe('full copy', () => {
         occupier.close();
         await eventually(async () => (await stat(b, 'copies_received')) === '1', 60000, 'a retried copy to complete');
         let lost: string[] = [];
-        await eventually(async () => (lost = await missing(b.memcached.port, data)).length === 0, 5000, () => `every key on B (missing ${lost.length})`);
+        await eventually(
+          async () => (lost = await missing(b.memcached.port, data)).length === 0,
+          5000,
+          () => `every key on B (missing ${lost.length})`,
+        );
         assert.equal((await readyz(b)).status, 200);
         assert.equal(await stat(a, 'copy_last_failure'), '');
         assert.ok((await metric(a, failures)) >= 1, 'the failure stays counted');
@@ -160,16 +173,26 @@ async function copyOut(
     },
   } as unknown as Link;
   let log = '';
-  const copy = new FullCopy({ host: '127.0.0.1', port }, link, {
-    mode: 'set',
-    ratePerSecond: 0,
-    connectTimeoutMs: 2000,
-    maxInFlight: 512,
-    maxInFlightBytes: 16 * 1024 * 1024,
-    peerMaxFrameBytes: Infinity,
-    localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf: () => undefined, survivorStamp: () => ({ wall: 1, logical: 0 }) },
-    ...options,
-  }, createLogger(1, (line) => (log += line)));
+  const copy = new FullCopy(
+    { host: '127.0.0.1', port },
+    link,
+    {
+      mode: 'set',
+      ratePerSecond: 0,
+      connectTimeoutMs: 2000,
+      maxInFlight: 512,
+      maxInFlightBytes: 16 * 1024 * 1024,
+      peerMaxFrameBytes: Infinity,
+      localWrites: {
+        mark: () => ({ wall: 0, logical: 0 }),
+        writtenSince: () => false,
+        stampOf: () => undefined,
+        survivorStamp: () => ({ wall: 1, logical: 0 }),
+      },
+      ...options,
+    },
+    createLogger(1, (line) => (log += line)),
+  );
   const [progress] = await Promise.all([copy.run(), during(copy)]);
   return { progress, sent, records, log };
 }
@@ -180,12 +203,19 @@ describe('FullCopy against memcached', () => {
     try {
       const data = items(5000, 'key');
       await load(memcached.port, data);
-      const readers = hotReaders(memcached.port, data.slice(0, 200).map((i) => i.key), 2);
+      const readers = hotReaders(
+        memcached.port,
+        data.slice(0, 200).map((i) => i.key),
+        2,
+      );
       // About 30 bytes a key: a 16 KiB spool holds some 500 of the 5000.
       const { progress, sent } = await copyOut(memcached.port, { spoolMaxBytes: 16 * 1024 });
       await readers.stop();
       const lost = data.filter((i) => !sent.has(i.key));
-      assert.deepEqual(lost.map((i) => i.key), []);
+      assert.deepEqual(
+        lost.map((i) => i.key),
+        [],
+      );
       assert.ok(progress.walks >= 3, `range walks and a check (${progress.walks} walks)`);
       assert.equal(progress.repaired, 0);
       // Keys fetched before their walk's range shrank are sent again by the next walk: a few, not most.
@@ -205,7 +235,9 @@ describe('FullCopy against memcached', () => {
       const stampOf = (key: Buffer, start: number, end: number) => (key.toString('latin1', start, end) === 'st:3' ? remembered : undefined);
       let asked = 0;
       const survivorStamp = () => ({ wall: 1_600_000_000_000 + asked++, logical: 3 });
-      const { records } = await copyOut(memcached.port, { localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf, survivorStamp } });
+      const { records } = await copyOut(memcached.port, {
+        localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf, survivorStamp },
+      });
       assert.deepEqual(records.get('st:3')?.hlc, remembered);
       const stamp = records.get('st:4')!.hlc;
       assert.ok(asked > 0 && stamp.logical === 3 && stamp.wall >= 1_600_000_000_000 && stamp.wall < 1_600_000_000_000 + asked, JSON.stringify(stamp));
@@ -246,7 +278,7 @@ describe('FullCopy against memcached', () => {
     }
   });
 
-  it('keys no text command can name are fetched over the binary protocol, with their flags and the walk\'s expiry, also in range walks', async () => {
+  it("keys no text command can name are fetched over the binary protocol, with their flags and the walk's expiry, also in range walks", async () => {
     const memcached = await startMemcached();
     const binary = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
     try {
@@ -265,14 +297,21 @@ describe('FullCopy against memcached', () => {
       const startedAt = Date.now();
       const { progress, sent, records } = await copyOut(memcached.port, { spoolMaxBytes: 16 * 1024 });
       const elapsedS = Math.ceil((Date.now() - startedAt) / 1000);
-      assert.deepEqual(data.filter((i) => !sent.has(i.key)).map((i) => i.key), []);
+      assert.deepEqual(
+        data.filter((i) => !sent.has(i.key)).map((i) => i.key),
+        [],
+      );
       for (const item of unnameable) {
         const record = records.get(item.key.toString('latin1'));
         assert.ok(record, `key ${item.flags - 1000} sent`);
         assert.equal(record.flags, item.flags);
         assert.deepEqual(record.value, item.value);
         if (item.exptime === 0) assert.equal(record.ttlMs, TTL_NEVER);
-        else assert.ok(record.ttlMs <= item.exptime * 1000 && record.ttlMs > (item.exptime - 2 - elapsedS) * 1000, `key ${item.flags - 1000}: ttl ${record.ttlMs} ms for ${item.exptime} s`);
+        else
+          assert.ok(
+            record.ttlMs <= item.exptime * 1000 && record.ttlMs > (item.exptime - 2 - elapsedS) * 1000,
+            `key ${item.flags - 1000}: ttl ${record.ttlMs} ms for ${item.exptime} s`,
+          );
       }
       assert.ok(progress.walks >= 3, `range walks and a check (${progress.walks} walks)`);
       // The check walk found every one of them accounted for.
@@ -283,7 +322,7 @@ describe('FullCopy against memcached', () => {
     }
   });
 
-  it('such a key a client rewrites after the walk read it and before its fetch is left to the live record: the walk\'s expiry is no longer its own', async () => {
+  it("such a key a client rewrites after the walk read it and before its fetch is left to the live record: the walk's expiry is no longer its own", async () => {
     const memcached = await startMemcached();
     const binary = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
     try {
@@ -308,7 +347,11 @@ describe('FullCopy against memcached', () => {
         assert.deepEqual(await binary.quietBatch(Buffer.concat(keys.map((key) => binaryStore('set', key, Buffer.from('new'), 2, 900)))), []);
       });
       const stale = [...records.values()].filter((r) => r.value.toString() !== 'old' || r.ttlMs !== TTL_NEVER);
-      assert.deepEqual(stale.map((r) => `${r.key.toString('latin1', 0, 3)}: ${r.value} for ${r.ttlMs} ms`), [], 'a rewritten value sent with the expiry the walk read before it');
+      assert.deepEqual(
+        stale.map((r) => `${r.key.toString('latin1', 0, 3)}: ${r.value} for ${r.ttlMs} ms`),
+        [],
+        'a rewritten value sent with the expiry the walk read before it',
+      );
       assert.ok(progress.skipped >= keys.length / 2, `the rewritten keys left to their live records (${progress.skipped} skipped)`);
     } finally {
       binary.close();

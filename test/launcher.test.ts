@@ -116,7 +116,21 @@ describe('launcher mode', () => {
     const a = await startNode('a', ra, null);
     const rb = await freePort();
     // The upstream given by the test helper is replaced by the private socket.
-    const b = await startMemrepl(0, ['--spawn-memcached', '--run-dir', newRunDir(), '-m', '32', '-t', '2', '-X', String(rb), '-x', `127.0.0.1:${ra}`, '--node-id', 'b']);
+    const b = await startMemrepl(0, [
+      '--spawn-memcached',
+      '--run-dir',
+      newRunDir(),
+      '-m',
+      '32',
+      '-t',
+      '2',
+      '-X',
+      String(rb),
+      '-x',
+      `127.0.0.1:${ra}`,
+      '--node-id',
+      'b',
+    ]);
     try {
       const client = await RawClient.connect(b.port);
       assert.match(await client.request('stats settings\r\n', 'END\r\n'), /STAT maxbytes 33554432\r\n[\s\S]*STAT num_threads 2\r\n/);

@@ -20,7 +20,10 @@ describe('local memcached connections', () => {
     const admin = await RawClient.connect(memcached.port);
     try {
       const before = await currConnections(admin);
-      for (const connection of [new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000), new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000)]) {
+      for (const connection of [
+        new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000),
+        new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000),
+      ]) {
         const reply = connection.quietBatch(Buffer.alloc(0));
         connection.close();
         await assert.rejects(reply, /closed/);

@@ -70,17 +70,17 @@ const CASES: Array<[string, string[], boolean]> = [
   ['behind a meta get after a get', ['get foo\r\n' + mgs(1) + DUMP], true],
   ['the meta get in an earlier write', [mgs(1), DUMP], false],
   ['the dump line split over two writes', [mgs(1) + 'lru_cra', 'wler metadump all\r\n'], false],
-  ['a meta get completed by the dump\'s write', [mgs(1) + 'mg fo', 'o v\r\n' + DUMP], true],
+  ["a meta get completed by the dump's write", [mgs(1) + 'mg fo', 'o v\r\n' + DUMP], true],
   ['20 meta gets: memcached handles 21 requests per read before sending', [mgs(20) + DUMP], true],
   ['21 meta gets: sent before the dump', [mgs(21) + DUMP], false],
   ['22 meta gets', [mgs(22) + DUMP], true],
   ['41 meta gets: then 20 per go', [mgs(41) + DUMP], false],
-  ['a value finished in the dump\'s write: memcached read it apart and replied', ['set big 0 0 10\r\n12345', '67890\r\n' + DUMP], false],
+  ["a value finished in the dump's write: memcached read it apart and replied", ['set big 0 0 10\r\n12345', '67890\r\n' + DUMP], false],
   ['a meta get after such a value', ['set big 0 0 10\r\n12345', '67890\r\n' + mgs(1) + DUMP], true],
   ['16 KiB of sets in one write: all read at once', [sets(16, 1000) + DUMP], true],
   ['past 16 KiB: memcached reads the value that crosses it apart', [sets(17, 1000) + DUMP], false],
   ['past 16 KiB, then another set', [sets(18, 1000) + DUMP], true],
-  ['the dump line crossing 16 KiB: memcached sends the set\'s reply before it reads the rest', [`set w 0 0 16350\r\n${'x'.repeat(16350)}\r\n` + DUMP], false],
+  ["the dump line crossing 16 KiB: memcached sends the set's reply before it reads the rest", [`set w 0 0 16350\r\n${'x'.repeat(16350)}\r\n` + DUMP], false],
   ['a meta get before it, the dump line still crossing 16 KiB', [`set w 0 0 16350\r\n${'x'.repeat(16350)}\r\n` + mgs(1) + DUMP], false],
   ['a meta get crossing 16 KiB, then the dump', [`set w 0 0 16361\r\n${'x'.repeat(16361)}\r\n` + mgs(1) + DUMP], true],
   ['a refused dump is a reply like any other', [mgs(1) + DUMP + DUMP], true],
@@ -109,7 +109,12 @@ describe('lru_crawler metadump pipelined, memcached run with -R 5', () => {
   });
   after(() => rig?.stop());
 
-  for (const [count, refused] of [[5, true], [6, false], [7, true], [11, false]] as const) {
+  for (const [count, refused] of [
+    [5, true],
+    [6, false],
+    [7, true],
+    [11, false],
+  ] as const) {
     it(`${count} meta gets before it`, () => sameReplies(rig, [mgs(count) + DUMP], refused));
   }
 });

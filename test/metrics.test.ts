@@ -43,12 +43,22 @@ describe('/metrics names and scrape-time gauges', () => {
 
   it("publishes Node's default metrics unprefixed and memrepl's own with memrepl_", async () => {
     const body = await scrape(metricsPort);
-    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_active_handles']) {
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_resident_memory_bytes',
+      'process_start_time_seconds',
+      'nodejs_eventloop_lag_p99_seconds',
+      'nodejs_heap_size_used_bytes',
+      'nodejs_active_handles',
+    ]) {
       assert.match(body, new RegExp(`^# TYPE ${name} `, 'm'), name);
     }
     assert.doesNotMatch(body, /^memrepl_(process|nodejs)_/m);
     const names = [...body.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]);
-    assert.deepEqual(names.filter((name) => !/^(memrepl|process|nodejs)_/.test(name)), []);
+    assert.deepEqual(
+      names.filter((name) => !/^(memrepl|process|nodejs)_/.test(name)),
+      [],
+    );
   });
 
   it('memrepl_upstream_up and memrepl_ready follow memcached with only /metrics scraped', async () => {
@@ -57,7 +67,11 @@ describe('/metrics names and scrape-time gauges', () => {
     assert.equal(sample(before, 'memrepl_ready'), 1);
     await memcached.stop('SIGKILL');
     let last = '';
-    await eventually(async () => sample((last = await scrape(metricsPort)), 'memrepl_upstream_up') === 0, 5000, () => `memrepl_upstream_up to be 0 (last scrape: ${last})`);
+    await eventually(
+      async () => sample((last = await scrape(metricsPort)), 'memrepl_upstream_up') === 0,
+      5000,
+      () => `memrepl_upstream_up to be 0 (last scrape: ${last})`,
+    );
     assert.equal(sample(last, 'memrepl_ready'), 0);
   });
 });
@@ -71,20 +85,29 @@ describe('replication gauges at scrape time', () => {
     const replicationPort = await freePort();
     // 1000 items sent at 200 a second: a copy of some 5 s, long enough to be seen under way.
     a = await startNode('a', replicationPort, null, ['--resync-rate', '200', '--backlog-size', '4m']);
-    await load(a.memcached.port, Array.from({ length: 1000 }, (_, i) => ({ key: `k${i}`, value: Buffer.from('v'), flags: 0, exptime: 0 })));
+    await load(
+      a.memcached.port,
+      Array.from({ length: 1000 }, (_, i) => ({ key: `k${i}`, value: Buffer.from('v'), flags: 0, exptime: 0 })),
+    );
     b = await startNode('b', await freePort(), replicationPort);
     let seen = '';
     const during = async () => {
       const [sender, receiver] = [await scrape(a.metricsPort), await scrape(b.metricsPort)];
       seen = `${sender}\n${receiver}`;
       const progress = sample(sender, 'memrepl_resync_progress_items') ?? 0;
-      return /^memrepl_resync_in_progress\{direction="sending"\} 1$/m.test(sender) && progress > 0 && progress < 1000 && sample(receiver, 'memrepl_ready') === 0;
+      return (
+        /^memrepl_resync_in_progress\{direction="sending"\} 1$/m.test(sender) && progress > 0 && progress < 1000 && sample(receiver, 'memrepl_ready') === 0
+      );
     };
     await eventually(during, 10000, () => `a copy under way, with progress, and b not ready:\n${seen}`);
     const over = async () => {
       const [sender, receiver] = [await scrape(a.metricsPort), await scrape(b.metricsPort)];
       seen = `${sender}\n${receiver}`;
-      return /^memrepl_resync_in_progress\{direction="sending"\} 0$/m.test(sender) && sample(sender, 'memrepl_resync_progress_items') === 0 && sample(receiver, 'memrepl_ready') === 1;
+      return (
+        /^memrepl_resync_in_progress\{direction="sending"\} 0$/m.test(sender) &&
+        sample(sender, 'memrepl_resync_progress_items') === 0 &&
+        sample(receiver, 'memrepl_ready') === 1
+      );
     };
     await eventually(over, 30000, () => `the copy over and b ready:\n${seen}`);
     const sender = await scrape(a.metricsPort);

@@ -20,7 +20,6 @@ async function httpGet(port: number, path: string): Promise<{ status: number; bo
   return { status: response.status, body: await response.text() };
 }
 
-
 /**
  * SIGSTOPs memcached and waits (bounded) until every one of its threads is
  * stopped: a worker already awake can still answer a request sent right

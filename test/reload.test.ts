@@ -21,7 +21,17 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 /** Waits for the next line of output matching `pattern` after `from` characters. */
 async function nextLine(proxy: Running, from: number, pattern: RegExp): Promise<string> {
   let line = '';
-  await eventually(() => (line = proxy.output().slice(from).split('\n').find((l) => pattern.test(l)) ?? '') !== '', 5000, () => `a line matching ${pattern} in: ${proxy.output().slice(from)}`);
+  await eventually(
+    () =>
+      (line =
+        proxy
+          .output()
+          .slice(from)
+          .split('\n')
+          .find((l) => pattern.test(l)) ?? '') !== '',
+    5000,
+    () => `a line matching ${pattern} in: ${proxy.output().slice(from)}`,
+  );
   return line;
 }
 
@@ -40,7 +50,11 @@ describe('reload on SIGHUP', () => {
     port = await freePort();
     file = path.join(dir, 'memrepl.yaml');
     fs.writeFileSync(file, `port: ${port}\nresync-rate: 10000\n`);
-    proxy = await launch(process.execPath, [CLI, '--config', file, '-l', '127.0.0.1', '--upstream', `127.0.0.1:${memcached.port}`, '--metrics-port', '0', '-X', '0'], port);
+    proxy = await launch(
+      process.execPath,
+      [CLI, '--config', file, '-l', '127.0.0.1', '--upstream', `127.0.0.1:${memcached.port}`, '--metrics-port', '0', '-X', '0'],
+      port,
+    );
   });
   after(async () => {
     await proxy.stop();
@@ -61,7 +75,14 @@ describe('reload on SIGHUP', () => {
       `reload: applied verbose 0 -> 1, resync-rate 10000 -> 500; needs a restart (still running the old value): port ${port} -> ${otherPort}, ` +
         `node-id ${os.hostname()}:${port} -> ${os.hostname()}:${otherPort}, state-dir ${path.join(os.tmpdir(), `memrepl-${port}`)} -> ${path.join(os.tmpdir(), `memrepl-${otherPort}`)}`,
     );
-    assert.equal(proxy.output().slice(from).match(/^reload: /gm)?.length, 1, 'one line says it all');
+    assert.equal(
+      proxy
+        .output()
+        .slice(from)
+        .match(/^reload: /gm)?.length,
+      1,
+      'one line says it all',
+    );
     assert.equal(await get(client, 'k'), 'VALUE k 0 2\r\nv1\r\nEND\r\n', 'the open connection keeps working');
     const fresh = await RawClient.connect(port);
     assert.equal(await get(fresh, 'k'), 'VALUE k 0 2\r\nv1\r\nEND\r\n', 'still serving on the old port');
@@ -104,7 +125,8 @@ describe('secret rotation on SIGHUP', () => {
       fs.writeFileSync(secretFile, 'the second shared secret, S2\n');
       const from = [a, b].map((n) => n.memrepl.output().length);
       for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
-      for (const [i, node] of [a, b].entries()) assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), 'reload: applied replication-secret-file (new content)');
+      for (const [i, node] of [a, b].entries())
+        assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), 'reload: applied replication-secret-file (new content)');
       assert.equal(await stat(a, 'peer_up'), '1', 'the link up stays up');
       relay.cutAll();
       // -v: each link A accepts says so; the next one after the cut had to prove S2.
@@ -124,13 +146,35 @@ describe('secret rotation on SIGHUP', () => {
 describe('certificate rotation on SIGHUP', () => {
   /** A self-signed certificate for 127.0.0.1 with this common name, written over `cert` and `key`. */
   function selfSigned(name: string, cert: string, key: string): void {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'pipe' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        `/CN=${name}`,
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { stdio: 'pipe' },
+    );
   }
 
   /** The common name of the certificate a new TLS connection to `port` is shown; the socket is left open. */
   function connect(port: number): Promise<{ socket: tls.TLSSocket; name: string }> {
     return new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => resolve({ socket, name: String(socket.getPeerCertificate().subject.CN) }));
+      const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () =>
+        resolve({ socket, name: String(socket.getPeerCertificate().subject.CN) }),
+      );
       socket.once('error', reject);
       socket.setTimeout(5000, () => socket.destroy(new Error('TLS connection timed out')));
     });
@@ -159,7 +203,27 @@ describe('certificate rotation on SIGHUP', () => {
     const port = await freePort();
     const file = path.join(dir, 'tls.yaml');
     fs.writeFileSync(file, `port: ${port}\n`);
-    const proxy = await launch(process.execPath, [CLI, '--config', file, '-l', '127.0.0.1', '--upstream', `127.0.0.1:${memcached.port}`, '--metrics-port', '0', '-X', '0', '--tls-cert', cert, '--tls-key', key], port);
+    const proxy = await launch(
+      process.execPath,
+      [
+        CLI,
+        '--config',
+        file,
+        '-l',
+        '127.0.0.1',
+        '--upstream',
+        `127.0.0.1:${memcached.port}`,
+        '--metrics-port',
+        '0',
+        '-X',
+        '0',
+        '--tls-cert',
+        cert,
+        '--tls-key',
+        key,
+      ],
+      port,
+    );
     try {
       const before = await connect(port);
       assert.equal(before.name, 'first');

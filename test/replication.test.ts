@@ -18,7 +18,6 @@ async function metric(node: Node, pattern: RegExp): Promise<number> {
   return match ? Number(match[1]) : 0;
 }
 
-
 /** Both replicas hold the same items for these keys. */
 async function sameData(a: Node, b: Node, keys: string[]): Promise<void> {
   for (const key of keys) await converged(a, b, key, 10000);
@@ -58,7 +57,10 @@ describe('every replicated command, both directions', () => {
   ];
 
   for (const [name, setup, write, expected] of cases) {
-    for (const [from, to] of [['A', 'B'], ['B', 'A']] as const) {
+    for (const [from, to] of [
+      ['A', 'B'],
+      ['B', 'A'],
+    ] as const) {
       it(`${name}: ${from} → ${to}`, async () => {
         const [writer, peer] = from === 'A' ? [a, b] : [b, a];
         const key = `${name.replace(/ /g, '_')}_${from}`;
@@ -66,7 +68,7 @@ describe('every replicated command, both directions', () => {
         if (setup) client.send(setup.replace(/K/g, key));
         await client.settle(50);
         if (name === 'cas') {
-          const cas = /VALUE \S+ \d+ \d+ (\d+)/.exec((await client.request(write.replace(/K/g, key), 'END\r\n')))![1];
+          const cas = /VALUE \S+ \d+ \d+ (\d+)/.exec(await client.request(write.replace(/K/g, key), 'END\r\n'))![1];
           assert.equal(await client.request(`cas ${key} 3 200 4 ${cas}\r\ncas!\r\n`), 'STORED\r\n');
         } else {
           client.send(write.replace(/K/g, key));
@@ -108,7 +110,10 @@ describe('every replicated command, both directions', () => {
 
   it('a delete answered NOT_FOUND still deletes the key on the peer (it may be missing only here)', async () => {
     const client = await RawClient.connect(b.memrepl.port);
-    for (const [key, verb] of [['gone1', 'delete gone1'], ['gone2', 'md gone2']]) {
+    for (const [key, verb] of [
+      ['gone1', 'delete gone1'],
+      ['gone2', 'md gone2'],
+    ]) {
       await client.request(`set ${key} 0 0 1\r\nx\r\n`);
       await converged(b, a, key);
       // Lost behind B's back (a restarted memcached not noticed yet, an eviction): B's client deletes a key B lacks.
@@ -184,7 +189,11 @@ describe('links and faults', () => {
       await client.request('mn\r\n', 'MN\r\n');
       await b.restartProxy();
       await linked(a, b);
-      await sameData(a, b, Array.from({ length: 200 }, (_, i) => `k${i}`));
+      await sameData(
+        a,
+        b,
+        Array.from({ length: 200 }, (_, i) => `k${i}`),
+      );
       assert.ok((await metric(a, /memrepl_replication_resyncs_total\{kind="partial"\} (\d+)/)) >= 1, 'A did a partial resync');
       client.close();
     } finally {
@@ -212,7 +221,11 @@ describe('links and faults', () => {
       const log = await converged(a, b, 'log', 15000);
       assert.equal(log?.value, 'a'.repeat(300));
       assert.equal((await converged(a, b, 'n'))?.value, '300');
-      await sameData(a, b, Array.from({ length: 300 }, (_, i) => `b${i}`));
+      await sameData(
+        a,
+        b,
+        Array.from({ length: 300 }, (_, i) => `b${i}`),
+      );
       ca.close();
       cb.close();
     } finally {
@@ -222,7 +235,7 @@ describe('links and faults', () => {
     }
   });
 
-  it('a record delivered late does not extend the item\'s life', async () => {
+  it("a record delivered late does not extend the item's life", async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null);
     const relay = new Relay(ra);
@@ -280,11 +293,12 @@ describe('records the peer cannot store', () => {
     b = await startNode('b', rb, ra);
     await linked(a, b);
     // The first copies over: one still walking would send 'mid' again, and B would refuse it twice.
-    for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
+    for (const node of [a, b])
+      await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
   });
   after(() => stopAll(a, b));
 
-  it('records the peer\'s memcached refuses, or that it would not even take off the link, are counted and passed over', async () => {
+  it("records the peer's memcached refuses, or that it would not even take off the link, are counted and passed over", async () => {
     const client = await RawClient.connect(a.memrepl.port);
     // Just over B's item size: its memcached refuses it. Far over: B's link would refuse the frame, so A sends a delete.
     const [mid, big] = ['m'.repeat(1_048_576 + 10_000), 'v'.repeat(1_500_000)];
@@ -293,13 +307,16 @@ describe('records the peer cannot store', () => {
     client.close();
     await eventually(async () => (await item(b.memcached.port, 'after'))?.value === 'y', 5000, '"after" on B');
     assert.equal((await item(b.memcached.port, 'before'))?.value, 'x');
-    for (const [key, value] of [['mid', mid], ['big', big]]) {
+    for (const [key, value] of [
+      ['mid', mid],
+      ['big', big],
+    ]) {
       assert.equal(await item(b.memcached.port, key), null, `B's memcached cannot hold ${key}`);
       assert.equal((await item(a.memcached.port, key))?.value.length, value.length);
     }
     assert.equal(await metric(b, /memrepl_replication_records_skipped_total\{reason="refused"\} (\d+)/), 1);
     assert.equal(await metric(a, /memrepl_replication_records_skipped_total\{reason="too_large_for_peer"\} (\d+)/), 1);
-    await eventually(async () => (await stat(b, 'applied_seq')) === (await stat(a, 'last_seq')), 5000, 'B applied all of A\'s records');
+    await eventually(async () => (await stat(b, 'applied_seq')) === (await stat(a, 'last_seq')), 5000, "B applied all of A's records");
     assert.equal(await stat(b, 'peer_up'), '1', 'the link stayed up');
   });
 

@@ -24,7 +24,6 @@ function population(count: number): Item[] {
   }));
 }
 
-
 async function readyz(node: Node): Promise<{ status: number; body: string }> {
   const response = await fetch(`http://127.0.0.1:${node.metricsPort}/readyz`);
   return { status: response.status, body: await response.text() };
@@ -75,7 +74,7 @@ describe('full copy', () => {
     }
   });
 
-  it('a memcached restarted behind a running memrepl is refilled, its own clients\' writes included', async () => {
+  it("a memcached restarted behind a running memrepl is refilled, its own clients' writes included", async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null);
     const b = await startNode('b', await freePort(), ra);
@@ -83,8 +82,14 @@ describe('full copy', () => {
       await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
       const items = population(5000);
       // Half written through each node: B's own recent writes must not keep the copy from restoring them.
-      await load(a.memrepl.port, items.filter((_, i) => i % 2 === 0));
-      await load(b.memrepl.port, items.filter((_, i) => i % 2 === 1));
+      await load(
+        a.memrepl.port,
+        items.filter((_, i) => i % 2 === 0),
+      );
+      await load(
+        b.memrepl.port,
+        items.filter((_, i) => i % 2 === 1),
+      );
       const keys = items.map((i) => i.key);
       await untilSame(a.memcached.port, b.memcached.port, keys, 15000, 'B to follow');
       const port = b.memcached.port;
@@ -98,38 +103,42 @@ describe('full copy', () => {
   });
 
   for (const proxyToo of [false, true]) {
-  it(`a memcached restarted while a delayed flush_all is scheduled gets it back${proxyToo ? ', its memrepl restarted too' : ''}: what the copy refills before the moment goes at the moment on both`, async () => {
-    const ra = await freePort();
-    const a = await startNode('a', ra, null);
-    const b = await startNode('b', await freePort(), ra);
-    try {
-      await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
-      const items = population(200);
-      await load(a.memrepl.port, items);
-      const keys = items.map((i) => i.key);
-      await untilSame(a.memcached.port, b.memcached.port, keys, 15000, 'B to follow');
-      const client = await RawClient.connect(a.memrepl.port);
-      assert.equal(await client.request('flush_all 5\r\n'), 'OK\r\n');
-      client.close();
-      const moment = Date.now() + 5000;
-      await eventually(async () => (await stat(a, 'acked_seq')) === (await stat(a, 'last_seq')), 3000, 'B to have the flush');
-      // memcached's schedule dies with it; memrepl A still knows it (in memory, or in its state dir).
-      const copies = proxyToo ? 0 : Number(await stat(a, 'copies_received'));
-      const port = a.memcached.port;
-      if (proxyToo) await a.memrepl.stop('SIGKILL');
-      await a.memcached.stop('SIGKILL');
-      a.memcached = await startMemcached([], port);
-      if (proxyToo) await a.restartProxy();
-      await eventually(async () => Number(await stat(a, 'copies_received')) > copies && (await has(a.memcached.port, keys[0])), 4000, () => `A refilled before the moment; A's log:\n${a.memrepl.output().slice(-1500)}`);
-      await sleep(moment + 2500 - Date.now());
-      for (const key of keys.slice(0, 20)) {
-        assert.equal(await has(b.memcached.port, key), false, `${key} flushed on B`);
-        assert.equal(await has(a.memcached.port, key), false, `${key} flushed on A`);
+    it(`a memcached restarted while a delayed flush_all is scheduled gets it back${proxyToo ? ', its memrepl restarted too' : ''}: what the copy refills before the moment goes at the moment on both`, async () => {
+      const ra = await freePort();
+      const a = await startNode('a', ra, null);
+      const b = await startNode('b', await freePort(), ra);
+      try {
+        await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
+        const items = population(200);
+        await load(a.memrepl.port, items);
+        const keys = items.map((i) => i.key);
+        await untilSame(a.memcached.port, b.memcached.port, keys, 15000, 'B to follow');
+        const client = await RawClient.connect(a.memrepl.port);
+        assert.equal(await client.request('flush_all 5\r\n'), 'OK\r\n');
+        client.close();
+        const moment = Date.now() + 5000;
+        await eventually(async () => (await stat(a, 'acked_seq')) === (await stat(a, 'last_seq')), 3000, 'B to have the flush');
+        // memcached's schedule dies with it; memrepl A still knows it (in memory, or in its state dir).
+        const copies = proxyToo ? 0 : Number(await stat(a, 'copies_received'));
+        const port = a.memcached.port;
+        if (proxyToo) await a.memrepl.stop('SIGKILL');
+        await a.memcached.stop('SIGKILL');
+        a.memcached = await startMemcached([], port);
+        if (proxyToo) await a.restartProxy();
+        await eventually(
+          async () => Number(await stat(a, 'copies_received')) > copies && (await has(a.memcached.port, keys[0])),
+          4000,
+          () => `A refilled before the moment; A's log:\n${a.memrepl.output().slice(-1500)}`,
+        );
+        await sleep(moment + 2500 - Date.now());
+        for (const key of keys.slice(0, 20)) {
+          assert.equal(await has(b.memcached.port, key), false, `${key} flushed on B`);
+          assert.equal(await has(a.memcached.port, key), false, `${key} flushed on A`);
+        }
+      } finally {
+        await stopAll(a, b);
       }
-    } finally {
-      await stopAll(a, b);
-    }
-  });
+    });
   }
 
   it('a link cut in the middle of a copy: the copy completes after reconnecting', async () => {
@@ -152,7 +161,7 @@ describe('full copy', () => {
     }
   });
 
-  it('a link cut while a copy still waits for the asker\'s records: the next link\'s copy runs', async () => {
+  it("a link cut while a copy still waits for the asker's records: the next link's copy runs", async () => {
     const { a, b, relay } = await relayedPair();
     try {
       const direct = await RawClient.connect(a.memcached.port);
@@ -177,7 +186,7 @@ describe('full copy', () => {
     }
   });
 
-  it('a write refused while the local memcached is down does not keep the peer\'s value from the copy that refills it', async () => {
+  it("a write refused while the local memcached is down does not keep the peer's value from the copy that refills it", async () => {
     await withRelayedPair([], async ({ a, b }) => {
       const port = a.memcached.port;
       await a.memcached.stop('SIGKILL');

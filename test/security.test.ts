@@ -95,7 +95,16 @@ async function handshake(port: number, send: (theirs: HelloFrame, ourNonce: stri
 
 const attackerHello = (nodeId: string, nonce: string) => serializeHello({ cluster: 'memrepl', nodeId, runId: 'r', lastApplied: null, nonce, time: Date.now() });
 const evilRecord = serializeRecord(
-  { seq: 1, hlc: { wall: Date.now() + 1e9, logical: 0 }, op: 'set', key: Buffer.from('evil'), flags: 0, value: Buffer.from('pwned'), delay: 0, expiresAt: null },
+  {
+    seq: 1,
+    hlc: { wall: Date.now() + 1e9, logical: 0 },
+    op: 'set',
+    key: Buffer.from('evil'),
+    flags: 0,
+    value: Buffer.from('pwned'),
+    delay: 0,
+    expiresAt: null,
+  },
   Date.now(),
 );
 

@@ -14,7 +14,6 @@ import { assertOthersUnharmed } from './support/isolation';
 import { eventually, sleep } from './support/ports';
 import { startMemcached, startMemrepl, rssKb } from './support/processes';
 
-
 async function memcachedStat(port: number, name: string): Promise<number> {
   const client = await RawClient.connect(port);
   try {

@@ -22,12 +22,39 @@ function certificates(name: string): string[] {
   const file = (suffix: string) => path.join(dir, `${name}-${suffix}`);
   const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
   openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', `/CN=${name}-ca`);
-  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('node.key'), '-out', file('node.csr'), '-subj', `/CN=${name}-node`, '-addext', 'subjectAltName=IP:127.0.0.1');
-  openssl('x509', '-req', '-in', file('node.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file('node.pem'), '-days', '1', '-copy_extensions', 'copy');
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    file('node.key'),
+    '-out',
+    file('node.csr'),
+    '-subj',
+    `/CN=${name}-node`,
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    file('node.csr'),
+    '-CA',
+    file('ca.pem'),
+    '-CAkey',
+    file('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    file('node.pem'),
+    '-days',
+    '1',
+    '-copy_extensions',
+    'copy',
+  );
   return ['--replication-tls-cert', file('node.pem'), '--replication-tls-key', file('node.key'), '--replication-tls-ca', file('ca.pem')];
 }
-
-
 
 describe('mutual TLS on the replication link', () => {
   let good: string[];
@@ -84,7 +111,9 @@ describe('TLS on the client port (like memcached -Z)', () => {
     const ask = (port: number, options: tls.ConnectionOptions) =>
       new Promise<string>((resolve) => {
         let reply = '';
-        const socket = tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(file('ca.pem')), ...options }, () => socket.write('set t 0 0 2\r\nok\r\nget t\r\n'));
+        const socket = tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(file('ca.pem')), ...options }, () =>
+          socket.write('set t 0 0 2\r\nok\r\nget t\r\n'),
+        );
         socket.on('data', (chunk) => {
           reply += chunk.toString();
           if (reply.endsWith('END\r\n')) socket.end();
@@ -100,7 +129,7 @@ describe('TLS on the client port (like memcached -Z)', () => {
       assert.equal(await ask(mutual.port, withCert), 'STORED\r\nVALUE t 0 2\r\nok\r\nEND\r\n');
       // A plaintext client gets no memcached reply from a TLS port.
       const plain = await RawClient.connect(serverOnly.port);
-      assert.doesNotMatch((await plain.request('version\r\n', '\r\n', 1000)), /VERSION/);
+      assert.doesNotMatch(await plain.request('version\r\n', '\r\n', 1000), /VERSION/);
       plain.close();
     } finally {
       await Promise.all([serverOnly.stop(), mutual.stop()]);

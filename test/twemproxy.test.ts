@@ -13,7 +13,17 @@ import { eventually, freePort } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
 import { linked, stat } from './support/replication';
 import {
-  type GetReply, type Twemproxy, checkConfig, getThrough, parseServer, readPools, setThrough, shippedConfig, startTwemproxy, withAddresses, withoutNames,
+  type GetReply,
+  type Twemproxy,
+  checkConfig,
+  getThrough,
+  parseServer,
+  readPools,
+  setThrough,
+  shippedConfig,
+  startTwemproxy,
+  withAddresses,
+  withoutNames,
 } from './support/twemproxy';
 
 const KEYS = Array.from({ length: 500 }, (_, i) => `shard-test:${i}`);
@@ -47,10 +57,12 @@ function expectedValues(keys: string[], later: Record<string, string> = {}): Map
 
 /** The keys whose reply is not their expected value, with what came instead. */
 function wrongReplies(replies: Map<string, GetReply>, expected: Map<string, string>): string[] {
-  return [...expected].filter(([key, value]) => {
-    const reply = replies.get(key);
-    return reply === undefined || !('value' in reply) || reply.value !== value;
-  }).map(([key]) => `${key}: ${JSON.stringify(replies.get(key))}`);
+  return [...expected]
+    .filter(([key, value]) => {
+      const reply = replies.get(key);
+      return reply === undefined || !('value' in reply) || reply.value !== value;
+    })
+    .map(([key]) => `${key}: ${JSON.stringify(replies.get(key))}`);
 }
 
 /** Waits (at most `timeoutMs`) until every key reads its expected value through `host`. */
@@ -107,17 +119,25 @@ describe('twemproxy over two memrepl pairs', () => {
       const [p1, p2] = [pools1[name], pools2[name]];
       assert.equal(p1.hash, p2.hash);
       assert.equal(p1.distribution, p2.distribution);
-      assert.equal(p1.auto_eject_hosts, false, 'a shard must never leave one host\'s ring (see the comment in the file)');
+      assert.equal(p1.auto_eject_hosts, false, "a shard must never leave one host's ring (see the comment in the file)");
       assert.equal(p2.auto_eject_hosts, false);
       const [s1, s2] = [p1.servers.map(parseServer), p2.servers.map(parseServer)];
       assert.deepEqual(s1.map((s) => [s.name, s.weight]).sort(), s2.map((s) => [s.name, s.weight]).sort());
-      for (const server of s1) assert.notEqual(server.address, s2.find((s) => s.name === server.name)!.address, `each host talks to its own node of ${server.name}`);
+      for (const server of s1)
+        assert.notEqual(server.address, s2.find((s) => s.name === server.name)!.address, `each host talks to its own node of ${server.name}`);
     }
   });
 
   it('writes through host 1 are all read back through host 2', async () => {
-    const replies = await setThrough(host1.port, KEYS.map((key) => [key, valueOf(key)]));
-    assert.deepEqual(replies.filter((r) => r !== 'STORED'), [], 'every set through host 1 is stored');
+    const replies = await setThrough(
+      host1.port,
+      KEYS.map((key) => [key, valueOf(key)]),
+    );
+    assert.deepEqual(
+      replies.filter((r) => r !== 'STORED'),
+      [],
+      'every set through host 1 is stored',
+    );
     // Host 2 reads each key on the other node of the pair host 1 wrote it to: it finds it
     // once that pair replicated it, and only if both hosts hashed the key to the same shard.
     await readsAll(host2, expectedValues(KEYS), 10000);
@@ -130,12 +150,19 @@ describe('twemproxy over two memrepl pairs', () => {
     assert.ok(shard1Keys.length > 0 && shard2Keys.length > 0, `both shards hold keys (${shard1Keys.length} / ${shard2Keys.length})`);
     assert.equal(shard1Keys.filter((key) => held2.has(key)).length, 0, 'no key on both shards');
     assert.equal(shard1Keys.length + shard2Keys.length, KEYS.length, 'every key on one shard');
-    for (const [a, b, held] of [[a1, b1, held1], [a2, b2, held2]] as const) {
+    for (const [a, b, held] of [
+      [a1, b1, held1],
+      [a2, b2, held2],
+    ] as const) {
       let other = new Map<string, string>();
-      await eventually(async () => {
-        other = await heldBy(b, KEYS);
-        return other.size === held.size && [...held].every(([key, value]) => other.get(key) === value);
-      }, 10000, () => `${b.memrepl.port} to hold what ${a.memrepl.port} holds (${other.size} vs ${held.size} keys)`);
+      await eventually(
+        async () => {
+          other = await heldBy(b, KEYS);
+          return other.size === held.size && [...held].every(([key, value]) => other.get(key) === value);
+        },
+        10000,
+        () => `${b.memrepl.port} to hold what ${a.memrepl.port} holds (${other.size} vs ${held.size} keys)`,
+      );
     }
   });
 
@@ -162,7 +189,11 @@ describe('twemproxy over two memrepl pairs', () => {
     const seenByHost1 = await getThrough(host1.port, KEYS);
     assert.equal((wrong = wrongReplies(seenByHost1, expectedValues(shard2Keys))).length, 0, `shard2 through host 1 (${summary(wrong)})`);
     const notErrors = shard1Keys.filter((key) => errorOf(seenByHost1.get(key)) !== 'SERVER_ERROR upstream unavailable');
-    assert.deepEqual(notErrors.slice(0, 5).map((key) => `${key}: ${JSON.stringify(seenByHost1.get(key))}`), [], 'every shard1 key through host 1 is memrepl\'s SERVER_ERROR (the README quotes it)');
+    assert.deepEqual(
+      notErrors.slice(0, 5).map((key) => `${key}: ${JSON.stringify(seenByHost1.get(key))}`),
+      [],
+      "every shard1 key through host 1 is memrepl's SERVER_ERROR (the README quotes it)",
+    );
   });
 
   it("once a1's memcached is back, b1 refills it and host 1 reads every key again, including the outage's write", async () => {

@@ -35,7 +35,11 @@ export async function inspectLeftover(pid: number | null, socketPath: string, ar
     return { kind: 'replace', pid, reason: `memcached pid ${pid} ${why}` };
   }
   if (!sameArgv(running, argv)) {
-    return { kind: 'replace', pid, reason: `memcached pid ${pid} runs with other flags (${running.slice(1).join(' ')}) than requested (${argv.slice(1).join(' ')})` };
+    return {
+      kind: 'replace',
+      pid,
+      reason: `memcached pid ${pid} runs with other flags (${running.slice(1).join(' ')}) than requested (${argv.slice(1).join(' ')})`,
+    };
   }
   return { kind: 'adopt', pid };
 }

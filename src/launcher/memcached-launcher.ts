@@ -45,7 +45,10 @@ export class MemcachedLauncher {
   private timer: NodeJS.Timeout | null = null;
   private owned = false;
 
-  constructor(private readonly options: LauncherOptions, private readonly log: Logger) {
+  constructor(
+    private readonly options: LauncherOptions,
+    private readonly log: Logger,
+  ) {
     this.runDir = new RunDir(options.runDir);
   }
 

@@ -73,7 +73,6 @@ export function statsPid(socketPath: string, timeoutMs: number): Promise<number 
   });
 }
 
-
 /** Polls until `pid` is gone or `timeoutMs` passed; whether it is gone. */
 export async function waitForExit(pid: number, timeoutMs: number, pollMs = 50): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

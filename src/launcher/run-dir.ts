@@ -19,7 +19,10 @@ import * as path from 'node:path';
 
 /** Another live memrepl owns the directory. */
 export class RunDirBusyError extends Error {
-  constructor(readonly dir: string, readonly ownerPid: number | null) {
+  constructor(
+    readonly dir: string,
+    readonly ownerPid: number | null,
+  ) {
     super(
       `run dir ${dir} is in use by another memrepl${ownerPid === null ? '' : ` (pid ${ownerPid})`}; ` +
         'give this one its own --run-dir, or another -p (the default run dir follows the client port)',

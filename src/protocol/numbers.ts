@@ -11,13 +11,21 @@ const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);
 const UINT64_MAX = (1n << 64n) - 1n;
 
-interface Scan { negative: boolean; hadMinus: boolean; digits: string; ok: boolean }
+interface Scan {
+  negative: boolean;
+  hadMinus: boolean;
+  digits: string;
+  ok: boolean;
+}
 
 function scan(token: string): Scan {
   let i = 0;
   while (i < token.length && WS.has(token.charCodeAt(i))) i++;
   let negative = false;
-  if (token[i] === '+' || token[i] === '-') { negative = token[i] === '-'; i++; }
+  if (token[i] === '+' || token[i] === '-') {
+    negative = token[i] === '-';
+    i++;
+  }
   const start = i;
   while (i < token.length && token.charCodeAt(i) >= 0x30 && token.charCodeAt(i) <= 0x39) i++;
   const digits = token.slice(start, i);

@@ -133,12 +133,18 @@ test('requests memcached rejects by their header are answered locally, as memcac
   const unknown = planBinary(request({ opcode: Opcode.Verbosity, extras: expiryExtras(1), opaque: 1 }));
   assert.equal(unknown.upstream, null);
   assert.equal(unknown.closeAfter, false);
-  assert.deepEqual(unknown.localReply, encodeResponse({ opcode: Opcode.Verbosity, opaque: 1, status: Status.UnknownCommand, value: Buffer.from('Unknown command') }));
+  assert.deepEqual(
+    unknown.localReply,
+    encodeResponse({ opcode: Opcode.Verbosity, opaque: 1, status: Status.UnknownCommand, value: Buffer.from('Unknown command') }),
+  );
   assert.equal(unknown.outcome(), 'unknown_command');
 
   const invalid = planBinary(request({ opcode: Opcode.GetQ, key, extras: Buffer.alloc(4), opaque: 2 }));
   assert.equal(invalid.closeAfter, true);
-  assert.deepEqual(invalid.localReply, encodeResponse({ opcode: Opcode.GetQ, opaque: 2, status: Status.InvalidArguments, value: Buffer.from('Invalid arguments') }));
+  assert.deepEqual(
+    invalid.localReply,
+    encodeResponse({ opcode: Opcode.GetQ, opaque: 2, status: Status.InvalidArguments, value: Buffer.from('Invalid arguments') }),
+  );
 
   const closed = planBinary({ type: 'close', reason: 'invalid magic' });
   assert.equal(closed.localReply, null);

@@ -73,7 +73,7 @@ export class Listener {
     if (live.tls && this.server instanceof tls.Server) {
       this.server.setSecureContext(secureContextOf(live.tls));
     }
-    this.options = { ...this.options, idleTimeoutMs: live.idleTimeoutMs, tls: this.server instanceof tls.Server ? live.tls ?? this.options.tls : null };
+    this.options = { ...this.options, idleTimeoutMs: live.idleTimeoutMs, tls: this.server instanceof tls.Server ? (live.tls ?? this.options.tls) : null };
   }
 
   listen(): Promise<net.AddressInfo> {

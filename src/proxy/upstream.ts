@@ -25,7 +25,10 @@ export class UpstreamConnection {
   private lastError = '';
   closed = false;
 
-  constructor(readonly socket: net.Socket, replyTimeoutMs: number) {
+  constructor(
+    readonly socket: net.Socket,
+    replyTimeoutMs: number,
+  ) {
     socket.on('data', (chunk) => this.owner?.data(chunk));
     socket.on('error', (error) => (this.lastError = error.message));
     socket.on('close', () => {
@@ -65,7 +68,10 @@ export interface UpstreamOptions {
 export class Upstream {
   private readonly pool: Pool<UpstreamConnection>;
 
-  constructor(readonly address: UpstreamAddress, private readonly options: UpstreamOptions) {
+  constructor(
+    readonly address: UpstreamAddress,
+    private readonly options: UpstreamOptions,
+  ) {
     this.pool = createPool<UpstreamConnection>(
       {
         create: async () => new UpstreamConnection(await connect(address, options.connectTimeoutMs), options.replyTimeoutMs),
@@ -107,8 +113,14 @@ export class Upstream {
             resolve(text);
           }
         });
-        socket.on('error', (error) => { clearTimeout(timer); reject(error); });
-        socket.on('close', () => { clearTimeout(timer); reject(new Error('memcached closed the connection')); });
+        socket.on('error', (error) => {
+          clearTimeout(timer);
+          reject(error);
+        });
+        socket.on('close', () => {
+          clearTimeout(timer);
+          reject(new Error('memcached closed the connection'));
+        });
         socket.write(`${command}\r\n`);
       });
     } finally {

@@ -19,7 +19,8 @@ function packet(bytes: Buffer) {
 }
 
 test('misses, existing keys and hits are answers, errors are refusals', () => {
-  for (const status of [Status.KeyNotFound, Status.KeyExists, Status.NotStored]) assert.equal(binaryRefusal(packet(errorResponse(Opcode.Delete, 0, status))), null);
+  for (const status of [Status.KeyNotFound, Status.KeyExists, Status.NotStored])
+    assert.equal(binaryRefusal(packet(errorResponse(Opcode.Delete, 0, status))), null);
   assert.equal(binaryRefusal(packet(encodeResponse({ opcode: Opcode.Touch }))), null);
   assert.match(binaryRefusal(packet(errorResponse(Opcode.Set, 0, Status.OutOfMemory)))!, /status 0x82 Out of memory/);
   assert.match(binaryRefusal(packet(errorResponse(Opcode.Set, 0, Status.TooLarge)))!, /Too large/);

@@ -59,7 +59,7 @@ export function flagsOf(packet: BinaryPacket): number {
 export function binaryRefusal(packet: BinaryPacket): string | null {
   const { status, opcode } = packet.header;
   if (status === Status.Success || status === Status.KeyNotFound || status === Status.KeyExists || status === Status.NotStored) return null;
-  const message = packet.value.length > 0 ? packet.value.toString('latin1') : STATUS_MESSAGES[status] ?? '';
+  const message = packet.value.length > 0 ? packet.value.toString('latin1') : (STATUS_MESSAGES[status] ?? '');
   return `binary opcode 0x${opcode.toString(16)}: status 0x${status.toString(16)} ${message}`;
 }
 

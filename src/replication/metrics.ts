@@ -5,7 +5,11 @@ export function createReplicationMetrics(registry: Registry) {
   const registers = [registry];
   return {
     peerUp: new Gauge({ name: 'memrepl_peer_up', help: '1 while the replication link to the peer is up (handshake done).', registers }),
-    recordsSent: new Counter({ name: 'memrepl_replication_records_sent_total', help: 'Records sent to the peer (including re-sends after a reconnect).', registers }),
+    recordsSent: new Counter({
+      name: 'memrepl_replication_records_sent_total',
+      help: 'Records sent to the peer (including re-sends after a reconnect).',
+      registers,
+    }),
     recordsAcked: new Counter({ name: 'memrepl_replication_records_acked_total', help: 'Records the peer acknowledged as applied.', registers }),
     recordsApplied: new Counter({
       name: 'memrepl_replication_records_applied_total',
@@ -29,7 +33,7 @@ export function createReplicationMetrics(registry: Registry) {
     unackedRecords: new Gauge({ name: 'memrepl_replication_unacked_records', help: 'Records of this run the peer has not acknowledged yet.', registers }),
     lag: new Histogram({
       name: 'memrepl_replication_lag_seconds',
-      help: 'Time from a write taking effect here to the peer acknowledging it applied (one clock: this node\'s).',
+      help: "Time from a write taking effect here to the peer acknowledging it applied (one clock: this node's).",
       buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     }),

@@ -140,7 +140,9 @@ export class Replicator implements LinkHandler {
     this.flushEdge = new FlushEdge(memcached.applier, values, edgeWrites, {
       checked: ({ read, deleted, storedBack, unnoted }) => {
         if (deleted + storedBack + unnoted > 0) {
-          this.log.info(`replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`);
+          this.log.info(
+            `replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`,
+          );
         }
       },
       failed: (reason) => this.log.warn(`replication: ${reason}`),
@@ -186,8 +188,19 @@ export class Replicator implements LinkHandler {
         }),
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
-    this.sender = new StreamSender(this.outbox, () => this.active, () => this.needFullCopy('the peer fell further behind than the backlog holds', true), metrics, log);
-    this.dialer = new PeerDialer(() => this.options, () => this.active !== null, (socket, label) => this.adoptSocket(socket, true, label), log);
+    this.sender = new StreamSender(
+      this.outbox,
+      () => this.active,
+      () => this.needFullCopy('the peer fell further behind than the backlog holds', true),
+      metrics,
+      log,
+    );
+    this.dialer = new PeerDialer(
+      () => this.options,
+      () => this.active !== null,
+      (socket, label) => this.adoptSocket(socket, true, label),
+      log,
+    );
     this.copySender = new CopySender({
       upstream,
       options: () => this.options,
@@ -212,10 +225,14 @@ export class Replicator implements LinkHandler {
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
     // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
     memcached.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
-    this.server = replicationServer(options.tls, (socket) => this.accept(socket), (error) => {
-      this.metrics.linkErrors.labels('tls').inc();
-      this.log.warn(`replication: refused a TLS connection: ${error.message}`);
-    });
+    this.server = replicationServer(
+      options.tls,
+      (socket) => this.accept(socket),
+      (error) => {
+        this.metrics.linkErrors.labels('tls').inc();
+        this.log.warn(`replication: refused a TLS connection: ${error.message}`);
+      },
+    );
   }
 
   /**
@@ -372,7 +389,8 @@ export class Replicator implements LinkHandler {
     // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
     // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode).
     if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
-    else if (this.overflowed() > this.overflowedWhenHeld) this.needFullCopy('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
+    else if (this.overflowed() > this.overflowedWhenHeld)
+      this.needFullCopy('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
   }
 
   /**
@@ -526,7 +544,6 @@ export class Replicator implements LinkHandler {
     });
   }
 
-
   private writeLost(reason: string): void {
     this.lostWrites++;
     this.metrics.recordsLost.inc();
@@ -564,7 +581,7 @@ export class Replicator implements LinkHandler {
       ['node_id', this.options.nodeId],
       ['cluster', this.options.cluster],
       ['run_id', this.runId],
-      ['peer', this.options.peer ? formatAddress(this.options.peer) : this.active?.label ?? ''],
+      ['peer', this.options.peer ? formatAddress(this.options.peer) : (this.active?.label ?? '')],
       ['peer_up', this.active ? 1 : 0],
       ['links', this.links.count],
       ['peer_node_id', peer?.nodeId ?? ''],

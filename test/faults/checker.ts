@@ -219,17 +219,32 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
     const counter = owner?.counter ?? shared?.counter ?? false;
     if (a && !history.legitimate(key, a.value, counter)) {
       const cut = [...(history.cutPieces.get(key) ?? [])].some((p) => a.value.includes(p));
-      verdict.lost.push(`[${cls}] ${showKey(key)}: both hold ${showHeld(a)}, ${cut ? 'the value of a request cut mid-way' : 'a value nobody wrote to this key'}; ${lastOps()}`);
+      verdict.lost.push(
+        `[${cls}] ${showKey(key)}: both hold ${showHeld(a)}, ${cut ? 'the value of a request cut mid-way' : 'a value nobody wrote to this key'}; ${lastOps()}`,
+      );
       t.lost++;
       return;
     }
     if (!owner) return;
     const attempts = history.attempts.get(key) ?? [];
-    const strict = expectation(attempts, owner.node, history.flushes, history.kills, { lenient: false, lossWindowMs: options.lossWindowMs, now, stops: history.stops });
-    const lenient = expectation(attempts, owner.node, history.flushes, history.kills, { lenient: true, lossWindowMs: options.lossWindowMs, now, stops: history.stops });
+    const strict = expectation(attempts, owner.node, history.flushes, history.kills, {
+      lenient: false,
+      lossWindowMs: options.lossWindowMs,
+      now,
+      stops: history.stops,
+    });
+    const lenient = expectation(attempts, owner.node, history.flushes, history.kills, {
+      lenient: true,
+      lossWindowMs: options.lossWindowMs,
+      now,
+      stops: history.stops,
+    });
     for (const c of lenient.contradictions.slice(0, 1)) {
       verdict.lost.push(
-        `[${cls}] ${showKey(key)}: the client was told "${showAttempt(c.attempt, options.origin)}" while the log allowed only ${c.before.slice(0, 4).map((i) => showItem(i, c.attempt.sentAt)).join(' | ')} (a write lost under the client); now both hold ${showHeld(a)}; ${lastOps()}`,
+        `[${cls}] ${showKey(key)}: the client was told "${showAttempt(c.attempt, options.origin)}" while the log allowed only ${c.before
+          .slice(0, 4)
+          .map((i) => showItem(i, c.attempt.sentAt))
+          .join(' | ')} (a write lost under the client); now both hold ${showHeld(a)}; ${lastOps()}`,
       );
       t.lost++;
     }
@@ -250,7 +265,12 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
 
   function expected(key: string, owner: Owner | undefined, now: number): string {
     if (!owner) return '';
-    const e = expectation(history.attempts.get(key) ?? [], owner.node, history.flushes, history.kills, { lenient: true, lossWindowMs: options.lossWindowMs, now, stops: history.stops });
+    const e = expectation(history.attempts.get(key) ?? [], owner.node, history.flushes, history.kills, {
+      lenient: true,
+      lossWindowMs: options.lossWindowMs,
+      now,
+      stops: history.stops,
+    });
     const items = e.items.slice(0, 4).map((i) => showItem(i, now));
     return `; expected ${e.indeterminate ? 'anything (indeterminate)' : `one of ${items.join(' | ')}${e.items.length > 4 ? ` (+${e.items.length - 4})` : ''}`} (writer ${owner.writer} on ${owner.node})`;
   }

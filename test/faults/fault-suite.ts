@@ -58,8 +58,12 @@ async function main(): Promise<void> {
   const [ra, rb] = [await freePort(), await freePort()];
   const relay = new Relay(ra);
   const relayPort = await relay.start();
-  const nodes = { a: await sidecarNode(rnd, ra, path.join(logDir, 'state-a'), extra), b: await launcherNode(rb, relayPort, path.join(logDir, 'run-b'), extra) } as Record<NodeName, NodeProcs>;
-  const keepLog = (p: NodeProcs) => fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.timedOutput(started)}\n--- process ended ${new Date().toISOString()}\n`);
+  const nodes = {
+    a: await sidecarNode(rnd, ra, path.join(logDir, 'state-a'), extra),
+    b: await launcherNode(rb, relayPort, path.join(logDir, 'run-b'), extra),
+  } as Record<NodeName, NodeProcs>;
+  const keepLog = (p: NodeProcs) =>
+    fs.appendFileSync(path.join(logDir, `memrepl-${p.name}.log`), `${p.memrepl.timedOutput(started)}\n--- process ended ${new Date().toISOString()}\n`);
 
   // Crash watch: a memrepl that exits without being told to is a finding; it is restarted so the run goes on.
   const expectedExits = new Set<Running>();
@@ -168,7 +172,9 @@ async function main(): Promise<void> {
     ];
     console.log('key class              keys  mismatches  lost  lost-in-window(allowed)  indeterminate');
     for (const [cls, t] of [...v.byClass].sort()) {
-      console.log(`${cls.padEnd(22)} ${String(t.keys).padStart(5)}  ${String(t.mismatches).padStart(10)}  ${String(t.lost).padStart(4)}  ${String(t.lostInWindow).padStart(23)}  ${String(t.indeterminate).padStart(13)}`);
+      console.log(
+        `${cls.padEnd(22)} ${String(t.keys).padStart(5)}  ${String(t.mismatches).padStart(10)}  ${String(t.lost).padStart(4)}  ${String(t.lostInWindow).padStart(23)}  ${String(t.indeterminate).padStart(13)}`,
+      );
     }
     for (const [category, odd] of h.oddReplies) console.log(`odd replies [${category}]: ${odd.count}, e.g. ${odd.examples.join(' || ')}`);
     console.log(`faults: ${faultsTimeline.join(', ')}`);
@@ -179,7 +185,10 @@ async function main(): Promise<void> {
     // One JSON document written a key at a time: a long run's history is larger than V8's longest string.
     const out = fs.openSync(path.join(logDir, 'history.json'), 'w');
     try {
-      fs.writeSync(out, `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"stops":${JSON.stringify(h.stops)},"attempts":{`);
+      fs.writeSync(
+        out,
+        `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"stops":${JSON.stringify(h.stops)},"attempts":{`,
+      );
       let first = true;
       for (const [key, attempts] of h.attempts) {
         fs.writeSync(out, `${first ? '' : ','}\n${JSON.stringify(key)}:${JSON.stringify(attempts, replacer)}`);
@@ -198,8 +207,12 @@ async function main(): Promise<void> {
       if (n < 3) console.log(line);
     }
     const at = (t: number) => `${((t - started) / 1000).toFixed(2)}s`;
-    if (h.flushes.length > 0) console.log(`flushes: ${h.flushes.map((f) => `${at(f.sentAt)} ${f.node} ${f.via} ${f.acked ? `acked ${at(f.at)}` : 'no reply'}`).join(', ')}`);
-    if (h.kills.length > 0) console.log(`kills: ${h.kills.map((k) => `${at(k.at)} ${k.what} ${k.node} (settled ${Number.isFinite(k.settledAt) ? at(k.settledAt) : 'never'})`).join(', ')}`);
+    if (h.flushes.length > 0)
+      console.log(`flushes: ${h.flushes.map((f) => `${at(f.sentAt)} ${f.node} ${f.via} ${f.acked ? `acked ${at(f.at)}` : 'no reply'}`).join(', ')}`);
+    if (h.kills.length > 0)
+      console.log(
+        `kills: ${h.kills.map((k) => `${at(k.at)} ${k.what} ${k.node} (settled ${Number.isFinite(k.settledAt) ? at(k.settledAt) : 'never'})`).join(', ')}`,
+      );
     console.log(`workload ${[...o.workload].join(',')}; faults ${[...o.faults].join(',')}`);
     return lines.length > 0;
   }
@@ -215,7 +228,13 @@ function startWorkloads(ctx: WorkloadContext, options: SuiteOptions): Array<Prom
     for (const node of NODES) {
       const name = `${category}/${node}`;
       const draw = random(streamSeed(ctx.seed, `${name}/keys`));
-      const keys = keysFor(category, node, 80, { binary: category === 'meta' || category === 'binary', counters: category === 'store' || category === 'touch' ? 0 : 0.25 }, draw);
+      const keys = keysFor(
+        category,
+        node,
+        80,
+        { binary: category === 'meta' || category === 'binary', counters: category === 'store' || category === 'touch' ? 0 : 0.25 },
+        draw,
+      );
       out.push(singleWriter(ctx, { category, name, node, keys, planner: PLANNERS[category] }));
     }
   }

@@ -54,8 +54,22 @@ export function faultActions(ctx: FaultContext, enabled: ReadonlySet<FaultName>)
     ['kill-memcached', 'kill -9 memcached b', () => killMemcached(ctx, nodes.b)],
     ['cut', 'cut link', async () => relay.cutAll()],
     ['stall', 'stall link', () => stall(relay, 500 + rnd() * 2000)],
-    ['garbage-client', 'garbage on client ports', async () => { await garbage(nodes.a.port, rnd); await garbage(nodes.b.port, rnd); }],
-    ['garbage-replication', 'garbage on replication ports', async () => { await garbage(nodes.a.replicationPort, rnd); await garbage(nodes.b.replicationPort, rnd); }],
+    [
+      'garbage-client',
+      'garbage on client ports',
+      async () => {
+        await garbage(nodes.a.port, rnd);
+        await garbage(nodes.b.port, rnd);
+      },
+    ],
+    [
+      'garbage-replication',
+      'garbage on replication ports',
+      async () => {
+        await garbage(nodes.a.replicationPort, rnd);
+        await garbage(nodes.b.replicationPort, rnd);
+      },
+    ],
     ['long-stall', 'long stall of the link', () => stall(relay, SHORT_CONFLICT_WINDOW_MS + 500 + rnd() * 4500)],
     ['sigstop', 'SIGSTOP memcached a', () => sigstop(ctx, nodes.a, 2000 + rnd() * 5000)],
     ['sigstop', 'SIGSTOP memcached b', () => sigstop(ctx, nodes.b, 2000 + rnd() * 5000)],

@@ -166,7 +166,10 @@ export class History {
     if (pieces.has(value)) return true;
     // Values of the new workloads are pieces ending with ';', so a derived value splits back into them.
     if (!value.endsWith(';')) return false;
-    return value.slice(0, -1).split(';').every((part) => pieces.has(`${part};`));
+    return value
+      .slice(0, -1)
+      .split(';')
+      .every((part) => pieces.has(`${part};`));
   }
 }
 

@@ -26,7 +26,17 @@ import type { History } from './history';
 import type { NodeProcs } from './pair';
 import { pick } from './random';
 
-export const HOSTILE_VARIANTS = ['garbage', 'huge-length', 'unknown-frame', 'bad-magic', 'bad-version', 'record-before-hello', 'other-cluster', 'own-id', 'out-of-range'] as const;
+export const HOSTILE_VARIANTS = [
+  'garbage',
+  'huge-length',
+  'unknown-frame',
+  'bad-magic',
+  'bad-version',
+  'record-before-hello',
+  'other-cluster',
+  'own-id',
+  'out-of-range',
+] as const;
 export type HostileVariant = (typeof HOSTILE_VARIANTS)[number];
 
 /** Keys of variants whose records must never be applied. */
@@ -43,7 +53,17 @@ function hello(nodeId: string, fields: Partial<Hello> = {}): Buffer {
 function records(variant: string, count: number, fields: Partial<OutgoingRecord> = {}): Buffer[] {
   return Array.from({ length: count }, (_, i) =>
     serializeRecord(
-      { seq: i + 1, hlc: { wall: Date.now(), logical: 0 }, op: 'set', key: Buffer.from(`hostile:${variant}:${i}`), flags: 0, value: Buffer.from(`hostile ${variant}`), delay: 0, expiresAt: null, ...fields },
+      {
+        seq: i + 1,
+        hlc: { wall: Date.now(), logical: 0 },
+        op: 'set',
+        key: Buffer.from(`hostile:${variant}:${i}`),
+        flags: 0,
+        value: Buffer.from(`hostile ${variant}`),
+        delay: 0,
+        expiresAt: null,
+        ...fields,
+      },
       Date.now(),
     ),
   );

@@ -34,7 +34,11 @@ describe('fault suite model', () => {
     assert.ok(!allowed(items, held('a;b;'), 1000), 'a lost prepend is caught');
     assert.ok(!allowed(items, null, 1000));
 
-    const counter = [attempt(0, set('10')), attempt(10, { kind: 'decr', delta: 3n }, { effect: 'applied', result: 7n }), attempt(20, { kind: 'incr', delta: 5n })];
+    const counter = [
+      attempt(0, set('10')),
+      attempt(10, { kind: 'decr', delta: 3n }, { effect: 'applied', result: 7n }),
+      attempt(20, { kind: 'incr', delta: 5n }),
+    ];
     const c = expect(counter, 1000);
     assert.ok(allowed(c.items, held('12'), 1000));
     assert.ok(allowed(c.items, held('12 '), 1000), 'a number memcached padded after decr');
@@ -49,9 +53,16 @@ describe('fault suite model', () => {
     assert.ok(!allowed(items, held('a;b;'), 30_000));
 
     // A counter's reply gives its value even after an unknown op.
-    const counter = [attempt(0, set('1')), attempt(10, { kind: 'incr', delta: 1n }, noReply), attempt(20_000, { kind: 'incr', delta: 1n }, { effect: 'applied', result: 3n })];
+    const counter = [
+      attempt(0, set('1')),
+      attempt(10, { kind: 'incr', delta: 1n }, noReply),
+      attempt(20_000, { kind: 'incr', delta: 1n }, { effect: 'applied', result: 3n }),
+    ];
     const c = expect(counter, 30_000);
-    assert.deepEqual(c.items.map((i) => i?.value), ['3']);
+    assert.deepEqual(
+      c.items.map((i) => i?.value),
+      ['3'],
+    );
   });
 
   it('lets a memcached stopped with SIGSTOP keep its clock still: items due meanwhile live until it ticks again', () => {
@@ -116,7 +127,11 @@ describe('fault suite model', () => {
     ];
     assert.equal(expect(log, 20_000, { flushes, stops }).contradictions.length, 0);
     // Past the edge's window nothing comes back.
-    const late = [attempt(6100, set('after;')), attempt(6400, { kind: 'touch', ttl: 0 }, { effect: 'none', because: 'absent' }), attempt(15_000, { kind: 'replace', value: 'r;', flags: 0, ttl: 0 })];
+    const late = [
+      attempt(6100, set('after;')),
+      attempt(6400, { kind: 'touch', ttl: 0 }, { effect: 'none', because: 'absent' }),
+      attempt(15_000, { kind: 'replace', value: 'r;', flags: 0, ttl: 0 }),
+    ];
     assert.equal(expect(late, 20_000, { flushes, stops }).contradictions.length, 1);
   });
 
@@ -170,7 +185,9 @@ describe('fault suite model', () => {
     const flushes: Flush[] = [{ node: 'a', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1010, acked: true }];
     const before = expect([attempt(0, set('a;'))], 5000, { flushes });
     assert.deepEqual(before.items, [null]);
-    const after = expect([attempt(0, set('a;')), attempt(2000, append('b;'), { effect: 'none', because: 'absent' }), attempt(2100, set('c;'))], 5000, { flushes });
+    const after = expect([attempt(0, set('a;')), attempt(2000, append('b;'), { effect: 'none', because: 'absent' }), attempt(2100, set('c;'))], 5000, {
+      flushes,
+    });
     assert.equal(after.contradictions.length, 0);
     assert.ok(allowed(after.items, held('c;'), 5000));
     assert.equal(after.items.length, 1);
@@ -191,7 +208,9 @@ describe('fault suite model', () => {
     const old = expect([attempt(0, set('a;')), attempt(2000, { kind: 'touch', ttl: 0 })], 20_000, { flushes });
     assert.deepEqual(old.items, [null]);
     // A write made after the flush that then vanishes is a write lost under the client.
-    const lost = expect([attempt(0, set('a;')), attempt(2000, set('b;')), attempt(3000, append('c;'), { effect: 'none', because: 'absent' })], 20_000, { flushes });
+    const lost = expect([attempt(0, set('a;')), attempt(2000, set('b;')), attempt(3000, append('c;'), { effect: 'none', because: 'absent' })], 20_000, {
+      flushes,
+    });
     assert.equal(lost.contradictions.length, 1);
   });
 
@@ -215,7 +234,16 @@ describe('fault suite model', () => {
     assert.ok(allowed(late.items, held('c;'), 20_000));
     assert.ok(!allowed(late.items, null, 20_000));
     // memcached drops writes made within the deadline's second, even after the flush began.
-    const dead = expect([attempt(0, set('a;')), attempt(5000, { kind: 'delete' }, { effect: 'none', because: 'absent' }), attempt(5300, set('b;')), attempt(5600, append('c;'), { effect: 'none', because: 'absent' })], 20_000, { flushes });
+    const dead = expect(
+      [
+        attempt(0, set('a;')),
+        attempt(5000, { kind: 'delete' }, { effect: 'none', because: 'absent' }),
+        attempt(5300, set('b;')),
+        attempt(5600, append('c;'), { effect: 'none', because: 'absent' }),
+      ],
+      20_000,
+      { flushes },
+    );
     assert.equal(dead.contradictions.length, 0);
   });
 
@@ -228,7 +256,13 @@ describe('fault suite model', () => {
     for (let n = 3; n <= 9; n++) {
       const unanswered = Array.from({ length: n }, (_, i) => attempt(100 + i * 50, append(`${i};`), noReply));
       const inFlushWindow = attempt(23_000, { kind: 'touch', ttl: 100 }, noReply);
-      const log = [attempt(0, set('a;')), ...unanswered, inFlushWindow, attempt(28_000, { kind: 'add', value: 'n;', flags: 0, ttl: 0 }), attempt(31_000, { kind: 'prepend', piece: 'p;' })];
+      const log = [
+        attempt(0, set('a;')),
+        ...unanswered,
+        inFlushWindow,
+        attempt(28_000, { kind: 'add', value: 'n;', flags: 0, ttl: 0 }),
+        attempt(31_000, { kind: 'prepend', piece: 'p;' }),
+      ];
       const after = expect(log, 40_000, { flushes });
       if (after.indeterminate) indeterminate++;
       assert.equal(after.contradictions.length, 0, `${n} writes without a reply`);

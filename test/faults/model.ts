@@ -170,7 +170,8 @@ function timeline(flushes: readonly Flush[], node: string, kills: readonly Kill[
     // clock when it resumes: from the moment it stopped.
     for (const stop of flush.delay > 0 ? (options.stops ?? []) : []) {
       if (lo <= stop.until + CLOCK_CATCH_UP_MS && hi >= stop.at) hi = Math.max(hi, stop.until + CLOCK_CATCH_UP_MS + FLUSH_EDGE_MS);
-      if (stop.node === flush.node && flush.sentAt <= stop.until + CLOCK_CATCH_UP_MS && end >= stop.at) lo = Math.min(lo, stop.at + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS);
+      if (stop.node === flush.node && flush.sentAt <= stop.until + CLOCK_CATCH_UP_MS && end >= stop.at)
+        lo = Math.min(lo, stop.at + flush.delay * 1000 - DELAYED_FLUSH_SLACK_MS);
     }
     const lagging = flush.node !== node;
     const certain = flush.acked && !mayBeLost;
@@ -272,21 +273,23 @@ class Replay {
     // (Applier.flushKeepingNewer), and a delayed one's edge stores back too (flush-edge.ts): those items get a new
     // CAS unique, so a gets/cas across that is refused although nobody wrote the key.
     const outcome = attempt.outcome;
-    const casRefusedByStoreBack = flush !== null && (flush.lagging || flush.delayed) && attempt.op.kind === 'cas' && outcome.effect === 'none' && outcome.because === 'present';
+    const casRefusedByStoreBack =
+      flush !== null && (flush.lagging || flush.delayed) && attempt.op.kind === 'cas' && outcome.effect === 'none' && outcome.because === 'present';
     for (const b of pre) {
       if (casRefusedByStoreBack && b.item !== null) out.push(b);
-      for (const before of this.statesOf(b, attempt.sentAt)) for (const next of transitions(before, attempt, effectEnd)) {
-        const item = next === before ? next : this.frozenClocks(next, attempt);
-        const rewrote = item !== before && REWRITES.has(attempt.op.kind);
-        // An op that found the ghost's branch empty and left it so: the ghost may still come back.
-        const ghost = before === b.item && item === before ? b.ghost : undefined;
-        if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
-        // On the other node: a write made after the flush (stamped after it) survives its late arrival...
-        else if (inTransit) out.push({ item, flushed: true });
-        // ... and one made about the same time may be stamped either side of it.
-        else if (flush.lagging) out.push({ item, flushed: false }, { item, flushed: true });
-        else out.push({ item, flushed: false });
-      }
+      for (const before of this.statesOf(b, attempt.sentAt))
+        for (const next of transitions(before, attempt, effectEnd)) {
+          const item = next === before ? next : this.frozenClocks(next, attempt);
+          const rewrote = item !== before && REWRITES.has(attempt.op.kind);
+          // An op that found the ghost's branch empty and left it so: the ghost may still come back.
+          const ghost = before === b.item && item === before ? b.ghost : undefined;
+          if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
+          // On the other node: a write made after the flush (stamped after it) survives its late arrival...
+          else if (inTransit) out.push({ item, flushed: true });
+          // ... and one made about the same time may be stamped either side of it.
+          else if (flush.lagging) out.push({ item, flushed: false }, { item, flushed: true });
+          else out.push({ item, flushed: false });
+        }
     }
     // Unsettled: an op that did nothing leaves whatever was there, or what the copy brings back later.
     if (window && attempt.outcome.effect !== 'applied') out.push(...this.branches, ...window.restorable);
@@ -354,7 +357,9 @@ class Replay {
     if (!again && !this.branches.some((b) => !b.flushed)) return;
     // A delayed flush's edge may store back what memcached's clock erased: the erased item stays a ghost until the flush is over.
     const until = this.pendingFlush?.localEnd ?? 0;
-    const erased = again ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: { item: b.item!, until } })) : [];
+    const erased = again
+      ? this.branches.filter((b) => b.item !== null).map((b): Branch => ({ item: null, flushed: true, ghost: { item: b.item!, until } }))
+      : [];
     this.branches = unique([...this.branches, { item: null, flushed: true }, ...erased]);
   }
 
@@ -367,7 +372,10 @@ class Replay {
     if (branches.length <= MAX_BRANCHES) return branches;
     this.indeterminate = true;
     const flushed = [...new Set(branches.map((b) => b.flushed))];
-    return flushed.flatMap((f) => [{ item: ANY, flushed: f }, { item: null, flushed: f }]);
+    return flushed.flatMap((f) => [
+      { item: ANY, flushed: f },
+      { item: null, flushed: f },
+    ]);
   }
 }
 
@@ -412,9 +420,7 @@ export function transitions(item: Item | null, attempt: Attempt, effectEnd = eff
   }
 }
 
-type Effect =
-  | { applied: true; item: Item | null; result?: bigint }
-  | { applied: false; because: 'absent' | 'present' | 'non-numeric' };
+type Effect = { applied: true; item: Item | null; result?: bigint } | { applied: false; because: 'absent' | 'present' | 'non-numeric' };
 
 /** What memcached does with `op` on `item`, as the alternatives it has (one, or two when the value is unknown). */
 function effectsOf(item: Item | null, op: Op, from: number, to: number): Effect[] {
@@ -443,7 +449,9 @@ function effectsOf(item: Item | null, op: Op, from: number, to: number): Effect[
     case 'delete':
       return item ? [{ applied: true, item: null }] : [{ applied: false, because: 'absent' }];
     case 'touch':
-      return item ? [{ applied: true, item: { ...item, expires: op.ttl < 0 ? { lo: from, hi: to } : deadline(op.ttl, from, to) } }] : [{ applied: false, because: 'absent' }];
+      return item
+        ? [{ applied: true, item: { ...item, expires: op.ttl < 0 ? { lo: from, hi: to } : deadline(op.ttl, from, to) } }]
+        : [{ applied: false, because: 'absent' }];
     case 'invalidate':
       if (!item) return [{ applied: false, because: 'absent' }];
       return [{ applied: true, item: op.ttl === null ? item : { ...item, expires: deadline(op.ttl, from, to) } }];
@@ -455,7 +463,11 @@ function arithmetic(item: Item | null, op: Op & { kind: 'incr' | 'decr' }, fresh
     if (!op.create) return [{ applied: false, because: 'absent' }];
     return [{ applied: true, item: fresh(String(op.create.initial), 0, op.create.ttl), result: op.create.initial }];
   }
-  if (item.value === undefined) return [{ applied: true, item: { ...item, value: undefined } }, { applied: false, because: 'non-numeric' }];
+  if (item.value === undefined)
+    return [
+      { applied: true, item: { ...item, value: undefined } },
+      { applied: false, because: 'non-numeric' },
+    ];
   const n = counterValue(item.value);
   if (n === null) return [{ applied: false, because: 'non-numeric' }];
   // incr wraps at 2^64; decr stops at 0 (memcached's rules).
@@ -518,6 +530,11 @@ export function matches(item: Item | null, held: Held | null, now: number): bool
 export function showItem(item: Item | null, now: number): string {
   if (item === null) return 'absent';
   const value = item.value === undefined ? '?' : JSON.stringify(item.value.length > 40 ? `${item.value.slice(0, 30)}...` : item.value);
-  const ttl = item.expires === 'unknown' ? 't?' : item.expires === null ? 't-1' : `t${Math.round((item.expires.lo - now) / 1000)}..${Math.round((item.expires.hi - now) / 1000)}`;
+  const ttl =
+    item.expires === 'unknown'
+      ? 't?'
+      : item.expires === null
+        ? 't-1'
+        : `t${Math.round((item.expires.lo - now) / 1000)}..${Math.round((item.expires.hi - now) / 1000)}`;
   return `${value} f${item.flags ?? '?'} ${ttl}`;
 }

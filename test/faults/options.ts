@@ -51,7 +51,10 @@ export function parseOptions(argv: string[]): SuiteOptions {
 function list<T extends string>(flag: string, text: string | undefined, names: readonly T[], aliases: Record<string, readonly T[]>): Set<T> {
   if (text === undefined || text === 'all') return new Set(names);
   const out = new Set<T>();
-  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const item of text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     if (item in aliases) for (const name of aliases[item]) out.add(name);
     else if ((names as readonly string[]).includes(item)) out.add(item as T);
     else throw new UsageError(`--${flag}: unknown "${item}"; known: ${[...names, 'all', ...Object.keys(aliases)].join(', ')}`);

@@ -45,7 +45,7 @@ export async function sidecarNode(rnd: () => number, replicationPort: number, st
     replicationPort,
     startMemrepl: start,
     memcached: mcPort,
-    memcachedPid: () => (memcached.child.exitCode === null && memcached.child.signalCode === null ? memcached.child.pid ?? null : null),
+    memcachedPid: () => (memcached.child.exitCode === null && memcached.child.signalCode === null ? (memcached.child.pid ?? null) : null),
     async killMemcached() {
       await memcached.stop('SIGKILL');
       await sleep(200 + rnd() * 800);

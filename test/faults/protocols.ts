@@ -181,7 +181,8 @@ function metaRequest(key: string, op: Op, quiet: boolean): Buffer {
 }
 
 function decodeMeta(op: Op, request: Buffer, quiet: boolean, replies: Array<{ line: string; value?: string }>): Outcome {
-  if (replies.length > 1) throw new OddReply(`${request.toString('latin1').split('\r\n')[0]}: ${replies.length} replies ${JSON.stringify(replies.map((r) => r.line))}`);
+  if (replies.length > 1)
+    throw new OddReply(`${request.toString('latin1').split('\r\n')[0]}: ${replies.length} replies ${JSON.stringify(replies.map((r) => r.line))}`);
   const line = replies[0]?.line;
   if (line === undefined) {
     // Quiet: ms/md/ma are silent on success; mg (touch) is silent on a miss.
@@ -230,7 +231,7 @@ function binaryOpcode(op: Op, form: Form): number {
   if (op.kind === 'invalidate' || op.kind === 'cas') throw new Error(`binary has no ${op.kind}`);
   // touch: Touch, GAT or GATK (Touch has no quiet twin).
   const loud = op.kind === 'touch' ? [Opcode.Touch, Opcode.GAT, Opcode.GATK][form.variant % 3] : LOUD[op.kind];
-  return form.quiet ? QUIET[loud] ?? loud : loud;
+  return form.quiet ? (QUIET[loud] ?? loud) : loud;
 }
 
 function binaryName(op: Op, form: Form): string {

@@ -32,7 +32,14 @@ export async function reader(ctx: WorkloadContext, node: NodeName, keys: () => s
     try {
       const wire = wires.get(protocol) ?? (await Wire.open(ctx.port(node)));
       wires.set(protocol, wire);
-      if (kind === 'binary') await binaryRead(wire, history, node, Array.from({ length: between(draw, 1, 20) }, () => pick(draw, all)), draw() < 0.5);
+      if (kind === 'binary')
+        await binaryRead(
+          wire,
+          history,
+          node,
+          Array.from({ length: between(draw, 1, 20) }, () => pick(draw, all)),
+          draw() < 0.5,
+        );
       else if (kind === 'mg') await metaRead(wire, history, node, pick(draw, all));
       else {
         const textKeys = Array.from({ length: between(draw, 1, 24) }, () => pick(draw, all)).filter((k) => textSafeKey(Buffer.from(k, 'latin1')));
@@ -57,7 +64,10 @@ function counterKey(history: History, key: string): boolean {
 function checkValue(history: History, node: NodeName, command: string, key: string, value: string): void {
   if (!history.legitimate(key, value, counterKey(history, key))) {
     const cut = [...(history.cutPieces.get(key) ?? [])].some((p) => value.includes(p));
-    history.find('readers', `node ${node} ${command}: ${showKey(key)} read ${showValue(value)}, ${cut ? 'the value of a request cut mid-way' : 'which nobody wrote to this key'}`);
+    history.find(
+      'readers',
+      `node ${node} ${command}: ${showKey(key)} read ${showValue(value)}, ${cut ? 'the value of a request cut mid-way' : 'which nobody wrote to this key'}`,
+    );
   }
 }
 
@@ -68,7 +78,10 @@ async function textRead(wire: Wire, history: History, node: NodeName, command: '
   for (const v of values) {
     while (at < keys.length && keys[at] !== v.key) at++;
     if (at === keys.length) {
-      history.find('readers', `node ${node} ${command} of ${keys.length} keys: VALUE ${showKey(v.key)} was not asked for at that place (asked ${keys.map(showKey).join(' ').slice(0, 200)})`);
+      history.find(
+        'readers',
+        `node ${node} ${command} of ${keys.length} keys: VALUE ${showKey(v.key)} was not asked for at that place (asked ${keys.map(showKey).join(' ').slice(0, 200)})`,
+      );
       return;
     }
     at++;

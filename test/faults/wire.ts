@@ -155,7 +155,8 @@ export function parseBinary(bytes: Buffer): BinaryResponse[] | null {
   let at = 0;
   while (at < bytes.length) {
     if (bytes.length - at < HEADER_LENGTH) return null;
-    if (bytes[at] !== RESPONSE_MAGIC) throw new ReplyLine(`binary response with magic 0x${bytes[at].toString(16)}: ${JSON.stringify(bytes.toString('latin1', at, at + 40))}`);
+    if (bytes[at] !== RESPONSE_MAGIC)
+      throw new ReplyLine(`binary response with magic 0x${bytes[at].toString(16)}: ${JSON.stringify(bytes.toString('latin1', at, at + 40))}`);
     const keyLength = bytes.readUInt16BE(at + 2);
     const extrasLength = bytes[at + 4];
     const total = bytes.readUInt32BE(at + 8);

@@ -41,7 +41,15 @@ export async function flushWriter(ctx: WorkloadContext): Promise<void> {
     const protocol = draw() < 0.6 ? 'text' : 'binary';
     const delay = draw() < 0.4 ? between(draw, 2, 5) : 0;
     const quiet = draw() < 0.25;
-    const record: Flush = { node, writer: 'flush', via: `${protocol} flush${delay ? ` ${delay}` : ''}${quiet ? ' quiet' : ''}`, delay, sentAt: Date.now(), at: 0, acked: false };
+    const record: Flush = {
+      node,
+      writer: 'flush',
+      via: `${protocol} flush${delay ? ` ${delay}` : ''}${quiet ? ' quiet' : ''}`,
+      delay,
+      sentAt: Date.now(),
+      at: 0,
+      acked: false,
+    };
     record.at = record.sentAt;
     ctx.history.flushes.push(record);
     let wire: Wire | null = null;
@@ -214,7 +222,12 @@ async function cutRequest(ctx: WorkloadContext, node: NodeName, name: string, ke
       // a whole append, closed before its reply: may or may not have happened
       const op: Op = { kind: 'append', piece: value };
       ctx.history.begin(key, op, 'text append (closed before the reply)', node, name);
-      return sendAndClose(ctx.port(node), Buffer.concat([Buffer.from(`append ${key} 0 0 ${data.length}\r\n`, 'latin1'), data, Buffer.from('\r\n')]), between(draw, 0, 2), draw);
+      return sendAndClose(
+        ctx.port(node),
+        Buffer.concat([Buffer.from(`append ${key} 0 0 ${data.length}\r\n`, 'latin1'), data, Buffer.from('\r\n')]),
+        between(draw, 0, 2),
+        draw,
+      );
     }
     default: {
       // a whole binary AppendQ then a multi-get cut while its reply streams

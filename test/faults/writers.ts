@@ -70,7 +70,13 @@ export function makeKey(category: string, writer: string, n: number, shape: KeyS
 }
 
 /** A writer's keys: mostly short, some 100-250 bytes, some binary-unsafe if the writer's protocols carry them. */
-export function keysFor(category: string, writer: string, count: number, options: { binary: boolean; counters: number }, draw: () => number): Array<{ key: string; counter: boolean }> {
+export function keysFor(
+  category: string,
+  writer: string,
+  count: number,
+  options: { binary: boolean; counters: number },
+  draw: () => number,
+): Array<{ key: string; counter: boolean }> {
   const out: Array<{ key: string; counter: boolean }> = [];
   for (let n = 0; n < count; n++) {
     const roll = draw();
@@ -99,10 +105,13 @@ export function drawTtl(draw: () => number, shortShare = 0.1, longShare = 0.1): 
 function counterOp(draw: () => number, roll: number, ttl: number): Op {
   const create = draw() < 0.3 ? { initial: BigInt(between(draw, 0, 500)), ttl: drawTtl(draw, 0, 0.3) } : undefined;
   const delta = BigInt(between(draw, 1, 100));
-  return roll < 0.15 ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl }
-    : roll < 0.55 ? { kind: 'incr', delta, create }
-    : roll < 0.85 ? { kind: 'decr', delta, create }
-    : { kind: 'delete' };
+  return roll < 0.15
+    ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl }
+    : roll < 0.55
+      ? { kind: 'incr', delta, create }
+      : roll < 0.85
+        ? { kind: 'decr', delta, create }
+        : { kind: 'delete' };
 }
 
 export interface Plan {
@@ -129,14 +138,25 @@ export const PLANNERS: Record<'store' | 'append' | 'touch' | 'meta' | 'binary', 
     if (counter) {
       const delta = BigInt(between(draw, 1, 100));
       const op: Op =
-        roll < 0.15 ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl: 0 }
-        : roll < 0.55 ? { kind: 'incr', delta }
-        : roll < 0.85 ? { kind: 'decr', delta }
-        : roll < 0.93 ? { kind: 'delete' }
-        : { kind: 'touch', ttl: drawTtl(draw, 0, 0.5) };
+        roll < 0.15
+          ? { kind: 'set', value: String(between(draw, 0, 1000)), flags: 0, ttl: 0 }
+          : roll < 0.55
+            ? { kind: 'incr', delta }
+            : roll < 0.85
+              ? { kind: 'decr', delta }
+              : roll < 0.93
+                ? { kind: 'delete' }
+                : { kind: 'touch', ttl: drawTtl(draw, 0, 0.5) };
       return { op, protocol: 'text', form: LOUD };
     }
-    const op: Op = roll < 0.2 ? { kind: 'set', value: piece(), flags: 3, ttl: drawTtl(draw, 0.05) } : roll < 0.6 ? { kind: 'append', piece: piece() } : roll < 0.85 ? { kind: 'prepend', piece: piece() } : { kind: 'delete' };
+    const op: Op =
+      roll < 0.2
+        ? { kind: 'set', value: piece(), flags: 3, ttl: drawTtl(draw, 0.05) }
+        : roll < 0.6
+          ? { kind: 'append', piece: piece() }
+          : roll < 0.85
+            ? { kind: 'prepend', piece: piece() }
+            : { kind: 'delete' };
     return { op, protocol: 'text', form: LOUD };
   },
   touch(draw, _key, _counter, piece) {
@@ -152,11 +172,15 @@ export const PLANNERS: Record<'store' | 'append' | 'touch' | 'meta' | 'binary', 
     if (counter) return { op: counterOp(draw, roll, ttl), protocol: 'meta', form };
     const storage = (['set', 'add', 'replace'] as const)[between(draw, 0, 2)];
     const op: Op =
-      roll < 0.3 ? { kind: storage, value: piece(), flags: between(draw, 0, 9), ttl }
-      : roll < 0.5 ? { kind: draw() < 0.5 ? 'append' : 'prepend', piece: piece() }
-      : roll < 0.65 ? { kind: 'delete' }
-      : roll < 0.8 ? { kind: 'invalidate', ttl: draw() < 0.5 ? null : drawTtl(draw, 0.3, 0.4) }
-      : { kind: 'touch', ttl: drawTtl(draw, 0.3, 0.4) };
+      roll < 0.3
+        ? { kind: storage, value: piece(), flags: between(draw, 0, 9), ttl }
+        : roll < 0.5
+          ? { kind: draw() < 0.5 ? 'append' : 'prepend', piece: piece() }
+          : roll < 0.65
+            ? { kind: 'delete' }
+            : roll < 0.8
+              ? { kind: 'invalidate', ttl: draw() < 0.5 ? null : drawTtl(draw, 0.3, 0.4) }
+              : { kind: 'touch', ttl: drawTtl(draw, 0.3, 0.4) };
     return { op, protocol: 'meta', form };
   },
   binary(draw, _key, counter, piece) {
@@ -166,10 +190,13 @@ export const PLANNERS: Record<'store' | 'append' | 'touch' | 'meta' | 'binary', 
     if (counter) return { op: counterOp(draw, roll, ttl), protocol: 'binary', form };
     const storage = (['set', 'add', 'replace'] as const)[between(draw, 0, 2)];
     const op: Op =
-      roll < 0.3 ? { kind: storage, value: piece(), flags: between(draw, 0, 0xffffffff), ttl }
-      : roll < 0.55 ? { kind: draw() < 0.5 ? 'append' : 'prepend', piece: piece() }
-      : roll < 0.7 ? { kind: 'delete' }
-      : { kind: 'touch', ttl: drawTtl(draw, 0.3, 0.4) };
+      roll < 0.3
+        ? { kind: storage, value: piece(), flags: between(draw, 0, 0xffffffff), ttl }
+        : roll < 0.55
+          ? { kind: draw() < 0.5 ? 'append' : 'prepend', piece: piece() }
+          : roll < 0.7
+            ? { kind: 'delete' }
+            : { kind: 'touch', ttl: drawTtl(draw, 0.3, 0.4) };
     return { op, protocol: 'binary', form };
   },
 };

@@ -54,7 +54,8 @@ export async function readAll(address: number | string, keys: string[], timeoutM
       client.send(batch.map((k) => metaGet(k)).join('') + 'mn\r\n');
       const reply = await client.read((b) => b.length >= 4 && b.subarray(b.length - 4).toString() === 'MN\r\n' && parseAll(b) !== null, timeoutMs);
       const parsed = parseAll(reply);
-      if (!parsed || parsed.length !== batch.length) throw new Error(`readAll: ${parsed ? `${parsed.length} replies to ${batch.length} keys` : 'incomplete reply'}`);
+      if (!parsed || parsed.length !== batch.length)
+        throw new Error(`readAll: ${parsed ? `${parsed.length} replies to ${batch.length} keys` : 'incomplete reply'}`);
       batch.forEach((k, j) => out.set(k, parsed[j]));
     }
   } finally {
@@ -140,5 +141,9 @@ export async function compare(portA: number | string, portB: number | string, ke
  */
 export async function untilSame(portA: number | string, portB: number | string, keys: string[], timeoutMs: number, what: string): Promise<void> {
   let last: string[] = [];
-  await eventually(async () => (last = await compare(portA, portB, keys)).length === 0, timeoutMs, () => `${what} (last differences: ${JSON.stringify(last)})`);
+  await eventually(
+    async () => (last = await compare(portA, portB, keys)).length === 0,
+    timeoutMs,
+    () => `${what} (last differences: ${JSON.stringify(last)})`,
+  );
 }

@@ -65,7 +65,10 @@ export class RawClient {
     while (!done(this.received()) && !this.closed && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
     }
     const out = this.received();
@@ -100,7 +103,10 @@ export class RawClient {
  * One client per port, each running `round` over and over until stop(),
  * which resolves with the rounds run in all (background load for a test).
  */
-export function clientLoops(ports: number[], round: (client: RawClient, clientIndex: number, roundIndex: number) => Promise<void>): { stop(): Promise<number> } {
+export function clientLoops(
+  ports: number[],
+  round: (client: RawClient, clientIndex: number, roundIndex: number) => Promise<void>,
+): { stop(): Promise<number> } {
   let running = true;
   let rounds = 0;
   const loops = ports.map(async (port, n) => {

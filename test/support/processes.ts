@@ -39,7 +39,7 @@ export async function launch(command: string, args: string[], port: number, read
   const take = (chunk: Buffer) => {
     const now = Date.now();
     const text = chunk.toString();
-    for (let from = 0; from < text.length; ) {
+    for (let from = 0; from < text.length;) {
       if (atLineStart) lineStarts.push([output.length + from, now]);
       const newline = text.indexOf('\n', from);
       atLineStart = newline !== -1;
@@ -50,9 +50,19 @@ export async function launch(command: string, args: string[], port: number, read
   };
   child.stdout!.on('data', take);
   child.stderr!.on('data', take);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { started.delete(child); resolve(code); }));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      started.delete(child);
+      resolve(code);
+    }),
+  );
   try {
-    await Promise.race([waitForPort(port, readyMs), exited.then((code) => { throw new Error(`${command} exited (${code}): ${output}`); })]);
+    await Promise.race([
+      waitForPort(port, readyMs),
+      exited.then((code) => {
+        throw new Error(`${command} exited (${code}): ${output}`);
+      }),
+    ]);
   } catch (error) {
     child.kill('SIGKILL');
     throw error;
@@ -152,8 +162,14 @@ export async function startNode(
   const memcached = await startMemcached(memcachedArgs);
   const metricsPort = await freePort();
   const args = [
-    '-X', String(replicationPort), '--node-id', name, '--metrics-port', String(metricsPort),
-    '--state-dir', stateDirOf(name, replicationPort),
+    '-X',
+    String(replicationPort),
+    '--node-id',
+    name,
+    '--metrics-port',
+    String(metricsPort),
+    '--state-dir',
+    stateDirOf(name, replicationPort),
     ...(peerPort === null ? [] : ['-x', `127.0.0.1:${peerPort}`]),
     ...extraArgs,
   ];

@@ -20,7 +20,10 @@ export class Relay {
         outbound.destroy();
         this.pairs.delete(pair);
       };
-      for (const [from, to] of [[inbound, outbound], [outbound, inbound]] as const) {
+      for (const [from, to] of [
+        [inbound, outbound],
+        [outbound, inbound],
+      ] as const) {
         from.on('data', (chunk) => {
           if (this.stalled) from.pause();
           to.write(chunk);

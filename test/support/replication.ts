@@ -28,7 +28,8 @@ export async function relayedPair(extraArgs: string[] = []): Promise<{ a: Node; 
   const b = await startNode('b', await freePort(), await relay.start(), extraArgs);
   await linked(a, b);
   // The first full copies (each node has applied nothing from the other) must be over, or a cut link restarts them.
-  for (const node of [a, b]) await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
+  for (const node of [a, b])
+    await eventually(async () => (await stat(node, 'copy_sending')) === '0' && (await stat(node, 'copy_receiving')) === '0', 10000, 'first copies done');
   return { a, b, relay };
 }
 

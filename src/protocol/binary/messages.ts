@@ -113,9 +113,7 @@ export function isQuiet(opcode: number): boolean {
   return LOUD_TWIN.has(opcode);
 }
 
-const NAMES: ReadonlyMap<number, string> = new Map(
-  Object.entries(Opcode).map(([name, code]) => [code, name.toLowerCase()]),
-);
+const NAMES: ReadonlyMap<number, string> = new Map(Object.entries(Opcode).map(([name, code]) => [code, name.toLowerCase()]));
 
 /** "get", "setq", "gatkq", ... or "unknown" (metric labels, logs). */
 export function opcodeName(opcode: number): string {

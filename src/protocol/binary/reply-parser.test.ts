@@ -13,7 +13,14 @@ function drain(parser: BinaryReplyParser): BinaryPacket[] {
 }
 
 test('frames a get hit into header, extras, key and value, keeping the raw bytes', () => {
-  const bytes = encodeResponse({ opcode: Opcode.GetK, opaque: 5, cas: 9n, extras: storageExtras(3, 0).subarray(0, 4), key: Buffer.from('key'), value: Buffer.from('value') });
+  const bytes = encodeResponse({
+    opcode: Opcode.GetK,
+    opaque: 5,
+    cas: 9n,
+    extras: storageExtras(3, 0).subarray(0, 4),
+    key: Buffer.from('key'),
+    value: Buffer.from('value'),
+  });
   const parser = new BinaryReplyParser();
   parser.push(bytes);
   const [packet, ...rest] = drain(parser);
@@ -40,7 +47,10 @@ test('waits for a whole packet, byte by byte', () => {
     parser.push(Buffer.from([byte]));
     packets.push(...drain(parser));
   }
-  assert.deepEqual(packets.map((p) => p.key.toString()), ['pid', '']);
+  assert.deepEqual(
+    packets.map((p) => p.key.toString()),
+    ['pid', ''],
+  );
 });
 
 test('refuses bytes memcached could not have sent', () => {

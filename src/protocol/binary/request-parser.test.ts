@@ -73,7 +73,10 @@ test('waits for the whole request, and a request split anywhere parses the same'
     got.push(...drain(parser));
   }
   assert.deepEqual(got, parse(stream));
-  assert.deepEqual(got.map((r) => asCommand(r).header.opcode), [Opcode.Set, Opcode.GetQ, Opcode.NoOp]);
+  assert.deepEqual(
+    got.map((r) => asCommand(r).header.opcode),
+    [Opcode.Set, Opcode.GetQ, Opcode.NoOp],
+  );
 });
 
 test('a wrong magic closes the connection once a whole header is in, and nothing after is read', () => {
@@ -88,7 +91,7 @@ test('a wrong magic closes the connection once a whole header is in, and nothing
   assert.equal(parser.buffered, 0);
 });
 
-test('extras and key larger than memcached\'s read buffer close the connection once more than a buffer\'s worth arrived', () => {
+test("extras and key larger than memcached's read buffer close the connection once more than a buffer's worth arrived", () => {
   const keyLength = READ_BUFFER_SIZE; // header + key can never fit
   const header = encodeRequest({ opcode: Opcode.Get, keyLength, totalBodyLength: keyLength });
   const parser = new BinaryRequestParser({ maxItemSize: MAX_ITEM });
@@ -154,12 +157,18 @@ test('an unknown opcode swallows its body length *after* extras and key, like me
 
   // Without extras or key the swallow is exact.
   const clean = parse(Buffer.concat([encodeRequest({ opcode: 0x42, value: Buffer.alloc(10) }), noop(3)]));
-  assert.deepEqual(clean.map((r) => r.type), ['rejected', 'command']);
+  assert.deepEqual(
+    clean.map((r) => r.type),
+    ['rejected', 'command'],
+  );
 });
 
-test('a body of 2 GiB or more on an unknown opcode is not swallowed (memcached\'s int)', () => {
+test("a body of 2 GiB or more on an unknown opcode is not swallowed (memcached's int)", () => {
   const huge = encodeRequest({ opcode: 0x42, totalBodyLength: 0x80000000 });
-  assert.deepEqual(parse(Buffer.concat([huge, noop(3)])).map((r) => r.type), ['rejected', 'command']);
+  assert.deepEqual(
+    parse(Buffer.concat([huge, noop(3)])).map((r) => r.type),
+    ['rejected', 'command'],
+  );
 });
 
 test('Stat, Touch and GAT read nothing past the key: extra body bytes are the next request', () => {
@@ -199,7 +208,10 @@ test('a value over the item limit is refused and discarded without being buffere
   const fits = encodeRequest({ opcode: Opcode.Set, key: key('k'), extras: storageExtras(0, 0), value: Buffer.alloc(MAX_ITEM - 2) });
   assert.equal(parse(fits)[0].type, 'command');
   const over = encodeRequest({ opcode: Opcode.Add, key: key('k'), extras: storageExtras(0, 0), value: Buffer.alloc(MAX_ITEM - 1) });
-  assert.deepEqual(parse(over).map((r) => r.type === 'too_large' && r.dropsOldItem), [false]);
+  assert.deepEqual(
+    parse(over).map((r) => r.type === 'too_large' && r.dropsOldItem),
+    [false],
+  );
   const append = encodeRequest({ opcode: Opcode.PrependQ, key: key('k'), value: Buffer.alloc(MAX_ITEM) });
   assert.equal(parse(append)[0].type, 'too_large');
 });
@@ -207,36 +219,47 @@ test('a value over the item limit is refused and discarded without being buffere
 test('a SASL body too big to buffer gets "Unknown command" and is swallowed', () => {
   const auth = encodeRequest({ opcode: Opcode.SASLAuth, key: key('PLAIN'), value: Buffer.alloc(MAX_ITEM * 2) });
   const got = parse(Buffer.concat([auth, noop(1)]));
-  assert.deepEqual(got.map((r) => (r.type === 'rejected' ? r.status : r.type)), [Status.UnknownCommand, 'command']);
+  assert.deepEqual(
+    got.map((r) => (r.type === 'rejected' ? r.status : r.type)),
+    [Status.UnknownCommand, 'command'],
+  );
 });
 
 /** Random requests, well-formed or not, as a client might send them. */
-const anyRequest = fc.record({
-  opcode: fc.oneof(fc.constantFrom(...Object.values(Opcode)), fc.integer({ min: 0, max: 255 })),
-  key: fc.uint8Array({ maxLength: 300 }),
-  extras: fc.oneof(fc.constantFrom(0, 4, 8, 20), fc.integer({ min: 0, max: 40 })),
-  value: fc.integer({ min: 0, max: 3 * MAX_ITEM }),
-  opaque: fc.integer({ min: 0, max: 0xffffffff }),
-  bodyDelta: fc.oneof(fc.constant(0), fc.integer({ min: -30, max: 30 })),
-  magic: fc.oneof({ weight: 20, arbitrary: fc.constant(0x80) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }),
-}).map((r) => {
-  const body = Math.max(0, r.key.length + r.extras + r.value + r.bodyDelta);
-  return encodeRequest({
-    magic: r.magic,
-    opcode: r.opcode,
-    key: Buffer.from(r.key),
-    extras: Buffer.alloc(r.extras),
-    value: Buffer.alloc(r.value, 0x76),
-    opaque: r.opaque,
-    totalBodyLength: body,
+const anyRequest = fc
+  .record({
+    opcode: fc.oneof(fc.constantFrom(...Object.values(Opcode)), fc.integer({ min: 0, max: 255 })),
+    key: fc.uint8Array({ maxLength: 300 }),
+    extras: fc.oneof(fc.constantFrom(0, 4, 8, 20), fc.integer({ min: 0, max: 40 })),
+    value: fc.integer({ min: 0, max: 3 * MAX_ITEM }),
+    opaque: fc.integer({ min: 0, max: 0xffffffff }),
+    bodyDelta: fc.oneof(fc.constant(0), fc.integer({ min: -30, max: 30 })),
+    magic: fc.oneof({ weight: 20, arbitrary: fc.constant(0x80) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }),
+  })
+  .map((r) => {
+    const body = Math.max(0, r.key.length + r.extras + r.value + r.bodyDelta);
+    return encodeRequest({
+      magic: r.magic,
+      opcode: r.opcode,
+      key: Buffer.from(r.key),
+      extras: Buffer.alloc(r.extras),
+      value: Buffer.alloc(r.value, 0x76),
+      opaque: r.opaque,
+      totalBodyLength: body,
+    });
   });
-});
 
 test('random bytes and malformed requests never throw, and buffering stays bounded', () => {
   const bound = Math.max(READ_BUFFER_SIZE, HEADER_LENGTH + 8 + KEY_MAX_LENGTH + MAX_ITEM);
   fc.assert(
     fc.property(
-      fc.array(fc.oneof(anyRequest, fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b))), { maxLength: 20 }),
+      fc.array(
+        fc.oneof(
+          anyRequest,
+          fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
+        ),
+        { maxLength: 20 },
+      ),
       fc.integer({ min: 1, max: 997 }),
       (pieces, chunkSize) => {
         const stream = Buffer.concat(pieces);
@@ -257,25 +280,34 @@ test('random bytes and malformed requests never throw, and buffering stays bound
 });
 
 test('well-formed pipelines split anywhere come back request for request', () => {
-  const wellFormed = fc.record({
-    kind: fc.constantFrom('get', 'set', 'incr', 'touch', 'noop', 'append', 'flush'),
-    quiet: fc.boolean(),
-    key: fc.uint8Array({ minLength: 1, maxLength: KEY_MAX_LENGTH }),
-    value: fc.uint8Array({ maxLength: MAX_ITEM - 2 }),
-    opaque: fc.integer({ min: 0, max: 0xffffffff }),
-  }).map((r): RequestFields => {
-    const k = Buffer.from(r.key);
-    const v = Buffer.from(r.value);
-    switch (r.kind) {
-      case 'get': return { opcode: r.quiet ? Opcode.GetKQ : Opcode.Get, key: k, opaque: r.opaque };
-      case 'set': return { opcode: r.quiet ? Opcode.SetQ : Opcode.Replace, key: k, extras: storageExtras(7, 0), value: v, opaque: r.opaque };
-      case 'incr': return { opcode: r.quiet ? Opcode.DecrementQ : Opcode.Increment, key: k, extras: arithmeticExtras(1n, 1n, 0), opaque: r.opaque };
-      case 'touch': return { opcode: r.quiet ? Opcode.GATQ : Opcode.Touch, key: k, extras: expiryExtras(100), opaque: r.opaque };
-      case 'append': return { opcode: r.quiet ? Opcode.AppendQ : Opcode.Prepend, key: k, value: v, opaque: r.opaque };
-      case 'flush': return { opcode: r.quiet ? Opcode.FlushQ : Opcode.Flush, extras: r.quiet ? expiryExtras(1) : undefined, opaque: r.opaque };
-      default: return { opcode: Opcode.NoOp, opaque: r.opaque };
-    }
-  });
+  const wellFormed = fc
+    .record({
+      kind: fc.constantFrom('get', 'set', 'incr', 'touch', 'noop', 'append', 'flush'),
+      quiet: fc.boolean(),
+      key: fc.uint8Array({ minLength: 1, maxLength: KEY_MAX_LENGTH }),
+      value: fc.uint8Array({ maxLength: MAX_ITEM - 2 }),
+      opaque: fc.integer({ min: 0, max: 0xffffffff }),
+    })
+    .map((r): RequestFields => {
+      const k = Buffer.from(r.key);
+      const v = Buffer.from(r.value);
+      switch (r.kind) {
+        case 'get':
+          return { opcode: r.quiet ? Opcode.GetKQ : Opcode.Get, key: k, opaque: r.opaque };
+        case 'set':
+          return { opcode: r.quiet ? Opcode.SetQ : Opcode.Replace, key: k, extras: storageExtras(7, 0), value: v, opaque: r.opaque };
+        case 'incr':
+          return { opcode: r.quiet ? Opcode.DecrementQ : Opcode.Increment, key: k, extras: arithmeticExtras(1n, 1n, 0), opaque: r.opaque };
+        case 'touch':
+          return { opcode: r.quiet ? Opcode.GATQ : Opcode.Touch, key: k, extras: expiryExtras(100), opaque: r.opaque };
+        case 'append':
+          return { opcode: r.quiet ? Opcode.AppendQ : Opcode.Prepend, key: k, value: v, opaque: r.opaque };
+        case 'flush':
+          return { opcode: r.quiet ? Opcode.FlushQ : Opcode.Flush, extras: r.quiet ? expiryExtras(1) : undefined, opaque: r.opaque };
+        default:
+          return { opcode: Opcode.NoOp, opaque: r.opaque };
+      }
+    });
   fc.assert(
     fc.property(fc.array(wellFormed, { maxLength: 15 }), fc.integer({ min: 1, max: 300 }), (fields, chunkSize) => {
       const packets = fields.map(encodeRequest);
@@ -286,7 +318,10 @@ test('well-formed pipelines split anywhere come back request for request', () =>
         parser.push(stream.subarray(at, at + chunkSize));
         got.push(...drain(parser).map(asCommand));
       }
-      assert.deepEqual(got.map((r) => r.raw), packets);
+      assert.deepEqual(
+        got.map((r) => r.raw),
+        packets,
+      );
       got.forEach((r, i) => {
         assert.equal(r.header.opcode, fields[i].opcode);
         assert.deepEqual(r.key, fields[i].key ?? Buffer.alloc(0));

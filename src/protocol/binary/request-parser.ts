@@ -22,16 +22,7 @@
  * Pure: bytes in, typed requests out. Never throws on client input.
  */
 import { ByteQueue } from '../byte-queue';
-import {
-  BinaryRequest,
-  decodeRequestHeader,
-  HEADER_LENGTH,
-  loudOpcode,
-  Opcode,
-  REQUEST_MAGIC,
-  RequestHeader,
-  Status,
-} from './messages';
+import { BinaryRequest, decodeRequestHeader, HEADER_LENGTH, loudOpcode, Opcode, REQUEST_MAGIC, RequestHeader, Status } from './messages';
 
 /** memcached's KEY_MAX_LENGTH: longer binary keys are a protocol error. */
 export const KEY_MAX_LENGTH = 250;

@@ -59,7 +59,15 @@ test('header fields survive encode → decode', () => {
         dataType: fc.integer({ min: 0, max: 255 }),
       }),
       (f) => {
-        const fields = { opcode: f.opcode, key: Buffer.from(f.key), extras: Buffer.from(f.extras), value: Buffer.from(f.value), opaque: f.opaque, cas: f.cas, dataType: f.dataType };
+        const fields = {
+          opcode: f.opcode,
+          key: Buffer.from(f.key),
+          extras: Buffer.from(f.extras),
+          value: Buffer.from(f.value),
+          opaque: f.opaque,
+          cas: f.cas,
+          dataType: f.dataType,
+        };
         const request = decodeRequestHeader(encodeRequest({ ...fields, vbucket: f.code }));
         const response = decodeResponseHeader(encodeResponse({ ...fields, status: f.code }));
         for (const header of [request, response]) {

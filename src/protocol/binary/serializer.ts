@@ -3,12 +3,7 @@
  * requests upstream, and tests' traffic), responses the proxy answers itself
  * exactly as memcached would, and the extras layouts of the opcodes.
  */
-import {
-  HEADER_LENGTH,
-  REQUEST_MAGIC,
-  RESPONSE_MAGIC,
-  STATUS_MESSAGES,
-} from './messages';
+import { HEADER_LENGTH, REQUEST_MAGIC, RESPONSE_MAGIC, STATUS_MESSAGES } from './messages';
 
 const EMPTY = Buffer.alloc(0);
 

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { metadumpRequest, newMetadumpLine, percentDecode, scanMetadumpFields, scanMetadumpKey, scanMetadumpLine, walkRefusal, type MetadumpLine } from './metadump';
+import {
+  metadumpRequest,
+  newMetadumpLine,
+  percentDecode,
+  scanMetadumpFields,
+  scanMetadumpKey,
+  scanMetadumpLine,
+  walkRefusal,
+  type MetadumpLine,
+} from './metadump';
 
 function scan(text: string): MetadumpLine {
   const buf = Buffer.from(`junk${text}\n`, 'latin1');
@@ -82,7 +91,7 @@ test('metadumpRequest: the walk over the hash table or the LRUs', () => {
   assert.equal(metadumpRequest('all').toString('latin1'), 'lru_crawler metadump all\r\n');
 });
 
-test('walkRefusal: what each of memcached\'s refusals of a walk means', () => {
+test("walkRefusal: what each of memcached's refusals of a walk means", () => {
   assert.equal(walkRefusal('BUSY currently processing crawler request'), 'busy');
   assert.equal(walkRefusal('NOTSTARTED'), 'not_started');
   assert.equal(walkRefusal('BADCLASS invalid class id'), 'bad_class');

@@ -16,7 +16,7 @@ test('frames VALUE, VA and listing parts', () => {
   const parser = new TextReplyParser();
   parser.push(Buffer.from('VALUE k 0 3\r\nabc\r\nEND\r\nVA 2 t\r\nhi\r\nSTAT pid 1\r\nVALUE k 0 \r\n\r\n'));
   const parts = [];
-  for (let part; (part = parser.next()) !== null; ) parts.push([part.kind, part.raw.toString()]);
+  for (let part; (part = parser.next()) !== null;) parts.push([part.kind, part.raw.toString()]);
   assert.deepEqual(parts, [
     ['value', 'VALUE k 0 3\r\nabc\r\n'],
     ['end', 'END\r\n'],

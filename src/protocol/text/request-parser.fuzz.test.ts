@@ -32,7 +32,17 @@ const shape = (r: TextRequest) => ('raw' in r ? `${r.type}:${r.raw.toString('lat
 
 const commandish = fc.oneof(
   fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
-  fc.constantFrom('set k 0 0 5\r\nhello\r\n', 'get a b c\r\n', 'ms k 3 q\r\nabc\r\n', 'mg k v q\r\n', 'incr k 1 noreply\r\n', '\r\n', 'mn\r\n', 'set big 0 0 9999\r\n')
+  fc
+    .constantFrom(
+      'set k 0 0 5\r\nhello\r\n',
+      'get a b c\r\n',
+      'ms k 3 q\r\nabc\r\n',
+      'mg k v q\r\n',
+      'incr k 1 noreply\r\n',
+      '\r\n',
+      'mn\r\n',
+      'set big 0 0 9999\r\n',
+    )
     .map((s) => Buffer.from(s, 'latin1')),
 );
 

@@ -279,7 +279,14 @@ export class TextRequestParser {
     // Two q flags make memcached answer "duplicate flag", which it always sends.
     const quiet = quietFlags === 1;
     const build = (raw: Buffer, value: Buffer | null): MetaRequest => ({
-      type: 'meta', raw, command, tokens, key, flags, value, quiet,
+      type: 'meta',
+      raw,
+      command,
+      tokens,
+      key,
+      flags,
+      value,
+      quiet,
     });
     if (!isSet) return build(line, null);
 
@@ -291,8 +298,13 @@ export class TextRequestParser {
       this.queue.discard(blockLength);
       const mode = flags.find((f) => f[0] === 'M');
       return {
-        type: 'too_large', meta: true, command: 'ms', key, binaryKey,
-        dropsOldItem: mode === undefined || mode === 'MS' || mode === 'Ms', noreply: false,
+        type: 'too_large',
+        meta: true,
+        command: 'ms',
+        key,
+        binaryKey,
+        dropsOldItem: mode === undefined || mode === 'MS' || mode === 'Ms',
+        noreply: false,
       };
     }
     this.pendingLine = {
@@ -317,6 +329,16 @@ function replyEffect(request: TextRequest, sendsReplies: boolean): ReplyEffect {
  */
 const DISPATCHED_BY_FIRST_CHAR = 'gsacidt';
 const KNOWN_COMMANDS: ReadonlySet<string> = new Set([
-  'replace', 'prepend', 'bget', 'flush_all', 'version', 'quit', 'lru_crawler', 'watch', 'verbosity', 'lru',
-  'extstore', 'refresh_certs',
+  'replace',
+  'prepend',
+  'bget',
+  'flush_all',
+  'version',
+  'quit',
+  'lru_crawler',
+  'watch',
+  'verbosity',
+  'lru',
+  'extstore',
+  'refresh_certs',
 ]);

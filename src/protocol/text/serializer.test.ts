@@ -23,14 +23,23 @@ const latin1 = (buf: Buffer) => buf.toString('latin1');
 test('metaSet: the ms line memcached reads, flags left out when not given', () => {
   const value = Buffer.from('hello');
   assert.equal(latin1(metaSet(Buffer.from('k'), value, { clientFlags: 5, exptime: 100, mode: 'E', quiet: true })), 'ms k 5 F5 T100 ME q\r\nhello\r\n');
-  assert.equal(latin1(metaSet(Buffer.from('memrepl:copy-mark'), Buffer.from('-'), { clientFlags: null, exptime: 10, mode: null, quiet: false })), 'ms memrepl:copy-mark 1 T10\r\n-\r\n');
-  assert.equal(latin1(metaSet(Buffer.from('k'), Buffer.alloc(0), { clientFlags: 4294967295, exptime: 0, mode: 'S', quiet: true })), 'ms k 0 F4294967295 T0 MS q\r\n\r\n');
+  assert.equal(
+    latin1(metaSet(Buffer.from('memrepl:copy-mark'), Buffer.from('-'), { clientFlags: null, exptime: 10, mode: null, quiet: false })),
+    'ms memrepl:copy-mark 1 T10\r\n-\r\n',
+  );
+  assert.equal(
+    latin1(metaSet(Buffer.from('k'), Buffer.alloc(0), { clientFlags: 4294967295, exptime: 0, mode: 'S', quiet: true })),
+    'ms k 0 F4294967295 T0 MS q\r\n\r\n',
+  );
   assert.equal(latin1(metaSet(Buffer.from('k'), value, { clientFlags: 0, exptime: -1, mode: null, quiet: false })), 'ms k 5 F0 T-1\r\nhello\r\n');
 });
 
 test('metaSet: a key the tokenizer would split goes in base64, its b after the length', () => {
   const key = Buffer.from('a b\r\n');
-  assert.equal(latin1(metaSet(key, Buffer.from('v'), { clientFlags: 1, exptime: 2, mode: 'S', quiet: true })), `ms ${key.toString('base64')} 1 b F1 T2 MS q\r\nv\r\n`);
+  assert.equal(
+    latin1(metaSet(key, Buffer.from('v'), { clientFlags: 1, exptime: 2, mode: 'S', quiet: true })),
+    `ms ${key.toString('base64')} 1 b F1 T2 MS q\r\nv\r\n`,
+  );
 });
 
 test('writeMetaSet writes in place at an offset and returns the offset after it', () => {

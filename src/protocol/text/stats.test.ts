@@ -20,12 +20,29 @@ test('startedAt is time minus uptime, null when either is missing', () => {
 test('parseStatsText reads the same from the reply as text', () => {
   const text = 'STAT pid 42\r\nSTAT version 1.6.18\r\nSTAT libevent 2.1.12-stable\r\nSTAT verbosity 0 x\r\nEND\r\n';
   const stats = parseStatsText(text);
-  assert.deepEqual([...stats], [['pid', '42'], ['version', '1.6.18'], ['libevent', '2.1.12-stable'], ['verbosity', '0 x']]);
+  assert.deepEqual(
+    [...stats],
+    [
+      ['pid', '42'],
+      ['version', '1.6.18'],
+      ['libevent', '2.1.12-stable'],
+      ['verbosity', '0 x'],
+    ],
+  );
 });
 
 test('serializeStats writes what parseStats reads, closed by END', () => {
-  const reply = serializeStats([['role', 'active'], ['lag', 3]]);
+  const reply = serializeStats([
+    ['role', 'active'],
+    ['lag', 3],
+  ]);
   assert.equal(reply.toString('latin1'), 'STAT role active\r\nSTAT lag 3\r\nEND\r\n');
-  assert.deepEqual([...parseStatsText(reply.toString('latin1'))], [['role', 'active'], ['lag', '3']]);
+  assert.deepEqual(
+    [...parseStatsText(reply.toString('latin1'))],
+    [
+      ['role', 'active'],
+      ['lag', '3'],
+    ],
+  );
   assert.equal(serializeStats([]).toString('latin1'), 'END\r\n');
 });

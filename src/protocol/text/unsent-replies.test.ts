@@ -36,10 +36,22 @@ test('memcached sends what it queued when it reads again, after get and mn, and 
   assert.equal(dumpBehind([mgs(3) + 'mn\r\n' + DUMP]), false);
   assert.equal(dumpBehind(['get foo\r\n' + mgs(1) + DUMP]), true);
   assert.equal(dumpBehind([`get ${'k'.repeat(251)}\r\n` + DUMP]), true, 'its error stays queued');
-  for (const [count, behind] of [[20, true], [21, false], [22, true], [40, true], [41, false], [61, false]] as const) {
+  for (const [count, behind] of [
+    [20, true],
+    [21, false],
+    [22, true],
+    [40, true],
+    [41, false],
+    [61, false],
+  ] as const) {
     assert.equal(dumpBehind([mgs(count) + DUMP]), behind, `${count} meta gets`);
   }
-  for (const [count, behind] of [[5, true], [6, false], [10, true], [11, false]] as const) {
+  for (const [count, behind] of [
+    [5, true],
+    [6, false],
+    [10, true],
+    [11, false],
+  ] as const) {
     assert.equal(dumpBehind([mgs(count) + DUMP], 5), behind, `${count} meta gets, -R 5`);
   }
 });
@@ -56,7 +68,7 @@ test('a data block past what memcached read is read apart: its reply is sent bef
   assert.equal(dumpBehind([`set huge 0 0 2000000\r\n${'v'.repeat(2_000_000)}\r\n` + DUMP]), false);
 });
 
-test('a line crossing memcached\'s read is handled after a new read from its start', () => {
+test("a line crossing memcached's read is handled after a new read from its start", () => {
   // 17 + 16352 bytes: the dump line starts at 16369 and crosses the first 16 KiB read.
   const set = `set w 0 0 16350\r\n${'x'.repeat(16350)}\r\n`;
   assert.equal(dumpBehind([set + DUMP]), false);

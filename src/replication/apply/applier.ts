@@ -28,7 +28,18 @@
 import { Status, type BinaryPacket } from '../../protocol/binary/messages';
 import { exptimeFor } from '../../protocol/text/expiry';
 import type { ReplyPart } from '../../protocol/text/reply-parser';
-import { flushAll, metaDelete, metaInvalidate, metaRead, metaSet, metaSetBytesMax, metaTouch, textSafeKey, writeMetaSet, type MetaSetFields } from '../../protocol/text/serializer';
+import {
+  flushAll,
+  metaDelete,
+  metaInvalidate,
+  metaRead,
+  metaSet,
+  metaSetBytesMax,
+  metaTouch,
+  textSafeKey,
+  writeMetaSet,
+  type MetaSetFields,
+} from '../../protocol/text/serializer';
 import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from '../binary-keys';
 import { expiresAtFromTtl, FLUSH_CANCEL, type Expiry, type RecordFrame, type RecordOp } from '../link/frames/messages';
 import type { Contention } from './contention';
@@ -298,7 +309,8 @@ export class Applier {
 
   /** The peer's flush_all, run the way memcached would have run it here (see flush-schedule.ts). */
   private applyFlush(batch: Batch, record: RecordFrame, command: Stamp, sentAt: number): void {
-    const timing: FlushTiming = record.delay === FLUSH_CANCEL ? { kind: 'cancel' } : record.delay === 0 ? { kind: 'now' } : { kind: 'delayed', delayMs: record.delay * 1000 };
+    const timing: FlushTiming =
+      record.delay === FLUSH_CANCEL ? { kind: 'cancel' } : record.delay === 0 ? { kind: 'now' } : { kind: 'delayed', delayMs: record.delay * 1000 };
     const at = expiresAtFromTtl(record.ttlMs, sentAt);
     const remainingMs = typeof at === 'number' ? at - Date.now() : 0;
     const action = this.history.flushes.incoming(command, timing, remainingMs);
@@ -335,7 +347,9 @@ export class Applier {
     own.prepare = () =>
       this.contention.holdClientWrites(QUIET_WAIT_MS).then(() => {
         const keep: Kept[] = [];
-        this.history.values.forEachNewerThan(action.moment, (key, write) => keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }));
+        this.history.values.forEachNewerThan(action.moment, (key, write) =>
+          keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }),
+        );
         // Text keys first: kept in that order, memcached answers their reads in that order.
         keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
         keep.forEach(({ key }, i) => (needsBinary(key) ? this.binaryCommand(own, binaryFetch(key, i), null) : this.command(own, metaRead(key), null)));
@@ -378,7 +392,10 @@ export class Applier {
     }
     // Answered before the flush's batch settles: a client's own flush_all waits for that (see pauseForLocalFlush).
     const text = this.textOf(batch);
-    const stored = [text.length > 0 ? this.local.quietBatch(text) : NO_TEXT, batch.binary.length > 0 ? this.binaryLocal.quietBatch(Buffer.concat(batch.binary)) : NO_BINARY];
+    const stored = [
+      text.length > 0 ? this.local.quietBatch(text) : NO_TEXT,
+      batch.binary.length > 0 ? this.binaryLocal.quietBatch(Buffer.concat(batch.binary)) : NO_BINARY,
+    ];
     return Promise.all(stored).catch(() => {});
   }
 
@@ -401,7 +418,18 @@ export class Applier {
   }
 
   private newBatch(): Batch {
-    return { full: [], buf: Buffer.allocUnsafe(BATCH_BYTES), used: 0, binary: [], binaryBytes: 0, tickets: [], copies: 0, lastSeq: 0, sent: new Map(), stream: this.stream };
+    return {
+      full: [],
+      buf: Buffer.allocUnsafe(BATCH_BYTES),
+      used: 0,
+      binary: [],
+      binaryBytes: 0,
+      tickets: [],
+      copies: 0,
+      lastSeq: 0,
+      sent: new Map(),
+      stream: this.stream,
+    };
   }
 
   /** The record's quiet command into the batch, its key counted in flight for Contention. */
@@ -571,7 +599,11 @@ export class Applier {
    * delayed flush and a cancel need no barrier: memcached flushes what was
    * stored before the moment, whenever the command ran.)
    */
-  private send(commands: [Buffer, Buffer[]] | (() => Promise<[Buffer, Buffer[]]>), barrier: boolean, beforeRelease?: (answers: Answers) => Promise<void>): Promise<Answers> {
+  private send(
+    commands: [Buffer, Buffer[]] | (() => Promise<[Buffer, Buffer[]]>),
+    barrier: boolean,
+    beforeRelease?: (answers: Answers) => Promise<void>,
+  ): Promise<Answers> {
     const run = async (): Promise<Answers> => {
       const [text, binary] = typeof commands === 'function' ? await commands() : commands;
       const sendText = () => (text.length > 0 || binary.length === 0 ? this.local.quietBatch(text) : NO_TEXT);
@@ -583,7 +615,10 @@ export class Applier {
     const ran = this.barrier ? this.barrier.then(run) : run();
     const answers = beforeRelease ? ran.then(async (got) => (await beforeRelease(got), got)) : ran;
     if (barrier) {
-      const done = answers.then(() => {}, () => {});
+      const done = answers.then(
+        () => {},
+        () => {},
+      );
       this.barrier = done;
       void done.then(() => {
         if (this.barrier === done) this.barrier = null;
@@ -653,7 +688,6 @@ export class Applier {
     if (!last || last.wall !== record.hlc.wall || last.logical !== record.hlc.logical) return record;
     return { ...record, op: 'add' };
   }
-
 }
 
 /** A record with the item whole (an add's may not be stored). */

@@ -25,7 +25,15 @@ function setup(overrides: Partial<CheckpointFileOptions> = {}, identity: { now: 
     memcached: () => identity.now,
     ...overrides,
   };
-  return { store: new CheckpointFile(options, createLogger(1, (line) => lines.push(line))), lines, options, identity };
+  return {
+    store: new CheckpointFile(
+      options,
+      createLogger(1, (line) => lines.push(line)),
+    ),
+    lines,
+    options,
+    identity,
+  };
 }
 
 test('a saved position is found again by the next run, in front of the same memcached', () => {
@@ -50,7 +58,10 @@ test('a memcached that restarted (other pid or start time) or another address vo
     store.save({ runId: RUN, seq: 5 });
     identity.now = change(MEMCACHED);
     assert.equal(store.load(), null, what);
-    assert.match(lines.join(''), /describes memcached pid 4242 started at 2023-11-14T22:13:20.000Z at 127.0.0.1:11311; memcached at 127.0.0.1:11311 is now pid/);
+    assert.match(
+      lines.join(''),
+      /describes memcached pid 4242 started at 2023-11-14T22:13:20.000Z at 127.0.0.1:11311; memcached at 127.0.0.1:11311 is now pid/,
+    );
   }
   const { store, options } = setup();
   store.load();

@@ -20,7 +20,10 @@ test('no overlap, no repair', () => {
 });
 
 test('a client write and a record of one key in flight together: one repair once both ended', () => {
-  for (const order of [['local', 'apply'], ['apply', 'local']]) {
+  for (const order of [
+    ['local', 'apply'],
+    ['apply', 'local'],
+  ]) {
     const repaired: string[] = [];
     const c = new Contention((key) => repaired.push(key.toString()));
     let ticket = -1;

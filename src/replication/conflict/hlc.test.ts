@@ -5,7 +5,12 @@ import { compareHlc, compareStamps, HLC_LOGICAL_MAX, HybridClock, type Hlc } fro
 
 function manualClock(start: number): { clock: () => number; set(t: number): void } {
   let t = start;
-  return { clock: () => t, set: (v) => { t = v; } };
+  return {
+    clock: () => t,
+    set: (v) => {
+      t = v;
+    },
+  };
 }
 
 test('follows the wall clock when it moves forward', () => {
@@ -97,7 +102,10 @@ test('property: any interleaving of wall-clock jumps, local events and observati
       const hlc = new HybridClock('a', wall.clock);
       let previous: Hlc = hlc.last;
       for (const s of steps) {
-        if (s.kind === 'tick') { wall.set(s.to); continue; }
+        if (s.kind === 'tick') {
+          wall.set(s.to);
+          continue;
+        }
         if (s.kind === 'now') {
           const stamp = hlc.now();
           assert.ok(compareHlc(stamp, previous) > 0, 'now() must exceed everything before');

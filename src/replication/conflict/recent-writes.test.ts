@@ -246,7 +246,6 @@ class Reference {
     const known = this.lastWrite(id);
     return !known || compareStamps(stamp, known) >= 0;
   }
-
 }
 
 /** Everything observable agrees, for every key of the universe. */
@@ -286,39 +285,53 @@ type Op =
 
 const node = fc.constantFrom('a', 'b', 'node-c');
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ kind: fc.constant('note' as const), key: fc.nat(universe.length - 1), step: fc.integer({ min: -30, max: 40 }), logical: fc.nat(3), node }) },
+  {
+    weight: 8,
+    arbitrary: fc.record({
+      kind: fc.constant('note' as const),
+      key: fc.nat(universe.length - 1),
+      step: fc.integer({ min: -30, max: 40 }),
+      logical: fc.nat(3),
+      node,
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('wins' as const), key: fc.nat(universe.length - 1), back: fc.nat(60), logical: fc.nat(3), node }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('forget' as const), back: fc.nat(80) }) },
 );
 
 test('property: matches the reference model over random operations (eviction order, window, overflow)', () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 12 }), fc.constantFrom(0, 10, 60, 500, 1e9), fc.array(opArb, { maxLength: 300, size: 'max' }), (maxEntries, windowMs, ops) => {
-      const map = new RecentWrites({ maxEntries, windowMs });
-      const ref = new Reference(maxEntries, windowMs);
-      let wall = 1000; // the writers' clock: mostly forward, sometimes behind
-      for (const op of ops) {
-        switch (op.kind) {
-          case 'note': {
-            wall = Math.max(0, wall + op.step);
-            const stamp = st(wall, op.logical, op.node);
-            map.note(universe[op.key]!, stamp);
-            ref.note(universe[op.key]!.toString('latin1'), stamp);
-            break;
+    fc.property(
+      fc.integer({ min: 1, max: 12 }),
+      fc.constantFrom(0, 10, 60, 500, 1e9),
+      fc.array(opArb, { maxLength: 300, size: 'max' }),
+      (maxEntries, windowMs, ops) => {
+        const map = new RecentWrites({ maxEntries, windowMs });
+        const ref = new Reference(maxEntries, windowMs);
+        let wall = 1000; // the writers' clock: mostly forward, sometimes behind
+        for (const op of ops) {
+          switch (op.kind) {
+            case 'note': {
+              wall = Math.max(0, wall + op.step);
+              const stamp = st(wall, op.logical, op.node);
+              map.note(universe[op.key]!, stamp);
+              ref.note(universe[op.key]!.toString('latin1'), stamp);
+              break;
+            }
+            case 'wins': {
+              const stamp = st(Math.max(0, wall - op.back), op.logical, op.node);
+              assert.equal(map.incomingWins(universe[op.key]!, stamp), ref.incomingWins(universe[op.key]!.toString('latin1'), stamp));
+              break;
+            }
+            case 'forget':
+              assert.equal(map.forgetBefore(wall - op.back), ref.forgetBefore(wall - op.back));
+              break;
           }
-          case 'wins': {
-            const stamp = st(Math.max(0, wall - op.back), op.logical, op.node);
-            assert.equal(map.incomingWins(universe[op.key]!, stamp), ref.incomingWins(universe[op.key]!.toString('latin1'), stamp));
-            break;
-          }
-          case 'forget':
-            assert.equal(map.forgetBefore(wall - op.back), ref.forgetBefore(wall - op.back));
-            break;
+          assert.equal(map.size, ref.fifo.length);
         }
-        assert.equal(map.size, ref.fifo.length);
-      }
-      assertSame(map, ref, universe, st(wall - 20, 1, 'b'));
-    }),
+        assertSame(map, ref, universe, st(wall - 20, 1, 'b'));
+      },
+    ),
     { numRuns: 600 },
   );
 });

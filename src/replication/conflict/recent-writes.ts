@@ -409,7 +409,12 @@ export class RecentWrites {
       const entry = index[slot]!;
       if (entry === 0) return -1;
       const offset = entry - 1;
-      if (fields.getUint32(offset + HASH, true) === hash && fields.getUint16(offset + KEY_LENGTH, true) === length && equalBytes(this.log, offset + HEADER, key, length)) return slot;
+      if (
+        fields.getUint32(offset + HASH, true) === hash &&
+        fields.getUint16(offset + KEY_LENGTH, true) === length &&
+        equalBytes(this.log, offset + HEADER, key, length)
+      )
+        return slot;
     }
   }
 

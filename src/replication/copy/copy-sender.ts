@@ -159,7 +159,8 @@ export class CopySender {
     this.deps
       .whenApplied(peerLastSeq, COPY_WAIT_MS)
       .then((caughtUp) => {
-        if (!caughtUp && this.copy === copy) log.warn(`replication: the peer's records up to #${peerLastSeq} did not arrive within ${COPY_WAIT_MS} ms; copying anyway`);
+        if (!caughtUp && this.copy === copy)
+          log.warn(`replication: the peer's records up to #${peerLastSeq} did not arrive within ${COPY_WAIT_MS} ms; copying anyway`);
         return copy.run();
       })
       .then(

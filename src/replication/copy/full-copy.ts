@@ -128,7 +128,10 @@ export type FullCopyFailure =
   | 'incomplete'; // checks kept finding items the copy had not sent
 
 export class FullCopyError extends Error {
-  constructor(readonly reason: FullCopyFailure, message: string) {
+  constructor(
+    readonly reason: FullCopyFailure,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -603,7 +606,19 @@ export class FullCopy {
    * local write since `mark` supersedes it or the peer could not hold it.
    * `survivor`: its stamp if its last write is not remembered, as of the fetch leaving.
    */
-  private copyItem(mark: Hlc, survivor: Hlc, key: Buffer, start: number, end: number, flags: number, ttlMs: number, now: number, value: Buffer, valueStart: number, valueEnd: number): void {
+  private copyItem(
+    mark: Hlc,
+    survivor: Hlc,
+    key: Buffer,
+    start: number,
+    end: number,
+    flags: number,
+    ttlMs: number,
+    now: number,
+    value: Buffer,
+    valueStart: number,
+    valueEnd: number,
+  ): void {
     this.accounted!.add(key, start, end);
     if (this.options.localWrites.writtenSince(key, start, end, mark)) {
       this.progress.skipped++; // the live record carries the newer state
@@ -730,10 +745,13 @@ export class FullCopy {
     this.lastRefill = now;
     if (this.tokens >= 1) return true;
     if (!this.waitTimer) {
-      this.waitTimer = setTimeout(() => {
-        this.waitTimer = null;
-        this.drive();
-      }, Math.ceil(1000 / rate));
+      this.waitTimer = setTimeout(
+        () => {
+          this.waitTimer = null;
+          this.drive();
+        },
+        Math.ceil(1000 / rate),
+      );
     }
     return false;
   }

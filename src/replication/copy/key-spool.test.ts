@@ -16,7 +16,10 @@ test('keys come out in the order they went in, with their hash, size and how the
   spool.push(0xffffffff, 2 ** 20, Buffer.from('a b'), 0, 3, 'base64', 1795883024);
   assert.equal(spool.count, 2);
   // Only a key fetched by binary keeps the walk's expiry.
-  assert.deepEqual(drain(spool), [['key:1', 7, 100, 'text', -1], ['a b', 0xffffffff, 2 ** 20, 'base64', -1]]);
+  assert.deepEqual(drain(spool), [
+    ['key:1', 7, 100, 'text', -1],
+    ['a b', 0xffffffff, 2 ** 20, 'base64', -1],
+  ]);
   assert.equal(spool.count, 0);
   assert.equal(spool.bytes, 0);
 });
@@ -30,12 +33,15 @@ test("a key fetched by binary keeps the walk's expiry (never, or unix seconds), 
   spool.push(3, 30, long, 0, long.length, 'binary', -1);
   spool.push(4, 40, long, 0, long.length, 'binary', 0);
   assert.equal(spool.bytes, textBytes + 3 * (textBytes + 4));
-  assert.deepEqual(drain(spool).map(([key, hash, size, by, exp]) => [key === long.toString(), hash, size, by, exp]), [
-    [true, 1, 10, 'text', -1],
-    [true, 2, 20, 'binary', 1795883024],
-    [true, 3, 30, 'binary', -1],
-    [true, 4, 40, 'binary', 0],
-  ]);
+  assert.deepEqual(
+    drain(spool).map(([key, hash, size, by, exp]) => [key === long.toString(), hash, size, by, exp]),
+    [
+      [true, 1, 10, 'text', -1],
+      [true, 2, 20, 'binary', 1795883024],
+      [true, 3, 30, 'binary', -1],
+      [true, 4, 40, 'binary', 0],
+    ],
+  );
   assert.equal(spool.bytes, 0);
 });
 
@@ -45,7 +51,8 @@ test('many keys across slabs, interleaving pushes and shifts; bytes go back to z
   let next = 0;
   let expected = 0;
   for (let round = 0; round < 50; round++) {
-    for (let i = 0; i < 997; i++, next++) spool.push(next, next, Buffer.from(`k${next}`.padEnd(40 + (next % 200), '.')), 0, 40 + (next % 200), next % 3 === 0 ? 'binary' : 'text', next);
+    for (let i = 0; i < 997; i++, next++)
+      spool.push(next, next, Buffer.from(`k${next}`.padEnd(40 + (next % 200), '.')), 0, 40 + (next % 200), next % 3 === 0 ? 'binary' : 'text', next);
     for (let i = 0; i < 613 && spool.shift(key); i++, expected++) {
       assert.equal(key.hash, expected);
       assert.equal(key.buf.toString('latin1', key.start, key.end), `k${expected}`.padEnd(40 + (expected % 200), '.'));
@@ -68,7 +75,10 @@ test('dropFrom keeps the keys below the bound, in order, and counts what it drop
   const dropped = spool.dropFrom(bound);
   const left = drain(spool);
   const wanted = Array.from({ length: 4000 }, (_, j) => j + 1000).filter((i) => (i * 2654435761) >>> 0 < bound);
-  assert.deepEqual(left.map(([k, , size, , exp]) => [k, size, exp]), wanted.map((i) => [`key:${i}`, i, i % 2 ? 1000 + i : -1]));
+  assert.deepEqual(
+    left.map(([k, , size, , exp]) => [k, size, exp]),
+    wanted.map((i) => [`key:${i}`, i, i % 2 ? 1000 + i : -1]),
+  );
   assert.equal(dropped, 4000 - wanted.length);
   assert.ok(dropped > 1000 && bytesBefore > 0);
 });

@@ -136,7 +136,7 @@ export class KeySpool {
     let to = this.readAt;
     for (let from = 0; from < this.slabs.length; from++) {
       const slab = this.slabs[from];
-      for (let at = from === 0 ? this.readAt : 0; at < this.used[from]; ) {
+      for (let at = from === 0 ? this.readAt : 0; at < this.used[from];) {
         const entry = entryBytes(slab, at);
         if (slab.readUInt32LE(at) >= hi) {
           dropped++;

@@ -224,4 +224,3 @@ export class FlushEdge {
     return { read: writes.length, deleted, storedBack };
   }
 }
-

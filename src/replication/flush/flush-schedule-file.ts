@@ -32,7 +32,8 @@ export class FlushScheduleFile {
       writeFileAtomically(this.file, `${JSON.stringify(memory)}\n`);
       this.failing = false;
     } catch (error) {
-      if (!this.failing) this.log.warn(`replication: cannot save ${this.file}: ${(error as Error).message}; a restarted proxy would not know the last flush_all`);
+      if (!this.failing)
+        this.log.warn(`replication: cannot save ${this.file}: ${(error as Error).message}; a restarted proxy would not know the last flush_all`);
       this.failing = true;
     }
   }

@@ -6,7 +6,7 @@ import type { Stamp } from '../conflict/hlc';
 
 const st = (wall: number, nodeId = 'a'): Stamp => ({ wall, logical: 0, nodeId });
 
-test('flushTiming reads flush_all\'s argument as memcached does', () => {
+test("flushTiming reads flush_all's argument as memcached does", () => {
   const now = 1_800_000_000;
   const started = now - 3600;
   assert.deepEqual(flushTiming(0, now, started), { kind: 'now' });
@@ -36,7 +36,7 @@ test('a delayed flush erases nothing until its moment, then everything before it
   assert.equal(flushes.erases(st(3500, 'b')), false);
 });
 
-test('the peer\'s delayed flush is scheduled with what is left of it; an older one is superseded', () => {
+test("the peer's delayed flush is scheduled with what is left of it; an older one is superseded", () => {
   const flushes = new FlushSchedule(() => 1000);
   assert.deepEqual(flushes.incoming(st(900, 'b'), { kind: 'delayed', delayMs: 10_000 }, 9_900), { kind: 'schedule', at: st(10_900, 'b') });
   flushes.local(st(950), { kind: 'cancel' });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { flushTimeFor } from './memcached-clock';
 
-test('flushTimeFor: the cut falls within the second before the moment, whatever the phase of memcached\'s clock', () => {
+test("flushTimeFor: the cut falls within the second before the moment, whatever the phase of memcached's clock", () => {
   const moment = 1_800_000_000_400;
   for (const epoch of [0, 300, 399, 401, 999, -300, -999]) {
     const time = flushTimeFor(moment, epoch);

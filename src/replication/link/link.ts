@@ -224,8 +224,9 @@ export class Link {
   /** Why a peer's HELLO cannot start an authenticated handshake, or null. */
   private refusal(hello: ProvableHello, auth: LinkAuth): string | null {
     // Either would mean the peer is replaying this node's own words at it.
-    if (hello.nonce === this.nonce) return 'authentication refused: the peer sent back this link\'s own nonce';
-    if (hello.nodeId === auth.nodeId) return `authentication refused: the peer claims this node's own id "${auth.nodeId}" (a reflected handshake, or two nodes with one --node-id)`;
+    if (hello.nonce === this.nonce) return "authentication refused: the peer sent back this link's own nonce";
+    if (hello.nodeId === auth.nodeId)
+      return `authentication refused: the peer claims this node's own id "${auth.nodeId}" (a reflected handshake, or two nodes with one --node-id)`;
     return null;
   }
 

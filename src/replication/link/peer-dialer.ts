@@ -60,10 +60,13 @@ export class PeerDialer {
     if (!peer || this.stopped || this.timer) return;
     const base = Math.min(backoffMaxMs, backoffMinMs * 2 ** Math.min(this.attempts, 20));
     this.attempts++;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.dial();
-    }, base / 2 + Math.random() * (base / 2));
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        this.dial();
+      },
+      base / 2 + Math.random() * (base / 2),
+    );
     this.timer.unref();
   }
 

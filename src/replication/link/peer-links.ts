@@ -44,7 +44,8 @@ export class PeerLinks {
   elect(link: Link, hello: Hello): boolean {
     const { cluster, nodeId } = this.self;
     if (hello.cluster !== cluster) return refuse(link, 'cluster_mismatch', `cluster mismatch: peer is in "${hello.cluster}", this node in "${cluster}"`);
-    if (hello.nodeId === nodeId) return refuse(link, 'own_id', `peer has this node's own id "${nodeId}" (a node dialling itself, or two nodes with one --node-id)`);
+    if (hello.nodeId === nodeId)
+      return refuse(link, 'own_id', `peer has this node's own id "${nodeId}" (a node dialling itself, or two nodes with one --node-id)`);
     const current = this.current;
     if (current && current.open) {
       const dialler = (l: Link) => (l.dialled ? nodeId : l.peer!.nodeId);

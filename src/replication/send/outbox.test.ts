@@ -160,7 +160,10 @@ test('a cursor hands out records one by one, follows appends, and sees gaps', ()
   assert.equal(outbox.cursor(11), 'gap');
   const late = outbox.cursor(6);
   assert.ok(late !== 'gap');
-  assert.deepEqual([late.next(), late.next(), late.next(), late.next(), late.next()].map((r) => (r && r !== 'gap' ? r.seq : r)), [7, 8, 9, 10, null]);
+  assert.deepEqual(
+    [late.next(), late.next(), late.next(), late.next(), late.next()].map((r) => (r && r !== 'gap' ? r.seq : r)),
+    [7, 8, 9, 10, null],
+  );
 });
 
 test('a deep backlog: paging and cursors stay linear, and compaction keeps seqs right', () => {

@@ -183,8 +183,15 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       return;
     }
     const stats = this.local.request(STATS_REQUEST);
-    this.flushNoted = stats.then(() => {}, () => {});
-    this.later(stats, (parts) => noted(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)), 'could not tell a past flush_all time from a cancel');
+    this.flushNoted = stats.then(
+      () => {},
+      () => {},
+    );
+    this.later(
+      stats,
+      (parts) => noted(flushTiming(exptime, nowSeconds, startedAt(parseStats(parts)) ?? 0)),
+      'could not tell a past flush_all time from a cancel',
+    );
   }
 
   /** A record that needs a reply from memcached first keeps its place in the order. */

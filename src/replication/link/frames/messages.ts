@@ -115,7 +115,12 @@ export type RecordOp = 'set' | 'add' | 'delete' | 'touch' | 'invalidate' | 'flus
 /** Wire codes of RecordOp. */
 export const RECORD_OPS: readonly RecordOp[] = ['set', 'add', 'delete', 'touch', 'invalidate', 'flush'];
 export const RECORD_OP_CODES: Readonly<Record<RecordOp, number>> = {
-  set: 0, add: 1, delete: 2, touch: 3, invalidate: 4, flush: 5,
+  set: 0,
+  add: 1,
+  delete: 2,
+  touch: 3,
+  invalidate: 4,
+  flush: 5,
 };
 
 /** A flush record's delay that means "cancel the scheduled flush". */
@@ -243,8 +248,12 @@ export interface ResyncInfo {
   items?: number;
 }
 
-export interface ResyncBeginFrame extends ResyncInfo { type: 'resyncBegin' }
-export interface ResyncEndFrame extends ResyncInfo { type: 'resyncEnd' }
+export interface ResyncBeginFrame extends ResyncInfo {
+  type: 'resyncBegin';
+}
+export interface ResyncEndFrame extends ResyncInfo {
+  type: 'resyncEnd';
+}
 
 export interface FullCopyRequest {
   reason: string;
@@ -268,16 +277,7 @@ export interface AuthFrame {
   proof: string;
 }
 
-export type Frame =
-  | HelloFrame
-  | RecordFrame
-  | AckFrame
-  | PingFrame
-  | ResyncBeginFrame
-  | ResyncEndFrame
-  | FullCopyRequestFrame
-  | GoodbyeFrame
-  | AuthFrame;
+export type Frame = HelloFrame | RecordFrame | AckFrame | PingFrame | ResyncBeginFrame | ResyncEndFrame | FullCopyRequestFrame | GoodbyeFrame | AuthFrame;
 
 // ---------------------------------------------------------------- errors
 

@@ -16,7 +16,19 @@ import {
   type RecordFrame,
 } from './messages';
 import { FrameParser } from './parser';
-import { newRecordFrameFields, serializeAck, serializeAuth, serializeFullCopyRequest, serializeGoodbye, serializeHello, serializePing, serializeRecord, serializeResyncBegin, serializeResyncEnd, writeRecordFrame } from './serializer';
+import {
+  newRecordFrameFields,
+  serializeAck,
+  serializeAuth,
+  serializeFullCopyRequest,
+  serializeGoodbye,
+  serializeHello,
+  serializePing,
+  serializeRecord,
+  serializeResyncBegin,
+  serializeResyncEnd,
+  writeRecordFrame,
+} from './serializer';
 
 const MAX = 64 * 1024;
 
@@ -75,10 +87,7 @@ const recordArb: fc.Arbitrary<OutgoingRecord> = fc.record({
   flags: u32,
   value: fc.oneof(bytes(64), bytes(4000)),
   delay: u32,
-  expiresAt: fc.oneof(
-    fc.constant(null),
-    fc.integer({ min: 0, max: 2 ** 45 }),
-  ),
+  expiresAt: fc.oneof(fc.constant(null), fc.integer({ min: 0, max: 2 ** 45 })),
 });
 const nowArb = fc.integer({ min: 0, max: 2 ** 45 });
 
@@ -107,13 +116,16 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
   fc.maxSafeNat().map((seq) => ({ bytes: serializeAck(seq), expected: { type: 'ack' as const, seq } })),
   fc.maxSafeNat().map((time) => ({ bytes: serializePing(time), expected: { type: 'ping' as const, time } })),
   fc.record({ reason: fc.string(), items: fc.maxSafeNat() }, { requiredKeys: [] }).map((info) => ({
-    bytes: serializeResyncBegin(info), expected: { type: 'resyncBegin' as const, ...info },
+    bytes: serializeResyncBegin(info),
+    expected: { type: 'resyncBegin' as const, ...info },
   })),
   fc.record({ reason: fc.string(), items: fc.maxSafeNat() }, { requiredKeys: [] }).map((info) => ({
-    bytes: serializeResyncEnd(info), expected: { type: 'resyncEnd' as const, ...info },
+    bytes: serializeResyncEnd(info),
+    expected: { type: 'resyncEnd' as const, ...info },
   })),
   fc.record({ reason: fc.fullUnicodeString(), lastSeq: fc.maxSafeNat() }, { requiredKeys: ['reason'] }).map((request) => ({
-    bytes: serializeFullCopyRequest(request), expected: { type: 'fullCopyRequest' as const, ...request },
+    bytes: serializeFullCopyRequest(request),
+    expected: { type: 'fullCopyRequest' as const, ...request },
   })),
   fc.fullUnicodeString().map((reason) => ({ bytes: serializeGoodbye({ reason }), expected: { type: 'goodbye' as const, reason } })),
   hex256Arb.map((proof) => ({ bytes: serializeAuth({ proof }), expected: { type: 'auth' as const, proof } })),
@@ -200,7 +212,10 @@ test('property: every frame type round-trips, alone and back to back', () => {
   fc.assert(
     fc.property(fc.array(frameArb, { minLength: 1, maxLength: 12 }), (frames) => {
       for (const f of frames) assert.deepEqual(parseOne(f.bytes), f.expected);
-      assert.deepEqual(parseAll(Buffer.concat(frames.map((f) => f.bytes))), frames.map((f) => f.expected));
+      assert.deepEqual(
+        parseAll(Buffer.concat(frames.map((f) => f.bytes))),
+        frames.map((f) => f.expected),
+      );
     }),
     { numRuns: 3000 },
   );
@@ -208,21 +223,20 @@ test('property: every frame type round-trips, alone and back to back', () => {
 
 test('property: a stream cut into arbitrary chunks parses the same', () => {
   fc.assert(
-    fc.property(
-      fc.array(frameArb, { minLength: 1, maxLength: 8 }),
-      fc.array(fc.nat(), { maxLength: 20 }),
-      (frames, cuts) => {
-        const stream = Buffer.concat(frames.map((f) => f.bytes));
-        const points = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b);
-        const chunks: Buffer[] = [];
-        let from = 0;
-        for (const p of [...points, stream.length]) {
-          chunks.push(stream.subarray(from, p));
-          from = p;
-        }
-        assert.deepEqual(parseAll(chunks), frames.map((f) => f.expected));
-      },
-    ),
+    fc.property(fc.array(frameArb, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { maxLength: 20 }), (frames, cuts) => {
+      const stream = Buffer.concat(frames.map((f) => f.bytes));
+      const points = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b);
+      const chunks: Buffer[] = [];
+      let from = 0;
+      for (const p of [...points, stream.length]) {
+        chunks.push(stream.subarray(from, p));
+        from = p;
+      }
+      assert.deepEqual(
+        parseAll(chunks),
+        frames.map((f) => f.expected),
+      );
+    }),
     { numRuns: 2000 },
   );
 });
@@ -230,8 +244,14 @@ test('property: a stream cut into arbitrary chunks parses the same', () => {
 test('one frame of every type, split at every byte boundary, and byte by byte', () => {
   const frames: Buffer[] = [
     serializeHello({ cluster: 'prod', nodeId: 'a', runId: 'r1', lastApplied: { runId: 'r0', seq: 41 }, nonce: 'ab'.repeat(32) }),
-    serializeRecord({ seq: 1, hlc: { wall: 5, logical: 6 }, op: 'set', key: Buffer.from([0, 1, 0xff]), flags: 9, value: Buffer.from('v\r\nalue'), delay: 0, expiresAt: 1000 }, 400),
-    serializeRecord({ seq: 0, hlc: { wall: 5, logical: 7 }, op: 'flush', key: Buffer.alloc(0), flags: 0, value: Buffer.alloc(0), delay: 30, expiresAt: null }, 400),
+    serializeRecord(
+      { seq: 1, hlc: { wall: 5, logical: 6 }, op: 'set', key: Buffer.from([0, 1, 0xff]), flags: 9, value: Buffer.from('v\r\nalue'), delay: 0, expiresAt: 1000 },
+      400,
+    ),
+    serializeRecord(
+      { seq: 0, hlc: { wall: 5, logical: 7 }, op: 'flush', key: Buffer.alloc(0), flags: 0, value: Buffer.alloc(0), delay: 30, expiresAt: null },
+      400,
+    ),
     serializeAck(1),
     serializePing(123456789),
     serializeResyncBegin({ reason: 'peer restarted', items: 10 }),
@@ -243,7 +263,10 @@ test('one frame of every type, split at every byte boundary, and byte by byte', 
   const stream = Buffer.concat(frames);
   const whole = parseAll(stream);
   assert.equal(whole.length, frames.length);
-  assert.deepEqual(whole.map((f) => f.type), ['hello', 'record', 'record', 'ack', 'ping', 'resyncBegin', 'resyncEnd', 'fullCopyRequest', 'goodbye', 'auth']);
+  assert.deepEqual(
+    whole.map((f) => f.type),
+    ['hello', 'record', 'record', 'ack', 'ping', 'resyncBegin', 'resyncEnd', 'fullCopyRequest', 'goodbye', 'auth'],
+  );
   for (let i = 0; i <= stream.length; i++) {
     assert.deepEqual(parseAll([stream.subarray(0, i), stream.subarray(i)]), whole, `split at ${i}`);
   }
@@ -261,7 +284,10 @@ test('an oversized length is refused from the 4-byte header alone', () => {
   parser.push(header.subarray(0, 3));
   assert.equal(parser.next(), null);
   parser.push(header.subarray(3));
-  assert.throws(() => parser.next(), (err: unknown) => err instanceof FrameError && err.code === 'too-large');
+  assert.throws(
+    () => parser.next(),
+    (err: unknown) => err instanceof FrameError && err.code === 'too-large',
+  );
   // Sticky: the stream lost its framing, and nothing more is buffered.
   parser.push(Buffer.alloc(5000));
   assert.equal(parser.buffered, 0);
@@ -269,7 +295,16 @@ test('an oversized length is refused from the 4-byte header alone', () => {
 });
 
 test('a payload of exactly maxFrameBytes is accepted', () => {
-  const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(100), delay: 0, expiresAt: null };
+  const r: OutgoingRecord = {
+    seq: 1,
+    hlc: { wall: 1, logical: 0 },
+    op: 'set',
+    key: Buffer.from('k'),
+    flags: 0,
+    value: Buffer.alloc(100),
+    delay: 0,
+    expiresAt: null,
+  };
   const buf = serializeRecord(r, 0);
   const payload = buf.length - 5;
   assert.equal(parseAll(buf, payload).length, 1);
@@ -278,7 +313,16 @@ test('a payload of exactly maxFrameBytes is accepted', () => {
 
 test('while a frame trickles in, the parser never holds more than maxFrameBytes + 5 bytes', () => {
   const maxFrameBytes = 300;
-  const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('k'), flags: 0, value: Buffer.alloc(maxFrameBytes - RECORD_FIXED_BYTES - 1), delay: 0, expiresAt: null };
+  const r: OutgoingRecord = {
+    seq: 1,
+    hlc: { wall: 1, logical: 0 },
+    op: 'set',
+    key: Buffer.from('k'),
+    flags: 0,
+    value: Buffer.alloc(maxFrameBytes - RECORD_FIXED_BYTES - 1),
+    delay: 0,
+    expiresAt: null,
+  };
   const frame = serializeRecord(r, 0);
   assert.equal(frame.length, maxFrameBytes + 5);
   const parser = new FrameParser({ maxFrameBytes });
@@ -357,29 +401,46 @@ test('a FrameError message holds no line break from the peer (it is logged befor
 });
 
 test('RECORD whose inner lengths do not add up', () => {
-  const r: OutgoingRecord = { seq: 1, hlc: { wall: 1, logical: 0 }, op: 'set', key: Buffer.from('key'), flags: 0, value: Buffer.from('value'), delay: 0, expiresAt: null };
+  const r: OutgoingRecord = {
+    seq: 1,
+    hlc: { wall: 1, logical: 0 },
+    op: 'set',
+    key: Buffer.from('key'),
+    flags: 0,
+    value: Buffer.from('value'),
+    delay: 0,
+    expiresAt: null,
+  };
   const good = serializeRecord(r, 0);
   const payload = (): Buffer => Buffer.from(good.subarray(5));
   const keyLengthAt = 21;
   const valueLengthAt = 23 + 3 + 4 + 8;
 
-  let p = payload(); p.writeUInt16BE(4, keyLengthAt);
+  let p = payload();
+  p.writeUInt16BE(4, keyLengthAt);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /do not add up/);
-  p = payload(); p.writeUInt16BE(251, keyLengthAt);
+  p = payload();
+  p.writeUInt16BE(251, keyLengthAt);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /key of 251 bytes exceeds 250/);
-  p = payload(); p.writeUInt16BE(200, keyLengthAt);
+  p = payload();
+  p.writeUInt16BE(200, keyLengthAt);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /does not fit/);
-  p = payload(); p.writeUInt32BE(6, valueLengthAt);
+  p = payload();
+  p.writeUInt32BE(6, valueLengthAt);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /do not add up/);
-  p = payload(); p.writeUInt32BE(0xffff_ffff, valueLengthAt);
+  p = payload();
+  p.writeUInt32BE(0xffff_ffff, valueLengthAt);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /do not add up/);
   // Trailing byte after delay.
   assert.match(expectFrameError(rawFrame(0x52, Buffer.concat([payload(), Buffer.alloc(1)]))).message, /do not add up/);
-  p = payload(); p[20] = 6;
+  p = payload();
+  p[20] = 6;
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /op 6 is unknown/);
-  p = payload(); p.writeBigInt64BE(-2n, 23 + 3 + 4);
+  p = payload();
+  p.writeBigInt64BE(-2n, 23 + 3 + 4);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /ttl -2/);
-  p = payload(); p.writeBigInt64BE(-(2n ** 40n), 23 + 3 + 4);
+  p = payload();
+  p.writeBigInt64BE(-(2n ** 40n), 23 + 3 + 4);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /ttl out of range/);
 });
 

@@ -123,12 +123,18 @@ export class FrameParser {
 /** Decodes one frame's payload given its type byte. Throws FrameError. */
 export function decodeFrame(type: number, payload: Buffer): Frame {
   switch (type) {
-    case FrameType.record: return decodeRecord(payload);
-    case FrameType.ack: return { type: 'ack', seq: decodeU64Payload('ACK', payload) };
-    case FrameType.ping: return { type: 'ping', time: decodeU64Payload('PING', payload) };
-    case FrameType.hello: return decodeHello(payload);
-    case FrameType.resyncBegin: return { type: 'resyncBegin', ...resyncInfo(json('RESYNC_BEGIN', payload)) };
-    case FrameType.resyncEnd: return { type: 'resyncEnd', ...resyncInfo(json('RESYNC_END', payload)) };
+    case FrameType.record:
+      return decodeRecord(payload);
+    case FrameType.ack:
+      return { type: 'ack', seq: decodeU64Payload('ACK', payload) };
+    case FrameType.ping:
+      return { type: 'ping', time: decodeU64Payload('PING', payload) };
+    case FrameType.hello:
+      return decodeHello(payload);
+    case FrameType.resyncBegin:
+      return { type: 'resyncBegin', ...resyncInfo(json('RESYNC_BEGIN', payload)) };
+    case FrameType.resyncEnd:
+      return { type: 'resyncEnd', ...resyncInfo(json('RESYNC_END', payload)) };
     case FrameType.fullCopyRequest: {
       const body = json('FULL_COPY_REQUEST', payload);
       const request: FullCopyRequestFrame = { type: 'fullCopyRequest', reason: requiredString('FULL_COPY_REQUEST', body, 'reason') };
@@ -219,11 +225,7 @@ function decodeHello(payload: Buffer): HelloFrame {
   if (payload.length < HELLO_AT.body) throw malformed('HELLO ends before its protocol version');
   const version = payload.readUInt16BE(HELLO_AT.version);
   if (version !== PROTOCOL_VERSION) {
-    throw new FrameError(
-      'unsupported-version',
-      `peer speaks protocol version ${version}, this node speaks version ${PROTOCOL_VERSION}`,
-      version,
-    );
+    throw new FrameError('unsupported-version', `peer speaks protocol version ${version}, this node speaks version ${PROTOCOL_VERSION}`, version);
   }
   const body = json('HELLO', payload.subarray(HELLO_AT.body));
   const hello: HelloFrame = {

@@ -1,14 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  expiresAtFromTtl,
-  PROTOCOL_VERSION,
-  RECORD_OP_CODES,
-  recordFrameBytes,
-  TTL_NEVER,
-  ttlFromExpiresAt,
-  type OutgoingRecord,
-} from './messages';
+import { expiresAtFromTtl, PROTOCOL_VERSION, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER, ttlFromExpiresAt, type OutgoingRecord } from './messages';
 import {
   serializeAck,
   serializeGoodbye,
@@ -44,10 +36,12 @@ test('RECORD layout, byte for byte', () => {
     Buffer.from('0000018bcfe56800', 'hex'), // hlc wall 1_700_000_000_000
     Buffer.from([0, 0, 0, 3]), // hlc logical
     Buffer.from([0]), // op set
-    Buffer.from([0, 3]), Buffer.from('foo'),
+    Buffer.from([0, 3]),
+    Buffer.from('foo'),
     Buffer.from('deadbeef', 'hex'), // flags
     Buffer.from([0, 0, 0, 0, 0, 0, 0x75, 0x30]), // ttl 30000 ms
-    Buffer.from([0, 0, 0, 4]), Buffer.from('bar!'),
+    Buffer.from([0, 0, 0, 4]),
+    Buffer.from('bar!'),
     Buffer.from([0, 0, 0, 0]), // delay
     Buffer.from('0000018bcfe56800', 'hex'), // sentAt: the sender's clock when written
   ]);
@@ -134,8 +128,20 @@ test('writeRecordFrame from ranges of other buffers is the frame serializeRecord
   const reply = Buffer.from('VA 11 kfoo\r\nvalue bytes\r\n');
   const buf = Buffer.alloc(expected.length + 4);
   const end = writeRecordFrame(buf, 2, {
-    seq: 0, wall: 1_700_000_000_000, logical: 3, opCode: RECORD_OP_CODES.add, flags: 0xdeadbeef, ttlMs: 1500, delay: 0, sentAt: now,
-    keySource: reply, keyStart: 7, keyEnd: 10, valueSource: reply, valueStart: 12, valueEnd: 23,
+    seq: 0,
+    wall: 1_700_000_000_000,
+    logical: 3,
+    opCode: RECORD_OP_CODES.add,
+    flags: 0xdeadbeef,
+    ttlMs: 1500,
+    delay: 0,
+    sentAt: now,
+    keySource: reply,
+    keyStart: 7,
+    keyEnd: 10,
+    valueSource: reply,
+    valueStart: 12,
+    valueEnd: 23,
   });
   assert.equal(end, 2 + expected.length);
   assert.deepEqual(buf.subarray(2, end), expected);

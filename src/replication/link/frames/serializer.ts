@@ -76,16 +76,21 @@ function defined<T extends object>(body: T): T {
 
 export function serializeHello(hello: Hello): Buffer {
   if (hello.lastApplied !== null) checkU64('lastApplied.seq', hello.lastApplied.seq);
-  const json = Buffer.from(JSON.stringify(defined({
-    cluster: hello.cluster,
-    nodeId: hello.nodeId,
-    runId: hello.runId,
-    lastApplied: hello.lastApplied === null ? null : { runId: hello.lastApplied.runId, seq: hello.lastApplied.seq },
-    nonce: hello.nonce,
-    time: hello.time,
-    lastSeq: hello.lastSeq,
-    maxFrameBytes: hello.maxFrameBytes,
-  })), 'utf8');
+  const json = Buffer.from(
+    JSON.stringify(
+      defined({
+        cluster: hello.cluster,
+        nodeId: hello.nodeId,
+        runId: hello.runId,
+        lastApplied: hello.lastApplied === null ? null : { runId: hello.lastApplied.runId, seq: hello.lastApplied.seq },
+        nonce: hello.nonce,
+        time: hello.time,
+        lastSeq: hello.lastSeq,
+        maxFrameBytes: hello.maxFrameBytes,
+      }),
+    ),
+    'utf8',
+  );
   const buf = frame(FrameType.hello, HELLO_AT.body + json.length);
   PROTOCOL_MAGIC.copy(buf, FRAME_HEADER_BYTES + HELLO_AT.magic);
   buf.writeUInt16BE(PROTOCOL_VERSION, FRAME_HEADER_BYTES + HELLO_AT.version);
@@ -130,9 +135,20 @@ const EMPTY = Buffer.alloc(0);
 /** A RecordFrameFields to refill for each frame: zeros, an empty key and value. */
 export function newRecordFrameFields(): RecordFrameFields {
   return {
-    seq: 0, wall: 0, logical: 0, opCode: 0, flags: 0, ttlMs: 0, delay: 0, sentAt: 0,
-    keySource: EMPTY, keyStart: 0, keyEnd: 0,
-    valueSource: EMPTY, valueStart: 0, valueEnd: 0,
+    seq: 0,
+    wall: 0,
+    logical: 0,
+    opCode: 0,
+    flags: 0,
+    ttlMs: 0,
+    delay: 0,
+    sentAt: 0,
+    keySource: EMPTY,
+    keyStart: 0,
+    keyEnd: 0,
+    valueSource: EMPTY,
+    valueStart: 0,
+    valueEnd: 0,
   };
 }
 
