@@ -127,67 +127,22 @@ export class Replicator implements LinkHandler {
     this.clock = new HybridClock(options.nodeId);
     this.links = new PeerLinks(options);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
-    const windowMs = options.conflictWindowMs;
-    this.acknowledgedWindow = new AcknowledgedWindow(windowMs);
-    const values = new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.values });
+    this.acknowledgedWindow = new AcknowledgedWindow(options.conflictWindowMs);
+    this.memcached = new LocalConnections(upstream, options.connectTimeoutMs);
     this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
-    const memcached = (this.memcached = new LocalConnections(upstream, options.connectTimeoutMs));
-    const edgeWrites = {
-      applierIdle: () => this.applier.idle(),
-      holdClientWrites: (timeoutMs: number) => this.contention.holdClientWrites(timeoutMs),
-      releaseClientWrites: () => this.contention.releaseClientWrites(),
-    };
-    this.flushEdge = new FlushEdge(memcached.applier, values, edgeWrites, {
-      checked: ({ read, deleted, storedBack, unnoted }) => {
-        if (deleted + storedBack + unnoted > 0) {
-          this.log.info(
-            `replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`,
-          );
-        }
-      },
-      failed: (reason) => this.log.warn(`replication: ${reason}`),
-    });
-    this.history = {
-      values,
-      touches: new RecentWrites({ windowMs, ...CONFLICT_MAP_BOUNDS.touches }),
-      flushes: new FlushSchedule(Date.now, {
-        pending: (at) => this.flushEdge.scheduled(at),
-        changed: (memory) => this.flushScheduleFile.save(memory),
-      }),
-      nearFlush: this.flushEdge,
-      expiries: new KnownExpiries(),
-    };
+    const values = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.values });
+    this.flushEdge = this.newFlushEdge(values);
+    this.history = this.newHistory(values);
     // No peer has seen anything yet: remember every write until one has (see holdHistory).
     this.holdHistory(true);
-    const recorder = new Recorder(this.outbox, this.clock, this.history, memcached.readback, memcached.readbackBinary, {
-      appended: () => {
-        this.sender.schedule();
-        // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
-        if (this.acknowledgedWindow.empty) this.forgetAcknowledged(Date.now());
-      },
-      lost: (reason) => this.writeLost(reason),
-      expiryUnknown: (key) => this.expiryUnknown(key),
-    });
+    const recorder = this.newRecorder();
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
-    const contention = this.contention;
-    const applier = new Applier(memcached.applier, memcached.applierBinary, this.clock, this.history, contention, metrics, options.nodeId, {
+    this.applier = new Applier(this.memcached.applier, this.memcached.applierBinary, this.clock, this.history, this.contention, metrics, options.nodeId, {
       batchAnswered: (answered, error) => this.inbox.batchAnswered(answered, error),
       drained: () => this.resumeLinkIfDrained(),
       refused: (reason) => this.log.warn(`replication: ${reason}`),
     });
-    this.sink = {
-      writing: (key) => contention.localStarted(key),
-      writeEnded: (key) => contention.localEnded(key),
-      // A client's flush_all goes to memcached alone: after the other clients' writes and the peer's records
-      // on their way there, before the ones that come meanwhile (which then find it noted as a flush).
-      flushing: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
-      flushEnded: () =>
-        void recorder.flushNoted.then(() => {
-          applier.resumeAfterLocalFlush();
-          contention.releaseClientWrites();
-        }),
-      written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
-    };
+    this.sink = this.newSink(recorder);
     this.sender = new StreamSender(
       this.outbox,
       () => this.active,
@@ -212,19 +167,12 @@ export class Replicator implements LinkHandler {
       metrics,
       log,
     });
-    this.applier = applier;
-    const { stateDir: dir, nodeId, cluster } = options;
-    const running = () => this.restartWatch.current;
-    this.inbox = new Inbox(applier, new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached: running }, log), metrics, {
-      applied: () => this.scheduleAck(),
-      failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
-      copyDrained: () => this.resumeLinkIfDrained(),
-    });
+    this.inbox = this.newInbox(upstream);
     this.incomingCopy = new IncomingCopy(this.inbox, metrics, log);
-    this.restartWatch = new RestartWatch(memcached.monitor, (before, after) => this.memcachedRestarted(before.pid, after.pid));
+    this.restartWatch = new RestartWatch(this.memcached.monitor, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
     // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
-    memcached.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
+    this.memcached.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
     this.server = replicationServer(
       options.tls,
       (socket) => this.accept(socket),
@@ -233,6 +181,78 @@ export class Replicator implements LinkHandler {
         this.log.warn(`replication: refused a TLS connection: ${error.message}`);
       },
     );
+  }
+
+  private newFlushEdge(values: RecentWrites): FlushEdge {
+    const writes = {
+      applierIdle: () => this.applier.idle(),
+      holdClientWrites: (timeoutMs: number) => this.contention.holdClientWrites(timeoutMs),
+      releaseClientWrites: () => this.contention.releaseClientWrites(),
+    };
+    return new FlushEdge(this.memcached.applier, values, writes, {
+      checked: ({ read, deleted, storedBack, unnoted }) => {
+        if (deleted + storedBack + unnoted > 0) {
+          this.log.info(
+            `replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`,
+          );
+        }
+      },
+      failed: (reason) => this.log.warn(`replication: ${reason}`),
+    });
+  }
+
+  private newHistory(values: RecentWrites): LocalHistory {
+    return {
+      values,
+      touches: new RecentWrites({ windowMs: this.options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.touches }),
+      flushes: new FlushSchedule(Date.now, {
+        pending: (at) => this.flushEdge.scheduled(at),
+        changed: (memory) => this.flushScheduleFile.save(memory),
+      }),
+      nearFlush: this.flushEdge,
+      expiries: new KnownExpiries(),
+    };
+  }
+
+  private newRecorder(): Recorder {
+    return new Recorder(this.outbox, this.clock, this.history, this.memcached.readback, this.memcached.readbackBinary, {
+      appended: () => {
+        this.sender.schedule();
+        // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
+        if (this.acknowledgedWindow.empty) this.forgetAcknowledged(Date.now());
+      },
+      lost: (reason) => this.writeLost(reason),
+      expiryUnknown: (key) => this.expiryUnknown(key),
+    });
+  }
+
+  /** What the proxy reports client writes to. */
+  private newSink(recorder: Recorder): WriteSink {
+    const { contention, applier } = this;
+    return {
+      writing: (key) => contention.localStarted(key),
+      writeEnded: (key) => contention.localEnded(key),
+      // A client's flush_all goes to memcached alone: after the other clients' writes and the peer's records
+      // on their way there, before the ones that come meanwhile (which then find it noted as a flush).
+      flushing: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
+      flushEnded: () =>
+        void recorder.flushNoted.then(() => {
+          applier.resumeAfterLocalFlush();
+          contention.releaseClientWrites();
+        }),
+      written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
+    };
+  }
+
+  private newInbox(upstream: UpstreamAddress): Inbox {
+    const { stateDir: dir, nodeId, cluster } = this.options;
+    const running = () => this.restartWatch.current;
+    const checkpoint = new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached: running }, this.log);
+    return new Inbox(this.applier, checkpoint, this.metrics, {
+      applied: () => this.scheduleAck(),
+      failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
+      copyDrained: () => this.resumeLinkIfDrained(),
+    });
   }
 
   /**
