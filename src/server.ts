@@ -13,7 +13,7 @@ import { createProxyMetrics } from './proxy/metrics';
 import { discardWrites } from './proxy/write-sink';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { createReplicationMetrics } from './replication/metrics';
-import { Replicator } from './replication/replicator';
+import { Replicator, type ReplicationOptions } from './replication/replicator';
 import { Listener } from './proxy/listener';
 import { textDialect, type ProxyStats } from './proxy/text-exchange';
 import { binaryDialect } from './proxy/binary-exchange';
@@ -52,35 +52,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await learnSettings(upstream, limits, config.maxItemSize === undefined, log);
 
   // Replication port 0 turns replication off: a plain proxy.
-  const replicator =
-    config.replicationPort === 0
-      ? null
-      : new Replicator(
-          {
-            cluster: config.cluster,
-            nodeId: config.nodeId,
-            listenPort: config.replicationPort,
-            listenHost: config.listen,
-            peer: config.peer ? parseAddress(config.peer, 11212) : null,
-            backlogBytes: config.backlogBytes,
-            maxFrameBytes: () => limits.maxItemSize + 64 * 1024,
-            connectTimeoutMs: config.connectTimeoutMs,
-            handshakeTimeoutMs: 5000,
-            pingIntervalMs: 250,
-            idleTimeoutMs: 5000,
-            backoffMinMs: 100,
-            backoffMaxMs: 5000,
-            conflictWindowMs: config.conflictWindowMs,
-            secret: config.replicationSecret,
-            tls: config.replicationTls,
-            copyRatePerSecond: config.resyncRate,
-            readyBeforeCopy: config.readyBeforeCopy,
-            stateDir: config.stateDir,
-          },
-          address,
-          createReplicationMetrics(registry),
-          log,
-        );
+  const replicator = config.replicationPort === 0 ? null : new Replicator(replicationOptions(config, limits), address, createReplicationMetrics(registry), log);
   await replicator?.start();
   const sink = replicator?.sink ?? discardWrites;
   const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};
@@ -97,21 +69,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const bound = await listener.listen();
   log.info(`server listening on ${bound.address}:${bound.port}, upstream memcached ${formatAddress(address)}`);
 
-  // One check at a time: a scrape's gauges and a /readyz arriving together share it.
-  let checking: Promise<boolean> | null = null;
-  const live = () =>
-    (checking ??= upstream
-      .ask('version', /\r\n$/, 1000)
-      .then(
-        (reply) => reply.startsWith('VERSION'),
-        () => false,
-      )
-      .finally(() => (checking = null)));
-  const health: HealthChecks = {
-    live,
-    notReady: async () => replicator?.notReady() ?? [],
-    notes: () => replicator?.notes() ?? [],
-  };
+  const health = healthChecks(upstream, replicator);
   registerHealthMetrics(registry, health);
   if (replicator) registerReplicationStateMetrics(registry, () => replicator.stats());
   let httpServer: http.Server | null = null;
@@ -134,6 +92,53 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       shared.binary.close();
       await Promise.all([upstreams.text.close(), upstreams.binary.close()]);
     },
+  };
+}
+
+/**
+ * The replication link's timing, in one place: a heartbeat every 250 ms, a
+ * link silent for 5 s (or a handshake not done in 5 s) is dead, and the dialler
+ * backs off from 100 ms to 5 s between attempts.
+ */
+const LINK_TIMING = { handshakeTimeoutMs: 5000, pingIntervalMs: 250, idleTimeoutMs: 5000, backoffMinMs: 100, backoffMaxMs: 5000 };
+/** Room in a frame beyond the largest item memcached takes: the record's own fields and key. */
+const FRAME_OVERHEAD_BYTES = 64 * 1024;
+
+function replicationOptions(config: Config, limits: RequestParserLimits): ReplicationOptions {
+  return {
+    ...LINK_TIMING,
+    cluster: config.cluster,
+    nodeId: config.nodeId,
+    listenPort: config.replicationPort,
+    listenHost: config.listen,
+    peer: config.peer ? parseAddress(config.peer, 11212) : null,
+    backlogBytes: config.backlogBytes,
+    maxFrameBytes: () => limits.maxItemSize + FRAME_OVERHEAD_BYTES,
+    connectTimeoutMs: config.connectTimeoutMs,
+    conflictWindowMs: config.conflictWindowMs,
+    secret: config.replicationSecret,
+    tls: config.replicationTls,
+    copyRatePerSecond: config.resyncRate,
+    readyBeforeCopy: config.readyBeforeCopy,
+    stateDir: config.stateDir,
+  };
+}
+
+function healthChecks(upstream: Upstream, replicator: Replicator | null): HealthChecks {
+  // One check at a time: a scrape's gauges and a /readyz arriving together share it.
+  let checking: Promise<boolean> | null = null;
+  const live = () =>
+    (checking ??= upstream
+      .ask('version', /\r\n$/, 1000)
+      .then(
+        (reply) => reply.startsWith('VERSION'),
+        () => false,
+      )
+      .finally(() => (checking = null)));
+  return {
+    live,
+    notReady: async () => replicator?.notReady() ?? [],
+    notes: () => replicator?.notes() ?? [],
   };
 }
 
