@@ -47,6 +47,8 @@ import type { Logger } from '../../log';
 import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields, scanMetadumpKey, walkRefusal } from '../../protocol/text/metadump';
 import { MetaGetScanner, newFetchedValue } from '../../protocol/text/meta-get-scanner';
 import { TailCarry } from '../../protocol/tail-carry';
+import { FetchPace } from './fetch-pace';
+import { Staging } from './staging';
 import { Opcode, Status, type BinaryPacket } from '../../protocol/binary/messages';
 import { remainingLifeMs } from '../../protocol/text/expiry';
 import { parseMetaHeader } from '../../protocol/text/meta-header';
@@ -136,8 +138,6 @@ export class FullCopyError extends Error {
   }
 }
 
-/** Buffers for fetch requests and for frames are carved from allocations of this size. */
-const STAGING_BYTES = 256 * 1024;
 /** The keys waiting between the walk and the fetches, at most (~400k keys of 32 bytes). */
 const SPOOL_MAX_BYTES = 16 * 1024 * 1024;
 /** The checks' memory of what was sent, at most (see key-filter.ts). */
@@ -203,35 +203,6 @@ function rangePass(lo: number, hi: number, sized: boolean): RangePass {
   return { kind: 'range', lo, hi, sized, listed: 0, bytes: 0 };
 }
 
-/**
- * Bytes built for one socket in large allocations, handed out as slices. An
- * allocation is never reused (the socket may still hold a slice of it).
- */
-class Staging {
-  buf: Buffer = Buffer.alloc(0);
-  used = 0;
-  private from = 0;
-  private ready: Buffer[] = [];
-
-  /** Makes room for `n` more bytes at `used`. */
-  ensure(n: number): void {
-    if (this.buf.length - this.used >= n) return;
-    if (this.used > this.from) this.ready.push(this.buf.subarray(this.from, this.used));
-    this.buf = Buffer.allocUnsafe(Math.max(STAGING_BYTES, n));
-    this.used = this.from = 0;
-  }
-
-  /** Everything written since the last take, or null. */
-  take(): Buffer | null {
-    if (this.used > this.from) this.ready.push(this.buf.subarray(this.from, this.used));
-    this.from = this.used;
-    if (this.ready.length === 0) return null;
-    const out = this.ready.length === 1 ? this.ready[0] : Buffer.concat(this.ready);
-    this.ready = [];
-    return out;
-  }
-}
-
 export class FullCopy {
   readonly progress: FullCopyProgress = { items: 0, bytes: 0, skipped: 0, walks: 0, repaired: 0 };
   private walker: net.Socket | null = null;
@@ -266,9 +237,7 @@ export class FullCopy {
   private accounted: KeyFilter | null = null;
   private inFlight = 0;
   private inFlightBytes = 0;
-  private tokens = 0;
-  private lastRefill = Date.now();
-  private waitTimer: NodeJS.Timeout | null = null;
+  private readonly pace: FetchPace;
   private finished = false;
   /** One object, refilled for every item copied: a copy allocates nothing per item for its frames. */
   private readonly frameFields: RecordFrameFields = newRecordFrameFields();
@@ -288,6 +257,7 @@ export class FullCopy {
     this.frameFields.delay = 0;
     this.modeOpCode = RECORD_OP_CODES[options.mode];
     this.spoolMaxBytes = options.spoolMaxBytes ?? SPOOL_MAX_BYTES;
+    this.pace = new FetchPace(options.ratePerSecond, () => this.drive());
     this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
     // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
     this.done.catch(() => {});
@@ -481,8 +451,7 @@ export class FullCopy {
     let binaryBytes = 0;
     const fetches = () => count + (binaryFetches?.length ?? 0);
     while (this.inFlight + fetches() < maxInFlight && this.inFlightBytes + bytes + binaryBytes < maxInFlightBytes && this.link.open && !this.link.congested) {
-      if (!this.tokenAvailable() || !this.spool.shift(entry)) break;
-      this.tokens--;
+      if (this.spool.count === 0 || !this.pace.take() || !this.spool.shift(entry)) break;
       if (entry.by === 'binary') {
         (binaryFetches ??= []).push({ key: Buffer.from(entry.buf.subarray(entry.start, entry.end)), exp: entry.exp });
         binaryBytes += entry.size;
@@ -736,26 +705,6 @@ export class FullCopy {
     return pass.found === 0 ? null : { kind: 'check', round: pass.round + 1, found: 0 };
   }
 
-  /** Token bucket for ratePerSecond (a token is taken per fetch); schedules a retry when empty. */
-  private tokenAvailable(): boolean {
-    const rate = this.options.ratePerSecond;
-    if (rate <= 0) return true;
-    const now = Date.now();
-    this.tokens = Math.min(rate / 10, this.tokens + ((now - this.lastRefill) * rate) / 1000);
-    this.lastRefill = now;
-    if (this.tokens >= 1) return true;
-    if (!this.waitTimer) {
-      this.waitTimer = setTimeout(
-        () => {
-          this.waitTimer = null;
-          this.drive();
-        },
-        Math.ceil(1000 / rate),
-      );
-    }
-    return false;
-  }
-
   private finish(): void {
     if (this.finished) return;
     this.cleanup();
@@ -771,7 +720,7 @@ export class FullCopy {
 
   private cleanup(): void {
     this.finished = true;
-    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.pace.stop();
     const walker = this.walker;
     this.walker = null;
     walker?.destroy();
