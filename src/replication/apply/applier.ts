@@ -28,21 +28,11 @@
 import { Status, type BinaryPacket } from '../../protocol/binary/messages';
 import { exptimeFor } from '../../protocol/text/expiry';
 import type { ReplyPart } from '../../protocol/text/reply-parser';
-import {
-  flushAll,
-  metaDelete,
-  metaInvalidate,
-  metaRead,
-  metaSet,
-  metaSetBytesMax,
-  metaTouch,
-  textSafeKey,
-  writeMetaSet,
-  type MetaSetFields,
-} from '../../protocol/text/serializer';
+import { flushAll, metaDelete, metaInvalidate, metaRead, metaTouch } from '../../protocol/text/serializer';
 import { binaryDelete, binaryFetch, binaryRefusal, binaryStore, binaryTouch, flagsOf, needsBinary } from '../binary-keys';
 import { expiresAtFromTtl, FLUSH_CANCEL, type Expiry, type RecordFrame, type RecordOp } from '../link/frames/messages';
 import type { Contention } from './contention';
+import { BATCH_BYTES, CommandBatch } from './command-batch';
 import type { Stored } from '../flush/flush-edge';
 import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from '../flush/flush-schedule';
 import { flushTimeFor, memcachedClockEpoch } from '../flush/memcached-clock';
@@ -56,21 +46,13 @@ import { recordFromReadBack } from '../send/recorder';
  * Records on their way to memcached as one batch of quiet commands.
  */
 interface Batch {
-  /** Commands written so far, in `buf` up to `used`, then in `full` (earlier buffers). */
-  full: Buffer[];
-  buf: Buffer;
-  used: number;
+  commands: CommandBatch;
   /** Contention tickets of the records sent (they settle with the batch). */
   tickets: number[];
-  /** Binary requests for keys no text command can name, and their bytes. */
-  binary: Buffer[];
-  binaryBytes: number;
   /** Full-copy records it accounts for, stored or skipped as conflicts. */
   copies: number;
   /** The last live (numbered) record it accounts for; 0 for none. */
   lastSeq: number;
-  /** Commands sent, by record op, for the applied counters. */
-  sent: Map<RecordOp, number>;
   /** The live stream its records belong to (see newStream). */
   stream: number;
   /** A flush's batch: the keys read before it, to store back once memcached answered it (see flushKeepingNewer). */
@@ -129,7 +111,6 @@ const QUIET_WAIT_MS = 2000;
 /** A measured phase of memcached's clock is trusted this long (its timer drifts a little every tick). */
 const CLOCK_EPOCH_FRESH_MS = 60_000;
 /** A batch goes to memcached at the end of the tick, or once its commands reach this size. */
-const BATCH_BYTES = 64 * 1024;
 /** Flow control: above this many bytes sent to memcached and not answered, the link stops being read; below the second, it is read again. */
 export const APPLYING_PAUSE_ABOVE = 8 * 1024 * 1024;
 const APPLYING_RESUME_BELOW = 2 * 1024 * 1024;
@@ -318,7 +299,7 @@ export class Applier {
       case 'skip':
         return this.skipped();
       case 'cancel':
-        return this.command(batch, flushAll(CANCEL_FLUSH_EXPTIME, true), 'flush');
+        return batch.commands.command(flushAll(CANCEL_FLUSH_EXPTIME, true), 'flush');
       case 'schedule':
         this.metrics.recordsApplied.labels('flush').inc();
         this.scheduleFlush(action.at).catch((error: Error) => this.events.refused(`could not schedule the peer's delayed flush_all: ${error.message}`));
@@ -352,10 +333,10 @@ export class Applier {
         );
         // Text keys first: kept in that order, memcached answers their reads in that order.
         keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
-        keep.forEach(({ key }, i) => (needsBinary(key) ? this.binaryCommand(own, binaryFetch(key, i), null) : this.command(own, metaRead(key), null)));
-        this.command(own, flushAll(0, true), 'flush');
+        keep.forEach(({ key }, i) => (needsBinary(key) ? own.commands.binaryCommand(binaryFetch(key, i), null) : own.commands.command(metaRead(key), null)));
+        own.commands.command(flushAll(0, true), 'flush');
         // After the flush now, in the same batch: sent apart, it could reach memcached first and be undone by it.
-        if (action.reschedule !== null) this.command(own, flushAll(flushTimeFor(action.reschedule.wall, this.recentClockEpoch()), true), null);
+        if (action.reschedule !== null) own.commands.command(flushAll(flushTimeFor(action.reschedule.wall, this.recentClockEpoch()), true), null);
         own.keep = keep;
         own.flushes = action.moment;
       });
@@ -379,22 +360,22 @@ export class Applier {
       if (!read || !unchanged(key, stamp)) return;
       const item = recordFromReadBack(key, [read], stamp, now);
       if (item?.op !== 'set' && item?.op !== 'invalidate') return;
-      this.store(batch, { op: 'add', key, value: item.value, flags: item.flags }, exptimeFor(item.expiresAt, Date.now()));
+      batch.commands.store({ op: 'add', key, value: item.value, flags: item.flags }, exptimeFor(item.expiresAt, Date.now()));
       // Stale before the flush, stale after it (client writes wait until the kept keys are back: the mark is the add's).
-      if (item.op === 'invalidate') this.command(batch, metaInvalidate(key, true), null);
+      if (item.op === 'invalidate') batch.commands.command(metaInvalidate(key, true), null);
     });
     // Binary reads answer hits only, each with the opaque it was sent with: its place in `keep`.
     for (const read of binaryReads) {
       const kept = keep[read.header.opaque];
       if (read.header.status !== Status.Success || !kept || !unchanged(kept.key, kept.stamp)) continue;
       const deadline = this.history.expiries.deadlineOf(kept.key);
-      if (deadline !== undefined) this.binaryCommand(batch, binaryStore('add', kept.key, read.value, flagsOf(read), exptimeFor(deadline, Date.now())), null);
+      if (deadline !== undefined) batch.commands.binaryCommand(binaryStore('add', kept.key, read.value, flagsOf(read), exptimeFor(deadline, Date.now())), null);
     }
     // Answered before the flush's batch settles: a client's own flush_all waits for that (see pauseForLocalFlush).
-    const text = this.textOf(batch);
+    const text = batch.commands.text();
     const stored = [
       text.length > 0 ? this.local.quietBatch(text) : NO_TEXT,
-      batch.binary.length > 0 ? this.binaryLocal.quietBatch(Buffer.concat(batch.binary)) : NO_BINARY,
+      batch.commands.binary.length > 0 ? this.binaryLocal.quietBatch(Buffer.concat(batch.commands.binary)) : NO_BINARY,
     ];
     return Promise.all(stored).catch(() => {});
   }
@@ -418,18 +399,7 @@ export class Applier {
   }
 
   private newBatch(): Batch {
-    return {
-      full: [],
-      buf: Buffer.allocUnsafe(BATCH_BYTES),
-      used: 0,
-      binary: [],
-      binaryBytes: 0,
-      tickets: [],
-      copies: 0,
-      lastSeq: 0,
-      sent: new Map(),
-      stream: this.stream,
-    };
+    return { commands: new CommandBatch(), tickets: [], copies: 0, lastSeq: 0, stream: this.stream };
   }
 
   /** The record's quiet command into the batch, its key counted in flight for Contention. */
@@ -440,7 +410,7 @@ export class Applier {
     const exptime = exptimeFor(deadline, Date.now());
     if (needsBinary(record.key)) this.writeBinary(batch, record, deadline, exptime);
     else this.writeText(batch, record, exptime);
-    if (batch.full.length * BATCH_BYTES + batch.used + batch.binaryBytes >= BATCH_BYTES) this.flush();
+    if (batch.commands.size >= BATCH_BYTES) this.flush();
     return deadline;
   }
 
@@ -448,19 +418,19 @@ export class Applier {
     switch (record.op) {
       case 'set':
       case 'add':
-        this.store(batch, record, exptime);
+        batch.commands.store(record, exptime);
         break;
       case 'touch':
-        this.command(batch, metaTouch(record.key, exptime, true), record.op);
+        batch.commands.command(metaTouch(record.key, exptime, true), record.op);
         break;
       case 'invalidate':
         // The item as the peer holds it, then the mark: the peer's value, not this node's one, is stale.
-        this.store(batch, record, exptime);
-        this.command(batch, metaInvalidate(record.key, true), null);
+        batch.commands.store(record, exptime);
+        batch.commands.command(metaInvalidate(record.key, true), null);
         break;
       case 'delete':
       case 'flush':
-        this.command(batch, metaDelete(record.key, true), record.op);
+        batch.commands.command(metaDelete(record.key, true), record.op);
         break;
     }
   }
@@ -477,7 +447,7 @@ export class Applier {
     }
     if (record.op === 'delete' || record.op === 'flush') {
       expiries.forget(key);
-      this.binaryCommand(batch, binaryDelete(key), record.op);
+      batch.commands.binaryCommand(binaryDelete(key), record.op);
       return;
     }
     switch (record.op) {
@@ -485,47 +455,13 @@ export class Applier {
       case 'add':
         // An add that finds the key stored leaves that item's expiry as it was.
         if (record.op === 'set' || expiries.deadlineOf(key) === undefined) expiries.note(key, deadline);
-        this.binaryCommand(batch, binaryStore(record.op, key, record.value, record.flags, exptime), record.op);
+        batch.commands.binaryCommand(binaryStore(record.op, key, record.value, record.flags, exptime), record.op);
         return;
       case 'touch':
         expiries.note(key, deadline);
-        this.binaryCommand(batch, binaryTouch(key, exptime), record.op);
+        batch.commands.binaryCommand(binaryTouch(key, exptime), record.op);
         return;
     }
-  }
-
-  /** A set or an add as a quiet ms, written in place into the batch (no string or buffer per record). */
-  private store(batch: Batch, record: Pick<RecordFrame, 'op' | 'key' | 'value' | 'flags'>, exptime: number): void {
-    const { key, value } = record;
-    const fields = storeFields(record, exptime);
-    if (!textSafeKey(key)) {
-      this.command(batch, metaSet(key, value, fields), record.op);
-      return;
-    }
-    count(batch.sent, record.op);
-    const size = metaSetBytesMax(key, value.length, true);
-    if (batch.used + size > batch.buf.length) {
-      if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
-      batch.buf = Buffer.allocUnsafe(Math.max(BATCH_BYTES, size));
-      batch.used = 0;
-    }
-    batch.used = writeMetaSet(batch.buf, batch.used, key, value, fields);
-  }
-
-  /** A binary request for the batch's binary connection; `op` null for one that applies no record. */
-  private binaryCommand(batch: Batch, packet: Buffer, op: RecordOp | null): void {
-    if (op !== null) count(batch.sent, op);
-    batch.binary.push(packet);
-    batch.binaryBytes += packet.length;
-  }
-
-  /** A command built elsewhere, appended as is; `op` null for one that applies no record. */
-  private command(batch: Batch, bytes: Buffer, op: RecordOp | null): void {
-    if (op !== null) count(batch.sent, op);
-    if (batch.used > 0) batch.full.push(batch.buf.subarray(0, batch.used));
-    batch.full.push(bytes);
-    batch.buf = batch.buf.subarray(batch.used);
-    batch.used = 0;
   }
 
   /**
@@ -538,16 +474,16 @@ export class Applier {
     const batch = this.batch;
     if (!batch) return;
     this.batch = null;
-    if (batch.sent.size === 0 && batch.lastSeq === 0 && !batch.prepare) {
+    if (batch.commands.sent.size === 0 && batch.lastSeq === 0 && !batch.prepare) {
       this.events.batchAnswered({ copies: batch.copies, lastSeq: 0 });
       return;
     }
     let bytes = 0;
     const commands = (): [Buffer, Buffer[]] => {
-      const text = this.textOf(batch);
-      bytes = text.length + batch.binaryBytes;
+      const text = batch.commands.text();
+      bytes = text.length + batch.commands.binaryBytes;
       this.bytesApplying += bytes;
-      return [text, batch.binary];
+      return [text, batch.commands.binary];
     };
     const answered = (): BatchAnswered => {
       this.answered(bytes);
@@ -573,7 +509,7 @@ export class Applier {
         ([failures, binaryFailures]) => {
           this.contention.appliesEnded(batch.tickets);
           for (const { key, stamp, stored } of batch.nearFlush ?? []) this.history.nearFlush.answered(key, stamp, stored);
-          this.countOutcomes(batch.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
+          this.countOutcomes(batch.commands.sent, [...failures.map(refusalOf), ...binaryFailures.map(binaryRefusal)]);
           this.events.batchAnswered(answered());
         },
         (error: Error) => {
@@ -582,10 +518,6 @@ export class Applier {
         },
       );
     this.settling = this.settling.then(settle, settle);
-  }
-
-  private textOf(batch: Batch): Buffer {
-    return Buffer.concat([...batch.full, batch.buf.subarray(0, batch.used)]);
   }
 
   /**
@@ -693,21 +625,6 @@ export class Applier {
 /** A record with the item whole (an add's may not be stored). */
 function carriesItem(op: RecordOp): boolean {
   return op === 'set' || op === 'invalidate';
-}
-
-function count(map: Map<RecordOp, number>, op: RecordOp): void {
-  map.set(op, (map.get(op) ?? 0) + 1);
-}
-
-/** One object, refilled for every record stored: the applier's hot path allocates nothing per record. */
-const STORE_FIELDS: MetaSetFields = { clientFlags: 0, exptime: 0, mode: 'S', quiet: true };
-
-/** How the applier stores a record: quietly, as a set or an add, with its client flags. */
-function storeFields(record: Pick<RecordFrame, 'op' | 'flags'>, exptime: number): MetaSetFields {
-  STORE_FIELDS.clientFlags = record.flags;
-  STORE_FIELDS.exptime = exptime;
-  STORE_FIELDS.mode = record.op === 'add' ? 'E' : 'S';
-  return STORE_FIELDS;
 }
 
 /** A text answer that means memcached refused the record, as a line for the log; null for one that is fine. */
