@@ -11,7 +11,14 @@ test('stores as quiet ms in the order written, with commands built elsewhere in 
   batch.store(record('add', 'c', 'v2'), 0);
   batch.command(Buffer.from('mn\r\n'), null);
   assert.equal(batch.text().toString('latin1'), 'ms a 2 F7 T30 MS q\r\nv1\r\nmd b q\r\nms c 2 F0 T0 ME q\r\nv2\r\nmn\r\n');
-  assert.deepEqual([...batch.sent], [['set', 1], ['delete', 1], ['add', 1]]);
+  assert.deepEqual(
+    [...batch.sent],
+    [
+      ['set', 1],
+      ['delete', 1],
+      ['add', 1],
+    ],
+  );
 });
 
 test('a key the text protocol cannot carry goes in base64; binary requests are kept apart', () => {
