@@ -382,7 +382,7 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
   out.push(
     `${fmtInt(rs.items)} items (${rs.keyBytes}-byte keys, ${rs.valueBytes}-byte values, flags set) loaded straight into node A's memcached` +
       `${rs.fillSeconds !== null ? ` (pipelined \`ms ... q\`: ${fmt(rs.fillSeconds)} s, ${fmtInt(rs.items / rs.fillSeconds)} items/s)` : ''}; ` +
-      'then an empty node B (fresh memcached and memrepl, `-x` A) links and A copies everything, unpaced (`--resync-rate 0` on both nodes). ' +
+      "then an empty node B (fresh memcached and memrepl, `-x` A) links and A copies everything, paced only by its own clients' latency (`--resync-rate 0`: no cap, on both nodes). " +
       "Copy time: from B's `stats replication` showing `peer_up 1` to `copies_received 1` (polled every 10 ms); " +
       "A's `memrepl_resync_last_duration_seconds` (copy start → last item written to the link) alongside.",
     '',
@@ -470,8 +470,19 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
   out.push('| Target | Measured | Verdict |', '|---|---|---|');
   const idleRate = rs.idle ? rateOf(rs.idle.itemsSent, rs.idle.linkedToDoneMs) : undefined;
   out.push(
-    `| copy ≥ ${fmtInt(RESYNC_TARGET_ITEMS_PER_S)} items/s with pacing off (idle copy, B linked → copies_received 1) | ${fmtOpt(idleRate, ' items/s')} | ` +
+    `| copy ≥ ${fmtInt(RESYNC_TARGET_ITEMS_PER_S)} items/s with clients idle (idle copy, B linked → copies_received 1) | ${fmtOpt(idleRate, ' items/s')} | ` +
       `${verdict(idleRate === undefined ? undefined : idleRate >= RESYNC_TARGET_ITEMS_PER_S)} |`,
+  );
+  const before99 = rs.load?.before?.latencyUs?.p99;
+  const during99 = rs.load?.during?.latencyUs?.p99;
+  const ratio99 = before99 && during99 !== undefined ? during99 / before99 : undefined;
+  out.push(
+    `| client p99 on A during the copy ≤ 2× before it (the copy paces itself) | ${ratio99 === undefined ? '—' : `${fmtInt(before99!)} → ${fmtInt(during99!)} µs: ${fmt(ratio99, 2)}×`} | ` +
+      `${verdict(ratio99 === undefined ? undefined : ratio99 <= 2)} |`,
+  );
+  const loadedRate = rs.loaded ? rateOf(rs.loaded.itemsSent, rs.loaded.linkedToDoneMs) : undefined;
+  out.push(
+    `| the copy under client load still progresses | ${fmtOpt(loadedRate, ' items/s')} | ${verdict(loadedRate === undefined ? undefined : loadedRate > 0 && complete(rs.loaded))} |`,
   );
   const memrepls = [rs.idle, rs.loaded].flatMap((run) => (run ? run.rss.slice(0, 2) : [])).filter((x) => x.kib !== null);
   const worst = memrepls.reduce<{ role: string; kib: number | null } | null>((w, x) => (w === null || (x.kib ?? 0) > (w.kib ?? 0) ? x : w), null);

@@ -1,7 +1,7 @@
 /**
  * Full copy ("marugoto") benchmark: node A's memcached holds `items` items,
- * an empty node B links to A and A copies everything, unpaced
- * (`--resync-rate 0` on both nodes).
+ * an empty node B links to A and A copies everything, paced only by A's
+ * own clients' latency (`--resync-rate 0`: no cap, on both nodes).
  *
  * Two copies, on the same node A:
  *

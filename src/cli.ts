@@ -141,8 +141,9 @@ export function parseArgs(argv: string[]): Config {
     })
     .option('resync-rate', {
       type: 'number',
-      default: 10000,
-      describe: 'Items per second a full copy (marugoto) sends at most, so clients of the sending node keep their latency; 0 = unpaced',
+      default: 0,
+      describe:
+        'Items per second a full copy (marugoto) sends at most; 0 = no cap. Either way the copy paces itself: full speed while clients are idle, slower while their latency is over twice what it was',
     })
     .option('conflict-window', {
       type: 'number',

@@ -52,7 +52,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await learnSettings(upstream, limits, config.maxItemSize === undefined, log);
 
   // Replication port 0 turns replication off: a plain proxy.
-  const replicator = config.replicationPort === 0 ? null : new Replicator(replicationOptions(config, limits), address, createReplicationMetrics(registry), log);
+  const replicator =
+    config.replicationPort === 0
+      ? null
+      : new Replicator(
+          { ...replicationOptions(config, limits), clientLatency: () => metrics.clientLatency.snapshot() },
+          address,
+          createReplicationMetrics(registry),
+          log,
+        );
   await replicator?.start();
   const sink = replicator?.sink ?? discardWrites;
   const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};

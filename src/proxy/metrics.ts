@@ -3,6 +3,7 @@
  * outcome, memcached's latency and errors, writes handed to replication.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { ClientLatency } from './client-latency';
 
 /**
  * Requests counted by (protocol, command, outcome) in plain numbers. Every
@@ -39,6 +40,8 @@ export function createProxyMetrics(registry: Registry) {
   return {
     /** Count requests here (cheap); `commands` shows them when scraped. */
     commandCounts,
+    /** The same latency as upstreamLatency, in fine buckets a full copy paces itself by (not scraped). */
+    clientLatency: new ClientLatency(),
     clientConnections: new Gauge({ name: 'memrepl_current_connections', help: 'Client connections open now.', registers: [registry] }),
     clientConnectionsTotal: new Counter({ name: 'memrepl_connections_total', help: 'Client connections accepted.', registers: [registry] }),
     clientConnectionsRejected: new Counter({

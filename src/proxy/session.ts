@@ -291,7 +291,9 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     if (!verdict.final) return false;
     this.inFlight.shift();
     if (this.lane === 'shared') this.sharedItems -= slot.exchange.replyItems;
-    this.deps.metrics.upstreamLatency.observe((performance.now() - slot.sentAt) / 1000);
+    const seconds = (performance.now() - slot.sentAt) / 1000;
+    this.deps.metrics.upstreamLatency.observe(seconds);
+    this.deps.metrics.clientLatency.observe(seconds);
     this.finish(slot);
     return true;
   }

@@ -15,6 +15,7 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../proxy/write-sink';
+import type { LatencyCounts } from '../proxy/client-latency';
 import { formatAddress, type UpstreamAddress } from '../sockets';
 import { Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
 import { KnownExpiries } from './binary-keys';
@@ -67,8 +68,10 @@ export interface ReplicationOptions {
   secret: Buffer | null;
   /** Mutual TLS for the link (null: plain TCP). */
   tls: TlsMaterial | null;
-  /** Full copy pace, items per second (0 = unpaced). */
+  /** Full copy pace, items per second at most (0 = no cap). */
   copyRatePerSecond: number;
+  /** This node's client latency, which full copies pace themselves by (see copy/fetch-pace.ts). */
+  clientLatency?: () => LatencyCounts;
   /** Report ready before this node's first full copy has arrived. */
   readyBeforeCopy: boolean;
   /** Directory of this node's replication checkpoint (see checkpoint-file.ts). */

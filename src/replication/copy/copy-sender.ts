@@ -6,6 +6,7 @@
  * when a copy is needed and tells this.
  */
 import type { Logger } from '../../log';
+import type { LatencyCounts } from '../../proxy/client-latency';
 import { parseStats, STATS_SETTINGS_REQUEST } from '../../protocol/text/stats';
 import type { UpstreamAddress } from '../../sockets';
 import { serializeResyncBegin, serializeResyncEnd } from '../link/frames/serializer';
@@ -31,8 +32,10 @@ const COPY_MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 export interface CopySenderOptions {
   nodeId: string;
   connectTimeoutMs: number;
-  /** Items per second (0 = unpaced); read at each copy's start, so a reload applies to the next one. */
+  /** Items per second at most (0 = no cap); read at each copy's start, so a reload applies to the next one. */
   copyRatePerSecond: number;
+  /** This node's client latency, which copies pace themselves by (see fetch-pace.ts). */
+  clientLatency?: () => LatencyCounts;
 }
 
 export interface CopySenderDeps {
@@ -198,6 +201,7 @@ export class CopySender {
       {
         mode,
         ratePerSecond: options.copyRatePerSecond,
+        clientLatency: options.clientLatency,
         connectTimeoutMs: options.connectTimeoutMs,
         maxInFlight: COPY_MAX_IN_FLIGHT,
         maxInFlightBytes: COPY_MAX_IN_FLIGHT_BYTES,

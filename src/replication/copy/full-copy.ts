@@ -48,6 +48,7 @@ import { metadumpRequest, newMetadumpLine, percentDecodeInto, scanMetadumpFields
 import { MetaGetScanner, newFetchedValue } from '../../protocol/text/meta-get-scanner';
 import { TailCarry } from '../../protocol/tail-carry';
 import { FetchPace } from './fetch-pace';
+import type { LatencyCounts } from '../../proxy/client-latency';
 import { Staging } from './staging';
 import { Opcode, Status, type BinaryPacket } from '../../protocol/binary/messages';
 import { remainingLifeMs } from '../../protocol/text/expiry';
@@ -80,8 +81,10 @@ export interface FullCopyOptions {
    * for every key it does not remember writing since (see replicator.ts).
    */
   mode: 'add' | 'set';
-  /** Items per second; 0 = as fast as the link takes them. */
+  /** Items per second at most; 0 = no cap (see fetch-pace.ts). */
   ratePerSecond: number;
+  /** This node's client latency: with it, the copy paces itself by it (see fetch-pace.ts). */
+  clientLatency?: () => LatencyCounts;
   connectTimeoutMs: number;
   /** Fetches in flight at most, and their estimated bytes. */
   maxInFlight: number;
@@ -257,7 +260,7 @@ export class FullCopy {
     this.frameFields.delay = 0;
     this.modeOpCode = RECORD_OP_CODES[options.mode];
     this.spoolMaxBytes = options.spoolMaxBytes ?? SPOOL_MAX_BYTES;
-    this.pace = new FetchPace(options.ratePerSecond, () => this.drive());
+    this.pace = new FetchPace({ cap: options.ratePerSecond, clientLatency: options.clientLatency }, () => this.drive());
     this.done = new Promise<FullCopyProgress>((resolve, reject) => (this.settle = { resolve, reject }));
     // Aborted before run(): the rejection waits for run()'s caller instead of going unhandled.
     this.done.catch(() => {});
