@@ -1,15 +1,19 @@
 /**
  * Paces a full copy's fetches. With the node's client latency to go by, the
  * copy paces itself: it runs as fast as it can while clients are idle, and
- * while they are busy it halves its rate whenever their p99 over the last
- * tenth of a second is more than twice what it was before the copy, and
- * raises it by a quarter otherwise (never below MIN_RATE: the copy always
- * progresses). `--resync-rate` caps it either way; without the latency (the
- * tests), the cap alone paces.
+ * while they are busy it halves its rate whenever, over the last tenth of a
+ * second, their p99 was over 1.5 times what it was before the copy or this
+ * process's event loop kept callbacks waiting over half that p99 (a request
+ * waiting to be read is not in the first measure), and raises it by a tenth
+ * otherwise (never below MIN_RATE: the copy always progresses). The margins
+ * keep clients within twice their p99, the target, on a loaded machine.
+ * `--resync-rate` caps it either way; without the latency (the tests), the
+ * cap alone paces.
  *
  * A token per fetch, refilled continuously, with bursts of a tenth of a
  * second at most.
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { latencyBetween, type LatencyCounts } from '../../proxy/client-latency';
 
 export interface PaceOptions {
@@ -31,6 +35,12 @@ const UNPACED_ABOVE = 1_000_000;
 /** A p99 before the copy below this counts as this: sub-millisecond noise must not stall a copy. */
 const BASELINE_FLOOR_US = 250;
 const QUANTILE = 0.99;
+/** The clients' p99 over the baseline, and the loop's delay over it, past which the copy slows; how much faster it goes otherwise. */
+const SLOWER_ABOVE = 1.5;
+const LOOP_DELAY_ABOVE = 0.5;
+const FASTER_BY = 1.1;
+/** How often the event loop's delay is sampled during a self-paced copy. */
+const LOOP_DELAY_RESOLUTION_MS = 5;
 
 export class FetchPace {
   /** Items per second now; Infinity: unpaced. */
@@ -42,6 +52,7 @@ export class FetchPace {
   private readonly cap: number;
   private baselineUs = 0;
   private last: LatencyCounts | null = null;
+  private loopDelay: IntervalHistogram | null = null;
 
   constructor(
     options: PaceOptions,
@@ -59,7 +70,13 @@ export class FetchPace {
     this.rate = Math.min(this.cap, START_RATE);
     this.last = latency();
     this.baselineUs = Math.max(BASELINE_FLOOR_US, latencyBetween(new Float64Array(this.last.length), this.last, QUANTILE).quantileUs);
-    this.adjuster = setInterval(() => this.adjust(latency()), ADJUST_MS);
+    this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+    this.loopDelay.enable();
+    this.adjuster = setInterval(() => {
+      const loopDelayUs = this.loopDelay!.percentile(QUANTILE * 100) / 1000;
+      this.loopDelay!.reset();
+      this.adjust(latency(), loopDelayUs);
+    }, ADJUST_MS);
     this.adjuster.unref();
   }
 
@@ -84,14 +101,15 @@ export class FetchPace {
     return false;
   }
 
-  /** One interval's verdict (exposed for tests): the clients' latency since the last one. */
-  adjust(counts: LatencyCounts): void {
+  /** One interval's verdict (exposed for tests): the clients' latency since the last one, and how long the event loop kept callbacks waiting. */
+  adjust(counts: LatencyCounts, loopDelayUs = 0): void {
     const { count, quantileUs } = latencyBetween(this.last ?? counts, counts, QUANTILE);
     this.last = counts;
     const before = this.rate;
     if (count < BUSY_REPLIES) this.rate = this.rate * 2;
-    else if (quantileUs > 2 * this.baselineUs) this.rate = Math.max(MIN_RATE, Math.min(this.rate, UNPACED_ABOVE) / 2);
-    else this.rate = this.rate * 1.25;
+    else if (quantileUs > SLOWER_ABOVE * this.baselineUs || loopDelayUs > LOOP_DELAY_ABOVE * this.baselineUs)
+      this.rate = Math.max(MIN_RATE, Math.min(this.rate, UNPACED_ABOVE) / 2);
+    else this.rate = this.rate * FASTER_BY;
     this.rate = Math.min(this.cap, this.rate > UNPACED_ABOVE ? Infinity : this.rate);
     // A copy that waited for a token goes on at once when the rate went up.
     if (this.rate > before && this.timer) {
@@ -104,6 +122,7 @@ export class FetchPace {
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.adjuster) clearInterval(this.adjuster);
+    this.loopDelay?.disable();
     this.timer = this.adjuster = null;
   }
 }
