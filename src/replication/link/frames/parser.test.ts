@@ -32,6 +32,18 @@ import {
 
 const MAX = 64 * 1024;
 
+/** A set record numbered 1 that never expires. */
+const setRecord = (key: Buffer, value: Buffer): OutgoingRecord => ({
+  seq: 1,
+  hlc: { wall: 1, logical: 0 },
+  op: 'set',
+  key,
+  flags: 0,
+  value,
+  delay: 0,
+  expiresAt: null,
+});
+
 /** A HELLO payload's magic and this version, for hand-made bodies. */
 const HELLO_HEAD = Buffer.concat([PROTOCOL_MAGIC, Buffer.from([PROTOCOL_VERSION >> 8, PROTOCOL_VERSION & 0xff])]);
 
@@ -295,16 +307,7 @@ test('an oversized length is refused from the 4-byte header alone', () => {
 });
 
 test('a payload of exactly maxFrameBytes is accepted', () => {
-  const r: OutgoingRecord = {
-    seq: 1,
-    hlc: { wall: 1, logical: 0 },
-    op: 'set',
-    key: Buffer.from('k'),
-    flags: 0,
-    value: Buffer.alloc(100),
-    delay: 0,
-    expiresAt: null,
-  };
+  const r = setRecord(Buffer.from('k'), Buffer.alloc(100));
   const buf = serializeRecord(r, 0);
   const payload = buf.length - 5;
   assert.equal(parseAll(buf, payload).length, 1);
@@ -313,16 +316,7 @@ test('a payload of exactly maxFrameBytes is accepted', () => {
 
 test('while a frame trickles in, the parser never holds more than maxFrameBytes + 5 bytes', () => {
   const maxFrameBytes = 300;
-  const r: OutgoingRecord = {
-    seq: 1,
-    hlc: { wall: 1, logical: 0 },
-    op: 'set',
-    key: Buffer.from('k'),
-    flags: 0,
-    value: Buffer.alloc(maxFrameBytes - RECORD_FIXED_BYTES - 1),
-    delay: 0,
-    expiresAt: null,
-  };
+  const r = setRecord(Buffer.from('k'), Buffer.alloc(maxFrameBytes - RECORD_FIXED_BYTES - 1));
   const frame = serializeRecord(r, 0);
   assert.equal(frame.length, maxFrameBytes + 5);
   const parser = new FrameParser({ maxFrameBytes });
@@ -401,16 +395,7 @@ test('a FrameError message holds no line break from the peer (it is logged befor
 });
 
 test('RECORD whose inner lengths do not add up', () => {
-  const r: OutgoingRecord = {
-    seq: 1,
-    hlc: { wall: 1, logical: 0 },
-    op: 'set',
-    key: Buffer.from('key'),
-    flags: 0,
-    value: Buffer.from('value'),
-    delay: 0,
-    expiresAt: null,
-  };
+  const r = setRecord(Buffer.from('key'), Buffer.from('value'));
   const good = serializeRecord(r, 0);
   const payload = (): Buffer => Buffer.from(good.subarray(5));
   const keyLengthAt = 21;
