@@ -10,6 +10,7 @@ import type { Logger } from './log';
 import type { LiveSettings } from './reload';
 import { registerDefaultMetrics, registerHealthMetrics, registerReplicationStateMetrics } from './metrics';
 import { createProxyMetrics } from './proxy/metrics';
+import type { ClientLatency } from './proxy/client-latency';
 import { discardWrites } from './proxy/write-sink';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { createReplicationMetrics } from './replication/metrics';
@@ -55,12 +56,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const replicator =
     config.replicationPort === 0
       ? null
-      : new Replicator(
-          { ...replicationOptions(config, limits), clientLatency: () => metrics.clientLatency.snapshot() },
-          address,
-          createReplicationMetrics(registry),
-          log,
-        );
+      : new Replicator(replicationOptions(config, limits, metrics.clientLatency), address, createReplicationMetrics(registry), log);
   await replicator?.start();
   const sink = replicator?.sink ?? discardWrites;
   const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};
@@ -112,9 +108,10 @@ const LINK_TIMING = { handshakeTimeoutMs: 5000, pingIntervalMs: 250, idleTimeout
 /** Room in a frame beyond the largest item memcached takes: the record's own fields and key. */
 const FRAME_OVERHEAD_BYTES = 64 * 1024;
 
-function replicationOptions(config: Config, limits: RequestParserLimits): ReplicationOptions {
+function replicationOptions(config: Config, limits: RequestParserLimits, clientLatency: ClientLatency): ReplicationOptions {
   return {
     ...LINK_TIMING,
+    clientLatency: () => clientLatency.snapshot(),
     cluster: config.cluster,
     nodeId: config.nodeId,
     listenPort: config.replicationPort,

@@ -359,7 +359,7 @@ export class Applier {
       const read = reads[i];
       if (!read || !unchanged(key, stamp)) return;
       const item = recordFromReadBack(key, [read], stamp, now);
-      if (item?.op !== 'set' && item?.op !== 'invalidate') return;
+      if (!item || !carriesItem(item.op)) return;
       batch.commands.store({ op: 'add', key, value: item.value, flags: item.flags }, exptimeFor(item.expiresAt, Date.now()));
       // Stale before the flush, stale after it (client writes wait until the kept keys are back: the mark is the add's).
       if (item.op === 'invalidate') batch.commands.command(metaInvalidate(key, true), null);

@@ -136,7 +136,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     const header = parseMetaHeader(parts[parts.length - 1].raw);
     // memcached gives a stale item's recache token to the first read, and this one was no client's.
     if (header.won) this.giveBackToken(key, header.cas);
-    return recordFromReadBack(key, parts, stamp, this.local.lastReceivedAt);
+    return recordFromReadBack(key, parts, stamp, this.local.lastReceivedAt, header);
   }
 
   /**
@@ -268,9 +268,14 @@ function flushRecord(stamp: Stamp, timing: FlushTiming, now: number): NewRecord 
 }
 
 /** metaRead's mg answered VA (the item now: a set, or an invalidate if it is stale) or EN (gone since: ship the delete). */
-export function recordFromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, now: number): NewRecord | null {
+export function recordFromReadBack(
+  key: Buffer,
+  parts: ReplyPart[],
+  stamp: Stamp,
+  now: number,
+  header = parseMetaHeader(parts[parts.length - 1].raw),
+): NewRecord | null {
   const head = parts[parts.length - 1];
-  const header = parseMetaHeader(head.raw);
   const base = baseRecord(stamp);
   if (header.status === 'EN') return { ...base, op: 'delete', key, expiresAt: null };
   if (header.status !== 'VA') return null;
