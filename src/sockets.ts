@@ -55,3 +55,26 @@ export function socketReady<S extends net.Socket>(socket: S, readyEvent: string,
     });
   });
 }
+
+/**
+ * Closes a connection to memcached so that what was sent on it is known to be
+ * done. memcached reads everything that arrived before it sees the end of the
+ * stream, runs it, and only then closes its side: so once this resolves, each
+ * request sent on the connection has run, or never will (memcached died with
+ * it). Whatever memcached answers meanwhile is read and dropped. A memcached
+ * that stays silent for `graceMs` gets the connection destroyed, and then
+ * nothing is known: it may still run what waits in its socket.
+ */
+export function retire(socket: net.Socket, graceMs: number): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => socket.destroy(), graceMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.on('error', () => {});
+    socket.end();
+    socket.resume();
+  });
+}

@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
-import { eventually, sleep } from './support/ports';
-import { type Node, rssKb, type Running, startMemcached, startPair, stopAll } from './support/processes';
+import { eventually, freePort, sleep } from './support/ports';
+import { type Node, rssKb, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
+import { MuteRelay } from './support/relay';
 import { converged, has, item, linked, relayedPair, stat, withRelayedPair } from './support/replication';
 import { readAll } from './support/bulk';
 
@@ -651,5 +652,73 @@ describe('clients that hang up', () => {
         () => `${node === a ? 'A' : 'B'} holds all ${keys.length} keys (holds ${held})`,
       );
     }
+  });
+});
+
+describe('requests whose reply never comes', () => {
+  // A proxy that gives up on a silent memcached (--upstream-timeout) has still sent it the requests, and memcached runs them.
+  const timeout = ['--upstream-timeout', '300'];
+  const warm = `get ${Array.from({ length: 20 }, (_, i) => `warm${i}`).join(' ')}\r\n`;
+  let a: Node;
+  let b: Node;
+  let relay: MuteRelay;
+  before(async () => {
+    const ra = await freePort();
+    a = await startNode('a', ra, null, timeout, [], async (port) => {
+      relay = new MuteRelay(port);
+      return relay.start();
+    });
+    b = await startNode('b', await freePort(), ra, timeout);
+    await linked(a, b);
+  });
+  after(async () => {
+    relay.close();
+    await stopAll(a, b);
+  });
+
+  it('writes that timed out in a stalled memcached are read back only once it ran them: both nodes end with every one', async () => {
+    // memcached runs a connection's requests some at a time, and answers other connections in between:
+    // a read back on replication's connection, sent at the timeout, may be answered before the write it reads.
+    const keys = Array.from({ length: 2000 }, (_, i) => `stalled${i}`);
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      a.memcached.child.kill('SIGSTOP');
+      // The multi-get takes the session to a connection of its own, and the sets follow it there.
+      client.send(warm + keys.map((key) => `set ${key} 0 0 ${key.length}\r\n${key}\r\n`).join(''));
+      await sleep(1000);
+    } finally {
+      a.memcached.child.kill('SIGCONT');
+    }
+    try {
+      await client.read((bytes) => bytes.toString('latin1').split('\r\n').length > keys.length, 10000);
+    } finally {
+      client.close();
+    }
+    let differ: string[] = [];
+    await eventually(
+      async () => {
+        const [onA, onB] = await Promise.all([readAll(a.memcached.port, keys), readAll(b.memcached.port, keys)]);
+        differ = keys.filter((key) => onA.get(key)?.value.toString() !== key || onB.get(key)?.value.toString() !== key);
+        return differ.length === 0;
+      },
+      10000,
+      () => `both hold every key (${differ.length} do not, e.g. ${differ.slice(0, 3).join(' ')})`,
+    );
+  });
+
+  it('a flush_all memcached ran without the proxy hearing back is replicated', async () => {
+    assert.equal(await ask(a, 'set before-mute 0 0 1\r\nx\r\n'), 'STORED\r\n');
+    await heldOnBoth(a, b, 'before-mute', true);
+    relay.mute();
+    // Behind the multi-get, on a connection opened now: memcached runs both, and their replies never come.
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      client.send(warm + 'flush_all\r\n');
+      const replies = await client.read((bytes) => bytes.toString('latin1').split('SERVER_ERROR').length === 3, 5000);
+      assert.match(replies.toString('latin1'), /SERVER_ERROR/);
+    } finally {
+      client.close();
+    }
+    await heldOnBoth(a, b, 'before-mute', false);
   });
 });

@@ -74,7 +74,7 @@ function local(command: string, reply: Buffer | null, closeAfter: boolean, outco
   return {
     command,
     writeKeys: NO_KEYS,
-    flushes: false,
+    flush: null,
     upstream: null,
     localReply: reply,
     closeAfter,
@@ -107,7 +107,7 @@ function planTooLarge(request: TooLargeRequest): Exchange<BinaryPacket> {
   return {
     command,
     writeKeys: [key],
-    flushes: false,
+    flush: null,
     upstream: encodeRequest({ opcode: Opcode.Delete, key, opaque: header.opaque }),
     localReply: reply,
     closeAfter: false,
@@ -141,7 +141,7 @@ function planCommand(request: CommandRequest): Exchange<BinaryPacket> {
   return {
     command,
     writeKeys: WRITES.has(opcode) ? [Buffer.from(request.key)] : NO_KEYS,
-    flushes: opcode === Opcode.Flush,
+    flush: opcode === Opcode.Flush ? { delay: flushDelay(request.extras) } : null,
     upstream: quiet ? withOpcode(request.raw, opcode) : request.raw,
     localReply: null,
     closeAfter: false,
@@ -205,8 +205,13 @@ function effectsOf(request: CommandRequest, opcode: number, status: number): Wri
   if (READBACKS.has(opcode)) return [{ kind: 'readback', key }];
   if (opcode === Opcode.Delete) return [{ kind: 'delete', key }];
   if (TOUCHES.has(opcode)) return [{ kind: 'touch', key, exptime: extras.readUInt32BE(0) }];
-  if (opcode === Opcode.Flush) return [{ kind: 'flush', delay: extras.length === 4 ? extras.readUInt32BE(0) : 0 }];
+  if (opcode === Opcode.Flush) return [{ kind: 'flush', delay: flushDelay(extras) }];
   return [];
+}
+
+/** Flush's optional extras: its delay. */
+function flushDelay(extras: Buffer): number {
+  return extras.length === 4 ? extras.readUInt32BE(0) : 0;
 }
 
 function outcomeLabel(opcode: number, status: number): string {

@@ -28,8 +28,8 @@ export interface Exchange<Part> {
    * a peer's record for the same key cannot race them unseen.
    */
   writeKeys: readonly Buffer[];
-  /** A flush_all: it writes every key (see WriteSink.flushing). */
-  flushes: boolean;
+  /** A flush_all, with its delay as sent: it writes every key (see WriteSink.flushing). */
+  flush: { delay: number } | null;
   onPart(part: Part): PartVerdict;
   /** Written to the client once the reply is complete (or at once when upstream is null). */
   localReply: Buffer | null;

@@ -28,7 +28,7 @@
  * stalled.
  */
 import type * as net from 'node:net';
-import type { WriteSink } from './write-sink';
+import type { FlushTurn, WriteSink } from './write-sink';
 import type { Logger } from '../log';
 import type { ProxyMetrics } from './metrics';
 import type { Dialect, Exchange } from './exchange';
@@ -73,6 +73,8 @@ interface Slot<Part> {
   sentAt: number;
   /** Held back until replication lets it go (see WriteSink.writing). */
   waiting: boolean;
+  /** A flush_all's place in replication's order (see WriteSink.flushing). */
+  flushTurn: FlushTurn | null;
 }
 
 export class Session<Request, Part extends { raw: Buffer }> implements UpstreamOwner, SharedTarget<Part> {
@@ -148,14 +150,15 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   private admit(exchange: Exchange<Part>): void {
-    const slot: Slot<Part> = { exchange, done: false, held: [], started: false, sentAt: 0, waiting: false };
+    const slot: Slot<Part> = { exchange, done: false, held: [], started: false, sentAt: 0, waiting: false, flushTurn: null };
     this.pending.push(slot);
     if (exchange.closeAfter) this.ending = true;
     if (exchange.upstream === null) {
       this.finish(slot);
       return;
     }
-    const wait = exchange.flushes ? this.deps.sink.flushing() : this.writing(exchange.writeKeys);
+    if (exchange.flush) slot.flushTurn = this.deps.sink.flushing();
+    const wait = slot.flushTurn ? slot.flushTurn.ready : this.writing(exchange.writeKeys);
     if (wait) {
       slot.waiting = true;
       void wait.then(() => {
@@ -247,9 +250,9 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   /** SharedTarget: the shared connection died with requests of this session on it. */
-  sharedLost(label: string, reason: string): void {
+  sharedLost(label: string, reason: string, settled: Promise<void>): void {
     this.sharedItems = 0;
-    this.failInFlight(label, reason);
+    this.failInFlight(label, reason, settled);
     this.send();
   }
 
@@ -374,7 +377,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
       this.deps.sink.written(effect, now, answeredInMs);
     }
-    if (exchange.upstream) this.ended(exchange);
+    if (exchange.upstream) this.ended(slot);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
   }
 
@@ -410,12 +413,13 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   /** UpstreamOwner: the session's own connection to memcached is gone. */
   closed(reason: string): void {
+    const settled = this.own?.retire() ?? Promise.resolve();
     this.releaseOwn(false);
     if (this.streaming) {
       this.client.destroy();
       return;
     }
-    this.failInFlight('upstream connection lost', reason);
+    this.failInFlight('upstream connection lost', reason, settled);
     this.send();
   }
 
@@ -443,23 +447,23 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * A reply already half-sent cannot be finished honestly, so that client is
    * disconnected instead.
    */
-  private failInFlight(label: string, reason: string): void {
-    this.fail(this.inFlight.splice(0), label, reason, true);
+  private failInFlight(label: string, reason: string, settled: Promise<void>): void {
+    this.fail(this.inFlight.splice(0), label, reason, settled);
   }
 
   /** Requests that could not be sent (no connection to be had) fail the same way, in order. */
   private failQueued(label: string, reason: string): void {
-    this.fail(this.queued.splice(0), label, reason, false);
+    this.fail(this.queued.splice(0), label, reason, null);
   }
 
-  /** `maybeApplied`: they reached memcached, which may have run them before the connection failed. */
-  private fail(failed: Slot<Part>[], label: string, reason: string, maybeApplied: boolean): void {
+  /** `settled`: they reached memcached, which may run them, and it resolves once memcached has or never will (see retire). */
+  private fail(failed: Slot<Part>[], label: string, reason: string, settled: Promise<void> | null): void {
     if (failed.length === 0) return;
     this.deps.log.debug(`upstream: ${label}: ${reason}`);
     this.deps.metrics.upstreamErrors.labels(label).inc(failed.length);
     let halfSent = false;
     for (const slot of failed) {
-      this.abandon(slot, maybeApplied);
+      this.abandon(slot, settled);
       halfSent ||= slot.started;
       if (halfSent) continue;
       const reply = slot.exchange.errorReply(label);
@@ -472,18 +476,24 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   /**
-   * A request whose reply will never be read. A write memcached may have
-   * applied is read back, so that the peer gets whatever memcached holds.
+   * A request whose reply will never be read. If it reached memcached, then
+   * once memcached is done with its connection (`settled`), its writes are
+   * read back and its flush checked, so that the peer gets whatever memcached
+   * holds. Read earlier, memcached might run the request after the read.
    */
-  private abandon(slot: Slot<Part>, maybeApplied: boolean): void {
-    if (maybeApplied) for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now());
-    this.ended(slot.exchange);
+  private abandon(slot: Slot<Part>, settled: Promise<void> | null): void {
+    if (!settled) return this.ended(slot, false);
+    void settled.then(() => {
+      for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now());
+      this.ended(slot, true);
+    });
   }
 
-  /** Pairs with the writing()/flushing() of admit. */
-  private ended(exchange: Exchange<Part>): void {
+  /** Pairs with the writing()/flushing() of admit. `unanswered`: it reached memcached, and its reply never came. */
+  private ended(slot: Slot<Part>, unanswered = false): void {
+    const { exchange } = slot;
     for (const key of exchange.writeKeys) this.deps.sink.writeEnded(key);
-    if (exchange.flushes) this.deps.sink.flushEnded();
+    slot.flushTurn?.ended(unanswered ? (exchange.flush ?? undefined) : undefined);
   }
 
   /** Tells replication which keys the request may write; a promise when it must wait (see WriteSink.writing). */
@@ -509,7 +519,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     for (const slot of this.queued.filter(({ exchange }) => exchange.streams)) {
       this.queued.splice(this.queued.indexOf(slot), 1);
       slot.done = true;
-      this.abandon(slot, false);
+      this.abandon(slot, null);
     }
     this.own?.socket.resume(); // paused if the client had stopped reading
     this.afterReplies();

@@ -14,7 +14,8 @@
  */
 import * as net from 'node:net';
 import type { Logger } from '../log';
-import { formatAddress, UpstreamAddress } from '../sockets';
+import { formatAddress, retire, UpstreamAddress } from '../sockets';
+import { RETIRE_GRACE_TIMEOUTS } from './upstream';
 
 /** A session as a shared connection sees it. */
 export interface SharedTarget<Part> {
@@ -22,8 +23,11 @@ export interface SharedTarget<Part> {
   sharedPart(part: Part): boolean;
   /** The end of a batch of parts (one socket read): flush what was written to the client. */
   sharedFlush(): void;
-  /** The connection failed: every request this session had on it is lost. */
-  sharedLost(label: string, reason: string): void;
+  /**
+   * The connection failed: every request this session had on it gets no reply.
+   * `settled` resolves once each of them has run or never will (see retire).
+   */
+  sharedLost(label: string, reason: string, settled: Promise<void>): void;
 }
 
 export interface SharedOptions {
@@ -131,12 +135,11 @@ export class SharedConnection<Part> {
     this.connected = false;
     this.parser = this.newParser();
     let lastError = '';
-    // A socket given up on is forgotten at once (not at its 'close'), so nothing more is sent on it.
-    const giveUp = (reason: string) => {
-      this.lost(socket, reason);
+    const connectTimer = setTimeout(() => {
+      // Never connected: nothing sent on it reached memcached.
+      this.lost(socket, `connect to ${formatAddress(address)} timed out`, Promise.resolve());
       socket.destroy();
-    };
-    const connectTimer = setTimeout(() => giveUp(`connect to ${formatAddress(address)} timed out`), options.connectTimeoutMs);
+    }, options.connectTimeoutMs);
     socket.once('connect', () => {
       clearTimeout(connectTimer);
       if (this.socket === socket) this.connected = true;
@@ -144,14 +147,14 @@ export class SharedConnection<Part> {
       socket.setTimeout(options.replyTimeoutMs, () => {
         if (this.socket !== socket || this.waiting.length === 0) return;
         this.log.warn('upstream: memcached did not answer in time; closing a shared connection');
-        giveUp('memcached did not answer in time');
+        this.giveUp(socket, 'memcached did not answer in time');
       });
     });
     socket.on('data', (chunk: Buffer) => this.fromMemcached(socket, chunk));
     socket.on('error', (error) => (lastError ||= error.message));
     socket.on('close', () => {
       clearTimeout(connectTimer);
-      this.lost(socket, lastError || 'memcached closed the connection');
+      this.lost(socket, lastError || 'memcached closed the connection', Promise.resolve());
     });
     return socket;
   }
@@ -170,14 +173,22 @@ export class SharedConnection<Part> {
       }
     } catch (error) {
       this.log.warn(`upstream: ${(error as Error).message}; closing a shared connection`);
-      this.lost(socket, (error as Error).message);
-      socket.destroy();
+      this.giveUp(socket, (error as Error).message);
     }
     for (const target of touched) target.sharedFlush();
   }
 
+  /**
+   * A connection that failed while connected is closed so that memcached
+   * finishes with what it got (see retire), and forgotten at once (not at its
+   * 'close'), so nothing more is sent on it.
+   */
+  private giveUp(socket: net.Socket, reason: string): void {
+    this.lost(socket, reason, retire(socket, RETIRE_GRACE_TIMEOUTS * this.options.replyTimeoutMs));
+  }
+
   /** The socket is gone: fail what was in flight on it; the next send dials a new one. */
-  private lost(socket: net.Socket, reason: string): void {
+  private lost(socket: net.Socket, reason: string, settled: Promise<void>): void {
     if (this.socket !== socket) return;
     const label = this.connected ? 'upstream connection lost' : 'upstream unavailable';
     this.socket = null;
@@ -185,7 +196,7 @@ export class SharedConnection<Part> {
     if (this.corked === socket) this.corked = null;
     const failed = new Set(this.waiting.drain());
     if (failed.size > 0) this.log.debug(`upstream: ${label} (${reason}): failing the requests of ${failed.size} sessions`);
-    for (const target of failed) target.sharedLost(label, reason);
+    for (const target of failed) target.sharedLost(label, reason, settled);
   }
 
   close(): void {

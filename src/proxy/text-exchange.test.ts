@@ -27,7 +27,7 @@ test('the keys a request may write are watched in flight: every key of a gat, on
 });
 
 test('only flush_all is a flush', () => {
-  assert.equal(plan('flush_all\r\n').flushes, true);
-  assert.equal(plan('flush_all 10 noreply\r\n').flushes, true);
-  assert.equal(plan('set a 0 0 1\r\nx\r\n').flushes, false);
+  assert.deepEqual(plan('flush_all\r\n').flush, { delay: 0 });
+  assert.deepEqual(plan('flush_all 10 noreply\r\n').flush, { delay: 10 });
+  assert.equal(plan('set a 0 0 1\r\nx\r\n').flush, null);
 });

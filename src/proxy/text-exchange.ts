@@ -67,7 +67,7 @@ function exchange(command: string, upstream: Buffer | null, rest: Partial<Exchan
     command,
     upstream,
     writeKeys: rest.writeKeys ?? NO_KEYS,
-    flushes: rest.flushes ?? false,
+    flush: rest.flush ?? null,
     localReply: rest.localReply ?? null,
     closeAfter: rest.closeAfter ?? false,
     streams: rest.streams ?? false,
@@ -143,7 +143,7 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
     case 'flush_all': {
       const { delay, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return { ...singleReply('flush_all', upstream, noreply, null, (status) => (status === 'OK' ? { kind: 'flush', delay } : null)), flushes: true };
+      return { ...singleReply('flush_all', upstream, noreply, null, (status) => (status === 'OK' ? { kind: 'flush', delay } : null)), flush: { delay } };
     }
     case 'retrieval':
       return planRetrieval(request.command, request.raw, request.exptime, request.touches);

@@ -10,7 +10,7 @@
 import * as net from 'node:net';
 import { createPool, Pool } from 'generic-pool';
 import { parseStatsText } from '../protocol/text/stats';
-import { connect, type UpstreamAddress } from '../sockets';
+import { connect, retire, type UpstreamAddress } from '../sockets';
 
 export interface UpstreamOwner {
   data(chunk: Buffer): void;
@@ -20,14 +20,21 @@ export interface UpstreamOwner {
   idle(): void;
 }
 
+/**
+ * How long a connection given up on may take to be closed by memcached (see
+ * retire), in reply timeouts: a memcached silent for one may answer soon after.
+ */
+export const RETIRE_GRACE_TIMEOUTS = 2;
+
 export class UpstreamConnection {
   private owner: UpstreamOwner | null = null;
   private lastError = '';
+  private retiring: Promise<void> | null = null;
   closed = false;
 
   constructor(
     readonly socket: net.Socket,
-    replyTimeoutMs: number,
+    private readonly replyTimeoutMs: number,
   ) {
     socket.on('data', (chunk) => this.owner?.data(chunk));
     socket.on('error', (error) => (this.lastError = error.message));
@@ -51,8 +58,9 @@ export class UpstreamConnection {
     return this.socket.write(bytes);
   }
 
-  destroy(): void {
-    this.socket.destroy();
+  /** Closed for good; resolves once every request sent on it has run or never will (see retire). */
+  retire(): Promise<void> {
+    return (this.retiring ??= retire(this.socket, RETIRE_GRACE_TIMEOUTS * this.replyTimeoutMs));
   }
 }
 
@@ -75,7 +83,8 @@ export class Upstream {
     this.pool = createPool<UpstreamConnection>(
       {
         create: async () => new UpstreamConnection(await connect(address, options.connectTimeoutMs), options.replyTimeoutMs),
-        destroy: async (connection) => connection.destroy(),
+        // Not awaited: the pool need not count a connection while memcached finishes with it.
+        destroy: async (connection) => void connection.retire(),
         validate: async (connection) => !connection.closed,
       },
       { max: options.maxConnections, min: 0, testOnBorrow: true, acquireTimeoutMillis: options.acquireTimeoutMs },

@@ -31,6 +31,19 @@ export type WriteEffect =
   | { kind: 'delete'; key: Buffer; missed?: boolean }
   | { kind: 'flush'; delay: number };
 
+/** One client flush_all, from flushing() to its end. */
+export interface FlushTurn {
+  /** Send the flush_all once this resolves (null: at once). */
+  ready: Promise<void> | null;
+  /**
+   * Its reply is in and its effect reported to written(), or it never reached
+   * memcached. `unanswered`: it reached memcached, its reply will never be
+   * read, and memcached has since run or dropped every request sent with it
+   * (see retire): replication finds out which, and replicates it if it ran.
+   */
+  ended(unanswered?: { delay: number }): void;
+}
+
 /** Where the proxy reports writes. Replication implements it. */
 export interface WriteSink {
   /**
@@ -42,15 +55,15 @@ export interface WriteSink {
   /** That request's reply is in (or it failed): pairs with writing(). */
   writeEnded(key: Buffer): void;
   /**
-   * A flush_all is about to go to memcached. A promise means: send it once
-   * the promise resolves (replication orders it with the peer's records and
-   * other clients' writes, which reach memcached on other connections).
+   * A client's flush_all is about to go to memcached: replication orders it
+   * with the peer's records and other clients' writes, which reach memcached
+   * on other connections, and learns what became of it (see FlushTurn).
    */
-  flushing(): Promise<void> | null;
-  /** That flush_all's reply is in and its effect reported to written() (or it failed): pairs with flushing(). */
-  flushEnded(): void;
+  flushing(): FlushTurn;
   /** A write took effect; memcached answered `receivedAt`, `answeredInMs` after the request was sent. */
   written(effect: WriteEffect, receivedAt: number, answeredInMs?: number): void;
 }
 
-export const discardWrites: WriteSink = { writing: () => null, writeEnded() {}, flushing: () => null, flushEnded() {}, written() {} };
+const NO_TURN: FlushTurn = { ready: null, ended() {} };
+
+export const discardWrites: WriteSink = { writing: () => null, writeEnded() {}, flushing: () => NO_TURN, written() {} };

@@ -41,6 +41,8 @@ import { RecentWrites } from './conflict/recent-writes';
 import { FlushEdge } from './flush/flush-edge';
 import { FlushSchedule } from './flush/flush-schedule';
 import { FlushScheduleFile } from './flush/flush-schedule-file';
+import { ClientFlushes } from './flush/client-flushes';
+import { flushCount, parseStats, STATS_REQUEST } from '../protocol/text/stats';
 import type { LocalHistory } from './send/recorder';
 import { Recorder } from './send/recorder';
 
@@ -232,17 +234,24 @@ export class Replicator implements LinkHandler {
   /** What the proxy reports client writes to. */
   private newSink(recorder: Recorder): WriteSink {
     const { contention, applier } = this;
-    return {
-      writing: (key) => contention.localStarted(key),
-      writeEnded: (key) => contention.localEnded(key),
+    const local = this.memcached.readback;
+    const clientFlushes = new ClientFlushes({
       // A client's flush_all goes to memcached alone: after the other clients' writes and the peer's records
       // on their way there, before the ones that come meanwhile (which then find it noted as a flush).
-      flushing: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
-      flushEnded: () =>
-        void recorder.flushNoted.then(() => {
+      hold: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
+      release: () =>
+        recorder.flushNoted.then(() => {
           applier.resumeAfterLocalFlush();
           contention.releaseClientWrites();
         }),
+      count: async () => flushCount(parseStats(await local.request(STATS_REQUEST))),
+      ran: (delay) => recorder.written({ kind: 'flush', delay }, Date.now()),
+      unknown: (reason) => this.writeLost(reason),
+    });
+    return {
+      writing: (key) => contention.localStarted(key),
+      writeEnded: (key) => contention.localEnded(key),
+      flushing: () => clientFlushes.turn(),
       written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
     };
   }

@@ -158,8 +158,11 @@ export async function startNode(
   peerPort: number | null,
   extraArgs: string[] = [],
   memcachedArgs: string[] = [],
+  /** Puts something between the proxy and its memcached: given memcached's port, the port the proxy is to use. */
+  upstreamVia: (memcachedPort: number) => Promise<number> = async (port) => port,
 ): Promise<Node> {
   const memcached = await startMemcached(memcachedArgs);
+  const upstreamPort = await upstreamVia(memcached.port);
   const metricsPort = await freePort();
   const args = [
     '-X',
@@ -175,12 +178,12 @@ export async function startNode(
   ];
   const node: Node = {
     memcached,
-    memrepl: await startMemrepl(memcached.port, args),
+    memrepl: await startMemrepl(upstreamPort, args),
     replicationPort,
     metricsPort,
     async restartProxy() {
       await node.memrepl.stop('SIGKILL');
-      node.memrepl = await startMemrepl(node.memcached.port, args, node.memrepl.port);
+      node.memrepl = await startMemrepl(upstreamPort, args, node.memrepl.port);
     },
   };
   return node;

@@ -73,3 +73,52 @@ export class Relay {
     this.server.close();
   }
 }
+
+/**
+ * A relay in front of memcached that, once muted, forwards the requests of
+ * connections opened from then on but never their replies: memcached runs
+ * them and the proxy never hears back, as when a memcached stalls right after
+ * running a request. Connections open before (replication's own) are left
+ * alone. Ends of stream pass both ways as they come, so a proxy that closes
+ * its side learns when memcached has closed its own.
+ */
+export class MuteRelay {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private muted = false;
+  port = 0;
+
+  constructor(targetPort: number) {
+    this.server = net.createServer({ allowHalfOpen: true }, (inbound) => {
+      const outbound = net.connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
+      const mute = this.muted;
+      for (const socket of [inbound, outbound]) {
+        this.sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => {
+          this.sockets.delete(socket);
+          inbound.destroy();
+          outbound.destroy();
+        });
+      }
+      inbound.pipe(outbound);
+      if (mute) outbound.on('data', () => {});
+      else outbound.pipe(inbound);
+      outbound.on('end', () => inbound.end());
+    });
+  }
+
+  start(): Promise<number> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve((this.port = (this.server.address() as net.AddressInfo).port))));
+  }
+
+  /** Connections opened from now on get no replies. */
+  mute(): void {
+    this.muted = true;
+  }
+
+  close(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+  }
+}

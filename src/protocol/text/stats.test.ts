@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseStats, parseStatsText, serializeStats, startedAt } from './stats';
+import { flushCount, parseStats, parseStatsText, serializeStats, startedAt } from './stats';
 import type { ReplyPart } from './reply-parser';
 
 const part = (line: string): ReplyPart => ({ kind: line === 'END' ? 'end' : 'listing', raw: Buffer.from(`${line}\r\n`), line });
@@ -45,4 +45,9 @@ test('serializeStats writes what parseStats reads, closed by END', () => {
     ],
   );
   assert.equal(serializeStats([]).toString('latin1'), 'END\r\n');
+});
+
+test("flushCount is memcached's cmd_flush and pid; a reply without cmd_flush is an error, not zero", () => {
+  assert.deepEqual(flushCount(parseStats(['STAT pid 42', 'STAT cmd_flush 7', 'END'].map(part))), { pid: '42', flushes: 7 });
+  assert.throws(() => flushCount(parseStats(['STAT pid 42', 'END'].map(part))), /cmd_flush/);
 });

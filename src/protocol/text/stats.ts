@@ -38,3 +38,15 @@ export function startedAt(stats: Map<string, string>): number | null {
   const uptime = Number(stats.get('uptime'));
   return Number.isSafeInteger(time) && Number.isSafeInteger(uptime) ? time - uptime : null;
 }
+
+/** How many flush_all memcached ran (`cmd_flush`), and in which run of it (`pid`): counts compare within one run only. */
+export interface FlushCount {
+  pid: string;
+  flushes: number;
+}
+
+export function flushCount(stats: Map<string, string>): FlushCount {
+  const flushes = Number(stats.get('cmd_flush'));
+  if (!Number.isSafeInteger(flushes)) throw new Error('memcached did not say how many flush_all it ran (cmd_flush)');
+  return { pid: stats.get('pid') ?? '', flushes };
+}
