@@ -386,27 +386,33 @@ describe('races the link decides', () => {
     }
   });
 
-  it('a set or touch that waited in a stalled memcached gets on the peer the expiry memcached really gave it', async () => {
+  it('a set, touch or append that waited in a stalled memcached gets on the peer the expiry memcached really gave it', async () => {
     // Resumed, memcached runs what waited for it before its once-a-second clock catches up: on a
-    // clock as old as the stall, so the item expires that much earlier than its exptime says.
+    // clock as old as the stall, so the item expires that much earlier than its exptime says,
+    // and an item read back then (an append's) shows a remaining life as long as the stall too long.
     const { a, b, relay } = await relayedPair();
     try {
-      await ask(a, 'set touched 0 0 1\r\nx\r\n');
+      await ask(a, 'set touched 0 0 1\r\nx\r\nset appended 0 1000 1\r\nx\r\n');
       await converged(a, b, 'touched');
+      await converged(a, b, 'appended');
       for (let round = 0; round < 3; round++) {
         a.memcached.child.kill('SIGSTOP');
-        const clients = await Promise.all([RawClient.connect(a.memrepl.port), RawClient.connect(a.memrepl.port)]);
+        const clients = await Promise.all([0, 1, 2].map(() => RawClient.connect(a.memrepl.port)));
         const replies = Promise.all([
           clients[0].request(`set stale${round} 0 1000 1\r\nx\r\n`, '\r\n', 8000),
           clients[1].request('touch touched 2000\r\n', '\r\n', 8000),
+          clients[2].request('append appended 0 0 1\r\ny\r\n', '\r\n', 8000),
         ]);
         await sleep(3000);
         a.memcached.child.kill('SIGCONT');
-        assert.deepEqual(await replies, ['STORED\r\n', 'TOUCHED\r\n']);
+        assert.deepEqual(await replies, ['STORED\r\n', 'TOUCHED\r\n', 'STORED\r\n']);
         for (const client of clients) client.close();
         const stale = await converged(a, b, `stale${round}`);
         assert.ok(stale && stale.ttl > 990, `ttl ${stale?.ttl}`);
         await converged(a, b, 'touched');
+        // Read back at once, the append's item would reach the peer with ~3 s more to live than here.
+        await sleep(1500);
+        await converged(a, b, 'appended');
       }
     } finally {
       a.memcached.child.kill('SIGCONT');

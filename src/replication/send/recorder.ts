@@ -38,21 +38,22 @@ export function deadlineOf(exptime: number, now: number): number | null {
  * a timer moves once a second. A memcached that stood still (SIGSTOP, swapped
  * out, a long pause) runs the requests that waited for it before that timer
  * catches up, on a clock as old as the pause, so their items expire earlier
- * than the exptime says. A reply slower than a tick may have met that: the
- * write ships as usual, and once memcached's clock has ticked again its item
- * is read back and shipped too, with the expiry memcached really holds. (Read
- * at once, it could still be read on the stale clock.)
+ * than the exptime says; and a read back then tells an item's remaining life
+ * as long as the pause too long. A reply slower than a tick shows memcached
+ * stood still: the write ships as usual, and once memcached's clock has
+ * ticked again its item is read back and shipped too, with the expiry
+ * memcached really holds. So is any item read back within that time after.
  */
 const STALE_CLOCK_AFTER_MS = 1000;
 const READ_AFTER_TICK_MS = 1100;
 
-/** The key of a set or touch with a relative expiry that a text command can read back, else null. */
-function relativeExpiryKey(effect: WriteEffect): Buffer | null {
-  if (effect.kind !== 'set' && effect.kind !== 'touch') return null;
-  const { exptime } = effect;
+/** The key of a write whose expiry memcached may have got wrong, or a read back told wrong, on a stale clock; else null. */
+function staleClockKey(effect: WriteEffect): Buffer | null {
+  if (effect.kind !== 'set' && effect.kind !== 'touch' && effect.kind !== 'readback') return null;
   // Keys only the binary protocol can name cannot be read back with their expiry (see binary-keys.ts).
-  if (exptime <= 0 || exptime > RELATIVE_EXPTIME_MAX || needsBinary(effect.key)) return null;
-  return effect.key;
+  if (needsBinary(effect.key)) return null;
+  if (effect.kind === 'readback') return effect.key;
+  return effect.exptime > 0 && effect.exptime <= RELATIVE_EXPTIME_MAX ? effect.key : null;
 }
 
 interface Pending {
@@ -89,6 +90,10 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
   /** Resolves once the last flush reported is noted in history.flushes (or could not be told). */
   flushNoted: Promise<void> = Promise.resolve();
+  /** When a reply last showed that memcached had stood still (see STALE_CLOCK_AFTER_MS). */
+  private stoodStillAt = -Infinity;
+  /** Keys to read again once memcached's clock has ticked. */
+  private readonly rereads = new Set<string>();
 
   constructor(
     private readonly outbox: Outbox,
@@ -103,12 +108,23 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
   written(effect: WriteEffect, receivedAt: number, answeredInMs = 0): void {
     try {
+      if (answeredInMs > STALE_CLOCK_AFTER_MS) this.stoodStillAt = receivedAt;
       this.record(effect, receivedAt);
-      const stale = answeredInMs > STALE_CLOCK_AFTER_MS ? relativeExpiryKey(effect) : null;
-      if (stale) setTimeout(() => this.written({ kind: 'readback', key: stale }, Date.now()), READ_AFTER_TICK_MS).unref();
+      const stale = answeredInMs > STALE_CLOCK_AFTER_MS ? staleClockKey(effect) : null;
+      if (stale) this.readAfterTick(stale);
     } catch (error) {
       this.events.lost(`could not record a ${effect.kind}: ${(error as Error).message}`);
     }
+  }
+
+  private readAfterTick(key: Buffer): void {
+    const id = key.toString('latin1');
+    if (this.rereads.has(id)) return;
+    this.rereads.add(id);
+    setTimeout(() => {
+      this.rereads.delete(id);
+      this.written({ kind: 'readback', key }, Date.now());
+    }, READ_AFTER_TICK_MS).unref();
   }
 
   private record(effect: WriteEffect, receivedAt: number): void {
@@ -129,10 +145,14 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     // shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
     const unnote = () => this.history.values.forget(effect.key, stamp);
     if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure, unnote);
-    else this.later(this.local.request(metaRead(effect.key, { cas: true })), (parts) => this.fromReadBack(effect.key, parts, stamp), failure, unnote);
+    else
+      this.later(this.local.request(metaRead(effect.key, { cas: true })), (parts) => this.fromReadBack(effect.key, parts, stamp, receivedAt), failure, unnote);
   }
 
-  private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp): NewRecord | null {
+  private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, askedAt: number): NewRecord | null {
+    const answeredAt = this.local.lastReceivedAt;
+    if (answeredAt - askedAt > STALE_CLOCK_AFTER_MS) this.stoodStillAt = answeredAt;
+    if (answeredAt - this.stoodStillAt < READ_AFTER_TICK_MS) this.readAfterTick(key);
     const header = parseMetaHeader(parts[parts.length - 1].raw);
     // memcached gives a stale item's recache token to the first read, and this one was no client's.
     if (header.won) this.giveBackToken(key, header.cas);
