@@ -18,6 +18,9 @@ import type { Link } from '../src/replication/link/link';
 import { binaryStore } from '../src/replication/binary-keys';
 import { LocalMemcachedBinary } from '../src/replication/local-memcached';
 import { TTL_NEVER, type RecordFrame } from '../src/replication/link/frames/messages';
+import { serializeHello, serializeRecord, serializeResyncBegin, serializeResyncEnd } from '../src/replication/link/frames/serializer';
+import { newNonce } from '../src/replication/link/link-auth';
+import { RawLink } from './support/raw-link';
 
 function items(count: number, prefix: string): Item[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -261,6 +264,22 @@ describe('FullCopy against memcached', () => {
     }
   });
 
+  it("a copy's read of a stale item gives its recache token back: the next client read still wins it", async () => {
+    // memcached hands a stale item's token (W) to the first mg that reads it; a copy's fetch is no client.
+    const memcached = await startMemcached();
+    try {
+      const client = await RawClient.connect(memcached.port);
+      assert.equal(await client.request('ms stale 1\r\ny\r\nmd stale I\r\n'), 'HD\r\nHD\r\n');
+      const copy = await copyOut(memcached.port);
+      assert.equal(copy.records.get('stale')?.op, 'invalidate');
+      await eventually(async () => /\bW\b/.test(await client.request('mg stale\r\n', '\r\n')), 3000, 'a client read to win the token');
+      assert.match(await client.request('mg stale\r\n', '\r\n'), /\bZ\b/, 'the read after it sees the token taken');
+      client.close();
+    } finally {
+      await memcached.stop();
+    }
+  });
+
   it('keys the text protocol cannot carry (spaces, NUL, %) are walked, fetched in base64, and sent as their bytes', async () => {
     const memcached = await startMemcached();
     try {
@@ -370,6 +389,56 @@ describe('FullCopy against memcached', () => {
       assert.match(log, /cannot check that it sent everything: memcached gives items no CAS/);
     } finally {
       await memcached.stop();
+    }
+  });
+});
+
+describe('what a received copy stands for', () => {
+  it('a copy covers the writes it waited for, not those made before another connection greeted the node meanwhile', async () => {
+    // The node keeps a write of its clients over a copy's item unless the copy covers it (the peer
+    // applied it before reading). A HELLO on any other connection (a duplicate link, a stranger)
+    // used to move that point forward under the copy under way, and its older items then won.
+    const b = await startNode('b', await freePort(), null);
+    const peer = await RawLink.open(b.replicationPort);
+    try {
+      const hello = await peer.first('hello', 2000);
+      assert.ok(hello, 'the node greets');
+      peer.send(serializeHello({ cluster: 'memrepl', nodeId: 'a', runId: 'fake', lastApplied: null, nonce: newNonce(), time: Date.now(), lastSeq: 0 }));
+      await eventually(async () => (await stat(b, 'peer_up')) === '1', 5000, 'the link up');
+      const oldItem = (key: string) =>
+        serializeRecord(
+          {
+            seq: 0,
+            hlc: { wall: Date.now() - 60_000, logical: 0 },
+            op: 'set',
+            key: Buffer.from(key),
+            flags: 0,
+            value: Buffer.from('old'),
+            delay: 0,
+            expiresAt: null,
+          },
+          Date.now(),
+        );
+      for (const [round, covers] of [
+        [1, hello.lastSeq ?? 0],
+        [2, undefined],
+      ] as const) {
+        const key = `covered${round}`;
+        const client = await RawClient.connect(b.memrepl.port);
+        assert.equal(await client.request(`set ${key} 0 0 3\r\nnew\r\n`), 'STORED\r\n');
+        client.close();
+        const stranger = await RawLink.open(b.replicationPort);
+        assert.ok(await stranger.first('hello', 2000), 'the node greets the stranger too');
+        stranger.close();
+        // From a peer that says what its copy covers (round 1), and from one that does not (round 2).
+        peer.send(serializeResyncBegin({ reason: 'test', covers }), oldItem(key), serializeResyncEnd({ items: 1 }));
+        await eventually(async () => (await stat(b, 'copies_received')) === String(round), 5000, `copy ${round} received`);
+        const [held] = [...(await readAll(b.memcached.port, [key])).values()];
+        assert.equal(held?.value.toString(), 'new', `round ${round}: the write made after the handshake stands`);
+      }
+    } finally {
+      peer.close();
+      await stopAll(b);
     }
   });
 });

@@ -31,7 +31,7 @@ import { StreamSender } from './send/stream-sender';
 import { PeerLinks } from './link/peer-links';
 import { IncomingCopy } from './copy/incoming-copy';
 import { Contention } from './apply/contention';
-import { HybridClock, type Stamp } from './conflict/hlc';
+import { HLC_ZERO, HybridClock, type Hlc, type Stamp } from './conflict/hlc';
 import { COPY_PAUSE_ABOVE, Inbox } from './apply/inbox';
 import { isLinkError, Link, type LinkCloseCode, type LinkHandler } from './link/link';
 import { LocalConnections } from './local-memcached';
@@ -108,6 +108,12 @@ export class Replicator implements LinkHandler {
   private readonly applier: Applier;
   /** Where the peer's stream ended when it last said (HELLO or request): a copy to it waits until that is applied here. */
   private peerLastSeq = 0;
+  /**
+   * Per link, the stamp of our last record when we last told the peer on it
+   * where our stream ends (HELLO, FULL_COPY_REQUEST): what a copy from a peer
+   * that does not say what it covers (RESYNC_BEGIN covers) covers.
+   */
+  private readonly coverageSaid = new WeakMap<Link, Hlc>();
   private historyHeld = false;
   private overflowedWhenHeld = 0;
   private readonly acknowledgedWindow: AcknowledgedWindow;
@@ -319,11 +325,11 @@ export class Replicator implements LinkHandler {
     const auth = secret ? { secret, cluster, nodeId } : null;
     const link = new Link(socket, dialled, label, maxFrameBytes(), { handshakeTimeoutMs, pingIntervalMs, idleTimeoutMs }, this, auth);
     this.links.add(link);
+    this.coverageSaid.set(link, this.lastRecordStamp());
     link.sendHello(this.hello());
   }
 
   private hello(): Hello {
-    this.markCopyCoverage();
     return {
       cluster: this.options.cluster,
       nodeId: this.options.nodeId,
@@ -356,7 +362,9 @@ export class Replicator implements LinkHandler {
         link.close('peer_goodbye', `peer said goodbye: ${frame.reason}`);
         return;
       case 'resyncBegin':
-        if (link === this.active) this.incomingCopy.began(frame.reason);
+        if (link !== this.active) return;
+        this.applier.copyCovers = frame.covers === undefined ? (this.coverageSaid.get(link) ?? HLC_ZERO) : this.stampOfSeq(frame.covers);
+        this.incomingCopy.began(frame.reason);
         return;
       case 'resyncEnd':
         if (link === this.active) this.incomingCopy.ended(frame.items);
@@ -496,8 +504,8 @@ export class Replicator implements LinkHandler {
     if (pending) this.rescheduleFlush(pending);
     this.inbox.forget();
     this.metrics.resyncs.labels('requested').inc();
-    if (!this.active) return; // the next HELLO asks (no position), with the same mark
-    this.markCopyCoverage();
+    if (!this.active) return; // the next HELLO asks (no position)
+    this.coverageSaid.set(this.active, this.lastRecordStamp());
     this.active.write(serializeFullCopyRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
   }
 
@@ -526,13 +534,18 @@ export class Replicator implements LinkHandler {
   }
 
   /**
-   * We are about to tell the peer our stream ends at outbox.lastSeq: a copy it
-   * sends covers our writes up to that record. Its stamp, not the clock's:
-   * writes still being read back (append, incr) were stamped earlier but get
-   * their records, and seqs, later.
+   * The stamp of the record numbered `seq`: a copy the peer sends covers our
+   * writes up to there (see Applier.copyCovers). The record's stamp, not the
+   * clock's: writes still being read back (append, incr) were stamped earlier
+   * but get their records, and seqs, later. A seq the backlog no longer holds
+   * is older than anything the conflict maps remember.
    */
-  private markCopyCoverage(): void {
-    this.applier.copyCovers = this.outbox.get(this.outbox.lastSeq)?.hlc ?? { wall: 0, logical: 0 };
+  private stampOfSeq(seq: number): Hlc {
+    return this.outbox.get(seq)?.hlc ?? HLC_ZERO;
+  }
+
+  private lastRecordStamp(): Hlc {
+    return this.stampOfSeq(this.outbox.lastSeq);
   }
 
   // ------------------------------------------------------------ sending

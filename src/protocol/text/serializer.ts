@@ -108,14 +108,16 @@ export function metaReadCas(key: Buffer): Buffer {
 }
 
 const FETCH_HEAD = Buffer.from('mg ', 'latin1');
-const FETCH_TAIL = Buffer.from(`${READ_FLAGS} k q${CRLF}`, 'latin1');
+/** A full copy's: c too, since its read of a stale item may win the recache token, given back only if the item is still the one read. */
+const FETCH_FLAGS = `${READ_FLAGS} c`;
+const FETCH_TAIL = Buffer.from(`${FETCH_FLAGS} k q${CRLF}`, 'latin1');
 /** The bytes of a full copy's fetch at most: a 250-byte key, or a 186-byte one in base64 with its opaque. */
 export const META_FETCH_BYTES_MAX = 400;
 
 /**
  * A full copy's fetch of key[start, end), a key memcached's tokenizer keeps
  * intact, written at buf[at] (room: META_FETCH_BYTES_MAX); returns the offset
- * after it. `mg <key> v f t u k q`: memcached answers hits only (q), each
+ * after it. `mg <key> v f t u c k q`: memcached answers hits only (q), each
  * naming its key (k).
  */
 export function writeMetaFetch(buf: Buffer, at: number, key: Buffer, start: number, end: number): number {
@@ -126,11 +128,11 @@ export function writeMetaFetch(buf: Buffer, at: number, key: Buffer, start: numb
 
 /**
  * writeMetaFetch for a key that must travel in base64:
- * `mg <base64> b v f t u O<opaque> q`. Its reply names it by the opaque, not
+ * `mg <base64> b v f t u c O<opaque> q`. Its reply names it by the opaque, not
  * by k (which would answer the key in base64).
  */
 export function writeMetaFetchBase64(buf: Buffer, at: number, key: Buffer, start: number, end: number, opaque: number): number {
-  return at + buf.write(`mg ${key.toString('base64', start, end)} b${READ_FLAGS} O${opaque} q${CRLF}`, at, 'latin1');
+  return at + buf.write(`mg ${key.toString('base64', start, end)} b${FETCH_FLAGS} O${opaque} q${CRLF}`, at, 'latin1');
 }
 
 /** ms's M flag: E stores only a key memcached lacks (add), S any (set). */

@@ -36,7 +36,7 @@ import { BATCH_BYTES, CommandBatch } from './command-batch';
 import type { Stored } from '../flush/flush-edge';
 import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from '../flush/flush-schedule';
 import { flushTimeFor, memcachedClockEpoch } from '../flush/memcached-clock';
-import { compareHlc, compareStamps, type Hlc, type HybridClock, type Stamp } from '../conflict/hlc';
+import { compareHlc, compareStamps, HLC_ZERO, type Hlc, type HybridClock, type Stamp } from '../conflict/hlc';
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { ReplicationMetrics } from '../metrics';
 import type { LocalHistory } from '../send/recorder';
@@ -117,12 +117,14 @@ const APPLYING_RESUME_BELOW = 2 * 1024 * 1024;
 
 export class Applier {
   /**
-   * This node's clock when it last told the peer where its own stream ends
-   * (HELLO, or a request for a full copy). The peer starts a copy only after
-   * applying this node's records up to there, so a copy holds every local
-   * write stamped before this; later ones it may predate.
+   * The stamp of this node's last record the peer's copy under way covers:
+   * the peer reads its memcached only once it applied this node's records up
+   * to the one its RESYNC_BEGIN names (where this node told it, on that link,
+   * that its stream ended), so the copy holds every local write stamped up to
+   * this; later ones it may predate. Set when that copy begins, and only then:
+   * a HELLO on another connection meanwhile says nothing of this copy.
    */
-  copyCovers: Hlc = { wall: 0, logical: 0 };
+  copyCovers: Hlc = HLC_ZERO;
 
   constructor(
     private readonly local: LocalMemcached,

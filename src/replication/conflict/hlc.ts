@@ -22,6 +22,9 @@ export interface Hlc {
   readonly logical: number;
 }
 
+/** Older than any stamp a clock issues. */
+export const HLC_ZERO: Hlc = Object.freeze({ wall: 0, logical: 0 });
+
 /** What conflict resolution compares: an HLC plus the node that made it, so ties are impossible. */
 export interface Stamp extends Hlc {
   readonly nodeId: string;

@@ -150,7 +150,8 @@ export class CopySender {
       return;
     }
     this.attempt = attempt;
-    link.write(serializeResyncBegin({ reason: attempt === 1 ? reason : `${reason} (attempt ${attempt}; the last failed: ${this.lastFailure})` }));
+    const said = attempt === 1 ? reason : `${reason} (attempt ${attempt}; the last failed: ${this.lastFailure})`;
+    link.write(serializeResyncBegin({ reason: said, covers: peerLastSeq }));
     log.info('replication: marugoto copying');
     const startedAt = Date.now();
     const copy = this.newCopy(link, mode);

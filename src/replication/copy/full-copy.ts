@@ -18,7 +18,7 @@
  * ended. Small caches take one walk.
  *
  * Fetches go on a second connection in batches of quiet meta gets
- * (`mg <key> v f t u k q`, then `mn`): memcached answers hits only, each
+ * (`mg <key> v f t u c k q`, then `mn`): memcached answers hits only, each
  * reply names its key, and the MN closes the batch, so nothing is kept per
  * item in flight. Keys no text command can name (see binary-keys.ts) are
  * fetched the same way in binary (GetKQ, then NOOP) on a connection of their
@@ -56,6 +56,7 @@ import { parseMetaHeader } from '../../protocol/text/meta-header';
 import {
   META_FETCH_BYTES_MAX,
   metaDelete,
+  metaInvalidate,
   metaReadCas,
   metaSet,
   SENTINEL,
@@ -67,7 +68,7 @@ import { parseStats, STATS_REQUEST } from '../../protocol/text/stats';
 import { connect, type UpstreamAddress } from '../../sockets';
 import { RECORD_KEY_MAX_LENGTH, RECORD_OP_CODES, recordFrameBytes, TTL_NEVER } from '../link/frames/messages';
 import { newRecordFrameFields, releaseRecordFrameFields, writeRecordFrame, type RecordFrameFields } from '../link/frames/serializer';
-import type { Hlc } from '../conflict/hlc';
+import { HLC_ZERO, type Hlc } from '../conflict/hlc';
 import { KeyFilter } from './key-filter';
 import { keyHash, randomSeed } from '../conflict/key-hash';
 import { binaryFetch, flagsOf, needsBinary } from '../binary-keys';
@@ -229,8 +230,11 @@ export class FullCopy {
   private fetcher: net.Socket | null = null;
   /** Fetches of keys no text command can name (see fetchBinary); it connects on its first batch. */
   private binaryFetcher: LocalMemcachedBinary | null = null;
+  /** For giving back recache tokens (see giveBackToken), opened on the first. */
+  private tokenConnection: LocalMemcached | null = null;
+  private tokenRequests: Promise<unknown> = Promise.resolve();
   /** localWrites.mark() when the current walk began: every spooled key was read from that walk, after it. */
-  private walkMark: Hlc = { wall: 0, logical: 0 };
+  private walkMark: Hlc = HLC_ZERO;
   private readonly scanner = new MetaGetScanner();
   private readonly fetched = newFetchedValue();
   private readonly batches: FetchBatch[] = [];
@@ -567,10 +571,23 @@ export class FullCopy {
     if (end === start || v.flags < 0 || v.ttl === null) return;
     batch.unanswered--;
     this.inFlight--;
+    if (v.won) this.giveBackToken(Buffer.from(key.subarray(start, end)), v.cas);
     const ttlMs = v.ttl === -1 ? TTL_NEVER : Math.max(0, remainingLifeMs(v.ttl));
     // A set-mode copy carries a stale item's mark; an add-mode one leaves the receiver's item as it is, mark and all.
     this.frameFields.opCode = v.stale && this.options.mode === 'set' ? RECORD_OP_CODES.invalidate : this.modeOpCode;
     this.copyItem(batch.mark, batch.survivor, key, start, end, v.flags, ttlMs, now, v.buf, v.valueStart, v.valueEnd);
+  }
+
+  /**
+   * The fetch read a stale item and won its recache token, which memcached
+   * gives to the first read: the copy is no client, so `md … I C<cas>` clears
+   * the token again for the next client's read (only if the item is still
+   * the one read: a client's newer value is not stale), as a read back does.
+   */
+  private giveBackToken(key: Buffer, cas: number): void {
+    this.tokenConnection ??= new LocalMemcached(this.upstream, this.options.connectTimeoutMs);
+    const given = this.tokenConnection.request(metaInvalidate(key, false, cas)).catch(() => {});
+    this.tokenRequests = Promise.all([this.tokenRequests, given]);
   }
 
   /**
@@ -729,6 +746,8 @@ export class FullCopy {
     walker?.destroy();
     this.fetcher?.destroy();
     this.binaryFetcher?.close();
+    const tokens = this.tokenConnection;
+    if (tokens) void this.tokenRequests.then(() => tokens.close());
     this.spool.clear();
   }
 }

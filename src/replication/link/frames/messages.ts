@@ -246,6 +246,12 @@ export interface ResyncInfo {
   reason?: string;
   /** Items the sender expects to copy / copied. */
   items?: number;
+  /**
+   * RESYNC_BEGIN: the receiver's records up to this seq (its HELLO's or
+   * FULL_COPY_REQUEST's lastSeq) were in the sender's memcached before the
+   * copy read it (see Applier.copyCovers). Absent from older peers.
+   */
+  covers?: number;
 }
 
 export interface ResyncBeginFrame extends ResyncInfo {

@@ -271,6 +271,10 @@ function resyncInfo(body: Record<string, unknown>): ResyncInfo {
     if (!isCount(body.items)) throw malformed('RESYNC items is not a non-negative integer');
     info.items = body.items;
   }
+  if (body.covers !== undefined) {
+    if (!isCount(body.covers)) throw malformed('RESYNC covers is not a non-negative integer');
+    info.covers = body.covers;
+  }
   return info;
 }
 

@@ -267,11 +267,12 @@ export function serializePing(time: number): Buffer {
 
 function checkResyncInfo(info: ResyncInfo): void {
   if (info.items !== undefined) checkU64('items', info.items);
+  if (info.covers !== undefined) checkU64('covers', info.covers);
 }
 
 export function serializeResyncBegin(info: ResyncInfo = {}): Buffer {
   checkResyncInfo(info);
-  return jsonFrame(FrameType.resyncBegin, defined({ reason: info.reason, items: info.items }));
+  return jsonFrame(FrameType.resyncBegin, defined({ reason: info.reason, items: info.items, covers: info.covers }));
 }
 
 export function serializeResyncEnd(info: ResyncInfo = {}): Buffer {
