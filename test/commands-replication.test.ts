@@ -386,6 +386,27 @@ describe('races the link decides', () => {
     }
   });
 
+  it("a touch that reaches the peer after the peer's copy of the item expired brings the item back there", async () => {
+    // A touch replicates as an expiry; alone it finds nothing to extend on a peer whose copy ran out
+    // while the link lagged, and the nodes would differ for the whole new expiry.
+    await withRelayedPair([], async ({ a, b, relay }) => {
+      await ask(a, 'set lagged 5 3 1\r\nx\r\nset deleted 0 3 1\r\nx\r\n');
+      await converged(a, b, 'lagged');
+      await converged(a, b, 'deleted');
+      relay.stall();
+      assert.equal(await ask(a, 'touch lagged 100\r\n'), 'TOUCHED\r\n');
+      assert.equal(await ask(a, 'touch deleted 100\r\n'), 'TOUCHED\r\n');
+      // B's client deletes this one after A wrote it: the delete must win on both.
+      assert.equal(await ask(b, 'delete deleted\r\n'), 'DELETED\r\n');
+      await sleep(3500); // both items have expired on B
+      relay.resume();
+      const held = await converged(a, b, 'lagged', 8000);
+      assert.ok(held && held.ttl > 90, `ttl ${held?.ttl}`);
+      assert.equal(held.flags, 5);
+      await heldOnBoth(a, b, 'deleted', false, 8000);
+    });
+  });
+
   it('a set, touch or append that waited in a stalled memcached gets on the peer the expiry memcached really gave it', async () => {
     // Resumed, memcached runs what waited for it before its once-a-second clock catches up: on a
     // clock as old as the stall, so the item expires that much earlier than its exptime says,

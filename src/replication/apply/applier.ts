@@ -198,12 +198,27 @@ export class Applier {
       this.write(batch, record, sentAt, deadline);
       return;
     }
+    if (record.op === 'add') return this.applyTouchedItem(batch, record, stamp, sentAt);
     if (!values.incomingWins(record.key, stamp)) return this.skipped();
     values.note(record.key, stamp);
     // A newer touch of the key here (or from the peer) keeps its expiry over the older value's.
     const touch = carriesItem(record.op) ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;
     const deadline = this.write(batch, record, sentAt, expiresAt);
+    this.noteNearFlush(batch, record, stamp, deadline);
+  }
+
+  /**
+   * The item a touch on the peer extended, stamped with the write of its value
+   * (see Recorder.shipTouchedItem): stored only where the key is gone (an add),
+   * and only if nothing newer than that value was written here. That write may
+   * have been this node's, remembered under its own id: compared by clock alone.
+   * Not noted: it is no new write.
+   */
+  private applyTouchedItem(batch: Batch, record: RecordFrame, stamp: Stamp, sentAt: number): void {
+    const last = this.history.values.lastWriteOf(record.key);
+    if (last && compareHlc(last, record.hlc) > 0) return this.skipped();
+    const deadline = this.write(batch, record, sentAt);
     this.noteNearFlush(batch, record, stamp, deadline);
   }
 

@@ -138,6 +138,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       const record = recordOf(effect, stamp, receivedAt);
       if (binary) this.noteExpiry(record);
       this.enqueue({ record, ready: true });
+      if (effect.kind === 'touch' && !binary) this.shipTouchedItem(effect.key);
       return;
     }
     const failure = `could not read back ${effect.key.toString('latin1').slice(0, 60)}`;
@@ -147,6 +148,34 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure, unnote);
     else
       this.later(this.local.request(metaRead(effect.key, { cas: true })), (parts) => this.fromReadBack(effect.key, parts, stamp, receivedAt), failure, unnote);
+  }
+
+  /**
+   * A touch replicates as an expiry (so that it never undoes a newer value on
+   * the peer), which finds nothing to extend on a peer whose copy of the item
+   * expired while the link lagged. So the touched item goes too, as an add
+   * stamped with its value's write (the one this node remembers, else as
+   * having outlived the newest flush, as a full copy stamps it): the peer
+   * stores it only if it lacks the key and wrote nothing newer there (a
+   * delete or a flush there since wins, as it does here when it arrives).
+   * Keys only the binary protocol can name are not read back with their
+   * expiry: their touches go as before.
+   */
+  private shipTouchedItem(key: Buffer): void {
+    const written = this.history.values.lastWriteOf(key);
+    const valueStamp = written
+      ? { wall: written.wall, logical: written.logical, nodeId: written.nodeId }
+      : { ...this.history.flushes.survivorStamp(), nodeId: '' };
+    const read = this.local.request(metaRead(key, { cas: true })).catch(() => null);
+    this.later(read, (parts) => (parts ? this.touchedItem(key, parts, valueStamp) : null), '');
+  }
+
+  private touchedItem(key: Buffer, parts: ReplyPart[], valueStamp: Stamp): NewRecord | null {
+    const header = parseMetaHeader(parts[parts.length - 1].raw);
+    if (header.won) this.giveBackToken(key, header.cas);
+    const item = recordFromReadBack(key, parts, valueStamp, this.local.lastReceivedAt, header);
+    // Gone since (its delete has its record) or stale (an invalidation's record carries it): nothing to add.
+    return item?.op === 'set' ? { ...item, op: 'add' } : null;
   }
 
   private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, askedAt: number): NewRecord | null {
