@@ -14,6 +14,7 @@ import { load, untilSame } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
 import { Running, startMemrepl, startNode, stopAll } from './support/processes';
+import { stat } from './support/replication';
 
 async function memcachedPid(proxyPort: number): Promise<number> {
   const client = await RawClient.connect(proxyPort);
@@ -152,6 +153,56 @@ describe('launcher mode', () => {
     } finally {
       await b.stop();
       await stopAll(a);
+    }
+  });
+
+  it('a node whose memcached restarted sends its peer no copy of what it refilled from it, also when the peer restarts', async () => {
+    // Refilled from the peer, that memcached holds the peer's state (and writes whose records are in the
+    // stream); a copy of it, in set mode from the node with the smaller id, would only put back on the peer
+    // its own older values, deletes undone (fault suite, seeds 5 and 9).
+    const rb = await freePort();
+    const b = await startNode('b', rb, null);
+    const replicationA = await freePort();
+    const a = await startMemrepl(0, [
+      '--spawn-memcached',
+      '--run-dir',
+      newRunDir(),
+      '-m',
+      '32',
+      '-X',
+      String(replicationA),
+      '-x',
+      `127.0.0.1:${rb}`,
+      '--node-id',
+      'a',
+    ]);
+    const statOfA = async (name: string) => {
+      const client = await RawClient.connect(a.port);
+      try {
+        return new RegExp(`STAT ${name} (.*)\r\n`).exec(await client.request('stats replication\r\n', 'END\r\n'))?.[1] ?? '';
+      } finally {
+        client.close();
+      }
+    };
+    try {
+      const items = Array.from({ length: 500 }, (_, i) => ({ key: `m${i}`, value: Buffer.from(`v${i}`), flags: 0, exptime: 0 }));
+      await load(b.memrepl.port, items);
+      const keys = items.map((item) => item.key);
+      await untilSame(b.memcached.port, a.port, keys, 15000, 'A to follow B');
+      const received = Number(await statOfA('copies_received'));
+      const pid = await memcachedPid(a.port);
+      process.kill(pid, 'SIGKILL');
+      await eventually(async () => Number(await statOfA('copies_received').catch(() => '0')) > received, 15000, "A's new memcached refilled by B");
+      await untilSame(b.memcached.port, a.port, keys, 15000, 'A to hold B again');
+      // B's proxy restarts with its memcached intact: each side would reconcile with a copy to the other.
+      await b.restartProxy();
+      await eventually(async () => Number(await statOfA('copies_received').catch(() => '0')) > received + 1, 15000, "B's reconciling copy to A");
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal(await stat(b, 'copies_received'), '0', 'A sent B no copy');
+      await untilSame(b.memcached.port, a.port, keys, 5000, 'both hold the same');
+    } finally {
+      await a.stop();
+      await stopAll(b);
     }
   });
 

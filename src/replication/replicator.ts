@@ -114,6 +114,10 @@ export class Replicator implements LinkHandler {
    * that does not say what it covers (RESYNC_BEGIN covers) covers.
    */
   private readonly coverageSaid = new WeakMap<Link, Hlc>();
+  /** The last record before this node's memcached last restarted during this run (see holdsOnlyMirror). */
+  private refillFrom: number | null = null;
+  /** outbox.lastSeq when a connection to memcached last dropped (the first sign of a restart). */
+  private disconnectedAtSeq: number | null = null;
   private historyHeld = false;
   private overflowedWhenHeld = 0;
   private readonly acknowledgedWindow: AcknowledgedWindow;
@@ -183,7 +187,10 @@ export class Replicator implements LinkHandler {
     this.restartWatch = new RestartWatch(this.memcached.monitor, (before, after) => this.memcachedRestarted(before.pid, after.pid));
     // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
     // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
-    this.memcached.onDisconnect = () => setTimeout(() => void this.restartWatch.check(), 50).unref();
+    this.memcached.onDisconnect = () => {
+      this.disconnectedAtSeq = this.outbox.lastSeq;
+      setTimeout(() => void this.restartWatch.check(), 50).unref();
+    };
     this.server = replicationServer(
       options.tls,
       (socket) => this.accept(socket),
@@ -374,7 +381,7 @@ export class Replicator implements LinkHandler {
         // A copy already under way went partly into the memcached the peer just lost: start over.
         this.copySender.abort('the peer asked for a new copy');
         this.peerLastSeq = frame.lastSeq ?? 0;
-        this.needFullCopy(`the peer asked for one: ${frame.reason}`);
+        this.needFullCopy(`the peer asked for one: ${frame.reason}`, false, true);
         return;
       case 'ping':
         return;
@@ -493,8 +500,29 @@ export class Replicator implements LinkHandler {
     this.sender.startAfter(this.outbox.oldestSeq - 1);
   }
 
-  private needFullCopy(reason: string, overwrite = false): void {
-    this.copySender.need(this.active, reason, this.copyMode(overwrite), this.peerLastSeq);
+  /**
+   * `overwrite`: the peer is behind the backlog (the copy also moves its place
+   * in the stream past the gap); `requested`: the peer asked for it (its
+   * memcached restarted empty). Neither is skipped.
+   */
+  private needFullCopy(reason: string, overwrite = false, requested = false): void {
+    if (!requested && !overwrite && this.holdsOnlyMirror()) {
+      this.log.info(
+        `replication: no full copy (${reason}): this node's memcached restarted since record #${this.refillFrom}, and every record since is in the stream`,
+      );
+      return;
+    }
+    this.copySender.need(this.active, reason, this.copyMode(overwrite), this.peerLastSeq, requested);
+  }
+
+  /**
+   * This node's memcached restarted during this run, and the backlog still
+   * holds every record since: whatever that memcached holds came from the
+   * peer, or has its record in the stream. A full copy would only send the
+   * peer its own state back, some of it older than its writes since.
+   */
+  private holdsOnlyMirror(): boolean {
+    return this.refillFrom !== null && this.outbox.oldestSeq <= this.refillFrom + 1;
   }
 
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
@@ -503,6 +531,9 @@ export class Replicator implements LinkHandler {
     const pending = this.history.flushes.state.pendingAt;
     if (pending) this.rescheduleFlush(pending);
     this.inbox.forget();
+    // The records of writes the new memcached may have run start after the last one before its connections dropped.
+    this.refillFrom = Math.min(this.disconnectedAtSeq ?? this.outbox.lastSeq, this.outbox.lastSeq);
+    this.copySender.dropUnrequested("this node's memcached restarted: it holds nothing of its own to copy");
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position)
     this.coverageSaid.set(this.active, this.lastRecordStamp());

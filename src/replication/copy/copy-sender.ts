@@ -65,6 +65,9 @@ export class CopySender {
   /** `reason: message` of the last failed copy, until a copy completes. */
   lastFailure: string | null = null;
   private copy: FullCopy | null = null;
+  /** The link of the copy running or to retry, and whether the peer asked for it (its memcached restarted empty). */
+  private copyLink: Link | null = null;
+  private requested = false;
   /** A failed copy's next attempt, if one is pending, and when it runs. */
   private retry: NodeJS.Timeout | null = null;
   private retryAt = 0;
@@ -89,8 +92,9 @@ export class CopySender {
    * add (keep what the peer holds) or set (overwrite it); `peerLastSeq`:
    * where the peer's stream ended when it asked (the walk waits for it here).
    */
-  need(link: Link | null, reason: string, mode: 'add' | 'set', peerLastSeq: number): void {
+  need(link: Link | null, reason: string, mode: 'add' | 'set', peerLastSeq: number, requested = false): void {
     this.neededBecause = reason;
+    this.requested = requested;
     this.deps.metrics.resyncs.labels('full_needed').inc();
     this.deps.log.info(`replication: full copy needed: ${reason}`);
     if (link) this.start(link, reason, mode, peerLastSeq, 1);
@@ -107,6 +111,25 @@ export class CopySender {
     // copy must not take it for one under way.
     this.copy?.abort(reason);
     this.copy = null;
+  }
+
+  /**
+   * This node's memcached restarted: what it holds now came from the peer, or
+   * has its record in the stream. A copy the peer did not ask for would send
+   * the peer a part of its own state, some of it older than the peer's writes
+   * since (a delete undone): it stops, and the peer is told the copy ended.
+   * One the peer asked for goes on (its memcached is empty too: this is all
+   * there is).
+   */
+  dropUnrequested(reason: string): void {
+    if (this.requested || (!this.copy && !this.retry)) return;
+    const items = this.sentItems;
+    const link = this.copyLink;
+    this.abort(reason);
+    this.cancelRetry();
+    this.attempt = 0;
+    this.neededBecause = null;
+    if (link?.open) link.write(serializeResyncEnd({ items, reason }));
   }
 
   /** The link closed: the next link's handshake decides afresh whether a copy is needed. */
@@ -150,6 +173,7 @@ export class CopySender {
       return;
     }
     this.attempt = attempt;
+    this.copyLink = link;
     const said = attempt === 1 ? reason : `${reason} (attempt ${attempt}; the last failed: ${this.lastFailure})`;
     link.write(serializeResyncBegin({ reason: said, covers: peerLastSeq }));
     log.info('replication: marugoto copying');
