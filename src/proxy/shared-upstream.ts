@@ -14,8 +14,8 @@
  */
 import * as net from 'node:net';
 import type { Logger } from '../log';
-import { formatAddress, retire, UpstreamAddress } from '../sockets';
-import { RETIRE_GRACE_TIMEOUTS } from './upstream';
+import { formatAddress, UpstreamAddress } from '../sockets';
+import { retireUpstream } from './upstream';
 
 /** A session as a shared connection sees it. */
 export interface SharedTarget<Part> {
@@ -184,7 +184,7 @@ export class SharedConnection<Part> {
    * 'close'), so nothing more is sent on it.
    */
   private giveUp(socket: net.Socket, reason: string): void {
-    this.lost(socket, reason, retire(socket, RETIRE_GRACE_TIMEOUTS * this.options.replyTimeoutMs));
+    this.lost(socket, reason, retireUpstream(socket, this.options.replyTimeoutMs));
   }
 
   /** The socket is gone: fail what was in flight on it; the next send dials a new one. */

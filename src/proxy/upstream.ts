@@ -21,10 +21,13 @@ export interface UpstreamOwner {
 }
 
 /**
- * How long a connection given up on may take to be closed by memcached (see
- * retire), in reply timeouts: a memcached silent for one may answer soon after.
+ * Closes a connection to memcached given up on (see retire). memcached may
+ * take two reply timeouts to close its side: silent for one, it may answer
+ * soon after.
  */
-export const RETIRE_GRACE_TIMEOUTS = 2;
+export function retireUpstream(socket: net.Socket, replyTimeoutMs: number): Promise<void> {
+  return retire(socket, 2 * replyTimeoutMs);
+}
 
 export class UpstreamConnection {
   private owner: UpstreamOwner | null = null;
@@ -60,7 +63,7 @@ export class UpstreamConnection {
 
   /** Closed for good; resolves once every request sent on it has run or never will (see retire). */
   retire(): Promise<void> {
-    return (this.retiring ??= retire(this.socket, RETIRE_GRACE_TIMEOUTS * this.replyTimeoutMs));
+    return (this.retiring ??= retireUpstream(this.socket, this.replyTimeoutMs));
   }
 }
 

@@ -532,7 +532,7 @@ export class Replicator implements LinkHandler {
     if (pending) this.rescheduleFlush(pending);
     this.inbox.forget();
     // The records of writes the new memcached may have run start after the last one before its connections dropped.
-    this.refillFrom = Math.min(this.disconnectedAtSeq ?? this.outbox.lastSeq, this.outbox.lastSeq);
+    this.refillFrom = this.disconnectedAtSeq ?? this.outbox.lastSeq;
     this.copySender.dropUnrequested("this node's memcached restarted: it holds nothing of its own to copy");
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position)

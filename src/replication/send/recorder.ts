@@ -166,14 +166,13 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     const valueStamp = written
       ? { wall: written.wall, logical: written.logical, nodeId: written.nodeId }
       : { ...this.history.flushes.survivorStamp(), nodeId: '' };
+    // Not a lost write if it cannot be read: the touch's own record went.
     const read = this.local.request(metaRead(key, { cas: true })).catch(() => null);
-    this.later(read, (parts) => (parts ? this.touchedItem(key, parts, valueStamp) : null), '');
+    this.later(read, (parts) => (parts ? this.touchedItem(key, parts, valueStamp) : null), 'could not read back a touched item');
   }
 
   private touchedItem(key: Buffer, parts: ReplyPart[], valueStamp: Stamp): NewRecord | null {
-    const header = parseMetaHeader(parts[parts.length - 1].raw);
-    if (header.won) this.giveBackToken(key, header.cas);
-    const item = recordFromReadBack(key, parts, valueStamp, this.local.lastReceivedAt, header);
+    const item = this.itemRead(key, parts, valueStamp);
     // Gone since (its delete has its record) or stale (an invalidation's record carries it): nothing to add.
     return item?.op === 'set' ? { ...item, op: 'add' } : null;
   }
@@ -182,6 +181,11 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     const answeredAt = this.local.lastReceivedAt;
     if (answeredAt - askedAt > STALE_CLOCK_AFTER_MS) this.stoodStillAt = answeredAt;
     if (answeredAt - this.stoodStillAt < READ_AFTER_TICK_MS) this.readAfterTick(key);
+    return this.itemRead(key, parts, stamp);
+  }
+
+  /** metaRead's reply as a record stamped `stamp`. */
+  private itemRead(key: Buffer, parts: ReplyPart[], stamp: Stamp): NewRecord | null {
     const header = parseMetaHeader(parts[parts.length - 1].raw);
     // memcached gives a stale item's recache token to the first read, and this one was no client's.
     if (header.won) this.giveBackToken(key, header.cas);
