@@ -120,6 +120,7 @@ function replicationOptions(config: Config, limits: RequestParserLimits, clientL
     backlogBytes: config.backlogBytes,
     maxFrameBytes: () => limits.maxItemSize + FRAME_OVERHEAD_BYTES,
     connectTimeoutMs: config.connectTimeoutMs,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
     conflictWindowMs: config.conflictWindowMs,
     secret: config.replicationSecret,
     tls: config.replicationTls,

@@ -733,6 +733,25 @@ describe('requests whose reply never comes', () => {
     );
   });
 
+  it('a flush_all while memcached is stopped fails within the reply timeout, unsent, and flushes nothing anywhere', async () => {
+    // Before it goes, a flush waits for memcached's flush count: stopped, memcached never gives it,
+    // and the flush, with every client write held behind it, would wait for as long.
+    assert.equal(await ask(a, 'set kept 0 0 1\r\nx\r\n'), 'STORED\r\n');
+    await heldOnBoth(a, b, 'kept', true);
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      a.memcached.child.kill('SIGSTOP');
+      const reply = await client.request('flush_all\r\n', '\r\n', 3000);
+      assert.match(reply, /^SERVER_ERROR /);
+    } finally {
+      a.memcached.child.kill('SIGCONT');
+      client.close();
+    }
+    assert.equal(await ask(a, 'set after-refused 0 0 1\r\ny\r\n'), 'STORED\r\n');
+    await heldOnBoth(a, b, 'after-refused', true);
+    await heldOnBoth(a, b, 'kept', true);
+  });
+
   it('a flush_all memcached ran without the proxy hearing back is replicated', async () => {
     assert.equal(await ask(a, 'set before-mute 0 0 1\r\nx\r\n'), 'STORED\r\n');
     await heldOnBoth(a, b, 'before-mute', true);

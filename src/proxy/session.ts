@@ -161,13 +161,22 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     const wait = slot.flushTurn ? slot.flushTurn.ready : this.writing(exchange.writeKeys);
     if (wait) {
       slot.waiting = true;
-      void wait.then(() => {
+      void wait.then((go) => {
         slot.waiting = false;
+        if (go === false) this.refuse(slot);
         this.send();
       });
     }
     this.queued.push(slot);
     this.send();
+  }
+
+  /** A queued request replication could not get ready for in time: it fails unsent, as on a silent memcached. */
+  private refuse(slot: Slot<Part>): void {
+    const at = this.queued.indexOf(slot);
+    if (at < 0) return; // failed meanwhile
+    this.queued.splice(at, 1);
+    this.fail([slot], 'upstream unavailable', 'memcached did not answer in time to prepare the request', null);
   }
 
   /** Where the next request goes: the shared connection unless something rules it out. */

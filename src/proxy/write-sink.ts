@@ -33,8 +33,11 @@ export type WriteEffect =
 
 /** One client flush_all, from flushing() to its end. */
 export interface FlushTurn {
-  /** Send the flush_all once this resolves (null: at once). */
-  ready: Promise<void> | null;
+  /**
+   * Send the flush_all once this resolves true (null: at once); false: do not
+   * send it, replication could not get ready in time (memcached silent).
+   */
+  ready: Promise<boolean> | null;
   /**
    * Its reply is in and its effect reported to written(), or it never reached
    * memcached. `unanswered`: it reached memcached, its reply will never be

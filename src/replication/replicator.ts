@@ -58,6 +58,8 @@ export interface ReplicationOptions {
   /** Largest frame accepted from the peer (tracks memcached's item size limit). */
   maxFrameBytes: () => number;
   connectTimeoutMs: number;
+  /** How long a client request may wait on memcached (--upstream-timeout). */
+  upstreamTimeoutMs: number;
   handshakeTimeoutMs: number;
   pingIntervalMs: number;
   idleTimeoutMs: number;
@@ -260,6 +262,7 @@ export class Replicator implements LinkHandler {
       count: async () => flushCount(parseStats(await local.request(STATS_REQUEST))),
       ran: (delay) => recorder.written({ kind: 'flush', delay }, Date.now()),
       unknown: (reason) => this.writeLost(reason),
+      waitLimitMs: this.options.upstreamTimeoutMs,
     });
     return {
       writing: (key) => contention.localStarted(key),

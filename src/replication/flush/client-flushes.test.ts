@@ -4,20 +4,22 @@ import type { FlushCount } from '../../protocol/text/stats';
 import { ClientFlushes } from './client-flushes';
 
 /** ClientFlushes over a memcached whose flush count the test sets. */
-function harness(start: FlushCount | Error = { pid: '1', flushes: 3 }) {
-  let count: FlushCount | Error = start;
+function harness(start: FlushCount | Error | 'never' = { pid: '1', flushes: 3 }) {
+  let count: FlushCount | Error | 'never' = start;
   const events: string[] = [];
   const flushes = new ClientFlushes({
     hold: async () => void events.push('hold'),
     release: async () => void events.push('release'),
-    count: async () => {
-      if (count instanceof Error) throw count;
-      return count;
+    count: () => {
+      if (count === 'never') return new Promise<FlushCount>(() => {});
+      if (count instanceof Error) return Promise.reject(count);
+      return Promise.resolve(count);
     },
     ran: (delay) => void events.push(`ran ${delay}`),
     unknown: () => void events.push('unknown'),
+    waitLimitMs: 100,
   });
-  return { flushes, events, set: (next: FlushCount | Error) => (count = next) };
+  return { flushes, events, set: (next: FlushCount | Error | 'never') => (count = next) };
 }
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
@@ -101,4 +103,17 @@ test('a turn that ends before it was ready (never sent) still lets the next go',
   third.ended();
   await settle();
   assert.deepEqual(events, ['hold', 'hold', 'hold', 'release', 'release', 'release']);
+});
+
+test('a flush whose count does not come within the wait limit is refused, and what it held goes at once', async () => {
+  const { flushes, events, set } = harness('never');
+  const turn = flushes.turn();
+  assert.equal(await turn.ready, false);
+  turn.ended();
+  await settle();
+  assert.deepEqual(events, ['hold', 'release']);
+  // The next flush does not wait for the first's count.
+  set({ pid: '1', flushes: 3 });
+  const next = flushes.turn();
+  assert.equal(await next.ready, true);
 });

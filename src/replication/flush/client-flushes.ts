@@ -30,6 +30,11 @@ export interface ClientFlushesDeps {
   ran(delay: number): void;
   /** Whether an unanswered flush ran cannot be told. */
   unknown(reason: string): void;
+  /**
+   * How long a flush may wait for its turn and its count (the reply timeout):
+   * past it, it is refused unsent, as a request to a silent memcached fails.
+   */
+  waitLimitMs: number;
 }
 
 export class ClientFlushes {
@@ -46,17 +51,28 @@ export class ClientFlushes {
     // in their sessions, and must not be counted as on their way to memcached.
     const held = Promise.all([this.deps.hold(), previous]);
     const before = held.then(() => this.deps.count());
+    let refused = false;
+    const ready = new Promise<boolean>((resolve) => {
+      // A count that never comes (memcached stopped) would hold the flush, and every client write behind it, unbounded.
+      const timer = setTimeout(() => {
+        refused = true;
+        resolve(false);
+      }, this.deps.waitLimitMs);
+      const go = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      before.then(go, go);
+    });
     let ended = false;
     return {
-      ready: before.then(
-        () => {},
-        () => {},
-      ),
+      ready,
       ended: (unanswered) => {
         if (ended) return;
         ended = true;
-        void held
-          .then(() => (unanswered ? this.check(before, unanswered.delay) : undefined))
+        // Refused, it never went: what it holds goes now, not once memcached answers.
+        const checked = refused ? Promise.resolve() : held.then(() => (unanswered ? this.check(before, unanswered.delay) : undefined));
+        void checked
           .catch(() => {})
           .then(() => this.deps.release())
           .then(done, done);
