@@ -10,10 +10,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
+import { type Certificate, linkTlsFlags, signedCertificate } from './support/certificates';
 import { RawClient } from './support/client';
-import { eventually, freePort } from './support/ports';
+import { eventually, freePort, sleep } from './support/ports';
 import { CLI, launch, type Running, startMemcached, startNode, stopAll } from './support/processes';
-import { linked, stat, withRelayedPair } from './support/replication';
+import { has, linked, stat, withRelayedPair, write } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-reload-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -138,6 +139,46 @@ describe('secret rotation on SIGHUP', () => {
         assert.equal(await stat(stale, 'peer_up'), '0');
       } finally {
         await stopAll(stale);
+      }
+    });
+  });
+});
+
+describe('link certificate rotation on SIGHUP', () => {
+  it('the link stays up, re-links with the new certificates and CA once cut, a node on the old ones is refused, clients stay connected', async () => {
+    const old = signedCertificate(dir, 'old');
+    const rotated = signedCertificate(dir, 'rotated');
+    const live: Certificate = { cert: path.join(dir, 'link.pem'), key: path.join(dir, 'link.key'), ca: path.join(dir, 'link-ca.pem') };
+    const install = (from: Certificate) => {
+      for (const part of ['cert', 'key', 'ca'] as const) fs.copyFileSync(from[part], live[part]);
+    };
+    install(old);
+    await withRelayedPair([...linkTlsFlags(live), '-v'], async ({ a, b, relay }) => {
+      const client = await RawClient.connect(a.memrepl.port);
+      try {
+        install(rotated);
+        const from = [a, b].map((n) => n.memrepl.output().length);
+        for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
+        for (const [i, node] of [a, b].entries())
+          assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), 'reload: applied replication-tls-cert/key/ca (new content)');
+        assert.equal(await stat(a, 'peer_up'), '1', 'the link up stays up');
+        relay.cutAll();
+        // -v: each link A accepts says so; the next one after the cut had to show the rotated certificate.
+        await eventually(() => a.memrepl.output().slice(from[0]).includes('replication: accept'), 10000, 'a new link after the cut');
+        await linked(a, b);
+        assert.equal(await client.request('set rotated 0 0 1\r\nx\r\n'), 'STORED\r\n', 'a client connected before the reload');
+        await eventually(() => has(b.memcached.port, 'rotated'), 10000, 'rotated on B');
+        const stale = await startNode('c', await freePort(), a.replicationPort, linkTlsFlags(old));
+        try {
+          await write(stale, 'from_stale');
+          await sleep(1500);
+          assert.equal(await has(a.memcached.port, 'from_stale'), false, 'nothing from a node on the old certificates');
+          assert.equal(await stat(stale, 'peer_up'), '0');
+        } finally {
+          await stopAll(stale);
+        }
+      } finally {
+        client.close();
       }
     });
   });

@@ -4,12 +4,12 @@
  * is refused and applies nothing.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
+import { linkTlsFlags, signedCertificate } from './support/certificates';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startMemrepl, startNode, stopAll } from './support/processes';
@@ -17,44 +17,8 @@ import { has, write } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-tls-'));
 
-/** A CA and a certificate it signed for 127.0.0.1 (openssl, one day). */
-function certificates(name: string): string[] {
-  const file = (suffix: string) => path.join(dir, `${name}-${suffix}`);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '1', '-subj', `/CN=${name}-ca`);
-  openssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    file('node.key'),
-    '-out',
-    file('node.csr'),
-    '-subj',
-    `/CN=${name}-node`,
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    file('node.csr'),
-    '-CA',
-    file('ca.pem'),
-    '-CAkey',
-    file('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    file('node.pem'),
-    '-days',
-    '1',
-    '-copy_extensions',
-    'copy',
-  );
-  return ['--replication-tls-cert', file('node.pem'), '--replication-tls-key', file('node.key'), '--replication-tls-ca', file('ca.pem')];
-}
+/** A CA and a certificate it signed for 127.0.0.1, as memrepl's link TLS flags. */
+const certificates = (name: string): string[] => linkTlsFlags(signedCertificate(dir, name));
 
 describe('mutual TLS on the replication link', () => {
   let good: string[];
