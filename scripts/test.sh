@@ -9,6 +9,7 @@ need_debian /usr/sbin/nutcracker nutcracker   # twemproxy; by path: /usr/sbin is
 need_debian memccapable libmemcached-tools
 need_debian openssl openssl
 need_debian promtool prometheus
+need_debian docker-compose docker-compose   # v1: validates docker-compose.yml without an engine
 need_node_modules
 build
 # Lint and formatting (eslint, prettier; `npm run format` fixes the latter): the full run only.
