@@ -14,7 +14,8 @@ import type { ClientLatency } from './proxy/client-latency';
 import { discardWrites } from './proxy/write-sink';
 import type { RequestParserLimits } from './protocol/text/request-parser';
 import { createReplicationMetrics } from './replication/metrics';
-import { Replicator, type ReplicationOptions } from './replication/replicator';
+import { LINK_TIMING, type ReplicationOptions } from './replication/options';
+import { Replicator } from './replication/replicator';
 import { Listener } from './proxy/listener';
 import { textDialect, type ProxyStats } from './proxy/text-exchange';
 import { binaryDialect } from './proxy/binary-exchange';
@@ -104,7 +105,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
  * link silent for 5 s (or a handshake not done in 5 s) is dead, and the dialler
  * backs off from 100 ms to 5 s between attempts.
  */
-const LINK_TIMING = { handshakeTimeoutMs: 5000, pingIntervalMs: 250, idleTimeoutMs: 5000, backoffMinMs: 100, backoffMaxMs: 5000 };
 /** Room in a frame beyond the largest item memcached takes: the record's own fields and key. */
 const FRAME_OVERHEAD_BYTES = 64 * 1024;
 

@@ -15,7 +15,6 @@ import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../proxy/write-sink';
-import type { LatencyCounts } from '../proxy/client-latency';
 import { formatAddress, type UpstreamAddress } from '../sockets';
 import { Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
 import { KnownExpiries } from './binary-keys';
@@ -24,9 +23,9 @@ import { serializeAck, serializeFullCopyRequest } from './link/frames/serializer
 import { CheckpointFile } from './apply/checkpoint-file';
 import { CopySender } from './copy/copy-sender';
 import { RestartWatch } from './restart-watch';
-import { renewReplicationTls, replicationServer, type TlsMaterial } from './link/transport';
+import { renewReplicationTls, replicationServer } from './link/transport';
 import { PeerDialer } from './link/peer-dialer';
-import { AcknowledgedWindow } from './send/acknowledged-window';
+import { HistoryKeeping } from './conflict/history-keeping';
 import { StreamSender } from './send/stream-sender';
 import { PeerLinks } from './link/peer-links';
 import { IncomingCopy } from './copy/incoming-copy';
@@ -41,60 +40,11 @@ import { RecentWrites } from './conflict/recent-writes';
 import { FlushEdge } from './flush/flush-edge';
 import { FlushSchedule } from './flush/flush-schedule';
 import { FlushScheduleFile } from './flush/flush-schedule-file';
-import { ClientFlushes } from './flush/client-flushes';
-import { flushCount, parseStats, STATS_REQUEST } from '../protocol/text/stats';
+import { clientSink } from './send/client-sink';
+import { CATCH_UP_WAIT_MS, CONFLICT_MAP_BOUNDS, EXPIRY_UNKNOWN_LOG_EVERY_MS, type LiveReplicationOptions, type ReplicationOptions } from './options';
+import { notReadyReasons, type ReplicationParts, replicationStats } from './status';
 import type { LocalHistory } from './send/recorder';
 import { Recorder } from './send/recorder';
-
-export interface ReplicationOptions {
-  cluster: string;
-  nodeId: string;
-  /** Where to listen for the peer (-X, and the listen address). */
-  listenPort: number;
-  listenHost: string | undefined;
-  /** The peer to dial (-x), if any. */
-  peer: UpstreamAddress | null;
-  backlogBytes: number;
-  /** Largest frame accepted from the peer (tracks memcached's item size limit). */
-  maxFrameBytes: () => number;
-  connectTimeoutMs: number;
-  /** How long a client request may wait on memcached (--upstream-timeout). */
-  upstreamTimeoutMs: number;
-  handshakeTimeoutMs: number;
-  pingIntervalMs: number;
-  idleTimeoutMs: number;
-  /** Reconnect backoff: first delay and cap. */
-  backoffMinMs: number;
-  backoffMaxMs: number;
-  /** How long a conflicting write is remembered (see recent-writes.ts). */
-  conflictWindowMs: number;
-  /** Shared secret the peer must prove (null: the link is not authenticated). */
-  secret: Buffer | null;
-  /** Mutual TLS for the link (null: plain TCP). */
-  tls: TlsMaterial | null;
-  /** Full copy pace, items per second at most (0 = no cap). */
-  copyRatePerSecond: number;
-  /** This node's client latency, which full copies pace themselves by (see copy/fetch-pace.ts). */
-  clientLatency?: () => LatencyCounts;
-  /** Report ready before this node's first full copy has arrived. */
-  readyBeforeCopy: boolean;
-  /** Directory of this node's replication checkpoint (see checkpoint-file.ts). */
-  stateDir: string;
-}
-
-/** The options a reload (SIGHUP) may change: each is read at its next use. */
-export type LiveReplicationOptions = Pick<ReplicationOptions, 'secret' | 'tls' | 'copyRatePerSecond'>;
-
-/** How often to look again whether the peer's backlog has been applied (see releaseHistoryWhenCaughtUp). */
-const CATCH_UP_WAIT_MS = 10_000;
-/**
- * Size bounds of the conflict maps (recent-writes.ts), in keys and bytes: 64 MiB
- * holds a million keys of 40 bytes. Past them, the oldest entries go first.
- */
-const CONFLICT_MAP_BOUNDS = {
-  values: { maxEntries: 1_000_000, maxBytes: 64 * 1024 * 1024 },
-  touches: { maxEntries: 1_000_000, maxBytes: 32 * 1024 * 1024 },
-};
 
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
@@ -120,9 +70,7 @@ export class Replicator implements LinkHandler {
   private refillFrom: number | null = null;
   /** outbox.lastSeq when a connection to memcached last dropped (the first sign of a restart). */
   private disconnectedAtSeq: number | null = null;
-  private historyHeld = false;
-  private overflowedWhenHeld = 0;
-  private readonly acknowledgedWindow: AcknowledgedWindow;
+  private readonly keeping: HistoryKeeping;
   private readonly memcached: LocalConnections;
   private readonly server: net.Server;
   private readonly links: PeerLinks;
@@ -144,14 +92,15 @@ export class Replicator implements LinkHandler {
     this.clock = new HybridClock(options.nodeId);
     this.links = new PeerLinks(options);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
-    this.acknowledgedWindow = new AcknowledgedWindow(options.conflictWindowMs);
     this.memcached = new LocalConnections(upstream, options.connectTimeoutMs);
     this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
     const values = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.values });
+    const touches = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.touches });
     this.flushEdge = this.newFlushEdge(values);
-    this.history = this.newHistory(values);
-    // No peer has seen anything yet: remember every write until one has (see holdHistory).
-    this.holdHistory(true);
+    this.history = this.newHistory(values, touches);
+    this.keeping = new HistoryKeeping([values, touches], options.conflictWindowMs);
+    // No peer has seen anything yet: remember every write until one has.
+    this.keeping.hold(true);
     const recorder = this.newRecorder();
     this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
     this.applier = new Applier(this.memcached.applier, this.memcached.applierBinary, this.clock, this.history, this.contention, metrics, options.nodeId, {
@@ -159,7 +108,9 @@ export class Replicator implements LinkHandler {
       drained: () => this.resumeLinkIfDrained(),
       refused: (reason) => this.log.warn(`replication: ${reason}`),
     });
-    this.sink = this.newSink(recorder);
+    const { contention, applier } = this;
+    const lost = (reason: string) => this.writeLost(reason);
+    this.sink = clientSink({ recorder, contention, applier, local: this.memcached.readback, lost, upstreamTimeoutMs: options.upstreamTimeoutMs });
     this.sender = new StreamSender(
       this.outbox,
       () => this.active,
@@ -221,10 +172,10 @@ export class Replicator implements LinkHandler {
     });
   }
 
-  private newHistory(values: RecentWrites): LocalHistory {
+  private newHistory(values: RecentWrites, touches: RecentWrites): LocalHistory {
     return {
       values,
-      touches: new RecentWrites({ windowMs: this.options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.touches }),
+      touches,
       flushes: new FlushSchedule(Date.now, {
         pending: (at) => this.flushEdge.scheduled(at),
         changed: (memory) => this.flushScheduleFile.save(memory),
@@ -238,38 +189,11 @@ export class Replicator implements LinkHandler {
     return new Recorder(this.outbox, this.clock, this.history, this.memcached.readback, this.memcached.readbackBinary, {
       appended: () => {
         this.sender.schedule();
-        // With no acknowledgement in the window the maps may be forgetting by age alone; not once records are unacknowledged.
-        if (this.acknowledgedWindow.empty) this.forgetAcknowledged(Date.now());
+        this.keeping.recorded(Date.now(), this.outbox.unacknowledged);
       },
       lost: (reason) => this.writeLost(reason),
       expiryUnknown: (key) => this.expiryUnknown(key),
     });
-  }
-
-  /** What the proxy reports client writes to. */
-  private newSink(recorder: Recorder): WriteSink {
-    const { contention, applier } = this;
-    const local = this.memcached.readback;
-    const clientFlushes = new ClientFlushes({
-      // A client's flush_all goes to memcached alone: after the other clients' writes and the peer's records
-      // on their way there, before the ones that come meanwhile (which then find it noted as a flush).
-      hold: () => Promise.all([contention.holdClientWrites(), applier.pauseForLocalFlush()]).then(() => {}),
-      release: () =>
-        recorder.flushNoted.then(() => {
-          applier.resumeAfterLocalFlush();
-          contention.releaseClientWrites();
-        }),
-      count: async () => flushCount(parseStats(await local.request(STATS_REQUEST))),
-      ran: (delay) => recorder.written({ kind: 'flush', delay }, Date.now()),
-      unknown: (reason) => this.writeLost(reason),
-      waitLimitMs: this.options.upstreamTimeoutMs,
-    });
-    return {
-      writing: (key) => contention.localStarted(key),
-      writeEnded: (key) => contention.localEnded(key),
-      flushing: () => clientFlushes.turn(),
-      written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
-    };
   }
 
   private newInbox(upstream: UpstreamAddress): Inbox {
@@ -409,7 +333,7 @@ export class Replicator implements LinkHandler {
       return;
     }
     this.sender.stop();
-    this.holdHistory(true);
+    this.keeping.hold(true);
     this.copySender.linkClosed();
     this.incomingCopy.linkClosed();
     this.metrics.peerUp.set(0);
@@ -439,35 +363,17 @@ export class Replicator implements LinkHandler {
     // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
     // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode).
     if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
-    else if (this.overflowed() > this.overflowedWhenHeld)
+    else if (this.keeping.overflowedWhileHeld)
       this.needFullCopy('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
-  }
-
-  /**
-   * Holding: the conflict maps forget nothing for its age while the peer may
-   * still send records older than the window (the link is down, or its
-   * backlog is being replayed), so a partition of any length is still decided
-   * by last writer wins. If the maps' size bounds force entries out
-   * meanwhile, the next handshake reconciles with copies instead.
-   */
-  private holdHistory(held: boolean): void {
-    if (held && !this.historyHeld) this.overflowedWhenHeld = this.overflowed();
-    this.historyHeld = held;
-    this.history.values.hold(held);
-    this.history.touches.hold(held);
   }
 
   /** Stops holding once this node applied everything the peer had when it said HELLO. */
   private releaseHistoryWhenCaughtUp(link: Link, peerLastSeq: number): void {
     void this.inbox.whenApplied(peerLastSeq, CATCH_UP_WAIT_MS).then((caughtUp) => {
       if (this.active !== link) return;
-      if (caughtUp) this.holdHistory(false);
+      if (caughtUp) this.keeping.hold(false);
       else this.releaseHistoryWhenCaughtUp(link, peerLastSeq);
     });
-  }
-
-  private overflowed(): number {
-    return this.history.values.overflowed + this.history.touches.overflowed;
   }
 
   /**
@@ -592,7 +498,7 @@ export class Replicator implements LinkHandler {
   private expiryUnknown(key: Buffer): void {
     this.metrics.recordsSkipped.labels('expiry_unknown').inc();
     const now = Date.now();
-    if (now - this.lastExpiryUnknownLog < 10_000) return;
+    if (now - this.lastExpiryUnknownLog < EXPIRY_UNKNOWN_LOG_EVERY_MS) return;
     this.lastExpiryUnknownLog = now;
     this.log.warn(
       `replication: the expiry of "${key.toString('latin1').slice(0, 60)}" (${key.length} bytes, only the binary protocol can name it) is not known here; the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="expiry_unknown"})`,
@@ -602,15 +508,7 @@ export class Replicator implements LinkHandler {
   private acknowledged(seq: number): void {
     const now = Date.now();
     if (!this.sender.acknowledged(seq, now)) return;
-    this.acknowledgedWindow.acknowledged(now, this.outbox.get(seq)?.hlc.wall);
-    this.forgetAcknowledged(now);
-  }
-
-  /** The conflict maps forget what the peer acknowledged a whole window ago (see AcknowledgedWindow). */
-  private forgetAcknowledged(now: number): void {
-    const keepFrom = this.acknowledgedWindow.keepFrom(now, this.outbox.unacknowledged);
-    this.history.values.keepFrom(keepFrom);
-    this.history.touches.keepFrom(keepFrom);
+    this.keeping.acknowledged(now, this.outbox.get(seq)?.hlc.wall, this.outbox.unacknowledged);
   }
 
   private scheduleAck(): void {
@@ -637,14 +535,7 @@ export class Replicator implements LinkHandler {
 
   /** Reasons this node is not ready to take traffic, from replication's point of view. */
   notReady(): string[] {
-    const reasons: string[] = [];
-    if (this.options.peer && !this.active) reasons.push(`replication link to ${formatAddress(this.options.peer)} is down`);
-    const expectsPeer = this.options.peer !== null || this.links.everLinked;
-    if (expectsPeer && this.incomingCopy.inProgress && !this.options.readyBeforeCopy) {
-      const said = this.incomingCopy.status ? ` (the peer: ${this.incomingCopy.status})` : '';
-      reasons.push(`waiting for a full copy from the peer (this memcached is cold)${said}; --ready-before-copy to serve anyway`);
-    }
-    return reasons;
+    return notReadyReasons(this.parts());
   }
 
   /** Things an operator should know that do not make the node unready. */
@@ -654,41 +545,12 @@ export class Replicator implements LinkHandler {
 
   /** `stats replication`, in memcached's STAT format. */
   stats(): Array<[string, string | number]> {
-    const peer = this.active?.peer;
-    const copy = this.copySender;
-    return [
-      ['node_id', this.options.nodeId],
-      ['cluster', this.options.cluster],
-      ['run_id', this.runId],
-      ['peer', this.options.peer ? formatAddress(this.options.peer) : (this.active?.label ?? '')],
-      ['peer_up', this.active ? 1 : 0],
-      ['links', this.links.count],
-      ['peer_node_id', peer?.nodeId ?? ''],
-      ['peer_run_id', peer?.runId ?? ''],
-      ['link_uptime', this.active ? Math.floor((Date.now() - this.active.openedAt) / 1000) : 0],
-      ['last_seq', this.outbox.lastSeq],
-      ['acked_seq', this.outbox.acknowledgedSeq],
-      ['unacked_records', this.outbox.unacknowledged],
-      ['backlog_records', this.outbox.length],
-      ['backlog_bytes', this.outbox.bytes],
-      ['backlog_max_bytes', this.options.backlogBytes],
-      ['backlog_oldest_seq', this.outbox.oldestSeq],
-      ['applied_seq', this.inbox.position?.seq ?? 0],
-      ['full_copy_needed', copy.neededBecause ?? ''],
-      ['writes_lost', this.lostWrites],
-      ['conflict_repairs', this.contention.repairs],
-      ['conflict_map_overflows', this.overflowed()],
-      ['copy_sending', copy.running ? 1 : 0],
-      ['copy_sent_items', copy.sentItems],
-      ['copy_attempt', copy.attempt],
-      ['copy_failures', copy.failures],
-      ['copy_last_failure', copy.lastFailure ?? ''],
-      ['copy_retry_in_ms', copy.retryInMs],
-      ['copy_receiving', this.incomingCopy.inProgress ? 1 : 0],
-      ['copy_receiving_status', this.incomingCopy.status],
-      ['copies_received', this.incomingCopy.received],
-      ['copy_impossible', copy.impossible ?? ''],
-    ];
+    return replicationStats(this.parts());
+  }
+
+  private parts(): ReplicationParts {
+    const { options, runId, active, links, outbox, inbox, copySender, incomingCopy, contention, lostWrites } = this;
+    return { options, runId, active, links, outbox, inbox, copySender, incomingCopy, contention, lostWrites, overflowed: this.keeping.overflowed };
   }
 
   // ------------------------------------------------------------ shutdown
