@@ -66,10 +66,6 @@ export class Replicator implements LinkHandler {
    * that does not say what it covers (RESYNC_BEGIN covers) covers.
    */
   private readonly coverageSaid = new WeakMap<Link, Hlc>();
-  /** The last record before this node's memcached last restarted during this run (see holdsOnlyMirror). */
-  private refillFrom: number | null = null;
-  /** outbox.lastSeq when a connection to memcached last dropped (the first sign of a restart). */
-  private disconnectedAtSeq: number | null = null;
   private readonly keeping: HistoryKeeping;
   private readonly memcached: LocalConnections;
   private readonly server: net.Server;
@@ -137,13 +133,12 @@ export class Replicator implements LinkHandler {
     });
     this.inbox = this.newInbox(upstream);
     this.incomingCopy = new IncomingCopy(this.inbox, metrics, log);
-    this.restartWatch = new RestartWatch(this.memcached.monitor, (before, after) => this.memcachedRestarted(before.pid, after.pid));
-    // A dropped connection is the first sign of a restarted memcached: look at once rather than at the next poll,
-    // so this node turns cold (and treats deletes of absent keys as deletes) as early as it can.
-    this.memcached.onDisconnect = () => {
-      this.disconnectedAtSeq = this.outbox.lastSeq;
-      setTimeout(() => void this.restartWatch.check(), 50).unref();
-    };
+    this.restartWatch = new RestartWatch(
+      this.memcached.monitor,
+      (before, after) => this.memcachedRestarted(before.pid, after.pid),
+      () => this.outbox.lastSeq,
+    );
+    this.memcached.onDisconnect = () => this.restartWatch.disconnected();
     this.server = replicationServer(
       options.tls,
       (socket) => this.accept(socket),
@@ -417,7 +412,7 @@ export class Replicator implements LinkHandler {
   private needFullCopy(reason: string, overwrite = false, requested = false): void {
     if (!requested && !overwrite && this.holdsOnlyMirror()) {
       this.log.info(
-        `replication: no full copy (${reason}): this node's memcached restarted since record #${this.refillFrom}, and every record since is in the stream`,
+        `replication: no full copy (${reason}): this node's memcached restarted since record #${this.restartWatch.refillFrom}, and every record since is in the stream`,
       );
       return;
     }
@@ -431,7 +426,8 @@ export class Replicator implements LinkHandler {
    * peer its own state back, some of it older than its writes since.
    */
   private holdsOnlyMirror(): boolean {
-    return this.refillFrom !== null && this.outbox.oldestSeq <= this.refillFrom + 1;
+    const { refillFrom } = this.restartWatch;
+    return refillFrom !== null && this.outbox.oldestSeq <= refillFrom + 1;
   }
 
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
@@ -440,8 +436,6 @@ export class Replicator implements LinkHandler {
     const pending = this.history.flushes.state.pendingAt;
     if (pending) this.rescheduleFlush(pending);
     this.inbox.forget();
-    // The records of writes the new memcached may have run start after the last one before its connections dropped.
-    this.refillFrom = this.disconnectedAtSeq ?? this.outbox.lastSeq;
     this.copySender.dropUnrequested("this node's memcached restarted: it holds nothing of its own to copy");
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position)

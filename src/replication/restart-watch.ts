@@ -1,7 +1,8 @@
 /**
  * Notices when the local memcached restarted behind a running proxy: its
  * `stats` pid changes or its uptime goes backwards. A restarted memcached is
- * empty, so this node must ask its peer for a full copy.
+ * empty, so this node must ask its peer for a full copy; and it remembers
+ * where this node's stream stood then (refillFrom).
  */
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import type { LocalMemcached } from './local-memcached';
@@ -17,12 +18,32 @@ export class RestartWatch {
   private last: MemcachedIdentity | null = null;
   private timer: NodeJS.Timeout | null = null;
   private checking = false;
+  /** The last record's seq when a connection to memcached last dropped. */
+  private disconnectedAtSeq: number | null = null;
+  /**
+   * The last record before memcached last restarted during this run: the
+   * records after it are of writes the new memcached may have run (null: no
+   * restart seen).
+   */
+  refillFrom: number | null = null;
 
+  /** `lastSeq`: this node's last record. */
   constructor(
     private readonly local: LocalMemcached,
     private readonly onRestart: (before: MemcachedIdentity, after: MemcachedIdentity) => void,
+    private readonly lastSeq: () => number,
     private readonly intervalMs = 1000,
   ) {}
+
+  /**
+   * A connection to memcached dropped, the first sign of a restart: look at
+   * once rather than at the next poll, so this node turns cold (and treats
+   * deletes of absent keys as deletes) as early as it can.
+   */
+  disconnected(): void {
+    this.disconnectedAtSeq = this.lastSeq();
+    setTimeout(() => void this.check(), 50).unref();
+  }
 
   /** The memcached seen by the last successful check (null before one). */
   get current(): MemcachedIdentity | null {
@@ -35,7 +56,7 @@ export class RestartWatch {
     void this.check();
   }
 
-  /** Checks now (also called when a connection to memcached dropped). */
+  /** Checks now. */
   async check(): Promise<void> {
     if (this.checking) return;
     this.checking = true;
@@ -45,7 +66,10 @@ export class RestartWatch {
       const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime, startedAt: startedAt(stats) ?? 0 };
       const before = this.last;
       this.last = now;
-      if (before && (before.pid !== now.pid || now.uptime < before.uptime)) this.onRestart(before, now);
+      if (before && (before.pid !== now.pid || now.uptime < before.uptime)) {
+        this.refillFrom = this.disconnectedAtSeq ?? this.lastSeq();
+        this.onRestart(before, now);
+      }
     } catch {
       // memcached is down: the next successful check compares with what we saw before.
     } finally {
