@@ -74,13 +74,13 @@ class MemcachedConnection<Part> {
    * on a busy event loop.
    */
   lastReceivedAt = 0;
-  /** Called when the connection drops (memcached may have restarted). */
-  onDisconnect: (reason: string) => void = () => {};
 
+  /** `onDisconnect`: the connection dropped (memcached may have restarted). */
   constructor(
     private readonly framing: Framing<Part>,
     private readonly address: UpstreamAddress,
     private readonly connectTimeoutMs: number,
+    private readonly onDisconnect: (reason: string) => void = () => {},
   ) {
     this.parser = framing.parser();
   }
@@ -204,15 +204,15 @@ class MemcachedConnection<Part> {
 
 /** Meta and classic text commands. */
 export class LocalMemcached extends MemcachedConnection<ReplyPart> {
-  constructor(address: UpstreamAddress, connectTimeoutMs: number) {
-    super(TEXT, address, connectTimeoutMs);
+  constructor(address: UpstreamAddress, connectTimeoutMs: number, onDisconnect?: (reason: string) => void) {
+    super(TEXT, address, connectTimeoutMs, onDisconnect);
   }
 }
 
 /** Binary protocol requests, for keys no text command can name. */
 export class LocalMemcachedBinary extends MemcachedConnection<BinaryPacket> {
-  constructor(address: UpstreamAddress, connectTimeoutMs: number) {
-    super(BINARY, address, connectTimeoutMs);
+  constructor(address: UpstreamAddress, connectTimeoutMs: number, onDisconnect?: (reason: string) => void) {
+    super(BINARY, address, connectTimeoutMs, onDisconnect);
   }
 }
 
@@ -229,24 +229,16 @@ export class LocalConnections {
   readonly readbackBinary: LocalMemcachedBinary;
   readonly monitor: LocalMemcached;
 
-  constructor(address: UpstreamAddress, connectTimeoutMs: number) {
-    this.applier = new LocalMemcached(address, connectTimeoutMs);
-    this.readback = new LocalMemcached(address, connectTimeoutMs);
-    this.applierBinary = new LocalMemcachedBinary(address, connectTimeoutMs);
-    this.readbackBinary = new LocalMemcachedBinary(address, connectTimeoutMs);
-    this.monitor = new LocalMemcached(address, connectTimeoutMs);
-  }
-
-  private get all(): Array<{ onDisconnect: (reason: string) => void; close(): void }> {
-    return [this.applier, this.readback, this.applierBinary, this.readbackBinary, this.monitor];
-  }
-
-  /** Called when any of them drops (memcached may have restarted). */
-  set onDisconnect(handler: (reason: string) => void) {
-    for (const connection of this.all) connection.onDisconnect = handler;
+  /** `onDisconnect`: any of them dropped (memcached may have restarted). */
+  constructor(address: UpstreamAddress, connectTimeoutMs: number, onDisconnect: (reason: string) => void) {
+    this.applier = new LocalMemcached(address, connectTimeoutMs, onDisconnect);
+    this.readback = new LocalMemcached(address, connectTimeoutMs, onDisconnect);
+    this.applierBinary = new LocalMemcachedBinary(address, connectTimeoutMs, onDisconnect);
+    this.readbackBinary = new LocalMemcachedBinary(address, connectTimeoutMs, onDisconnect);
+    this.monitor = new LocalMemcached(address, connectTimeoutMs, onDisconnect);
   }
 
   close(): void {
-    for (const connection of this.all) connection.close();
+    for (const connection of [this.applier, this.readback, this.applierBinary, this.readbackBinary, this.monitor]) connection.close();
   }
 }

@@ -88,7 +88,7 @@ export class Replicator implements LinkHandler {
     this.clock = new HybridClock(options.nodeId);
     this.links = new PeerLinks(options);
     this.outbox = new Outbox({ maxBytes: options.backlogBytes });
-    this.memcached = new LocalConnections(upstream, options.connectTimeoutMs);
+    this.memcached = new LocalConnections(upstream, options.connectTimeoutMs, () => this.restartWatch.disconnected());
     this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
     const values = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.values });
     const touches = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.touches });
@@ -138,7 +138,6 @@ export class Replicator implements LinkHandler {
       (before, after) => this.memcachedRestarted(before.pid, after.pid),
       () => this.outbox.lastSeq,
     );
-    this.memcached.onDisconnect = () => this.restartWatch.disconnected();
     this.server = replicationServer(
       options.tls,
       (socket) => this.accept(socket),
