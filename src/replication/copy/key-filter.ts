@@ -1,6 +1,6 @@
 /**
  * The keys a full copy accounted for, for the walk that checks it (see
- * full-copy.ts): a Bloom filter in one typed array, sized to the cache when
+ * copy-walk.ts): a Bloom filter in one typed array, sized to the cache when
  * the copy starts and capped, so its memory is bounded whatever the cache
  * holds (a Set of 32-bit hashes took ~28 MB per million keys, unbounded).
  *

@@ -1,6 +1,6 @@
 /**
  * The keys a full copy's walk chose and has not fetched yet, first in first
- * out (see full-copy.ts). The copy reads memcached's crawler as fast as it
+ * out (see copy-walk.ts). The copy reads memcached's crawler as fast as it
  * writes, so the walk runs far ahead of the paced fetches and its keys wait
  * here: as bytes in slabs, no object per key, and counted in bytes so the
  * copy can bound them.
