@@ -13,7 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { type Certificate, linkTlsFlags, signedCertificate } from './support/certificates';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
-import { CLI, launch, type Running, startMemcached, startNode, stopAll } from './support/processes';
+import { CLI, launch, type Node, type Running, startMemcached, startNode, stopAll } from './support/processes';
+import type { Relay } from './support/relay';
 import { has, linked, stat, withRelayedPair, write } from './support/replication';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-reload-'));
@@ -116,6 +117,22 @@ describe('reload on SIGHUP', () => {
   });
 });
 
+/**
+ * SIGHUP to both nodes of a relayed pair started with -v: each must log `line`, the link up
+ * stays up, and once the relay cuts it the pair links again (A logs each link it accepts).
+ * Returns where each node's output stood before the reload.
+ */
+async function reloadAndRelink({ a, b, relay }: { a: Node; b: Node; relay: Relay }, line: string): Promise<number[]> {
+  const from = [a, b].map((n) => n.memrepl.output().length);
+  for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
+  for (const [i, node] of [a, b].entries()) assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), line);
+  assert.equal(await stat(a, 'peer_up'), '1', 'the link up stays up');
+  relay.cutAll();
+  await eventually(() => a.memrepl.output().slice(from[0]).includes('replication: accept'), 10000, 'a new link after the cut');
+  await linked(a, b);
+  return from;
+}
+
 describe('secret rotation on SIGHUP', () => {
   it('the link stays up, re-links with the new secret once cut, and a node still on the old one is refused', async () => {
     const secretFile = path.join(dir, 'secret');
@@ -124,15 +141,8 @@ describe('secret rotation on SIGHUP', () => {
     fs.writeFileSync(oldSecretFile, 'the first shared secret, S1\n');
     await withRelayedPair(['--replication-secret-file', secretFile, '-v'], async ({ a, b, relay }) => {
       fs.writeFileSync(secretFile, 'the second shared secret, S2\n');
-      const from = [a, b].map((n) => n.memrepl.output().length);
-      for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
-      for (const [i, node] of [a, b].entries())
-        assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), 'reload: applied replication-secret-file (new content)');
-      assert.equal(await stat(a, 'peer_up'), '1', 'the link up stays up');
-      relay.cutAll();
-      // -v: each link A accepts says so; the next one after the cut had to prove S2.
-      await eventually(() => a.memrepl.output().slice(from[0]).includes('replication: accept'), 10000, 'a new link after the cut');
-      await linked(a, b);
+      // The next link after the cut had to prove S2.
+      const from = await reloadAndRelink({ a, b, relay }, 'reload: applied replication-secret-file (new content)');
       const stale = await startNode('c', await freePort(), a.replicationPort, ['--replication-secret-file', oldSecretFile]);
       try {
         await eventually(() => /authentication failed|shared secret/.test(a.memrepl.output().slice(from[0])), 10000, 'the S1 node refused');
@@ -157,15 +167,8 @@ describe('link certificate rotation on SIGHUP', () => {
       const client = await RawClient.connect(a.memrepl.port);
       try {
         install(rotated);
-        const from = [a, b].map((n) => n.memrepl.output().length);
-        for (const node of [a, b]) node.memrepl.child.kill('SIGHUP');
-        for (const [i, node] of [a, b].entries())
-          assert.equal(await nextLine(node.memrepl, from[i], /^reload: /), 'reload: applied replication-tls-cert/key/ca (new content)');
-        assert.equal(await stat(a, 'peer_up'), '1', 'the link up stays up');
-        relay.cutAll();
-        // -v: each link A accepts says so; the next one after the cut had to show the rotated certificate.
-        await eventually(() => a.memrepl.output().slice(from[0]).includes('replication: accept'), 10000, 'a new link after the cut');
-        await linked(a, b);
+        // The next link after the cut had to show the rotated certificate.
+        await reloadAndRelink({ a, b, relay }, 'reload: applied replication-tls-cert/key/ca (new content)');
         assert.equal(await client.request('set rotated 0 0 1\r\nx\r\n'), 'STORED\r\n', 'a client connected before the reload');
         await eventually(() => has(b.memcached.port, 'rotated'), 10000, 'rotated on B');
         const stale = await startNode('c', await freePort(), a.replicationPort, linkTlsFlags(old));
