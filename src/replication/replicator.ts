@@ -25,6 +25,7 @@ import { CopySender } from './copy/copy-sender';
 import { RestartWatch } from './restart-watch';
 import { renewReplicationTls, replicationServer } from './link/transport';
 import { PeerDialer } from './link/peer-dialer';
+import { WritePacer } from './link/write-pacer';
 import { HistoryKeeping } from './conflict/history-keeping';
 import { StreamSender } from './send/stream-sender';
 import { PeerLinks } from './link/peer-links';
@@ -41,7 +42,14 @@ import { FlushEdge } from './flush/flush-edge';
 import { FlushSchedule } from './flush/flush-schedule';
 import { FlushScheduleFile } from './flush/flush-schedule-file';
 import { clientSink } from './send/client-sink';
-import { CATCH_UP_WAIT_MS, CONFLICT_MAP_BOUNDS, EXPIRY_UNKNOWN_LOG_EVERY_MS, type LiveReplicationOptions, type ReplicationOptions } from './options';
+import {
+  ACK_EVERY_MS,
+  CATCH_UP_WAIT_MS,
+  CONFLICT_MAP_BOUNDS,
+  EXPIRY_UNKNOWN_LOG_EVERY_MS,
+  type LiveReplicationOptions,
+  type ReplicationOptions,
+} from './options';
 import { notReadyReasons, type ReplicationParts, replicationStats } from './status';
 import type { LocalHistory } from './send/recorder';
 import { Recorder } from './send/recorder';
@@ -73,7 +81,7 @@ export class Replicator implements LinkHandler {
   private readonly incomingCopy: IncomingCopy;
   private readonly sender: StreamSender;
   private lastExpiryUnknownLog = 0;
-  private ackScheduled = false;
+  private readonly ackPacer = new WritePacer(ACK_EVERY_MS, () => this.sendAck());
   private readonly dialer: PeerDialer;
   private stopped = false;
   private lostWrites = 0;
@@ -195,7 +203,7 @@ export class Replicator implements LinkHandler {
     const running = () => this.restartWatch.current;
     const checkpoint = new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached: running }, this.log);
     return new Inbox(this.applier, checkpoint, this.metrics, {
-      applied: () => this.scheduleAck(),
+      applied: () => this.ackPacer.schedule(),
       failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
       copyDrained: () => this.resumeLinkIfDrained(),
     });
@@ -504,14 +512,12 @@ export class Replicator implements LinkHandler {
     this.keeping.acknowledged(now, this.outbox.get(seq)?.hlc.wall, this.outbox.unacknowledged);
   }
 
-  private scheduleAck(): void {
-    if (this.ackScheduled) return;
-    this.ackScheduled = true;
-    setImmediate(() => {
-      this.ackScheduled = false;
-      const seq = this.inbox.ackSeq;
-      if (this.active && seq !== null) this.active.write(serializeAck(seq));
-    });
+  /** Acknowledges what memcached has applied: at the end of this turn, or ACK_EVERY_MS after the last acknowledgement. */
+  private sendAck(): void {
+    const seq = this.inbox.ackSeq;
+    if (!this.active || seq === null) return;
+    this.active.write(serializeAck(seq));
+    this.ackPacer.wrote();
   }
 
   private writeLost(reason: string): void {

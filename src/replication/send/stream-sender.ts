@@ -7,16 +7,19 @@
 import type { Logger } from '../../log';
 import { serializeRecord } from '../link/frames/serializer';
 import type { Link } from '../link/link';
+import { WritePacer } from '../link/write-pacer';
 import type { ReplicationMetrics } from '../metrics';
 import type { Outbox, OutboxCursor, OutboxRecord } from './outbox';
 
 /** A warning repeated for every record would flood the log: at most one per this long. */
 const WARN_EVERY_MS = 10_000;
+/** While records keep coming, the link is written at most once per this long (see WritePacer). */
+const SEND_EVERY_MS = 1;
 const EMPTY_VALUE = Buffer.alloc(0);
 
 export class StreamSender {
   private cursor: OutboxCursor | null = null;
-  private scheduled = false;
+  private readonly pacer = new WritePacer(SEND_EVERY_MS, () => this.pump());
   private lastTooLargeLog = 0;
 
   constructor(
@@ -47,14 +50,9 @@ export class StreamSender {
     this.cursor = null;
   }
 
-  /** Sends soon (once per turn of the event loop, however many records were appended in it). */
+  /** Sends soon: at the end of this turn of the event loop, or SEND_EVERY_MS after the last write. */
   schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.pump();
-    });
+    this.pacer.schedule();
   }
 
   /** Sends records from the cursor until caught up or the socket pushes back. */
@@ -79,10 +77,10 @@ export class StreamSender {
       sent++;
     }
     link.socket.uncork();
+    if (sent > 0) this.pacer.wrote();
     this.metrics.recordsSent.inc(sent);
   }
 
-  /** The backlog's gauges, as they stand (after appends, sends and acknowledgements). */
   /**
    * The peer applied our records up to `seq`: their lag is measured, the
    * backlog may drop them. False if that acknowledges nothing new.
@@ -100,6 +98,7 @@ export class StreamSender {
     return true;
   }
 
+  /** The backlog's gauges, as they stand (after appends, sends and acknowledgements). */
   updateGauges(): void {
     this.metrics.backlogBytes.set(this.outbox.bytes);
     this.metrics.backlogRecords.set(this.outbox.length);
