@@ -71,4 +71,12 @@ export function registerReplicationStateMetrics(registry: Registry, stats: () =>
       this.set(read('copy_sent_items'));
     },
   });
+  new Gauge({
+    name: 'memrepl_resync_expected_items',
+    help: "Items the local memcached held when the full copy this node is sending now began: progress_items' goal, approximately (0 when none is running).",
+    registers: [registry],
+    collect() {
+      this.set(read('copy_expected_items'));
+    },
+  });
 }

@@ -10,6 +10,7 @@ import { load } from './support/bulk';
 import { eventually, freePort } from './support/ports';
 import { Node, Running, startMemcached, startMemrepl, startNode, stopAll } from './support/processes';
 import { lintMetrics } from './support/promtool';
+import { stat } from './support/replication';
 
 async function scrape(port: number): Promise<string> {
   const response = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
@@ -96,10 +97,19 @@ describe('replication gauges at scrape time', () => {
       seen = `${sender}\n${receiver}`;
       const progress = sample(sender, 'memrepl_resync_progress_items') ?? 0;
       return (
-        /^memrepl_resync_in_progress\{direction="sending"\} 1$/m.test(sender) && progress > 0 && progress < 1000 && sample(receiver, 'memrepl_ready') === 0
+        /^memrepl_resync_in_progress\{direction="sending"\} 1$/m.test(sender) &&
+        progress > 0 &&
+        progress < 1000 &&
+        sample(sender, 'memrepl_resync_expected_items') === 1000 &&
+        sample(receiver, 'memrepl_ready') === 0
       );
     };
-    await eventually(during, 10000, () => `a copy under way, with progress, and b not ready:\n${seen}`);
+    await eventually(during, 10000, () => `a copy under way, with progress of 1000 items, and b not ready:\n${seen}`);
+    // stats replication: the goal, the rate so far and the time left at it (paced at 200 items a second).
+    const [expected, rate, eta] = [await stat(a, 'copy_expected_items'), Number(await stat(a, 'copy_rate')), Number(await stat(a, 'copy_eta_seconds'))];
+    assert.equal(expected, '1000');
+    assert.ok(rate > 50 && rate < 1000, `rate ${rate}`);
+    assert.ok(eta > 0 && eta <= 30, `eta ${eta}`);
     const over = async () => {
       const [sender, receiver] = [await scrape(a.metricsPort), await scrape(b.metricsPort)];
       seen = `${sender}\n${receiver}`;

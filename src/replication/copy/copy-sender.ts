@@ -5,6 +5,7 @@
  * copy itself (walk, fetch, frames) is full-copy.ts; the replicator decides
  * when a copy is needed and tells this.
  */
+import { copyProgress, type CopyProgress, describeCopyProgress } from './copy-progress';
 import type { Logger } from '../../log';
 import type { LatencyCounts } from '../../proxy/client-latency';
 import { parseStats, STATS_SETTINGS_REQUEST } from '../../protocol/text/stats';
@@ -71,6 +72,7 @@ export class CopySender {
   /** A failed copy's next attempt, if one is pending, and when it runs. */
   private retry: NodeJS.Timeout | null = null;
   private retryAt = 0;
+  private copyStartedAt = 0;
 
   constructor(private readonly deps: CopySenderDeps) {}
 
@@ -80,6 +82,12 @@ export class CopySender {
 
   get sentItems(): number {
     return this.copy?.progress.items ?? 0;
+  }
+
+  /** The running copy's progress (null when none runs). */
+  get progress(): CopyProgress | null {
+    const copy = this.copy;
+    return copy ? copyProgress(copy.progress.items, copy.progress.expected, Date.now() - this.copyStartedAt) : null;
   }
 
   get retryInMs(): number {
@@ -180,8 +188,12 @@ export class CopySender {
     const startedAt = Date.now();
     const copy = this.newCopy(link, mode);
     this.copy = copy;
+    this.copyStartedAt = startedAt;
     metrics.copyInProgress.labels('sending').set(1);
-    const progress = setInterval(() => log.info(`replication: marugoto ${copy.progress.items}`), PROGRESS_LOG_MS);
+    const progress = setInterval(() => {
+      const now = copyProgress(copy.progress.items, copy.progress.expected, Date.now() - startedAt);
+      log.info(`replication: marugoto progress: ${describeCopyProgress(now)}`);
+    }, PROGRESS_LOG_MS);
     progress.unref();
     // The peer's records sent before it asked must be in our memcached before the walk reads it (see Applier.copyCovers).
     this.deps

@@ -63,6 +63,8 @@ export interface FullCopyOptions {
 
 export interface FullCopyProgress {
   items: number;
+  /** memcached's item count when the copy began (null until read, or if it did not say). */
+  expected: number | null;
   bytes: number;
   skipped: number;
   /** Walks of the cache so far (range walks and checks). */
@@ -98,7 +100,7 @@ const FILTER_MAX_BYTES = 32 * 1024 * 1024;
 const FILTER_DEFAULT_KEYS = 1_000_000;
 
 export class FullCopy {
-  readonly progress: FullCopyProgress = { items: 0, bytes: 0, skipped: 0, walks: 0, repaired: 0 };
+  readonly progress: FullCopyProgress = { items: 0, expected: null, bytes: 0, skipped: 0, walks: 0, repaired: 0 };
   private readonly spool = new KeySpool();
   /** Made with the copy, before its first request: its baseline is the clients' latency before the copy (see fetch-pace.ts). */
   private readonly pace: FetchPace;
@@ -136,7 +138,9 @@ export class FullCopy {
   }
 
   private async start(): Promise<void> {
-    const { items, markCas } = await this.begin();
+    const { count, markCas } = await this.begin();
+    this.progress.expected = count;
+    const items = count ?? FILTER_DEFAULT_KEYS;
     const accounted = new KeyFilter(Math.ceil(Math.max(1, items) * 1.25), FILTER_MAX_BYTES);
     if (this.finished) return;
     const { upstream, link, options, log, spool, pace, progress } = this;
@@ -168,12 +172,12 @@ export class FullCopy {
    * now: an item whose CAS is higher was written after this, and its own
    * record (a local client's, or the peer's) carries it.
    */
-  private async begin(): Promise<{ items: number; markCas: number }> {
+  private async begin(): Promise<{ count: number | null; markCas: number }> {
     const connection = new LocalMemcached(this.upstream, this.options.connectTimeoutMs);
     try {
       const count = Number(parseStats(await connection.request(STATS_REQUEST)).get('curr_items'));
       const markCas = await casNow(connection, this.log);
-      return { items: Number.isSafeInteger(count) && count >= 0 ? count : FILTER_DEFAULT_KEYS, markCas };
+      return { count: Number.isSafeInteger(count) && count >= 0 ? count : null, markCas };
     } finally {
       connection.close();
     }
