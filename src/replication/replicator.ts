@@ -9,63 +9,58 @@
  * (partial resync). Otherwise (the peer restarted with an empty memcached, or
  * fell further behind than the backlog holds) only a full copy can make it
  * whole: that is never silently skipped.
+ *
+ * The parts are built, and wired to one another, in components.ts: what is
+ * left here is what each link does, and when a full copy is needed.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import type { Logger } from '../log';
 import type { WriteSink } from '../proxy/write-sink';
-import { formatAddress, type UpstreamAddress } from '../sockets';
-import { Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
-import { KnownExpiries } from './binary-keys';
+import type { UpstreamAddress } from '../sockets';
+import { type Applier, APPLYING_PAUSE_ABOVE } from './apply/applier';
 import type { Frame, Hello } from './link/frames/messages';
-import { serializeAck, serializeFullCopyRequest } from './link/frames/serializer';
-import { CheckpointFile } from './apply/checkpoint-file';
-import { CopySender } from './copy/copy-sender';
-import { RestartWatch } from './restart-watch';
-import { renewReplicationTls, replicationServer } from './link/transport';
-import { PeerDialer } from './link/peer-dialer';
-import { WritePacer } from './link/write-pacer';
-import { HistoryKeeping } from './conflict/history-keeping';
-import { StreamSender } from './send/stream-sender';
-import { PeerLinks } from './link/peer-links';
-import { IncomingCopy } from './copy/incoming-copy';
-import { Contention } from './apply/contention';
-import { HLC_ZERO, HybridClock, type Hlc, type Stamp } from './conflict/hlc';
-import { COPY_PAUSE_ABOVE, Inbox } from './apply/inbox';
+import { serializeFullCopyRequest } from './link/frames/serializer';
+import type { CopySender } from './copy/copy-sender';
+import type { MemcachedIdentity, RestartWatch } from './restart-watch';
+import { renewReplicationTls } from './link/transport';
+import type { PeerDialer } from './link/peer-dialer';
+import type { HistoryKeeping } from './conflict/history-keeping';
+import type { StreamSender } from './send/stream-sender';
+import type { PeerLinks } from './link/peer-links';
+import type { IncomingCopy } from './copy/incoming-copy';
+import type { Contention } from './apply/contention';
+import { HLC_ZERO, type Hlc } from './conflict/hlc';
+import { COPY_PAUSE_ABOVE, type Inbox } from './apply/inbox';
 import { isLinkError, Link, type LinkCloseCode, type LinkHandler } from './link/link';
-import { LocalConnections } from './local-memcached';
+import type { LocalConnections } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
-import { Outbox } from './send/outbox';
-import { RecentWrites } from './conflict/recent-writes';
-import { FlushEdge } from './flush/flush-edge';
-import { FlushSchedule } from './flush/flush-schedule';
-import { FlushScheduleFile } from './flush/flush-schedule-file';
-import { clientSink } from './send/client-sink';
-import {
-  ACK_EVERY_MS,
-  CATCH_UP_WAIT_MS,
-  CONFLICT_MAP_BOUNDS,
-  EXPIRY_UNKNOWN_LOG_EVERY_MS,
-  type LiveReplicationOptions,
-  type ReplicationOptions,
-} from './options';
+import type { Outbox } from './send/outbox';
+import type { FlushEdge } from './flush/flush-edge';
+import type { FlushRestore } from './flush/flush-restore';
+import { CATCH_UP_WAIT_MS, type LiveReplicationOptions, type ReplicationOptions } from './options';
 import { notReadyReasons, type ReplicationParts, replicationStats } from './status';
-import type { LocalHistory } from './send/recorder';
-import { Recorder } from './send/recorder';
+import { buildComponents } from './components';
 
 export class Replicator implements LinkHandler {
   readonly runId = randomUUID();
   readonly sink: WriteSink;
-  private readonly clock: HybridClock;
+  private readonly links: PeerLinks;
   private readonly outbox: Outbox;
-  private readonly history: LocalHistory;
+  private readonly memcached: LocalConnections;
   private readonly flushEdge: FlushEdge;
-  private readonly flushScheduleFile: FlushScheduleFile;
+  private readonly flushRestore: FlushRestore;
+  private readonly keeping: HistoryKeeping;
   private readonly contention: Contention;
-  private readonly inbox: Inbox;
-  private readonly copySender: CopySender;
   private readonly applier: Applier;
+  private readonly sender: StreamSender;
+  private readonly dialer: PeerDialer;
+  private readonly copySender: CopySender;
+  private readonly inbox: Inbox;
+  private readonly incomingCopy: IncomingCopy;
+  private readonly restartWatch: RestartWatch;
+  private readonly server: net.Server;
   /** Where the peer's stream ended when it last said (HELLO or request): a copy to it waits until that is applied here. */
   private peerLastSeq = 0;
   /**
@@ -74,18 +69,8 @@ export class Replicator implements LinkHandler {
    * that does not say what it covers (RESYNC_BEGIN covers) covers.
    */
   private readonly coverageSaid = new WeakMap<Link, Hlc>();
-  private readonly keeping: HistoryKeeping;
-  private readonly memcached: LocalConnections;
-  private readonly server: net.Server;
-  private readonly links: PeerLinks;
-  private readonly incomingCopy: IncomingCopy;
-  private readonly sender: StreamSender;
-  private lastExpiryUnknownLog = 0;
-  private readonly ackPacer = new WritePacer(ACK_EVERY_MS, () => this.sendAck());
-  private readonly dialer: PeerDialer;
   private stopped = false;
   private lostWrites = 0;
-  private readonly restartWatch: RestartWatch;
 
   constructor(
     private options: ReplicationOptions,
@@ -93,120 +78,34 @@ export class Replicator implements LinkHandler {
     private readonly metrics: ReplicationMetrics,
     private readonly log: Logger,
   ) {
-    this.clock = new HybridClock(options.nodeId);
-    this.links = new PeerLinks(options);
-    this.outbox = new Outbox({ maxBytes: options.backlogBytes });
-    this.memcached = new LocalConnections(upstream, options.connectTimeoutMs, () => this.restartWatch.disconnected());
-    this.flushScheduleFile = new FlushScheduleFile(options.stateDir, options.nodeId, log);
-    const values = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.values });
-    const touches = new RecentWrites({ windowMs: options.conflictWindowMs, ...CONFLICT_MAP_BOUNDS.touches });
-    this.flushEdge = this.newFlushEdge(values);
-    this.history = this.newHistory(values, touches);
-    this.keeping = new HistoryKeeping([values, touches], options.conflictWindowMs);
-    // No peer has seen anything yet: remember every write until one has.
-    this.keeping.hold(true);
-    const recorder = this.newRecorder();
-    this.contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
-    this.applier = new Applier(this.memcached.applier, this.memcached.applierBinary, this.clock, this.history, this.contention, metrics, options.nodeId, {
-      batchAnswered: (answered, error) => this.inbox.batchAnswered(answered, error),
-      drained: () => this.resumeLinkIfDrained(),
-      refused: (reason) => this.log.warn(`replication: ${reason}`),
-    });
-    const { contention, applier } = this;
-    const lost = (reason: string) => this.writeLost(reason);
-    this.sink = clientSink({ recorder, contention, applier, local: this.memcached.readback, lost, upstreamTimeoutMs: options.upstreamTimeoutMs });
-    this.sender = new StreamSender(
-      this.outbox,
-      () => this.active,
-      () => this.needFullCopy('the peer fell further behind than the backlog holds', true),
-      metrics,
-      log,
-    );
-    this.dialer = new PeerDialer(
-      () => this.options,
-      () => this.active !== null,
-      (socket, label) => this.adoptSocket(socket, true, label),
-      log,
-    );
-    this.copySender = new CopySender({
-      upstream,
+    const components = buildComponents(options, upstream, metrics, log, {
       options: () => this.options,
-      clock: this.clock,
-      values,
-      flushes: this.history.flushes,
-      whenApplied: (seq, timeoutMs) => this.inbox.whenApplied(seq, timeoutMs),
-      isActive: (link) => link === this.active,
-      metrics,
-      log,
+      dialled: (socket, label) => this.adoptSocket(socket, true, label),
+      accepted: (socket) => this.accept(socket),
+      peerFellBehind: () => this.needFullCopy('the peer fell further behind than the backlog holds', true),
+      writeLost: (reason) => this.writeLost(reason),
+      applyFailed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
+      drained: () => this.resumeLinkIfDrained(),
+      memcachedRestarted: (before, after) => this.memcachedRestarted(before, after),
     });
-    this.inbox = this.newInbox(upstream);
-    this.incomingCopy = new IncomingCopy(this.inbox, metrics, log);
-    this.restartWatch = new RestartWatch(
-      this.memcached.monitor,
-      (before, after) => this.memcachedRestarted(before.pid, after.pid),
-      () => this.outbox.lastSeq,
-    );
-    this.server = replicationServer(
-      options.tls,
-      (socket) => this.accept(socket),
-      (error) => {
-        this.metrics.linkErrors.labels('tls').inc();
-        this.log.warn(`replication: refused a TLS connection: ${error.message}`);
-      },
-    );
-  }
-
-  private newFlushEdge(values: RecentWrites): FlushEdge {
-    const writes = {
-      applierIdle: () => this.applier.idle(),
-      holdClientWrites: (timeoutMs: number) => this.contention.holdClientWrites(timeoutMs),
-      releaseClientWrites: () => this.contention.releaseClientWrites(),
-    };
-    return new FlushEdge(this.memcached.applier, values, writes, {
-      checked: ({ read, deleted, storedBack, unnoted }) => {
-        if (deleted + storedBack + unnoted > 0) {
-          this.log.info(
-            `replication: ${read} keys written around a delayed flush_all's moment checked: ${deleted} deleted, ${storedBack} stored back (memcached flushes on its own one-second clock)${unnoted > 0 ? `; ${unnoted} more written then not checked` : ''}`,
-          );
-        }
-      },
-      failed: (reason) => this.log.warn(`replication: ${reason}`),
-    });
-  }
-
-  private newHistory(values: RecentWrites, touches: RecentWrites): LocalHistory {
-    return {
-      values,
-      touches,
-      flushes: new FlushSchedule(Date.now, {
-        pending: (at) => this.flushEdge.scheduled(at),
-        changed: (memory) => this.flushScheduleFile.save(memory),
-      }),
-      nearFlush: this.flushEdge,
-      expiries: new KnownExpiries(),
-    };
-  }
-
-  private newRecorder(): Recorder {
-    return new Recorder(this.outbox, this.clock, this.history, this.memcached.readback, this.memcached.readbackBinary, {
-      appended: () => {
-        this.sender.schedule();
-        this.keeping.recorded(Date.now(), this.outbox.unacknowledged);
-      },
-      lost: (reason) => this.writeLost(reason),
-      expiryUnknown: (key) => this.expiryUnknown(key),
-    });
-  }
-
-  private newInbox(upstream: UpstreamAddress): Inbox {
-    const { stateDir: dir, nodeId, cluster } = this.options;
-    const running = () => this.restartWatch.current;
-    const checkpoint = new CheckpointFile({ dir, nodeId, cluster, memcachedAddress: formatAddress(upstream), memcached: running }, this.log);
-    return new Inbox(this.applier, checkpoint, this.metrics, {
-      applied: () => this.ackPacer.schedule(),
-      failed: (reason) => this.active?.close('apply_failed', `could not apply a record: ${reason}`),
-      copyDrained: () => this.resumeLinkIfDrained(),
-    });
+    ({
+      sink: this.sink,
+      links: this.links,
+      outbox: this.outbox,
+      memcached: this.memcached,
+      flushEdge: this.flushEdge,
+      flushRestore: this.flushRestore,
+      keeping: this.keeping,
+      contention: this.contention,
+      applier: this.applier,
+      sender: this.sender,
+      dialer: this.dialer,
+      copySender: this.copySender,
+      inbox: this.inbox,
+      incomingCopy: this.incomingCopy,
+      restartWatch: this.restartWatch,
+      server: this.server,
+    } = components);
   }
 
   /**
@@ -221,7 +120,7 @@ export class Replicator implements LinkHandler {
   async start(): Promise<net.AddressInfo> {
     // The checkpoint holds only for the memcached it names: see which one is running first.
     await this.restartWatch.check();
-    this.restoreFlushSchedule();
+    this.flushRestore.restoreSaved();
     this.inbox.loadCheckpoint();
     // No checkpoint: this memcached holds nothing we know of from the peer; it is cold until a full copy arrives.
     if (this.inbox.position === null) this.inbox.forget();
@@ -438,40 +337,15 @@ export class Replicator implements LinkHandler {
   }
 
   /** The local memcached restarted behind us: it is empty, so ask the peer for everything. */
-  private memcachedRestarted(before: string, after: string): void {
-    this.log.warn(`replication: local memcached restarted (pid ${before} -> ${after}); asking the peer for a full copy`);
-    const pending = this.history.flushes.state.pendingAt;
-    if (pending) this.rescheduleFlush(pending);
+  private memcachedRestarted(before: MemcachedIdentity, after: MemcachedIdentity): void {
+    this.log.warn(`replication: local memcached restarted (pid ${before.pid} -> ${after.pid}); asking the peer for a full copy`);
+    this.flushRestore.memcachedRestarted();
     this.inbox.forget();
     this.copySender.dropUnrequested("this node's memcached restarted: it holds nothing of its own to copy");
     this.metrics.resyncs.labels('requested').inc();
     if (!this.active) return; // the next HELLO asks (no position)
     this.coverageSaid.set(this.active, this.lastRecordStamp());
     this.active.write(serializeFullCopyRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
-  }
-
-  /**
-   * What an earlier run of memrepl knew of flush_all: known again, and a
-   * flush memcached had scheduled given to it again (a no-op if it kept it;
-   * it may have restarted too).
-   */
-  private restoreFlushSchedule(): void {
-    const memory = this.flushScheduleFile.load();
-    const pending = memory ? this.history.flushes.restore(memory) : null;
-    if (pending) this.rescheduleFlush(pending.at);
-  }
-
-  /**
-   * Gives memcached again a delayed flush it lost by restarting, ahead of the
-   * full copy that refills it: the copy's items are stored before the moment,
-   * and go at it, as on the peer.
-   */
-  private rescheduleFlush(at: Stamp): void {
-    const when = new Date(at.wall).toISOString();
-    this.applier.scheduleFlush(at).then(
-      () => this.log.info(`replication: scheduled again on memcached the flush_all due at ${when}`),
-      (error: Error) => this.log.warn(`replication: could not schedule again on memcached the flush_all due at ${when}: ${error.message}`),
-    );
   }
 
   /**
@@ -491,33 +365,10 @@ export class Replicator implements LinkHandler {
 
   // ------------------------------------------------------------ sending
 
-  /**
-   * A key no text command can name was read back (append, incr) but this
-   * node does not know its expiry: the peer deletes the key rather than hold
-   * an item that could outlive this one. Counted, not a full copy.
-   */
-  private expiryUnknown(key: Buffer): void {
-    this.metrics.recordsSkipped.labels('expiry_unknown').inc();
-    const now = Date.now();
-    if (now - this.lastExpiryUnknownLog < EXPIRY_UNKNOWN_LOG_EVERY_MS) return;
-    this.lastExpiryUnknownLog = now;
-    this.log.warn(
-      `replication: the expiry of "${key.toString('latin1').slice(0, 60)}" (${key.length} bytes, only the binary protocol can name it) is not known here; the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="expiry_unknown"})`,
-    );
-  }
-
   private acknowledged(seq: number): void {
     const now = Date.now();
     if (!this.sender.acknowledged(seq, now)) return;
     this.keeping.acknowledged(now, this.outbox.get(seq)?.hlc.wall, this.outbox.unacknowledged);
-  }
-
-  /** Acknowledges what memcached has applied: at the end of this turn, or ACK_EVERY_MS after the last acknowledgement. */
-  private sendAck(): void {
-    const seq = this.inbox.ackSeq;
-    if (!this.active || seq === null) return;
-    this.active.write(serializeAck(seq));
-    this.ackPacer.wrote();
   }
 
   private writeLost(reason: string): void {

@@ -27,7 +27,7 @@
  * writes already on their way must be answered first (they land before it
  * and the flush keeps them, see Applier.flushKeepingNewer), and the ones that
  * come meanwhile wait until it ran (see holdClientWrites). A client's own
- * flush_all waits the same way (see Replicator's sink).
+ * flush_all waits the same way (see send/client-sink.ts).
  *
  * Pure bookkeeping: the caller supplies the repair.
  */

@@ -1,6 +1,6 @@
 /**
  * Clients' own flush_all, one at a time, each ordered with the peer's
- * records and other clients' writes (see Replicator's sink), and each
+ * records and other clients' writes (see send/client-sink.ts), and each
  * replicated if it ran, also when its client never learnt that it did.
  *
  * A flush whose reply never comes (memcached stood still past the reply
