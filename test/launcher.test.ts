@@ -156,10 +156,12 @@ describe('launcher mode', () => {
     }
   });
 
-  it('a node whose memcached restarted sends its peer no copy of what it refilled from it, also when the peer restarts', async () => {
+  it("a node whose memcached restarted sends its peer no copy of what it refilled from it; when the peer restarts, the peer's state wins", async () => {
     // Refilled from the peer, that memcached holds the peer's state (and writes whose records are in the
     // stream); a copy of it, in set mode from the node with the smaller id, would only put back on the peer
-    // its own older values, deletes undone (fault suite, seeds 5 and 9).
+    // its own older values, deletes undone (fault suite, seeds 5 and 9). When the peer's proxy restarts,
+    // what its memcached took and it never shipped must reach this node instead: it asks for a copy in set mode
+    // (fault suite, seed 9: without a copy either way, the two kept different values).
     const rb = await freePort();
     const b = await startNode('b', rb, null);
     const replicationA = await freePort();
@@ -194,12 +196,15 @@ describe('launcher mode', () => {
       process.kill(pid, 'SIGKILL');
       await eventually(async () => Number(await statOfA('copies_received').catch(() => '0')) > received, 15000, "A's new memcached refilled by B");
       await untilSame(b.memcached.port, a.port, keys, 15000, 'A to hold B again');
+      // A write B's memcached took and B's proxy never shipped (as when it is killed right after).
+      await setKey(b.memcached.port, 'm0', 'unshipped');
       // B's proxy restarts with its memcached intact: each side would reconcile with a copy to the other.
       await b.restartProxy();
       await eventually(async () => Number(await statOfA('copies_received').catch(() => '0')) > received + 1, 15000, "B's reconciling copy to A");
       await new Promise((resolve) => setTimeout(resolve, 1500));
       assert.equal(await stat(b, 'copies_received'), '0', 'A sent B no copy');
-      await untilSame(b.memcached.port, a.port, keys, 5000, 'both hold the same');
+      await untilSame(b.memcached.port, a.port, keys, 5000, "both hold the same: B's state");
+      assert.match(await getKey(a.port, 'm0'), /unshipped/);
     } finally {
       await a.stop();
       await stopAll(b);

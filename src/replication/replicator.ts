@@ -209,7 +209,7 @@ export class Replicator implements LinkHandler {
         // A copy already under way went partly into the memcached the peer just lost: start over.
         this.copySender.abort('the peer asked for a new copy');
         this.peerLastSeq = frame.lastSeq ?? 0;
-        this.needFullCopy(`the peer asked for one: ${frame.reason}`, false, true);
+        this.needFullCopy(`the peer asked for one: ${frame.reason}`, frame.overwrite === true, true);
         return;
       case 'ping':
         return;
@@ -262,8 +262,11 @@ export class Replicator implements LinkHandler {
     this.releaseHistoryWhenCaughtUp(link, hello.lastSeq ?? 0);
     // The peer's proxy restarted: what it acknowledged but had not shipped (writes, deletes) exists on its side only,
     // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
-    // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode).
-    if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
+    // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode). Unless this
+    // node's memcached holds only a mirror of the peer's (see holdsOnlyMirror): then the peer's state wins everywhere
+    // but where this node wrote since, and this node's copy, a part of the peer's own older state, would only undo it.
+    if (peerRestarted && this.holdsOnlyMirror()) this.askForCopy(link, 'the peer restarted, and this node holds only a mirror of it', true);
+    else if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
     else if (this.keeping.overflowedWhileHeld)
       this.needFullCopy('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
   }
@@ -342,10 +345,16 @@ export class Replicator implements LinkHandler {
     this.flushRestore.memcachedRestarted();
     this.inbox.forget();
     this.copySender.dropUnrequested("this node's memcached restarted: it holds nothing of its own to copy");
+    if (!this.active) return this.metrics.resyncs.labels('requested').inc(); // the next HELLO asks (no position)
+    this.askForCopy(this.active, 'its memcached restarted empty', false);
+  }
+
+  /** Asks the peer for a full copy; `overwrite`: in set mode whatever the node ids (see FullCopyRequest). */
+  private askForCopy(link: Link, reason: string, overwrite: boolean): void {
     this.metrics.resyncs.labels('requested').inc();
-    if (!this.active) return; // the next HELLO asks (no position)
-    this.coverageSaid.set(this.active, this.lastRecordStamp());
-    this.active.write(serializeFullCopyRequest({ reason: 'its memcached restarted empty', lastSeq: this.outbox.lastSeq }));
+    if (overwrite) this.log.info(`replication: asking the peer for a full copy that overwrites this node's: ${reason}`);
+    this.coverageSaid.set(link, this.lastRecordStamp());
+    link.write(serializeFullCopyRequest({ reason, lastSeq: this.outbox.lastSeq, overwrite: overwrite || undefined }));
   }
 
   /**

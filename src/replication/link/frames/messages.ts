@@ -265,6 +265,12 @@ export interface FullCopyRequest {
   reason: string;
   /** As Hello.lastSeq: the requester's newest record when it asked. */
   lastSeq?: number;
+  /**
+   * Copy with set, not by node id: the sender's state wins over the
+   * requester's, except where the requester wrote since (a requester whose
+   * memcached holds only a mirror of the sender's state). Absent: false.
+   */
+  overwrite?: boolean;
 }
 
 export interface FullCopyRequestFrame extends FullCopyRequest {

@@ -135,7 +135,7 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
     bytes: serializeResyncEnd(info),
     expected: { type: 'resyncEnd' as const, ...info },
   })),
-  fc.record({ reason: fc.fullUnicodeString(), lastSeq: fc.maxSafeNat() }, { requiredKeys: ['reason'] }).map((request) => ({
+  fc.record({ reason: fc.fullUnicodeString(), lastSeq: fc.maxSafeNat(), overwrite: fc.boolean() }, { requiredKeys: ['reason'] }).map((request) => ({
     bytes: serializeFullCopyRequest(request),
     expected: { type: 'fullCopyRequest' as const, ...request },
   })),
@@ -359,6 +359,7 @@ test('malformed frames are FrameErrors with a clear message', () => {
     [rawFrame(0x47, Buffer.from('["x"]')), /not a JSON object/],
     [rawFrame(0x47, Buffer.from([0x7b, 0xff, 0x7d])), /not UTF-8 JSON/],
     [rawFrame(0x46, Buffer.from('{}')), /FULL_COPY_REQUEST reason/],
+    [rawFrame(0x46, Buffer.from('{"reason":"r","overwrite":"yes"}')), /FULL_COPY_REQUEST overwrite is not a boolean/],
     [rawFrame(0x42, Buffer.from('{"items":-1}')), /items/],
     [rawFrame(0x45, Buffer.from('{"reason":[]}')), /reason/],
     [rawFrame(0x52, Buffer.alloc(42)), /shorter than its fixed fields/],

@@ -142,6 +142,10 @@ export function decodeFrame(type: number, payload: Buffer): Frame {
         if (!isCount(body.lastSeq)) throw malformed('FULL_COPY_REQUEST lastSeq is not a non-negative integer');
         request.lastSeq = body.lastSeq;
       }
+      if (body.overwrite !== undefined) {
+        if (typeof body.overwrite !== 'boolean') throw malformed('FULL_COPY_REQUEST overwrite is not a boolean');
+        request.overwrite = body.overwrite;
+      }
       return request;
     }
     case FrameType.goodbye: {

@@ -282,7 +282,7 @@ export function serializeResyncEnd(info: ResyncInfo = {}): Buffer {
 
 export function serializeFullCopyRequest(request: FullCopyRequest): Buffer {
   if (request.lastSeq !== undefined) checkU64('lastSeq', request.lastSeq);
-  return jsonFrame(FrameType.fullCopyRequest, defined({ reason: request.reason, lastSeq: request.lastSeq }));
+  return jsonFrame(FrameType.fullCopyRequest, defined({ reason: request.reason, lastSeq: request.lastSeq, overwrite: request.overwrite }));
 }
 
 export function serializeGoodbye(goodbye: { reason: string }): Buffer {
