@@ -67,6 +67,9 @@ export const LINK_TIMING = { handshakeTimeoutMs: 5000, pingIntervalMs: 250, idle
 /** At most one warning per this many ms that a binary-only key's expiry is not known (each is counted). */
 export const EXPIRY_UNKNOWN_LOG_EVERY_MS = 10_000;
 
+/** While records keep coming, the link is written at most once per this long (see WritePacer). */
+export const SEND_EVERY_MS = 1;
+
 /**
  * While records keep being applied, the peer is acknowledged at most once per
  * this long (see WritePacer): acknowledgements are cumulative, and the peer

@@ -191,8 +191,8 @@ export class CopySender {
     this.copyStartedAt = startedAt;
     metrics.copyInProgress.labels('sending').set(1);
     const progress = setInterval(() => {
-      const now = copyProgress(copy.progress.items, copy.progress.expected, Date.now() - startedAt);
-      log.info(`replication: marugoto progress: ${describeCopyProgress(now)}`);
+      const now = this.progress;
+      if (now) log.info(`replication: marugoto progress: ${describeCopyProgress(now)}`);
     }, PROGRESS_LOG_MS);
     progress.unref();
     // The peer's records sent before it asked must be in our memcached before the walk reads it (see Applier.copyCovers).

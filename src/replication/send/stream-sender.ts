@@ -9,12 +9,11 @@ import { serializeRecord } from '../link/frames/serializer';
 import type { Link } from '../link/link';
 import { WritePacer } from '../link/write-pacer';
 import type { ReplicationMetrics } from '../metrics';
+import { SEND_EVERY_MS } from '../options';
 import type { Outbox, OutboxCursor, OutboxRecord } from './outbox';
 
 /** A warning repeated for every record would flood the log: at most one per this long. */
 const WARN_EVERY_MS = 10_000;
-/** While records keep coming, the link is written at most once per this long (see WritePacer). */
-const SEND_EVERY_MS = 1;
 const EMPTY_VALUE = Buffer.alloc(0);
 
 export class StreamSender {
