@@ -156,6 +156,18 @@ describe('fault suite model', () => {
     assert.equal(expect([attempt(0, set('a;', 2)), replaceAbsent(1500), deleted(2300)], 20_000).contradictions.length, 1);
   });
 
+  it('keeps an expired item that a copy may bring back across the end of a flush that did not erase it', () => {
+    // Seed 9 (600 s): written on b after a delayed flush's moment, expired there near its deadline, then a touch
+    // found it again (a copy from a brought it back) just after that flush was over; the ghost had gone with it.
+    const replaceAbsent = (at: number) => attempt(at, { kind: 'replace', value: 'r;', flags: 0, ttl: 0 }, { effect: 'none', because: 'absent' });
+    const touched = (at: number) => attempt(at, { kind: 'touch', ttl: 5 });
+    const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'test', delay: 0, sentAt: 1000, at: 1005, acked: true }];
+    const kills: Kill[] = [{ node: 'b', what: 'memrepl', at: 8000, settledAt: 14_000 }];
+    const log = [attempt(9000, set('a;', 2)), replaceAbsent(10_500), touched(12_000)];
+    assert.equal(expect(log, 30_000, { flushes, kills }).contradictions.length, 0);
+    assert.equal(expect(log, 30_000, { flushes }).contradictions.length, 1, 'no copy can run: nothing brings it back');
+  });
+
   it('reports a reply that contradicts every allowed state', () => {
     const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
     assert.equal(expect(log, 1000).contradictions.length, 1);

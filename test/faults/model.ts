@@ -230,10 +230,19 @@ class Replay {
     }
   }
 
-  /** The pending flush has happened on every branch now (unless it may not have happened at all). */
+  /**
+   * The pending flush has happened on every branch now (unless it may not
+   * have happened at all). A branch it had already happened to keeps its
+   * ghost: that item came after the flush, which does not erase it.
+   */
   private flushDone(certain: boolean): void {
     this.pendingFlush = null;
-    this.branches = unique(this.branches.map((b) => ({ item: b.flushed || !certain ? b.item : null, flushed: false })));
+    this.branches = unique(
+      this.branches.map((b): Branch => {
+        if (!b.flushed && certain) return { item: null, flushed: false };
+        return b.ghost === undefined ? { item: b.item, flushed: false } : { item: b.item, flushed: false, ghost: b.ghost };
+      }),
+    );
   }
 
   /** A branch's states before an op at `t`: its item, or its ghost if that may have come back by then. */
