@@ -191,7 +191,8 @@ export function parseArgs(argv: string[]): Config {
     .option('shutdown-timeout', { type: 'number', default: 5000, describe: 'ms to finish in-flight requests on SIGTERM/SIGINT' })
     .option('upstream-shared', {
       type: 'number',
-      default: 2,
+      // One, as twemproxy: every session's requests of a turn share one write and one memcached wakeup (docs/bench.md).
+      default: 1,
       describe: 'Connections to memcached shared by all clients, per protocol (a client needing one of its own, e.g. for watch, gets one from the pool)',
     })
     .option('max-pending', { type: 'number', default: 4096, describe: 'Requests one client may have awaiting replies before the proxy stops reading from it' })
