@@ -36,6 +36,20 @@ function setup(overrides: Partial<CheckpointFileOptions> = {}, identity: { now: 
   };
 }
 
+/** A checkpoint as memrepl wrote it before it kept the file at one page: the JSON and a line break. */
+function writtenByOlderVersion(seq: number): string {
+  const saved = {
+    format: 'memrepl-checkpoint/1',
+    nodeId: 'a',
+    cluster: 'memrepl',
+    memcached: { address: '127.0.0.1:11311', pid: MEMCACHED.pid, startedAt: MEMCACHED.startedAt },
+    peerRunId: RUN,
+    appliedSeq: seq,
+    savedAt: new Date().toISOString(),
+  };
+  return `${JSON.stringify(saved)}\n`;
+}
+
 test('a saved position is found again by the next run, in front of the same memcached', () => {
   const { store, options } = setup();
   assert.equal(store.load(), null, 'nothing saved yet');
@@ -43,9 +57,37 @@ test('a saved position is found again by the next run, in front of the same memc
   assert.equal(store.save({ runId: RUN, seq: 18 }), true);
   const next = new CheckpointFile(options, createLogger(0));
   assert.deepEqual(next.load(), { runId: RUN, seq: 18 });
-  // Created private, and write-then-rename leaves no temporary file behind.
+  // Created private, and saves leave no other file behind.
   assert.equal(fs.statSync(options.dir).mode & 0o777, 0o700);
   assert.deepEqual(fs.readdirSync(options.dir), ['checkpoint-a.json']);
+});
+
+test('each save overwrites the same one-page file in place, also one an older version wrote whole', () => {
+  const { store, options } = setup();
+  const file = checkpointPath(options.dir, 'a');
+  store.load();
+  // An older memrepl wrote the file whole (write then rename), as long as its JSON; a longer foreign tail must go too.
+  fs.writeFileSync(file, `${writtenByOlderVersion(3)}${'x'.repeat(6000)}`);
+  assert.equal(store.save({ runId: RUN, seq: 4 }), true);
+  const inode = fs.statSync(file).ino;
+  assert.equal(store.save({ runId: RUN, seq: 123_456_789 }), true);
+  assert.equal(store.save({ runId: RUN, seq: 5 }), true, 'a shorter position after a longer one');
+  assert.equal(fs.statSync(file).ino, inode, 'rewritten in place, not replaced');
+  assert.equal(fs.statSync(file).size, 4096);
+  assert.deepEqual(new CheckpointFile(options, createLogger(0)).load(), { runId: RUN, seq: 5 });
+  // clear() removes it; the next save creates it again.
+  store.clear();
+  assert.equal(fs.existsSync(file), false);
+  assert.equal(store.save({ runId: RUN, seq: 6 }), true);
+  assert.deepEqual(new CheckpointFile(options, createLogger(0)).load(), { runId: RUN, seq: 6 });
+  store.close();
+});
+
+test("an older version's checkpoint is still read", () => {
+  const { store, options } = setup();
+  store.load();
+  fs.writeFileSync(checkpointPath(options.dir, 'a'), writtenByOlderVersion(77));
+  assert.deepEqual(new CheckpointFile(options, createLogger(0)).load(), { runId: RUN, seq: 77 });
 });
 
 test('a memcached that restarted (other pid or start time) or another address voids the position', () => {

@@ -12,22 +12,30 @@
  * another node, or that does not parse, is ignored with a log line and this
  * node asks its peer for a full copy, as it must.
  *
- * Written write-then-rename, so a memrepl killed mid-write leaves the old file
- * or the new one. Not fsynced: it is only worth something while the memcached
- * it names lives, and whatever loses unsynced page cache (a kernel crash, a
- * power cut) takes that memcached down too.
+ * The file is one page, padded with spaces, and each save overwrites it in
+ * place with one write at offset 0 on a descriptor kept open: under load the
+ * position is saved every few milliseconds, and open, write, close and rename
+ * each time cost the receiving proxy about a twentieth of its CPU (profiled:
+ * node B of a pair under 100% sets). Linux copies a one-page write into the
+ * page cache whole or not at all, so a memrepl killed mid-save leaves the old
+ * position or the new one, never a mix. Not fsynced: it is only worth
+ * something while the memcached it names lives, and whatever loses unsynced
+ * page cache (a kernel crash, a power cut) takes that memcached down too.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { makePrivateDir, writeFileAtomically } from '../../launcher/run-dir';
+import { makePrivateDir } from '../../launcher/run-dir';
 import type { Logger } from '../../log';
 import type { StreamPosition } from './inbox';
 import type { MemcachedIdentity } from '../restart-watch';
 
 const FORMAT = 'memrepl-checkpoint/1';
-/** A checkpoint is a few hundred bytes: anything much larger is not one. */
-const MAX_FILE_BYTES = 4096;
+/**
+ * The file's size: one page. A checkpoint is well under it (identifiers of
+ * at most 128 characters, a socket path or host:port); a larger file is not one.
+ */
+const FILE_BYTES = 4096;
 /** Run ids are UUIDs; allow any short token, never a line break or a space (the position travels in HELLO). */
 const RUN_ID = /^[\w.:-]{1,128}$/;
 
@@ -68,6 +76,10 @@ export class CheckpointFile {
   readonly file: string;
   /** A save failed and has not succeeded since (logged once per streak). */
   private failing = false;
+  /** The file, open for saves; closed when it is removed. */
+  private fd: number | null = null;
+  /** One page, reused by every save. */
+  private readonly page = Buffer.alloc(FILE_BYTES);
 
   constructor(
     private readonly options: CheckpointFileOptions,
@@ -85,7 +97,7 @@ export class CheckpointFile {
     makePrivateDir(path.dirname(this.file), 'state dir');
     let text: string;
     try {
-      if (fs.statSync(this.file).size > MAX_FILE_BYTES) return this.ignore(`larger than ${MAX_FILE_BYTES} bytes`);
+      if (fs.statSync(this.file).size > FILE_BYTES) return this.ignore(`larger than ${FILE_BYTES} bytes`);
       text = fs.readFileSync(this.file, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return this.ignore(`unreadable: ${(error as Error).message}`);
@@ -126,7 +138,7 @@ export class CheckpointFile {
       savedAt: new Date().toISOString(),
     };
     try {
-      writeFileAtomically(this.file, `${JSON.stringify(saved)}\n`);
+      this.writePage(`${JSON.stringify(saved)}\n`);
     } catch (error) {
       if (!this.failing) {
         this.log.warn(`replication: cannot save the checkpoint ${this.file}: ${(error as Error).message}; a restarted proxy would need a full copy`);
@@ -139,13 +151,45 @@ export class CheckpointFile {
     return true;
   }
 
+  /** Overwrites the whole file with `text`, padded to one page, in one write. */
+  private writePage(text: string): void {
+    if (Buffer.byteLength(text, 'utf8') > FILE_BYTES) throw new Error(`a checkpoint of more than ${FILE_BYTES} bytes`);
+    const page = this.page;
+    page.fill(0x20, page.write(text, 0, 'utf8'));
+    if (this.fd === null) {
+      const fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
+      try {
+        // A file left by an older version (written whole, shorter) or a foreign one: exactly one page from now on.
+        fs.ftruncateSync(fd, FILE_BYTES);
+      } catch (error) {
+        fs.closeSync(fd);
+        throw error;
+      }
+      this.fd = fd;
+    }
+    const written = fs.writeSync(this.fd, page, 0, FILE_BYTES, 0);
+    if (written !== FILE_BYTES) throw new Error(`short write (${written} of ${FILE_BYTES} bytes)`);
+  }
+
   /** No position holds until further notice (a full copy is arriving): a proxy restarted meanwhile must ask for another. */
   clear(): void {
+    this.close();
     try {
       fs.rmSync(this.file, { force: true });
     } catch (error) {
       this.log.warn(`replication: cannot remove the checkpoint ${this.file}: ${(error as Error).message}`);
     }
+  }
+
+  /** Closes the file (the proxy stops, or the file goes). */
+  close(): void {
+    if (this.fd === null) return;
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      // Nothing was pending on it: writes went straight to the page cache.
+    }
+    this.fd = null;
   }
 
   private ignore(reason: string): null {

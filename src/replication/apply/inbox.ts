@@ -35,6 +35,8 @@ export interface CheckpointStore {
   save(position: StreamPosition): boolean;
   /** Nothing holds any more (a full copy is arriving). */
   clear(): void;
+  /** The proxy stops: let go of the file. */
+  close(): void;
 }
 
 export interface InboxEvents {
@@ -234,6 +236,7 @@ export class Inbox {
   stop(): void {
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     this.checkpointTimer = null;
+    this.checkpoints.close();
     for (const waiter of this.waiters) waiter.done(false);
   }
 }
