@@ -20,4 +20,5 @@ COPY --from=build /app/dist/src ./dist/src
 USER node
 # clients, replication, metrics
 EXPOSE 11211 11212 9150
-ENTRYPOINT ["node", "dist/src/cli.js"]
+# Run as the file itself: its first line holds the node options memrepl runs with (see src/cli.ts).
+ENTRYPOINT ["/app/dist/src/cli.js"]

@@ -14,6 +14,14 @@ import { freePort, Proc, sleep, spawnTracked, waitForPort } from './procs';
 /** dist/bench/targets.js → dist/src/cli.js */
 export const MEMREPL_CLI = path.join(__dirname, '..', 'src', 'cli.js');
 
+/** node's options for memrepl, from the first line of cli.js (see src/cli.ts): the bench runs memrepl as the `memrepl` command does. */
+export function memreplNodeOptions(): string[] {
+  const first = fs.readFileSync(MEMREPL_CLI, 'utf8').split('\n', 1)[0];
+  const options = /^#!\/usr\/bin\/env -S node\b(.*)$/.exec(first);
+  if (!options) throw new Error(`${MEMREPL_CLI}: its first line is not "#!/usr/bin/env -S node ...": ${first}`);
+  return options[1].split(' ').filter((option) => option !== '');
+}
+
 /** Enough memory that memcaslap's key windows never evict (gets must hit). */
 const MEMCACHED_MEMORY_MB = 1024;
 
@@ -122,6 +130,7 @@ export async function startMemrepl(opts: MemreplOptions): Promise<{ port: number
   const port = await freePort();
   const metricsPort = await freePort();
   const proc = spawnTracked(opts.name, process.execPath, [
+    ...memreplNodeOptions(),
     ...(opts.nodeArgs ?? []),
     MEMREPL_CLI,
     '-l',

@@ -27,5 +27,5 @@ need_node_modules() {
 }
 
 build() {
-  npx tsc -p tsconfig.json
+  npm run --silent build
 }

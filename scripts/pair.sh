@@ -34,9 +34,10 @@ for p in $a_port $a_repl $b_port $b_repl $a_metrics $b_metrics; do
 done
 
 prefix() { sed -u "s/^/[$1] /"; }
-node dist/src/cli.js --spawn-memcached -m 64 -v -l 127.0.0.1 -p "$a_port" -X "$a_repl" \
+# Run as the file itself: its first line holds the node options memrepl runs with (see src/cli.ts).
+dist/src/cli.js --spawn-memcached -m 64 -v -l 127.0.0.1 -p "$a_port" -X "$a_repl" \
   --metrics-port "$a_metrics" --node-id a 2> >(prefix a >&2) & pids+=($!)
-node dist/src/cli.js --spawn-memcached -m 64 -v -l 127.0.0.1 -p "$b_port" -X "$b_repl" \
+dist/src/cli.js --spawn-memcached -m 64 -v -l 127.0.0.1 -p "$b_port" -X "$b_repl" \
   --metrics-port "$b_metrics" --node-id b -x "127.0.0.1:$a_repl" 2> >(prefix b >&2) & pids+=($!)
 
 # Wait (bounded) for both proxies to take connections.
