@@ -7,8 +7,8 @@
  *
  * The first line holds node's own options for memrepl, and every launcher
  * (the `memrepl` command, the Docker image, scripts/pair.sh, the bench) runs
- * this file with them: a young generation of at most 3 × 4 MiB instead of
- * V8's 3 × 16 MiB keeps a node of a pair under full load about 20 MiB
+ * this file with them: a young generation of two 4 MiB semi-spaces instead of
+ * V8's two of 16 MiB keeps a node of a pair under full load about 20 MiB
  * smaller (peak RSS 155 → 136 MiB, 100% sets from 32 connections) at the
  * same throughput; a proxy's garbage dies young and small scavenges suffice.
  */
