@@ -156,19 +156,12 @@ export class CheckpointFile {
     if (Buffer.byteLength(text, 'utf8') > FILE_BYTES) throw new Error(`a checkpoint of more than ${FILE_BYTES} bytes`);
     const page = this.page;
     page.fill(0x20, page.write(text, 0, 'utf8'));
-    if (this.fd === null) {
-      const fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
-      try {
-        // A file left by an older version (written whole, shorter) or a foreign one: exactly one page from now on.
-        fs.ftruncateSync(fd, FILE_BYTES);
-      } catch (error) {
-        fs.closeSync(fd);
-        throw error;
-      }
-      this.fd = fd;
-    }
+    const opened = this.fd === null;
+    this.fd ??= fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
     const written = fs.writeSync(this.fd, page, 0, FILE_BYTES, 0);
     if (written !== FILE_BYTES) throw new Error(`short write (${written} of ${FILE_BYTES} bytes)`);
+    // A file of an older version is shorter: the page covers it. A longer one is not memrepl's: its tail goes.
+    if (opened) fs.ftruncateSync(this.fd, FILE_BYTES);
   }
 
   /** No position holds until further notice (a full copy is arriving): a proxy restarted meanwhile must ask for another. */
