@@ -168,6 +168,22 @@ describe('fault suite model', () => {
     assert.equal(expect(log, 30_000, { flushes }).contradictions.length, 1, 'no copy can run: nothing brings it back');
   });
 
+  it('lets a write without a reply land after a flush that starts once an earlier flush has ended', () => {
+    // Seed 21 (600 s): a set sent into a SIGSTOPped memcached a, b flushed (its record reached a later), and memcached
+    // a ran the set when it resumed: stamped after b's flush, it survives it on both nodes. Another flush of b's was
+    // still crossing to a when the set was sent, and its end came between.
+    const flushes: Flush[] = [
+      { node: 'b', writer: 'f', via: 'test', delay: 0, sentAt: 1000, at: 1005, acked: true },
+      { node: 'b', writer: 'f', via: 'test', delay: 0, sentAt: 12_000, at: 12_005, acked: true },
+    ];
+    const addRefused = (at: number) => attempt(at, { kind: 'add', value: 'n;', flags: 0, ttl: 0 }, { effect: 'none', because: 'present' });
+    const log = [attempt(2000, set('a;'), { effect: 'unknown' }), addRefused(23_000)];
+    assert.equal(expect(log, 30_000, { flushes }).contradictions.length, 0);
+    // A flush starting after the write could still land (LATE_MS after it was sent) erases it for good.
+    const later: Flush[] = [flushes[0], { ...flushes[1], sentAt: 12_100, at: 12_105 }];
+    assert.equal(expect(log, 30_000, { flushes: later }).contradictions.length, 1);
+  });
+
   it('reports a reply that contradicts every allowed state', () => {
     const log = [attempt(0, set('a;')), attempt(10, append('b;'), { effect: 'none', because: 'absent' })];
     assert.equal(expect(log, 1000).contradictions.length, 1);

@@ -196,6 +196,14 @@ class Replay {
   private pendingFlush: (Event & { kind: 'flush-start' }) | null = null;
   private readonly snapshots: Array<{ time: number; branches: Branch[] }> = [{ time: -Infinity, branches: this.branches }];
   private readonly windows: Window[] = [];
+  /**
+   * What writes without a reply would have stored, while they may still take
+   * effect (until: see effectEndOf). A flush starting before then may come
+   * before the write, which memrepl stamps when its reply arrives: the item
+   * outlives that flush. The flushes right after the write are ordered with it
+   * in expectation(); these are the ones after an earlier flush's end.
+   */
+  private late: Array<{ items: Item[]; until: number }> = [];
 
   constructor(
     private readonly options: ModelOptions,
@@ -221,6 +229,7 @@ class Replay {
         // From here on the flush may already have happened, before the next op or after it (see attempt()).
         this.pendingFlush = event;
         this.addFlushedBranch(false);
+        this.landLate(event.time);
         return;
       case 'flush-end':
         if (this.pendingFlush?.id === event.id) this.flushDone(event.certain);
@@ -243,6 +252,13 @@ class Replay {
         return b.ghost === undefined ? { item: b.item, flushed: false } : { item: b.item, flushed: false, ghost: b.ghost };
       }),
     );
+  }
+
+  /** Writes without a reply that may still land after a flush starting at `t`: their items, flushed already. */
+  private landLate(t: number): void {
+    this.late = this.late.filter((late) => late.until >= t);
+    const landed = this.late.flatMap((late) => late.items.map((item): Branch => ({ item, flushed: true })));
+    if (landed.length > 0) this.branches = this.bounded(unique([...this.branches, ...landed]));
   }
 
   /** A branch's states before an op at `t`: its item, or its ghost if that may have come back by then. */
@@ -276,6 +292,7 @@ class Replay {
     let pre = this.branches;
     if (window) pre = unique([...pre, ...window.restorable, { item: null, flushed: false }]);
     let out: Branch[] = [];
+    const lateItems: Item[] = [];
     const flush = this.pendingFlush;
     const inTransit = flush !== null && flush.lagging && attempt.sentAt > flush.localEnd;
     // The other node's flush runs here as flush_all then a store back of the keys written after it
@@ -290,6 +307,7 @@ class Replay {
         for (const next of transitions(before, attempt, effectEnd)) {
           const item = next === before ? next : this.frozenClocks(next, attempt);
           const rewrote = item !== before && REWRITES.has(attempt.op.kind);
+          if (rewrote && item !== null && outcome.effect === 'unknown') lateItems.push(item);
           // An op that found the ghost's branch empty and left it so: the ghost may still come back.
           const ghost = before === b.item && item === before ? b.ghost : undefined;
           if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
@@ -313,6 +331,7 @@ class Replay {
     }
     this.branches = this.bounded(unique(out));
     if (flush) this.addFlushedBranch(!inTransit && flush.delayed);
+    if (lateItems.length > 0) this.late.push({ items: lateItems, until: effectEnd });
     this.snapshots.push({ time: attempt.at, branches: this.branches });
   }
 
