@@ -51,7 +51,7 @@ describe('applier', () => {
     touches = new RecentWrites(bounds);
     flushes = new FlushSchedule();
     values = new RecentWrites(bounds);
-    const history = { values, touches, flushes, nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
+    const history = { values, touches, flushes, nearFlush: { armed: false, answered() {}, touched() {} }, expiries: new KnownExpiries() };
     applier = new Applier(local, binaryLocal, new HybridClock('b'), history, new Contention(() => {}), createReplicationMetrics(new Registry()), 'b', {
       batchAnswered() {},
       drained() {},

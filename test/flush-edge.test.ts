@@ -60,6 +60,27 @@ describe('flush edge', () => {
     assert.equal(edge.armed, false, 'one check per moment');
   });
 
+  it("stores back an item with the expiry of a touch answered after its write, not the write's own", async () => {
+    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
+    const checks: Array<{ read: number; deleted: number; storedBack: number; unnoted: number }> = [];
+    const edge = new FlushEdge(local, values, QUIET, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
+    const at = (ms: number): Stamp => ({ wall: moment.wall + ms, logical: 0, nodeId: 'a' });
+    edge.scheduled(moment);
+    // Both written after the moment (set, no expiry) and flushed on a stale clock; then a gat of 5 s on the first.
+    const forever = (value: string) => ({ value: Buffer.from(value), flags: 0, expiresAt: null });
+    edge.answered(Buffer.from('gat-after'), at(100), forever('g'));
+    edge.touched(Buffer.from('gat-after'), at(130), Date.now() + 5000);
+    // A touch older than the write it would change (a record of the peer's, applied late) changes nothing.
+    edge.answered(Buffer.from('set-after-touch'), at(100), forever('s'));
+    edge.touched(Buffer.from('set-after-touch'), at(60), Date.now() + 5000);
+    await eventually(async () => checks.length === 1, 5000, 'the check');
+    assert.equal(checks[0].storedBack, 2);
+    const touched = await item(memcached.port, 'gat-after');
+    assert.ok(touched && touched.ttl > 0 && touched.ttl <= 5, `gat-after ttl ${touched?.ttl}`);
+    assert.equal((await item(memcached.port, 'set-after-touch'))?.ttl, -1);
+  });
+
   it("does not store back a key a client deletes while it checks: it waits for the client's write in flight", async () => {
     const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
     const contention = new Contention(() => {});

@@ -35,7 +35,7 @@ function batches(answer: (text: string) => Promise<unknown[]> = () => Promise.re
     },
   } as unknown as LocalMemcached;
   const binaryLocal = { quietBatch: () => Promise.resolve([]) } as unknown as LocalMemcachedBinary;
-  const history = { nearFlush: { armed: false, answered() {} }, expiries: new KnownExpiries() };
+  const history = { nearFlush: { armed: false, answered() {}, touched() {} }, expiries: new KnownExpiries() };
   const events = { batchAnswered: (batch: BatchAnswered, error?: Error) => answered.push([batch, error]), refused() {} };
   const flow = { sent: (bytes: number) => (applying += bytes), answered: (bytes: number) => (applying -= bytes) };
   const under = new ApplyBatches(local, binaryLocal, new Contention(() => {}), history, createReplicationMetrics(new Registry()), events, flow);

@@ -140,6 +140,19 @@ export class FlushEdge {
     this.noted.set(id, { stamp, stored });
   }
 
+  /**
+   * memcached answered a touch of `key` (touch, gat, mg T): a noted item it
+   * would store back gets the touch's deadline. The write's stamp still
+   * decides (a touch is no write); the peer stores back the same, from the
+   * touched item the touch ships (stamped with the value's write, with the
+   * touch's expiry). Seed 21 (600 s): a store back after a gat kept the set's
+   * "never", and the item outlived its expiry on one node only.
+   */
+  touched(key: Buffer, stamp: Stamp, expiresAt: number | null): void {
+    const noted = this.noted.get(key.toString('latin1'));
+    if (noted?.stored && compareStamps(stamp, noted.stamp) > 0) noted.stored = { ...noted.stored, expiresAt };
+  }
+
   stop(): void {
     this.clear();
     this.moment = null;

@@ -81,7 +81,7 @@ export interface LocalHistory {
   touches: RecentWrites;
   flushes: FlushSchedule;
   /** Writes answered around a delayed flush's moment, checked once memcached's clock is past it (see flush-edge.ts). */
-  nearFlush: Pick<FlushEdge, 'armed' | 'answered'>;
+  nearFlush: Pick<FlushEdge, 'armed' | 'answered' | 'touched'>;
   /** Expiries of the keys only the binary protocol can name (its replies do not tell them). */
   expiries: KnownExpiries;
 }
@@ -130,9 +130,15 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private record(effect: WriteEffect, receivedAt: number): void {
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
-    if (effect.kind === 'touch') this.history.touches.note(effect.key, stamp, deadlineOf(effect.exptime, receivedAt));
-    else this.history.values.note(effect.key, stamp);
-    if (this.history.nearFlush.armed && effect.kind !== 'touch') this.history.nearFlush.answered(effect.key, stamp, storedBy(effect, receivedAt));
+    const { nearFlush } = this.history;
+    if (effect.kind === 'touch') {
+      const deadline = deadlineOf(effect.exptime, receivedAt);
+      this.history.touches.note(effect.key, stamp, deadline);
+      if (nearFlush.armed) nearFlush.touched(effect.key, stamp, deadline);
+    } else {
+      this.history.values.note(effect.key, stamp);
+      if (nearFlush.armed) nearFlush.answered(effect.key, stamp, storedBy(effect, receivedAt));
+    }
     const binary = needsBinary(effect.key);
     if (effect.kind !== 'readback') {
       const record = recordOf(effect, stamp, receivedAt);
