@@ -33,17 +33,25 @@ describe('flush edge', () => {
     await memcached.stop();
   });
 
+  /**
+   * A FlushEdge with a moment already past: memcached's clock is beyond it, so
+   * the check runs at once. `at(ms)`: a stamp that long after the moment.
+   */
+  function edgeOfPastMoment() {
+    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
+    const checks: Array<{ read: number; deleted: number; storedBack: number; unnoted: number }> = [];
+    const edge = new FlushEdge(local, values, QUIET, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
+    const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
+    const at = (ms: number): Stamp => ({ wall: moment.wall + ms, logical: 0, nodeId: 'a' });
+    edge.scheduled(moment);
+    return { values, checks, edge, at };
+  }
+
   it('deletes what is stamped before the moment, stores back what is stamped after it, and leaves keys written again since alone', async () => {
     const client = await RawClient.connect(memcached.port);
     await client.request('set early 0 0 5\r\nearly\r\nset rewritten 0 0 3\r\nnew\r\n');
     client.close();
-    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
-    const checks: Array<{ read: number; deleted: number; storedBack: number; unnoted: number }> = [];
-    const edge = new FlushEdge(local, values, QUIET, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
-    // A moment already past: memcached's clock is beyond it, so the check runs at once.
-    const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
-    const at = (ms: number): Stamp => ({ wall: moment.wall + ms, logical: 0, nodeId: 'a' });
-    edge.scheduled(moment);
+    const { values, checks, edge, at } = edgeOfPastMoment();
     assert.equal(edge.armed, true);
     edge.answered(Buffer.from('early'), at(-100), null); // memcached kept it: its clock had not reached the moment
     edge.answered(Buffer.from('late'), at(100), { value: Buffer.from('late'), flags: 7, expiresAt: Date.now() + 100_000 }); // flushed on a stale clock
@@ -61,12 +69,7 @@ describe('flush edge', () => {
   });
 
   it("stores back an item with the expiry of a touch answered after its write, not the write's own", async () => {
-    const values = new RecentWrites({ maxEntries: 100, windowMs: 60_000 });
-    const checks: Array<{ read: number; deleted: number; storedBack: number; unnoted: number }> = [];
-    const edge = new FlushEdge(local, values, QUIET, { checked: (counts) => checks.push(counts), failed: (reason) => assert.fail(reason) });
-    const moment: Stamp = { wall: Date.now() - 2500, logical: 0, nodeId: 'a' };
-    const at = (ms: number): Stamp => ({ wall: moment.wall + ms, logical: 0, nodeId: 'a' });
-    edge.scheduled(moment);
+    const { checks, edge, at } = edgeOfPastMoment();
     // Both written after the moment (set, no expiry) and flushed on a stale clock; then a gat of 5 s on the first.
     const forever = (value: string) => ({ value: Buffer.from(value), flags: 0, expiresAt: null });
     edge.answered(Buffer.from('gat-after'), at(100), forever('g'));
