@@ -65,15 +65,26 @@ function wrongReplies(replies: Map<string, GetReply>, expected: Map<string, stri
     .map(([key]) => `${key}: ${JSON.stringify(replies.get(key))}`);
 }
 
-/** Waits (at most `timeoutMs`) until every key reads its expected value through `host`. */
-async function readsAll(host: Twemproxy, expected: Map<string, string>, timeoutMs: number): Promise<void> {
+/**
+ * Waits (at most `timeoutMs`) until every key reads its expected value through
+ * `host`; on a timeout the message carries the logs of `witnesses` since `since`.
+ */
+async function readsAll(host: Twemproxy, expected: Map<string, string>, timeoutMs: number, witnesses: Node[] = [], since = Date.now()): Promise<void> {
   let wrong: string[] = [];
   await eventually(
     async () => (wrong = wrongReplies(await getThrough(host.port, [...expected.keys()]), expected)).length === 0,
     timeoutMs,
-    () => `every key through the twemproxy on port ${host.port} (${summary(wrong)})`,
+    () => `every key through the twemproxy on port ${host.port} (${summary(wrong)})${witnesses.map(logSince(since)).join('')}`,
   );
 }
+
+/** A node's log lines since `since` (ms since the epoch), for a failure's message. */
+const logSince = (since: number) => (node: Node) =>
+  `\n--- memrepl ${node.memrepl.port}, since the step began:\n${node.memrepl
+    .timedOutput(since)
+    .split('\n')
+    .filter((line) => !line.startsWith('+-'))
+    .join('\n')}`;
 
 function errorOf(reply: GetReply | undefined): string {
   return reply !== undefined && 'error' in reply ? reply.error : '';
@@ -197,8 +208,9 @@ describe('twemproxy over two memrepl pairs', () => {
   });
 
   it("once a1's memcached is back, b1 refills it and host 1 reads every key again, including the outage's write", async () => {
+    const since = Date.now();
     a1.memcached = await startMemcached([], a1.memcached.port);
-    await readsAll(host1, expectedValues(KEYS, { [shard1Keys[0]]: OUTAGE_VALUE }), 30000);
+    await readsAll(host1, expectedValues(KEYS, { [shard1Keys[0]]: OUTAGE_VALUE }), 30000, [a1, b1], since);
   });
 
   describe("a write through host 1 while a1's memcached is dead", () => {
@@ -220,9 +232,10 @@ describe('twemproxy over two memrepl pairs', () => {
     // that key as older. The pair stays split (a1 without the key, b1 with it) until
     // the key is written again.
     it("does not cost a1 the key: after the restart both hosts read host 2's write", async () => {
+      const since = Date.now() - 2000;
       a1.memcached = await startMemcached([], a1.memcached.port);
       const expected = expectedValues(KEYS, { [shard1Keys[0]]: OUTAGE_VALUE, [refusedKey()]: OUTAGE_VALUE });
-      await readsAll(host1, expected, 5000);
+      await readsAll(host1, expected, 5000, [a1, b1], since);
       await readsAll(host2, expected, 1000);
     });
   });
