@@ -457,6 +457,37 @@ describe('races the link decides', () => {
     });
   });
 
+  it("a read back of a client's decr made after the peer's flush keeps its value on both nodes, even when it runs during the flush", async () => {
+    // Seed 21 (600 s): a decr answered on B after A's flush_all, by a memcached that had stood still, so
+    // B read it back again a tick later. That second read came while B was putting A's flush in
+    // place: noted as a newer write, it made B skip storing the decr's value back, and, run after
+    // the flush, it read a miss and shipped a delete. Both nodes lost the decr's acknowledged value.
+    await withRelayedPair([], async ({ a, b, relay }) => {
+      await ask(b, 'set counted 0 0 2\r\n46\r\n');
+      await converged(a, b, 'counted');
+      relay.stall();
+      assert.equal(await ask(a, 'flush_all\r\n'), 'OK\r\n');
+      // Answered after more than a tick of B's memcached standing still: B reads it back again after the next tick.
+      b.memcached.child.kill('SIGSTOP');
+      const decr = ask(b, 'decr counted 84\r\n');
+      await sleep(1300);
+      b.memcached.child.kill('SIGCONT');
+      assert.equal(await decr, '0\r\n');
+      await sleep(200);
+      // A's flush reaches B and waits in B's memcached, stopped again, past the second read.
+      b.memcached.child.kill('SIGSTOP');
+      try {
+        relay.resume();
+        await sleep(1500);
+      } finally {
+        b.memcached.child.kill('SIGCONT');
+      }
+      await sleep(2000); // anything read back after a tick has landed
+      // memcached's decr keeps the value's length: "46" less 84 is "0 ".
+      for (const port of [a.memcached.port, b.memcached.port]) assert.equal((await item(port, 'counted'))?.value, '0 ', `counted on ${port}`);
+    });
+  });
+
   it("a client's flush_all waiting in a stalled memcached flushes the peer's older write that arrives meanwhile, on both nodes", async () => {
     // A wrote k before it heard of B's flush, so A flushes k when the flush arrives. On B the record
     // of k reached memrepl while the flush sat unanswered in memcached: applied at once, memcached

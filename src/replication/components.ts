@@ -3,8 +3,9 @@
  * one another. What a part reports that the coordinator (replicator.ts) must
  * decide on goes to it (Coordinator); the rest goes from part to part here.
  *
- * The order matters where a part is handed another: the recorder is made
- * before the contention that repairs through it, and the events of the parts
+ * The order matters where a part is handed another: the contention is made
+ * before the recorder whose read backs it orders (it repairs through the
+ * recorder by a closure), and the events of the parts
  * made early (the flush edge, the recorder, the applier) reach the ones made
  * later (the inbox, the sender, the restart watch) through closures.
  */
@@ -115,7 +116,9 @@ export function buildComponents(
   // No peer has seen anything yet: remember every write until one has.
   keeping.hold(true);
   const lost = (reason: string) => coordinator.writeLost(reason);
-  const recorder = new Recorder(outbox, clock, history, memcached.readback, memcached.readbackBinary, {
+  // Read backs are ordered by the contention, which repairs through them.
+  const contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
+  const recorder = new Recorder(outbox, clock, history, memcached.readback, memcached.readbackBinary, contention, {
     appended: () => {
       sender.schedule();
       keeping.recorded(Date.now(), outbox.unacknowledged);
@@ -123,7 +126,6 @@ export function buildComponents(
     lost,
     expiryUnknown: expiryUnknownWarning(metrics, log),
   });
-  const contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
   const applier = new Applier(memcached.applier, memcached.applierBinary, clock, history, contention, metrics, options.nodeId, {
     batchAnswered: (answered, error) => inbox.batchAnswered(answered, error),
     drained: () => coordinator.drained(),

@@ -24,6 +24,7 @@ import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from '../binary-
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { NewRecord, Outbox } from './outbox';
 import type { RecentWrites } from '../conflict/recent-writes';
+import type { Contention } from '../apply/contention';
 
 /** An exptime as memcached reads it, as an absolute deadline on this node's clock (ms). */
 export function deadlineOf(exptime: number, now: number): number | null {
@@ -73,6 +74,9 @@ export interface RecorderEvents {
   expiryUnknown(key: Buffer): void;
 }
 
+/** Read backs wait as client writes do, and count as in flight (Contention.localStarted/localEnded). */
+export type ReadBackGate = Pick<Contention, 'localStarted' | 'localEnded'>;
+
 /** What the recorder remembers of local writes, for the applier to judge the peer's records by. */
 export interface LocalHistory {
   /** Writes of a value (set, delete, append, ...): last writer wins. */
@@ -102,6 +106,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     private readonly local: LocalMemcached,
     /** For keys only the binary protocol can name (see binary-keys.ts). */
     private readonly binaryLocal: LocalMemcachedBinary,
+    /** Orders read backs with the peer's records and flushes, as client writes are (see readBack). */
+    private readonly gate: ReadBackGate,
     private readonly events: RecorderEvents,
   ) {}
 
@@ -128,6 +134,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   }
 
   private record(effect: WriteEffect, receivedAt: number): void {
+    if (effect.kind === 'readback') return this.readBack(effect.key);
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
     const { nearFlush } = this.history;
@@ -135,25 +142,58 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       const deadline = deadlineOf(effect.exptime, receivedAt);
       this.history.touches.note(effect.key, stamp, deadline);
       if (nearFlush.armed) nearFlush.touched(effect.key, stamp, deadline);
-    } else {
-      this.history.values.note(effect.key, stamp);
-      if (nearFlush.armed) nearFlush.answered(effect.key, stamp, storedBy(effect, receivedAt));
-    }
+    } else this.noteValueWrite(effect.key, stamp, storedBy(effect, receivedAt));
     const binary = needsBinary(effect.key);
-    if (effect.kind !== 'readback') {
-      const record = recordOf(effect, stamp, receivedAt);
-      if (binary) this.noteExpiry(record);
-      this.enqueue({ record, ready: true });
-      if (effect.kind === 'touch' && !binary) this.shipTouchedItem(effect.key);
-      return;
-    }
-    const failure = `could not read back ${effect.key.toString('latin1').slice(0, 60)}`;
-    // Noted before the read, so that an older record of the key meanwhile loses to it; if nothing can be
-    // shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
-    const unnote = () => this.history.values.forget(effect.key, stamp);
-    if (binary) this.later(this.binaryLocal.request(binaryRead(effect.key)), ([packet]) => this.fromBinaryReadBack(effect.key, packet, stamp), failure, unnote);
-    else
-      this.later(this.local.request(metaRead(effect.key, { cas: true })), (parts) => this.fromReadBack(effect.key, parts, stamp, receivedAt), failure, unnote);
+    const record = recordOf(effect, stamp, receivedAt);
+    if (binary) this.noteExpiry(record);
+    this.enqueue({ record, ready: true });
+    if (effect.kind === 'touch' && !binary) this.shipTouchedItem(effect.key);
+  }
+
+  private noteValueWrite(key: Buffer, stamp: Stamp, stored: Stored | null): void {
+    this.history.values.note(key, stamp);
+    if (this.history.nearFlush.armed) this.history.nearFlush.answered(key, stamp, stored);
+  }
+
+  /**
+   * Ships the state memcached holds for `key` (an append, an incr, a write
+   * whose outcome is unknown, a read again after a tick), stamped as a write
+   * made when the read goes. The read counts as a client write in flight
+   * (gate): the peer's immediate flush waits for it to be answered before it
+   * collects the keys to keep, and one that comes while a flush is put in
+   * place waits until the kept keys are back. Seed 21 (600 s): a read again
+   * after a tick, noted and run while B put A's flush in place, made B skip
+   * storing a decr's value back, then read a miss and shipped a delete: the
+   * decr, answered after the flush, was lost on both nodes.
+   */
+  private readBack(key: Buffer): void {
+    const failure = `could not read back ${key.toString('latin1').slice(0, 60)}`;
+    const receivedAt = Date.now();
+    const binary = needsBinary(key);
+    /** Reads, and resolves with how to make the record of what memcached answered. */
+    const read = (): Promise<() => NewRecord | null> => {
+      // Noted before the read, so that an older record of the key meanwhile loses to it.
+      const stamp = this.clock.stamp();
+      this.noteValueWrite(key, stamp, null);
+      // If nothing can be shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
+      unnote = () => this.history.values.forget(key, stamp);
+      if (binary)
+        return this.binaryLocal.request(binaryRead(key)).then(
+          ([packet]) =>
+            () =>
+              this.fromBinaryReadBack(key, packet, stamp),
+        );
+      return this.local.request(metaRead(key, { cas: true })).then((parts) => () => this.fromReadBack(key, parts, stamp, receivedAt));
+    };
+    let unnote = () => {};
+    const gate = this.gate.localStarted(key);
+    const reply = (gate ? gate.then(read) : read()).finally(() => this.gate.localEnded(key));
+    this.later(
+      reply,
+      (toRecord) => toRecord(),
+      failure,
+      () => unnote(),
+    );
   }
 
   /**
