@@ -157,10 +157,12 @@ async function copyOut(
   options: Partial<FullCopyOptions> = {},
   /** Runs alongside the copy. */
   during: (copy: FullCopy) => Promise<void> = async () => {},
-): Promise<{ progress: FullCopyProgress; sent: Map<string, number>; records: Map<string, RecordFrame>; log: string }> {
+): Promise<{ progress: FullCopyProgress; sent: Map<string, number>; records: Map<string, RecordFrame>; log: string; walksAtFirstRecord: number }> {
   const parser = new FrameParser({ maxFrameBytes: 2 * 1024 * 1024 });
   const sent = new Map<string, number>();
   const records = new Map<string, RecordFrame>();
+  /** The walks ended when the first record went (-1: none went). */
+  let walksAtFirstRecord = -1;
   const link = {
     open: true,
     congested: false,
@@ -168,6 +170,7 @@ async function copyOut(
       parser.push(bytes);
       for (let frame = parser.next(); frame !== null; frame = parser.next()) {
         if (frame.type !== 'record') continue;
+        if (walksAtFirstRecord < 0) walksAtFirstRecord = copy.progress.walks;
         const key = frame.key.toString('latin1');
         sent.set(key, (sent.get(key) ?? 0) + 1);
         records.set(key, frame);
@@ -197,7 +200,7 @@ async function copyOut(
     createLogger(1, (line) => (log += line)),
   );
   const [progress] = await Promise.all([copy.run(), during(copy)]);
-  return { progress, sent, records, log };
+  return { progress, sent, records, log, walksAtFirstRecord };
 }
 
 describe('FullCopy against memcached', () => {
@@ -225,6 +228,24 @@ describe('FullCopy against memcached', () => {
       const again = [...sent.values()].filter((n) => n > 1).length;
       assert.ok(again < data.length / 4, `${again} keys sent twice`);
       assert.ok(!sent.has('memrepl:copy-mark'), 'the mark is not copied');
+    } finally {
+      await memcached.stop();
+    }
+  });
+
+  it('a cache the spool holds whole is walked once, and its items go out while that walk still runs', async () => {
+    const memcached = await startMemcached();
+    try {
+      const data = items(50_000, 'whole');
+      await load(memcached.port, data);
+      const { progress, sent, walksAtFirstRecord } = await copyOut(memcached.port);
+      assert.equal(walksAtFirstRecord, 0, 'the first item went before the first walk ended');
+      assert.deepEqual(
+        data.filter((i) => sent.get(i.key) !== 1).map((i) => i.key),
+        [],
+        'every key sent once',
+      );
+      assert.equal(progress.walks, 2, 'one range walk and its check');
     } finally {
       await memcached.stop();
     }

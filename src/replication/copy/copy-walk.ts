@@ -51,6 +51,14 @@ const SPOOL_MAX_BYTES = 64 * 1024 * 1024;
 const HASH_SPACE = 2 ** 32;
 /** The part of the spool a range is sized to fill, so that an estimate a little short does not overflow it. */
 const RANGE_FILL = 0.7;
+/**
+ * A first walk's range is sized once it listed this share of the cache's
+ * items (at least SIZE_AFTER_MIN): its keys so far tell how many bytes the
+ * whole range would spool. Sized then, not at its end, the fetches run
+ * alongside the rest of the walk (1M items: the walk takes about a second).
+ */
+const SIZE_AFTER_SHARE = 0.01;
+const SIZE_AFTER_MIN = 10_000;
 /** Checks after the range walks: each must find nothing, or sends what it found and the next looks again. */
 const CHECKS = 3;
 /** An item expiring within this many seconds of a check is not asked for: the peer would not keep it either. */
@@ -70,9 +78,9 @@ type Pass = RangePass | { kind: 'check'; round: number; found: number };
 
 /**
  * Keys whose hash is in [lo, hi). hi shrinks when the spool fills. Until the
- * range is sized (shrunk once, or sized from an earlier walk) nothing is
- * fetched: a key fetched and then dropped from the range is sent again by the
- * next walk.
+ * range is sized (from the first lines of its walk, or from an earlier walk)
+ * nothing is fetched: a key fetched and then dropped from the range is sent
+ * again by the next walk.
  */
 interface RangePass {
   kind: 'range';
@@ -127,8 +135,12 @@ export class CopyWalk {
   private walkMark: Hlc = HLC_ZERO;
   private stopped = false;
 
+  /** Lines a first walk lists before its range is sized (see SIZE_AFTER_SHARE). */
+  private readonly sizeAfter: number;
+
   constructor(private readonly deps: CopyWalkDeps) {
     this.spoolMaxBytes = deps.spoolMaxBytes ?? SPOOL_MAX_BYTES;
+    this.sizeAfter = Math.max(SIZE_AFTER_MIN, Math.ceil(deps.cacheItems * SIZE_AFTER_SHARE));
   }
 
   /** localWrites.mark() when the current walk began: every spooled key was read from that walk, after it. */
@@ -214,6 +226,7 @@ export class CopyWalk {
     if (pass.kind === 'range') {
       // Most lines of a range walk are outside its range: they cost a hash of the key as memcached wrote it, no more.
       pass.listed++;
+      if (!pass.sized && pass.listed >= this.sizeAfter) this.size(pass);
       hash = keyHash(buf, line.keyEnd - line.keyStart, this.hashSeed, line.keyStart);
       if (hash < pass.lo || hash >= pass.hi) return true;
     }
@@ -240,13 +253,28 @@ export class CopyWalk {
   }
 
   /**
+   * Enough of the walk is seen to tell how many bytes of keys its range
+   * holds: the range stays whole if they fit the spool, else it narrows now
+   * rather than once the spool is full.
+   */
+  private size(pass: RangePass): void {
+    if (this.expectedBytes(pass) > RANGE_FILL * this.spoolMaxBytes) this.narrow(pass);
+    else pass.sized = true;
+  }
+
+  /** The spool bytes the whole range would take, from what its walk brought so far. */
+  private expectedBytes(pass: RangePass): number {
+    return pass.bytes * Math.max(1, this.deps.cacheItems / Math.max(1, pass.listed));
+  }
+
+  /**
    * Too many keys wait: this walk keeps the lower part of its range, sized
    * from how many keys its part of the walk so far brought, and the next walk
    * takes the rest.
    */
   private narrow(pass: RangePass): void {
     const spool = this.deps.spool;
-    const expected = pass.bytes * Math.max(1, this.deps.cacheItems / Math.max(1, pass.listed));
+    const expected = this.expectedBytes(pass);
     let hi = pass.lo + Math.max(1, Math.floor((pass.hi - pass.lo) * Math.min(1, (RANGE_FILL * this.spoolMaxBytes) / expected)));
     for (;;) {
       pass.hi = hi;
