@@ -167,32 +167,40 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * decr, answered after the flush, was lost on both nodes.
    */
   private readBack(key: Buffer): void {
-    const failure = `could not read back ${key.toString('latin1').slice(0, 60)}`;
-    const receivedAt = Date.now();
-    const binary = needsBinary(key);
-    /** Reads, and resolves with how to make the record of what memcached answered. */
-    const read = (): Promise<() => NewRecord | null> => {
-      // Noted before the read, so that an older record of the key meanwhile loses to it.
-      const stamp = this.clock.stamp();
-      this.noteValueWrite(key, stamp, null);
-      // If nothing can be shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
-      unnote = () => this.history.values.forget(key, stamp);
-      if (binary)
-        return this.binaryLocal.request(binaryRead(key)).then(
-          ([packet]) =>
-            () =>
-              this.fromBinaryReadBack(key, packet, stamp),
-        );
-      return this.local.request(metaRead(key, { cas: true })).then((parts) => () => this.fromReadBack(key, parts, stamp, receivedAt));
-    };
-    let unnote = () => {};
     const gate = this.gate.localStarted(key);
-    const reply = (gate ? gate.then(read) : read()).finally(() => this.gate.localEnded(key));
+    let record: Promise<NewRecord | null>;
+    try {
+      record = gate ? gate.then(() => this.readNow(key)) : this.readNow(key);
+    } catch (error) {
+      record = Promise.reject(error as Error); // still ended below: a write counted in flight for good would hold every flush
+    }
     this.later(
-      reply,
-      (toRecord) => toRecord(),
-      failure,
-      () => unnote(),
+      record.finally(() => this.gate.localEnded(key)),
+      (made) => made,
+      `could not read back ${key.toString('latin1').slice(0, 60)}`,
+    );
+  }
+
+  /** Notes `key` as written now and reads it: the record of what memcached answered (null: nothing to ship). */
+  private readNow(key: Buffer): Promise<NewRecord | null> {
+    // Noted before the read, so that an older record of the key meanwhile loses to it.
+    const stamp = this.clock.stamp();
+    this.noteValueWrite(key, stamp, null);
+    const askedAt = Date.now();
+    const read: Promise<NewRecord | null> = needsBinary(key)
+      ? this.binaryLocal.request(binaryRead(key)).then(([packet]) => this.fromBinaryReadBack(key, packet, stamp))
+      : this.local.request(metaRead(key, { cas: true })).then((parts) => this.fromReadBack(key, parts, stamp, askedAt));
+    // If nothing can be shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
+    const unnote = () => this.history.values.forget(key, stamp);
+    return read.then(
+      (record) => {
+        if (record === null) unnote();
+        return record;
+      },
+      (error: Error) => {
+        unnote();
+        throw error;
+      },
     );
   }
 
@@ -294,19 +302,17 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   }
 
   /** A record that needs a reply from memcached first keeps its place in the order. */
-  private later<Reply>(reply: Promise<Reply>, toRecord: (reply: Reply) => NewRecord | null, failure: string, failed = () => {}): void {
+  private later<Reply>(reply: Promise<Reply>, toRecord: (reply: Reply) => NewRecord | null, failure: string): void {
     const pending: Pending = { record: null, ready: false };
     this.enqueue(pending);
     reply.then(
       (answer) => {
         pending.record = toRecord(answer);
-        if (pending.record === null) failed();
         pending.ready = true;
         this.flush();
       },
       (error: Error) => {
         pending.ready = true;
-        failed();
         this.events.lost(`${failure}: ${error.message}`);
         this.flush();
       },
