@@ -27,7 +27,9 @@
  * writes already on their way must be answered first (they land before it
  * and the flush keeps them, see Applier.flushKeepingNewer), and the ones that
  * come meanwhile wait until it ran (see holdClientWrites). A client's own
- * flush_all waits the same way (see send/client-sink.ts).
+ * flush_all waits the same way (see send/client-sink.ts). The recorder's read
+ * backs (an append's result, a read again after a tick) count as client
+ * writes here, from their note to their answer (see Recorder.readBack).
  *
  * Pure bookkeeping: the caller supplies the repair.
  */
