@@ -228,7 +228,7 @@ describe('twemproxy over two memrepl pairs', () => {
     // a1 cannot tell whether the refused write took effect, so it reads the key back; with
     // its memcached dead the read fails, and the write is forgotten again rather than kept
     // in a1's history of local writes as newer than b1's value (src/replication/send/recorder.ts,
-    // readBack): kept, it would make a1 drop b1's value of that key from the refill, and
+    // readNow): kept, it would make a1 drop b1's value of that key from the refill, and
     // the pair would stay split until the key is written again. The refill itself usually
     // takes well under a second; the bound is the first refill's (a CI run once took over 5 s).
     it("does not cost a1 the key: after the restart both hosts read host 2's write", async () => {
