@@ -442,6 +442,31 @@ describe('races the link decides', () => {
     }
   });
 
+  it('a set sent while memcached stood still, answered within a second of it resuming, gets on the peer the expiry memcached gave it', async () => {
+    // Seed 31 (120 s): a set sent to a memcached stopped for 6.5 s waited there only 0.38 s, so its
+    // own reply did not look slow, yet it ran on the stale clock: 7 s less to live than on the peer.
+    const { a, b, relay } = await relayedPair();
+    try {
+      for (let round = 0; round < 3; round++) {
+        a.memcached.child.kill('SIGSTOP');
+        await sleep(3000);
+        const client = await RawClient.connect(a.memrepl.port);
+        const reply = client.request(`set late${round} 0 1000 1\r\nx\r\n`, '\r\n', 8000);
+        await sleep(300);
+        a.memcached.child.kill('SIGCONT');
+        assert.equal(await reply, 'STORED\r\n');
+        client.close();
+        // Past memcached's next tick, when a read back tells the expiry it really holds.
+        await sleep(1500);
+        await converged(a, b, `late${round}`);
+      }
+    } finally {
+      a.memcached.child.kill('SIGCONT');
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('a flush that crosses a newer write on the other node keeps that write on both', async () => {
     await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set doomed 0 0 1\r\nx\r\n');

@@ -2,7 +2,10 @@
  * Notices when the local memcached restarted behind a running proxy: its
  * `stats` pid changes or its uptime goes backwards. A restarted memcached is
  * empty, so this node must ask its peer for a full copy; and it remembers
- * where this node's stream stood then (refillFrom).
+ * where this node's stream stood then (refillFrom). Its poll, once a second,
+ * is also the one request always in flight while memcached stands still:
+ * how long it took is told (`replied`), so that a pause is seen even when no
+ * client's request waited through it (see stale-clock.ts).
  */
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import type { LocalMemcached } from './local-memcached';
@@ -32,6 +35,7 @@ export class RestartWatch {
     private readonly local: LocalMemcached,
     private readonly onRestart: (before: MemcachedIdentity, after: MemcachedIdentity) => void,
     private readonly lastSeq: () => number,
+    private readonly replied: (answeredAt: number, answeredInMs: number) => void,
     private readonly intervalMs = 1000,
   ) {}
 
@@ -61,7 +65,9 @@ export class RestartWatch {
     if (this.checking) return;
     this.checking = true;
     try {
+      const askedAt = Date.now();
       const stats = parseStats(await this.local.request(STATS_REQUEST));
+      this.replied(this.local.lastReceivedAt, this.local.lastReceivedAt - askedAt);
       const uptime = Number(stats.get('uptime') ?? 0);
       const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime, startedAt: startedAt(stats) ?? 0 };
       const before = this.last;

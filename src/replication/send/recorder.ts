@@ -25,6 +25,7 @@ import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { NewRecord, Outbox } from './outbox';
 import type { RecentWrites } from '../conflict/recent-writes';
 import type { Contention } from '../apply/contention';
+import { StaleClock } from './stale-clock';
 
 /** An exptime as memcached reads it, as an absolute deadline on this node's clock (ms). */
 export function deadlineOf(exptime: number, now: number): number | null {
@@ -34,26 +35,11 @@ export function deadlineOf(exptime: number, now: number): number | null {
   return exptime * 1000;
 }
 
-/**
- * memcached turns a relative exptime into a deadline on its own clock, which
- * a timer moves once a second. A memcached that stood still (SIGSTOP, swapped
- * out, a long pause) runs the requests that waited for it before that timer
- * catches up, on a clock as old as the pause, so their items expire earlier
- * than the exptime says; and a read back then tells an item's remaining life
- * as long as the pause too long. A reply slower than a tick shows memcached
- * stood still: the write ships as usual, and once memcached's clock has
- * ticked again its item is read back and shipped too, with the expiry
- * memcached really holds. So is any item read back within that time after.
- */
-const STALE_CLOCK_AFTER_MS = 1000;
-const READ_AFTER_TICK_MS = 1100;
-
-/** The key of a write whose expiry memcached may have got wrong, or a read back told wrong, on a stale clock; else null. */
+/** The key of a write that set an expiry memcached may have got wrong on a stale clock (see stale-clock.ts); else null. */
 function staleClockKey(effect: WriteEffect): Buffer | null {
-  if (effect.kind !== 'set' && effect.kind !== 'touch' && effect.kind !== 'readback') return null;
+  if (effect.kind !== 'set' && effect.kind !== 'touch') return null;
   // Keys only the binary protocol can name cannot be read back with their expiry (see binary-keys.ts).
   if (needsBinary(effect.key)) return null;
-  if (effect.kind === 'readback') return effect.key;
   return effect.exptime > 0 && effect.exptime <= RELATIVE_EXPTIME_MAX ? effect.key : null;
 }
 
@@ -94,10 +80,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
   /** Resolves once the last flush reported is noted in history.flushes (or could not be told). */
   flushNoted: Promise<void> = Promise.resolve();
-  /** When a reply last showed that memcached had stood still (see STALE_CLOCK_AFTER_MS). */
-  private stoodStillAt = -Infinity;
-  /** Keys to read again once memcached's clock has ticked. */
-  private readonly rereads = new Set<string>();
+  /** Told of memcached's slow replies (here and elsewhere), it reads items back once its clock has ticked. */
+  readonly staleClock = new StaleClock((key) => this.written({ kind: 'readback', key }, Date.now()));
 
   constructor(
     private readonly outbox: Outbox,
@@ -114,23 +98,13 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
   written(effect: WriteEffect, receivedAt: number, answeredInMs = 0): void {
     try {
-      if (answeredInMs > STALE_CLOCK_AFTER_MS) this.stoodStillAt = receivedAt;
+      this.staleClock.replied(receivedAt, answeredInMs);
       this.record(effect, receivedAt);
-      const stale = answeredInMs > STALE_CLOCK_AFTER_MS ? staleClockKey(effect) : null;
-      if (stale) this.readAfterTick(stale);
+      const expiring = staleClockKey(effect);
+      if (expiring) this.staleClock.answered(expiring, receivedAt);
     } catch (error) {
       this.events.lost(`could not record a ${effect.kind}: ${(error as Error).message}`);
     }
-  }
-
-  private readAfterTick(key: Buffer): void {
-    const id = key.toString('latin1');
-    if (this.rereads.has(id)) return;
-    this.rereads.add(id);
-    setTimeout(() => {
-      this.rereads.delete(id);
-      this.written({ kind: 'readback', key }, Date.now());
-    }, READ_AFTER_TICK_MS).unref();
   }
 
   private record(effect: WriteEffect, receivedAt: number): void {
@@ -233,8 +207,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
 
   private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, askedAt: number): NewRecord | null {
     const answeredAt = this.local.lastReceivedAt;
-    if (answeredAt - askedAt > STALE_CLOCK_AFTER_MS) this.stoodStillAt = answeredAt;
-    if (answeredAt - this.stoodStillAt < READ_AFTER_TICK_MS) this.readAfterTick(key);
+    this.staleClock.replied(answeredAt, answeredAt - askedAt);
+    this.staleClock.answered(key, answeredAt);
     return this.itemRead(key, parts, stamp);
   }
 

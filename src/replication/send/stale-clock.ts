@@ -1,0 +1,71 @@
+/**
+ * memcached turns a relative exptime into a deadline on its own clock, which
+ * a timer moves once a second. A memcached that stood still (SIGSTOP, swapped
+ * out, a long pause) runs the requests that waited for it before that timer
+ * catches up, on a clock as old as the pause, so their items expire earlier
+ * than the exptime says; and a read back then tells an item's remaining life
+ * as long as the pause too long.
+ *
+ * A reply slower than a tick shows that memcached stood still (`stalled`).
+ * Every item whose expiry memcached set or told within READ_AFTER_TICK_MS of
+ * that reply, before it or after, is read back once memcached's clock has
+ * ticked again, and shipped with the expiry memcached really holds. Before
+ * it too: a write that reached memcached during the pause, answered in the
+ * same burst as the slow reply, may be answered first and waited only as
+ * long as it was in flight. Seed 31 (120 s): a set sent 0.38 s before
+ * memcached resumed from 6.5 s stopped ran on its stale clock, and lived 7 s
+ * less than on the peer.
+ */
+export const STALE_CLOCK_AFTER_MS = 1000;
+const READ_AFTER_TICK_MS = 1100;
+/** Items answered lately that are remembered: the newest, those in the burst a stall ends with. */
+const REMEMBERED = 4096;
+
+export class StaleClock {
+  /** When a reply last showed that memcached had stood still. */
+  private stoodStillAt = -Infinity;
+  /**
+   * A ring of the keys answered lately (latin1, not the request's bytes: a
+   * key sliced from a read would keep its whole chunk alive) and when (ms),
+   * newest at `next - 1`.
+   */
+  private readonly keys: (string | undefined)[] = new Array<string | undefined>(REMEMBERED);
+  private readonly times = new Float64Array(REMEMBERED);
+  private next = 0;
+  /** Keys to read again once memcached's clock has ticked. */
+  private readonly rereads = new Set<string>();
+
+  /** `readBack`: ships what memcached holds for the key now. */
+  constructor(private readonly readBack: (key: Buffer) => void) {}
+
+  /** A reply of memcached that came `answeredInMs` after its request, at `answeredAt`. */
+  replied(answeredAt: number, answeredInMs: number): void {
+    if (answeredInMs <= STALE_CLOCK_AFTER_MS) return;
+    this.stoodStillAt = Math.max(this.stoodStillAt, answeredAt);
+    for (let back = 1; back <= REMEMBERED; back++) {
+      const at = (this.next - back + REMEMBERED) % REMEMBERED;
+      const id = this.keys[at];
+      if (id === undefined || this.times[at] < answeredAt - READ_AFTER_TICK_MS) break;
+      this.keys[at] = undefined;
+      this.readAfterTick(id);
+    }
+  }
+
+  /** memcached answered a write that set `key`'s expiry, or told it (a read back), at `answeredAt`. */
+  answered(key: Buffer, answeredAt: number): void {
+    const id = key.toString('latin1');
+    if (answeredAt - this.stoodStillAt < READ_AFTER_TICK_MS) return this.readAfterTick(id);
+    this.keys[this.next] = id;
+    this.times[this.next] = answeredAt;
+    this.next = (this.next + 1) % REMEMBERED;
+  }
+
+  private readAfterTick(id: string): void {
+    if (this.rereads.has(id)) return;
+    this.rereads.add(id);
+    setTimeout(() => {
+      this.rereads.delete(id);
+      this.readBack(Buffer.from(id, 'latin1'));
+    }, READ_AFTER_TICK_MS).unref();
+  }
+}
