@@ -381,10 +381,9 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     slot.done = true;
     const { exchange } = slot;
     const now = Date.now();
-    const answeredInMs = slot.sentAt > 0 ? performance.now() - slot.sentAt : 0;
     for (const effect of exchange.effects()) {
       if (!(effect.kind === 'delete' && effect.missed)) this.deps.metrics.writesTookEffect.labels(effect.kind).inc();
-      this.deps.sink.written(effect, now, answeredInMs);
+      this.deps.sink.written(effect, now);
     }
     if (exchange.upstream) this.ended(slot);
     this.deps.metrics.commandCounts.add(this.dialect.name, exchange.command, exchange.outcome());
@@ -493,8 +492,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   private abandon(slot: Slot<Part>, settled: Promise<void> | null): void {
     if (!settled) return this.ended(slot, false);
     void settled.then(() => {
-      const waitedMs = performance.now() - slot.sentAt;
-      for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now(), waitedMs);
+      for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now());
       this.ended(slot, true);
     });
   }

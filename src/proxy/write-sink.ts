@@ -63,8 +63,8 @@ export interface WriteSink {
    * on other connections, and learns what became of it (see FlushTurn).
    */
   flushing(): FlushTurn;
-  /** A write took effect; memcached answered `receivedAt`, `answeredInMs` after the request was sent. */
-  written(effect: WriteEffect, receivedAt: number, answeredInMs?: number): void;
+  /** A write took effect; memcached answered `receivedAt`. */
+  written(effect: WriteEffect, receivedAt: number): void;
 }
 
 const NO_TURN: FlushTurn = { ready: null, ended() {} };

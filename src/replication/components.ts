@@ -170,7 +170,7 @@ export function buildComponents(
     memcached.monitor,
     (before, after) => coordinator.memcachedRestarted(before, after),
     () => outbox.lastSeq,
-    (answeredAt, answeredInMs) => recorder.staleClock.replied(answeredAt, answeredInMs),
+    (askedAt, answeredAt) => recorder.staleClock.polled(askedAt, answeredAt),
   );
   const server = replicationServer(
     options.tls,

@@ -2,10 +2,11 @@
  * Notices when the local memcached restarted behind a running proxy: its
  * `stats` pid changes or its uptime goes backwards. A restarted memcached is
  * empty, so this node must ask its peer for a full copy; and it remembers
- * where this node's stream stood then (refillFrom). Its poll, once a second,
- * is also the one request always in flight while memcached stands still:
- * how long it took is told (`replied`), so that a pause is seen even when no
- * client's request waited through it (see stale-clock.ts).
+ * where this node's stream stood then (refillFrom). Its poll is also the one
+ * request always in flight while memcached stands still, and the one whose
+ * wait tells nothing else: how long it took is told (`polled`, see
+ * stale-clock.ts). Four polls a second, so that any pause longer than 1.25 s
+ * keeps one waiting past the second that shows it.
  */
 import { parseStats, startedAt, STATS_REQUEST } from '../protocol/text/stats';
 import type { LocalMemcached } from './local-memcached';
@@ -35,8 +36,8 @@ export class RestartWatch {
     private readonly local: LocalMemcached,
     private readonly onRestart: (before: MemcachedIdentity, after: MemcachedIdentity) => void,
     private readonly lastSeq: () => number,
-    private readonly replied: (answeredAt: number, answeredInMs: number) => void,
-    private readonly intervalMs = 1000,
+    private readonly polled: (askedAt: number, answeredAt: number) => void,
+    private readonly intervalMs = 250,
   ) {}
 
   /**
@@ -67,7 +68,7 @@ export class RestartWatch {
     try {
       const askedAt = Date.now();
       const stats = parseStats(await this.local.request(STATS_REQUEST));
-      this.replied(this.local.lastReceivedAt, this.local.lastReceivedAt - askedAt);
+      this.polled(askedAt, this.local.lastReceivedAt);
       const uptime = Number(stats.get('uptime') ?? 0);
       const now: MemcachedIdentity = { pid: stats.get('pid') ?? '', uptime, startedAt: startedAt(stats) ?? 0 };
       const before = this.last;

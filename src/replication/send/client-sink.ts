@@ -43,6 +43,6 @@ export function clientSink({ recorder, contention, applier, local, lost, upstrea
     writing: (key) => contention.localStarted(key),
     writeEnded: (key) => contention.localEnded(key),
     flushing: () => clientFlushes.turn(),
-    written: (effect, at, answeredInMs) => recorder.written(effect, at, answeredInMs),
+    written: (effect, at) => recorder.written(effect, at),
   };
 }

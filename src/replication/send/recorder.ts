@@ -80,7 +80,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
   /** Resolves once the last flush reported is noted in history.flushes (or could not be told). */
   flushNoted: Promise<void> = Promise.resolve();
-  /** Told of memcached's slow replies (here and elsewhere), it reads items back once its clock has ticked. */
+  /** Told when memcached stood still (by the restart watch's poll), it reads items back once its clock has ticked. */
   readonly staleClock = new StaleClock((key) => this.written({ kind: 'readback', key }, Date.now()));
 
   constructor(
@@ -96,9 +96,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   ) {}
 
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
-  written(effect: WriteEffect, receivedAt: number, answeredInMs = 0): void {
+  written(effect: WriteEffect, receivedAt: number): void {
     try {
-      this.staleClock.replied(receivedAt, answeredInMs);
       this.record(effect, receivedAt);
       const expiring = staleClockKey(effect);
       if (expiring) this.staleClock.answered(expiring, receivedAt);
@@ -160,10 +159,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     // Noted before the read, so that an older record of the key meanwhile loses to it.
     const stamp = this.clock.stamp();
     this.noteValueWrite(key, stamp, null);
-    const askedAt = Date.now();
     const read: Promise<NewRecord | null> = needsBinary(key)
       ? this.binaryLocal.request(binaryRead(key)).then(([packet]) => this.fromBinaryReadBack(key, packet, stamp))
-      : this.local.request(metaRead(key, { cas: true })).then((parts) => this.fromReadBack(key, parts, stamp, askedAt));
+      : this.local.request(metaRead(key, { cas: true })).then((parts) => this.fromReadBack(key, parts, stamp));
     // If nothing can be shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
     const unnote = () => this.history.values.forget(key, stamp);
     return read.then(
@@ -205,9 +203,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     return item?.op === 'set' ? { ...item, op: 'add' } : null;
   }
 
-  private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp, askedAt: number): NewRecord | null {
+  private fromReadBack(key: Buffer, parts: ReplyPart[], stamp: Stamp): NewRecord | null {
     const answeredAt = this.local.lastReceivedAt;
-    this.staleClock.replied(answeredAt, answeredAt - askedAt);
     this.staleClock.answered(key, answeredAt);
     return this.itemRead(key, parts, stamp);
   }

@@ -14,17 +14,17 @@ afterEach(() => mock.timers.reset());
 
 const key = (name: string) => Buffer.from(name, 'latin1');
 
-test('without a slow reply nothing is read back', () => {
+test('without a slow poll nothing is read back', () => {
   clock.answered(key('a'), 1000);
-  clock.replied(1001, 5);
+  clock.polled(996, 1001);
   mock.timers.tick(5000);
   assert.deepEqual(readBack, []);
 });
 
-test('items answered in the burst before a slow reply, and after it, are read back once the clock has ticked', () => {
-  clock.answered(key('long-before'), 1000);
+test('items answered while a slow poll waited (the burst it ends with), and after it, are read back once the clock has ticked', () => {
+  clock.answered(key('before-the-poll'), 2400);
   clock.answered(key('burst'), 9000);
-  clock.replied(9005, 6500);
+  clock.polled(2500, 9005);
   clock.answered(key('after'), 9500);
   clock.answered(key('much-later'), 20000);
   mock.timers.tick(1000);
@@ -34,7 +34,7 @@ test('items answered in the burst before a slow reply, and after it, are read ba
 });
 
 test('a key is read back once per tick however often it is answered', () => {
-  clock.replied(1000, 2000);
+  clock.polled(-1000, 1000);
   for (let i = 0; i < 5; i++) clock.answered(key('hot'), 1000 + i);
   mock.timers.tick(2000);
   assert.deepEqual(readBack, ['hot']);
@@ -42,8 +42,8 @@ test('a key is read back once per tick however often it is answered', () => {
 
 test('the ring keeps the newest keys: a burst larger than it still has its newest read back, and nothing twice', () => {
   for (let i = 0; i < 10_000; i++) clock.answered(key(`k${i}`), 5000);
-  clock.replied(5001, 3000);
-  clock.replied(5002, 3000);
+  clock.polled(2001, 5001);
+  clock.polled(2002, 5002);
   mock.timers.tick(2000);
   assert.equal(readBack.length, 4096);
   assert.ok(readBack.includes('k9999') && !readBack.includes('k0'));

@@ -6,23 +6,28 @@
  * than the exptime says; and a read back then tells an item's remaining life
  * as long as the pause too long.
  *
- * A reply slower than a tick shows that memcached stood still (`stalled`).
- * Every item whose expiry memcached set or told within READ_AFTER_TICK_MS of
- * that reply, before it or after, is read back once memcached's clock has
- * ticked again, and shipped with the expiry memcached really holds. Before
- * it too: a write that reached memcached during the pause, answered in the
- * same burst as the slow reply, may be answered first and waited only as
- * long as it was in flight. Seed 31 (120 s): a set sent 0.38 s before
- * memcached resumed from 6.5 s stopped ran on its stale clock, and lived 7 s
- * less than on the peer.
+ * The restart watch's poll (a `stats` on a connection of its own, always in
+ * flight) tells the pause: one answered more than a tick after it was asked.
+ * Every item whose expiry memcached set or told between that poll's question
+ * and READ_AFTER_TICK_MS after its answer is then read back once memcached's
+ * clock has ticked again, and shipped with the expiry memcached really holds.
+ * Between the question and the answer, memcached answered only what it ran
+ * as it resumed (the burst the poll's answer came in, in any order), or what
+ * it ran before it stopped (read again for nothing). Seed 31 (120 s): a set
+ * sent 0.38 s before memcached resumed from 6.5 s stopped ran on its stale
+ * clock, and lived 7 s less than on the peer: its own wait did not show it.
+ *
+ * A client's slow reply is no sign: a busy memcached answers late on a clock
+ * that keeps ticking, and reading everything again then would add load to an
+ * overloaded node.
  */
-export const STALE_CLOCK_AFTER_MS = 1000;
+const STALE_CLOCK_AFTER_MS = 1000;
 const READ_AFTER_TICK_MS = 1100;
-/** Items answered lately that are remembered: the newest, those in the burst a stall ends with. */
+/** Items answered lately that are remembered: the newest, those in the burst a pause ends with. */
 const REMEMBERED = 4096;
 
 export class StaleClock {
-  /** When a reply last showed that memcached had stood still. */
+  /** When a poll last showed that memcached had stood still. */
   private stoodStillAt = -Infinity;
   /**
    * A ring of the keys answered lately (latin1, not the request's bytes: a
@@ -38,14 +43,14 @@ export class StaleClock {
   /** `readBack`: ships what memcached holds for the key now. */
   constructor(private readonly readBack: (key: Buffer) => void) {}
 
-  /** A reply of memcached that came `answeredInMs` after its request, at `answeredAt`. */
-  replied(answeredAt: number, answeredInMs: number): void {
-    if (answeredInMs <= STALE_CLOCK_AFTER_MS) return;
+  /** memcached answered at `answeredAt` a poll asked at `askedAt`. */
+  polled(askedAt: number, answeredAt: number): void {
+    if (answeredAt - askedAt <= STALE_CLOCK_AFTER_MS) return;
     this.stoodStillAt = Math.max(this.stoodStillAt, answeredAt);
     for (let back = 1; back <= REMEMBERED; back++) {
       const at = (this.next - back + REMEMBERED) % REMEMBERED;
       const id = this.keys[at];
-      if (id === undefined || this.times[at] < answeredAt - READ_AFTER_TICK_MS) break;
+      if (id === undefined || this.times[at] < askedAt) break;
       this.keys[at] = undefined;
       this.readAfterTick(id);
     }
