@@ -9,7 +9,7 @@ import { Item, load, readAll, untilSame } from './support/bulk';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { Node, startMemcached, startNode, stopAll } from './support/processes';
-import { has, relayedPair, stat, write, withRelayedPair } from './support/replication';
+import { has, linked, relayedPair, stat, write, withRelayedPair } from './support/replication';
 import { Relay } from './support/relay';
 
 const ITEM_LIMIT = 1024 * 1024;
@@ -140,6 +140,45 @@ describe('full copy', () => {
       }
     });
   }
+
+  it('a node whose memcached restarted while the link was down gets its full copy from a peer whose own memcached restarted earlier', async () => {
+    // Seed 31 (120 s): A's memcached restarted and was refilled from B; then B's restarted while the link
+    // was down, so B's next HELLO asked for a copy by naming no position. A took it for a peer that had
+    // merely applied nothing, and skipped copies from a memcached that holds only a mirror of the peer:
+    // B waited for a copy that never came (not ready for good) and lost its own writes.
+    const { a, b, relay } = await relayedPair();
+    try {
+      await write(b, 'from-b');
+      await eventually(() => has(a.memcached.port, 'from-b'), 5000, 'from-b on A');
+      const copiesToA = Number(await stat(a, 'copies_received'));
+      const portA = a.memcached.port;
+      await a.memcached.stop('SIGKILL');
+      a.memcached = await startMemcached([], portA);
+      await eventually(async () => Number(await stat(a, 'copies_received')) > copiesToA, 15000, 'the refill of A');
+      await eventually(() => has(a.memcached.port, 'from-b'), 5000, 'from-b back on A');
+      const relayPort = relay.port;
+      relay.close();
+      await eventually(async () => (await stat(b, 'peer_up')) === '0', 5000, 'the link down');
+      const portB = b.memcached.port;
+      await b.memcached.stop('SIGKILL');
+      b.memcached = await startMemcached([], portB);
+      await eventually(async () => (await stat(b, 'copy_receiving')) === '1', 5000, 'B cold, waiting for a copy');
+      const back = new Relay(a.replicationPort);
+      await back.start(relayPort);
+      try {
+        await linked(a, b);
+        // A client's write on B moves A's place in B's stream, which A's copy waits to reach.
+        await write(b, 'later-b');
+        await eventually(() => has(b.memcached.port, 'from-b'), 15000, 'from-b back on B by a full copy from A');
+        await eventually(async () => (await stat(b, 'copy_receiving')) === '0', 5000, 'B ready');
+      } finally {
+        back.close();
+      }
+    } finally {
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
 
   it('a link cut in the middle of a copy: the copy completes after reconnecting', async () => {
     const ra = await freePort();

@@ -34,8 +34,9 @@ export class Relay {
     });
   }
 
-  start(): Promise<number> {
-    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve((this.port = (this.server.address() as net.AddressInfo).port))));
+  /** Listens on `port` (0: any free one), e.g. the port of a relay closed earlier, for a link that comes back. */
+  start(port = 0): Promise<number> {
+    return new Promise((resolve) => this.server.listen(port, '127.0.0.1', () => resolve((this.port = (this.server.address() as net.AddressInfo).port))));
   }
 
   /** Cuts every connection now (whatever frame is in flight is cut in the middle). */
