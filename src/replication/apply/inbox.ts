@@ -194,8 +194,13 @@ export class Inbox {
     });
   }
 
+  /**
+   * Once a copy has arrived after forget(), the position claimed in HELLO
+   * (`applied`) is where the peer resumes: reached even before the peer's
+   * next record confirms it. An idle peer's copy request waited 30 s on it.
+   */
   private reached(seq: number): boolean {
-    return this.positionKnown && this.applied >= seq;
+    return (this.positionKnown || !this.copying) && this.applied >= seq;
   }
 
   private wakeWaiters(): void {
