@@ -469,6 +469,38 @@ describe('races the link decides', () => {
     }
   });
 
+  it('a memcached that restarts just after standing still: the items read again after its tick are not deleted on the peer', async () => {
+    // Seed 31 (600 s): memcached B stood still, then was killed 1 s after it resumed. The items B
+    // read again a tick after the pause were read from its new, empty memcached and shipped as
+    // deletes: A lost B's writes, and B's refill from A could not bring them back.
+    const { a, b, relay } = await relayedPair();
+    try {
+      b.memcached.child.kill('SIGSTOP');
+      await sleep(2000);
+      const client = await RawClient.connect(b.memrepl.port);
+      const reply = client.request('set paused 0 1000 1\r\nx\r\n', '\r\n', 8000);
+      await sleep(200);
+      b.memcached.child.kill('SIGCONT');
+      assert.equal(await reply, 'STORED\r\n');
+      client.close();
+      await eventually(() => has(a.memcached.port, 'paused'), 1000, 'the set on A');
+      // Held until B has read again (a tick after the pause): A's refill of B must not come first.
+      relay.stall();
+      const port = b.memcached.port;
+      await b.memcached.stop('SIGKILL');
+      b.memcached = await startMemcached([], port);
+      await sleep(1500);
+      relay.resume();
+      await eventually(() => has(b.memcached.port, 'paused'), 10000, "the set back on B by A's copy");
+      await sleep(1000);
+      assert.equal(await has(a.memcached.port, 'paused'), true, 'A keeps it');
+    } finally {
+      b.memcached.child.kill('SIGCONT');
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('a flush that crosses a newer write on the other node keeps that write on both', async () => {
     await withRelayedPair([], async ({ a, b, relay }) => {
       await ask(a, 'set doomed 0 0 1\r\nx\r\n');

@@ -36,6 +36,7 @@ import { LocalConnections } from './local-memcached';
 import type { ReplicationMetrics } from './metrics';
 import { ACK_EVERY_MS, CONFLICT_MAP_BOUNDS, EXPIRY_UNKNOWN_LOG_EVERY_MS, type ReplicationOptions } from './options';
 import { type MemcachedIdentity, RestartWatch } from './restart-watch';
+import { StaleClock } from './send/stale-clock';
 import { clientSink } from './send/client-sink';
 import { Outbox } from './send/outbox';
 import { type LocalHistory, Recorder } from './send/recorder';
@@ -118,7 +119,12 @@ export function buildComponents(
   const lost = (reason: string) => coordinator.writeLost(reason);
   // Read backs are ordered by the contention, which repairs through them.
   const contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
-  const recorder = new Recorder(outbox, clock, history, memcached.readback, memcached.readbackBinary, contention, {
+  // A pause the restart watch saw has items read again; not from another memcached (the monitor's connection dropped).
+  const staleClock = new StaleClock(
+    (key) => recorder.written({ kind: 'readback', key }, Date.now()),
+    () => memcached.monitor.drops,
+  );
+  const recorder = new Recorder(outbox, clock, history, memcached.readback, memcached.readbackBinary, contention, staleClock, {
     appended: () => {
       sender.schedule();
       keeping.recorded(Date.now(), outbox.unacknowledged);
@@ -170,7 +176,7 @@ export function buildComponents(
     memcached.monitor,
     (before, after) => coordinator.memcachedRestarted(before, after),
     () => outbox.lastSeq,
-    (askedAt, answeredAt) => recorder.staleClock.polled(askedAt, answeredAt),
+    (askedAt, answeredAt) => staleClock.polled(askedAt, answeredAt),
   );
   const server = replicationServer(
     options.tls,

@@ -74,6 +74,8 @@ class MemcachedConnection<Part> {
    * on a busy event loop.
    */
   lastReceivedAt = 0;
+  /** How many times the connection dropped: memcached may have restarted since (see StaleClock). */
+  drops = 0;
 
   /** `onDisconnect`: the connection dropped (memcached may have restarted). */
   constructor(
@@ -190,6 +192,7 @@ class MemcachedConnection<Part> {
   private dropped(reason: string): void {
     if (!this.socket) return;
     this.socket = null;
+    this.drops++;
     this.staged = [];
     const waiting = this.waiting.splice(0);
     for (const waiter of waiting) waiter.reject(new Error(reason));

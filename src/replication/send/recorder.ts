@@ -25,7 +25,7 @@ import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { NewRecord, Outbox } from './outbox';
 import type { RecentWrites } from '../conflict/recent-writes';
 import type { Contention } from '../apply/contention';
-import { StaleClock } from './stale-clock';
+import type { StaleClock } from './stale-clock';
 
 /** An exptime as memcached reads it, as an absolute deadline on this node's clock (ms). */
 export function deadlineOf(exptime: number, now: number): number | null {
@@ -80,8 +80,6 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private readonly queue: Pending[] = [];
   /** Resolves once the last flush reported is noted in history.flushes (or could not be told). */
   flushNoted: Promise<void> = Promise.resolve();
-  /** Told when memcached stood still (by the restart watch's poll), it reads items back once its clock has ticked. */
-  readonly staleClock = new StaleClock((key) => this.written({ kind: 'readback', key }, Date.now()));
 
   constructor(
     private readonly outbox: Outbox,
@@ -92,6 +90,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     private readonly binaryLocal: LocalMemcachedBinary,
     /** Orders read backs with the peer's records and flushes, as client writes are (see readBack). */
     private readonly gate: ReadBackGate,
+    /** Told of every expiry memcached set or told, it has items read again after a pause (see stale-clock.ts). */
+    private readonly staleClock: Pick<StaleClock, 'answered'>,
     private readonly events: RecorderEvents,
   ) {}
 

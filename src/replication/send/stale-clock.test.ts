@@ -3,12 +3,17 @@ import { afterEach, beforeEach, mock, test } from 'node:test';
 import { StaleClock } from './stale-clock';
 
 let readBack: string[];
+let drops: number;
 let clock: StaleClock;
 
 beforeEach(() => {
   mock.timers.enable({ apis: ['setTimeout'] });
   readBack = [];
-  clock = new StaleClock((key) => readBack.push(key.toString('latin1')));
+  drops = 0;
+  clock = new StaleClock(
+    (key) => readBack.push(key.toString('latin1')),
+    () => drops,
+  );
 });
 afterEach(() => mock.timers.reset());
 
@@ -47,4 +52,13 @@ test('the ring keeps the newest keys: a burst larger than it still has its newes
   mock.timers.tick(2000);
   assert.equal(readBack.length, 4096);
   assert.ok(readBack.includes('k9999') && !readBack.includes('k0'));
+});
+
+test('a read again is dropped if the connection dropped meanwhile (memcached may have restarted empty)', () => {
+  clock.polled(0, 2000);
+  clock.answered(key('before-the-drop'), 2100);
+  drops++;
+  clock.answered(key('after-the-drop'), 2200);
+  mock.timers.tick(2000);
+  assert.deepEqual(readBack, ['after-the-drop']);
 });

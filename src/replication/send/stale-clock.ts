@@ -20,6 +20,13 @@
  * A client's slow reply is no sign: a busy memcached answers late on a clock
  * that keeps ticking, and reading everything again then would add load to an
  * overloaded node.
+ *
+ * A read again is dropped if the watch's connection dropped meanwhile (it is
+ * always open, so it sees every exit of memcached): memcached may have
+ * restarted, and a new, empty memcached would answer a miss, shipped as a
+ * delete. Seed 31 (600 s): memcached B was killed a second after it resumed
+ * from a pause; B's reads again shipped deletes of B's own writes to A, and
+ * A's refill of B could not bring them back.
  */
 const STALE_CLOCK_AFTER_MS = 1000;
 const READ_AFTER_TICK_MS = 1100;
@@ -40,8 +47,14 @@ export class StaleClock {
   /** Keys to read again once memcached's clock has ticked. */
   private readonly rereads = new Set<string>();
 
-  /** `readBack`: ships what memcached holds for the key now. */
-  constructor(private readonly readBack: (key: Buffer) => void) {}
+  /**
+   * `readBack`: ships what memcached holds for the key now; `drops`: how many
+   * times the restart watch's connection to memcached dropped.
+   */
+  constructor(
+    private readonly readBack: (key: Buffer) => void,
+    private readonly drops: () => number,
+  ) {}
 
   /** memcached answered at `answeredAt` a poll asked at `askedAt`. */
   polled(askedAt: number, answeredAt: number): void {
@@ -68,9 +81,10 @@ export class StaleClock {
   private readAfterTick(id: string): void {
     if (this.rereads.has(id)) return;
     this.rereads.add(id);
+    const drops = this.drops();
     setTimeout(() => {
       this.rereads.delete(id);
-      this.readBack(Buffer.from(id, 'latin1'));
+      if (this.drops() === drops) this.readBack(Buffer.from(id, 'latin1'));
     }, READ_AFTER_TICK_MS).unref();
   }
 }
