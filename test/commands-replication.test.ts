@@ -469,6 +469,33 @@ describe('races the link decides', () => {
     }
   });
 
+  it("an item read again after a pause never undoes the peer's newer write of its key", async () => {
+    // A read again corrects the expiry of the write it follows. Stamped as a new write, it carried
+    // A's older value over B's newer set of the key, which A's memcached had not stored yet: both
+    // nodes ended with A's value, and B's acknowledged set was lost.
+    const { a, b, relay } = await relayedPair();
+    try {
+      a.memcached.child.kill('SIGSTOP');
+      await sleep(2000);
+      const client = await RawClient.connect(a.memrepl.port);
+      const reply = client.request('set raced 0 1000 3\r\nold\r\n', '\r\n', 8000);
+      await sleep(200);
+      relay.stall();
+      a.memcached.child.kill('SIGCONT');
+      assert.equal(await reply, 'STORED\r\n');
+      client.close();
+      assert.equal(await ask(b, 'set raced 0 1000 3\r\nnew\r\n'), 'STORED\r\n');
+      await sleep(1500); // A reads the key again a tick after the pause
+      relay.resume();
+      await sleep(1500);
+      for (const port of [a.memcached.port, b.memcached.port]) assert.equal((await item(port, 'raced'))?.value, 'new', `raced on ${port}`);
+    } finally {
+      a.memcached.child.kill('SIGCONT');
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('a memcached that restarts just after standing still: the items read again after its tick are not deleted on the peer', async () => {
     // Seed 31 (600 s): memcached B stood still, then was killed 1 s after it resumed. The items B
     // read again a tick after the pause were read from its new, empty memcached and shipped as

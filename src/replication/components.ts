@@ -121,7 +121,7 @@ export function buildComponents(
   const contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
   // A pause the restart watch saw has items read again; not from another memcached (the monitor's connection dropped).
   const staleClock = new StaleClock(
-    (key) => recorder.written({ kind: 'readback', key }, Date.now()),
+    (key) => recorder.readAgain(key),
     () => memcached.monitor.drops,
   );
   const recorder = new Recorder(outbox, clock, history, memcached.readback, memcached.readbackBinary, contention, staleClock, {

@@ -19,7 +19,7 @@ import { parseStats, startedAt, STATS_REQUEST } from '../../protocol/text/stats'
 import { FLUSH_CANCEL } from '../link/frames/messages';
 import type { FlushEdge, Stored } from '../flush/flush-edge';
 import { flushTiming, type FlushSchedule, type FlushTiming } from '../flush/flush-schedule';
-import type { HybridClock, Stamp } from '../conflict/hlc';
+import { compareStamps, type HybridClock, type Stamp } from '../conflict/hlc';
 import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from '../binary-keys';
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { NewRecord, Outbox } from './outbox';
@@ -130,8 +130,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
 
   /**
    * Ships the state memcached holds for `key` (an append, an incr, a write
-   * whose outcome is unknown, a read again after a tick), stamped as a write
-   * made when the read goes. The read counts as a client write in flight
+   * whose outcome is unknown), stamped as a write made when the read goes. The read counts as a client write in flight
    * (gate): the peer's immediate flush waits for it to be answered before it
    * collects the keys to keep, and one that comes while a flush is put in
    * place waits until the kept keys are back. Seed 21 (600 s): a read again
@@ -140,18 +139,52 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * decr, answered after the flush, was lost on both nodes.
    */
   private readBack(key: Buffer): void {
+    this.gated(key, () => this.readNow(key), `could not read back ${key.toString('latin1').slice(0, 60)}`);
+  }
+
+  /** Runs `read` once the gate lets a write of `key` go, counted in flight until it is answered. */
+  private gated(key: Buffer, read: () => Promise<NewRecord | null>, failure: string): void {
     const gate = this.gate.localStarted(key);
     let record: Promise<NewRecord | null>;
     try {
-      record = gate ? gate.then(() => this.readNow(key)) : this.readNow(key);
+      record = gate ? gate.then(read) : read();
     } catch (error) {
       record = Promise.reject(error as Error); // still ended below: a write counted in flight for good would hold every flush
     }
     this.later(
       record.finally(() => this.gate.localEnded(key)),
       (made) => made,
-      `could not read back ${key.toString('latin1').slice(0, 60)}`,
+      failure,
     );
+  }
+
+  /**
+   * Reads `key` again once memcached's clock has ticked after a pause (see
+   * stale-clock.ts), and ships what memcached holds stamped as the write it
+   * corrects, not as a new one: the last write of the key remembered here, a
+   * touch if that is newer than the value's. The peer takes it only where that
+   * write is still its last of the key (an equal stamp wins there), so it
+   * corrects the write's expiry, or its loss to memcached's own stale-clock
+   * flush, and never undoes a newer write of either node. Stamped as a new
+   * write, a read again of a memcached that had not yet stored the peer's
+   * latest write of the key would put the older value back on both nodes.
+   * Keys whose last write was the peer's, or is forgotten, need nothing here.
+   * Waits as read backs do (gate, see readBack).
+   */
+  readAgain(key: Buffer): void {
+    const me = this.clock.nodeId;
+    const value = copyStamp(this.history.values.lastWriteOf(key));
+    const touch = copyStamp(this.history.touches.lastWriteOf(key));
+    const touchIsLast = touch !== null && (value === null || compareStamps(touch, value) > 0);
+    const corrected = touchIsLast ? touch : value;
+    if (corrected === null || corrected.nodeId !== me) return;
+    const read = async (): Promise<NewRecord | null> => {
+      const item = this.itemRead(key, await this.local.request(metaRead(key, { cas: true })), corrected);
+      // A touch corrects an expiry only: a value gone since has its own record (or goes with the value's correction).
+      if (touchIsLast) return item?.op === 'set' ? { ...baseRecord(corrected), op: 'touch', key, expiresAt: item.expiresAt } : null;
+      return item;
+    };
+    this.gated(key, read, `could not read again ${key.toString('latin1').slice(0, 60)}`);
   }
 
   /** Notes `key` as written now and reads it: the record of what memcached answered (null: nothing to ship). */
@@ -306,6 +339,11 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     }
     if (appended) this.events.appended();
   }
+}
+
+/** A stamp remembered in a RecentWrites (whose objects are reused), copied; null for none. */
+function copyStamp(write: Readonly<Stamp> | undefined): Stamp | null {
+  return write ? { wall: write.wall, logical: write.logical, nodeId: write.nodeId } : null;
 }
 
 /** What a write stored, for a check around a flush's moment to store back (see flush-edge.ts). */

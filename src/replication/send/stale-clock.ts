@@ -9,8 +9,9 @@
  * The restart watch's poll (a `stats` on a connection of its own, always in
  * flight) tells the pause: one answered more than a tick after it was asked.
  * Every item whose expiry memcached set or told between that poll's question
- * and READ_AFTER_TICK_MS after its answer is then read back once memcached's
- * clock has ticked again, and shipped with the expiry memcached really holds.
+ * and READ_AFTER_TICK_MS after its answer is then read again once memcached's
+ * clock has ticked, and shipped with the expiry memcached really holds,
+ * stamped as the write it corrects (Recorder.readAgain).
  * Between the question and the answer, memcached answered only what it ran
  * as it resumed (the burst the poll's answer came in, in any order), or what
  * it ran before it stopped (read again for nothing). Seed 31 (120 s): a set
