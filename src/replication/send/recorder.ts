@@ -130,13 +130,14 @@ export class Recorder implements Pick<WriteSink, 'written'> {
 
   /**
    * Ships the state memcached holds for `key` (an append, an incr, a write
-   * whose outcome is unknown), stamped as a write made when the read goes. The read counts as a client write in flight
-   * (gate): the peer's immediate flush waits for it to be answered before it
-   * collects the keys to keep, and one that comes while a flush is put in
-   * place waits until the kept keys are back. Seed 21 (600 s): a read again
-   * after a tick, noted and run while B put A's flush in place, made B skip
-   * storing a decr's value back, then read a miss and shipped a delete: the
-   * decr, answered after the flush, was lost on both nodes.
+   * whose outcome is unknown), stamped as a write made when the read goes.
+   * The read counts as a client write in flight (gate): the peer's immediate
+   * flush waits for it to be answered before it collects the keys to keep,
+   * and one that comes while a flush is put in place waits until the kept
+   * keys are back. Seed 21 (600 s): a read again after a tick, noted and run
+   * while B put A's flush in place, made B skip storing a decr's value back,
+   * then read a miss and shipped a delete: the decr, answered after the
+   * flush, was lost on both nodes.
    */
   private readBack(key: Buffer): void {
     this.gated(key, () => this.readNow(key), `could not read back ${key.toString('latin1').slice(0, 60)}`);
