@@ -24,6 +24,30 @@ async function ask(node: Node, request: string): Promise<string> {
   }
 }
 
+/**
+ * Sends `request` through `node`'s proxy while its memcached stands still
+ * (stopped `pausedMs` before it is sent, resumed `thenMs` after), and returns
+ * its reply. `beforeResume` runs just before memcached resumes.
+ */
+async function whilePaused(node: Node, request: string, pausedMs: number, thenMs: number, beforeResume = () => {}): Promise<string> {
+  node.memcached.child.kill('SIGSTOP');
+  try {
+    await sleep(pausedMs);
+    const client = await RawClient.connect(node.memrepl.port);
+    try {
+      const reply = client.request(request, '\r\n', 8000);
+      await sleep(thenMs);
+      beforeResume();
+      node.memcached.child.kill('SIGCONT');
+      return await reply;
+    } finally {
+      client.close();
+    }
+  } finally {
+    node.memcached.child.kill('SIGCONT');
+  }
+}
+
 /** Waits until `key` is held (or not) by both memcacheds. */
 async function heldOnBoth(a: Node, b: Node, key: string, held: boolean, timeoutMs = 5000): Promise<void> {
   await eventually(
@@ -447,69 +471,36 @@ describe('races the link decides', () => {
   it('a set sent while memcached stood still, answered within a second of it resuming, gets on the peer the expiry memcached gave it', async () => {
     // Seed 31 (120 s): a set sent to a memcached stopped for 6.5 s waited there only 0.38 s, so its
     // own reply did not look slow, yet it ran on the stale clock: 7 s less to live than on the peer.
-    const { a, b, relay } = await relayedPair();
-    try {
+    await withRelayedPair([], async ({ a, b }) => {
       for (let round = 0; round < 3; round++) {
-        a.memcached.child.kill('SIGSTOP');
-        await sleep(3000);
-        const client = await RawClient.connect(a.memrepl.port);
-        const reply = client.request(`set late${round} 0 1000 1\r\nx\r\n`, '\r\n', 8000);
-        await sleep(300);
-        a.memcached.child.kill('SIGCONT');
-        assert.equal(await reply, 'STORED\r\n');
-        client.close();
+        assert.equal(await whilePaused(a, `set late${round} 0 1000 1\r\nx\r\n`, 3000, 300), 'STORED\r\n');
         // Past memcached's next tick, when a read back tells the expiry it really holds.
         await sleep(1500);
         await converged(a, b, `late${round}`);
       }
-    } finally {
-      a.memcached.child.kill('SIGCONT');
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it("an item read again after a pause never undoes the peer's newer write of its key", async () => {
     // A read again corrects the expiry of the write it follows. Stamped as a new write, it carried
     // A's older value over B's newer set of the key, which A's memcached had not stored yet: both
     // nodes ended with A's value, and B's acknowledged set was lost.
-    const { a, b, relay } = await relayedPair();
-    try {
-      a.memcached.child.kill('SIGSTOP');
-      await sleep(2000);
-      const client = await RawClient.connect(a.memrepl.port);
-      const reply = client.request('set raced 0 1000 3\r\nold\r\n', '\r\n', 8000);
-      await sleep(200);
-      relay.stall();
-      a.memcached.child.kill('SIGCONT');
-      assert.equal(await reply, 'STORED\r\n');
-      client.close();
+    await withRelayedPair([], async ({ a, b, relay }) => {
+      assert.equal(await whilePaused(a, 'set raced 0 1000 3\r\nold\r\n', 2000, 200, () => relay.stall()), 'STORED\r\n');
       assert.equal(await ask(b, 'set raced 0 1000 3\r\nnew\r\n'), 'STORED\r\n');
       await sleep(1500); // A reads the key again a tick after the pause
       relay.resume();
       await sleep(1500);
       for (const port of [a.memcached.port, b.memcached.port]) assert.equal((await item(port, 'raced'))?.value, 'new', `raced on ${port}`);
-    } finally {
-      a.memcached.child.kill('SIGCONT');
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('a memcached that restarts just after standing still: the items read again after its tick are not deleted on the peer', async () => {
     // Seed 31 (600 s): memcached B stood still, then was killed 1 s after it resumed. The items B
     // read again a tick after the pause were read from its new, empty memcached and shipped as
     // deletes: A lost B's writes, and B's refill from A could not bring them back.
-    const { a, b, relay } = await relayedPair();
-    try {
-      b.memcached.child.kill('SIGSTOP');
-      await sleep(2000);
-      const client = await RawClient.connect(b.memrepl.port);
-      const reply = client.request('set paused 0 1000 1\r\nx\r\n', '\r\n', 8000);
-      await sleep(200);
-      b.memcached.child.kill('SIGCONT');
-      assert.equal(await reply, 'STORED\r\n');
-      client.close();
+    await withRelayedPair([], async ({ a, b, relay }) => {
+      assert.equal(await whilePaused(b, 'set paused 0 1000 1\r\nx\r\n', 2000, 200), 'STORED\r\n');
       await eventually(() => has(a.memcached.port, 'paused'), 1000, 'the set on A');
       // Held until B has read again (a tick after the pause): A's refill of B must not come first.
       relay.stall();
@@ -521,11 +512,7 @@ describe('races the link decides', () => {
       await eventually(() => has(b.memcached.port, 'paused'), 10000, "the set back on B by A's copy");
       await sleep(1000);
       assert.equal(await has(a.memcached.port, 'paused'), true, 'A keeps it');
-    } finally {
-      b.memcached.child.kill('SIGCONT');
-      relay.close();
-      await stopAll(a, b);
-    }
+    });
   });
 
   it('a flush that crosses a newer write on the other node keeps that write on both', async () => {
