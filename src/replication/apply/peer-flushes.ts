@@ -15,6 +15,7 @@ import { expiresAtFromTtl, FLUSH_CANCEL, type RecordFrame } from '../link/frames
 import { CANCEL_FLUSH_EXPTIME, type FlushAction, type FlushTiming } from '../flush/flush-schedule';
 import { flushTimeFor, memcachedClockEpoch } from '../flush/memcached-clock';
 import { compareStamps, type Stamp } from '../conflict/hlc';
+import { stampOf } from '../conflict/recent-writes';
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { ReplicationMetrics } from '../metrics';
 import type { LocalHistory } from '../send/recorder';
@@ -109,9 +110,7 @@ export class PeerFlushes {
       // once answered; those that come after wait until the kept keys are back (see Contention.holdClientWrites).
       fill: (commands) =>
         this.contention.holdClientWrites(QUIET_WAIT_MS).then(() => {
-          this.history.values.forEachNewerThan(action.moment, (key, write) =>
-            keep.push({ key: Buffer.from(key), stamp: { wall: write.wall, logical: write.logical, nodeId: write.nodeId } }),
-          );
+          this.history.values.forEachNewerThan(action.moment, (key, write) => keep.push({ key: Buffer.from(key), stamp: stampOf(write) }));
           // Text keys first: kept in that order, memcached answers their reads in that order.
           keep.sort((x, y) => Number(needsBinary(x.key)) - Number(needsBinary(y.key)));
           keep.forEach(({ key }, i) => (needsBinary(key) ? commands.binaryCommand(binaryFetch(key, i), null) : commands.command(metaRead(key), null)));

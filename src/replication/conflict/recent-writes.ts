@@ -45,6 +45,11 @@ export interface NotedWrite {
   expiresAt: number | null;
 }
 
+/** A remembered write's stamp, copied out: the objects lastWriteOf and forEachNewerThan hand out are reused. */
+export function stampOf(write: Readonly<NotedWrite>): Stamp {
+  return { wall: write.wall, logical: write.logical, nodeId: write.nodeId };
+}
+
 export interface RecentWritesOptions {
   /** Hard bound on remembered keys (memory): past it the oldest are forgotten first. */
   maxEntries: number;

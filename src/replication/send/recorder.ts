@@ -23,7 +23,7 @@ import { compareStamps, type HybridClock, type Stamp } from '../conflict/hlc';
 import { binaryRead, flagsOf, needsBinary, type KnownExpiries } from '../binary-keys';
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
 import type { NewRecord, Outbox } from './outbox';
-import type { RecentWrites } from '../conflict/recent-writes';
+import { stampOf, type RecentWrites } from '../conflict/recent-writes';
 import type { Contention } from '../apply/contention';
 import type { StaleClock } from './stale-clock';
 
@@ -174,8 +174,10 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    */
   readAgain(key: Buffer): void {
     const me = this.clock.nodeId;
-    const value = copyStamp(this.history.values.lastWriteOf(key));
-    const touch = copyStamp(this.history.touches.lastWriteOf(key));
+    const valueWrite = this.history.values.lastWriteOf(key);
+    const touchWrite = this.history.touches.lastWriteOf(key);
+    const value = valueWrite ? stampOf(valueWrite) : null;
+    const touch = touchWrite ? stampOf(touchWrite) : null;
     const touchIsLast = touch !== null && (value === null || compareStamps(touch, value) > 0);
     const corrected = touchIsLast ? touch : value;
     if (corrected === null || corrected.nodeId !== me) return;
@@ -223,9 +225,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    */
   private shipTouchedItem(key: Buffer): void {
     const written = this.history.values.lastWriteOf(key);
-    const valueStamp = written
-      ? { wall: written.wall, logical: written.logical, nodeId: written.nodeId }
-      : { ...this.history.flushes.survivorStamp(), nodeId: '' };
+    const valueStamp = written ? stampOf(written) : { ...this.history.flushes.survivorStamp(), nodeId: '' };
     // Not a lost write if it cannot be read: the touch's own record went.
     const read = this.local.request(metaRead(key, { cas: true })).catch(() => null);
     this.later(read, (parts) => (parts ? this.touchedItem(key, parts, valueStamp) : null), 'could not read back a touched item');
@@ -340,11 +340,6 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     }
     if (appended) this.events.appended();
   }
-}
-
-/** A stamp remembered in a RecentWrites (whose objects are reused), copied; null for none. */
-function copyStamp(write: Readonly<Stamp> | undefined): Stamp | null {
-  return write ? { wall: write.wall, logical: write.logical, nodeId: write.nodeId } : null;
 }
 
 /** What a write stored, for a check around a flush's moment to store back (see flush-edge.ts). */
