@@ -263,10 +263,14 @@ export class Replicator implements LinkHandler {
     // The peer's proxy restarted: what it acknowledged but had not shipped (writes, deletes) exists on its side only,
     // and the two caches may differ key by key. Both sides copy (the restarted one does too, see startStream): keys on
     // either side end on both, and where both hold a key the smaller node id's value wins (see copyMode). Unless this
-    // node's memcached holds only a mirror of the peer's (see holdsOnlyMirror): then the peer's state wins everywhere
-    // but where this node wrote since, and this node's copy, a part of the peer's own older state, would only undo it.
-    if (peerRestarted && this.holdsOnlyMirror()) this.askForCopy(link, 'the peer restarted, and this node holds only a mirror of it', true);
-    else if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
+    // node's memcached holds only a mirror of the peer's (see holdsOnlyMirror): then the peer's values win everywhere
+    // but where this node wrote since (a set-mode copy from here would put its older state back over them), and
+    // this node's copy only fills keys the peer lacks, as its unshipped deletes (CI seed 1: without it, one key
+    // stayed on this node only).
+    if (peerRestarted && this.holdsOnlyMirror()) {
+      this.askForCopy(link, 'the peer restarted, and this node holds only a mirror of it', true);
+      this.copySender.need(link, 'the peer restarted: filling keys it lacks', 'add', this.peerLastSeq);
+    } else if (peerRestarted) this.needFullCopy('the peer restarted: reconciling');
     else if (this.keeping.overflowedWhileHeld)
       this.needFullCopy('the conflict map overflowed while the peer was away, so last writer wins cannot decide every key: reconciling');
   }
