@@ -296,6 +296,26 @@ describe('FullCopy against memcached', () => {
     }
   });
 
+  it('an item whose last remembered write is a delete is not sent: the delete was still on its way to memcached when the fetch read it', async () => {
+    // Fault suite, seed 21 (600 s): memcached a restarted, b's delete of a key was noted as its record arrived but
+    // not yet run by a's memcached, which still held the older value; a's copy sent that value under the delete's
+    // stamp, and b, taking it for its own write, put it back.
+    const memcached = await startMemcached();
+    try {
+      await load(memcached.port, items(20, 'del'));
+      const deletion = { wall: 1_700_000_000_000, logical: 2, deleted: true };
+      const stampOf = (key: Buffer, start: number, end: number) => (key.toString('latin1', start, end) === 'del:3' ? deletion : undefined);
+      const { records, progress } = await copyOut(memcached.port, {
+        localWrites: { mark: () => ({ wall: 0, logical: 0 }), writtenSince: () => false, stampOf, survivorStamp: () => ({ wall: 1, logical: 0 }) },
+      });
+      assert.equal(records.get('del:3'), undefined, "not sent under the delete's stamp");
+      assert.equal(records.size, 19);
+      assert.equal(progress.skipped, 1);
+    } finally {
+      await memcached.stop();
+    }
+  });
+
   it('a stale item (md … I) is sent as an invalidate in a set-mode copy, as a plain add in an add-mode one', async () => {
     const memcached = await startMemcached();
     try {

@@ -144,7 +144,7 @@ export class Applier {
     }
     if (record.op === 'add') return this.applyTouchedItem(batch, record, stamp, sentAt);
     if (!values.incomingWins(record.key, stamp)) return this.skipped();
-    values.note(record.key, stamp);
+    values.note(record.key, stamp, null, record.op === 'delete');
     // A newer touch of the key here (or from the peer) keeps its expiry over the older value's.
     const touch = carriesItem(record.op) ? touches.lastWriteOf(record.key) : undefined;
     const expiresAt = touch && compareStamps(touch, stamp) > 0 ? touch.expiresAt : undefined;

@@ -403,10 +403,10 @@ test('lastWriteOf: the stamp in a reused object, also for a key that is a view i
   map.note(k('other'), st(6, 0, 'a'));
   const read = Buffer.from([0x20, 0x41, 0xe9, 0x20]);
   const first = map.lastWriteOf(read.subarray(1, 3));
-  assert.deepEqual(first && { ...first }, { ...st(5, 1, 'b'), expiresAt: null });
+  assert.deepEqual(first && { ...first }, { ...st(5, 1, 'b'), expiresAt: null, deleted: false });
   const second = map.lastWriteOf(k('other'));
   assert.equal(second, first, 'the same object, reused');
-  assert.deepEqual(second && { ...second }, { ...st(6, 0, 'a'), expiresAt: null });
+  assert.deepEqual(second && { ...second }, { ...st(6, 0, 'a'), expiresAt: null, deleted: false });
   assert.equal(map.lastWriteOf(read.subarray(1, 2)), undefined);
   assert.equal(map.lastWriteOf(Buffer.alloc(1000, 0x78)), undefined);
 });
@@ -446,6 +446,18 @@ test('an expiry noted with a stamp comes back with it; forEachNewerThan lists th
   assert.deepEqual(newer, ['touched', 'new']);
 });
 
+test('a delete is remembered as one until the key is written again, also across a rewrite of the ring', () => {
+  const map = new RecentWrites({ maxEntries: 1000, windowMs: 60_000 });
+  map.note(k('gone'), st(100, 0, 'b'), null, true);
+  map.note(k('kept'), st(100));
+  assert.equal(map.lastWriteOf(k('gone'))?.deleted, true);
+  assert.equal(map.lastWriteOf(k('kept'))?.deleted, false);
+  for (let i = 0; i < 500; i++) map.note(k(`filler-${i}`), st(200 + i));
+  assert.equal(map.lastWriteOf(k('gone'))?.deleted, true, 'after the ring grew');
+  map.note(k('gone'), st(900, 0, 'a'));
+  assert.equal(map.lastWriteOf(k('gone'))?.deleted, false);
+});
+
 test('held, nothing is forgotten for its age; only the size bounds apply, and count as overflows', () => {
   const map = new RecentWrites({ maxEntries: 3, windowMs: 100 });
   map.hold(true);
@@ -463,7 +475,7 @@ test('held, nothing is forgotten for its age; only the size bounds apply, and co
 });
 
 test('a byte bound forgets the oldest keys first', () => {
-  const map = new RecentWrites({ maxEntries: 100, maxBytes: 3 * (28 + 10), windowMs: 60_000 });
+  const map = new RecentWrites({ maxEntries: 100, maxBytes: 3 * (29 + 10), windowMs: 60_000 });
   for (let i = 0; i < 5; i++) map.note(k(`key-${String(i).padStart(6, '0')}`), st(i));
   assert.equal(map.size, 3);
   assert.equal(map.lastWriteOf(k('key-000001')), undefined);

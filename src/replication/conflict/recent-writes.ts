@@ -20,7 +20,7 @@
  *
  * - the log: one Buffer used as a ring of records in the order of notes, each
  *   the stamp, the key's hash and the key's bytes (HEADER + key length bytes,
- *   60 for a 32-byte key). The ring is also the FIFO that says which entry is
+ *   61 for a 32-byte key). The ring is also the FIFO that says which entry is
  *   oldest: evicting is dropping the record at `head`. A key noted again gets
  *   a new record at the tail and its old one is marked dead, to be skipped and
  *   freed when it reaches the head (or dropped early when the ring is
@@ -37,12 +37,18 @@
 import { compareStamps, type Stamp } from './hlc';
 import { keyHash, randomSeed } from './key-hash';
 
-/** A write as remembered: its stamp, and the expiry noted with it. */
+/** A write as remembered: its stamp, the expiry noted with it, and whether it deleted the key. */
 export interface NotedWrite {
   wall: number;
   logical: number;
   nodeId: string;
   expiresAt: number | null;
+  /**
+   * A delete: no value read from memcached can be this write. One read while
+   * the delete was still on its way to memcached (a peer's record is noted
+   * before memcached runs it) is older, and must not be shipped under its stamp.
+   */
+  deleted: boolean;
 }
 
 /** A remembered write's stamp, copied out: the objects lastWriteOf and forEachNewerThan hand out are reused. */
@@ -67,7 +73,8 @@ const HASH = 12; // u32: the key's hash, so index upkeep never rehashes key byte
 const KEY_LENGTH = 16; // u16: memcached keys are at most 250 bytes
 const NODE = 18; // u16: index into nodeIds, or DEAD once the key was noted again
 const EXPIRY = 20; // f64: the expiry noted with the stamp (touches), NaN for none
-const HEADER = 28; // then the key's bytes
+const DELETED = 28; // u8: 1 for a delete
+const HEADER = 29; // then the key's bytes
 
 const DEAD = 0xffff;
 const MAX_KEY_LENGTH = 0xffff;
@@ -116,7 +123,7 @@ export class RecentWrites {
   private readonly nodeNumbers = new Map<string, number>();
 
   /** lastWriteOf's answer, and the stamp compared with, reused: a lookup allocates nothing. */
-  private readonly transient: NotedWrite = { wall: 0, logical: 0, nodeId: '', expiresAt: null };
+  private readonly transient: NotedWrite = { wall: 0, logical: 0, nodeId: '', expiresAt: null, deleted: false };
 
   constructor(opts: RecentWritesOptions) {
     if (!Number.isSafeInteger(opts.maxEntries) || opts.maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer, got ${opts.maxEntries}`);
@@ -130,9 +137,10 @@ export class RecentWrites {
    * Remembers a write that took effect here: a client's (stamped by this
    * node's clock) or a peer's record that was applied. Keeps the newer stamp
    * if the key is already known. `expiresAt` (ms on this node's clock, null
-   * for never) is kept with it for callers that need it (touches).
+   * for never) is kept with it for callers that need it (touches); `deleted`
+   * for a delete.
    */
-  note(key: Buffer, stamp: Stamp, expiresAt: number | null = null): void {
+  note(key: Buffer, stamp: Stamp, expiresAt: number | null = null, deleted = false): void {
     if (stamp.wall > this.newestWall) this.newestWall = stamp.wall;
     // Already outside the window: it would only sit at the back of the FIFO
     // until pruned, and could not be pruned before the younger keys ahead of it.
@@ -153,7 +161,7 @@ export class RecentWrites {
     // Evict before appending, so that a full ring makes room by dropping its
     // oldest record rather than by growing.
     this.prune(1, HEADER + key.length);
-    this.append(key, hash, stamp, node, expiresAt);
+    this.append(key, hash, stamp, node, expiresAt, deleted);
   }
 
   /**
@@ -321,7 +329,7 @@ export class RecentWrites {
   }
 
   /** Writes a live record for a key not in the index, and indexes it. */
-  private append(key: Buffer, hash: number, stamp: Stamp, node: number, expiresAt: number | null): void {
+  private append(key: Buffer, hash: number, stamp: Stamp, node: number, expiresAt: number | null, deleted: boolean): void {
     const bytes = HEADER + key.length;
     let offset = this.place(bytes);
     if (offset < 0) {
@@ -339,6 +347,7 @@ export class RecentWrites {
     fields.setUint16(offset + KEY_LENGTH, key.length, true);
     fields.setUint16(offset + NODE, node, true);
     fields.setFloat64(offset + EXPIRY, expiresAt ?? NaN, true);
+    fields.setUint8(offset + DELETED, deleted ? 1 : 0);
     this.log.set(key, offset + HEADER);
     this.tail = offset + bytes;
     this.records++;
@@ -458,6 +467,7 @@ export class RecentWrites {
     into.nodeId = this.nodeIds[this.fields.getUint16(offset + NODE, true)]!;
     const expiresAt = this.fields.getFloat64(offset + EXPIRY, true);
     into.expiresAt = Number.isNaN(expiresAt) ? null : expiresAt;
+    into.deleted = this.fields.getUint8(offset + DELETED) === 1;
     return into;
   }
 

@@ -52,8 +52,8 @@ export interface FullCopyOptions {
   localWrites: {
     mark(): Hlc;
     writtenSince(key: Buffer, start: number, end: number, mark: Hlc): boolean;
-    /** The stamp of the last write of the key this node remembers (its clients' or the peer's), if any. */
-    stampOf(key: Buffer, start: number, end: number): Readonly<Hlc> | undefined;
+    /** The stamp of the last write of the key this node remembers (its clients' or the peer's), if any, and whether it was a delete. */
+    stampOf(key: Buffer, start: number, end: number): Readonly<Hlc & { deleted?: boolean }> | undefined;
     /** The stamp of an item whose last write is not remembered, as of a fetch leaving (see FlushSchedule.survivorStamp). */
     survivorStamp(): Hlc;
   };

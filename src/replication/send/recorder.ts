@@ -115,7 +115,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       const deadline = deadlineOf(effect.exptime, receivedAt);
       this.history.touches.note(effect.key, stamp, deadline);
       if (nearFlush.armed) nearFlush.touched(effect.key, stamp, deadline);
-    } else this.noteValueWrite(effect.key, stamp, storedBy(effect, receivedAt));
+    } else this.noteValueWrite(effect.key, stamp, storedBy(effect, receivedAt), effect.kind === 'delete');
     const binary = needsBinary(effect.key);
     const record = recordOf(effect, stamp, receivedAt);
     if (binary) this.noteExpiry(record);
@@ -123,8 +123,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     if (effect.kind === 'touch' && !binary) this.shipTouchedItem(effect.key);
   }
 
-  private noteValueWrite(key: Buffer, stamp: Stamp, stored: Stored | null): void {
-    this.history.values.note(key, stamp);
+  private noteValueWrite(key: Buffer, stamp: Stamp, stored: Stored | null, deleted = false): void {
+    this.history.values.note(key, stamp, null, deleted);
     if (this.history.nearFlush.armed) this.history.nearFlush.answered(key, stamp, stored);
   }
 
@@ -225,6 +225,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    */
   private shipTouchedItem(key: Buffer): void {
     const written = this.history.values.lastWriteOf(key);
+    // The key's last write a delete: a peer's, noted as its record arrived and not yet run here (the touch found
+    // the older item). That item under the delete's stamp would be taken by the peer for its own write.
+    if (written?.deleted) return;
     const valueStamp = written ? stampOf(written) : { ...this.history.flushes.survivorStamp(), nodeId: '' };
     // Not a lost write if it cannot be read: the touch's own record went.
     const read = this.local.request(metaRead(key, { cas: true })).catch(() => null);
