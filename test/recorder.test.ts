@@ -22,6 +22,15 @@ describe('recorder', () => {
   let values: RecentWrites;
   let outbox: Outbox;
   let recorder: Recorder;
+  /** What the recorder told the flush edge, once it is armed. */
+  const nearFlush = {
+    armed: false,
+    told: [] as Array<{ key: string; stored: string | null }>,
+    answered(key: Buffer, _stamp: unknown, stored: { value: Buffer } | null) {
+      this.told.push({ key: key.toString('latin1'), stored: stored ? stored.value.toString('latin1') : null });
+    },
+    touched() {},
+  };
   before(async () => {
     memcached = await startMemcached();
     local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
@@ -32,7 +41,7 @@ describe('recorder', () => {
       values,
       touches: new RecentWrites(bounds),
       flushes: new FlushSchedule(),
-      nearFlush: { armed: false, answered() {}, touched() {} },
+      nearFlush,
       expiries: new KnownExpiries(),
     };
     outbox = new Outbox({ maxBytes: 1024 * 1024 });
@@ -78,5 +87,21 @@ describe('recorder', () => {
     await eventually(async () => shipped('kept').includes('add'), 3000, 'the kept touched item shipped');
     assert.deepEqual(shipped('kept'), ['touch', 'add']);
     assert.deepEqual(shipped('doomed'), ['touch']);
+  });
+
+  it('a write read back near a delayed flush tells the flush edge what it stored, so that it can be stored back if memcached flushes it after the moment', async () => {
+    // Fault suite, seed 21 (600 s): an append on b after a delayed flush's moment, which b's memcached (restarted
+    // just before) flushed late; the edge knew no value to store back, and b lost what a kept.
+    const client = await RawClient.connect(memcached.port);
+    assert.equal(await client.request('set appended 0 0 2\r\nab\r\n'), 'STORED\r\n');
+    client.close();
+    nearFlush.armed = true;
+    try {
+      recorder.written({ kind: 'readback', key: Buffer.from('appended') }, Date.now());
+      await eventually(async () => shipped('appended').includes('set'), 3000, 'the read back shipped');
+      assert.deepEqual(nearFlush.told.at(-1), { key: 'appended', stored: 'ab' });
+    } finally {
+      nearFlush.armed = false;
+    }
   });
 });

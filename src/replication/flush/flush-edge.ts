@@ -23,7 +23,8 @@
  *
  * Keys only the binary protocol can name are not checked (binary reads tell
  * no CAS or expiry); a write read back as a changed state (an append) is
- * deleted if it should be gone, but not stored back if it should stay.
+ * noted twice: as it goes, with nothing to store back, then with the state
+ * its read found (Recorder.readNow).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { exptimeFor } from '../../protocol/text/expiry';

@@ -203,6 +203,11 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     return read.then(
       (record) => {
         if (record === null) unnote();
+        // Near a delayed flush, the flush edge learns what the write left, to store it back if memcached flushes
+        // it after the moment (fault suite, seed 21: an append that b's memcached flushed late, kept on a).
+        else if (record.op === 'set' && this.history.nearFlush.armed) {
+          this.history.nearFlush.answered(key, stamp, { value: record.value, flags: record.flags, expiresAt: record.expiresAt });
+        }
         return record;
       },
       (error: Error) => {
