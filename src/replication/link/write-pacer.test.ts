@@ -19,7 +19,9 @@ test('after a quiet spell the write goes at the end of the turn; right after a w
   assert.equal(at.length, 1, 'not again within everyMs');
   await new Promise((resolve) => setTimeout(resolve, 60));
   assert.equal(at.length, 2);
-  assert.ok(at[1] - at[0] >= 19, `${at[1] - at[0]} ms apart`);
+  // libuv's timers run on the loop's clock, whole milliseconds read at the start of a turn: up to a millisecond
+  // early by performance.now() (CI: 18.99 ms apart).
+  assert.ok(at[1] - at[0] >= 18, `${at[1] - at[0]} ms apart`);
 });
 
 test('a schedule that wrote nothing does not delay the next', async () => {
