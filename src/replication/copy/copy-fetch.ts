@@ -289,10 +289,6 @@ export class CopyFetch {
     }
     const frames = this.frames;
     frames.ensure(size);
-    // Stamped with its last write this node remembers, else as having outlived the newest flush memcached had run
-    // here when it was fetched (FlushSchedule.survivorStamp): the receiver judges it against a flush's moment by
-    // that, not by when it was read (an item read after the moment may still be one this node's flush edge is about
-    // to delete, or one of this node's flush has yet to reach). Not against writes: see Applier.copyApplies.
     const written = localWrites.stampOf(key, start, end);
     // A delete as the key's last write, and yet an item: the delete (a peer's record, noted as it arrives) had not
     // reached memcached when the fetch read it. That item is older than the stamp it would carry, and a peer that
@@ -302,6 +298,10 @@ export class CopyFetch {
       progress.skipped++;
       return;
     }
+    // Stamped with its last write this node remembers, else as having outlived the newest flush memcached had run
+    // here when it was fetched (FlushSchedule.survivorStamp): the receiver judges it against a flush's moment by
+    // that, not by when it was read (an item read after the moment may still be one this node's flush edge is about
+    // to delete, or one of this node's flush has yet to reach). Not against writes: see Applier.copyApplies.
     const fields = this.frameFields;
     const stamp = written ?? survivor;
     fields.wall = stamp.wall;

@@ -204,9 +204,10 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       (record) => {
         if (record === null) unnote();
         // Near a delayed flush, the flush edge learns what the write left, to store it back if memcached flushes
-        // it after the moment (fault suite, seed 21: an append that b's memcached flushed late, kept on a).
+        // it after the moment (fault suite, seed 21: an append that b's memcached flushed late, kept on a). A copy:
+        // the value is a view of the reply's chunk, and the edge keeps it for seconds.
         else if (record.op === 'set' && this.history.nearFlush.armed) {
-          this.history.nearFlush.answered(key, stamp, { value: record.value, flags: record.flags, expiresAt: record.expiresAt });
+          this.history.nearFlush.answered(key, stamp, { value: Buffer.from(record.value), flags: record.flags, expiresAt: record.expiresAt });
         }
         return record;
       },
