@@ -83,7 +83,7 @@ import { newMetadumpLine, percentDecode, scanMetadumpLine } from '../../src/prot
 import { type Held as Read, readAll, sameHeld } from '../support/bulk';
 import { type Attempt, type History, type Owner, showAttempt, showKey, showValue } from './history';
 import { FORBIDDEN_PREFIXES, HOSTILE_PREFIX } from './hostile-peer';
-import { expectation, type Held, LATE_MS, matches, showItem } from './model';
+import { expectation, type Held, LATE_MS, matches, type ModelOptions, showItem } from './model';
 
 /** How far apart two nodes' remaining TTLs of one item may read (rule 1). */
 export const TTL_TOLERANCE_S = 3;
@@ -227,18 +227,8 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
     }
     if (!owner) return;
     const attempts = history.attempts.get(key) ?? [];
-    const strict = expectation(attempts, owner.node, history.flushes, history.kills, {
-      lenient: false,
-      lossWindowMs: options.lossWindowMs,
-      now,
-      stops: history.stops,
-    });
-    const lenient = expectation(attempts, owner.node, history.flushes, history.kills, {
-      lenient: true,
-      lossWindowMs: options.lossWindowMs,
-      now,
-      stops: history.stops,
-    });
+    const strict = expectation(attempts, owner.node, history.flushes, history.kills, modelOptions(false, now));
+    const lenient = expectation(attempts, owner.node, history.flushes, history.kills, modelOptions(true, now));
     for (const c of lenient.contradictions.slice(0, 1)) {
       verdict.lost.push(
         `[${cls}] ${showKey(key)}: the client was told "${showAttempt(c.attempt, options.origin)}" while the log allowed only ${c.before
@@ -263,14 +253,13 @@ export async function check(memcacheds: { a: Address; b: Address }, history: His
     t.lost++;
   }
 
+  function modelOptions(lenient: boolean, now: number): ModelOptions {
+    return { lenient, lossWindowMs: options.lossWindowMs, now, stops: history.stops, copyWindows: history.copyWindows };
+  }
+
   function expected(key: string, owner: Owner | undefined, now: number): string {
     if (!owner) return '';
-    const e = expectation(history.attempts.get(key) ?? [], owner.node, history.flushes, history.kills, {
-      lenient: true,
-      lossWindowMs: options.lossWindowMs,
-      now,
-      stops: history.stops,
-    });
+    const e = expectation(history.attempts.get(key) ?? [], owner.node, history.flushes, history.kills, modelOptions(true, now));
     const items = e.items.slice(0, 4).map((i) => showItem(i, now));
     return `; expected ${e.indeterminate ? 'anything (indeterminate)' : `one of ${items.join(' | ')}${e.items.length > 4 ? ` (+${e.items.length - 4})` : ''}`} (writer ${owner.writer} on ${owner.node})`;
   }

@@ -187,7 +187,7 @@ async function main(): Promise<void> {
     try {
       fs.writeSync(
         out,
-        `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"stops":${JSON.stringify(h.stops)},"attempts":{`,
+        `{"origin":${started},"flushes":${JSON.stringify(h.flushes, replacer)},"kills":${JSON.stringify(h.kills, replacer)},"copyWindows":${JSON.stringify(h.copyWindows, replacer)},"stops":${JSON.stringify(h.stops)},"attempts":{`,
       );
       let first = true;
       for (const [key, attempts] of h.attempts) {

@@ -17,7 +17,7 @@
 import * as net from 'node:net';
 import { sleep } from '../support/ports';
 import type { Relay } from '../support/relay';
-import type { History, Kill, NodeName } from './history';
+import type { CopyWindow, History, Kill, NodeName } from './history';
 import { hostilePeer } from './hostile-peer';
 import { type NodeProcs, replicationStats, quiet } from './pair';
 
@@ -73,7 +73,17 @@ export function faultActions(ctx: FaultContext, enabled: ReadonlySet<FaultName>)
     ['long-stall', 'long stall of the link', () => stall(relay, SHORT_CONFLICT_WINDOW_MS + 500 + rnd() * 4500)],
     ['sigstop', 'SIGSTOP memcached a', () => sigstop(ctx, nodes.a, 2000 + rnd() * 5000)],
     ['sigstop', 'SIGSTOP memcached b', () => sigstop(ctx, nodes.b, 2000 + rnd() * 5000)],
-    ['hostile-peer', 'hostile peer', () => hostilePeer(rnd() < 0.5 ? nodes.a : nodes.b, () => relay.cutAll(), ctx.history, rnd)],
+    [
+      'hostile-peer',
+      'hostile peer',
+      async () => {
+        const at = Date.now();
+        const { label, tookLink } = await hostilePeer(rnd() < 0.5 ? nodes.a : nodes.b, () => relay.cutAll(), ctx.history, rnd);
+        // The node followed another node's stream for a moment: its real peer's return is reconciled with copies.
+        if (tookLink) watchCopyWindow(ctx, at);
+        return label;
+      },
+    ],
   ];
   return all.filter(([fault]) => enabled.has(fault)).map(([, name, action]) => [name, action]);
 }
@@ -117,15 +127,27 @@ async function recordKill(ctx: FaultContext, p: NodeProcs, what: Kill['what']): 
  * no copy running, the kill's aftermath is over (see checker.ts, rule 3).
  */
 function watchAftermath(ctx: FaultContext, kill: Kill, p: NodeProcs, copiesBefore: number): void {
+  const copied = async () => Number((await replicationStats(p).catch(() => null))?.get('copies_received') ?? -1) > copiesBefore;
+  watchSettling(ctx, kill, copied);
+}
+
+/** In the background: copies may run from `at` until the pair is linked with no copy running (see CopyWindow). */
+function watchCopyWindow(ctx: FaultContext, at: number): void {
+  const window: CopyWindow = { at, settledAt: Infinity };
+  ctx.history.copyWindows.push(window);
+  watchSettling(ctx, window, async () => true);
+}
+
+/** Sets `event.settledAt` once `ready` holds and the pair is quiet, twice in a row (checked every 250 ms, for a minute at most). */
+function watchSettling(ctx: FaultContext, event: { at: number; settledAt: number }, ready: () => Promise<boolean>): void {
   const watch = async () => {
-    const deadline = kill.at + AFTERMATH_TIMEOUT_MS;
+    const deadline = event.at + AFTERMATH_TIMEOUT_MS;
     await sleep(1500);
     let inRow = 0;
     while (Date.now() < deadline) {
-      const copies = Number((await replicationStats(p).catch(() => null))?.get('copies_received') ?? -1);
-      inRow = copies > copiesBefore && (await quiet([ctx.nodes.a, ctx.nodes.b], false)) ? inRow + 1 : 0;
+      inRow = (await ready()) && (await quiet([ctx.nodes.a, ctx.nodes.b], false)) ? inRow + 1 : 0;
       if (inRow >= 2) {
-        kill.settledAt = Date.now();
+        event.settledAt = Date.now();
         return;
       }
       await sleep(250);

@@ -66,6 +66,18 @@ export interface Kill {
 }
 
 /**
+ * A fault after which full copies may run on either node though nothing was
+ * killed: a hostile peer that took the link for a moment (the out-of-range
+ * variant), after which the node reconciles with its real peer as with a
+ * restarted one. Until the pair was quiet again.
+ */
+export interface CopyWindow {
+  at: number;
+  /** Infinity if the pair was never quiet again before the end. */
+  settledAt: number;
+}
+
+/**
  * A memcached stopped with SIGSTOP. Its clock stands still meanwhile and
  * catches up at its first tick after SIGCONT, so items due during the stop
  * live until then, and items stored just after it get deadlines as early as
@@ -105,6 +117,7 @@ export class History {
   readonly cutPieces = new Map<string, Set<string>>();
   readonly flushes: Flush[] = [];
   readonly kills: Kill[] = [];
+  readonly copyWindows: CopyWindow[] = [];
   readonly stops: Stop[] = [];
   readonly findings: Finding[] = [];
   /** Replies no rule expected, by category (counted; the first few are kept). */

@@ -136,8 +136,11 @@ async function attack(port: number, bytes: Buffer, watchMs: number): Promise<{ c
   return { closed, connected };
 }
 
-/** Runs one hostile variant against `target`; findings go to `history` (category "hostile-peer"). Returns a label for the timeline. */
-export async function hostilePeer(target: NodeProcs, cutLink: () => void, history: History, rnd: () => number): Promise<string> {
+/**
+ * Runs one hostile variant against `target`; findings go to `history` (category "hostile-peer"). Returns a label for
+ * the timeline, and whether the variant may have taken the link for a moment (out-of-range).
+ */
+export async function hostilePeer(target: NodeProcs, cutLink: () => void, history: History, rnd: () => number): Promise<{ label: string; tookLink: boolean }> {
   const variant = pick(rnd, HOSTILE_VARIANTS);
   const label = `hostile peer (${variant}) on ${target.name}`;
   if (variant === 'out-of-range') {
@@ -149,7 +152,7 @@ export async function hostilePeer(target: NodeProcs, cutLink: () => void, histor
     if (result.connected && !result.closed) history.find('hostile-peer', `${label}: the node kept the connection open 2 s after it`);
   }
   if (!(await answers(target.port))) history.find('hostile-peer', `${label}: node ${target.name} stopped answering its clients after it`);
-  return label;
+  return { label, tookLink: variant === 'out-of-range' };
 }
 
 /** The node answers `version` on its client port (tried for up to 5 s). */

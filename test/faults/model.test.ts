@@ -1,7 +1,7 @@
 /** The fault suite's expectation of a single-writer key (model.ts), on hand-written logs. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Attempt, Flush, Kill, Op, Outcome, Stop } from './history';
+import type { Attempt, CopyWindow, Flush, Kill, Op, Outcome, Stop } from './history';
 import { expectation, matches, type Held, type Item, type ModelOptions } from './model';
 
 const ok: Outcome = { effect: 'applied' };
@@ -14,8 +14,12 @@ function attempt(sentAt: number, op: Op, outcome: Outcome = ok, at = sentAt + 5)
 const set = (value: string, ttl = 0, flags = 0): Op => ({ kind: 'set', value, flags, ttl });
 const append = (piece: string): Op => ({ kind: 'append', piece });
 
-function expect(attempts: Attempt[], now: number, extra: { flushes?: Flush[]; kills?: Kill[]; stops?: Stop[]; lenient?: boolean } = {}) {
-  const options: ModelOptions = { lenient: extra.lenient ?? true, lossWindowMs: 1000, now, stops: extra.stops };
+function expect(
+  attempts: Attempt[],
+  now: number,
+  extra: { flushes?: Flush[]; kills?: Kill[]; stops?: Stop[]; copyWindows?: CopyWindow[]; lenient?: boolean } = {},
+) {
+  const options: ModelOptions = { lenient: extra.lenient ?? true, lossWindowMs: 1000, now, stops: extra.stops, copyWindows: extra.copyWindows };
   return expectation(attempts, 'a', extra.flushes ?? [], extra.kills ?? [], options);
 }
 
@@ -154,6 +158,10 @@ describe('fault suite model', () => {
     assert.equal(expect([attempt(0, set('a;', 2)), replaceAbsent(1500), deleted(9000)], 20_000, { kills }).contradictions.length, 1);
     // No copy can run then: nothing brings it back.
     assert.equal(expect([attempt(0, set('a;', 2)), replaceAbsent(1500), deleted(2300)], 20_000).contradictions.length, 1);
+    // Nor any other fault after which copies run: a hostile peer that took the link for a moment, after which the
+    // node reconciles with its real peer (seed 31, 600 s, session 15: an item that expired on a came back from b).
+    const copyWindows: CopyWindow[] = [{ at: 1000, settledAt: 3000 }];
+    assert.equal(expect([attempt(0, set('a;', 2)), replaceAbsent(1500), deleted(2300)], 20_000, { copyWindows }).contradictions.length, 0);
   });
 
   it('keeps an expired item that a copy may bring back across the end of a flush that did not erase it', () => {

@@ -12,7 +12,7 @@
  * absent. The set is bounded (MAX_BRANCHES); past it the key is only
  * checked for convergence.
  */
-import type { Attempt, Flush, Kill, Op, Stop } from './history';
+import type { Attempt, CopyWindow, Flush, Kill, Op, Stop } from './history';
 
 /** memcached's clock ticks once a second and replication re-rounds TTLs: a deadline is known to about this. */
 export const TTL_SLACK_MS = 2000;
@@ -83,6 +83,8 @@ export interface ModelOptions {
   now: number;
   /** memcacheds stopped with SIGSTOP (either node: keys live on both). */
   stops?: readonly Stop[];
+  /** Other faults than kills after which copies may run (see CopyWindow). */
+  copyWindows?: readonly CopyWindow[];
 }
 
 /** memcached's clock catches up at its first tick after SIGCONT: within this of it. */
@@ -211,9 +213,10 @@ class Replay {
     private readonly kills: readonly Kill[] = [],
   ) {}
 
-  /** Whether a full copy may have run between `from` and `to` (they run after kills, until the pair settled). */
+  /** Whether a full copy may have run between `from` and `to` (they run after kills and copy windows, until the pair settled). */
   private copyMayRun(from: number, to: number): boolean {
-    return this.kills.some((k) => k.at <= to && k.settledAt >= from);
+    const during = (w: { at: number; settledAt: number }) => w.at <= to && w.settledAt >= from;
+    return this.kills.some(during) || (this.options.copyWindows ?? []).some(during);
   }
 
   items(): Array<Item | null> {
