@@ -220,7 +220,7 @@ class Replay {
   }
 
   items(): Array<Item | null> {
-    return unique(this.branches).map((b) => b.item);
+    return unique(this.branches).flatMap((b) => this.statesOf(b, this.options.now));
   }
 
   event(event: Event): void {
@@ -264,9 +264,17 @@ class Replay {
     if (landed.length > 0) this.branches = this.bounded(unique([...this.branches, ...landed]));
   }
 
-  /** A branch's states before an op at `t`: its item, or its ghost if that may have come back by then. */
+  /**
+   * A branch's states before an op at `t`: its item, or its ghost if that may have come back by then. One that came
+   * back before `until` is still there after it, unless it has expired since (seed 21, 600 s, session 15: an append
+   * the flush edge stored back at about 263 s, found 4 ms after its `until`).
+   */
   private statesOf(b: Branch, t: number): Array<Item | null> {
-    return b.ghost !== undefined && t <= b.ghost.until ? [b.item, b.ghost.item] : [b.item];
+    const ghost = b.ghost;
+    if (ghost === undefined) return [b.item];
+    const expires = ghost.item.expires;
+    const expired = expires !== null && expires !== 'unknown' && t > expires.hi;
+    return t <= ghost.until || !expired ? [b.item, ghost.item] : [b.item];
   }
 
   /**
@@ -311,8 +319,8 @@ class Replay {
           const item = next === before ? next : this.frozenClocks(next, attempt);
           const rewrote = item !== before && REWRITES.has(attempt.op.kind);
           if (rewrote && item !== null && outcome.effect === 'unknown') lateItems.push(item);
-          // An op that found the ghost's branch empty and left it so: the ghost may still come back.
-          const ghost = before === b.item && item === before ? b.ghost : undefined;
+          // An op that found the ghost's branch empty and left it so: the ghost may still come back, until `until`.
+          const ghost = before === b.item && item === before && b.ghost !== undefined && attempt.sentAt <= b.ghost.until ? b.ghost : undefined;
           if (!flush || b.flushed || !rewrote) out.push(ghost === undefined ? { item, flushed: b.flushed } : { item, flushed: b.flushed, ghost });
           // On the other node: a write made after the flush (stamped after it) survives its late arrival...
           else if (inTransit) out.push({ item, flushed: true });
