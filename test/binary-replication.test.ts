@@ -512,6 +512,31 @@ describe('cross-protocol: binary on one node, text on the other', () => {
     await eventually(async () => (await textGet(b.memrepl.port, 'x_ctr'))?.value.toString() === '105', 5000, 'x_ctr on B');
     await eventually(async () => (await textGet(b.memrepl.port, 'x_gone')) === null, 5000, 'x_gone deleted on B');
   });
+
+  // Binary and text sessions reach memcached on different connections, and a write is stamped when its reply comes:
+  // memcached may run two of them in one order and the peer order them the other way (fault suite, seed 21).
+  it('a binary client and a text client writing one key at once: the nodes end with the same value', async () => {
+    const before = Number(await stat(a, 'conflict_repairs'));
+    const ROUNDS = 300;
+    const binary = await RawClient.connect(a.memrepl.port);
+    const text = await RawClient.connect(a.memrepl.port);
+    try {
+      const binaryWrites = Buffer.concat(Array.from({ length: ROUNDS }, (_, i) => store(Opcode.Set, bytes('x_race'), `binary ${i}`, 1, 0)));
+      const textWrites = Array.from({ length: ROUNDS }, (_, i) => `set x_race 2 0 ${`text ${i}`.length}\r\ntext ${i}\r\n`).join('');
+      binary.send(binaryWrites);
+      text.send(textWrites);
+      await Promise.all([
+        binary.read((got) => packets(got).length === ROUNDS, 10_000),
+        text.read((got) => got.toString('latin1').split('STORED\r\n').length - 1 === ROUNDS, 10_000),
+      ]);
+    } finally {
+      binary.close();
+      text.close();
+    }
+    const held = await converged(a, b, bytes('x_race'));
+    assert.ok(held && /^(binary|text) \d+$/.test(held.value.toString()), held?.value.toString());
+    assert.ok(Number(await stat(a, 'conflict_repairs')) > before, 'overlapping writes of the key were read back and shipped again');
+  });
 });
 
 // ------------------------------------------------------------------ binary-only keys

@@ -100,7 +100,7 @@ describe('flush edge', () => {
     // Written after the moment and flushed on a stale clock: a candidate to store back...
     edge.answered(key, { ...moment, wall: moment.wall + 100 }, { value: Buffer.from('v'), flags: 0, expiresAt: null });
     // ... but a client's delete of it is in flight, answered (and noted) only once the edge has looked.
-    assert.equal(contention.localStarted(key), null);
+    assert.equal(contention.localStarted(key, {}), null);
     await sleep(600);
     values.note(key, { ...moment, wall: moment.wall + 200 });
     contention.localEnded(key);

@@ -506,8 +506,8 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   /** Tells replication which keys the request may write; a promise when it must wait (see WriteSink.writing). */
   private writing(keys: readonly Buffer[]): Promise<unknown> | null {
-    if (keys.length === 1) return this.deps.sink.writing(keys[0]);
-    const waits = keys.map((key) => this.deps.sink.writing(key)).filter((wait) => wait !== null);
+    if (keys.length === 1) return this.deps.sink.writing(keys[0], this);
+    const waits = keys.map((key) => this.deps.sink.writing(key, this)).filter((wait) => wait !== null);
     return waits.length === 0 ? null : Promise.all(waits);
   }
 

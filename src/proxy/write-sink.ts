@@ -52,9 +52,10 @@ export interface WriteSink {
   /**
    * A request that may write `key` is about to go to memcached. A promise
    * means: send it once the promise resolves (replication has something of
-   * this key in flight that the write must land after).
+   * this key in flight that the write must land after). `writer`: the
+   * session, which keeps its own writes in order.
    */
-  writing(key: Buffer): Promise<void> | null;
+  writing(key: Buffer, writer: object): Promise<void> | null;
   /** That request's reply is in (or it failed): pairs with writing(). */
   writeEnded(key: Buffer): void;
   /**

@@ -31,6 +31,16 @@
  * backs (an append's result, a read again after a tick) count as client
  * writes here, from their note to their answer (see Recorder.readBack).
  *
+ * Two clients' writes of one key race too: sessions reach memcached on
+ * different connections (binary ones on their own), and each write is
+ * stamped when its reply comes, so memcached may apply them in one order and
+ * the peer order them the other way (fault suite, seed 21: a binary set and a
+ * text gats of one key, a kept the set's value, b lost it). Overlapping
+ * writes of a key from two sessions are repaired the same way. One session's
+ * are not: it keeps them in order (see proxy/session.ts, send). Nor is a read
+ * back such a write: it is stamped before it is sent, so whatever it finds is
+ * older than any write answered after it, and it is what repairs the others.
+ *
  * Pure bookkeeping: the caller supplies the repair.
  */
 import { keyHash, randomSeed } from '../conflict/key-hash';
@@ -38,8 +48,8 @@ import { keyHash, randomSeed } from '../conflict/key-hash';
 const BUCKETS = 1 << 16;
 
 export class Contention {
-  /** Client writes in flight per key (latin1), and per bucket (to skip making a string when none can match). */
-  private readonly local = new Map<string, number>();
+  /** Client writes and read backs in flight per key (latin1), and per bucket (to skip making a string when none can match). */
+  private readonly local = new Map<string, InFlight>();
   private readonly localBuckets = new Int32Array(BUCKETS);
   /** Peer records in flight per bucket, and full-copy records among them. */
   private readonly applying = new Int32Array(BUCKETS);
@@ -66,13 +76,19 @@ export class Contention {
    * A client write of `key` is about to go to memcached. Returns a promise
    * when a full copy's record of its bucket is in flight: send the write
    * once it resolves (at most one round trip to memcached), so that it lands
-   * after the copy's older state.
+   * after the copy's older state. `writer`: the session sending it, or null
+   * for the recorder reading the key back (see the top of this file).
    */
-  localStarted(key: Buffer): Promise<void> | null {
+  localStarted(key: Buffer, writer: Writer): Promise<void> | null {
     const bucket = this.bucketOf(key);
     const id = key.toString('latin1');
-    if (this.applying[bucket]! > this.copying[bucket]!) this.contended.set(id, bucket);
-    this.local.set(id, (this.local.get(id) ?? 0) + 1);
+    let inFlight = this.local.get(id);
+    if (inFlight === undefined) this.local.set(id, (inFlight = { all: 0, readBacks: 0, writer: null }));
+    const racing = writer !== null && inFlight.all > inFlight.readBacks && inFlight.writer !== writer;
+    if (racing || this.applying[bucket]! > this.copying[bucket]!) this.contended.set(id, bucket);
+    inFlight.all++;
+    if (writer === null) inFlight.readBacks++;
+    else inFlight.writer = writer;
     this.localBuckets[bucket]++;
     this.localCount++;
     if (this.holds > 0) return new Promise((resolve) => this.held.push(() => resolve(this.copyGate(bucket) ?? undefined)));
@@ -125,12 +141,15 @@ export class Contention {
     if (this.quiet.length > 0 && this.localCount - this.held.length <= 0) for (const done of [...this.quiet]) done();
   }
 
-  localEnded(key: Buffer): void {
+  /** Pairs with localStarted (`readBack`: its writer was null). */
+  localEnded(key: Buffer, readBack = false): void {
     const bucket = this.bucketOf(key);
     const id = key.toString('latin1');
-    const count = (this.local.get(id) ?? 1) - 1;
-    if (count === 0) this.local.delete(id);
-    else this.local.set(id, count);
+    const inFlight = this.local.get(id);
+    if (inFlight !== undefined) {
+      if (--inFlight.all === 0) this.local.delete(id);
+      else if (readBack) inFlight.readBacks--;
+    }
     this.localBuckets[bucket]--;
     this.localCount--;
     this.tryRepair(id, bucket);
@@ -195,4 +214,15 @@ export class Contention {
   private bucketOf(key: Uint8Array): number {
     return keyHash(key, key.length, this.seed) & (BUCKETS - 1);
   }
+}
+
+/** Who sends a write: a client's session (its writes reach memcached in order), or null for a read back. */
+export type Writer = object | null;
+
+/** A key's client writes and read backs on their way to memcached. */
+interface InFlight {
+  all: number;
+  readBacks: number;
+  /** The session of the latest client write among them. */
+  writer: Writer;
 }

@@ -40,7 +40,7 @@ export function clientSink({ recorder, contention, applier, local, lost, upstrea
     waitLimitMs: upstreamTimeoutMs,
   });
   return {
-    writing: (key) => contention.localStarted(key),
+    writing: (key, writer) => contention.localStarted(key, writer),
     writeEnded: (key) => contention.localEnded(key),
     flushing: () => clientFlushes.turn(),
     written: (effect, at) => recorder.written(effect, at),

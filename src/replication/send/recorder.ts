@@ -145,7 +145,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
 
   /** Runs `read` once the gate lets a write of `key` go, counted in flight until it is answered. */
   private gated(key: Buffer, read: () => Promise<NewRecord | null>, failure: string): void {
-    const gate = this.gate.localStarted(key);
+    const gate = this.gate.localStarted(key, null);
     let record: Promise<NewRecord | null>;
     try {
       record = gate ? gate.then(read) : read();
@@ -153,7 +153,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
       record = Promise.reject(error as Error); // still ended below: a write counted in flight for good would hold every flush
     }
     this.later(
-      record.finally(() => this.gate.localEnded(key)),
+      record.finally(() => this.gate.localEnded(key, true)),
       (made) => made,
       failure,
     );
