@@ -148,6 +148,29 @@ describe('fault suite model', () => {
     assert.equal(expect(goneAfter, 20_000, { flushes, stops }).contradictions.length, 1);
   });
 
+  it("lets a write without a reply fall between two of the other node's flushes that start inside its window", () => {
+    // Seed 21, 600 s, session 16: a's memcached stands still across b's delayed flush (due at 4000) and again later,
+    // so a replace without a reply may take effect until 15,200. It ran as memcached resumed at 7100, found the item on
+    // the stale clock, and was stamped after the flush; b's next flush starts at 14,450, inside the replace's window.
+    const stops: Stop[] = [
+      { node: 'a', at: 200, until: 7100 },
+      { node: 'a', at: 9600, until: 14_200 },
+    ];
+    const flushes: Flush[] = [
+      { node: 'b', writer: 'f', via: 'text', delay: 3, sentAt: 1000, at: 1007, acked: true },
+      { node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 14_500, at: 14_520, acked: true },
+    ];
+    const replace = { kind: 'replace', value: 'r;', flags: 0, ttl: 0 } as const;
+    const log = [attempt(0, set('v;')), attempt(2200, replace, noReply), attempt(14_300, { kind: 'delete' })];
+    assert.equal(expect(log, 30_000, { flushes, stops }).contradictions.length, 0, 'the delete found the replaced item');
+    // An own node's immediate flush is another matter: the write lands before it and goes with it.
+    const own: Flush[] = [
+      { node: 'a', writer: 'f', via: 'text', delay: 0, sentAt: 3000, at: 3020, acked: true },
+      { node: 'a', writer: 'f', via: 'text', delay: 0, sentAt: 14_500, at: 14_520, acked: true },
+    ];
+    assert.equal(expect(log, 30_000, { flushes: own, stops }).contradictions.length, 1);
+  });
+
   it("lets a cas be refused while the other node's flush is stored back around its key here, and only then", () => {
     const flushes: Flush[] = [{ node: 'b', writer: 'f', via: 'text', delay: 0, sentAt: 1000, at: 1005, acked: true }];
     const cas = (at: number) => attempt(at, { kind: 'cas', value: 'c;', flags: 0, ttl: 0 }, { effect: 'none', because: 'present' });

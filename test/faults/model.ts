@@ -131,9 +131,19 @@ export function expectation(attempts: readonly Attempt[], node: string, flushes:
   for (const attempt of attempts) {
     advance(attempt.sentAt);
     // A flush starting while the op was in flight (or, without a reply, could still take effect) may come before it as well.
+    // With several, the op may also fall between two of them: what the key held before a later one starts (which
+    // ends the one pending) is kept for the op (seed 21, 600 s, session 16: a replace without a reply, sent while
+    // b's memcached stood still across a's delayed flush, found the item on b's stale clock and was stamped after
+    // the flush; a's next flush, 12 s later but inside the replace's window, had erased that branch first).
     const effectEnd = effectEndOf(attempt, options.stops);
-    while (next < events.length && events[next].kind === 'flush-start' && events[next].time <= effectEnd) replay.event(events[next++]);
-    replay.attempt(attempt);
+    const between: Branch[] = [];
+    while (next < events.length && events[next].kind === 'flush-start' && events[next].time <= effectEnd) {
+      // A write stamped after the pending flush outlives it where its stamp decides: on the other node, or at a delayed flush's edge.
+      const ending = replay.pending;
+      if (ending && (ending.lagging || ending.delayed)) between.push(...replay.branches);
+      replay.event(events[next++]);
+    }
+    replay.attempt(attempt, between);
     if (replay.failed) break;
   }
   advance(options.now);
@@ -196,6 +206,10 @@ class Replay {
   /** Strict replay only: an acknowledged reply contradicted every branch. */
   failed = false;
   private pendingFlush: (Event & { kind: 'flush-start' }) | null = null;
+  /** The flush that may or may not have happened yet, if any. */
+  get pending(): Readonly<Event & { kind: 'flush-start' }> | null {
+    return this.pendingFlush;
+  }
   private readonly snapshots: Array<{ time: number; branches: Branch[] }> = [{ time: -Infinity, branches: this.branches }];
   private readonly windows: Window[] = [];
   /**
@@ -296,7 +310,8 @@ class Replay {
     this.windows.push({ from: at, to: settledAt, restorable: this.branches });
   }
 
-  attempt(attempt: Attempt): void {
+  /** `between`: earlier states the op may also have found, with flushes starting after it (see expectation()). */
+  attempt(attempt: Attempt, between: readonly Branch[] = []): void {
     this.expire(attempt.sentAt);
     const effectEnd = effectEndOf(attempt, this.options.stops);
     const window = this.windows.find((w) => attempt.sentAt >= w.from && attempt.sentAt <= w.to);
@@ -329,6 +344,16 @@ class Replay {
           else out.push({ item, flushed: false });
         }
     }
+    // Found such an earlier state: what it wrote is stamped at its reply, after that flush, and outlives it; the
+    // flush pending now may have started before the reply or after.
+    for (const b of unique([...between]))
+      for (const before of this.statesOf(b, attempt.sentAt))
+        for (const next of transitions(before, attempt, effectEnd)) {
+          if (next === before || next === null || !REWRITES.has(attempt.op.kind)) continue;
+          const item = this.frozenClocks(next, attempt)!;
+          if (outcome.effect === 'unknown') lateItems.push(item);
+          out.push({ item, flushed: false }, { item, flushed: true });
+        }
     // Unsettled: an op that did nothing leaves whatever was there, or what the copy brings back later.
     if (window && attempt.outcome.effect !== 'applied') out.push(...this.branches, ...window.restorable);
     if (out.length === 0) {
