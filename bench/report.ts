@@ -30,6 +30,14 @@ export interface Run {
   result: LoadResult | null;
   /** Why there is no result (failed, unsupported, not available). */
   note?: string;
+  /** User + system CPU per completed request of each of the target's processes over the measured run. */
+  cpuUsPerRequest?: Array<{ role: string; us: number | null }>;
+}
+
+/** One round of the alternating plain-proxy / pair runs: text TPS of each, null when it failed. */
+export interface CostRound {
+  plain: number | null;
+  pair: number | null;
 }
 
 export interface RssRow {
@@ -39,7 +47,10 @@ export interface RssRow {
 }
 
 export interface LagReport {
-  /** Set when the lag could not be measured at all. */
+  /** Probes only, on the idle pair (no other load), or why not. */
+  idle?: PacedResult;
+  idleUnavailable?: string;
+  /** Set when the lag at half saturation could not be measured. */
   unavailable?: string;
   targetRate?: number;
   paced?: PacedResult;
@@ -73,6 +84,7 @@ export interface Report {
   runs: Run[];
   rss: RssRow[];
   lag: LagReport;
+  cost: CostRound[];
   /** 100% sets, memrepl pair against repcached pair (part of the throughput part). */
   sets: SetPairsReport | null;
   resync: ResyncReport | null;
@@ -84,6 +96,38 @@ const ratio = (x: number | undefined, base: number | undefined) => (x !== undefi
 
 function tpsOf(runs: Run[], target: TargetId, protocol: Protocol): number | undefined {
   return runs.find((r) => r.target === target && r.protocol === protocol)?.result?.tps;
+}
+
+/** CPU seconds of every process of a set-pair row, if all were read. */
+function cpuTotal(x: SetRun): number | undefined {
+  return x.processes.length > 0 && x.processes.every((p) => p.cpuSeconds !== null) ? x.processes.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
+}
+
+function perSet(x: SetRun, seconds: number | undefined): number | undefined {
+  return seconds !== undefined && x.result && x.result.ops > 0 ? (seconds * 1e6) / x.result.ops : undefined;
+}
+
+/** Whole-pair CPU µs per set of a set-pair row. */
+const usPerSet = (x: SetRun) => perSet(x, cpuTotal(x));
+
+function cpuOf(run: Run | undefined, role: string): number | undefined {
+  return run?.cpuUsPerRequest?.find((p) => p.role === role)?.us ?? undefined;
+}
+
+function cpuByProcess(run: Run): string {
+  if (!run.cpuUsPerRequest) return '—';
+  return run.cpuUsPerRequest.map((p) => `${p.role} ${p.us === null ? '—' : fmt(p.us, 1)}`).join('; ');
+}
+
+/** The median of the rounds' pair / plain ratios (rounds where both ran). */
+function medianCost(rounds: CostRound[]): number | undefined {
+  const ratios = rounds
+    .filter((x) => x.plain !== null && x.pair !== null && x.plain > 0)
+    .map((x) => x.pair! / x.plain!)
+    .sort((x, y) => x - y);
+  if (ratios.length === 0) return undefined;
+  const mid = Math.floor(ratios.length / 2);
+  return ratios.length % 2 === 1 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
 }
 
 function verdict(ok: boolean | undefined): string {
@@ -119,6 +163,7 @@ export function renderMarkdown(r: Report): string {
   } else {
     renderThroughput(r, out);
     renderSetPairs(r.sets, e, out);
+    renderTargets(r, out);
   }
   if (r.parts.includes('resync')) renderResync(r.resync, out);
   return out.join('\n');
@@ -127,72 +172,75 @@ export function renderMarkdown(r: Report): string {
 function renderThroughput(r: Report, out: string[]): void {
   out.push('## Throughput and latency', '');
   out.push('Latency is per request as memcaslap sees it, in µs; p50/p99 are interpolated from its log2 histogram (approximate).', '');
-  out.push('| Target | Protocol | TPS | vs memcached | vs twemproxy | avg µs | p50 µs | p99 µs | max µs | get misses |');
-  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push("CPU: user + system time of each of the target's processes over the measured run (`/proc/<pid>/stat`), per request memcaslap completed.", '');
+  out.push('| Target | Protocol | TPS | vs memcached | vs twemproxy | avg µs | p50 µs | p99 µs | max µs | get misses | CPU µs per request, by process |');
+  out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const run of r.runs) {
     const name = TARGET_NAMES[run.target];
     const res = run.result;
     if (!res) {
-      out.push(`| ${name} | ${run.protocol} | ${run.note ?? 'no result'} | | | | | | | |`);
+      out.push(`| ${name} | ${run.protocol} | ${run.note ?? 'no result'} | | | | | | | | |`);
       continue;
     }
     const l = res.latencyUs;
     out.push(
       `| ${name} | ${run.protocol} | ${fmtInt(res.tps)} | ${ratio(res.tps, tpsOf(r.runs, 'a', run.protocol))} | ` +
         `${ratio(res.tps, tpsOf(r.runs, 'b', run.protocol))} | ${l ? fmtInt(l.avg) : '—'} | ${l ? fmtInt(l.p50) : '—'} | ` +
-        `${l ? fmtInt(l.p99) : '—'} | ${l ? fmtInt(l.max) : '—'} | ${fmtInt(res.getMisses)} |`,
+        `${l ? fmtInt(l.p99) : '—'} | ${l ? fmtInt(l.max) : '—'} | ${fmtInt(res.getMisses)} | ${cpuByProcess(run)} |`,
     );
   }
   out.push('');
 
-  out.push('## Replication lag at a fixed load', '');
+  out.push('## Replication lag', '');
   const lag = r.lag;
-  if (lag.unavailable) {
-    out.push(`Not available: ${lag.unavailable}`, '');
-  } else if (lag.paced) {
+  out.push(
+    "End-to-end probe: a set through node A, then `get` on node B's memcached back to back until the value is there, from the moment A answered STORED; " +
+      'one probe at a time, from bench/paced-load.ts in its own process. Idle: probes only (5 ms apart), nothing else on the pair.',
+    '',
+  );
+  if (lag.paced) {
     const p = lag.paced;
     out.push(
-      `Fixed-rate load on node A from a separate process (bench/paced-load.ts), 90% get / 10% set: target ${fmtInt(lag.targetRate ?? 0)} req/s ` +
+      `At half saturation: fixed-rate load on node A alongside the probes (10 ms apart), 90% get / 10% set: target ${fmtInt(lag.targetRate ?? 0)} req/s ` +
         `(half of (d)'s measured text saturation), achieved ${fmtInt(p.achievedRate)} req/s, ${fmtInt(p.errors)} errors, ${fmtInt(p.shed)} shed.`,
       '',
     );
-    out.push('| Source | samples | p50 ms | p99 ms |', '|---|---:|---:|---:|');
-    if (lag.metric) {
-      out.push(
-        `| node A \`memrepl_replication_lag_seconds\` (write → peer's ack) | ${fmtInt(lag.metric.samples)} | ${fmt(lag.metric.p50, 2)} | ${fmt(lag.metric.p99, 2)} |`,
-      );
-    } else {
-      out.push('| node A `memrepl_replication_lag_seconds` | absent from /metrics | | |');
-    }
-    if (p.probeLagMs) {
-      out.push(
-        `| end-to-end probe (STORED from A → visible in B's memcached) | ${fmtInt(p.probes)} | ${fmt(p.probeLagMs.p50, 2)} | ${fmt(p.probeLagMs.p99, 2)} |`,
-      );
-    } else {
-      out.push(`| end-to-end probe | ${fmtInt(p.probes)} (${fmtInt(p.probeTimeouts)} timed out) | | |`);
-    }
-    out.push('');
   }
+  out.push('| Load | Source | samples | p50 ms | p99 ms |', '|---|---|---:|---:|---:|');
+  const probeRow = (load: string, p: PacedResult) =>
+    p.probeLagMs
+      ? `| ${load} | end-to-end probe | ${fmtInt(p.probes)} | ${fmt(p.probeLagMs.p50, 2)} | ${fmt(p.probeLagMs.p99, 2)} |`
+      : `| ${load} | end-to-end probe | ${fmtInt(p.probes)} (${fmtInt(p.probeTimeouts)} timed out) | | |`;
+  if (lag.idle) out.push(probeRow('idle', lag.idle));
+  else out.push(`| idle | not available: ${lag.idleUnavailable ?? 'not run'} | | | |`);
+  if (lag.unavailable || !lag.paced) {
+    out.push(`| half saturation | not available: ${lag.unavailable ?? 'not run'} | | | |`);
+  } else {
+    out.push(probeRow('half saturation', lag.paced));
+    out.push(
+      lag.metric
+        ? `| half saturation | node A \`memrepl_replication_lag_seconds\` (write → peer's ack) | ${fmtInt(lag.metric.samples)} | ${fmt(lag.metric.p50, 2)} | ${fmt(lag.metric.p99, 2)} |`
+        : '| half saturation | node A `memrepl_replication_lag_seconds`: absent from /metrics | | | |',
+    );
+  }
+  out.push('');
+
+  out.push('## Replication cost, alternating rounds', '');
+  out.push(
+    "Text protocol, the mix above: the plain proxy (c) and the pair (d), each on fresh processes with its own warm-up, alternating, so that the ratio is a median and not one run's luck.",
+    '',
+  );
+  out.push('| Round | (c) plain TPS | (d) pair TPS | d / c |', '|---:|---:|---:|---:|');
+  r.cost.forEach((round, i) => {
+    const show = (x: number | null) => (x === null ? 'failed' : fmtInt(x));
+    out.push(`| ${i + 1} | ${show(round.plain)} | ${show(round.pair)} | ${ratio(round.pair ?? undefined, round.plain ?? undefined)} |`);
+  });
+  const median = medianCost(r.cost);
+  out.push(`| median | | | ${median === undefined ? '—' : `${median.toFixed(2)}×`} |`, '');
 
   out.push('## Peak memory (VmHWM)', '');
   out.push('| Target | Process | Peak RSS MiB |', '|---|---|---:|');
   for (const row of r.rss) out.push(`| ${TARGET_NAMES[row.target]} | ${row.role} | ${row.kib === null ? '—' : fmt(row.kib / 1024)} |`);
-  out.push('');
-
-  out.push('## Targets', '');
-  const c = tpsOf(r.runs, 'c', 'text');
-  const b = tpsOf(r.runs, 'b', 'text');
-  const d = tpsOf(r.runs, 'd', 'text');
-  const cost = c !== undefined && d !== undefined ? 1 - d / c : undefined;
-  const p99 = lag.metric?.p99 ?? undefined;
-  out.push('| Target | Measured | Verdict |', '|---|---|---|');
-  out.push(`| memrepl throughput ≥ twemproxy (text, c vs b) | ${ratio(c, b)} | ${verdict(c !== undefined && b !== undefined ? c >= b : undefined)} |`);
-  out.push(
-    `| replication costs < 15% of client throughput (text, d vs c) | ${cost === undefined ? '—' : `d/c = ${ratio(d, c)}: ${cost >= 0 ? `${fmt(cost * 100)}% lower` : `no cost measurable (${fmt(-cost * 100)}% higher, noise)`}`} | ${verdict(cost === undefined ? undefined : cost < 0.15)} |`,
-  );
-  out.push(
-    `| replication lag p99 < 5 ms at half saturation (node A's histogram) | ${p99 === undefined ? '—' : `${fmt(p99, 2)} ms`} | ${verdict(p99 === undefined ? undefined : p99 < 5)} |`,
-  );
   out.push('');
 
   out.push('## Notes', '');
@@ -259,10 +307,6 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
     return `${ratio(value(run), value(rep))}${incomplete.length > 0 ? ` (${incomplete.join(', ')}: B did not get every set)` : ''}`;
   };
   const tps = (x: SetRun) => x.result?.tps;
-  const cpuTotal = (x: SetRun) =>
-    x.processes.length > 0 && x.processes.every((p) => p.cpuSeconds !== null) ? x.processes.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
-  const perSet = (x: SetRun, seconds: number | undefined) =>
-    seconds !== undefined && x.result && x.result.ops > 0 ? (seconds * 1e6) / x.result.ops : undefined;
   const side = (x: SetRun, suffix: string) => {
     const procs = x.processes.filter((p) => p.role.endsWith(suffix));
     return procs.length > 0 && procs.every((p) => p.cpuSeconds !== null) ? procs.reduce((n, p) => n + (p.cpuSeconds ?? 0), 0) : undefined;
@@ -312,7 +356,6 @@ function renderSetPairs(sp: SetPairsReport | null, e: Environment, out: string[]
       continue;
     }
     const total = cpuTotal(run);
-    const usPerSet = (x: SetRun) => perSet(x, cpuTotal(x));
     const byProcess = run.processes.map((p) => `${p.role} ${p.cpuSeconds === null ? '—' : fmt(p.cpuSeconds, 2)} s, ${mib(p.peakRssKiB)}`).join('; ');
     out.push(
       `| ${PAIR_NAMES[run.pair]} | ${run.clients} | ${total === undefined ? '—' : fmt(total, 2)} | ${fmtOpt1(usPerSet(run))}${run.caughtUp ? '' : ' (B short)'} | ${versus(run, usPerSet)} | ` +
@@ -515,3 +558,89 @@ function renderResync(rs: ResyncReport | null, out: string[]): void {
 }
 
 const fmtOpt = (n: number | undefined, unit = '') => (n === undefined ? '—' : `${fmtInt(n)}${unit}`);
+
+/** Set-pair throughput targets by connection count: memrepl / repcached. */
+const SET_PAIR_TARGETS: Record<number, number> = { 4: 0.6, 32: 1.0 };
+const CPU_PER_SET_TARGET = 2;
+const COST_TARGET = 0.85;
+const IDLE_LAG_P99_MS = 0.5;
+const LOADED_LAG_P99_MS = 2;
+const PAIR_RSS_TARGET_MIB = 150;
+
+/** Every target but the full copy's (its own section has those), with its verdict. */
+function renderTargets(r: Report, out: string[]): void {
+  out.push('## Targets', '');
+  out.push('| Target | Measured | Verdict |', '|---|---|---|');
+  const row = (target: string, measured: string, ok: boolean | undefined) => out.push(`| ${target} | ${measured} | ${verdict(ok)} |`);
+  const sp = r.sets;
+  const rc = sp?.repcached;
+  for (const [clientsText, want] of Object.entries(SET_PAIR_TARGETS)) {
+    const clients = Number(clientsText);
+    const mine = sp?.runs.find((x) => x.pair === 'memrepl' && x.clients === clients);
+    const theirs = sp?.runs.find((x) => x.pair === 'repcached' && x.clients === clients);
+    const name = `memrepl pair ≥ ${want.toFixed(1)}× repcached pair, 100% sets, ${clients} connections`;
+    if (!sp || !sp.clientCounts.includes(clients)) row(name, 'not run (BENCH_SET_CLIENTS)', undefined);
+    else if (rc && 'unavailable' in rc) row(name, `repcached not measured: ${rc.unavailable}`, undefined);
+    else {
+      const x = mine?.result?.tps;
+      const y = theirs?.result?.tps;
+      row(name, ratio(x, y), x !== undefined && y !== undefined && y > 0 ? x / y >= want : undefined);
+    }
+    const cpuName = `whole-pair CPU per replicated set ≤ ${CPU_PER_SET_TARGET}× repcached's, ${clients} connections`;
+    if (sp && sp.clientCounts.includes(clients) && rc && !('unavailable' in rc)) {
+      const x = mine ? usPerSet(mine) : undefined;
+      const y = theirs ? usPerSet(theirs) : undefined;
+      row(
+        cpuName,
+        x !== undefined && y !== undefined ? `${fmt(x)} / ${fmt(y)} µs: ${ratio(x, y)}` : '—',
+        x !== undefined && y !== undefined ? x / y <= CPU_PER_SET_TARGET : undefined,
+      );
+    }
+  }
+  const c = tpsOf(r.runs, 'c', 'text');
+  const b = tpsOf(r.runs, 'b', 'text');
+  row('memrepl ≥ 1.0× twemproxy, the mix (text, c vs b)', ratio(c, b), c !== undefined && b !== undefined ? c >= b : undefined);
+  const find = (target: TargetId) => r.runs.find((x) => x.target === target && x.protocol === 'text');
+  const mineCpu = cpuOf(find('c'), 'memrepl');
+  const theirCpu = cpuOf(find('b'), 'nutcracker');
+  row(
+    "memrepl's CPU per request ≤ twemproxy's, the mix (text, c's memrepl vs b's nutcracker)",
+    mineCpu !== undefined && theirCpu !== undefined ? `${fmt(mineCpu)} / ${fmt(theirCpu)} µs: ${ratio(mineCpu, theirCpu)}` : '—',
+    mineCpu !== undefined && theirCpu !== undefined ? mineCpu <= theirCpu : undefined,
+  );
+  const cost = medianCost(r.cost);
+  row(
+    `pair ≥ ${COST_TARGET}× the plain proxy (text, d / c, median of ${r.cost.length} alternating rounds)`,
+    cost === undefined ? '—' : `${cost.toFixed(2)}×`,
+    cost === undefined ? undefined : cost >= COST_TARGET,
+  );
+  const idle = r.lag.idle?.probeLagMs?.p99;
+  row(
+    `idle lag p99 < ${IDLE_LAG_P99_MS} ms end to end`,
+    idle === undefined ? '—' : `${fmt(idle, 2)} ms`,
+    idle === undefined ? undefined : idle < IDLE_LAG_P99_MS,
+  );
+  const loaded = r.lag.paced?.probeLagMs?.p99;
+  row(
+    `lag p99 < ${LOADED_LAG_P99_MS} ms end to end at half saturation`,
+    loaded === undefined ? '—' : `${fmt(loaded, 2)} ms`,
+    loaded === undefined ? undefined : loaded < LOADED_LAG_P99_MS,
+  );
+  // Each node's memrepl at full load: (d) under the mix, and the set-pair rows under 100% sets.
+  const peaks = [
+    ...r.rss.filter((x) => x.target === 'd' && x.role.startsWith('memrepl')).map((x) => ({ where: `(d) ${x.role}`, kib: x.kib })),
+    ...(sp?.runs ?? [])
+      .filter((x) => x.pair === 'memrepl')
+      .flatMap((x) =>
+        x.processes.filter((p) => p.role.startsWith('memrepl')).map((p) => ({ where: `100% sets, ${x.clients} conns, ${p.role}`, kib: p.peakRssKiB })),
+      ),
+  ].filter((x): x is { where: string; kib: number } => x.kib !== null);
+  const worst = peaks.reduce<{ where: string; kib: number } | undefined>((w, x) => (w === undefined || x.kib > w.kib ? x : w), undefined);
+  row(
+    `peak RSS of each memrepl of a pair at full load ≤ ${PAIR_RSS_TARGET_MIB} MiB (default backlog)`,
+    worst ? `highest: ${fmt(worst.kib / 1024)} MiB (${worst.where})` : '—',
+    worst ? worst.kib / 1024 <= PAIR_RSS_TARGET_MIB : undefined,
+  );
+  out.push('');
+  if (r.parts.includes('resync')) out.push("The full copy's targets are in its own section below.", '');
+}

@@ -1,10 +1,12 @@
 /**
  * `npm run bench`: memcached direct, twemproxy, memrepl and a replicating
  * memrepl pair under the same memcaslap load, in one run, as ratios; then
- * replication lag at half of the pair's saturation throughput; then 100%
- * sets through a memrepl pair and a repcached pair side by side (throughput
- * and whole-pair CPU per set). Writes docs/bench.md (or $BENCH_OUT) and
- * prints the same text.
+ * replication lag on the idle pair and at half of its saturation throughput;
+ * then the plain proxy and the pair again in alternating rounds, for a
+ * replication cost that is a median, not one run's luck; then 100% sets
+ * through a memrepl pair and a repcached pair side by side (throughput and
+ * whole-pair CPU per set). Writes docs/bench.md (or $BENCH_OUT) and prints
+ * the same text, with a verdict for every target.
  *
  * Environment overrides (all optional):
  *   BENCH_SECONDS         measured seconds per run (10)
@@ -14,6 +16,7 @@
  *   BENCH_CONCURRENCY     memcaslap concurrent connections (32)
  *   BENCH_OUT             report path (docs/bench.md)
  *   BENCH_SET_CLIENTS     memcaslap connections for the 100% set rows, comma-separated (4,32)
+ *   BENCH_COST_ROUNDS     alternating plain-proxy / pair rounds for the replication cost (3)
  *   REPCACHED_BIN         a repcached 2.3.1 build's memcached binary, for the repcached
  *                         pair rows; without it those rows are skipped (one line says so)
  *   BENCH_ONLY            run one part: 'throughput' (targets a-d, the lag run and the set rows) or
@@ -31,8 +34,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LoadOptions, runMemcaslap, writeWorkload } from './memcaslap';
 import type { PacedOptions, PacedResult } from './paced-load';
-import { killAllNow, runBounded, shownPath, stopAll } from './procs';
-import { Environment, LagReport, Part, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
+import { CLOCK_TICKS_PER_SECOND, cpuTicks, killAllNow, runBounded, shownPath, stopAll } from './procs';
+import { CostRound, Environment, LagReport, Part, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
 import { ResyncReport, runResync } from './resync';
 import { findRepcached, REPCACHED_HINT, RepcachedInfo, runSetPairs, SetPairsReport } from './set-pairs';
 import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, replicatedPair, stopTarget, Target, twemproxy } from './targets';
@@ -50,6 +53,7 @@ const ENV_KEYS = [
   'BENCH_RESYNC_SEGMENT_SECONDS',
   'BENCH_RESYNC_CPU_PROF',
   'BENCH_SET_CLIENTS',
+  'BENCH_COST_ROUNDS',
   'REPCACHED_BIN',
 ];
 const PARTS: Part[] = ['throughput', 'resync'];
@@ -91,6 +95,7 @@ const settings = (() => {
     threads: envInt('BENCH_THREADS', Math.max(1, Math.floor(os.cpus().length / 2))),
     concurrency: envInt('BENCH_CONCURRENCY', 32),
     setClients: envIntList('BENCH_SET_CLIENTS', [4, 32]),
+    costRounds: envInt('BENCH_COST_ROUNDS', 3),
     parts: parts(),
     /** A partial run (BENCH_ONLY) writes only where BENCH_OUT says. */
     out: process.env.BENCH_OUT ? path.resolve(ROOT, process.env.BENCH_OUT) : process.env.BENCH_ONLY ? null : path.join(ROOT, 'docs/bench.md'),
@@ -166,7 +171,8 @@ function describeEnvironment(repcached: RepcachedInfo): Environment {
       ...(s.parts.includes('throughput')
         ? [
             `${s.seconds} s measured per run after ${s.warmup} s warm-up`,
-            `lag run ${s.lagSeconds} s`,
+            `lag runs ${s.lagSeconds} s (idle, then half saturation)`,
+            `replication cost: ${s.costRounds} alternating rounds of (c) and (d), text`,
             `pairs under 100% sets: memcaslap -c ${s.setClients.join(' and -c ')}, same keys and values`,
           ]
         : []),
@@ -181,6 +187,17 @@ interface Collected {
   runs: Run[];
   rss: RssRow[];
   lag: LagReport;
+  cost: CostRound[];
+}
+
+/** CPU µs per request of each process over a load run, from /proc tick counts taken before and after it. */
+function cpuPerRequest(target: Target, before: Array<number | null>, ops: number): Run['cpuUsPerRequest'] {
+  return target.roles.map((r, i) => {
+    const start = before[i];
+    const end = cpuTicks(r.proc.pid);
+    const us = start === null || end === null || ops <= 0 ? null : ((end - start) * 1e6) / CLOCK_TICKS_PER_SECOND / ops;
+    return { role: r.role, us };
+  });
 }
 
 /**
@@ -223,9 +240,10 @@ async function benchTarget(
         log(`${id} ${protocol}: warm-up ${settings.warmup} s`);
         await runMemcaslap(cfg, { ...load, seconds: settings.warmup });
         log(`${id} ${protocol}: measuring ${settings.seconds} s`);
+        const ticks = target.roles.map((r) => cpuTicks(r.proc.pid));
         const result = await runMemcaslap(cfg, load);
         log(`${id} ${protocol}: ${result.tps} TPS`);
-        into.runs.push({ target: id, protocol, result });
+        into.runs.push({ target: id, protocol, result, cpuUsPerRequest: cpuPerRequest(target, ticks, result.ops) });
       } catch (error) {
         ok = false;
         const message = (error as Error).message;
@@ -241,42 +259,65 @@ async function benchTarget(
   return ok;
 }
 
-/** Half of (d)'s saturation, from a separate process; lag from A's histogram over exactly that run. */
+/** paced-load in its own process: one JSON line, or why not. */
+async function pacedLoad(options: PacedOptions): Promise<PacedResult | string> {
+  const run = await runBounded('paced-load', process.execPath, [path.join(__dirname, 'paced-load.js'), JSON.stringify(options)], (options.seconds + 90) * 1000);
+  const line = run.stdout.trim().split('\n').pop() ?? '';
+  if (!line.startsWith('{')) return `paced load failed (${run.status}): ${run.stderr.trim().slice(-500)}`;
+  return JSON.parse(line) as PacedResult;
+}
+
+/**
+ * Lag on the idle pair (probes only), then at half of (d)'s saturation from
+ * a separate process, with A's histogram over exactly that run.
+ */
 async function measureLag(target: Target, into: Collected): Promise<void> {
   const saturation = into.runs.find((r) => r.target === 'd' && r.protocol === 'text')?.result?.tps;
   if (!saturation || target.metricsPort === undefined || target.peerMemcachedPort === undefined) {
     into.lag.unavailable = 'no saturation figure for (d) to derive the fixed rate from';
     return;
   }
-  const rate = Math.round(saturation / 2);
-  const options: PacedOptions = {
+  const base = {
     clientPort: target.clientPort,
     metricsPort: target.metricsPort,
     peerMemcachedPort: target.peerMemcachedPort,
-    rate,
     seconds: settings.lagSeconds,
-    connections: 4,
     valueBytes: settings.workload.valueBytes,
     setRatio: settings.workload.setRatio,
-    keys: 10000,
-    probeIntervalMs: 10,
   };
+  log(`d: idle lag, probes only, for ${settings.lagSeconds} s`);
+  const idle = await pacedLoad({ ...base, rate: 0, connections: 1, keys: 0, probeIntervalMs: 5 });
+  if (typeof idle === 'string') into.lag.idleUnavailable = idle;
+  else into.lag.idle = idle;
+  const rate = Math.round(saturation / 2);
   log(`d: lag run at ${rate} req/s for ${settings.lagSeconds} s`);
-  const run = await runBounded(
-    'paced-load',
-    process.execPath,
-    [path.join(__dirname, 'paced-load.js'), JSON.stringify(options)],
-    (settings.lagSeconds + 90) * 1000,
-  );
-  const line = run.stdout.trim().split('\n').pop() ?? '';
-  if (!line.startsWith('{')) {
-    into.lag.unavailable = `paced load failed (${run.status}): ${run.stderr.trim().slice(-500)}`;
+  const paced = await pacedLoad({ ...base, rate, connections: 4, keys: 10000, probeIntervalMs: 10 });
+  if (typeof paced === 'string') {
+    into.lag.unavailable = paced;
     return;
   }
-  const paced = JSON.parse(line) as PacedResult;
   into.lag.targetRate = rate;
   into.lag.paced = paced;
   into.lag.metric = paced.lagMetricMs;
+}
+
+/**
+ * The plain proxy (c) and the pair (d) again, text only, on fresh processes,
+ * alternating: one run of each swings by 10-20% on a shared machine, so the
+ * replication cost's verdict takes the median of these rounds' ratios.
+ */
+async function measureCost(cfg: string, into: Collected): Promise<void> {
+  const once = async (id: TargetId, start: () => Promise<Target>): Promise<number | null> => {
+    const collected: Collected = { runs: [], rss: [], lag: {}, cost: [] };
+    await benchTarget(id, start, ['text'], cfg, collected);
+    return collected.runs[0]?.result?.tps ?? null;
+  };
+  for (let round = 1; round <= settings.costRounds; round++) {
+    log(`replication cost: round ${round} of ${settings.costRounds}`);
+    const plain = await once('c', memrepl);
+    const pair = await once('d', replicatedPair);
+    into.cost.push({ plain, pair });
+  }
 }
 
 /** Temp dir for generated configs and logs; removed however the run ends. */
@@ -296,7 +337,7 @@ async function main(): Promise<void> {
   const env = describeEnvironment(repcached);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-bench-'));
   workDir = work;
-  const into: Collected = { runs: [], rss: [], lag: {} };
+  const into: Collected = { runs: [], rss: [], lag: {}, cost: [] };
   let resync: ResyncReport | null = null;
   let sets: SetPairsReport | null = null;
   let ok = true;
@@ -315,6 +356,7 @@ async function main(): Promise<void> {
           into.lag.unavailable = `lag run failed: ${(error as Error).message}`;
         }
       });
+      await measureCost(cfg, into);
       // Like (d): a pair that cannot start or replicate is reported in its row, not fatal; repcached may not be built.
       sets = await runSetPairs({
         repcached,
@@ -351,7 +393,7 @@ async function main(): Promise<void> {
   }
   // Keep the table's order stable: by target, text before binary.
   into.runs.sort((x, y) => x.target.localeCompare(y.target) || (x.protocol === 'text' ? -1 : 1) - (y.protocol === 'text' ? -1 : 1));
-  const markdown = renderMarkdown({ env, parts: settings.parts, runs: into.runs, rss: into.rss, lag: into.lag, sets, resync });
+  const markdown = renderMarkdown({ env, parts: settings.parts, runs: into.runs, rss: into.rss, lag: into.lag, cost: into.cost, sets, resync });
   process.stdout.write(`${markdown}\n`);
   if (settings.out) {
     fs.mkdirSync(path.dirname(settings.out), { recursive: true });
