@@ -247,6 +247,22 @@ describe('flush_all', () => {
     assert.deepEqual([...new Set(seenGone)], []);
   });
 
+  it("an append answered while the peer's flush waits for it keeps its value on both nodes", async () => {
+    // The flush lets client writes already on their way land first and keeps the keys they wrote. An append's
+    // value is known only once it is read back, and that read waits for the flush to be in place: unless the key
+    // counts as written when the append is answered, the flush erases it and the read ships a delete (fault
+    // suite, seed 41, 600 s, session 16: an append acknowledged to its client, absent on both nodes).
+    await ask(a, 'set appended 3 0 1\r\nv\r\n');
+    await converged(a, b, 'appended');
+    const reply = whilePaused(a, 'append appended 0 0 2\r\nxx\r\n', 0, 600, () => {});
+    await sleep(150);
+    assert.equal(await ask(b, 'flush_all\r\n'), 'OK\r\n');
+    assert.equal(await reply, 'STORED\r\n');
+    const held = await converged(a, b, 'appended', 8000);
+    assert.equal(held?.value, 'vxx');
+    assert.equal(held?.flags, 3);
+  });
+
   it('an absolute time far ahead schedules a flush without stopping replication', async () => {
     const inAnHour = Math.floor(Date.now() / 1000) + 3600;
     assert.equal(await ask(a, `flush_all ${inAnHour}\r\n`), 'OK\r\n');

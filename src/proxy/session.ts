@@ -492,7 +492,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   private abandon(slot: Slot<Part>, settled: Promise<void> | null): void {
     if (!settled) return this.ended(slot, false);
     void settled.then(() => {
-      for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key }, Date.now());
+      for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key, answered: false }, Date.now());
       this.ended(slot, true);
     });
   }

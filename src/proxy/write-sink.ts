@@ -17,9 +17,11 @@ export type WriteEffect =
   | { kind: 'set'; key: Buffer; value: Buffer; flags: number; exptime: Exptime }
   /**
    * The item changed in a way the reply does not show (append, incr, ma, md I
-   * ...): read it back, with whether an md I left it stale.
+   * ...): read it back, with whether an md I left it stale. `answered: false`:
+   * no reply said a write took effect (a request whose reply never came, a
+   * repair), so the key is not taken as written before the read finds it.
    */
-  | { kind: 'readback'; key: Buffer }
+  | { kind: 'readback'; key: Buffer; answered?: false }
   /** Only the expiry changed (touch, gat, mg T). */
   | { kind: 'touch'; key: Buffer; exptime: Exptime }
   /**

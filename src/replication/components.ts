@@ -118,7 +118,7 @@ export function buildComponents(
   keeping.hold(true);
   const lost = (reason: string) => coordinator.writeLost(reason);
   // Read backs are ordered by the contention, which repairs through them.
-  const contention = new Contention((key) => recorder.written({ kind: 'readback', key }, Date.now()));
+  const contention = new Contention((key) => recorder.written({ kind: 'readback', key, answered: false }, Date.now()));
   // A pause the restart watch saw has items read again; not from another memcached (the monitor's connection dropped).
   const staleClock = new StaleClock(
     (key) => recorder.readAgain(key),

@@ -107,7 +107,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   }
 
   private record(effect: WriteEffect, receivedAt: number): void {
-    if (effect.kind === 'readback') return this.readBack(effect.key);
+    if (effect.kind === 'readback') return this.readBack(effect.key, effect.answered !== false);
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
     const { nearFlush } = this.history;
@@ -138,8 +138,15 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * while B put A's flush in place, made B skip storing a decr's value back,
    * then read a miss and shipped a delete: the decr, answered after the
    * flush, was lost on both nodes.
+   *
+   * A write whose reply said it took effect (`answered`) is noted as written
+   * at once, before the read waits: a peer's flush that waited for it keeps
+   * the keys noted newer than itself, and this one must be among them. Noted
+   * only at the read, an append answered while the flush waited was flushed,
+   * and its read, let go after, shipped a delete (seed 41, 600 s, session 16).
    */
-  private readBack(key: Buffer): void {
+  private readBack(key: Buffer, answered: boolean): void {
+    if (answered) this.noteValueWrite(key, this.clock.stamp(), null);
     this.gated(key, () => this.readNow(key), `could not read back ${key.toString('latin1').slice(0, 60)}`);
   }
 
