@@ -21,6 +21,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { freePort, sleep } from '../support/ports';
 import type { Running } from '../support/processes';
 import { Relay } from '../support/relay';
@@ -55,6 +56,11 @@ async function main(): Promise<void> {
   const extra = options.faults.has('long-stall') ? ['--conflict-window', String(SHORT_CONFLICT_WINDOW_MS / 1000)] : [];
   const history = new History();
   const started = Date.now();
+  // This process relays the link (and runs every client): if its own event loop stands still, the pair's link does
+  // too, and a finding may be the harness's. Seed 41, 600 s, session 16: a 909 MB history near the default 4 GiB heap
+  // stalled it for 15-20 s at a time, and the pair "did not settle" with a relay that moved nothing.
+  const harnessStalls = monitorEventLoopDelay({ resolution: 20 });
+  harnessStalls.enable();
   const [ra, rb] = [await freePort(), await freePort()];
   const relay = new Relay(ra);
   const relayPort = await relay.start();
@@ -133,7 +139,9 @@ async function main(): Promise<void> {
 
   // Settle: the link is up and both sides have drained what they owe each other, 3 checks in a row a second apart.
   const settledAt = await settle(Object.values(nodes), SETTLE_TIMEOUT_MS);
-  if (settledAt === null) history.find('settle', `the pair did not settle within ${SETTLE_TIMEOUT_MS / 1000} s after the faults stopped`);
+  if (settledAt === null) {
+    history.find('settle', `the pair did not settle within ${SETTLE_TIMEOUT_MS / 1000} s after the faults stopped (${harnessHealth()})`);
+  }
   await Promise.all(faultContext.aftermaths);
   // Let every short TTL expire on both sides, and every flush's moment pass (the model's view of "now" must be past them).
   const flushesDone = Math.max(0, ...history.flushes.map((f) => (f.acked ? f.at : f.sentAt + LATE_MS) + f.delay * 1000 + DELAYED_FLUSH_SLACK_MS));
@@ -158,11 +166,17 @@ async function main(): Promise<void> {
   console.log(
     `fault suite: seed ${seed}, ${seconds} s: ${history.acknowledged} writes acknowledged, ${faultCount} faults ${JSON.stringify(faults)}, ` +
       `${verdict.keysCompared} keys compared, ${verdict.mismatches.length} mismatches, ${verdict.lost.length} lost, ` +
-      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed), ${history.findings.length} other findings`,
+      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed), ${history.findings.length} other findings; ${harnessHealth()}`,
   );
   if (!failed && !options.keepLogs) fs.rmSync(logDir, { recursive: true, force: true });
   else console.log(`logs kept in ${logDir} (mismatches.txt has every line, history.json every write)`);
   process.exit(failed ? 1 : 0);
+
+  /** How this process fared: its longest event-loop stall (its relay carries the link) and its heap. */
+  function harnessHealth(): string {
+    const heapMiB = process.memoryUsage().heapUsed / 1048576;
+    return `the suite's own event loop stalled up to ${(harnessStalls.max / 1e9).toFixed(1)} s, heap ${heapMiB.toFixed(0)} MiB`;
+  }
 
   function report(v: Verdict, h: History, o: SuiteOptions, faultsTimeline: string[]): boolean {
     const lines = [
