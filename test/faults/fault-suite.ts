@@ -142,6 +142,8 @@ async function main(): Promise<void> {
   if (settledAt === null) {
     history.find('settle', `the pair did not settle within ${SETTLE_TIMEOUT_MS / 1000} s after the faults stopped (${harnessHealth()})`);
   }
+  // What the pair lived through; the check after it is long synchronous work on purpose.
+  const whileRunning = harnessHealth();
   await Promise.all(faultContext.aftermaths);
   // Let every short TTL expire on both sides, and every flush's moment pass (the model's view of "now" must be past them).
   const flushesDone = Math.max(0, ...history.flushes.map((f) => (f.acked ? f.at : f.sentAt + LATE_MS) + f.delay * 1000 + DELAYED_FLUSH_SLACK_MS));
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
   console.log(
     `fault suite: seed ${seed}, ${seconds} s: ${history.acknowledged} writes acknowledged, ${faultCount} faults ${JSON.stringify(faults)}, ` +
       `${verdict.keysCompared} keys compared, ${verdict.mismatches.length} mismatches, ${verdict.lost.length} lost, ` +
-      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed), ${history.findings.length} other findings; ${harnessHealth()}`,
+      `${verdict.lostInWindow} lost within ${LOSS_WINDOW_MS} ms of a kill (allowed), ${history.findings.length} other findings; until the pair settled, ${whileRunning}`,
   );
   if (!failed && !options.keepLogs) fs.rmSync(logDir, { recursive: true, force: true });
   else console.log(`logs kept in ${logDir} (mismatches.txt has every line, history.json every write)`);
