@@ -346,7 +346,7 @@ class Replay {
     }
     // Found such an earlier state: what it wrote is stamped at its reply, after that flush, and outlives it; the
     // flush pending now may have started before the reply or after.
-    for (const b of unique([...between]))
+    for (const b of unique(between))
       for (const before of this.statesOf(b, attempt.sentAt))
         for (const next of transitions(before, attempt, effectEnd)) {
           if (next === before || next === null || !REWRITES.has(attempt.op.kind)) continue;
@@ -566,7 +566,7 @@ function implied(attempt: Attempt): Array<Item | null> {
   return known.length > 0 ? known : [ANY];
 }
 
-function unique(branches: Branch[]): Branch[] {
+function unique(branches: readonly Branch[]): Branch[] {
   const seen = new Map<string, Branch>();
   for (const b of branches) {
     const show = (item: Item | null | undefined) => (item === undefined ? '' : item === null ? '-' : JSON.stringify([item.value, item.flags, item.expires]));
