@@ -120,6 +120,8 @@ async function maxBytes(port: number): Promise<number> {
 
 const launcherFlags = (runDir: string, ...more: string[]) => ['--spawn-memcached', '-v', '--run-dir', runDir, ...more];
 
+const defaultRunDir = (port: number) => path.join(os.tmpdir(), `memrepl-${port}`);
+
 describe('launcher mode', () => {
   it('runs memcached with the given flags, restarts it when killed, and the peer refills it', async () => {
     const ra = await freePort();
@@ -321,8 +323,11 @@ describe('launcher mode', () => {
   });
 
   it('SIGTERM stops memcached and removes its socket, the pid files and the default run dir', async () => {
-    const proxy = await startMemrepl(0, ['--spawn-memcached']);
-    const runDir = path.join(os.tmpdir(), `memrepl-${proxy.port}`);
+    // A port whose default run dir nobody left behind: memrepl rightly keeps files it did not make.
+    let port = await freePort();
+    for (let tries = 0; fs.existsSync(defaultRunDir(port)) && tries < 20; tries++) port = await freePort();
+    const proxy = await startMemrepl(0, ['--spawn-memcached'], port);
+    const runDir = defaultRunDir(proxy.port);
     try {
       assert.deepEqual(fs.readdirSync(runDir).sort(), ['memcached.pid', 'memcached.sock', 'memrepl.pid']);
       assert.equal(readPidFile(runDir, 'memrepl.pid'), proxy.child.pid);

@@ -102,7 +102,23 @@ export async function startMemrepl(upstreamPort: number, extraArgs: string[] = [
   return launch(
     process.execPath,
     // Replication off unless the test asks for it (extra flags win: the last of a repeated flag counts).
-    [CLI, '-l', '127.0.0.1', '-p', String(port), '--upstream', `127.0.0.1:${upstreamPort}`, '--metrics-port', '0', '-X', '0', ...extraArgs],
+    // The state dir is the test's own: the default (/tmp/memrepl-<port>) would outlive the test and hand
+    // its checkpoint to whichever later proxy gets that port.
+    [
+      CLI,
+      '-l',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '--upstream',
+      `127.0.0.1:${upstreamPort}`,
+      '--metrics-port',
+      '0',
+      '-X',
+      '0',
+      ...(extraArgs.includes('--spawn-memcached') ? [] : ['--state-dir', testStateDir(`port-${port}`)]),
+      ...extraArgs,
+    ],
     port,
   );
 }
@@ -189,15 +205,19 @@ export async function startNode(
   return node;
 }
 
-/** Where this test process's nodes keep their checkpoints (a node's survives its proxy's restarts); removed at exit. */
-let stateRoot: string | null = null;
 function stateDirOf(node: string, replicationPort: number): string {
+  return testStateDir(`${node}-${replicationPort}`);
+}
+
+/** Where this test process's proxies keep their checkpoints (one survives its proxy's restarts); removed at exit. */
+let stateRoot: string | null = null;
+function testStateDir(name: string): string {
   if (stateRoot === null) {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'memrepl-test-state-'));
     process.on('exit', () => fs.rmSync(root, { recursive: true, force: true }));
     stateRoot = root;
   }
-  return path.join(stateRoot, `${node}-${replicationPort}`);
+  return path.join(stateRoot, name);
 }
 
 export async function stopAll(...nodes: Node[]): Promise<void> {
