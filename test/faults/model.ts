@@ -377,7 +377,9 @@ class Replay {
    * catches up, and one stored as the stop ends may be due as much earlier
    * as the stop was long. On the other node the item is stored when its
    * record arrives (up to FLUSH_TRANSIT_MS later), and a copy may bring that
-   * deadline back to the writer's node.
+   * deadline back to the writer's node. A record that waited in front of the
+   * other node's stopped memcached keeps the remaining life it was sent with,
+   * counted from when memcached ran it: due up to the rest of the stop later.
    */
   private frozenClocks(item: Item | null, attempt: Attempt): Item | null {
     const expires = item?.expires;
@@ -388,6 +390,9 @@ class Replay {
       if (lo <= caughtUp && hi >= stop.at) hi = Math.max(hi, caughtUp + TTL_SLACK_MS);
       const stored = stop.node === attempt.node ? attempt.at : attempt.at + FLUSH_TRANSIT_MS;
       if (attempt.sentAt <= caughtUp && stored >= stop.at) lo -= stop.until - stop.at;
+      // The record reached the other node while its memcached stood still: the remaining life it was sent with is
+      // counted from when memcached ran it, up to the rest of the stop later (and a copy may bring that back here).
+      if (stop.node !== attempt.node && attempt.at <= stop.until && stored >= stop.at) hi += stop.until - Math.max(stop.at, attempt.at);
     }
     return lo === expires.lo && hi === expires.hi ? item : { ...item, expires: { lo, hi } };
   }
