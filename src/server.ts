@@ -59,6 +59,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ? null
       : new Replicator(replicationOptions(config, limits, metrics.clientLatency), address, createReplicationMetrics(registry), log);
   await replicator?.start();
+  // Full copies pace themselves by how late the event loop runs too (see client-latency.ts).
+  if (replicator) metrics.clientLatency.watchLoop();
   const sink = replicator?.sink ?? discardWrites;
   const proxyStats: ProxyStats = replicator ? { replication: () => replicator.stats() } : {};
 
@@ -92,6 +94,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       log.info('shutting down: no new connections, finishing in-flight requests');
       await listener.close(config.shutdownTimeoutMs);
       await replicator?.stop(config.shutdownTimeoutMs);
+      metrics.clientLatency.stopWatchingLoop();
       httpServer?.close();
       shared.text.close();
       shared.binary.close();

@@ -2,7 +2,7 @@
  * What a node's replication is told (ReplicationOptions, from the command
  * line and config file), and the tuning nobody is asked to set, in one place.
  */
-import type { LatencyCounts } from '../proxy/client-latency';
+import type { LatencySnapshot } from '../proxy/client-latency';
 import type { UpstreamAddress } from '../sockets';
 import type { TlsMaterial } from './link/transport';
 
@@ -35,7 +35,7 @@ export interface ReplicationOptions {
   /** Full copy pace, items per second at most (0 = no cap). */
   copyRatePerSecond: number;
   /** This node's client latency, which full copies pace themselves by (see copy/fetch-pace.ts). */
-  clientLatency?: () => LatencyCounts;
+  clientLatency?: () => LatencySnapshot;
   /** Report ready before this node's first full copy has arrived. */
   readyBeforeCopy: boolean;
   /** Directory of this node's replication checkpoint (see checkpoint-file.ts). */

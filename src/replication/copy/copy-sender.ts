@@ -7,7 +7,7 @@
  */
 import { copyProgress, type CopyProgress, describeCopyProgress } from './copy-progress';
 import type { Logger } from '../../log';
-import type { LatencyCounts } from '../../proxy/client-latency';
+import type { LatencySnapshot } from '../../proxy/client-latency';
 import { parseStats, STATS_SETTINGS_REQUEST } from '../../protocol/text/stats';
 import type { UpstreamAddress } from '../../sockets';
 import { serializeResyncBegin, serializeResyncEnd } from '../link/frames/serializer';
@@ -36,7 +36,7 @@ export interface CopySenderOptions {
   /** Items per second at most (0 = no cap); read at each copy's start, so a reload applies to the next one. */
   copyRatePerSecond: number;
   /** This node's client latency, which copies pace themselves by (see fetch-pace.ts). */
-  clientLatency?: () => LatencyCounts;
+  clientLatency?: () => LatencySnapshot;
 }
 
 export interface CopySenderDeps {

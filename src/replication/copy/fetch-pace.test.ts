@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ClientLatency } from '../../proxy/client-latency';
+import { ClientLatency, type LatencySnapshot } from '../../proxy/client-latency';
 import { FetchPace } from './fetch-pace';
 
 test('without a cap or client latency, every fetch goes', () => {
@@ -30,29 +30,61 @@ test('a cap: tokens at the rate, bursts of a tenth of a second, a wake when none
   pace.stop();
 });
 
-/** Client latency with `replies` replies of `us` µs each, on top of what it had. */
-function replies(latency: ClientLatency, count: number, us: number): Float64Array {
+/** Client latency with `count` replies of `us` µs each (and as many loop samples `loopUs` late), on top of what it had. */
+function replies(latency: ClientLatency, count: number, us: number, loopUs = 100): LatencySnapshot {
   for (let i = 0; i < count; i++) latency.observe(us / 1e6);
+  for (let i = 0; i < 10; i++) latency.observeLoop(loopUs / 1e6);
   return latency.snapshot();
 }
 
-test('self-paced: full speed while clients are idle, halved while their p99 is over 1.5 times what it was, raised again once it is not', () => {
+test('self-paced: full speed while clients are idle, halved while their p99 over the last second is over 1.5 times what it was, raised again once it is not', () => {
   const latency = new ClientLatency();
-  replies(latency, 10_000, 400); // before the copy: p99 400 µs
+  replies(latency, 10_000, 400, 500); // before the copy: p99 400 µs, the loop 500 µs late at most
   const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
   const start = pace.rate;
   assert.ok(start > 0 && start < Infinity);
   for (let i = 0; i < 10; i++) pace.adjust(latency.snapshot()); // idle intervals
   assert.equal(pace.rate, Infinity, 'idle clients: unpaced');
-  pace.adjust(replies(latency, 1000, 2000)); // busy, p99 2 ms: over twice 400 µs
+  pace.adjust(replies(latency, 1000, 2000)); // busy, p99 2 ms: over 1.5 times 400 µs
   const slowed = pace.rate;
   assert.ok(slowed < Infinity);
-  for (let i = 0; i < 30; i++) pace.adjust(replies(latency, 1000, 2000));
+  for (let i = 0; i < 2; i++) pace.adjust(replies(latency, 1000, 2000));
+  assert.equal(pace.rate, slowed, 'after a cut, not judged again before three intervals came after it');
+  pace.adjust(replies(latency, 1000, 2000));
+  assert.equal(pace.rate, slowed / 2, 'judged on what came after the cut: still slow');
+  for (let i = 0; i < 100; i++) pace.adjust(replies(latency, 1000, 2000));
   assert.equal(pace.rate, 1000, 'never below the least rate: the copy progresses');
-  pace.adjust(replies(latency, 1000, 500)); // within 1.5 times the baseline
+  // Within 1.5 times the baseline from now on: raised once the window holds only such replies (three intervals after a cut).
+  let good = 0;
+  while (pace.rate === 1000 && good < 10) {
+    pace.adjust(replies(latency, 1000, 500));
+    good++;
+  }
   assert.equal(pace.rate, 1100);
-  pace.adjust(replies(latency, 1000, 500), 5000); // but the event loop kept callbacks waiting 5 ms
-  assert.equal(pace.rate, 1000);
+  assert.ok(good <= 6, `${good} intervals`);
+  pace.stop();
+});
+
+test('self-paced: one slow tenth of a second in a good second does not cut the rate', () => {
+  const latency = new ClientLatency();
+  replies(latency, 10_000, 400);
+  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  for (let i = 0; i < 10; i++) pace.adjust(replies(latency, 1000, 300));
+  const before = pace.rate;
+  pace.adjust(replies(latency, 50, 3000)); // 5 slow replies of ~10,050 in the window: its p99 is still 300 µs
+  assert.equal(pace.rate, before * 1.1);
+  pace.stop();
+});
+
+test('self-paced: an event loop that runs late by more than before plus half the p99 cuts the rate (requests wait to be read)', () => {
+  const latency = new ClientLatency();
+  replies(latency, 10_000, 400, 500);
+  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  for (let i = 0; i < 5; i++) pace.adjust(replies(latency, 1000, 300, 600)); // the loop late by 600 µs: under 500 + 200
+  const fine = pace.rate;
+  assert.equal(fine, 20_000 * 1.1 ** 3, 'raised: judged from the third interval on');
+  pace.adjust(replies(latency, 1000, 300, 5000)); // the replies are fast, but the loop keeps requests waiting 5 ms
+  assert.equal(pace.rate, fine / 2);
   pace.stop();
 });
 

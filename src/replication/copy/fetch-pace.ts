@@ -1,30 +1,39 @@
 /**
  * Paces a full copy's fetches. With the node's client latency to go by, the
  * copy paces itself: it runs as fast as it can while clients are idle, and
- * while they are busy it halves its rate whenever, over the last tenth of a
- * second, their p99 was over 1.5 times what it was before the copy or this
- * process's event loop kept callbacks waiting over half that p99 (a request
- * waiting to be read is not in the first measure), and raises it by a tenth
- * otherwise (never below MIN_RATE: the copy always progresses). The margins
- * keep clients within twice their p99, the target, on a loaded machine.
+ * while they are busy it halves its rate whenever, over the last second,
+ * their p99 was over 1.5 times what it was before the copy, or the event loop
+ * ran late by more than it did before plus half that p99 (a request waiting
+ * to be read is not in the first measure; the two add up to twice the p99,
+ * the target). Otherwise it raises the rate by a tenth every tenth of a
+ * second (never below MIN_RATE: the copy always progresses). After a cut
+ * the window starts over: it is judged again once it spans JUDGED_AFTER
+ * adjustments, on replies that all came after the cut.
+ *
+ * The window is a second, not the tenth of a second between adjustments: the
+ * p99 of a tenth's few hundred replies swings by itself, and with a cut on
+ * every swing a copy under light load crawled at MIN_RATE (session 17).
  * `--resync-rate` caps it either way; without the latency (the tests), the
  * cap alone paces.
  *
  * A token per fetch, refilled continuously, with bursts of a tenth of a
  * second at most.
  */
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { latencyBetween, type LatencyCounts } from '../../proxy/client-latency';
+import { latencyBetween, type LatencySnapshot } from '../../proxy/client-latency';
 
 export interface PaceOptions {
   /** Items per second at most; 0: no cap. */
   cap: number;
-  /** Counts of this node's client latency so far (ClientLatency.snapshot). */
-  clientLatency?: () => LatencyCounts;
+  /** This node's client latency so far (ClientLatency.snapshot). */
+  clientLatency?: () => LatencySnapshot;
 }
 
 /** How often the rate is adjusted to the clients' latency. */
 const ADJUST_MS = 100;
+/** The adjustments a window spans: the latency is judged over the last WINDOW * ADJUST_MS. */
+const WINDOW = 10;
+/** After a cut (and at the start), the adjustments that pass before the clients' latency is judged again. */
+const JUDGED_AFTER = 3;
 /** Replies in an interval below this: the clients are idle. */
 const BUSY_REPLIES = 20;
 /** The rate a self-paced copy starts at, and the least it goes down to. */
@@ -35,12 +44,10 @@ const UNPACED_ABOVE = 1_000_000;
 /** A p99 before the copy below this counts as this: sub-millisecond noise must not stall a copy. */
 const BASELINE_FLOOR_US = 250;
 const QUANTILE = 0.99;
-/** The clients' p99 over the baseline, and the loop's delay over it, past which the copy slows; how much faster it goes otherwise. */
+/** The clients' p99 over the baseline past which the copy slows, and the event loop's extra lateness (in baseline p99s); how much faster it goes otherwise. */
 const SLOWER_ABOVE = 1.5;
-const LOOP_DELAY_ABOVE = 0.5;
+const LOOP_LATER_BY = 0.5;
 const FASTER_BY = 1.1;
-/** How often the event loop's delay is sampled during a self-paced copy. */
-const LOOP_DELAY_RESOLUTION_MS = 5;
 
 export class FetchPace {
   /** Items per second now; Infinity: unpaced. */
@@ -50,9 +57,11 @@ export class FetchPace {
   private timer: NodeJS.Timeout | null = null;
   private adjuster: NodeJS.Timeout | null = null;
   private readonly cap: number;
+  /** The clients' p99 and the loop's lateness p99 before the copy (µs). */
   private baselineUs = 0;
-  private last: LatencyCounts | null = null;
-  private loopDelay: IntervalHistogram | null = null;
+  private loopBaselineUs = 0;
+  /** The snapshots of the last WINDOW adjustments and the one before them, oldest first. */
+  private readonly window: LatencySnapshot[] = [];
 
   constructor(
     options: PaceOptions,
@@ -68,15 +77,12 @@ export class FetchPace {
       return;
     }
     this.rate = Math.min(this.cap, START_RATE);
-    this.last = latency();
-    this.baselineUs = Math.max(BASELINE_FLOOR_US, latencyBetween(new Float64Array(this.last.length), this.last, QUANTILE).quantileUs);
-    this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
-    this.loopDelay.enable();
-    this.adjuster = setInterval(() => {
-      const loopDelayUs = this.loopDelay!.percentile(QUANTILE * 100) / 1000;
-      this.loopDelay!.reset();
-      this.adjust(latency(), loopDelayUs);
-    }, ADJUST_MS);
+    const before = latency();
+    const zero = new Float64Array(before.replies.length);
+    this.baselineUs = Math.max(BASELINE_FLOOR_US, latencyBetween(zero, before.replies, QUANTILE).quantileUs);
+    this.loopBaselineUs = latencyBetween(zero, before.loop, QUANTILE).quantileUs;
+    this.window.push(before);
+    this.adjuster = setInterval(() => this.adjust(latency()), ADJUST_MS);
     this.adjuster.unref();
   }
 
@@ -101,15 +107,19 @@ export class FetchPace {
     return false;
   }
 
-  /** One interval's verdict (exposed for tests): the clients' latency since the last one, and how long the event loop kept callbacks waiting. */
-  adjust(counts: LatencyCounts, loopDelayUs = 0): void {
-    const { count, quantileUs } = latencyBetween(this.last ?? counts, counts, QUANTILE);
-    this.last = counts;
+  /** One interval's verdict (exposed for tests), from the latency so far. */
+  adjust(latest: LatencySnapshot): void {
+    const previous = this.window[this.window.length - 1] ?? latest;
+    this.window.push(latest);
+    if (this.window.length > WINDOW + 1) this.window.shift();
     const before = this.rate;
-    if (count < BUSY_REPLIES) this.rate = this.rate * 2;
-    else if (quantileUs > SLOWER_ABOVE * this.baselineUs || loopDelayUs > LOOP_DELAY_ABOVE * this.baselineUs)
+    if (latencyBetween(previous.replies, latest.replies, QUANTILE).count < BUSY_REPLIES) this.rate = this.rate * 2;
+    else if (this.window.length - 1 < JUDGED_AFTER)
+      return; // too few replies since the last cut to tell
+    else if (this.slowed(this.window[0], latest)) {
       this.rate = Math.max(MIN_RATE, Math.min(this.rate, UNPACED_ABOVE) / 2);
-    else this.rate = this.rate * FASTER_BY;
+      this.window.splice(0, this.window.length - 1); // judged again on what comes after the cut
+    } else this.rate = this.rate * FASTER_BY;
     this.rate = Math.min(this.cap, this.rate > UNPACED_ABOVE ? Infinity : this.rate);
     // A copy that waited for a token goes on at once when the rate went up.
     if (this.rate > before && this.timer) {
@@ -119,10 +129,16 @@ export class FetchPace {
     }
   }
 
+  /** Whether the clients waited longer over the window than the copy may make them. */
+  private slowed(from: LatencySnapshot, to: LatencySnapshot): boolean {
+    if (latencyBetween(from.replies, to.replies, QUANTILE).quantileUs > SLOWER_ABOVE * this.baselineUs) return true;
+    const loop = latencyBetween(from.loop, to.loop, QUANTILE);
+    return loop.count > 0 && loop.quantileUs > this.loopBaselineUs + LOOP_LATER_BY * this.baselineUs;
+  }
+
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.adjuster) clearInterval(this.adjuster);
-    this.loopDelay?.disable();
     this.timer = this.adjuster = null;
   }
 }

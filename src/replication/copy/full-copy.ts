@@ -15,7 +15,7 @@
  */
 import type { Logger } from '../../log';
 import { FetchPace } from './fetch-pace';
-import type { LatencyCounts } from '../../proxy/client-latency';
+import type { LatencySnapshot } from '../../proxy/client-latency';
 import { parseStats, STATS_REQUEST } from '../../protocol/text/stats';
 import { connect, type UpstreamAddress } from '../../sockets';
 import type { Hlc } from '../conflict/hlc';
@@ -35,7 +35,7 @@ export interface FullCopyOptions {
   /** Items per second at most; 0 = no cap (see fetch-pace.ts). */
   ratePerSecond: number;
   /** This node's client latency: with it, the copy paces itself by it (see fetch-pace.ts). */
-  clientLatency?: () => LatencyCounts;
+  clientLatency?: () => LatencySnapshot;
   connectTimeoutMs: number;
   /** Fetches in flight at most, and their estimated bytes. */
   maxInFlight: number;
