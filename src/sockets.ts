@@ -63,15 +63,21 @@ export function socketReady<S extends net.Socket>(socket: S, readyEvent: string,
  * request sent on the connection has run, or never will (memcached died with
  * it). Whatever memcached answers meanwhile is read and dropped. A memcached
  * that stays silent for `graceMs` gets the connection destroyed, and then
- * nothing is known: it may still run what waits in its socket.
+ * nothing is known: it may still run what waits in its socket (a stopped
+ * memcached does, once it resumes). Resolves with whether memcached closed
+ * its side (true: all ran or never will) or was cut off (false).
  */
-export function retire(socket: net.Socket, graceMs: number): Promise<void> {
-  if (socket.destroyed) return Promise.resolve();
+export function retire(socket: net.Socket, graceMs: number): Promise<boolean> {
+  if (socket.destroyed) return Promise.resolve(true);
   return new Promise((resolve) => {
-    const timer = setTimeout(() => socket.destroy(), graceMs);
+    let cutOff = false;
+    const timer = setTimeout(() => {
+      cutOff = true;
+      socket.destroy();
+    }, graceMs);
     socket.once('close', () => {
       clearTimeout(timer);
-      resolve();
+      resolve(!cutOff);
     });
     socket.on('error', () => {});
     socket.end();

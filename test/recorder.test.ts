@@ -53,7 +53,7 @@ describe('recorder', () => {
       local,
       binaryLocal,
       gate,
-      { answered() {} },
+      { answered() {}, afterResume() {} },
       { appended() {}, lost() {}, expiryUnknown() {} },
     );
   });

@@ -259,7 +259,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
   }
 
   /** SharedTarget: the shared connection died with requests of this session on it. */
-  sharedLost(label: string, reason: string, settled: Promise<void>): void {
+  sharedLost(label: string, reason: string, settled: Promise<boolean>): void {
     this.sharedItems = 0;
     this.failInFlight(label, reason, settled);
     this.send();
@@ -421,7 +421,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
 
   /** UpstreamOwner: the session's own connection to memcached is gone. */
   closed(reason: string): void {
-    const settled = this.own?.retire() ?? Promise.resolve();
+    const settled = this.own?.retire() ?? Promise.resolve(true);
     this.releaseOwn(false);
     if (this.streaming) {
       this.client.destroy();
@@ -455,7 +455,7 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * A reply already half-sent cannot be finished honestly, so that client is
    * disconnected instead.
    */
-  private failInFlight(label: string, reason: string, settled: Promise<void>): void {
+  private failInFlight(label: string, reason: string, settled: Promise<boolean>): void {
     this.fail(this.inFlight.splice(0), label, reason, settled);
   }
 
@@ -464,8 +464,8 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
     this.fail(this.queued.splice(0), label, reason, null);
   }
 
-  /** `settled`: they reached memcached, which may run them, and it resolves once memcached has or never will (see retire). */
-  private fail(failed: Slot<Part>[], label: string, reason: string, settled: Promise<void> | null): void {
+  /** `settled`: they reached memcached, which may run them, and it resolves once memcached has or never will, or was cut off (see retire). */
+  private fail(failed: Slot<Part>[], label: string, reason: string, settled: Promise<boolean> | null): void {
     if (failed.length === 0) return;
     this.deps.log.debug(`upstream: ${label}: ${reason}`);
     this.deps.metrics.upstreamErrors.labels(label).inc(failed.length);
@@ -487,12 +487,16 @@ export class Session<Request, Part extends { raw: Buffer }> implements UpstreamO
    * A request whose reply will never be read. If it reached memcached, then
    * once memcached is done with its connection (`settled`), its writes are
    * read back and its flush checked, so that the peer gets whatever memcached
-   * holds. Read earlier, memcached might run the request after the read.
+   * holds. Read earlier, memcached might run the request after the read. A
+   * memcached cut off before it was done (stopped past the grace) may still
+   * run it: then the key is read again once memcached answers again.
    */
-  private abandon(slot: Slot<Part>, settled: Promise<void> | null): void {
+  private abandon(slot: Slot<Part>, settled: Promise<boolean> | null): void {
     if (!settled) return this.ended(slot, false);
-    void settled.then(() => {
-      for (const key of slot.exchange.writeKeys) this.deps.sink.written({ kind: 'readback', key, answered: false }, Date.now());
+    void settled.then((ran) => {
+      for (const key of slot.exchange.writeKeys) {
+        this.deps.sink.written(ran ? { kind: 'readback', key, answered: false } : { kind: 'readback', key, answered: false, mayRunLater: true }, Date.now());
+      }
       this.ended(slot, true);
     });
   }

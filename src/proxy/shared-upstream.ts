@@ -27,7 +27,7 @@ export interface SharedTarget<Part> {
    * The connection failed: every request this session had on it gets no reply.
    * `settled` resolves once each of them has run or never will (see retire).
    */
-  sharedLost(label: string, reason: string, settled: Promise<void>): void;
+  sharedLost(label: string, reason: string, settled: Promise<boolean>): void;
 }
 
 export interface SharedOptions {
@@ -137,7 +137,7 @@ export class SharedConnection<Part> {
     let lastError = '';
     const connectTimer = setTimeout(() => {
       // Never connected: nothing sent on it reached memcached.
-      this.lost(socket, `connect to ${formatAddress(address)} timed out`, Promise.resolve());
+      this.lost(socket, `connect to ${formatAddress(address)} timed out`, Promise.resolve(true));
       socket.destroy();
     }, options.connectTimeoutMs);
     socket.once('connect', () => {
@@ -154,7 +154,7 @@ export class SharedConnection<Part> {
     socket.on('error', (error) => (lastError ||= error.message));
     socket.on('close', () => {
       clearTimeout(connectTimer);
-      this.lost(socket, lastError || 'memcached closed the connection', Promise.resolve());
+      this.lost(socket, lastError || 'memcached closed the connection', Promise.resolve(true));
     });
     return socket;
   }
@@ -188,7 +188,7 @@ export class SharedConnection<Part> {
   }
 
   /** The socket is gone: fail what was in flight on it; the next send dials a new one. */
-  private lost(socket: net.Socket, reason: string, settled: Promise<void>): void {
+  private lost(socket: net.Socket, reason: string, settled: Promise<boolean>): void {
     if (this.socket !== socket) return;
     const label = this.connected ? 'upstream connection lost' : 'upstream unavailable';
     this.socket = null;

@@ -25,14 +25,14 @@ export interface UpstreamOwner {
  * take two reply timeouts to close its side: silent for one, it may answer
  * soon after.
  */
-export function retireUpstream(socket: net.Socket, replyTimeoutMs: number): Promise<void> {
+export function retireUpstream(socket: net.Socket, replyTimeoutMs: number): Promise<boolean> {
   return retire(socket, 2 * replyTimeoutMs);
 }
 
 export class UpstreamConnection {
   private owner: UpstreamOwner | null = null;
   private lastError = '';
-  private retiring: Promise<void> | null = null;
+  private retiring: Promise<boolean> | null = null;
   closed = false;
 
   constructor(
@@ -61,8 +61,8 @@ export class UpstreamConnection {
     return this.socket.write(bytes);
   }
 
-  /** Closed for good; resolves once every request sent on it has run or never will (see retire). */
-  retire(): Promise<void> {
+  /** Closed for good; resolves once every request sent on it has run or never will, or memcached was cut off (false; see retire). */
+  retire(): Promise<boolean> {
     return (this.retiring ??= retireUpstream(this.socket, this.replyTimeoutMs));
   }
 }

@@ -20,8 +20,10 @@ export type WriteEffect =
    * ...): read it back, with whether an md I left it stale. `answered: false`:
    * no reply said a write took effect (a request whose reply never came, a
    * repair), so the key is not taken as written before the read finds it.
+   * `mayRunLater`: memcached was cut off with the request unrun and may run
+   * it once it resumes: read again after that.
    */
-  | { kind: 'readback'; key: Buffer; answered?: false }
+  | { kind: 'readback'; key: Buffer; answered?: false; mayRunLater?: true }
   /** Only the expiry changed (touch, gat, mg T). */
   | { kind: 'touch'; key: Buffer; exptime: Exptime }
   /**

@@ -91,7 +91,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     /** Orders read backs with the peer's records and flushes, as client writes are (see readBack). */
     private readonly gate: ReadBackGate,
     /** Told of every expiry memcached set or told, it has items read again after a pause (see stale-clock.ts). */
-    private readonly staleClock: Pick<StaleClock, 'answered'>,
+    private readonly staleClock: Pick<StaleClock, 'answered' | 'afterResume'>,
     private readonly events: RecorderEvents,
   ) {}
 
@@ -107,7 +107,10 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   }
 
   private record(effect: WriteEffect, receivedAt: number): void {
-    if (effect.kind === 'readback') return this.readBack(effect.key, effect.answered !== false);
+    if (effect.kind === 'readback') {
+      if (effect.mayRunLater) this.staleClock.afterResume(effect.key);
+      return this.readBack(effect.key, effect.answered !== false);
+    }
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
     const { nearFlush } = this.history;

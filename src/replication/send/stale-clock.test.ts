@@ -62,3 +62,18 @@ test('a read again is dropped if the connection dropped meanwhile (memcached may
   mock.timers.tick(2000);
   assert.deepEqual(readBack, ['after-the-drop']);
 });
+
+test('a write cut off unrun in a stopped memcached is read again once memcached answers a poll asked after the cut, and its clock ticked', () => {
+  clock.afterResume(key('cut-off'), 1000);
+  clock.polled(900, 1500); // asked before the cut: it says nothing of what memcached did with the write since
+  mock.timers.tick(5000);
+  assert.deepEqual(readBack, []);
+  clock.polled(1200, 1300); // a quick poll asked after the cut: memcached runs again (a pause under 1 s is no stale clock)
+  mock.timers.tick(1000);
+  assert.deepEqual(readBack, [], 'not before the tick');
+  mock.timers.tick(200);
+  assert.deepEqual(readBack, ['cut-off']);
+  clock.polled(3000, 3010);
+  mock.timers.tick(5000);
+  assert.deepEqual(readBack, ['cut-off'], 'once');
+});
