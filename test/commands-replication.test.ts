@@ -50,10 +50,15 @@ async function whilePaused(node: Node, request: string, pausedMs: number, thenMs
 
 /** Waits until `key` is held (or not) by both memcacheds. */
 async function heldOnBoth(a: Node, b: Node, key: string, held: boolean, timeoutMs = 5000): Promise<void> {
+  let seen = '';
   await eventually(
-    async () => (await has(a.memcached.port, key)) === held && (await has(b.memcached.port, key)) === held,
+    async () => {
+      const [onA, onB] = [await has(a.memcached.port, key), await has(b.memcached.port, key)];
+      seen = `a ${onA ? 'holds' : 'lacks'} it, b ${onB ? 'holds' : 'lacks'} it`;
+      return onA === held && onB === held;
+    },
     timeoutMs,
-    `${key} ${held ? 'held' : 'gone'} on both`,
+    () => `${key} ${held ? 'held' : 'gone'} on both (last seen: ${seen})`,
   );
 }
 
