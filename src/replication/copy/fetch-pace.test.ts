@@ -47,7 +47,7 @@ test('self-paced: full speed while clients are idle, halved while their p99 over
   assert.equal(pace.rate, Infinity, 'idle clients: unpaced');
   pace.adjust(replies(latency, 1000, 2000)); // busy, p99 2 ms: over 1.5 times 400 µs
   const slowed = pace.rate;
-  assert.ok(slowed < Infinity);
+  assert.equal(slowed, 20_000, 'back from idle at the rate it had before the pause');
   for (let i = 0; i < 2; i++) pace.adjust(replies(latency, 1000, 2000));
   assert.equal(pace.rate, slowed, 'after a cut, not judged again before three intervals came after it');
   pace.adjust(replies(latency, 1000, 2000));
@@ -93,5 +93,18 @@ test('self-paced under a cap: never above it', () => {
   const pace = new FetchPace({ cap: 5000, clientLatency: () => latency.snapshot() }, () => {});
   for (let i = 0; i < 10; i++) pace.adjust(latency.snapshot());
   assert.equal(pace.rate, 5000);
+  pace.stop();
+});
+
+test('self-paced: clients back from a pause find the copy at the rate it had while they were busy, not at what it sped up to', () => {
+  const latency = new ClientLatency();
+  replies(latency, 10_000, 400);
+  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  for (let i = 0; i < 5; i++) pace.adjust(replies(latency, 1000, 300));
+  const busy = pace.rate;
+  for (let i = 0; i < 5; i++) pace.adjust(latency.snapshot()); // a pause: the copy speeds up
+  assert.equal(pace.rate, busy * 32);
+  pace.adjust(replies(latency, 1000, 300));
+  assert.equal(pace.rate, busy);
   pace.stop();
 });

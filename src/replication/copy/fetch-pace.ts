@@ -6,7 +6,10 @@
  * ran late by more than it did before plus half that p99 (a request waiting
  * to be read is not in the first measure; the two add up to twice the p99,
  * the target). Otherwise it raises the rate by a tenth every tenth of a
- * second (never below MIN_RATE: the copy always progresses). After a cut
+ * second (never below MIN_RATE: the copy always progresses). Clients that
+ * go idle let it double every tenth of a second; when they come back it
+ * returns to the rate it had while they were busy (clients that pause
+ * between bursts met a copy sped up a hundredfold). After a cut
  * the window starts over: it is judged again once it spans JUDGED_AFTER
  * adjustments, on replies that all came after the cut.
  *
@@ -62,6 +65,8 @@ export class FetchPace {
   private loopBaselineUs = 0;
   /** The snapshots of the last WINDOW adjustments and the one before them, oldest first. */
   private readonly window: LatencySnapshot[] = [];
+  /** While the clients are idle: the rate they were last busy at, which they come back to. */
+  private busyRate: number | null = null;
 
   constructor(
     options: PaceOptions,
@@ -113,10 +118,17 @@ export class FetchPace {
     this.window.push(latest);
     if (this.window.length > WINDOW + 1) this.window.shift();
     const before = this.rate;
-    if (latencyBetween(previous.replies, latest.replies, QUANTILE).count < BUSY_REPLIES) this.rate = this.rate * 2;
-    else if (this.window.length - 1 < JUDGED_AFTER)
+    if (latencyBetween(previous.replies, latest.replies, QUANTILE).count < BUSY_REPLIES) {
+      this.busyRate ??= this.rate;
+      this.rate = this.rate * 2;
+    } else if (this.busyRate !== null) {
+      // Back from idle: at the rate that suited them busy, not at what the copy sped up to meanwhile.
+      this.rate = Math.min(this.rate, this.busyRate);
+      this.busyRate = null;
+      this.window.splice(0, this.window.length - 1); // what came at the faster rate is no measure of this one
+    } else if (this.window.length - 1 < JUDGED_AFTER) {
       return; // too few replies since the last cut to tell
-    else if (this.slowed(this.window[0], latest)) {
+    } else if (this.slowed(this.window[0], latest)) {
       this.rate = Math.max(MIN_RATE, Math.min(this.rate, UNPACED_ABOVE) / 2);
       this.window.splice(0, this.window.length - 1); // judged again on what comes after the cut
     } else this.rate = this.rate * FASTER_BY;
