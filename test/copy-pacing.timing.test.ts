@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { load } from './support/bulk';
-import { clientLoops, RawClient } from './support/client';
+import { clientLoops, memcachedStat } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { startNode, stopAll, type Node } from './support/processes';
 import { stat } from './support/replication';
@@ -17,15 +17,6 @@ const ITEMS = 200_000;
 const CLIENTS = 4;
 /** The copy's target (issue 15): the sending node's client p99 within this many times its p99 without a copy. */
 const P99_BOUND = 2;
-
-async function currItems(port: number): Promise<number> {
-  const client = await RawClient.connect(port);
-  try {
-    return Number(/STAT curr_items (\d+)/.exec(await client.request('stats\r\n', 'END\r\n'))?.[1]);
-  } finally {
-    client.close();
-  }
-}
 
 function p99(samples: number[]): number {
   const sorted = [...samples].sort((x, y) => x - y);
@@ -62,7 +53,7 @@ describe('a full copy under client load', () => {
       await eventually(async () => (await stat(b!, 'copies_received')) === '1', 90_000, 'the copy to finish');
       const copySeconds = (Date.now() - copyStart) / 1000;
       phase = 'after';
-      assert.ok((await currItems(b.memcached.port)) >= ITEMS, 'the copy carried every item');
+      assert.ok((await memcachedStat(b.memcached.port, 'curr_items')) >= ITEMS, 'the copy carried every item');
       const before = p99(latencies.before);
       const during = p99(latencies.during);
       t.diagnostic(

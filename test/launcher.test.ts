@@ -11,19 +11,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { load, untilSame } from './support/bulk';
-import { RawClient } from './support/client';
+import { memcachedStat, RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
 import { Running, startMemrepl, startNode, stopAll } from './support/processes';
 import { stat } from './support/replication';
 
-async function memcachedPid(proxyPort: number): Promise<number> {
-  const client = await RawClient.connect(proxyPort);
-  try {
-    return Number(/STAT pid (\d+)/.exec(await client.request('stats\r\n', 'END\r\n'))![1]);
-  } finally {
-    client.close();
-  }
-}
+/** The pid of the memcached behind a memrepl (its `stats`, forwarded). */
+const memcachedPid = (proxyPort: number): Promise<number> => memcachedStat(proxyPort, 'pid');
 
 /** Alive and not a zombie: an orphaned memcached may wait a while for PID 1 to reap it. */
 const alive = (pid: number) => {

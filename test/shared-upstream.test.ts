@@ -9,20 +9,10 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { describe, it } from 'node:test';
-import { RawClient } from './support/client';
+import { memcachedStat, RawClient } from './support/client';
 import { assertOthersUnharmed } from './support/isolation';
 import { eventually, sleep } from './support/ports';
 import { startMemcached, startMemrepl, rssKb } from './support/processes';
-
-async function memcachedStat(port: number, name: string): Promise<number> {
-  const client = await RawClient.connect(port);
-  try {
-    const stats = await client.request('stats\r\n', 'END\r\n');
-    return Number(new RegExp(`STAT ${name} (\\d+)`).exec(stats)![1]);
-  } finally {
-    client.close();
-  }
-}
 
 /** A TCP relay in front of memcached that can hold or cut one upstream connection, by the order they were opened. */
 class Relay {

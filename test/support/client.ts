@@ -99,6 +99,18 @@ export class RawClient {
   }
 }
 
+/** A number from `stats` on `port` (a memcached's, or a memrepl's, which forwards it); throws if it is absent. */
+export async function memcachedStat(port: number, name: string): Promise<number> {
+  const client = await RawClient.connect(port);
+  try {
+    const match = new RegExp(`STAT ${name} (\\d+)\r\n`).exec(await client.request('stats\r\n', 'END\r\n'));
+    if (!match) throw new Error(`no ${name} in the stats of port ${port}`);
+    return Number(match[1]);
+  } finally {
+    client.close();
+  }
+}
+
 /**
  * One client per port, each running `round` over and over until stop(),
  * which resolves with the rounds run in all (background load for a test).

@@ -188,7 +188,7 @@ export async function startNode(
     '--metrics-port',
     String(metricsPort),
     '--state-dir',
-    stateDirOf(name, replicationPort),
+    testStateDir(`${name}-${replicationPort}`),
     ...(peerPort === null ? [] : ['-x', `127.0.0.1:${peerPort}`]),
     ...extraArgs,
   ];
@@ -203,10 +203,6 @@ export async function startNode(
     },
   };
   return node;
-}
-
-function stateDirOf(node: string, replicationPort: number): string {
-  return testStateDir(`${node}-${replicationPort}`);
 }
 
 /** Where this test process's proxies keep their checkpoints (one survives its proxy's restarts); removed at exit. */

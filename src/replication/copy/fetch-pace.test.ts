@@ -37,10 +37,15 @@ function replies(latency: ClientLatency, count: number, us: number, loopUs = 100
   return latency.snapshot();
 }
 
-test('self-paced: full speed while clients are idle, halved while their p99 over the last second is over 1.5 times what it was, raised again once it is not', () => {
+/** A self-paced copy starting now, its clients' replies before it `us` µs each and the loop `loopUs` late. */
+function selfPaced(us: number, loopUs?: number): { latency: ClientLatency; pace: FetchPace } {
   const latency = new ClientLatency();
-  replies(latency, 10_000, 400, 500); // before the copy: p99 400 µs, the loop 500 µs late at most
-  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  replies(latency, 10_000, us, loopUs);
+  return { latency, pace: new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {}) };
+}
+
+test('self-paced: full speed while clients are idle, halved while their p99 over the last second is over 1.5 times what it was, raised again once it is not', () => {
+  const { latency, pace } = selfPaced(400, 500); // before the copy: p99 400 µs, the loop 500 µs late at most
   const start = pace.rate;
   assert.ok(start > 0 && start < Infinity);
   for (let i = 0; i < 10; i++) pace.adjust(latency.snapshot()); // idle intervals
@@ -66,9 +71,7 @@ test('self-paced: full speed while clients are idle, halved while their p99 over
 });
 
 test('self-paced: one slow tenth of a second in a good second does not cut the rate', () => {
-  const latency = new ClientLatency();
-  replies(latency, 10_000, 400);
-  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  const { latency, pace } = selfPaced(400);
   for (let i = 0; i < 10; i++) pace.adjust(replies(latency, 1000, 300));
   const before = pace.rate;
   pace.adjust(replies(latency, 50, 3000)); // 50 slow replies of ~9,050 in the window (under 1%): its p99 is still 300 µs
@@ -77,9 +80,7 @@ test('self-paced: one slow tenth of a second in a good second does not cut the r
 });
 
 test('self-paced: an event loop that runs late by more than before plus half the p99 cuts the rate (requests wait to be read)', () => {
-  const latency = new ClientLatency();
-  replies(latency, 10_000, 400, 500);
-  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  const { latency, pace } = selfPaced(400, 500);
   for (let i = 0; i < 5; i++) pace.adjust(replies(latency, 1000, 300, 600)); // the loop late by 600 µs: under 500 + 200
   const fine = pace.rate;
   assert.equal(fine, 20_000 * 1.1 ** 3, 'raised: judged from the third interval on');
@@ -97,9 +98,7 @@ test('self-paced under a cap: never above it', () => {
 });
 
 test('self-paced: clients back from a pause find the copy at the rate it had while they were busy, not at what it sped up to', () => {
-  const latency = new ClientLatency();
-  replies(latency, 10_000, 400);
-  const pace = new FetchPace({ cap: 0, clientLatency: () => latency.snapshot() }, () => {});
+  const { latency, pace } = selfPaced(400);
   for (let i = 0; i < 5; i++) pace.adjust(replies(latency, 1000, 300));
   const busy = pace.rate;
   for (let i = 0; i < 5; i++) pace.adjust(latency.snapshot()); // a pause: the copy speeds up
