@@ -263,8 +263,9 @@ const REPCACHED_BUILD = [
   'apt-get update && apt-get install -y libevent-dev build-essential autoconf automake',
   'cd $HOME/repcached',
   "make distclean                      # the repository ships another machine's configure output",
+  "sed -i 's/ -Werror//' configure.ac configure            # today's glibc deprecates sigignore(); in both, since a fresh",
+  "                                    # clone's timestamps make `make` run autoconf and configure again",
   './configure --enable-replication CFLAGS="-O2 -fcommon"   # -fcommon for 2012 C sources (GCC 12 also builds it without)',
-  "sed -i 's/ -Werror//' Makefile doc/Makefile              # today's glibc deprecates sigignore()",
   'make                                # the binary: $HOME/repcached/memcached',
 ];
 

@@ -22,8 +22,9 @@ export type PairKind = 'memrepl' | 'repcached';
 
 /** How to get a repcached binary, for the one line printed when there is none. */
 export const REPCACHED_HINT =
-  'to add them, build repcached 2.3.1 (git clone https://github.com/kspe/repcached; ./configure --enable-replication CFLAGS="-O2 -fcommon"; ' +
-  "drop -Werror from the Makefiles; make: steps in docs/bench.md, 'Building repcached') and run REPCACHED_BIN=<that tree>/memcached npm run bench";
+  'to add them, build repcached 2.3.1 (git clone https://github.com/kspe/repcached; drop -Werror from configure.ac and configure; ' +
+  './configure --enable-replication CFLAGS="-O2 -fcommon"; make: steps in docs/bench.md, ' +
+  "'Building repcached') and run REPCACHED_BIN=<that tree>/memcached npm run bench";
 
 export type RepcachedInfo = { bin: string; version: string } | { unavailable: string };
 
