@@ -16,7 +16,7 @@
  *   BENCH_CONCURRENCY     memcaslap concurrent connections (32)
  *   BENCH_OUT             report path (docs/bench.md)
  *   BENCH_SET_CLIENTS     memcaslap connections for the 100% set rows, comma-separated (4,32)
- *   BENCH_COST_ROUNDS     alternating plain-proxy / pair rounds for the replication cost (3)
+ *   BENCH_COST_ROUNDS     alternating plain-proxy / pair rounds for the replication cost (5)
  *   REPCACHED_BIN         a repcached 2.3.1 build's memcached binary, for the repcached
  *                         pair rows; without it those rows are skipped (one line says so)
  *   BENCH_ONLY            run one part: 'throughput' (targets a-d, the lag run and the set rows) or
@@ -95,7 +95,7 @@ const settings = (() => {
     threads: envInt('BENCH_THREADS', Math.max(1, Math.floor(os.cpus().length / 2))),
     concurrency: envInt('BENCH_CONCURRENCY', 32),
     setClients: envIntList('BENCH_SET_CLIENTS', [4, 32]),
-    costRounds: envInt('BENCH_COST_ROUNDS', 3),
+    costRounds: envInt('BENCH_COST_ROUNDS', 5),
     parts: parts(),
     /** A partial run (BENCH_ONLY) writes only where BENCH_OUT says. */
     out: process.env.BENCH_OUT ? path.resolve(ROOT, process.env.BENCH_OUT) : process.env.BENCH_ONLY ? null : path.join(ROOT, 'docs/bench.md'),
@@ -303,8 +303,9 @@ async function measureLag(target: Target, into: Collected): Promise<void> {
 
 /**
  * The plain proxy (c) and the pair (d) again, text only, on fresh processes,
- * alternating: one run of each swings by 10-20% on a shared machine, so the
- * replication cost's verdict takes the median of these rounds' ratios.
+ * alternating: one run of each swings by 10-40% on a shared machine (three
+ * rounds gave 0.54×, 0.95× and 0.80× in one run), so the replication cost's
+ * verdict takes the median of these rounds' ratios, five by default.
  */
 async function measureCost(cfg: string, into: Collected): Promise<void> {
   const once = async (id: TargetId, start: () => Promise<Target>): Promise<number | null> => {
