@@ -256,6 +256,32 @@ describe('links and faults', () => {
     }
   });
 
+  it("a queue standing on the link for longer than the clock windows (20 s) does not extend the items' life", async () => {
+    // B dials A through the relay, which holds everything A sends for 3 s from some point on: A's frames reach B
+    // 3 s late, for longer than B's clock-offset windows remember a fast frame, while B's frames reach A at once.
+    const ra = await freePort();
+    const a = await startNode('a', ra, null);
+    const relay = new Relay(ra);
+    const b = await startNode('b', await freePort(), await relay.start());
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      await linked(a, b);
+      await sleep(1000); // a few pings each way on a fast link
+      relay.holdBack(3000);
+      await sleep(24_000);
+      await client.request('set queued 0 30 1\r\nx\r\n');
+      await eventually(async () => (await item(b.memcached.port, 'queued')) !== null, 10_000, '"queued" on B');
+      // Stored on B about 3 s after A stored it, with what was left of its life: both end at the same moment.
+      // Taken for clock offset, the queue gave it 30 s on B from then, 3 s more than on A.
+      const [onA, onB] = await Promise.all([item(a.memcached.port, 'queued'), item(b.memcached.port, 'queued')]);
+      assert.ok(onA && onB && Math.abs(onA.ttl - onB.ttl) <= 1 && onB.ttl <= 28, `ttl on A ${onA?.ttl}, on B ${onB?.ttl}`);
+    } finally {
+      client.close();
+      relay.close();
+      await stopAll(a, b);
+    }
+  });
+
   it('concurrent conflicting writes of the same keys end identical on both', async () => {
     const [a, b] = await startPair();
     try {

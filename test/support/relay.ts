@@ -1,6 +1,7 @@
 /**
  * A TCP relay between two replication ports, for fault tests: it can cut
- * every connection (mid-frame, at a random byte), or stall traffic.
+ * every connection (mid-frame, at a random byte), stall traffic, or hold
+ * what the dialled side sends for a while (a queue standing on the link).
  */
 import * as net from 'node:net';
 
@@ -8,6 +9,8 @@ export class Relay {
   private readonly server: net.Server;
   private readonly pairs = new Set<[net.Socket, net.Socket]>();
   private stalled = false;
+  /** How long bytes from the dialled side (the relay's target) are held before they go on. */
+  private holdBackMs = 0;
   port = 0;
 
   constructor(targetPort: number) {
@@ -24,9 +27,13 @@ export class Relay {
         [inbound, outbound],
         [outbound, inbound],
       ] as const) {
+        let lastRelease = 0;
         from.on('data', (chunk) => {
           if (this.stalled) from.pause();
-          to.write(chunk);
+          if (from !== outbound || this.holdBackMs === 0) return void to.write(chunk);
+          // In order, each chunk at least holdBackMs after it came.
+          lastRelease = Math.max(Date.now() + this.holdBackMs, lastRelease);
+          setTimeout(() => to.write(chunk), lastRelease - Date.now());
         });
         from.on('error', end);
         from.on('close', end);
@@ -50,6 +57,11 @@ export class Relay {
 
   get connections(): number {
     return this.pairs.size;
+  }
+
+  /** From now on, bytes the relay's target sends are held `ms` before they go on (0: at once again). */
+  holdBack(ms: number): void {
+    this.holdBackMs = ms;
   }
 
   /** Stops forwarding until resume(). */

@@ -175,7 +175,10 @@ export class Link {
           continue;
         }
         if (this.peer === null) return this.beforeOpen(frame);
-        if (frame.type === 'ping') this.peerClock.observe(frame.time, this.lastHeard);
+        if (frame.type === 'ping') {
+          this.peerClock.observe(frame.time, this.lastHeard);
+          if (frame.inboundMs !== undefined) this.peerClock.observePeer(frame.inboundMs);
+        }
         if (frame.type === 'record') this.peerClock.observe(frame.sentAt, this.lastHeard);
         this.handler.frame(this, frame);
       }
@@ -286,6 +289,6 @@ export class Link {
       this.close('peer_silent', `peer silent for ${now - this.lastHeard} ms`);
       return;
     }
-    if (this.peer !== null && !this.congested) this.write(serializePing(now));
+    if (this.peer !== null && !this.congested) this.write(serializePing(now, this.peer.pingInbound ? (this.peerClock.inbound() ?? undefined) : undefined));
   }
 }

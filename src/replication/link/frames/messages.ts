@@ -74,6 +74,11 @@ export interface Hello {
    * whose memcacheds run with different -I keep replicating.
    */
   maxFrameBytes?: number;
+  /**
+   * This node reads PINGs that carry `inboundMs` (see PingFrame): the peer
+   * adds it only then, so a node that predates it keeps its link.
+   */
+  pingInbound?: boolean;
 }
 
 /** Most characters a node id, cluster name or run id may have. */
@@ -240,7 +245,16 @@ export interface PingFrame {
   type: 'ping';
   /** The sender's wall clock (ms since the epoch) when it sent the ping. */
   time: number;
+  /**
+   * The sender's view of the other direction: the smallest (arrival on its
+   * clock - sentAt on ours) over its recent frames, in ms (see
+   * clock-offset.ts). Only to a peer whose HELLO said `pingInbound`.
+   */
+  inboundMs?: number;
 }
+
+/** A PING's payload: its time, then (optionally) its inboundMs as an i64. */
+export const PING_INBOUND_PAYLOAD_BYTES = 16;
 
 export interface ResyncInfo {
   reason?: string;

@@ -117,6 +117,7 @@ const helloArb: fc.Arbitrary<Hello> = fc.record(
     time: fc.maxSafeNat(),
     lastSeq: fc.maxSafeNat(),
     maxFrameBytes: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+    pingInbound: fc.boolean(),
   },
   { requiredKeys: ['cluster', 'nodeId', 'runId', 'lastApplied'] },
 );
@@ -127,6 +128,10 @@ const frameArb: fc.Arbitrary<{ bytes: Buffer; expected: Frame }> = fc.oneof(
   helloArb.map((h) => ({ bytes: serializeHello(h), expected: { type: 'hello' as const, version: PROTOCOL_VERSION, ...h } })),
   fc.maxSafeNat().map((seq) => ({ bytes: serializeAck(seq), expected: { type: 'ack' as const, seq } })),
   fc.maxSafeNat().map((time) => ({ bytes: serializePing(time), expected: { type: 'ping' as const, time } })),
+  fc.tuple(fc.maxSafeNat(), fc.maxSafeInteger()).map(([time, inboundMs]) => ({
+    bytes: serializePing(time, inboundMs),
+    expected: { type: 'ping' as const, time, inboundMs },
+  })),
   fc.record({ reason: fc.string(), items: fc.maxSafeNat() }, { requiredKeys: [] }).map((info) => ({
     bytes: serializeResyncBegin(info),
     expected: { type: 'resyncBegin' as const, ...info },
@@ -353,6 +358,7 @@ test('malformed frames are FrameErrors with a clear message', () => {
     [rawFrame(0x5a, Buffer.alloc(3)), /unknown frame type 0x5a/],
     [rawFrame(0x41, Buffer.alloc(7)), /ACK payload is 7 bytes/],
     [rawFrame(0x50, Buffer.alloc(9)), /PING payload is 9 bytes/],
+    [rawFrame(0x50, Buffer.from('00000000000000010020000000000000', 'hex')), /PING inbound delay is beyond 2\^53/],
     [rawFrame(0x41, Buffer.from('0020000000000000', 'hex')), /beyond 2\^53/],
     [rawFrame(0x47, Buffer.from('{"reason":1}')), /GOODBYE reason/],
     [rawFrame(0x47, Buffer.from('{"reason":')), /not UTF-8 JSON/],
@@ -370,6 +376,7 @@ test('malformed frames are FrameErrors with a clear message', () => {
     [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":{"runId":"x","seq":-3}}'), /lastApplied.seq/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","lastApplied":5}'), /lastApplied is not an object/],
     [hello('{"cluster":"c","nodeId":"n","runId":"r","nonce":7}'), /nonce/],
+    [hello('{"cluster":"c","nodeId":"n","runId":"r","pingInbound":1}'), /HELLO pingInbound is not a boolean/],
     // Identifiers and nonces are bound into the handshake's proofs and logged: strictly formed or refused.
     [hello('{"cluster":"c","nodeId":"n","runId":"r","nonce":"abc"}'), /HELLO nonce is not 64 lowercase hex digits/],
     [hello(`{"cluster":"c","nodeId":"n","runId":"r","nonce":"${'AB'.repeat(32)}"}`), /HELLO nonce is not 64 lowercase hex digits/],

@@ -17,6 +17,7 @@ import {
   HELLO_AT,
   HEX_256_BITS,
   identifierProblem,
+  PING_INBOUND_PAYLOAD_BYTES,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   RECORD_AFTER_KEY_AT,
@@ -30,6 +31,7 @@ import {
   type Frame,
   type FullCopyRequestFrame,
   type HelloFrame,
+  type PingFrame,
   type RecordFrame,
   type ResyncInfo,
 } from './messages';
@@ -128,7 +130,7 @@ export function decodeFrame(type: number, payload: Buffer): Frame {
     case FrameType.ack:
       return { type: 'ack', seq: decodeU64Payload('ACK', payload) };
     case FrameType.ping:
-      return { type: 'ping', time: decodeU64Payload('PING', payload) };
+      return decodePing(payload);
     case FrameType.hello:
       return decodeHello(payload);
     case FrameType.resyncBegin:
@@ -172,6 +174,18 @@ function readU64(what: string, buf: Buffer, offset: number): number {
 function decodeU64Payload(frame: string, payload: Buffer): number {
   if (payload.length !== U64_PAYLOAD_BYTES) throw malformed(`${frame} payload is ${payload.length} bytes, expected ${U64_PAYLOAD_BYTES}`);
   return readU64(`${frame} value`, payload, 0);
+}
+
+/** A PING: its time alone (U64_PAYLOAD_BYTES), or with the sender's inbound delay (PING_INBOUND_PAYLOAD_BYTES). */
+function decodePing(payload: Buffer): PingFrame {
+  if (payload.length === U64_PAYLOAD_BYTES) return { type: 'ping', time: readU64('PING time', payload, 0) };
+  if (payload.length !== PING_INBOUND_PAYLOAD_BYTES) {
+    throw malformed(`PING payload is ${payload.length} bytes, expected ${U64_PAYLOAD_BYTES} or ${PING_INBOUND_PAYLOAD_BYTES}`);
+  }
+  const high = payload.readInt32BE(U64_PAYLOAD_BYTES);
+  const inboundMs = high * TWO_32 + payload.readUInt32BE(U64_PAYLOAD_BYTES + 4);
+  if (!Number.isSafeInteger(inboundMs)) throw malformed('PING inbound delay is beyond 2^53');
+  return { type: 'ping', time: readU64('PING time', payload, 0), inboundMs };
 }
 
 function decodeRecord(payload: Buffer): RecordFrame {
@@ -254,6 +268,10 @@ function decodeHello(payload: Buffer): HelloFrame {
   if (body.maxFrameBytes !== undefined) {
     if (!isCount(body.maxFrameBytes) || body.maxFrameBytes === 0) throw malformed('HELLO maxFrameBytes is not a positive integer');
     hello.maxFrameBytes = body.maxFrameBytes;
+  }
+  if (body.pingInbound !== undefined) {
+    if (typeof body.pingInbound !== 'boolean') throw malformed('HELLO pingInbound is not a boolean');
+    hello.pingInbound = body.pingInbound;
   }
   return hello;
 }

@@ -103,6 +103,8 @@ test('HELLO starts with magic and version, then JSON without absent fields', () 
 test('ACK, PING and JSON frames', () => {
   assert.deepEqual(serializeAck(258), Buffer.from([0, 0, 0, 9, 0x41, 0, 0, 0, 0, 0, 0, 1, 2]));
   assert.deepEqual(serializePing(1), Buffer.from([0, 0, 0, 9, 0x50, 0, 0, 0, 0, 0, 0, 0, 1]));
+  // With the sender's inbound delay (an i64: a peer whose clock is behind sends a negative one).
+  assert.deepEqual(serializePing(1, -2), Buffer.from([0, 0, 0, 17, 0x50, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]));
   assert.equal(serializeGoodbye({ reason: 'bye' }).toString('latin1', 4), 'G{"reason":"bye"}');
   assert.equal(serializeResyncBegin().toString('latin1', 4), 'B{}');
 });

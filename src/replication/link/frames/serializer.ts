@@ -12,6 +12,7 @@ import {
   FRAME_HEADER_BYTES,
   FrameType,
   HELLO_AT,
+  PING_INBOUND_PAYLOAD_BYTES,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   RECORD_AFTER_KEY_AT,
@@ -87,6 +88,7 @@ export function serializeHello(hello: Hello): Buffer {
         time: hello.time,
         lastSeq: hello.lastSeq,
         maxFrameBytes: hello.maxFrameBytes,
+        pingInbound: hello.pingInbound,
       }),
     ),
     'utf8',
@@ -258,10 +260,18 @@ export function serializeAck(seq: number): Buffer {
   return buf;
 }
 
-export function serializePing(time: number): Buffer {
+/** A PING; with `inboundMs` only to a peer whose HELLO said `pingInbound`. */
+export function serializePing(time: number, inboundMs?: number): Buffer {
   checkU64('ping time', time);
-  const buf = frame(FrameType.ping, U64_PAYLOAD_BYTES);
+  if (inboundMs === undefined) {
+    const buf = frame(FrameType.ping, U64_PAYLOAD_BYTES);
+    writeU64(buf, time, FRAME_HEADER_BYTES);
+    return buf;
+  }
+  if (!Number.isSafeInteger(inboundMs)) throw new RangeError(`ping inbound delay must be a safe integer, got ${inboundMs}`);
+  const buf = frame(FrameType.ping, PING_INBOUND_PAYLOAD_BYTES);
   writeU64(buf, time, FRAME_HEADER_BYTES);
+  writeI64(buf, inboundMs, FRAME_HEADER_BYTES + U64_PAYLOAD_BYTES);
   return buf;
 }
 
