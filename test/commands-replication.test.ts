@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { RawClient } from './support/client';
 import { eventually, freePort, sleep } from './support/ports';
 import { type Node, rssKb, type Running, startMemcached, startNode, startPair, stopAll } from './support/processes';
-import { MuteRelay } from './support/relay';
+import { DyingRelay, MuteRelay } from './support/relay';
 import { converged, has, item, linked, relayedPair, stat, withRelayedPair } from './support/replication';
 import { readAll } from './support/bulk';
 
@@ -806,6 +806,44 @@ describe('clients that hang up', () => {
         5000,
         () => `${node === a ? 'A' : 'B'} holds all ${keys.length} keys (holds ${held})`,
       );
+    }
+  });
+});
+
+describe('a memcached that dies right after answering a write', () => {
+  it('an append, prepend, incr or decr it answered still reaches the peer, run there as the client sent it', async () => {
+    let relay!: DyingRelay;
+    const ra = await freePort();
+    const a = await startNode('a', ra, null, [], [], async (port) => {
+      relay = new DyingRelay(port);
+      return relay.start();
+    });
+    const b = await startNode('b', await freePort(), ra);
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      await linked(a, b);
+      const before = 'set log 0 0 4\r\nline\r\nset head 0 0 4\r\nline\r\nset hits 0 0 2\r\n10\r\nset left 0 0 2\r\n10\r\n';
+      assert.equal(await client.request(before, 'STORED\r\n'.repeat(4)), 'STORED\r\n'.repeat(4));
+      await eventually(async () => (await item(b.memcached.port, 'left'))?.value === '10', 5000, 'the first values on b');
+      // memcached answers all four, and is gone before memrepl can read any of the items back.
+      relay.dieAfter('VA 1\r\n7\r\n');
+      const writes = 'append log 0 0 5\r\n+more\r\nms head 4 MP\r\nnew+\r\nincr hits 5\r\nma left MD D3 v\r\n';
+      assert.equal(await client.request(writes, 'VA 1\r\n7\r\n'), 'STORED\r\nHD\r\n15\r\nVA 1\r\n7\r\n');
+      const expected = { log: 'line+more', head: 'new+line', hits: '15', left: '7' };
+      const onB: Record<string, string | undefined> = {};
+      await eventually(
+        async () => {
+          // trimEnd: a decr may keep the value's length, padded with spaces (when memcached can change it in place).
+          for (const key of Object.keys(expected)) onB[key] = (await item(b.memcached.port, key))?.value.trimEnd();
+          return JSON.stringify(onB) === JSON.stringify(expected);
+        },
+        5000,
+        () => `b to run the writes memcached a answered (b holds ${JSON.stringify(onB)})`,
+      );
+    } finally {
+      client.close();
+      relay.close();
+      await stopAll(a, b);
     }
   });
 });

@@ -12,7 +12,7 @@ import { LocalMemcached, LocalMemcachedBinary } from '../src/replication/local-m
 import { Outbox } from '../src/replication/send/outbox';
 import { Recorder } from '../src/replication/send/recorder';
 import { RawClient } from './support/client';
-import { eventually } from './support/ports';
+import { eventually, freePort } from './support/ports';
 import { type Running, startMemcached } from './support/processes';
 
 describe('recorder', () => {
@@ -54,7 +54,7 @@ describe('recorder', () => {
       binaryLocal,
       gate,
       { answered() {}, afterResume() {} },
-      { appended() {}, lost() {}, expiryUnknown() {} },
+      { appended() {}, lost() {}, replayed() {}, expiryUnknown() {} },
     );
   });
   after(async () => {
@@ -102,6 +102,60 @@ describe('recorder', () => {
       assert.deepEqual(nearFlush.told.at(-1), { key: 'appended', stored: 'ab' });
     } finally {
       nearFlush.armed = false;
+    }
+  });
+
+  it('an append, prepend, incr or decr whose read back fails (memcached died after answering it) ships the write itself', async () => {
+    // A memcached that is gone: nothing listens where the read back goes.
+    const dead = { host: '127.0.0.1', port: await freePort() };
+    const deadLocal = new LocalMemcached(dead, 500);
+    const deadBinary = new LocalMemcachedBinary(dead, 500);
+    const box = new Outbox({ maxBytes: 1024 * 1024 });
+    const events = { lost: [] as string[], replayed: [] as string[] };
+    const bounds = { maxEntries: 1000, windowMs: 60_000 };
+    const history = {
+      values: new RecentWrites(bounds),
+      touches: new RecentWrites(bounds),
+      flushes: new FlushSchedule(),
+      nearFlush,
+      expiries: new KnownExpiries(),
+    };
+    const orphan = new Recorder(
+      box,
+      new HybridClock('a'),
+      history,
+      deadLocal,
+      deadBinary,
+      { localStarted: () => null, localEnded() {} },
+      { answered() {}, afterResume() {} },
+      { appended() {}, lost: (reason) => events.lost.push(reason), replayed: (reason) => events.replayed.push(reason), expiryUnknown() {} },
+    );
+    try {
+      const now = Date.now();
+      orphan.written({ kind: 'readback', key: Buffer.from('log'), replay: { op: 'append', value: Buffer.from('+line') } }, now);
+      orphan.written({ kind: 'readback', key: Buffer.from('head'), replay: { op: 'prepend', value: Buffer.from('top+') } }, now);
+      orphan.written({ kind: 'readback', key: Buffer.from('hits'), replay: { op: 'incr', value: Buffer.from('5') } }, now);
+      orphan.written({ kind: 'readback', key: Buffer.from('left'), replay: { op: 'decr', value: Buffer.from('18446744073709551615') } }, now);
+      // No reply said this one took effect (a repair, a request cut off): nothing to replay, it is lost as before.
+      orphan.written({ kind: 'readback', key: Buffer.from('unknown'), answered: false }, now);
+      await eventually(async () => box.length + events.lost.length === 5, 5000, 'every read back settled');
+      const records = Array.from({ length: box.length }, (_, i) => box.get(box.oldestSeq + i)!);
+      assert.deepEqual(
+        records.map((r) => [r.op, r.key.toString('latin1'), r.value.toString('latin1')]),
+        [
+          ['append', 'log', '+line'],
+          ['prepend', 'head', 'top+'],
+          ['incr', 'hits', '5'],
+          ['decr', 'left', '18446744073709551615'],
+        ],
+      );
+      assert.equal(events.replayed.length, 4);
+      assert.equal(events.lost.length, 1);
+      // Each remembered as this node's write, so that an older record of the key from the peer loses to it.
+      assert.equal(history.values.lastWriteOf(Buffer.from('hits'))?.nodeId, 'a');
+    } finally {
+      deadLocal.close();
+      deadBinary.close();
     }
   });
 });

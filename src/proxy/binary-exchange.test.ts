@@ -87,9 +87,14 @@ test('silencing rules per executed opcode', () => {
 
 test('effects of writes that took effect', () => {
   const cases: [RequestFields, number, unknown[]][] = [
-    [{ opcode: Opcode.Append, key, value: Buffer.from('x') }, Status.Success, [{ kind: 'readback', key }]],
+    // Read back, with the write to replay should the read fail.
+    [{ opcode: Opcode.Append, key, value: Buffer.from('x') }, Status.Success, [{ kind: 'readback', key, replay: { op: 'append', value: Buffer.from('x') } }]],
     [{ opcode: Opcode.PrependQ, key, value: Buffer.from('x') }, Status.NotStored, []],
-    [{ opcode: Opcode.IncrementQ, key, extras: arithmeticExtras(1n, 0n, 0) }, Status.Success, [{ kind: 'readback', key }]],
+    [
+      { opcode: Opcode.IncrementQ, key, extras: arithmeticExtras(18446744073709551615n, 0n, 0) },
+      Status.Success,
+      [{ kind: 'readback', key, replay: { op: 'incr', value: Buffer.from('18446744073709551615') } }],
+    ],
     [{ opcode: Opcode.Decrement, key, extras: arithmeticExtras(1n, 0n, 0) }, Status.NonNumeric, []],
     [{ opcode: Opcode.DeleteQ, key }, Status.Success, [{ kind: 'delete', key }]],
     // Reported as missed (replicated all the same: the key may be missing only here).

@@ -202,7 +202,14 @@ function effectsOf(request: CommandRequest, opcode: number, status: number): Wri
   if (STORES.has(opcode)) {
     return [{ kind: 'set', key, value: Buffer.from(request.value), flags: extras.readUInt32BE(0), exptime: extras.readUInt32BE(4) }];
   }
-  if (READBACKS.has(opcode)) return [{ kind: 'readback', key }];
+  if (opcode === Opcode.Append || opcode === Opcode.Prepend) {
+    return [{ kind: 'readback', key, replay: { op: opcode === Opcode.Append ? 'append' : 'prepend', value: Buffer.from(request.value) } }];
+  }
+  if (opcode === Opcode.Increment || opcode === Opcode.Decrement) {
+    // Extras: the delta (u64), then the initial value and expiry memcached creates a missing item with.
+    const delta = extras.length >= 8 ? extras.readBigUInt64BE(0) : 0n;
+    return [{ kind: 'readback', key, replay: { op: opcode === Opcode.Increment ? 'incr' : 'decr', value: Buffer.from(String(delta), 'latin1') } }];
+  }
   if (opcode === Opcode.Delete) return [{ kind: 'delete', key }];
   if (TOUCHES.has(opcode)) return [{ kind: 'touch', key, exptime: extras.readUInt32BE(0) }];
   if (opcode === Opcode.Flush) return [{ kind: 'flush', delay: flushDelay(extras) }];

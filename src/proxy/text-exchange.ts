@@ -10,7 +10,7 @@
  */
 import { NO_KEYS } from '../protocol/bytes';
 import type { WriteEffect } from './write-sink';
-import { parseInt32, parseUint32 } from '../protocol/numbers';
+import { parseInt32, parseUint32, parseUint64 } from '../protocol/numbers';
 import type { MetaRequest, TextRequest } from '../protocol/text/messages';
 import type { ReplyPart } from '../protocol/text/reply-parser';
 import { TextReplyParser } from '../protocol/text/reply-parser';
@@ -119,14 +119,20 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, value) : request.raw;
       return singleReply(command, upstream, noreply, key, (status) => {
         if (status !== 'STORED') return null;
-        if (command === 'append' || command === 'prepend') return { kind: 'readback', key };
+        // Copied: the value is a view of a socket chunk, and the replay is kept until the read back is answered.
+        if (command === 'append' || command === 'prepend') return { kind: 'readback', key, replay: { op: command, value: Buffer.from(value) } };
         return { kind: 'set', key, value, flags, exptime };
       });
     }
     case 'arithmetic': {
       const { key, noreply } = request;
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
-      return singleReply(request.command, upstream, noreply, key, (status) => (/^\d+$/.test(status) ? { kind: 'readback', key } : null));
+      return singleReply(request.command, upstream, noreply, key, (status) => {
+        if (!/^\d+$/.test(status)) return null;
+        // The delta as memcached read it (a sign, wrapped around as memcached does), in plain digits.
+        const delta = String(parseUint64(request.tokens[2] ?? '') ?? 0n);
+        return { kind: 'readback', key, replay: { op: request.command, value: Buffer.from(delta, 'latin1') } };
+      });
     }
     case 'touch': {
       const { key, exptime, noreply } = request;
@@ -273,6 +279,8 @@ function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer
       const plain = ['S', 's', 'E', 'e', 'R', 'r'].includes(mode) && flagValue(flags, 'I') === undefined;
       const itemFlags = flagNumber(flags, 'F', 0);
       const storedExptime = flagNumber(flags, 'T', 0);
+      const appends = ['A', 'a', 'P', 'p'].includes(mode) && flagValue(flags, 'I') === undefined && value !== null;
+      if (appends) return { kind: 'readback', key, replay: { op: 'Aa'.includes(mode) ? 'append' : 'prepend', value: Buffer.from(value) } };
       if (!plain || value === null || itemFlags === null || storedExptime === null) return { kind: 'readback', key };
       return { kind: 'set', key, value, flags: itemFlags, exptime: storedExptime };
     }
@@ -281,8 +289,13 @@ function metaEffect(command: string, key: Buffer, flags: string[], value: Buffer
       if (status !== 'HD') return null;
       // An invalidation keeps the item, marked stale: the peer needs this node's value with the mark (not its own value marked).
       return flagValue(flags, 'I') !== undefined ? { kind: 'readback', key } : { kind: 'delete', key };
-    case 'ma':
-      return status === 'HD' || status === 'VA' ? { kind: 'readback', key } : null;
+    case 'ma': {
+      if (status !== 'HD' && status !== 'VA') return null;
+      const delta = parseUint64(flagValue(flags, 'D') ?? '1');
+      const mode = flagValue(flags, 'M') ?? 'I';
+      if (delta === null || mode.length !== 1 || !'IiDd+-'.includes(mode)) return { kind: 'readback', key };
+      return { kind: 'readback', key, replay: { op: 'Ii+'.includes(mode) ? 'incr' : 'decr', value: Buffer.from(String(delta), 'latin1') } };
+    }
     default:
       return null;
   }

@@ -21,9 +21,11 @@ export type WriteEffect =
    * no reply said a write took effect (a request whose reply never came, a
    * repair), so the key is not taken as written before the read finds it.
    * `mayRunLater`: memcached was cut off with the request unrun and may run
-   * it once it resumes: read again after that.
+   * it once it resumes: read again after that. `replay`: the write as an
+   * operation the peer can run itself, shipped if the read back fails (a
+   * memcached that died right after answering); only where it is exact.
    */
-  | { kind: 'readback'; key: Buffer; answered?: false; mayRunLater?: true }
+  | { kind: 'readback'; key: Buffer; answered?: false; mayRunLater?: true; replay?: Replay }
   /** Only the expiry changed (touch, gat, mg T). */
   | { kind: 'touch'; key: Buffer; exptime: Exptime }
   /**
@@ -34,6 +36,12 @@ export type WriteEffect =
    */
   | { kind: 'delete'; key: Buffer; missed?: boolean }
   | { kind: 'flush'; delay: number };
+
+/** An append or prepend (`value`: the bytes added), an incr or decr (`value`: the delta's decimal digits). */
+export interface Replay {
+  op: 'append' | 'prepend' | 'incr' | 'decr';
+  value: Buffer;
+}
 
 /** One client flush_all, from flushing() to its end. */
 export interface FlushTurn {

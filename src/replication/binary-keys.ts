@@ -13,7 +13,7 @@
  * remembers the expiry of each such key it wrote (KnownExpiries).
  */
 import { Opcode, Status, STATUS_MESSAGES, type BinaryPacket } from '../protocol/binary/messages';
-import { encodeRequest, expiryExtras, storageExtras } from '../protocol/binary/serializer';
+import { arithmeticExtras, encodeRequest, expiryExtras, storageExtras } from '../protocol/binary/serializer';
 import { metaKeyFits } from '../protocol/text/serializer';
 
 /** True for a key only the binary protocol can name. */
@@ -29,6 +29,14 @@ export function binaryStore(mode: 'set' | 'add', key: Buffer, value: Buffer, fla
 /** DeleteQ: memcached answers only a failure (a miss is one). */
 export function binaryDelete(key: Buffer): Buffer {
   return encodeRequest({ opcode: Opcode.DeleteQ, key });
+}
+
+/** AppendQ/PrependQ, IncrementQ/DecrementQ (never creating a missing item): a replayed write; memcached answers only a failure. */
+export function binaryReplay(op: 'append' | 'prepend' | 'incr' | 'decr', key: Buffer, value: Buffer): Buffer {
+  if (op === 'append' || op === 'prepend') return encodeRequest({ opcode: op === 'append' ? Opcode.AppendQ : Opcode.PrependQ, key, value });
+  // Expiry 0xffffffff: a missing item stays missing, as a text incr leaves it.
+  const extras = arithmeticExtras(BigInt(value.toString('latin1')), 0n, 0xffff_ffff);
+  return encodeRequest({ opcode: op === 'incr' ? Opcode.IncrementQ : Opcode.DecrementQ, key, extras });
 }
 
 /** Touch (it has no quiet twin; GATQ would answer every hit with the whole value). */

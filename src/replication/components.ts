@@ -130,6 +130,7 @@ export function buildComponents(
       keeping.recorded(Date.now(), outbox.unacknowledged);
     },
     lost,
+    replayed: (reason) => log.warn(`replication: ${reason}`),
     expiryUnknown: expiryUnknownWarning(metrics, log),
   });
   const applier = new Applier(memcached.applier, memcached.applierBinary, clock, history, contention, metrics, options.nodeId, {

@@ -19,7 +19,7 @@ export function createReplicationMetrics(registry: Registry) {
     }),
     recordsSkipped: new Counter({
       name: 'memrepl_replication_records_skipped_total',
-      help: 'Records not applied, by reason (conflict: a newer write of the key won; duplicate: already applied; refused: memcached said no, e.g. out of memory; too_large_for_peer: counted on the sender, the item is larger than the peer accepts and the peer deletes the key instead; expiry_unknown: counted on the sender, a key only the binary protocol can name was read back without a known expiry and the peer deletes the key instead).',
+      help: 'Records not applied, by reason (conflict: a newer write of the key won; duplicate: already applied; refused: memcached said no, e.g. out of memory; too_large_for_peer: counted on the sender, the item is larger than the peer accepts and the peer deletes the key instead; expiry_unknown: counted on the sender, a key only the binary protocol can name was read back without a known expiry and the peer deletes the key instead; not_understood_by_peer: counted on the sender, a replayed append/prepend/incr/decr for a peer too old to run it, which deletes the key instead).',
       labelNames: ['reason'] as const,
       registers,
     }),

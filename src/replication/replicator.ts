@@ -173,6 +173,7 @@ export class Replicator implements LinkHandler {
       time: Date.now(),
       lastSeq: this.outbox.lastSeq,
       maxFrameBytes: this.options.maxFrameBytes(),
+      opRecords: true,
       pingInbound: true,
     };
   }

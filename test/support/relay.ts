@@ -135,3 +135,67 @@ export class MuteRelay {
     this.server.close();
   }
 }
+
+/**
+ * A relay in front of memcached that, once told to die after some reply,
+ * forwards replies until that one has gone to the proxy, then ends every
+ * connection and takes no more: memcached as seen by a proxy when it dies
+ * right after answering a write, before the proxy can read the item back.
+ */
+export class DyingRelay {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  /** Once armed: the bytes that, in the replies forwarded since, end memcached's life. */
+  private lastWords: string | null = null;
+  private said = '';
+  private dead = false;
+  port = 0;
+
+  constructor(targetPort: number) {
+    this.server = net.createServer((inbound) => {
+      if (this.dead) return void inbound.destroy();
+      const outbound = net.connect(targetPort, '127.0.0.1');
+      for (const socket of [inbound, outbound]) {
+        this.sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => {
+          this.sockets.delete(socket);
+          inbound.destroy();
+          outbound.destroy();
+        });
+      }
+      inbound.on('data', (chunk: Buffer) => {
+        if (!this.dead) outbound.write(chunk);
+      });
+      outbound.on('data', (chunk: Buffer) => {
+        if (this.dead) return;
+        inbound.write(chunk);
+        if (this.lastWords === null) return;
+        this.said += chunk.toString('latin1');
+        if (this.said.includes(this.lastWords)) this.die();
+      });
+    });
+  }
+
+  start(): Promise<number> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve((this.port = (this.server.address() as net.AddressInfo).port))));
+  }
+
+  /** memcached dies once replies sent from now on include `bytes`. */
+  dieAfter(bytes: string): void {
+    this.lastWords = bytes;
+    this.said = '';
+  }
+
+  /** What was forwarded goes out first; then every connection ends, and new ones are refused. */
+  private die(): void {
+    this.dead = true;
+    for (const socket of this.sockets) socket.end();
+    this.server.close();
+  }
+
+  close(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+  }
+}

@@ -85,6 +85,18 @@ export function metaDelete(key: Buffer, quiet = false, cas: number | null = null
   return Buffer.from(`${keyed('md', key)}${cas === null ? '' : ` C${cas}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');
 }
 
+/** A replayed append or prepend (`ms … MA|MP`, without F or T: the item keeps its own), quiet; `data`: the bytes added. */
+export function metaAppend(key: Buffer, data: Buffer, mode: 'append' | 'prepend'): Buffer {
+  const { token, flag } = metaKey(key);
+  const head = Buffer.from(`ms ${token} ${data.length}${flag} M${mode === 'append' ? 'A' : 'P'} q${CRLF}`, 'latin1');
+  return Buffer.concat([head, data, Buffer.from(CRLF, 'latin1')]);
+}
+
+/** A replayed incr or decr (`ma … MI|MD D<delta>`), quiet; a missing item stays missing. */
+export function metaArithmetic(key: Buffer, op: 'incr' | 'decr', delta: Buffer): Buffer {
+  return Buffer.from(`${keyed('ma', key)} M${op === 'incr' ? 'I' : 'D'} D${delta.toString('latin1')} q${CRLF}`, 'latin1');
+}
+
 /** Marks the item stale, keeping its value and TTL; `quiet` and `cas` as for metaDelete. */
 export function metaInvalidate(key: Buffer, quiet = false, cas: number | null = null): Buffer {
   return Buffer.from(`${keyed('md', key)} I${cas === null ? '' : ` C${cas}`}${quiet ? ' q' : ''}${CRLF}`, 'latin1');

@@ -16,9 +16,9 @@
 import type { BinaryPacket } from '../../protocol/binary/messages';
 import { exptimeFor } from '../../protocol/text/expiry';
 import type { ReplyPart } from '../../protocol/text/reply-parser';
-import { metaDelete, metaInvalidate, metaTouch } from '../../protocol/text/serializer';
-import { binaryDelete, binaryRefusal, binaryStore, binaryTouch, needsBinary } from '../binary-keys';
-import { expiresAtFromTtl, type Expiry, type RecordFrame, type RecordOp } from '../link/frames/messages';
+import { metaAppend, metaArithmetic, metaDelete, metaInvalidate, metaTouch } from '../../protocol/text/serializer';
+import { binaryDelete, binaryRefusal, binaryReplay, binaryStore, binaryTouch, needsBinary } from '../binary-keys';
+import { expiresAtFromTtl, isReplayed, type Expiry, type RecordFrame, type RecordOp } from '../link/frames/messages';
 import type { Stored } from '../flush/flush-edge';
 import type { Stamp } from '../conflict/hlc';
 import type { LocalMemcached, LocalMemcachedBinary } from '../local-memcached';
@@ -147,6 +147,14 @@ export class ApplyBatches {
       case 'flush':
         batch.commands.command(metaDelete(record.key, true), record.op);
         break;
+      case 'append':
+      case 'prepend':
+        batch.commands.command(metaAppend(record.key, record.value, record.op), record.op);
+        break;
+      case 'incr':
+      case 'decr':
+        batch.commands.command(metaArithmetic(record.key, record.op, record.value), record.op);
+        break;
     }
   }
 
@@ -163,6 +171,11 @@ export class ApplyBatches {
     if (record.op === 'delete' || record.op === 'flush') {
       expiries.forget(key);
       batch.commands.binaryCommand(binaryDelete(key), record.op);
+      return;
+    }
+    if (isReplayed(record.op)) {
+      // An append or incr keeps the item's expiry, as noted.
+      batch.commands.binaryCommand(binaryReplay(record.op, key, record.value), record.op);
       return;
     }
     switch (record.op) {

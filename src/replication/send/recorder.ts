@@ -10,7 +10,7 @@
  * ships the newer state in the older slot: state records converge anyway.
  */
 import { Status, type BinaryPacket } from '../../protocol/binary/messages';
-import type { WriteEffect, WriteSink } from '../../proxy/write-sink';
+import type { Replay, WriteEffect, WriteSink } from '../../proxy/write-sink';
 import { RELATIVE_EXPTIME_MAX, remainingLifeMs } from '../../protocol/text/expiry';
 import { parseMetaHeader } from '../../protocol/text/meta-header';
 import { metaInvalidate, metaRead } from '../../protocol/text/serializer';
@@ -53,6 +53,8 @@ export interface RecorderEvents {
   appended(): void;
   /** A write took effect but its state could not be read: only a full copy can repair the peer. */
   lost(reason: string): void;
+  /** A write's state could not be read, and the write itself was shipped for the peer to run (see readNow). */
+  replayed(reason: string): void;
   /**
    * A key only the binary protocol can name was read back but its expiry is
    * not known here (see KnownExpiries): the peer gets a delete of the key.
@@ -109,7 +111,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
   private record(effect: WriteEffect, receivedAt: number): void {
     if (effect.kind === 'readback') {
       if (effect.mayRunLater) this.staleClock.afterResume(effect.key);
-      return this.readBack(effect.key, effect.answered !== false);
+      return this.readBack(effect.key, effect.answered !== false, effect.replay);
     }
     const stamp = this.clock.stamp();
     if (effect.kind === 'flush') return this.recordFlush(effect.delay, stamp, receivedAt);
@@ -148,9 +150,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * only at the read, an append answered while the flush waited was flushed,
    * and its read, let go after, shipped a delete (seed 41, 600 s, session 16).
    */
-  private readBack(key: Buffer, answered: boolean): void {
+  private readBack(key: Buffer, answered: boolean, replay?: Replay): void {
     if (answered) this.noteValueWrite(key, this.clock.stamp(), null);
-    this.gated(key, () => this.readNow(key), `could not read back ${key.toString('latin1').slice(0, 60)}`);
+    this.gated(key, () => this.readNow(key, answered ? replay : undefined), `could not read back ${key.toString('latin1').slice(0, 60)}`);
   }
 
   /** Runs `read` once the gate lets a write of `key` go, counted in flight until it is answered. */
@@ -200,8 +202,14 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     this.gated(key, read, `could not read again ${key.toString('latin1').slice(0, 60)}`);
   }
 
-  /** Notes `key` as written now and reads it: the record of what memcached answered (null: nothing to ship). */
-  private readNow(key: Buffer): Promise<NewRecord | null> {
+  /**
+   * Notes `key` as written now and reads it: the record of what memcached
+   * answered (null: nothing to ship). A read that fails after memcached
+   * answered the write (it died in between, or went silent) ships `replay`,
+   * the write as an operation for the peer to run, where there is one: the
+   * item is gone with this memcached, and the peer's copy will refill it.
+   */
+  private readNow(key: Buffer, replay?: Replay): Promise<NewRecord | null> {
     // Noted before the read, so that an older record of the key meanwhile loses to it.
     const stamp = this.clock.stamp();
     this.noteValueWrite(key, stamp, null);
@@ -222,6 +230,12 @@ export class Recorder implements Pick<WriteSink, 'written'> {
         return record;
       },
       (error: Error) => {
+        if (replay) {
+          this.events.replayed(
+            `could not read back ${key.toString('latin1').slice(0, 60)} after its ${replay.op} (${error.message}): the peer runs the ${replay.op} itself`,
+          );
+          return newRecord(stamp, replay.op, key, null, 0, replay.value);
+        }
         unnote();
         throw error;
       },

@@ -5,6 +5,7 @@
  * accepts goes as a delete of its key, so the stream keeps its numbering.
  */
 import type { Logger } from '../../log';
+import { isReplayed } from '../link/frames/messages';
 import { serializeRecord } from '../link/frames/serializer';
 import type { Link } from '../link/link';
 import { WritePacer } from '../link/write-pacer';
@@ -72,7 +73,7 @@ export class StreamSender {
         this.cursor = this.outbox.cursor(this.outbox.oldestSeq - 1) as OutboxCursor;
         break;
       }
-      link.write(serializeRecord(record.bytes > peerLimit ? this.tooLargeForPeer(record, peerLimit) : record, now));
+      link.write(serializeRecord(this.forPeer(record, link, peerLimit), now));
       sent++;
     }
     link.socket.uncork();
@@ -102,6 +103,26 @@ export class StreamSender {
     this.metrics.backlogBytes.set(this.outbox.bytes);
     this.metrics.backlogRecords.set(this.outbox.length);
     this.metrics.unackedRecords.set(this.outbox.unacknowledged);
+  }
+
+  /** The record as the peer can take it (see tooLargeForPeer and notUnderstood). */
+  private forPeer(record: OutboxRecord, link: Link, peerLimit: number): OutboxRecord {
+    if (record.bytes > peerLimit) return this.tooLargeForPeer(record, peerLimit);
+    return isReplayed(record.op) && !link.peer?.opRecords ? this.notUnderstood(record) : record;
+  }
+
+  /**
+   * A replayed write (see RecordOp) for a peer that predates them: its parser
+   * would refuse the frame and reset the link, forever. The key's value there
+   * is older than the write, and this node's memcached, which held the newer
+   * one, is gone: the peer drops the key.
+   */
+  private notUnderstood(record: OutboxRecord): OutboxRecord {
+    this.metrics.recordsSkipped.labels('not_understood_by_peer').inc();
+    this.log.warn(
+      `replication: the peer cannot run a replayed ${record.op} (an older memrepl); it deletes "${record.key.toString('latin1').slice(0, 60)}" instead`,
+    );
+    return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
   }
 
   /**

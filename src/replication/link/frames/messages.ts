@@ -74,6 +74,8 @@ export interface Hello {
    * whose memcacheds run with different -I keep replicating.
    */
   maxFrameBytes?: number;
+  /** This node applies records that replay a client's append, prepend, incr or decr (see RecordOp). */
+  opRecords?: boolean;
   /**
    * This node reads PINGs that carry `inboundMs` (see PingFrame): the peer
    * adds it only then, so a node that predates it keeps its link.
@@ -115,10 +117,17 @@ export interface HelloFrame extends Hello {
 
 // ---------------------------------------------------------------- records
 
-export type RecordOp = 'set' | 'add' | 'delete' | 'touch' | 'invalidate' | 'flush';
+/**
+ * What a record does to its key. The last four replay a client's operation
+ * instead of carrying the item: a node ships them only when it could not read
+ * back the item such a write left (its memcached died right after answering
+ * it), and only to a peer whose HELLO said `opRecords`. `value` holds the
+ * appended bytes, or the delta's decimal digits.
+ */
+export type RecordOp = 'set' | 'add' | 'delete' | 'touch' | 'invalidate' | 'flush' | 'append' | 'prepend' | 'incr' | 'decr';
 
 /** Wire codes of RecordOp. */
-export const RECORD_OPS: readonly RecordOp[] = ['set', 'add', 'delete', 'touch', 'invalidate', 'flush'];
+export const RECORD_OPS: readonly RecordOp[] = ['set', 'add', 'delete', 'touch', 'invalidate', 'flush', 'append', 'prepend', 'incr', 'decr'];
 export const RECORD_OP_CODES: Readonly<Record<RecordOp, number>> = {
   set: 0,
   add: 1,
@@ -126,7 +135,21 @@ export const RECORD_OP_CODES: Readonly<Record<RecordOp, number>> = {
   touch: 3,
   invalidate: 4,
   flush: 5,
+  append: 6,
+  prepend: 7,
+  incr: 8,
+  decr: 9,
 };
+
+/** The ops that replay a client's operation (see RecordOp). */
+export type ReplayedOp = 'append' | 'prepend' | 'incr' | 'decr';
+
+export function isReplayed(op: RecordOp): op is ReplayedOp {
+  return op === 'append' || op === 'prepend' || op === 'incr' || op === 'decr';
+}
+
+/** An incr or decr's delta as memcached takes it: 1 to 20 decimal digits (a u64). */
+export const DELTA_PATTERN = /^[0-9]{1,20}$/;
 
 /** A flush record's delay that means "cancel the scheduled flush". */
 export const FLUSH_CANCEL = 0xffff_ffff;

@@ -91,16 +91,24 @@ const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 const bytes = (maxLength: number): fc.Arbitrary<Buffer> => fc.uint8Array({ maxLength }).map((a) => Buffer.from(a));
 const seqArb = fc.oneof(fc.nat({ max: 1000 }), u32, fc.maxSafeNat());
 
-const recordArb: fc.Arbitrary<OutgoingRecord> = fc.record({
-  seq: seqArb,
-  hlc: fc.record({ wall: fc.oneof(fc.nat({ max: 2 ** 45 }), fc.maxSafeNat()), logical: u32 }),
-  op: fc.constantFrom(...RECORD_OPS),
-  key: bytes(250),
-  flags: u32,
-  value: fc.oneof(bytes(64), bytes(4000)),
-  delay: u32,
-  expiresAt: fc.oneof(fc.constant(null), fc.integer({ min: 0, max: 2 ** 45 })),
-});
+/** An incr's or decr's value: a u64's decimal digits, the only value the parser takes for them. */
+const deltaArb = fc.bigUintN(64).map((n) => Buffer.from(String(n), 'latin1'));
+/** Records of every op, with a value each op can carry. */
+const withValueFor = <T extends { op: string; value: Buffer }>(arb: fc.Arbitrary<T>): fc.Arbitrary<T> =>
+  fc.tuple(arb, deltaArb).map(([r, delta]) => (r.op === 'incr' || r.op === 'decr' ? { ...r, value: delta } : r));
+
+const recordArb: fc.Arbitrary<OutgoingRecord> = withValueFor(
+  fc.record({
+    seq: seqArb,
+    hlc: fc.record({ wall: fc.oneof(fc.nat({ max: 2 ** 45 }), fc.maxSafeNat()), logical: u32 }),
+    op: fc.constantFrom(...RECORD_OPS),
+    key: bytes(250),
+    flags: u32,
+    value: fc.oneof(bytes(64), bytes(4000)),
+    delay: u32,
+    expiresAt: fc.oneof(fc.constant(null), fc.integer({ min: 0, max: 2 ** 45 })),
+  }),
+);
 const nowArb = fc.integer({ min: 0, max: 2 ** 45 });
 
 /** Node ids, cluster names and run ids as the parser accepts them. */
@@ -171,20 +179,22 @@ test('property: every RECORD round-trips, with the remaining ttl', () => {
 test('property: writeRecordFrame round-trips every RECORD field, from ranges of other buffers', () => {
   // Every field drawn on its own (sentAt apart from wall, delay and ttl on any op), so
   // two fields swapped in the serializer or the parser cannot cancel out.
-  const fieldsArb = fc.record({
-    seq: seqArb,
-    wall: fc.maxSafeNat(),
-    logical: u32,
-    op: fc.constantFrom(...RECORD_OPS),
-    flags: u32,
-    ttlMs: fc.oneof(fc.integer({ min: -1, max: 2 ** 32 }), fc.integer({ min: 0, max: 2 ** 53 - 1 })),
-    delay: u32,
-    sentAt: fc.maxSafeNat(),
-    key: bytes(250),
-    value: fc.oneof(bytes(64), bytes(4000)),
-    before: fc.nat({ max: 16 }),
-    at: fc.nat({ max: 16 }),
-  });
+  const fieldsArb = withValueFor(
+    fc.record({
+      seq: seqArb,
+      wall: fc.maxSafeNat(),
+      logical: u32,
+      op: fc.constantFrom(...RECORD_OPS),
+      flags: u32,
+      ttlMs: fc.oneof(fc.integer({ min: -1, max: 2 ** 32 }), fc.integer({ min: 0, max: 2 ** 53 - 1 })),
+      delay: u32,
+      sentAt: fc.maxSafeNat(),
+      key: bytes(250),
+      value: fc.oneof(bytes(64), bytes(4000)),
+      before: fc.nat({ max: 16 }),
+      at: fc.nat({ max: 16 }),
+    }),
+  );
   // One object refilled for every frame, as the full copy and the serializer use it.
   const fields = newRecordFrameFields();
   fc.assert(
@@ -427,8 +437,12 @@ test('RECORD whose inner lengths do not add up', () => {
   // Trailing byte after delay.
   assert.match(expectFrameError(rawFrame(0x52, Buffer.concat([payload(), Buffer.alloc(1)]))).message, /do not add up/);
   p = payload();
-  p[20] = 6;
-  assert.match(expectFrameError(rawFrame(0x52, p)).message, /op 6 is unknown/);
+  p[20] = 10;
+  assert.match(expectFrameError(rawFrame(0x52, p)).message, /op 10 is unknown/);
+  // An incr (op 8) whose delta ("value") is no number.
+  p = payload();
+  p[20] = 8;
+  assert.match(expectFrameError(rawFrame(0x52, p)).message, /incr delta is not 1 to 20 decimal digits/);
   p = payload();
   p.writeBigInt64BE(-2n, 23 + 3 + 4);
   assert.match(expectFrameError(rawFrame(0x52, p)).message, /ttl -2/);

@@ -228,9 +228,17 @@ function decodeRecordAt(buf: Buffer, start: number, end: number): RecordFrame {
   const valueStart = afterKey + RECORD_AFTER_KEY_AT.value;
   const afterValue = valueStart + valueLength;
   const value = buf.subarray(valueStart, afterValue);
+  if ((op === 'incr' || op === 'decr') && !isDelta(value)) throw malformed(`RECORD ${op} delta is not 1 to 20 decimal digits`);
   const delay = buf.readUInt32BE(afterValue + RECORD_AFTER_VALUE_AT.delay);
   const sentAt = readU64('RECORD sentAt', buf, afterValue + RECORD_AFTER_VALUE_AT.sentAt);
   return { type: 'record', seq, hlc: { wall, logical }, op, key, flags, ttlMs, value, delay, sentAt };
+}
+
+/** 1 to 20 decimal digits (DELTA_PATTERN), read from the bytes without a string. */
+function isDelta(value: Buffer): boolean {
+  if (value.length === 0 || value.length > 20) return false;
+  for (const byte of value) if (byte < 0x30 || byte > 0x39) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------- handshake and JSON frames
@@ -268,6 +276,10 @@ function decodeHello(payload: Buffer): HelloFrame {
   if (body.maxFrameBytes !== undefined) {
     if (!isCount(body.maxFrameBytes) || body.maxFrameBytes === 0) throw malformed('HELLO maxFrameBytes is not a positive integer');
     hello.maxFrameBytes = body.maxFrameBytes;
+  }
+  if (body.opRecords !== undefined) {
+    if (typeof body.opRecords !== 'boolean') throw malformed('HELLO opRecords is not a boolean');
+    hello.opRecords = body.opRecords;
   }
   if (body.pingInbound !== undefined) {
     if (typeof body.pingInbound !== 'boolean') throw malformed('HELLO pingInbound is not a boolean');

@@ -116,7 +116,10 @@ test('bad arguments are refused before anything reaches the wire', () => {
   assert.throws(() => serializeRecord(record({ flags: 2 ** 32 }), 0), RangeError);
   assert.throws(() => serializeRecord(record({ hlc: { wall: 1, logical: 1.5 } }), 0), RangeError);
   assert.throws(() => serializeRecord(record({ expiresAt: Number.NaN }), 0), RangeError);
-  assert.throws(() => serializeRecord(record({ op: 'incr' as OutgoingRecord['op'] }), 0), TypeError);
+  assert.throws(() => serializeRecord(record({ op: 'increment' as OutgoingRecord['op'] }), 0), TypeError);
+  // An incr's value is its delta: decimal digits only.
+  assert.throws(() => serializeRecord(record({ op: 'incr', value: Buffer.from('-1') }), 0), RangeError);
+  assert.doesNotThrow(() => serializeRecord(record({ op: 'incr', value: Buffer.from('18446744073709551615') }), 0));
   assert.throws(() => serializeRecord(record({ op: 'constructor' as OutgoingRecord['op'] }), 0), TypeError);
   assert.throws(() => serializeAck(-1), RangeError);
   assert.throws(() => serializeHello({ cluster: 'c', nodeId: 'n', runId: 'r', lastApplied: { runId: 'x', seq: 0.5 } }), RangeError);

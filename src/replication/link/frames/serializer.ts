@@ -10,6 +10,7 @@ import { copyRange } from '../../../protocol/bytes';
 import {
   FRAME_AT,
   FRAME_HEADER_BYTES,
+  DELTA_PATTERN,
   FrameType,
   HELLO_AT,
   PING_INBOUND_PAYLOAD_BYTES,
@@ -88,6 +89,7 @@ export function serializeHello(hello: Hello): Buffer {
         time: hello.time,
         lastSeq: hello.lastSeq,
         maxFrameBytes: hello.maxFrameBytes,
+        opRecords: hello.opRecords,
         pingInbound: hello.pingInbound,
       }),
     ),
@@ -177,6 +179,9 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   // hasOwn: an op like 'constructor' must not find Object.prototype's.
   const op = Object.hasOwn(RECORD_OP_CODES, record.op) ? RECORD_OP_CODES[record.op] : undefined;
   if (op === undefined) throw new TypeError(`unknown record op ${String(record.op)}`);
+  if ((record.op === 'incr' || record.op === 'decr') && !DELTA_PATTERN.test(value.toString('latin1'))) {
+    throw new RangeError(`${record.op} delta must be 1 to 20 decimal digits`);
+  }
   checkU64('seq', record.seq);
   checkU64('hlc.wall', record.hlc.wall);
   checkU32('hlc.logical', record.hlc.logical);
