@@ -338,20 +338,20 @@ describe('races the link decides', () => {
     });
   });
 
-  it('gat and mg T race a set the same way', async () => {
+  it('gat, gats and mg T race a set the same way', async () => {
     await withRelayedPair([], async ({ a, b, relay }) => {
-      await ask(a, 'set g 0 0 2\r\nv0\r\nset m 0 0 2\r\nv0\r\n');
-      await converged(a, b, 'g');
-      await converged(a, b, 'm');
+      await ask(a, 'set g 0 0 2\r\nv0\r\nset gs 0 0 2\r\nv0\r\nset m 0 0 2\r\nv0\r\n');
+      for (const key of ['g', 'gs', 'm']) await converged(a, b, key);
       relay.stall();
-      await ask(a, 'set g 0 0 2\r\nv1\r\nset m 0 0 2\r\nv1\r\n');
+      await ask(a, 'set g 0 0 2\r\nv1\r\nset gs 0 0 2\r\nv1\r\nset m 0 0 2\r\nv1\r\n');
       await sleep(5);
       const client = await RawClient.connect(b.memrepl.port);
       await client.request('gat 500 g\r\n', 'END\r\n');
+      await client.request('gats 500 gs\r\n', 'END\r\n');
       await client.request('mg m T500 v\r\n');
       client.close();
       relay.resume();
-      for (const key of ['g', 'm']) {
+      for (const key of ['g', 'gs', 'm']) {
         const held = await converged(a, b, key);
         assert.equal(held?.value, 'v1', key);
         assert.ok(held && held.ttl > 490, `${key} ttl ${held?.ttl}`);
