@@ -158,4 +158,50 @@ describe('recorder', () => {
       deadBinary.close();
     }
   });
+
+  it('while memcached may have lost what it held (restarted, refilling), a read back that finds the key gone ships no delete, and an append ships itself', async () => {
+    // Resync test, "a write refused while the local memcached is down…": a repair read back of a key, run on a
+    // memcached just restarted empty, shipped a delete that erased the peer's value, which the refill was to bring.
+    const box = new Outbox({ maxBytes: 1024 * 1024 });
+    const bounds = { maxEntries: 1000, windowMs: 60_000 };
+    const history = {
+      values: new RecentWrites(bounds),
+      touches: new RecentWrites(bounds),
+      flushes: new FlushSchedule(),
+      nearFlush,
+      expiries: new KnownExpiries(),
+    };
+    let whole = false;
+    const lost: string[] = [];
+    const refilling = new Recorder(
+      box,
+      new HybridClock('a'),
+      history,
+      local,
+      binaryLocal,
+      { localStarted: () => null, localEnded() {} },
+      { answered() {}, afterResume() {} },
+      { appended() {}, lost: (reason) => lost.push(reason), replayed() {}, expiryUnknown() {} },
+      () => whole,
+    );
+    const client = await RawClient.connect(memcached.port);
+    assert.equal(await client.request('set refilled 0 0 3\r\nold\r\n'), 'STORED\r\n');
+    client.close();
+    const now = Date.now();
+    refilling.written({ kind: 'readback', key: Buffer.from('gone-here'), answered: false }, now);
+    refilling.written({ kind: 'readback', key: Buffer.from('refilled'), replay: { op: 'append', value: Buffer.from('+new') } }, now);
+    await eventually(async () => box.length === 1, 3000, 'the append shipped');
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the other read is answered too, and ships nothing
+    const records = Array.from({ length: box.length }, (_, i) => box.get(box.oldestSeq + i)!);
+    assert.deepEqual(
+      records.map((r) => [r.op, r.key.toString('latin1'), r.value.toString('latin1')]),
+      [['append', 'refilled', '+new']],
+    );
+    assert.deepEqual(lost, []);
+    // Once memcached holds what it held again, a read back that finds the key gone is a delete.
+    whole = true;
+    refilling.written({ kind: 'readback', key: Buffer.from('gone-here'), answered: false }, Date.now());
+    await eventually(async () => box.length === 2, 3000, 'the delete shipped');
+    assert.equal(box.get(box.lastSeq)!.op, 'delete');
+  });
 });

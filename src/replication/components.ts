@@ -124,15 +124,26 @@ export function buildComponents(
     (key) => recorder.readAgain(key),
     () => memcached.monitor.drops,
   );
-  const recorder = new Recorder(outbox, clock, history, memcached.readback, memcached.readbackBinary, contention, staleClock, {
-    appended: () => {
-      sender.schedule();
-      keeping.recorded(Date.now(), outbox.unacknowledged);
+  const recorder = new Recorder(
+    outbox,
+    clock,
+    history,
+    memcached.readback,
+    memcached.readbackBinary,
+    contention,
+    staleClock,
+    {
+      appended: () => {
+        sender.schedule();
+        keeping.recorded(Date.now(), outbox.unacknowledged);
+      },
+      lost,
+      replayed: (reason) => log.warn(`replication: ${reason}`),
+      expiryUnknown: expiryUnknownWarning(metrics, log),
     },
-    lost,
-    replayed: (reason) => log.warn(`replication: ${reason}`),
-    expiryUnknown: expiryUnknownWarning(metrics, log),
-  });
+    // Read backs believe memcached only while it holds what it held (see Recorder.readNow).
+    () => !restartWatch.unverified && !inbox.copyInProgress,
+  );
   const applier = new Applier(memcached.applier, memcached.applierBinary, clock, history, contention, metrics, options.nodeId, {
     batchAnswered: (answered, error) => inbox.batchAnswered(answered, error),
     drained: () => coordinator.drained(),

@@ -30,6 +30,9 @@ export class RestartWatch {
    * restart seen).
    */
   refillFrom: number | null = null;
+  /** A connection to memcached dropped and no check has answered since: memcached may have restarted (empty). */
+  unverified = false;
+  private unverifiedSince = 0;
 
   /** `lastSeq`: this node's last record. */
   constructor(
@@ -47,6 +50,8 @@ export class RestartWatch {
    */
   disconnected(): void {
     this.disconnectedAtSeq = this.lastSeq();
+    this.unverified = true;
+    this.unverifiedSince = Date.now();
     setTimeout(() => void this.check(), 50).unref();
   }
 
@@ -77,6 +82,8 @@ export class RestartWatch {
         this.refillFrom = this.disconnectedAtSeq ?? this.lastSeq();
         this.onRestart(before, now);
       }
+      // Asked after the drop (the monitor's own connection dropped with it, and reconnected for this check).
+      if (askedAt >= this.unverifiedSince) this.unverified = false;
     } catch {
       // memcached is down: the next successful check compares with what we saw before.
     } finally {

@@ -95,6 +95,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     /** Told of every expiry memcached set or told, it has items read again after a pause (see stale-clock.ts). */
     private readonly staleClock: Pick<StaleClock, 'answered' | 'afterResume'>,
     private readonly events: RecorderEvents,
+    /** False while this node's memcached may have lost what it held: a dropped connection not yet looked into, a refill under way. */
+    private readonly memcachedWhole: () => boolean = () => true,
   ) {}
 
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */
@@ -152,7 +154,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    */
   private readBack(key: Buffer, answered: boolean, replay?: Replay): void {
     if (answered) this.noteValueWrite(key, this.clock.stamp(), null);
-    this.gated(key, () => this.readNow(key, answered ? replay : undefined), `could not read back ${key.toString('latin1').slice(0, 60)}`);
+    this.gated(key, () => this.readNow(key, answered, answered ? replay : undefined), `could not read back ${key.toString('latin1').slice(0, 60)}`);
   }
 
   /** Runs `read` once the gate lets a write of `key` go, counted in flight until it is answered. */
@@ -204,22 +206,48 @@ export class Recorder implements Pick<WriteSink, 'written'> {
 
   /**
    * Notes `key` as written now and reads it: the record of what memcached
-   * answered (null: nothing to ship). A read that fails after memcached
-   * answered the write (it died in between, or went silent) ships `replay`,
-   * the write as an operation for the peer to run, where there is one: the
-   * item is gone with this memcached, and the peer's copy will refill it.
+   * answered (null: nothing to ship).
+   *
+   * What memcached answers is the write's outcome only if memcached kept what
+   * it held. A read whose connection dropped since it was asked for (memcached
+   * died, maybe restarted empty), or that finds the key gone while this node's
+   * memcached may have lost items (a drop not yet looked into, or a refill from
+   * the peer under way), tells nothing of the write: shipped, an absent key
+   * would delete the peer's value for good, the one the refill is to bring
+   * back (resync test, "a write refused while the local memcached is down…").
+   * Such a read, and one that fails after memcached answered the write, ships
+   * `replay` instead, the write as an operation for the peer to run, where
+   * there is one; else nothing (the write, if memcached answered it, is lost).
    */
-  private readNow(key: Buffer, replay?: Replay): Promise<NewRecord | null> {
+  private readNow(key: Buffer, answered: boolean, replay?: Replay): Promise<NewRecord | null> {
     // Noted before the read, so that an older record of the key meanwhile loses to it.
     const stamp = this.clock.stamp();
     this.noteValueWrite(key, stamp, null);
-    const read: Promise<NewRecord | null> = needsBinary(key)
-      ? this.binaryLocal.request(binaryRead(key)).then(([packet]) => this.fromBinaryReadBack(key, packet, stamp))
-      : this.local.request(metaRead(key, { cas: true })).then((parts) => this.fromReadBack(key, parts, stamp));
+    const connection = needsBinary(key) ? this.binaryLocal : this.local;
+    const drops = connection.drops;
+    const read: Promise<NewRecord | null> =
+      connection === this.binaryLocal
+        ? this.binaryLocal.request(binaryRead(key)).then(([packet]) => this.fromBinaryReadBack(key, packet, stamp))
+        : this.local.request(metaRead(key, { cas: true })).then((parts) => this.fromReadBack(key, parts, stamp));
     // If nothing can be shipped, nothing was written as far as the pair knows (the peer's value of the key must come back).
     const unnote = () => this.history.values.forget(key, stamp);
+    const untold = (why: string): NewRecord | null => {
+      const what = `${key.toString('latin1').slice(0, 60)}`;
+      if (replay) {
+        this.events.replayed(`could not read back ${what} after its ${replay.op} (${why}): the peer runs the ${replay.op} itself`);
+        return newRecord(stamp, replay.op, key, null, 0, replay.value);
+      }
+      unnote();
+      if (answered) this.events.lost(`could not read back ${what}: ${why}`);
+      return null;
+    };
     return read.then(
       (record) => {
+        if (connection.drops !== drops || !this.memcachedWhole()) {
+          // An item found may be the refill's, from before the write: the replay is the write whatever memcached holds.
+          if (replay) return untold('memcached may have restarted since it answered the write');
+          if (record?.op === 'delete') return untold('memcached may have restarted, and is not refilled yet');
+        }
         if (record === null) unnote();
         // Near a delayed flush, the flush edge learns what the write left, to store it back if memcached flushes
         // it after the moment (fault suite, seed 21: an append that b's memcached flushed late, kept on a). A copy:
@@ -230,12 +258,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
         return record;
       },
       (error: Error) => {
-        if (replay) {
-          this.events.replayed(
-            `could not read back ${key.toString('latin1').slice(0, 60)} after its ${replay.op} (${error.message}): the peer runs the ${replay.op} itself`,
-          );
-          return newRecord(stamp, replay.op, key, null, 0, replay.value);
-        }
+        if (replay) return untold(error.message);
         unnote();
         throw error;
       },
