@@ -10,7 +10,7 @@ import { RecentWrites } from '../src/replication/conflict/recent-writes';
 import { FlushSchedule } from '../src/replication/flush/flush-schedule';
 import { LocalMemcached, LocalMemcachedBinary } from '../src/replication/local-memcached';
 import { Outbox } from '../src/replication/send/outbox';
-import { Recorder } from '../src/replication/send/recorder';
+import { Recorder, type RecorderEvents } from '../src/replication/send/recorder';
 import { RawClient } from './support/client';
 import { eventually, freePort } from './support/ports';
 import { type Running, startMemcached } from './support/processes';
@@ -31,31 +31,37 @@ describe('recorder', () => {
     },
     touched() {},
   };
-  before(async () => {
-    memcached = await startMemcached();
-    local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
-    binaryLocal = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
+  /** A recorder with an outbox and a history of its own, reading `reads` back; `whole`: see Recorder's memcachedWhole. */
+  function recorderOn(reads: { local: LocalMemcached; binaryLocal: LocalMemcachedBinary }, events: Partial<RecorderEvents> = {}, whole = () => true) {
     const bounds = { maxEntries: 1000, windowMs: 60_000 };
-    values = new RecentWrites(bounds);
     const history = {
-      values,
+      values: new RecentWrites(bounds),
       touches: new RecentWrites(bounds),
       flushes: new FlushSchedule(),
       nearFlush,
       expiries: new KnownExpiries(),
     };
-    outbox = new Outbox({ maxBytes: 1024 * 1024 });
-    const gate = { localStarted: () => null, localEnded() {} };
-    recorder = new Recorder(
-      outbox,
+    const box = new Outbox({ maxBytes: 1024 * 1024 });
+    const made = new Recorder(
+      box,
       new HybridClock('a'),
       history,
-      local,
-      binaryLocal,
-      gate,
+      reads.local,
+      reads.binaryLocal,
+      { localStarted: () => null, localEnded() {} },
       { answered() {}, afterResume() {} },
-      { appended() {}, lost() {}, replayed() {}, expiryUnknown() {} },
+      { appended() {}, lost() {}, replayed() {}, expiryUnknown() {}, ...events },
+      whole,
     );
+    return { recorder: made, history, box };
+  }
+  before(async () => {
+    memcached = await startMemcached();
+    local = new LocalMemcached({ host: '127.0.0.1', port: memcached.port }, 2000);
+    binaryLocal = new LocalMemcachedBinary({ host: '127.0.0.1', port: memcached.port }, 2000);
+    let history: { values: RecentWrites };
+    ({ recorder, box: outbox, history } = recorderOn({ local, binaryLocal }));
+    values = history.values;
   });
   after(async () => {
     local.close();
@@ -110,25 +116,14 @@ describe('recorder', () => {
     const dead = { host: '127.0.0.1', port: await freePort() };
     const deadLocal = new LocalMemcached(dead, 500);
     const deadBinary = new LocalMemcachedBinary(dead, 500);
-    const box = new Outbox({ maxBytes: 1024 * 1024 });
     const events = { lost: [] as string[], replayed: [] as string[] };
-    const bounds = { maxEntries: 1000, windowMs: 60_000 };
-    const history = {
-      values: new RecentWrites(bounds),
-      touches: new RecentWrites(bounds),
-      flushes: new FlushSchedule(),
-      nearFlush,
-      expiries: new KnownExpiries(),
-    };
-    const orphan = new Recorder(
-      box,
-      new HybridClock('a'),
+    const {
+      recorder: orphan,
       history,
-      deadLocal,
-      deadBinary,
-      { localStarted: () => null, localEnded() {} },
-      { answered() {}, afterResume() {} },
-      { appended() {}, lost: (reason) => events.lost.push(reason), replayed: (reason) => events.replayed.push(reason), expiryUnknown() {} },
+      box,
+    } = recorderOn(
+      { local: deadLocal, binaryLocal: deadBinary },
+      { lost: (reason) => events.lost.push(reason), replayed: (reason) => events.replayed.push(reason) },
     );
     try {
       const now = Date.now();
@@ -162,28 +157,9 @@ describe('recorder', () => {
   it('while memcached may have lost what it held (restarted, refilling), a read back that finds the key gone ships no delete, and an append ships itself', async () => {
     // Resync test, "a write refused while the local memcached is down…": a repair read back of a key, run on a
     // memcached just restarted empty, shipped a delete that erased the peer's value, which the refill was to bring.
-    const box = new Outbox({ maxBytes: 1024 * 1024 });
-    const bounds = { maxEntries: 1000, windowMs: 60_000 };
-    const history = {
-      values: new RecentWrites(bounds),
-      touches: new RecentWrites(bounds),
-      flushes: new FlushSchedule(),
-      nearFlush,
-      expiries: new KnownExpiries(),
-    };
     let whole = false;
     const lost: string[] = [];
-    const refilling = new Recorder(
-      box,
-      new HybridClock('a'),
-      history,
-      local,
-      binaryLocal,
-      { localStarted: () => null, localEnded() {} },
-      { answered() {}, afterResume() {} },
-      { appended() {}, lost: (reason) => lost.push(reason), replayed() {}, expiryUnknown() {} },
-      () => whole,
-    );
+    const { recorder: refilling, box } = recorderOn({ local, binaryLocal }, { lost: (reason) => lost.push(reason) }, () => whole);
     const client = await RawClient.connect(memcached.port);
     assert.equal(await client.request('set refilled 0 0 3\r\nold\r\n'), 'STORED\r\n');
     client.close();

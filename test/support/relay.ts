@@ -95,6 +95,19 @@ export class Relay {
  * alone. Ends of stream pass both ways as they come, so a proxy that closes
  * its side learns when memcached has closed its own.
  */
+/** Tracks a relayed connection's two sockets in `sockets`; when either closes, both go. */
+function pairUp(sockets: Set<net.Socket>, inbound: net.Socket, outbound: net.Socket): void {
+  for (const socket of [inbound, outbound]) {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      sockets.delete(socket);
+      inbound.destroy();
+      outbound.destroy();
+    });
+  }
+}
+
 export class MuteRelay {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
@@ -105,15 +118,7 @@ export class MuteRelay {
     this.server = net.createServer({ allowHalfOpen: true }, (inbound) => {
       const outbound = net.connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
       const mute = this.muted;
-      for (const socket of [inbound, outbound]) {
-        this.sockets.add(socket);
-        socket.on('error', () => {});
-        socket.on('close', () => {
-          this.sockets.delete(socket);
-          inbound.destroy();
-          outbound.destroy();
-        });
-      }
+      pairUp(this.sockets, inbound, outbound);
       inbound.pipe(outbound);
       if (mute) outbound.on('data', () => {});
       else outbound.pipe(inbound);
@@ -155,15 +160,7 @@ export class DyingRelay {
     this.server = net.createServer((inbound) => {
       if (this.dead) return void inbound.destroy();
       const outbound = net.connect(targetPort, '127.0.0.1');
-      for (const socket of [inbound, outbound]) {
-        this.sockets.add(socket);
-        socket.on('error', () => {});
-        socket.on('close', () => {
-          this.sockets.delete(socket);
-          inbound.destroy();
-          outbound.destroy();
-        });
-      }
+      pairUp(this.sockets, inbound, outbound);
       inbound.on('data', (chunk: Buffer) => {
         if (!this.dead) outbound.write(chunk);
       });
