@@ -39,9 +39,9 @@ test("a new link starts from the last link's estimate: a backlog replayed throug
 });
 
 /**
- * Both directions over 60 s of one link: `ahead` is the peer's clock minus ours; every `step` ms a frame goes each
- * way, ours arriving after `outDelay(t)`, the peer's after `inDelay(t)`; the peer's pings carry its inbound minimum
- * (computed by a ClockOffset of its own). Returns ours.
+ * Both directions of one link until `until` ms: `ahead` is the peer's clock minus ours; every 250 ms a frame goes
+ * each way, ours arriving after `outDelay(t)`, the peer's after `inDelay(t)`; the peer's pings carry its inbound
+ * minimum (computed by a ClockOffset of its own). Returns ours.
  */
 function linkBothWays(opts: {
   ahead: number;
