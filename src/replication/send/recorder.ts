@@ -154,7 +154,13 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    */
   private readBack(key: Buffer, answered: boolean, replay?: Replay): void {
     if (answered) this.noteValueWrite(key, this.clock.stamp(), null);
-    this.gated(key, () => this.readNow(key, answered, answered ? replay : undefined), `could not read back ${key.toString('latin1').slice(0, 60)}`);
+    // The read's connection as memcached answered the write: one that dropped since tells memcached may have died.
+    const drops = this.readBackConnection(key).drops;
+    this.gated(key, () => this.readNow(key, drops, answered, answered ? replay : undefined), `could not read back ${key.toString('latin1').slice(0, 60)}`);
+  }
+
+  private readBackConnection(key: Buffer): LocalMemcached | LocalMemcachedBinary {
+    return needsBinary(key) ? this.binaryLocal : this.local;
   }
 
   /** Runs `read` once the gate lets a write of `key` go, counted in flight until it is answered. */
@@ -209,22 +215,25 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * answered (null: nothing to ship).
    *
    * What memcached answers is the write's outcome only if memcached kept what
-   * it held. A read whose connection dropped since it was asked for (memcached
-   * died, maybe restarted empty), or that finds the key gone while this node's
-   * memcached may have lost items (a drop not yet looked into, or a refill from
-   * the peer under way), tells nothing of the write: shipped, an absent key
-   * would delete the peer's value for good, the one the refill is to bring
-   * back (resync test, "a write refused while the local memcached is down…").
-   * Such a read, and one that fails after memcached answered the write, ships
-   * `replay` instead, the write as an operation for the peer to run, where
-   * there is one; else nothing (the write, if memcached answered it, is lost).
+   * it held. A read whose connection dropped since memcached answered the
+   * write (`drops`: its count then; memcached died, and may have restarted
+   * empty or been refilled with older items), or one that finds the key gone
+   * while this node's memcached may have lost items (a drop not yet looked
+   * into, or a refill from the peer under way), tells nothing of the write:
+   * shipped, an absent key would delete the peer's value for good, the one the
+   * refill is to bring back (resync test, "a write refused while the local
+   * memcached is down…"). Such a read, and one that fails after memcached
+   * answered the write, ships `replay` instead, the write as an operation for
+   * the peer to run, where there is one; else nothing (the write, if memcached
+   * answered it, is lost). A refill alone does not make an item found untrue:
+   * replays then would run on the peer's values, which a reconciling copy may
+   * find different (fault suite, seed 21: two losses).
    */
-  private readNow(key: Buffer, answered: boolean, replay?: Replay): Promise<NewRecord | null> {
+  private readNow(key: Buffer, drops: number, answered: boolean, replay?: Replay): Promise<NewRecord | null> {
     // Noted before the read, so that an older record of the key meanwhile loses to it.
     const stamp = this.clock.stamp();
     this.noteValueWrite(key, stamp, null);
-    const connection = needsBinary(key) ? this.binaryLocal : this.local;
-    const drops = connection.drops;
+    const connection = this.readBackConnection(key);
     const read: Promise<NewRecord | null> =
       connection === this.binaryLocal
         ? this.binaryLocal.request(binaryRead(key)).then(([packet]) => this.fromBinaryReadBack(key, packet, stamp))
@@ -243,11 +252,9 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     };
     return read.then(
       (record) => {
-        if (connection.drops !== drops || !this.memcachedWhole()) {
-          // An item found may be the refill's, from before the write: the replay is the write whatever memcached holds.
-          if (replay) return untold('memcached may have restarted since it answered the write');
-          if (record?.op === 'delete') return untold('memcached may have restarted, and is not refilled yet');
-        }
+        // An item found may be the refill's, from before the write: the replay is the write whatever memcached holds.
+        if (connection.drops !== drops) return untold('memcached may have restarted since it answered the write');
+        if (record?.op === 'delete' && !this.memcachedWhole()) return untold('memcached may have restarted, and is not refilled yet');
         if (record === null) unnote();
         // Near a delayed flush, the flush edge learns what the write left, to store it back if memcached flushes
         // it after the moment (fault suite, seed 21: an append that b's memcached flushed late, kept on a). A copy:
