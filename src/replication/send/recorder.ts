@@ -227,7 +227,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * the peer to run, where there is one; else nothing (the write, if memcached
    * answered it, is lost). A refill alone does not make an item found untrue:
    * replays then would run on the peer's values, which a reconciling copy may
-   * find different (fault suite, seed 21: two losses).
+   * find different (fault suite, seed 21: thousands of them during copies).
    */
   private readNow(key: Buffer, drops: number, answered: boolean, replay?: Replay): Promise<NewRecord | null> {
     // Noted before the read, so that an older record of the key meanwhile loses to it.
