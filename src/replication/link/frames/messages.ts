@@ -148,8 +148,12 @@ export function isReplayed(op: RecordOp): op is ReplayedOp {
   return op === 'append' || op === 'prepend' || op === 'incr' || op === 'decr';
 }
 
-/** An incr or decr's delta as memcached takes it: 1 to 20 decimal digits (a u64). */
-export const DELTA_PATTERN = /^[0-9]{1,20}$/;
+/** Whether `value` is an incr or decr's delta as memcached takes it: 1 to 20 decimal digits (a u64). */
+export function isDelta(value: Uint8Array): boolean {
+  if (value.length === 0 || value.length > 20) return false;
+  for (const byte of value) if (byte < 0x30 || byte > 0x39) return false;
+  return true;
+}
 
 /** A flush record's delay that means "cancel the scheduled flush". */
 export const FLUSH_CANCEL = 0xffff_ffff;

@@ -17,6 +17,7 @@ import {
   HELLO_AT,
   HEX_256_BITS,
   identifierProblem,
+  isDelta,
   PING_INBOUND_PAYLOAD_BYTES,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
@@ -232,13 +233,6 @@ function decodeRecordAt(buf: Buffer, start: number, end: number): RecordFrame {
   const delay = buf.readUInt32BE(afterValue + RECORD_AFTER_VALUE_AT.delay);
   const sentAt = readU64('RECORD sentAt', buf, afterValue + RECORD_AFTER_VALUE_AT.sentAt);
   return { type: 'record', seq, hlc: { wall, logical }, op, key, flags, ttlMs, value, delay, sentAt };
-}
-
-/** 1 to 20 decimal digits (DELTA_PATTERN), read from the bytes without a string. */
-function isDelta(value: Buffer): boolean {
-  if (value.length === 0 || value.length > 20) return false;
-  for (const byte of value) if (byte < 0x30 || byte > 0x39) return false;
-  return true;
 }
 
 // ---------------------------------------------------------------- handshake and JSON frames

@@ -10,9 +10,9 @@ import { copyRange } from '../../../protocol/bytes';
 import {
   FRAME_AT,
   FRAME_HEADER_BYTES,
-  DELTA_PATTERN,
   FrameType,
   HELLO_AT,
+  isDelta,
   PING_INBOUND_PAYLOAD_BYTES,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
@@ -179,7 +179,7 @@ function writeRecord(buf: Buffer, offset: number, record: OutgoingRecord, now: n
   // hasOwn: an op like 'constructor' must not find Object.prototype's.
   const op = Object.hasOwn(RECORD_OP_CODES, record.op) ? RECORD_OP_CODES[record.op] : undefined;
   if (op === undefined) throw new TypeError(`unknown record op ${String(record.op)}`);
-  if ((record.op === 'incr' || record.op === 'decr') && !DELTA_PATTERN.test(value.toString('latin1'))) {
+  if ((record.op === 'incr' || record.op === 'decr') && !isDelta(value)) {
     throw new RangeError(`${record.op} delta must be 1 to 20 decimal digits`);
   }
   checkU64('seq', record.seq);
