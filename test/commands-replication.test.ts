@@ -13,6 +13,9 @@ import { type Node, rssKb, type Running, startMemcached, startNode, startPair, s
 import { DyingRelay, MuteRelay } from './support/relay';
 import { converged, has, item, linked, relayedPair, stat, withRelayedPair } from './support/replication';
 import { readAll } from './support/bulk';
+import { RawLink } from './support/raw-link';
+import { serializeHello } from '../src/replication/link/frames/serializer';
+import { newNonce } from '../src/replication/link/link-auth';
 
 /** Sends one request through a node's proxy and returns its reply line. */
 async function ask(node: Node, request: string): Promise<string> {
@@ -844,6 +847,45 @@ describe('a memcached that dies right after answering a write', () => {
       client.close();
       relay.close();
       await stopAll(a, b);
+    }
+  });
+});
+
+describe('a peer that predates replayed writes and inbound delays (an older memrepl)', () => {
+  it('gets pings it can parse, and a delete where a newer peer would get the replayed write', async () => {
+    let relay!: DyingRelay;
+    const a = await startNode('a', await freePort(), null, [], [], async (port) => {
+      relay = new DyingRelay(port);
+      return relay.start();
+    });
+    const peer = await RawLink.open(a.replicationPort);
+    const client = await RawClient.connect(a.memrepl.port);
+    try {
+      assert.ok(await peer.first('hello', 2000), 'the node greets');
+      // A HELLO as a memrepl before session 18 sent it: neither pingInbound nor opRecords.
+      peer.send(serializeHello({ cluster: 'memrepl', nodeId: 'old', runId: 'old-run', lastApplied: null, nonce: newNonce(), time: Date.now(), lastSeq: 0 }));
+      await eventually(async () => (await stat(a, 'peer_up')) === '1', 5000, 'the link up');
+      assert.equal(await client.request('set log 0 0 4\r\nline\r\n'), 'STORED\r\n');
+      relay.dieAfter('STORED\r\n');
+      assert.equal(await client.request('append log 0 0 5\r\n+more\r\n'), 'STORED\r\n');
+      const ops = () => peer.frames.flatMap((f) => (f.type === 'record' && f.seq > 0 && f.key.toString() === 'log' ? [f.op] : []));
+      await eventually(
+        async () => ops().length === 2,
+        5000,
+        () => `both writes of log sent (so far: ${ops().join(', ')})`,
+      );
+      assert.deepEqual(ops(), ['set', 'delete']);
+      await eventually(async () => peer.frames.some((f) => f.type === 'ping'), 2000, 'a ping');
+      assert.deepEqual(
+        peer.frames.filter((f) => f.type === 'ping' && f.inboundMs !== undefined),
+        [],
+        'no ping carries an inbound delay',
+      );
+    } finally {
+      client.close();
+      peer.close();
+      relay.close();
+      await stopAll(a);
     }
   });
 });
