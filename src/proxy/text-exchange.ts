@@ -129,9 +129,7 @@ export function planText(request: TextRequest): Exchange<ReplyPart> {
       const upstream = noreply ? lineWithout(request.tokens, request.tokens.length - 1, request.raw, null) : request.raw;
       return singleReply(request.command, upstream, noreply, key, (status) => {
         if (!/^\d+$/.test(status)) return null;
-        // The delta as memcached read it (a sign, wrapped around as memcached does), in plain digits.
-        const delta = String(parseUint64(request.tokens[2] ?? '') ?? 0n);
-        return { kind: 'readback', key, replay: { op: request.command, value: Buffer.from(delta, 'latin1') } };
+        return { kind: 'readback', key, replay: { op: request.command, value: Buffer.from(String(request.delta), 'latin1') } };
       });
     }
     case 'touch': {

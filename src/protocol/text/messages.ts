@@ -37,6 +37,8 @@ export interface ArithmeticRequest extends Base {
   command: 'incr' | 'decr';
   tokens: string[];
   key: Buffer;
+  /** The delta as memcached reads it (a sign, wrapped around as memcached does). */
+  delta: bigint;
   noreply: boolean;
 }
 

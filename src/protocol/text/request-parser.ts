@@ -185,11 +185,11 @@ export class TextRequestParser {
     const keyOk = key !== null && key.length <= KEY_MAX_LENGTH;
     switch (command) {
       case 'incr':
-      case 'decr':
-        if ((ntokens === 4 || ntokens === 5) && keyOk && parseUint64(tokens[2]) !== null) {
-          return { type: 'arithmetic', raw: line, command, tokens, key: key!, noreply };
-        }
+      case 'decr': {
+        const delta = ntokens === 4 || ntokens === 5 ? parseUint64(tokens[2]) : null;
+        if (keyOk && delta !== null) return { type: 'arithmetic', raw: line, command, tokens, key: key!, noreply, delta };
         return other();
+      }
       case 'touch': {
         const exptime = tokens[2] === undefined ? null : parseInt32(tokens[2]);
         if ((ntokens === 4 || ntokens === 5) && keyOk && exptime !== null) {

@@ -96,7 +96,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     private readonly staleClock: Pick<StaleClock, 'answered' | 'afterResume'>,
     private readonly events: RecorderEvents,
     /** False while this node's memcached may have lost what it held: a dropped connection not yet looked into, a refill under way. */
-    private readonly memcachedWhole: () => boolean = () => true,
+    private readonly memcachedWhole: () => boolean,
   ) {}
 
   /** Never throws into the proxy: a write that cannot be recorded is reported lost. */

@@ -20,7 +20,7 @@ const EMPTY_VALUE = Buffer.alloc(0);
 export class StreamSender {
   private cursor: OutboxCursor | null = null;
   private readonly pacer = new WritePacer(SEND_EVERY_MS, () => this.pump());
-  private lastTooLargeLog = 0;
+  private lastDeleteInsteadLog = 0;
 
   constructor(
     private readonly outbox: Outbox,
@@ -118,11 +118,7 @@ export class StreamSender {
    * one, is gone: the peer drops the key.
    */
   private notUnderstood(record: OutboxRecord): OutboxRecord {
-    this.metrics.recordsSkipped.labels('not_understood_by_peer').inc();
-    this.log.warn(
-      `replication: the peer cannot run a replayed ${record.op} (an older memrepl); it deletes "${record.key.toString('latin1').slice(0, 60)}" instead`,
-    );
-    return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
+    return this.deleteInstead(record, 'not_understood_by_peer', `the peer cannot run a replayed ${record.op} (an older memrepl)`);
   }
 
   /**
@@ -132,12 +128,18 @@ export class StreamSender {
    * with a set it cannot hold.
    */
   private tooLargeForPeer(record: OutboxRecord, peerLimit: number): OutboxRecord {
-    this.metrics.recordsSkipped.labels('too_large_for_peer').inc();
+    const what = `${record.op} of ${record.value.length} bytes is larger than the peer accepts (${peerLimit}-byte frames)`;
+    return this.deleteInstead(record, 'too_large_for_peer', what);
+  }
+
+  /** A delete of the record's key in its place, counted under `reason`, and said at most every WARN_EVERY_MS. */
+  private deleteInstead(record: OutboxRecord, reason: string, what: string): OutboxRecord {
+    this.metrics.recordsSkipped.labels(reason).inc();
     const now = Date.now();
-    if (now - this.lastTooLargeLog >= WARN_EVERY_MS) {
-      this.lastTooLargeLog = now;
+    if (now - this.lastDeleteInsteadLog >= WARN_EVERY_MS) {
+      this.lastDeleteInsteadLog = now;
       this.log.warn(
-        `replication: ${record.op} of ${record.value.length} bytes under "${record.key.toString('latin1').slice(0, 60)}" is larger than the peer accepts (${peerLimit}-byte frames); the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="too_large_for_peer"})`,
+        `replication: ${what} under "${record.key.toString('latin1').slice(0, 60)}"; the peer deletes the key instead (counted in memrepl_replication_records_skipped_total{reason="${reason}"})`,
       );
     }
     return { ...record, op: 'delete', value: EMPTY_VALUE, flags: 0, expiresAt: null };
