@@ -427,6 +427,25 @@ test('memory stays proportional to what is remembered', () => {
   assert.equal(logBytes(map), 1024);
 });
 
+test('the ring grows, compacts and shrinks in its one buffer: no second ring is ever held beside it', () => {
+  const ring = (map: RecentWrites): ArrayBufferLike => (map as unknown as { log: Buffer }).log.buffer;
+  const map = new RecentWrites({ maxEntries: 50_000, maxBytes: 2 * 1024 * 1024, windowMs: 1000 });
+  const first = ring(map);
+  const sizes = new Set<number>();
+  // A burst of new keys grows the ring; a hot key leaves dead records to compact; the window passing shrinks it.
+  for (let i = 0; i < 40_000; i++) {
+    map.note(k(`key:${String(i).padStart(28, '0')}`), st(i >> 10));
+    if (i % 3 === 0) map.note(k('hot'), st(i >> 10, i));
+    sizes.add((map as unknown as { log: Buffer }).log.length);
+  }
+  map.note(k('later'), st(1_000_000));
+  sizes.add((map as unknown as { log: Buffer }).log.length);
+  assert.ok(sizes.size > 5, `the ring was rewritten at ${sizes.size} sizes`);
+  assert.equal(ring(map), first, 'the same buffer throughout');
+  assert.equal(map.size, 1);
+  assert.ok(lastWrite(map, k('later')));
+});
+
 test('a key longer than a record can hold is refused, and never found', () => {
   const map = new RecentWrites({ maxEntries: 10, windowMs: 60_000 });
   assert.throws(() => map.note(Buffer.alloc(0x10000), st(1)), RangeError);
