@@ -7,21 +7,24 @@
  * Sends `rate` requests per second (90% get / 10% set by default) over a few
  * pipelined connections to node A, and meanwhile probes end-to-end lag: a set
  * through A, then back-to-back gets on B's memcached until the value shows up.
- * Node A's lag histogram is read just before and just after the paced
- * section (with the backlog drained both times), so the prefill burst does
- * not count. Prints one JSON line with what it achieved.
+ * With `metricsPort` (a memrepl pair), node A's lag histogram is read just
+ * before and just after the paced section (with the backlog drained both
+ * times), so the prefill burst does not count. Without it (a repcached pair,
+ * which exports no metrics), it waits instead until B's memcached has the
+ * prefill's last keys, and reports no histogram. Prints one JSON line with
+ * what it achieved.
  *
  * Usage: node dist/bench/paced-load.js '<PacedOptions as JSON>'
  */
 import { McConnection, withTimeout } from './mc-client';
-import { count, fetchMetrics, quantile, readHistogram, subtract, waitForAcks } from './prometheus';
+import { Buckets, count, fetchMetrics, quantile, readHistogram, subtract, waitForAcks } from './prometheus';
 
 const LAG_METRIC = 'memrepl_replication_lag_seconds';
 
 export interface PacedOptions {
   clientPort: number;
-  /** Node A's /metrics port, for its lag histogram. */
-  metricsPort: number;
+  /** Node A's /metrics port, for its lag histogram; absent for a pair without one (repcached). */
+  metricsPort?: number;
   peerMemcachedPort: number;
   rate: number;
   seconds: number;
@@ -42,12 +45,16 @@ export interface PacedResult {
   probes: number;
   probeTimeouts: number;
   probeLagMs: { p50: number; p99: number; max: number } | null;
-  /** Node A's memrepl_replication_lag_seconds over the paced section, in ms; null when A does not export it. */
+  /** Node A's memrepl_replication_lag_seconds over the paced section, in ms; null when A does not export it (or there is no metricsPort). */
   lagMetricMs: { samples: number; p50: number; p99: number } | null;
+  /** Set when the prefill had not reached B before the paced section began (its replication may have spilled into it). */
+  note?: string;
 }
 
 const MAX_IN_FLIGHT_PER_CONNECTION = 512;
 const TICK_MS = 1;
+const PREFILL_SETTLE_MS = 15000;
+const PREFILL_POLL_MS = 50;
 
 async function main(): Promise<void> {
   const o = JSON.parse(process.argv[2] ?? '') as PacedOptions;
@@ -57,8 +64,14 @@ async function main(): Promise<void> {
 
   // Fill the key space first so the gets mostly hit, as in the memcaslap runs.
   await withTimeout(Promise.all(Array.from({ length: o.keys }, (_, i) => conns[i % conns.length].set(key(i), value))), 30000, 'prefill');
-  await waitForAcks(o.metricsPort, 15000);
-  const before = readHistogram(await fetchMetrics(o.metricsPort), LAG_METRIC);
+  let note: string | undefined;
+  let before: Buckets | null = null;
+  if (o.metricsPort !== undefined) {
+    await waitForAcks(o.metricsPort, 15000);
+    before = readHistogram(await fetchMetrics(o.metricsPort), LAG_METRIC);
+  } else if (!(await prefillOnPeer(o, key, value))) {
+    note = `the prefill had not all reached B's memcached after ${PREFILL_SETTLE_MS / 1000} s; its replication may overlap the paced section`;
+  }
 
   const result: PacedResult = {
     sent: 0,
@@ -70,6 +83,7 @@ async function main(): Promise<void> {
     probeTimeouts: 0,
     probeLagMs: null,
     lagMetricMs: null,
+    ...(note ? { note } : {}),
   };
   const start = process.hrtime.bigint();
   const elapsedS = () => Number(process.hrtime.bigint() - start) / 1e9;
@@ -106,15 +120,45 @@ async function main(): Promise<void> {
   // Let the last replies come in (bounded), then report.
   const drainUntil = Date.now() + 5000;
   while (result.completed + result.errors < result.sent && Date.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
-  // Records still in flight when the load stopped are acknowledged shortly after.
-  await waitForAcks(o.metricsPort, 5000);
-  const after = readHistogram(await fetchMetrics(o.metricsPort), LAG_METRIC);
-  if (after) {
-    const window = subtract(after, before);
-    result.lagMetricMs = { samples: count(window), p50: quantile(window, 0.5) * 1000, p99: quantile(window, 0.99) * 1000 };
+  if (o.metricsPort !== undefined) {
+    // Records still in flight when the load stopped are acknowledged shortly after.
+    await waitForAcks(o.metricsPort, 5000);
+    const after = readHistogram(await fetchMetrics(o.metricsPort), LAG_METRIC);
+    if (after) {
+      const window = subtract(after, before);
+      result.lagMetricMs = { samples: count(window), p50: quantile(window, 0.5) * 1000, p99: quantile(window, 0.99) * 1000 };
+    }
   }
   for (const c of conns) c.close();
   process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+/**
+ * Bounded wait until B's memcached holds the prefill's last key of every
+ * connection: each connection's sets are stored on A in order, so once its
+ * last one is on B the ones before it are too (a pair replicating in order,
+ * as repcached does over its one link). True when they all arrived in time.
+ */
+async function prefillOnPeer(o: PacedOptions, key: (i: number) => string, value: Buffer): Promise<boolean> {
+  const last = Array.from({ length: Math.min(o.connections, o.keys) }, (_, j) => key(o.keys - 1 - j));
+  if (last.length === 0) return true;
+  const deadline = Date.now() + PREFILL_SETTLE_MS;
+  const peer = await McConnection.connect(o.peerMemcachedPort);
+  try {
+    let missing = last;
+    while (Date.now() < deadline) {
+      const replies = await withTimeout(Promise.all(missing.map((k) => peer.get(k))), 5000, 'prefill check');
+      missing = missing.filter((_, i) => {
+        const got = replies[i];
+        return !(got.kind === 'value' && got.data.equals(value));
+      });
+      if (missing.length === 0) return true;
+      await new Promise((r) => setTimeout(r, PREFILL_POLL_MS));
+    }
+    return false;
+  } finally {
+    peer.close();
+  }
 }
 
 /** One probe at a time: set through A, then poll B's memcached directly until the value is there. */

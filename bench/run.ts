@@ -1,12 +1,14 @@
 /**
  * `npm run bench`: memcached direct, twemproxy, memrepl and a replicating
  * memrepl pair under the same memcaslap load, in one run, as ratios; then
- * replication lag on the idle pair and at half of its saturation throughput;
- * then the plain proxy and the pair again in alternating rounds, for a
- * replication cost that is a median, not one run's luck; then 100% sets
- * through a memrepl pair and a repcached pair side by side (throughput and
- * whole-pair CPU per set). Writes docs/bench.md (or $BENCH_OUT) and prints
- * the same text, with a verdict for every target.
+ * replication lag on the idle pair and at half of its saturation throughput,
+ * and (with REPCACHED_BIN) the same two lag runs on a fresh repcached pair at
+ * the same fixed rate, as a same-run reference for what this machine's
+ * process wake-ups cost; then the plain proxy and the pair again in
+ * alternating rounds, for a replication cost that is a median, not one run's
+ * luck; then 100% sets through a memrepl pair and a repcached pair side by
+ * side (throughput and whole-pair CPU per set). Writes docs/bench.md (or
+ * $BENCH_OUT) and prints the same text, with a verdict for every target.
  *
  * Environment overrides (all optional):
  *   BENCH_SECONDS         measured seconds per run (10)
@@ -18,7 +20,8 @@
  *   BENCH_SET_CLIENTS     memcaslap connections for the 100% set rows, comma-separated (4,32)
  *   BENCH_COST_ROUNDS     alternating plain-proxy / pair rounds for the replication cost (5)
  *   REPCACHED_BIN         a repcached 2.3.1 build's memcached binary, for the repcached
- *                         pair rows; without it those rows are skipped (one line says so)
+ *                         pair rows (100% sets, and the lag reference); without it those
+ *                         rows are skipped (one line says so)
  *   BENCH_ONLY            run one part: 'throughput' (targets a-d, the lag run and the set rows) or
  *                         'resync' (the full copy). A partial run prints its report but
  *                         writes it only to an explicit BENCH_OUT, so the committed
@@ -38,7 +41,7 @@ import { CLOCK_TICKS_PER_SECOND, cpuTicks, killAllNow, runBounded, shownPath, st
 import { CostRound, Environment, LagReport, Part, Protocol, renderMarkdown, RssRow, Run, TargetId } from './report';
 import { ResyncReport, runResync } from './resync';
 import { findRepcached, REPCACHED_HINT, RepcachedInfo, runSetPairs, SetPairsReport } from './set-pairs';
-import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, replicatedPair, stopTarget, Target, twemproxy } from './targets';
+import { MEMREPL_CLI, memcachedDirect, memrepl, peakRss, repcachedPair, replicatedPair, stopTarget, Target, twemproxy } from './targets';
 
 const ROOT = path.join(__dirname, '..', '..');
 const ENV_KEYS = [
@@ -171,7 +174,7 @@ function describeEnvironment(repcached: RepcachedInfo): Environment {
       ...(s.parts.includes('throughput')
         ? [
             `${s.seconds} s measured per run after ${s.warmup} s warm-up`,
-            `lag runs ${s.lagSeconds} s (idle, then half saturation)`,
+            `lag runs ${s.lagSeconds} s (idle, then half saturation${'bin' in repcached ? '; both again on a repcached pair at the same rate' : ''})`,
             `replication cost: ${s.costRounds} alternating rounds of (c) and (d), text`,
             `pairs under 100% sets: memcaslap -c ${s.setClients.join(' and -c ')}, same keys and values`,
           ]
@@ -267,6 +270,22 @@ async function pacedLoad(options: PacedOptions): Promise<PacedResult | string> {
   return JSON.parse(line) as PacedResult;
 }
 
+/** The two lag runs' shapes, the same for every pair: probes only, then probes alongside a fixed-rate load. */
+const IDLE_LAG = { rate: 0, connections: 1, keys: 0, probeIntervalMs: 5 };
+const PACED_LAG = { connections: 4, keys: 10000, probeIntervalMs: 10 };
+
+/** What paced-load needs of a pair: where A takes clients, B's memcached, and A's /metrics if it has one. */
+function lagBase(target: Target, peerMemcachedPort: number) {
+  return {
+    clientPort: target.clientPort,
+    metricsPort: target.metricsPort,
+    peerMemcachedPort,
+    seconds: settings.lagSeconds,
+    valueBytes: settings.workload.valueBytes,
+    setRatio: settings.workload.setRatio,
+  };
+}
+
 /**
  * Lag on the idle pair (probes only), then at half of (d)'s saturation from
  * a separate process, with A's histogram over exactly that run.
@@ -277,21 +296,14 @@ async function measureLag(target: Target, into: Collected): Promise<void> {
     into.lag.unavailable = 'no saturation figure for (d) to derive the fixed rate from';
     return;
   }
-  const base = {
-    clientPort: target.clientPort,
-    metricsPort: target.metricsPort,
-    peerMemcachedPort: target.peerMemcachedPort,
-    seconds: settings.lagSeconds,
-    valueBytes: settings.workload.valueBytes,
-    setRatio: settings.workload.setRatio,
-  };
+  const base = lagBase(target, target.peerMemcachedPort);
   log(`d: idle lag, probes only, for ${settings.lagSeconds} s`);
-  const idle = await pacedLoad({ ...base, rate: 0, connections: 1, keys: 0, probeIntervalMs: 5 });
+  const idle = await pacedLoad({ ...base, ...IDLE_LAG });
   if (typeof idle === 'string') into.lag.idleUnavailable = idle;
   else into.lag.idle = idle;
   const rate = Math.round(saturation / 2);
   log(`d: lag run at ${rate} req/s for ${settings.lagSeconds} s`);
-  const paced = await pacedLoad({ ...base, rate, connections: 4, keys: 10000, probeIntervalMs: 10 });
+  const paced = await pacedLoad({ ...base, ...PACED_LAG, rate });
   if (typeof paced === 'string') {
     into.lag.unavailable = paced;
     return;
@@ -299,6 +311,47 @@ async function measureLag(target: Target, into: Collected): Promise<void> {
   into.lag.targetRate = rate;
   into.lag.paced = paced;
   into.lag.metric = paced.lagMetricMs;
+}
+
+/**
+ * The same two lag runs on a fresh repcached pair, after (d) has stopped (one
+ * pair at a time), at the rate (d)'s run used: the same probe and the same
+ * offered load. repcached applies a write in one process where a memrepl pair
+ * wakes B's memrepl and then B's memcached, so this is what the machine's
+ * process wake-ups cost, measured in the same run. Records why when it cannot run.
+ */
+async function measureRepcachedLag(repcached: RepcachedInfo, lag: LagReport): Promise<void> {
+  if ('unavailable' in repcached) {
+    lag.repcachedUnavailable = repcached.unavailable;
+    return;
+  }
+  const rate = lag.targetRate;
+  if (rate === undefined || !lag.paced) {
+    lag.repcachedUnavailable = "(d)'s lag run did not complete, so there is no fixed rate to repeat";
+    return;
+  }
+  let target: Target;
+  try {
+    log('repcached pair: starting, for the lag reference');
+    target = await repcachedPair(repcached.bin);
+  } catch (error) {
+    lag.repcachedUnavailable = `failed to start: ${(error as Error).message.split('\n')[0].slice(0, 300)}`;
+    log(`repcached pair: ${lag.repcachedUnavailable}`);
+    return;
+  }
+  try {
+    const base = lagBase(target, target.peerMemcachedPort!);
+    log(`repcached pair: idle lag, probes only, for ${settings.lagSeconds} s`);
+    const idle = await pacedLoad({ ...base, ...IDLE_LAG });
+    if (typeof idle === 'string') lag.repcachedIdleUnavailable = idle;
+    else lag.repcachedIdle = idle;
+    log(`repcached pair: lag run at ${rate} req/s for ${settings.lagSeconds} s`);
+    const paced = await pacedLoad({ ...base, ...PACED_LAG, rate });
+    if (typeof paced === 'string') lag.repcachedPacedUnavailable = paced;
+    else lag.repcachedPaced = paced;
+  } finally {
+    await stopTarget(target);
+  }
 }
 
 /**
@@ -357,6 +410,12 @@ async function main(): Promise<void> {
           into.lag.unavailable = `lag run failed: ${(error as Error).message}`;
         }
       });
+      // (d) has stopped: its lag reference on a repcached pair, never two pairs at once.
+      try {
+        await measureRepcachedLag(repcached, into.lag);
+      } catch (error) {
+        into.lag.repcachedUnavailable = `lag run failed: ${(error as Error).message}`;
+      }
       await measureCost(cfg, into);
       // Like (d): a pair that cannot start or replicate is reported in its row, not fatal; repcached may not be built.
       sets = await runSetPairs({
