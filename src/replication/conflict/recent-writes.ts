@@ -36,10 +36,10 @@
  *
  * The ring is a resizable ArrayBuffer, rewritten in place: a rewrite into a
  * new buffer held the old ring and the new one at once, until a major GC
- * freed the old one, and under a burst of new keys that doubled the map's
- * share of the process's peak memory (peak RSS 178 MiB against 148 MiB
- * resident just after, in a pair taking 38k sets/s). Growing commits pages
- * as they are written; shrinking gives them back at once.
+ * freed the old one, so a burst of new keys raised the process's peak memory
+ * well above what it kept (node B of a pair taking 37k sets/s peaked at
+ * 124 MiB, and at 106 MiB in place). Growing commits pages as they are
+ * written; shrinking gives them back at once.
  */
 import { compareStamps, type Stamp } from './hlc';
 import { keyHash, randomSeed } from './key-hash';
