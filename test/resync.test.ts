@@ -236,6 +236,61 @@ describe('full copy', () => {
     });
   });
 
+  it("a proxy restarted with its memcached intact believes it during the reconciling copy: a key a peer's delete removed under its client's set goes on the peer too", async () => {
+    // Fault suite, seed 57: B's proxy restarted (its memcached kept its items) and A reconciled with a copy. B's
+    // client set a key while A's delete of it was on its way to B's memcached; memcached ran the delete last, and
+    // the read back that repairs such overlaps found the key gone. Taking any incoming copy for a refill, B shipped
+    // nothing, and A kept B's value.
+    const ra = await freePort();
+    // A copy that lasts: 30,000 items only A's memcached holds, at 2,000 items/s.
+    const a = await startNode('a', ra, null, ['--resync-rate', '2000']);
+    const b = await startNode('b', await freePort(), ra);
+    try {
+      await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
+      await load(
+        a.memcached.port,
+        Array.from({ length: 30000 }, (_, i) => ({ key: `only-a:${i}`, value: Buffer.from('x'), flags: 0, exptime: 0 })),
+      );
+      // Three rounds of 40 keys (see below), on both nodes before B's proxy restarts.
+      const rounds = Array.from({ length: 3 }, (_, round) => Array.from({ length: 40 }, (_, i) => `race:${round}:${i}`));
+      const keys = rounds.flat();
+      const clientB = await RawClient.connect(b.memrepl.port);
+      clientB.send(keys.map((k) => `set ${k} 0 0 3\r\nold\r\n`).join(''));
+      await clientB.read((got) => got.toString().split('STORED').length > keys.length);
+      await untilSame(a.memcached.port, b.memcached.port, keys, 10000, 'A to have the keys');
+      await sleep(200); // B's checkpoint covers them
+      clientB.close();
+      await b.restartProxy();
+      await eventually(async () => (await stat(b, 'copy_receiving')) === '1', 10000, "A's reconciling copy to B");
+      const setter = await RawClient.connect(b.memrepl.port);
+      const deleter = await RawClient.connect(a.memrepl.port);
+      try {
+        // B's memcached stands still while B's client sets every key and A's deletes of them reach it: each key's
+        // two writes are in flight at once. memcached runs one connection's commands before the other's, in either
+        // order, so the race runs three times (each on keys of its own) for the delete to run last at least once.
+        for (const [round, raced] of rounds.entries()) {
+          b.memcached.child.kill('SIGSTOP');
+          try {
+            setter.send(raced.map((k) => `set ${k} 0 0 3\r\nnew\r\n`).join(''));
+            deleter.send(raced.map((k) => `delete ${k}\r\n`).join(''));
+            await deleter.read((got) => got.toString().split('DELETED').length > raced.length);
+            await sleep(300);
+          } finally {
+            b.memcached.child.kill('SIGCONT');
+          }
+          await setter.read((got) => got.toString().split('STORED').length > raced.length);
+          assert.equal(await stat(b, 'copy_receiving'), '1', 'the writes raced during the copy');
+          await untilSame(a.memcached.port, b.memcached.port, raced, 10000, `A and B to agree on every key raced in round ${round}`);
+        }
+      } finally {
+        setter.close();
+        deleter.close();
+      }
+    } finally {
+      await stopAll(a, b);
+    }
+  });
+
   it('memcached -X (dumping disabled) is reported, and the pair still replicates live writes', async () => {
     const ra = await freePort();
     const a = await startNode('a', ra, null, [], ['-X']);

@@ -142,7 +142,7 @@ export function buildComponents(
       expiryUnknown: expiryUnknownWarning(metrics, log),
     },
     // Read backs believe memcached only while it holds what it held (see Recorder.readNow).
-    () => !restartWatch.unverified && !inbox.copyInProgress,
+    () => !restartWatch.unverified && !inbox.cold,
   );
   const applier = new Applier(memcached.applier, memcached.applierBinary, clock, history, contention, metrics, options.nodeId, {
     batchAnswered: (answered, error) => inbox.batchAnswered(answered, error),

@@ -58,6 +58,8 @@ export class Inbox {
   private checkpointDirty = false;
   /** A full copy from the peer is under way (or was cut short): this node's data is incomplete. */
   private copying = false;
+  /** See `cold`. */
+  private memcachedCold = true;
   private checkpointTimer: NodeJS.Timeout | null = null;
   /** whenApplied callers, resolved as the position moves. */
   private readonly waiters = new Set<{ seq: number; done(reached: boolean): void }>();
@@ -95,7 +97,9 @@ export class Inbox {
   /** Resumes from the checkpoint a previous run of this proxy saved, if it still holds. */
   loadCheckpoint(): void {
     const position = this.checkpoints.load();
-    if (position) this.follow(position.runId, position.seq);
+    if (!position) return;
+    this.follow(position.runId, position.seq);
+    this.memcachedCold = false;
   }
 
   /** The last record applied, for our HELLO: the peer resumes after it (none while a copy is incomplete). */
@@ -118,6 +122,21 @@ export class Inbox {
   }
 
   /**
+   * This node's memcached may lack items the pair holds, so a key found
+   * missing there says nothing (see Recorder.readNow): it restarted empty
+   * (forget), or this proxy started with no checkpoint of it (a first start,
+   * or one after a copy was cut short), and no full copy from the peer has
+   * ended since. A copy that reconciles a memcached that kept its data (the
+   * peer restarted, or this proxy did) leaves it warm: a key missing there
+   * was deleted (fault suite, seed 57: a restarted proxy's read back during
+   * such a copy found a key a peer's delete had just removed, shipped
+   * nothing, and the peer kept the value).
+   */
+  get cold(): boolean {
+    return this.memcachedCold;
+  }
+
+  /**
    * The peer said hello: a new run of it means a fresh numbering. For the same
    * run, records received but still being applied stay counted: the peer
    * re-sends from our last *applied* one and those copies are dropped here.
@@ -133,6 +152,7 @@ export class Inbox {
    * copy) and accept the live stream from wherever it continues.
    */
   forget(): void {
+    this.memcachedCold = true;
     this.copying = true;
     this.positionKnown = false;
     this.checkpointDirty = false;
@@ -147,6 +167,7 @@ export class Inbox {
 
   copyFinished(): void {
     this.copying = false;
+    this.memcachedCold = false;
     this.checkpointDirty = true;
     this.saveCheckpoint();
   }

@@ -95,7 +95,7 @@ export class Recorder implements Pick<WriteSink, 'written'> {
     /** Told of every expiry memcached set or told, it has items read again after a pause (see stale-clock.ts). */
     private readonly staleClock: Pick<StaleClock, 'answered' | 'afterResume'>,
     private readonly events: RecorderEvents,
-    /** False while this node's memcached may have lost what it held: a dropped connection not yet looked into, a refill under way. */
+    /** False while this node's memcached may have lost what it held: a dropped connection not yet looked into, a cold memcached (Inbox.cold). */
     private readonly memcachedWhole: () => boolean,
   ) {}
 
@@ -219,7 +219,8 @@ export class Recorder implements Pick<WriteSink, 'written'> {
    * write (`drops`: its count then; memcached died, and may have restarted
    * empty or been refilled with older items), or one that finds the key gone
    * while this node's memcached may have lost items (a drop not yet looked
-   * into, or a refill from the peer under way), tells nothing of the write:
+   * into, or a memcached cold until a copy from the peer ends, see
+   * Inbox.cold), tells nothing of the write:
    * shipped, an absent key would delete the peer's value for good, the one the
    * refill is to bring back (resync test, "a write refused while the local
    * memcached is down…"). Such a read, and one that fails after memcached
