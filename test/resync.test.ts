@@ -244,9 +244,10 @@ describe('full copy', () => {
     const ra = await freePort();
     // A copy that lasts: 30,000 items only A's memcached holds, at 2,000 items/s.
     const a = await startNode('a', ra, null, ['--resync-rate', '2000']);
-    const b = await startNode('b', await freePort(), ra);
+    const b = await startNode('b', await freePort(), ra, ['-v']); // -v: its log says where it resumed
     try {
-      await eventually(async () => (await stat(b, 'peer_up')) === '1', 10000, 'link');
+      // B's first copy (of an empty A) ended, so B keeps a checkpoint, and the items below go only in the next copy.
+      await eventually(async () => Number(await stat(b, 'copies_received').catch(() => '0')) >= 1, 10000, "B's first copy");
       await load(
         a.memcached.port,
         Array.from({ length: 30000 }, (_, i) => ({ key: `only-a:${i}`, value: Buffer.from('x'), flags: 0, exptime: 0 })),
@@ -261,6 +262,12 @@ describe('full copy', () => {
       await sleep(200); // B's checkpoint covers them
       clientB.close();
       await b.restartProxy();
+      // Its memcached kept its items, and B knows it: warm, not cold.
+      await eventually(
+        async () => b.memrepl.output().includes('resuming from the checkpoint'),
+        5000,
+        () => `B to resume:\n${b.memrepl.output()}`,
+      );
       await eventually(async () => (await stat(b, 'copy_receiving')) === '1', 10000, "A's reconciling copy to B");
       const setter = await RawClient.connect(b.memrepl.port);
       const deleter = await RawClient.connect(a.memrepl.port);
@@ -280,7 +287,9 @@ describe('full copy', () => {
           }
           await setter.read((got) => got.toString().split('STORED').length > raced.length);
           assert.equal(await stat(b, 'copy_receiving'), '1', 'the writes raced during the copy');
-          await untilSame(a.memcached.port, b.memcached.port, raced, 10000, `A and B to agree on every key raced in round ${round}`);
+          await untilSame(a.memcached.port, b.memcached.port, raced, 10000, `A and B to agree on every key raced in round ${round}`).catch((error: Error) => {
+            throw new Error(`${error.message}\nB's log:\n${b.memrepl.output().slice(-3000)}`);
+          });
         }
       } finally {
         setter.close();
